@@ -1,0 +1,191 @@
+"""Static kernel inspection: compile a planned launch for Hopper (sm_90) without a GPU and
+read its resource use from the cubin: registers, spills (stack frame), shared memory, and
+whether the wgmma tensor-core path (HGMMA) is used.
+
+The compile sees the same specialization as a real launch of the target shape: pointers and
+ints divisible by 16 carry `tt.divisibility` attributes, ints equal to 1 become constants.
+Without them the same kernel shows false spills (GPU.md).
+
+    python -m autotune.inspect --dtype bfloat16 --shape 4096 4096 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from kernels._common import TileConfig
+from yat_triton._launch import KernelCall
+
+TRITON_TYPES = {
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float32: "fp32",
+    torch.float64: "fp64",
+    torch.int32: "i32",
+    torch.int64: "i64",
+}
+
+
+@dataclass
+class KernelReport:
+    """What the sm_90 compile of one kernel call produced."""
+
+    kernel: str
+    registers: int
+    stack_bytes: int
+    spill_stores: int
+    spill_loads: int
+    shared_bytes: int
+    hgmma: int
+    tma: bool
+    compile_s: float
+
+    @property
+    def spills(self) -> bool:
+        return self.stack_bytes > 0 or self.spill_stores > 0 or self.spill_loads > 0
+
+    def line(self) -> str:
+        return (
+            f"{self.kernel}: {self.registers} registers, stack {self.stack_bytes} B, "
+            f"spill stores/loads {self.spill_stores}/{self.spill_loads}, shared "
+            f"{self.shared_bytes} B, HGMMA instructions {self.hgmma}, TMA {self.tma}, "
+            f"compile {self.compile_s:.1f} s"
+        )
+
+
+def _nvidia_bin(tool: str) -> str:
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / tool)
+
+
+def _specialize(call: KernelCall) -> tuple[dict, dict, dict]:
+    """(signature, constexprs, attrs) the way a real launch of these arguments sees them."""
+    fn = call.kernel
+    names = fn.arg_names
+    bound = dict(zip(names, call.args, strict=False))
+    bound.update({k: v for k, v in call.kwargs.items() if k in names})
+    signature: dict[str, str] = {}
+    constexprs: dict[tuple[int, ...], object] = {}
+    attrs: dict[tuple[int, ...], list] = {}
+    for i, name in enumerate(names):
+        value = bound[name]
+        if i in fn.constexprs:
+            signature[name] = "constexpr"
+            constexprs[(i,)] = value
+        elif isinstance(value, torch.Tensor):
+            signature[name] = "*" + TRITON_TYPES[value.dtype]
+            attrs[(i,)] = [["tt.divisibility", 16]]  # the caching allocator aligns to 256 B
+        elif isinstance(value, bool):
+            signature[name] = "i1"
+        elif isinstance(value, int):
+            if value == 1:
+                signature[name] = "constexpr"
+                constexprs[(i,)] = 1
+                continue
+            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, float):
+            signature[name] = "fp32"
+        elif value is None:
+            signature[name] = "constexpr"
+            constexprs[(i,)] = None
+        else:
+            raise TypeError(f"cannot specialize argument {name}={value!r}")
+    return signature, constexprs, attrs
+
+
+def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, int, int, bool]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        usage = subprocess.run(
+            [_nvidia_bin("cuobjdump"), "--dump-resource-usage", str(path)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        sass = subprocess.run(
+            [_nvidia_bin("nvdisasm"), str(path)], capture_output=True, text=True, check=True
+        ).stdout
+
+    def field(name: str) -> int:
+        m = re.search(rf"{name}:(\d+)", usage)
+        return int(m.group(1)) if m else 0
+
+    hgmma = len(re.findall(r"\bHGMMA\b", sass))
+    tma = bool(re.search(r"\bUTMALDG\b|\bUBLKCP\b", sass))
+    return (
+        field("REG"), field("STACK"), field("SHARED"), hgmma, tma,
+        sass.count("STL"), sass.count("LDL"),
+    )  # fmt: skip
+
+
+def compile_sm90(call: KernelCall, *, dump_dir: Path | None = None) -> KernelReport:
+    """Compile one planned call for sm_90 and report its resources; optionally dump IRs."""
+    signature, constexprs, attrs = _specialize(call)
+    src = ASTSource(call.kernel, signature, constexprs, attrs)
+    options = {k: call.kwargs[k] for k in ("num_warps", "num_stages") if k in call.kwargs}
+    t0 = time.perf_counter()
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+    elapsed = time.perf_counter() - t0
+    regs, stack, shared_static, hgmma, tma, stl, ldl = _resource_usage(compiled.asm["cubin"])
+    if dump_dir is not None:
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        for ext, text in compiled.asm.items():
+            name = f"{call.kernel.__name__}.{ext}"
+            if isinstance(text, bytes):
+                (dump_dir / name).write_bytes(text)
+            else:
+                (dump_dir / name).write_text(text)
+    # Dynamic shared memory (the pipelined buffers) is in the metadata, not the cubin.
+    shared = max(shared_static, int(getattr(compiled.metadata, "shared", 0)))
+    return KernelReport(call.kernel.__name__, regs, stack, stl, ldl, shared, hgmma, tma, elapsed)
+
+
+def inspect_dense_fwd(
+    M: int, N: int, K: int, dtype: torch.dtype, config: TileConfig | None = None, **kw: object
+) -> list[KernelReport]:
+    """Compile the dense forward kernels of an (M,K)x(N,K) problem for sm_90 (meta tensors)."""
+    from yat_triton.dense import plan_dense_fwd
+
+    x = torch.empty((M, K), dtype=dtype, device="meta")
+    w = torch.empty((N, K), dtype=dtype, device="meta")
+    b = torch.empty((N,), dtype=dtype, device="meta")
+    precision = "tf32" if dtype == torch.float32 else "ieee"
+    _, calls = plan_dense_fwd(x, w, b, None, 1.0, None, 1e-5, precision, bool(kw.get("save", False)), config)
+    dump = kw.get("dump_dir")
+    return [compile_sm90(c, dump_dir=Path(dump) if dump else None) for c in calls]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--shape", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
+    parser.add_argument("--config", help="tile as BMxBNxBK:warps:stages[:nil], default: heuristic")
+    parser.add_argument("--save", action="store_true", help="forward that saves s for backward")
+    parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
+    args = parser.parse_args(argv)
+    cfg = None
+    if args.config:
+        tile, warps, stages, *rest = args.config.split(":")
+        bm, bn, bk = (int(v) for v in tile.split("x"))
+        cfg = TileConfig(bm, bn, bk, 8, int(warps), int(stages), norms_in_loop=rest == ["nil"])
+    M, N, K = args.shape
+    for report in inspect_dense_fwd(
+        M, N, K, getattr(torch, args.dtype), cfg, save=args.save, dump_dir=args.dump
+    ):
+        print(report.line())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

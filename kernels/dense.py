@@ -1,0 +1,463 @@
+"""ⵟ-dense kernels: y_ij = alpha * (x_i.w_j + b_j)^2 / (max(||x_i||^2 + ||w_j||^2 - 2 x_i.w_j, 0) + eps).
+
+Forward: one tiled GEMM with the whole ⵟ epilogue fused (`yat_dense_fwd_kernel`). The row
+norms come either from a cheap separate pass (`row_sqnorm_kernel`, default) or from the main
+loop (`NORMS_IN_LOOP`). Statically, for a bf16 128x128x64 sm_90 tile, the in-loop variant
+needs ~150 registers and squeezes the pipeline to 64 KB of shared memory, while the
+precomputed variant needs ~117 registers and keeps 96 KB: the norm pass reads x and W once
+(O(MK + NK) bytes, a few percent of the GEMM time at M=N=K=4096), whereas in-loop norms are
+recomputed by every one of the N/BLOCK_N (resp. M/BLOCK_M) programs sharing a row tile and
+cost registers in the hot loop. Both variants stay in the config space so the autotuner
+can confirm the choice per shape on a real GPU.
+
+Backward (SPEC.md section 2), two passes:
+1. `yat_dense_bwd_prep_kernel`: from the upstream gradient g and the forward's saved fp32
+   s = x.w, computes gs = dL/ds (stored in the io dtype, the GEMM operand) and
+   deterministic per-tile partial sums of gd (rows and columns), gu (columns: db),
+   g u^2/q (dalpha) and gq (deps).
+2. `yat_dense_bwd_gemm_kernel`, twice: dx = gs @ W + 2 x * rowsum(gd) and
+   dW = gs^T @ x + 2 W * colsum(gd), the rank-1 corrections fused into the GEMM epilogue.
+Recomputing gs inside the GEMMs would repeat its ~10 CUDA-core flops per element once per
+output column tile; one elementwise pass plus an io-dtype gs round trip is cheaper.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kernels._common import TileConfig, fits_sm90, grouped_tile, saturate
+
+
+@triton.jit
+def row_sqnorm_kernel(
+    a_ptr,
+    out_ptr,
+    R,
+    K,
+    stride_ar,
+    stride_ak,
+    IS_FP64: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """out[r] = sum_k a[r, k]^2, accumulated in fp32 (fp64 for fp64 input).
+
+    a_ptr:   (R, K) any float dtype, strided.
+    out_ptr: (R,) float32 (float64 when IS_FP64), contiguous.
+    """
+    pid = tl.program_id(0)
+    offs_r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    if INT64:
+        offs_r = offs_r.to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_r = offs_r < R
+    ptrs = a_ptr + offs_r[:, None] * stride_ar + offs_k[None, :] * stride_ak
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32)
+    for k0 in range(0, tl.cdiv(K, BLOCK_K)):
+        mask = mask_r[:, None] & (offs_k[None, :] < K - k0 * BLOCK_K)
+        a = tl.load(ptrs, mask=mask, other=0.0).to(acc.dtype)
+        acc += a * a
+        ptrs += BLOCK_K * stride_ak
+    tl.store(out_ptr + offs_r, tl.sum(acc, axis=1), mask=mask_r)
+
+
+@triton.jit
+def yat_dense_fwd_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    alpha_ptr,
+    eps_ptr,
+    nx_ptr,
+    nw_ptr,
+    y_ptr,
+    s_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_xk,
+    stride_wn,
+    stride_wk,
+    stride_ym,
+    stride_yn,
+    stride_sm,
+    stride_sn,
+    alpha_value,
+    eps_value,
+    HAS_BIAS: tl.constexpr,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    NORMS_IN_LOOP: tl.constexpr,
+    STORE_S: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """Fused ⵟ-dense forward for one (BLOCK_M, BLOCK_N) output tile.
+
+    x_ptr:     (M, K) io dtype (fp16 / bf16 / fp32 / fp64), strided.
+    w_ptr:     (N, K) io dtype, strided.
+    b_ptr:     (N,) io dtype, contiguous; read only when HAS_BIAS.
+    alpha_ptr: (1,) any float; read when ALPHA_FROM_PTR, else `alpha_value` is used.
+    eps_ptr:   (1,) any float; read when EPS_FROM_PTR, else `eps_value` is used.
+    nx_ptr:    (M,) acc dtype, ||x_i||^2. Read unless NORMS_IN_LOOP; with NORMS_IN_LOOP and
+               STORE_S it is written instead (by the pid_n == 0 column of programs).
+    nw_ptr:    (N,) acc dtype, ||w_j||^2; same rules (written by pid_m == 0).
+    y_ptr:     (M, N) io dtype output, strided.
+    s_ptr:     (M, N) acc dtype, x.w saved for backward; written only when STORE_S.
+
+    Constexprs: DOT_PRECISION "ieee" | "tf32" for fp32 operands; UPCAST converts operands to
+    fp32 before tl.dot (set only under the interpreter, whose bf16 dot is broken); IS_FP64
+    accumulates in fp64; OUT_MAX > 0 saturates the store to +-OUT_MAX; INT64 widens row and
+    column offsets for tensors past 2^31 elements.
+    """
+    pid = tl.program_id(0)
+    pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if INT64:
+        offs_m = offs_m.to(tl.int64)
+        offs_n = offs_n.to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    # Out-of-range rows/columns read row 0 instead of being masked: the loads in the hot loop
+    # then only need the K mask, and those lanes are never stored.
+    rows = tl.where(mask_m, offs_m, 0)
+    cols = tl.where(mask_n, offs_n, 0)
+    x_ptrs = x_ptr + rows[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + cols[None, :] * stride_wn
+
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if NORMS_IN_LOOP:
+        nx = tl.zeros((BLOCK_M,), dtype=acc.dtype)
+        nw = tl.zeros((BLOCK_N,), dtype=acc.dtype)
+    for k0 in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - k0 * BLOCK_K
+        a = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+        b = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        if NORMS_IN_LOOP:
+            af = a.to(acc.dtype)
+            bf = b.to(acc.dtype)
+            nx += tl.sum(af * af, axis=1)
+            nw += tl.sum(bf * bf, axis=0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+
+    if NORMS_IN_LOOP:
+        if STORE_S:
+            tl.store(nx_ptr + offs_m, nx, mask=mask_m & (pid_n == 0))
+            tl.store(nw_ptr + offs_n, nw, mask=mask_n & (pid_m == 0))
+    else:
+        nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
+        nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
+
+    s = acc
+    if HAS_BIAS:
+        u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    else:
+        u = s
+    # The clamp guards the cancellation of ||x||^2 + ||w||^2 - 2 s when x ~ w; NaN must
+    # survive it (a plain max would turn NaN distances into 0).
+    d = tl.maximum(nx[:, None] + nw[None, :] - 2.0 * s, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    if EPS_FROM_PTR:
+        eps = tl.load(eps_ptr).to(acc.dtype)
+    else:
+        eps = eps_value
+    y = u * u / (d + eps)
+    if ALPHA_FROM_PTR:
+        y = y * tl.load(alpha_ptr).to(acc.dtype)
+    else:
+        y = y * alpha_value
+    y = saturate(y, OUT_MAX)
+
+    mask = mask_m[:, None] & mask_n[None, :]
+    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    if STORE_S:
+        s_ptrs = s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn
+        tl.store(s_ptrs, s, mask=mask)
+
+
+@triton.jit
+def yat_dense_bwd_prep_kernel(
+    g_ptr,
+    s_ptr,
+    nx_ptr,
+    nw_ptr,
+    b_ptr,
+    alpha_ptr,
+    eps_ptr,
+    gs_ptr,
+    row_gd_ptr,
+    col_gd_ptr,
+    col_gu_ptr,
+    part_alpha_ptr,
+    part_eps_ptr,
+    M,
+    N,
+    stride_gm,
+    stride_gn,
+    stride_sm,
+    stride_sn,
+    stride_gsm,
+    stride_gsn,
+    alpha_value,
+    eps_value,
+    HAS_BIAS: tl.constexpr,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    NEED_DB: tl.constexpr,
+    NEED_DALPHA: tl.constexpr,
+    NEED_DEPS: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Elementwise ⵟ backward for one (BLOCK_M, BLOCK_N) tile of a 2-D grid.
+
+    With r = u/q, m = [unclamped distance >= 0] (torch.clamp's gradient mask):
+        gu = 2 g alpha r,  gq = -g alpha r^2,  gd = m gq,  gs = gu - 2 gd.
+
+    g_ptr:          (M, N) io dtype upstream gradient, strided.
+    s_ptr:          (M, N) acc dtype, x.w saved by the forward.
+    nx_ptr, nw_ptr: (M,), (N,) acc dtype squared norms saved by the forward.
+    b_ptr:          (N,) io dtype bias (HAS_BIAS). alpha_ptr / eps_ptr: as in the forward.
+    gs_ptr:         (M, N) io dtype output, dL/ds (saturated to +-OUT_MAX when OUT_MAX > 0).
+    row_gd_ptr:     (cdiv(N, BLOCK_N), M) acc dtype partial row sums of gd.
+    col_gd_ptr:     (cdiv(M, BLOCK_M), N) acc dtype partial column sums of gd.
+    col_gu_ptr:     (cdiv(M, BLOCK_M), N) partial column sums of gu (NEED_DB).
+    part_alpha_ptr: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),) partial sums of g u^2 / q.
+    part_eps_ptr:   same shape, partial sums of gq (NEED_DEPS).
+    Partials, reduced by the launcher, keep the gradients deterministic (no atomics).
+    """
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if INT64:
+        offs_m = offs_m.to(tl.int64)
+        offs_n = offs_n.to(tl.int64)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    mask = mask_m[:, None] & mask_n[None, :]
+
+    if IS_FP64:
+        g = tl.load(
+            g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn, mask=mask, other=0.0
+        ).to(tl.float64)
+    else:
+        g = tl.load(
+            g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn, mask=mask, other=0.0
+        ).to(tl.float32)
+    s = tl.load(s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn, mask=mask, other=0.0)
+    nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
+    nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
+    if HAS_BIAS:
+        u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(s.dtype)[None, :]
+    else:
+        u = s
+    d_raw = nx[:, None] + nw[None, :] - 2.0 * s
+    d = tl.maximum(d_raw, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    if EPS_FROM_PTR:
+        eps = tl.load(eps_ptr).to(s.dtype)
+    else:
+        eps = eps_value
+    if ALPHA_FROM_PTR:
+        alpha = tl.load(alpha_ptr).to(s.dtype)
+    else:
+        alpha = alpha_value
+    r = u / (d + eps)
+    ga = g * alpha
+    gu = 2.0 * ga * r
+    gq = -ga * r * r
+    gd = tl.where(d_raw >= 0.0, gq, 0.0)
+    gs = saturate(gu - 2.0 * gd, OUT_MAX)
+    tl.store(
+        gs_ptr + offs_m[:, None] * stride_gsm + offs_n[None, :] * stride_gsn,
+        gs.to(gs_ptr.dtype.element_ty),
+        mask=mask,
+    )
+
+    tl.store(row_gd_ptr + pid_n * M + offs_m, tl.sum(gd, axis=1), mask=mask_m)
+    tl.store(col_gd_ptr + pid_m * N + offs_n, tl.sum(gd, axis=0), mask=mask_n)
+    if NEED_DB:
+        tl.store(col_gu_ptr + pid_m * N + offs_n, tl.sum(gu, axis=0), mask=mask_n)
+    tile = pid_m * tl.num_programs(1) + pid_n
+    if NEED_DALPHA:
+        tl.store(part_alpha_ptr + tile, tl.sum(tl.sum(g * u * r, axis=1), axis=0))
+    if NEED_DEPS:
+        tl.store(part_eps_ptr + tile, tl.sum(tl.sum(gq, axis=1), axis=0))
+
+
+@triton.jit
+def yat_dense_bwd_gemm_kernel(
+    a_ptr,
+    b_ptr,
+    e_ptr,
+    v_ptr,
+    c_ptr,
+    R,
+    C,
+    KD,
+    stride_ar,
+    stride_ak,
+    stride_bk,
+    stride_bc,
+    stride_er,
+    stride_ec,
+    stride_cr,
+    stride_cc,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """c = a @ b + 2 e * v[:, None]: a backward GEMM with its rank-1 term fused.
+
+    dx: a = gs (M, N), b = W (N, K), e = x (M, K), v = rowsum(gd) (M,).
+    dW: a = gs^T (N, M) as strides, b = x (M, K), e = W (N, K), v = colsum(gd) (N,).
+
+    a_ptr: (R, KD) io dtype; b_ptr: (KD, C) io dtype; e_ptr: (R, C) io dtype; all strided.
+    v_ptr: (R,) acc dtype, contiguous. c_ptr: (R, C) io dtype output, strided.
+    Constexprs as in `yat_dense_fwd_kernel`.
+    """
+    pid = tl.program_id(0)
+    pid_m, pid_n = grouped_tile(pid, R, C, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if INT64:
+        offs_m = offs_m.to(tl.int64)
+        offs_n = offs_n.to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < R
+    mask_n = offs_n < C
+    rows = tl.where(mask_m, offs_m, 0)
+    cols = tl.where(mask_n, offs_n, 0)
+    a_ptrs = a_ptr + rows[:, None] * stride_ar + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + cols[None, :] * stride_bc
+
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, tl.cdiv(KD, BLOCK_K)):
+        k_left = KD - k0 * BLOCK_K
+        a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+        b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+
+    mask = mask_m[:, None] & mask_n[None, :]
+    e = tl.load(e_ptr + offs_m[:, None] * stride_er + offs_n[None, :] * stride_ec, mask=mask, other=0.0)
+    v = tl.load(v_ptr + offs_m, mask=mask_m, other=0.0)
+    c = saturate(acc + 2.0 * e.to(acc.dtype) * v[:, None], OUT_MAX)
+    c_ptrs = c_ptr + offs_m[:, None] * stride_cr + offs_n[None, :] * stride_cc
+    tl.store(c_ptrs, c.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------
+# Config space and defaults (pure Python: no torch here).
+
+
+def dense_config_space(*, include_norms_in_loop: bool = True) -> list[TileConfig]:
+    """Candidate tiles for the GEMM-like dense kernels (wgmma-friendly multiples of 64)."""
+    loop_variants = (False, True) if include_norms_in_loop else (False,)
+    return [
+        TileConfig(bm, bn, bk, group_m=8, num_warps=w, num_stages=st, norms_in_loop=nil)
+        for bm in (64, 128, 256)
+        for bn in (64, 128, 256)
+        for bk in (32, 64, 128)
+        for w in (4, 8)
+        for st in (2, 3, 4, 5)
+        for nil in loop_variants
+        if bm * bn >= 64 * 128 or (w == 4 and st <= 4)
+    ]
+
+
+def prune_dense_configs(
+    configs: list[TileConfig], M: int, N: int, K: int, elem_bytes: int
+) -> list[TileConfig]:
+    """Drop configs that cannot fit on sm_90 or whose tiles dwarf the problem.
+
+    A tile larger than the next power of two of its dimension only wastes lanes; a K tile
+    larger than K likewise. Deduplicates what the clipping leaves identical.
+    """
+    kept: list[TileConfig] = []
+    seen: set[TileConfig] = set()
+    for cfg in configs:
+        if not fits_sm90(cfg, elem_bytes):
+            continue
+        if cfg.block_m > max(16, triton.next_power_of_2(M)):
+            continue
+        if cfg.block_n > max(16, triton.next_power_of_2(N)):
+            continue
+        if cfg.block_k > max(16, triton.next_power_of_2(K)):
+            continue
+        if cfg not in seen:
+            seen.add(cfg)
+            kept.append(cfg)
+    return kept
+
+
+def dense_default_config(
+    M: int, N: int, K: int, elem_bytes: int, *, interpreting: bool = False
+) -> TileConfig:
+    """Heuristic config for shapes nobody has tuned.
+
+    GPU: a 128x128x64 tile (8 warps, HGMMA-sized, 4 stages = 128 KB of shared memory for
+    16-bit io) for large problems; fp32 halves BLOCK_K to keep the same bytes per stage;
+    small dimensions shrink their tile to the next power of two (>= 16, the MMA minimum).
+    Interpreter: the largest tiles the shape allows, since each program costs Python time.
+    """
+
+    def fit(dim: int, cap: int) -> int:
+        return min(cap, max(16, triton.next_power_of_2(max(dim, 1))))
+
+    if interpreting:
+        return TileConfig(fit(M, 64), fit(N, 64), fit(K, 64), group_m=8, num_warps=4, num_stages=1)
+    bk = 64 if elem_bytes <= 2 else 32
+    bm, bn = fit(M, 128), fit(N, 128)
+    warps = 8 if bm * bn >= 128 * 128 else 4
+    return TileConfig(bm, bn, fit(K, bk), group_m=8, num_warps=warps, num_stages=4 if elem_bytes <= 2 else 3)
+
+
+def elementwise_block(M: int, N: int, *, interpreting: bool = False) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) for the backward elementwise pass."""
+    if interpreting:
+        return (
+            min(64, max(16, triton.next_power_of_2(max(M, 1)))),
+            min(64, max(16, triton.next_power_of_2(max(N, 1)))),
+            4,
+        )
+    return 64, 128, 8

@@ -1,0 +1,15 @@
+"""yat-triton: fused Triton kernels for ⵟ-product (Yat) layers, as PyTorch ops and modules.
+
+    y = alpha * (<w, x> + b)^2 / (||w - x||^2 + eps)
+
+Set TRITON_INTERPRET=1 before importing to run the Triton kernels on CPU tensors through the
+interpreter; without it, CPU tensors use a plain-PyTorch implementation of the same math.
+"""
+
+from __future__ import annotations
+
+from yat_triton.dense import yat_linear
+from yat_triton.modules import YatLinear
+
+__all__ = ["YatLinear", "yat_linear"]
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""Validation at the public boundary: every message names the argument, what was expected
+and what was given. Inside the package, arguments are trusted."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+PRECISIONS = ("ieee", "tf32")
+
+
+def check_float_tensor(name: str, t: object) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), got {t.dtype}"
+        )
+    return t
+
+
+def check_same(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
+    """Same device and dtype as the reference tensor."""
+    if t.device != ref.device:
+        raise ValueError(
+            f"{name} is on {t.device} but {ref_name} is on {ref.device}; move them to the same device"
+        )
+    if t.dtype != ref.dtype:
+        raise TypeError(
+            f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; "
+            "mixed dtypes are not supported, cast them to one dtype"
+        )
+
+
+def check_scalar_arg(name: str, value: object, ref: Tensor, *, positive: bool) -> None:
+    """A Python number or a one-element floating tensor on ref's device."""
+    if isinstance(value, Tensor):
+        check_float_tensor(name, value)
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a one-element tensor, got shape {tuple(value.shape)}")
+        if value.device != ref.device:
+            raise ValueError(f"{name} is on {value.device} but x is on {ref.device}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float or a one-element tensor, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if positive and v <= 0.0:
+        raise ValueError(f"{name} must be > 0, got {v}")
+
+
+def check_precision(precision: object) -> None:
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
+
+
+def resolve_precision(precision: str | None, dtype: torch.dtype) -> str:
+    """The tl.dot input precision: 'tf32' only for fp32 operands that allow it."""
+    if dtype != torch.float32:
+        return "ieee"
+    if precision is None:
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    return precision

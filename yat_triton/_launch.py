@@ -1,0 +1,95 @@
+"""Launch plumbing shared by the op families: backend choice, dtype facts, offset widths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
+from torch._subclasses.functional_tensor import FunctionalTensor
+from torch.library import wrap_triton
+
+from kernels._common import FINITE_MAX, INTERPRETING
+
+INT32_MAX = 2**31 - 1
+
+
+def use_triton(t: Tensor) -> bool:
+    """Triton kernels run on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1.
+
+    Anything else (CPU without the interpreter, other devices) takes the plain-PyTorch
+    path: the same math and the same saved tensors, written with torch ops.
+    """
+    return t.device.type == "cuda" or (INTERPRETING and t.device.type == "cpu")
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: fp64 for fp64 io, fp32 for everything else."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def out_max(dtype: torch.dtype) -> float:
+    """OUT_MAX constexpr: the finite range the store saturates to (0.0: no saturation)."""
+    return FINITE_MAX.get(str(dtype).removeprefix("torch."), 0.0)
+
+
+def upcast_operands(dtype: torch.dtype) -> bool:
+    """The interpreter's tl.dot multiplies bf16 bit patterns: upcast there only."""
+    return INTERPRETING and dtype == torch.bfloat16
+
+
+def needs_int64(*tensors: Tensor) -> bool:
+    """True when some element of some tensor lies past 2^31 - 1 elements from its base."""
+    for t in tensors:
+        if t.numel() == 0:
+            continue
+        reach = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride(), strict=True))
+        if reach > INT32_MAX or t.numel() > INT32_MAX:
+            return True
+    return False
+
+
+def saturating_cast(y: Tensor, dtype: torch.dtype) -> Tensor:
+    """Cast with clamping to the dtype's finite range (NaN stays NaN)."""
+    m = out_max(dtype)
+    if m > 0:
+        y = y.clamp(-m, m)
+    return y.to(dtype)
+
+
+def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: object) -> None:
+    """Launch a Triton kernel through `wrap_triton`, so torch.compile can trace it.
+
+    Under the interpreter `wrap_triton` hands back the raw interpreted kernel: it cannot be
+    recorded into a graph, and it would read the data of fake tensors. Plain fake-tensor
+    shape propagation (meta kernels, opcheck's fake-tensor test) only needs output shapes,
+    so the launch is skipped there; graph tracing (torch.compile, AOT dispatch) would lose
+    the kernel, so it is refused with an error instead of computing garbage.
+    """
+    if INTERPRETING:
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        if any(isinstance(t, FunctionalTensor) for t in tensors):
+            raise RuntimeError(
+                "yat_triton ops cannot be traced by torch.compile / AOT dispatch under "
+                "TRITON_INTERPRET=1 (interpreted kernels run eagerly and leave no graph "
+                "node); call them eagerly on the CPU, or compile on a CUDA device"
+            )
+        if any(is_fake(t) for t in tensors):
+            return
+    wrap_triton(kernel)[grid](*args, **kwargs)
+
+
+@dataclass
+class KernelCall:
+    """One planned kernel launch: what a launcher would run, kept as data so that the
+    harness can also compile it ahead of time or for another target (autotune inspect)."""
+
+    kernel: Any
+    grid: tuple[int, ...]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def run(self) -> None:
+        launch(self.kernel, self.grid, *self.args, **self.kwargs)

@@ -1,0 +1,494 @@
+"""ⵟ-dense: launchers, the registered ops with their autograd, and the functional API.
+
+Tiers (each thin): `dense_fwd` / `dense_bwd` own shapes, strides, allocation, grid and config
+choice; `yat_triton::dense_fwd` / `yat_triton::dense_bwd` are `torch.library.triton_op`s, so
+`torch.compile` traces into the Triton kernels; `yat_linear` validates and flattens.
+
+What the forward saves for backward: x, W, b (already alive as inputs/parameters), the
+squared norms (M + N floats) and s = x.w in fp32 (one output-sized tensor). `linear+relu`
+saves its output for the ReLU mask; this op saves s instead and no output, so it stays within
+one extra output-sized tensor. Recomputing s in the backward would cost a third GEMM.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from torch import Tensor
+from torch.library import triton_op
+
+from kernels._common import TileConfig
+from kernels.dense import (
+    elementwise_block,
+    row_sqnorm_kernel,
+    yat_dense_bwd_gemm_kernel,
+    yat_dense_bwd_prep_kernel,
+    yat_dense_fwd_kernel,
+)
+from yat_triton import _checks
+from yat_triton._launch import (
+    INTERPRETING,
+    KernelCall,
+    acc_dtype,
+    needs_int64,
+    out_max,
+    saturating_cast,
+    upcast_operands,
+    use_triton,
+)
+from yat_triton.tuning import pick_dense_config
+
+__all__ = ["dense_bwd", "dense_fwd", "yat_linear"]
+
+
+# ---------------------------------------------------------------------------------------
+# Launchers
+
+
+def plan_row_sqnorms(a: Tensor) -> tuple[Tensor, list[KernelCall]]:
+    """||a_r||^2 for every row of a 2-D tensor, in the accumulation dtype."""
+    R, K = a.shape
+    out = torch.empty((R,), dtype=acc_dtype(a.dtype), device=a.device)
+    if R == 0:
+        return out, []
+    block_r = 16 if INTERPRETING else 32
+    block_k = min(128, max(16, triton.next_power_of_2(max(K, 1))))
+    call = KernelCall(
+        row_sqnorm_kernel, (triton.cdiv(R, block_r),),
+        (a, out, R, K, a.stride(0), a.stride(1)),
+        dict(IS_FP64=a.dtype == torch.float64, INT64=needs_int64(a),
+             BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4),
+    )  # fmt: skip
+    return out, [call]
+
+
+def plan_dense_fwd(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    precision: str,
+    save_for_backward: bool,
+    config: TileConfig | None = None,
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], list[KernelCall]]:
+    """Allocate the forward's outputs and plan its kernel launches (see `dense_fwd`)."""
+    M, K = x.shape
+    N = weight.shape[0]
+    acc = acc_dtype(x.dtype)
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    s = torch.empty((M, N) if save_for_backward else (0,), dtype=acc, device=x.device)
+    if M == 0 or N == 0:
+        zeros = lambda n: torch.zeros((n,), dtype=acc, device=x.device)  # noqa: E731
+        return (y, s, zeros(M), zeros(N)), []
+    alpha, eps = _fp64_scalars(x, alpha, alpha_value, eps, eps_value)
+    cfg = config or pick_dense_config(M, N, K, x.dtype)
+    calls: list[KernelCall] = []
+    if cfg.norms_in_loop:
+        nx = torch.empty((M,), dtype=acc, device=x.device)
+        nw = torch.empty((N,), dtype=acc, device=x.device)
+    else:
+        (nx, cx), (nw, cw) = plan_row_sqnorms(x), plan_row_sqnorms(weight)
+        calls += cx + cw
+    grid = (triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n),)
+    calls.append(KernelCall(
+        yat_dense_fwd_kernel, grid,
+        (x, weight, bias if bias is not None else y, alpha if alpha is not None else y,
+         eps if eps is not None else y, nx, nw, y, s,
+         M, N, K,
+         x.stride(0), x.stride(1), weight.stride(0), weight.stride(1),
+         y.stride(0), y.stride(1), N if save_for_backward else 0, 1,
+         alpha_value, eps_value),
+        dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
+             EPS_FROM_PTR=eps is not None, NORMS_IN_LOOP=cfg.norms_in_loop,
+             STORE_S=save_for_backward, DOT_PRECISION=precision,
+             UPCAST=upcast_operands(x.dtype), IS_FP64=x.dtype == torch.float64,
+             OUT_MAX=out_max(x.dtype), INT64=needs_int64(x, weight, y, s),
+             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+             GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+    ))  # fmt: skip
+    return (y, s, nx, nw), calls
+
+
+def dense_fwd(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    precision: str,
+    save_for_backward: bool,
+    config: TileConfig | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Forward of x (M, K) against weight (N, K).
+
+    Returns (y (M, N) io dtype, s (M, N) acc dtype or empty, ||x||^2 (M,), ||w||^2 (N,)).
+    s and the norms are what the backward needs; s is only written when save_for_backward.
+    `config` overrides the tuned/default tile (the autotune harness uses it).
+    """
+    if not use_triton(x):
+        return _dense_fwd_torch(x, weight, bias, alpha, alpha_value, eps, eps_value, save_for_backward)
+    outputs, calls = plan_dense_fwd(
+        x, weight, bias, alpha, alpha_value, eps, eps_value, precision, save_for_backward, config
+    )
+    for call in calls:
+        call.run()
+    return outputs
+
+
+def _fp64_scalars(
+    x: Tensor, alpha: Tensor | None, alpha_value: float, eps: Tensor | None, eps_value: float
+) -> tuple[Tensor | None, Tensor | None]:
+    """Triton passes Python floats as fp32: for fp64 io, hand constants over as fp64 tensors."""
+    if x.dtype != torch.float64:
+        return alpha, eps
+    as_t = lambda v: torch.full((1,), v, dtype=torch.float64, device=x.device)  # noqa: E731
+    return (alpha if alpha is not None else as_t(alpha_value)), (eps if eps is not None else as_t(eps_value))
+
+
+def plan_bwd_gemm(
+    a: Tensor, b: Tensor, e: Tensor, v: Tensor, precision: str, config: TileConfig | None = None
+) -> tuple[Tensor, list[KernelCall]]:
+    """c = a @ b + 2 e * v[:, None] in e's dtype (see yat_dense_bwd_gemm_kernel)."""
+    R, KD = a.shape
+    C = b.shape[1]
+    c = torch.empty((R, C), dtype=e.dtype, device=e.device)
+    if R == 0 or C == 0:
+        return c, []
+    cfg = config or pick_dense_config(R, C, KD, e.dtype)
+    grid = (triton.cdiv(R, cfg.block_m) * triton.cdiv(C, cfg.block_n),)
+    call = KernelCall(
+        yat_dense_bwd_gemm_kernel, grid,
+        (a, b, e, v, c, R, C, KD,
+         a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+         e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
+        dict(DOT_PRECISION=precision, UPCAST=upcast_operands(e.dtype),
+             IS_FP64=e.dtype == torch.float64, OUT_MAX=out_max(e.dtype),
+             INT64=needs_int64(a, b, e, c),
+             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+             GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+    )  # fmt: skip
+    return c, [call]
+
+
+def _bwd_gemm(a: Tensor, b: Tensor, e: Tensor, v: Tensor, precision: str) -> Tensor:
+    c, calls = plan_bwd_gemm(a, b, e, v, precision)
+    for call in calls:
+        call.run()
+    return c
+
+
+def plan_bwd_prep(
+    grad: Tensor,
+    s: Tensor,
+    nx: Tensor,
+    nw: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    need_db: bool,
+    need_dalpha: bool,
+    need_deps: bool,
+) -> tuple[tuple[Tensor, ...], list[KernelCall]]:
+    """Allocate gs and the partial-sum buffers, plan the elementwise backward pass.
+
+    Returns ((gs, row_gd, col_gd, col_gu, part_alpha, part_eps), calls); the partials are
+    reduced by the caller (sum over dim 0 / all), deterministically.
+    """
+    M, N = grad.shape
+    dev, io = grad.device, grad.dtype
+    acc = acc_dtype(io)
+    alpha, eps = _fp64_scalars(grad, alpha, alpha_value, eps, eps_value)
+    bm, bn, warps = elementwise_block(M, N, interpreting=INTERPRETING)
+    tm, tn = triton.cdiv(M, bm), triton.cdiv(N, bn)
+    gs = torch.empty((M, N), dtype=io, device=dev)
+    row_gd = torch.zeros((tn, M), dtype=acc, device=dev)
+    col_gd = torch.zeros((tm, N), dtype=acc, device=dev)
+    col_gu = torch.zeros((tm if need_db else 0, N), dtype=acc, device=dev)
+    part_alpha = torch.zeros((tm * tn if need_dalpha else 0,), dtype=acc, device=dev)
+    part_eps = torch.zeros((tm * tn if need_deps else 0,), dtype=acc, device=dev)
+    buffers = (gs, row_gd, col_gd, col_gu, part_alpha, part_eps)
+    if M == 0 or N == 0:
+        return buffers, []
+    call = KernelCall(
+        yat_dense_bwd_prep_kernel, (tm, tn),
+        (grad, s, nx, nw, bias if bias is not None else gs,
+         alpha if alpha is not None else gs, eps if eps is not None else gs,
+         gs, row_gd, col_gd, col_gu, part_alpha, part_eps,
+         M, N, grad.stride(0), grad.stride(1), s.stride(0), s.stride(1),
+         gs.stride(0), gs.stride(1), alpha_value, eps_value),
+        dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
+             EPS_FROM_PTR=eps is not None, NEED_DB=need_db, NEED_DALPHA=need_dalpha,
+             NEED_DEPS=need_deps, IS_FP64=io == torch.float64,
+             OUT_MAX=out_max(io), INT64=needs_int64(grad, s, gs),
+             BLOCK_M=bm, BLOCK_N=bn, num_warps=warps),
+    )  # fmt: skip
+    return buffers, [call]
+
+
+def dense_bwd(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    s: Tensor,
+    nx: Tensor,
+    nw: Tensor,
+    precision: str,
+    needs: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (dx, dW, db, dalpha, deps) per SPEC.md section 2.
+
+    `needs` flags which of the five are wanted; the others come back as empty tensors.
+    """
+    if not use_triton(x):
+        return _dense_bwd_torch(grad, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw, needs)
+    need_dx, need_dw, need_db, need_dalpha, need_deps = needs
+    need_db = need_db and bias is not None
+    need_dalpha = need_dalpha and alpha is not None
+    need_deps = need_deps and eps is not None
+    (gs, row_gd, col_gd, col_gu, part_alpha, part_eps), calls = plan_bwd_prep(
+        grad, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, need_db, need_dalpha, need_deps
+    )
+    for call in calls:
+        call.run()
+
+    def empty() -> Tensor:  # a fresh one per slot: op outputs must not alias
+        return torch.empty((0,), dtype=x.dtype, device=x.device)
+
+    dx = _bwd_gemm(gs, weight, x, row_gd.sum(0), precision) if need_dx else empty()
+    dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), precision) if need_dw else empty()
+    db = col_gu.sum(0).to(bias.dtype) if need_db else empty()
+    dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else empty()
+    deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else empty()
+    return dx, dw, db, dalpha, deps
+
+
+# ---------------------------------------------------------------------------------------
+# Plain-PyTorch path: CPU tensors without TRITON_INTERPRET=1 and non-CUDA devices.
+# Same math, same saved tensors, so the registered autograd serves both paths.
+
+
+def _scalar(t: Tensor | None, value: float, acc: torch.dtype) -> Tensor | float:
+    return t.to(acc).reshape(()) if t is not None else value
+
+
+def _epilogue_torch(
+    s: Tensor, nx: Tensor, nw: Tensor, bias: Tensor | None, eps: Tensor | float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(u, unclamped distance, q) from the saved quantities."""
+    u = s + bias.to(s.dtype) if bias is not None else s
+    d_raw = nx[:, None] + nw[None, :] - 2.0 * s
+    return u, d_raw, d_raw.clamp_min(0.0) + eps
+
+
+def _dense_fwd_torch(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    save_for_backward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    acc = acc_dtype(x.dtype)
+    xf, wf = x.to(acc), weight.to(acc)
+    s = xf @ wf.t()
+    nx, nw = (xf * xf).sum(1), (wf * wf).sum(1)
+    u, _, q = _epilogue_torch(s, nx, nw, bias, _scalar(eps, eps_value, acc))
+    y = saturating_cast(u * u / q * _scalar(alpha, alpha_value, acc), x.dtype)
+    if not save_for_backward:
+        s = s.new_empty((0,))
+    return y, s, nx, nw
+
+
+def _dense_bwd_torch(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    s: Tensor,
+    nx: Tensor,
+    nw: Tensor,
+    needs: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    acc = acc_dtype(x.dtype)
+
+    def empty() -> Tensor:
+        return x.new_empty((0,))
+
+    u, d_raw, q = _epilogue_torch(s, nx, nw, bias, _scalar(eps, eps_value, acc))
+    ga = grad.to(acc) * _scalar(alpha, alpha_value, acc)
+    r = u / q
+    gu = 2.0 * ga * r
+    gq = -ga * r * r
+    gd = torch.where(d_raw >= 0, gq, torch.zeros_like(gq))
+    gs = saturating_cast(gu - 2.0 * gd, x.dtype).to(acc)
+    xf, wf = x.to(acc), weight.to(acc)
+    dx = saturating_cast(gs @ wf + 2.0 * xf * gd.sum(1, keepdim=True), x.dtype) if needs[0] else empty()
+    dw = saturating_cast(gs.t() @ xf + 2.0 * wf * gd.sum(0)[:, None], x.dtype) if needs[1] else empty()
+    db = gu.sum(0).to(bias.dtype) if needs[2] and bias is not None else empty()
+    dalpha = (
+        (grad.to(acc) * u * r).sum().reshape(alpha.shape).to(alpha.dtype)
+        if needs[3] and alpha is not None
+        else empty()
+    )
+    deps = gq.sum().reshape(eps.shape).to(eps.dtype) if needs[4] and eps is not None else empty()
+    return dx, dw, db, dalpha, deps
+
+
+# ---------------------------------------------------------------------------------------
+# Registered ops
+
+
+@triton_op("yat_triton::dense_fwd", mutates_args=())
+def _dense_fwd_op(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    precision: str,
+    save_for_backward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return dense_fwd(x, weight, bias, alpha, alpha_value, eps, eps_value, precision, save_for_backward)
+
+
+@triton_op("yat_triton::dense_bwd", mutates_args=())
+def _dense_bwd_op(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    s: Tensor,
+    nx: Tensor,
+    nw: Tensor,
+    precision: str,
+    needs: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return dense_bwd(grad, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw, precision, needs)
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 (torch.library's signature)
+    x, weight, bias, alpha, alpha_value, eps, eps_value, precision, save = inputs
+    _, s, nx, nw = output
+    ctx.save_for_backward(x, weight, bias, alpha, eps, s, nx, nw)
+    ctx.alpha_value, ctx.eps_value, ctx.precision, ctx.saved_s = alpha_value, eps_value, precision, save
+    ctx.mark_non_differentiable(s, nx, nw)
+
+
+def _backward(ctx, grad_y: Tensor, *_unused: Tensor):  # noqa: ANN001, ANN202
+    if not ctx.saved_s:
+        raise RuntimeError(
+            "yat_triton::dense_fwd ran with save_for_backward=False; call it with "
+            "save_for_backward=True (yat_linear does so whenever grad mode needs it)"
+        )
+    x, weight, bias, alpha, eps, s, nx, nw = ctx.saved_tensors
+    nd = ctx.needs_input_grad
+    needs = [nd[0], nd[1], nd[2], nd[3], nd[5]]
+    dx, dw, db, dalpha, deps = _dense_bwd_op(
+        grad_y, x, weight, bias, alpha, ctx.alpha_value, eps, ctx.eps_value, s, nx, nw,
+        ctx.precision, needs,
+    )  # fmt: skip
+    pick = lambda flag, t: t if flag else None  # noqa: E731
+    return (
+        pick(needs[0], dx), pick(needs[1], dw), pick(needs[2], db), pick(needs[3], dalpha),
+        None, pick(needs[4], deps), None, None, None,
+    )  # fmt: skip
+
+
+_dense_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------
+# Functional API
+
+
+def yat_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    alpha: float | Tensor | None = None,
+    eps: float | Tensor = 1e-5,
+    precision: str | None = None,
+) -> Tensor:
+    """ⵟ-dense layer: y = alpha * (x.w_j + b_j)^2 / (max(||x||^2 + ||w_j||^2 - 2 x.w_j, 0) + eps).
+
+    Args:
+        x: input, shape (*, K), float16 / bfloat16 / float32 / float64.
+        weight: shape (N, K), same dtype and device as x.
+        bias: optional, shape (N,), same dtype and device; it sits inside the square.
+        alpha: None (no scaling), a Python float (constant) or a one-element tensor
+            (learnable; any float dtype, its gradient has its dtype).
+        eps: a finite float > 0, or a one-element tensor (e.g. softplus of a learnable raw
+            parameter; its value is not checked, it must be > 0).
+        precision: for float32 inputs on the GPU, "ieee" (exact fp32) or "tf32" (tensor
+            cores); None follows torch.backends.cuda.matmul.allow_tf32. Ignored otherwise:
+            fp16/bf16 always accumulate in fp32.
+
+    Returns:
+        Tensor of shape (*, N) and x's dtype; fp16/bf16 results saturate to the finite
+        range instead of overflowing to inf. NaN/Inf in the input propagate.
+
+    CUDA tensors run the Triton kernels; CPU tensors run the same kernels through the Triton
+    interpreter when TRITON_INTERPRET=1 was set before import, else a plain-PyTorch
+    implementation of the same math. Gradients are first order only.
+    """
+    _checks.check_float_tensor("x", x)
+    _checks.check_float_tensor("weight", weight)
+    if x.dim() < 1:
+        raise ValueError("x must have at least one dimension (*, K), got a 0-d tensor")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must have shape (N, K), got shape {tuple(weight.shape)}")
+    _checks.check_same("weight", weight, "x", x)
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"x has K={x.shape[-1]} features (shape {tuple(x.shape)}) but weight expects "
+            f"K={weight.shape[1]} (shape {tuple(weight.shape)})"
+        )
+    if bias is not None:
+        _checks.check_float_tensor("bias", bias)
+        _checks.check_same("bias", bias, "x", x)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got shape {tuple(bias.shape)}")
+    if alpha is not None:
+        _checks.check_scalar_arg("alpha", alpha, x, positive=False)
+    _checks.check_scalar_arg("eps", eps, x, positive=True)
+    _checks.check_precision(precision)
+
+    alpha_t = alpha if isinstance(alpha, Tensor) else None
+    alpha_value = 1.0 if alpha is None else (1.0 if alpha_t is not None else float(alpha))
+    eps_t = eps if isinstance(eps, Tensor) else None
+    eps_value = 1.0 if eps_t is not None else float(eps)
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias, alpha_t, eps_t)
+    )
+    y, _, _, _ = _dense_fwd_op(
+        x2, weight, bias, alpha_t, alpha_value, eps_t, eps_value,
+        _checks.resolve_precision(precision, x.dtype), save,
+    )  # fmt: skip
+    return y.reshape(*lead, weight.shape[0])

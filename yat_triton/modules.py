@@ -1,0 +1,203 @@
+"""nn.Modules over the ⵟ ops, parameter-compatible with the `nmn` package's layers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from yat_triton._checks import PRECISIONS
+from yat_triton._launch import acc_dtype
+from yat_triton.dense import yat_linear
+
+__all__ = ["YatLinear"]
+
+SQRT2 = math.sqrt(2.0)
+
+
+def _inverse_softplus(y: float) -> float:
+    """softplus^-1(y) = log(expm1(y)), in a form exact for tiny and huge y."""
+    return y + math.log(-math.expm1(-y))
+
+
+def _check_epsilon(epsilon: float) -> float:
+    epsilon = float(epsilon)
+    if not math.isfinite(epsilon) or epsilon <= 0.0:
+        raise ValueError(f"epsilon must be finite and > 0, got {epsilon}")
+    return epsilon
+
+
+class YatLinear(nn.Module):
+    """ⵟ-dense layer: y = alpha * (x W^T + b)^2 / (||x - W||^2 + eps), rows against rows.
+
+    Parameters and options mirror `nmn.torch.nmn.YatNMN`, so its state_dict loads unchanged:
+        weight (out_features, in_features), xavier-normal initialised;
+        bias (out_features,) [or (1,) with scalar_bias], U(-1/sqrt(in), 1/sqrt(in));
+        alpha (1,), initialised to 1, when alpha=True and constant_alpha is None;
+        epsilon_param (1,), softplus^-1(epsilon), when learnable_epsilon (kept in fp32 or
+        fp64 even when the module is cast to half precision).
+
+    Options:
+        bias / constant_bias / softplus_bias / scalar_bias: learnable bias per neuron, a
+            fixed float, softplus(bias), or one learnable scalar shared by all neurons.
+        alpha / constant_alpha: learnable scale, constant_alpha=True for sqrt(2), a float
+            for that constant, alpha=False for none.
+        epsilon, learnable_epsilon: eps > 0, or eps = softplus(epsilon_param).
+        positive_init: |weight| after init. lazy / freeze_kernel: weight.requires_grad=False.
+        dtype: computation dtype (default: the input's); param_dtype: parameter storage.
+        precision: fp32 dot precision on the GPU ("ieee" / "tf32"; None follows torch).
+    The forward casts the parameters to the computation dtype, as nmn does.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        constant_bias: float | None = None,
+        softplus_bias: bool = False,
+        scalar_bias: bool = False,
+        alpha: bool = True,
+        constant_alpha: bool | float | None = None,
+        dtype: torch.dtype | None = None,
+        param_dtype: torch.dtype = torch.float32,
+        epsilon: float = 1e-5,
+        learnable_epsilon: bool = False,
+        positive_init: bool = False,
+        lazy: bool = False,
+        freeze_kernel: bool = False,
+        kernel_init: Callable[[Tensor], object] | None = None,
+        bias_init: Callable[[Tensor], object] | None = None,
+        alpha_init: Callable[[Tensor], object] | None = None,
+        device: torch.device | str | None = None,
+        precision: str | None = None,
+    ) -> None:
+        super().__init__()
+        if in_features < 0 or out_features < 0:
+            raise ValueError(f"in_features and out_features must be >= 0, got {in_features}, {out_features}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.precision = precision
+        self.epsilon = _check_epsilon(epsilon)
+        self.learnable_epsilon = learnable_epsilon
+        self.positive_init = positive_init
+        self.lazy = bool(lazy or freeze_kernel)
+        factory = {"device": device, "dtype": param_dtype}
+
+        self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
+        if learnable_epsilon:
+            eps_dtype = torch.float32 if param_dtype in (torch.float16, torch.bfloat16) else param_dtype
+            raw = _inverse_softplus(self.epsilon)
+            self.epsilon_param = nn.Parameter(torch.full((1,), raw, dtype=eps_dtype, device=device))
+        else:
+            self.register_parameter("epsilon_param", None)
+
+        self._constant_alpha_value: float | None = None
+        if constant_alpha is not None and constant_alpha is not False:
+            self._constant_alpha_value = SQRT2 if constant_alpha is True else float(constant_alpha)
+            self.register_parameter("alpha", None)
+        elif alpha:
+            self.alpha = nn.Parameter(torch.ones((1,), **factory))
+        else:
+            self.register_parameter("alpha", None)
+        self.constant_alpha = constant_alpha
+
+        self._constant_bias_value: float | None = None
+        if constant_bias is not None and constant_bias is not False:
+            self._constant_bias_value = float(constant_bias)
+            self.register_parameter("bias", None)
+        elif bias:
+            self.bias = nn.Parameter(torch.empty((1,) if scalar_bias else (out_features,), **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.softplus_bias = softplus_bias and self.bias is not None
+        self.scalar_bias = scalar_bias and self.bias is not None
+
+        self.reset_parameters(kernel_init, bias_init, alpha_init)
+        if self.lazy:
+            self.weight.requires_grad_(False)
+
+    def reset_parameters(
+        self,
+        kernel_init: Callable[[Tensor], object] | None = None,
+        bias_init: Callable[[Tensor], object] | None = None,
+        alpha_init: Callable[[Tensor], object] | None = None,
+    ) -> None:
+        """Xavier-normal weight, uniform(+-1/sqrt(fan_in)) bias, alpha = 1 (nmn's defaults)."""
+        with torch.no_grad():
+            (kernel_init or nn.init.xavier_normal_)(self.weight)
+            if self.positive_init:
+                self.weight.abs_()
+            if self.bias is not None:
+                if bias_init is None:
+                    bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+                    nn.init.uniform_(self.bias, -bound, bound)
+                else:
+                    bias_init(self.bias)
+            if self.alpha is not None:
+                if alpha_init is None:
+                    self.alpha.fill_(1.0)
+                else:
+                    alpha_init(self.alpha)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+        # A learnable epsilon keeps its storage dtype when the module is cast to half
+        # precision (softplus of a tiny eps underflows there); only its device follows.
+        eps = self._parameters.get("epsilon_param")
+        if eps is None:
+            return super()._apply(fn, recurse=recurse)
+        self._parameters["epsilon_param"] = None
+        try:
+            result = super()._apply(fn, recurse=recurse)
+        finally:
+            self._parameters["epsilon_param"] = eps
+        device = fn(torch.empty(0, device=eps.device, dtype=eps.dtype)).device
+        with torch.no_grad():
+            eps.data = eps.data.to(device=device)
+            if eps.grad is not None:
+                eps.grad.data = eps.grad.data.to(device=device)
+        return result
+
+    def effective_bias(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+        if self._constant_bias_value is not None:
+            return torch.full((self.out_features,), self._constant_bias_value, dtype=dtype, device=device)
+        if self.bias is None:
+            return None
+        b = F.softplus(self.bias) if self.softplus_bias else self.bias
+        if self.scalar_bias:
+            b = b.expand(self.out_features)
+        return b.to(dtype)
+
+    def effective_eps(self, dtype: torch.dtype) -> Tensor | float:
+        if self.epsilon_param is None:
+            return self.epsilon
+        p = self.epsilon_param
+        return F.softplus(p.to(torch.promote_types(acc_dtype(dtype), p.dtype)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = self.dtype or x.dtype
+        x = x.to(dtype)
+        alpha = self.alpha.to(dtype) if self.alpha is not None else self._constant_alpha_value
+        return yat_linear(
+            x,
+            self.weight.to(dtype),
+            self.effective_bias(dtype, x.device),
+            alpha=alpha,
+            eps=self.effective_eps(dtype),
+            precision=self.precision,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None or self._constant_bias_value is not None}, "
+            f"alpha={self.alpha is not None}, constant_alpha={self.constant_alpha}, "
+            f"epsilon={self.epsilon}, learnable_epsilon={self.learnable_epsilon}"
+        )
