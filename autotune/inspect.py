@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--shape", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
-    parser.add_argument("--config", help="tile as BMxBNxBK:warps:stages[:nil], default: heuristic")
+    parser.add_argument(
+        "--config",
+        help="tile as BMxBNxBK:warps:stages[:eSPLIT][:nil] (e.g. 128x128x64:8:4:e2), default: heuristic",
+    )
     parser.add_argument("--save", action="store_true", help="forward that saves s for backward")
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
     args = parser.parse_args(argv)
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         tile, warps, stages, *rest = args.config.split(":")
         bm, bn, bk = (int(v) for v in tile.split("x"))
-        cfg = TileConfig(bm, bn, bk, 8, int(warps), int(stages), norms_in_loop=rest == ["nil"])
+        split = next((int(r[1:]) for r in rest if r.startswith("e")), 1)
+        cfg = TileConfig(bm, bn, bk, 8, int(warps), int(stages), "nil" in rest, split)
     M, N, K = args.shape
     for report in inspect_dense_fwd(
         M, N, K, getattr(torch, args.dtype), cfg, save=args.save, dump_dir=args.dump

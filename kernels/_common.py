@@ -27,8 +27,9 @@ SM90_MAX_THREADS = 1024
 class TileConfig:
     """One launch configuration of a GEMM-like kernel.
 
-    `norms_in_loop` only matters for the dense forward: True sums ||x||^2 and ||w||^2 inside
-    the main loop, False reads them from a cheap separate pass.
+    `norms_in_loop` and `epilogue_split` only matter for the dense forward: True sums ||x||^2
+    and ||w||^2 inside the main loop, False reads them from a cheap separate pass; the
+    epilogue runs on `epilogue_split` column slices of the tile (fewer live registers).
     """
 
     block_m: int
@@ -38,6 +39,7 @@ class TileConfig:
     num_warps: int = 4
     num_stages: int = 3
     norms_in_loop: bool = False
+    epilogue_split: int = 1
 
     def as_dict(self) -> dict[str, int | bool]:
         return asdict(self)
@@ -45,9 +47,10 @@ class TileConfig:
     @property
     def name(self) -> str:
         tag = "_nil" if self.norms_in_loop else ""
+        split = f"e{self.epilogue_split}" if self.epilogue_split != 1 else ""
         return (
             f"m{self.block_m}n{self.block_n}k{self.block_k}g{self.group_m}"
-            f"w{self.num_warps}s{self.num_stages}{tag}"
+            f"w{self.num_warps}s{self.num_stages}{split}{tag}"
         )
 
 

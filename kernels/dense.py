@@ -100,6 +100,7 @@ def yat_dense_fwd_kernel(
     IS_FP64: tl.constexpr,
     OUT_MAX: tl.constexpr,
     INT64: tl.constexpr,
+    EPILOGUE_SPLIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -121,7 +122,8 @@ def yat_dense_fwd_kernel(
     Constexprs: DOT_PRECISION "ieee" | "tf32" for fp32 operands; UPCAST converts operands to
     fp32 before tl.dot (set only under the interpreter, whose bf16 dot is broken); IS_FP64
     accumulates in fp64; OUT_MAX > 0 saturates the store to +-OUT_MAX; INT64 widens row and
-    column offsets for tensors past 2^31 elements.
+    column offsets for tensors past 2^31 elements; EPILOGUE_SPLIT (1, 2, 4; 1 with
+    NORMS_IN_LOOP) runs the epilogue on that many column slices of the tile.
     """
     pid = tl.program_id(0)
     pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -163,39 +165,127 @@ def yat_dense_fwd_kernel(
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
 
+    if EPS_FROM_PTR:
+        eps = tl.load(eps_ptr).to(acc.dtype)
+    else:
+        eps = eps_value
+    if ALPHA_FROM_PTR:
+        alpha = tl.load(alpha_ptr).to(acc.dtype)
+    else:
+        alpha = alpha_value
     if NORMS_IN_LOOP:
-        if STORE_S:
-            tl.store(nx_ptr + offs_m, nx, mask=mask_m & (pid_n == 0))
-            tl.store(nw_ptr + offs_n, nw, mask=mask_n & (pid_m == 0))
+        if STORE_S:  # every program computed them; the first row/column of tiles saves
+            if pid_n == 0:
+                tl.store(nx_ptr + offs_m, nx, mask=mask_m)
+            if pid_m == 0:
+                tl.store(nw_ptr + offs_n, nw, mask=mask_n)
+        _fwd_epilogue(
+            acc, nx, nw, offs_m, pid_n * BLOCK_N, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
+            stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
+            False, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N,
+        )  # fmt: skip
     else:
         nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
-        nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
+        # In the wgmma accumulator layout each thread holds 2 rows but BLOCK_N/4 columns, so
+        # every column vector (||w||^2, bias) costs BLOCK_N/4 registers: the epilogue runs
+        # on EPILOGUE_SPLIT column slices to divide that (bf16 128x128, 8 warps on sm_90:
+        # 164 registers unsplit, ~120 split in two, the same as with no bias at all).
+        n0 = pid_n * BLOCK_N
+        if EPILOGUE_SPLIT == 1:
+            _fwd_epilogue(
+                acc, nx, nx, offs_m, n0, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
+                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
+                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N,
+            )  # fmt: skip
+        elif EPILOGUE_SPLIT == 2:
+            s0, s1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+            _fwd_epilogue(
+                s0, nx, nx, offs_m, n0, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
+                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
+                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
+            )  # fmt: skip
+            _fwd_epilogue(
+                s1, nx, nx, offs_m, n0 + BLOCK_N // 2, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
+                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
+                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
+            )  # fmt: skip
+        else:
+            tl.static_assert(EPILOGUE_SPLIT == 4, "EPILOGUE_SPLIT must be 1, 2 or 4")
+            s0, s1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+            s00, s01 = tl.split(tl.permute(tl.reshape(s0, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
+            _fwd_epilogue(
+                s00, nx, nx, offs_m, n0, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
+                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
+                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+            )  # fmt: skip
+            _fwd_epilogue(
+                s01, nx, nx, offs_m, n0 + BLOCK_N // 4, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
+                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
+                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+            )  # fmt: skip
+            s10, s11 = tl.split(tl.permute(tl.reshape(s1, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
+            _fwd_epilogue(
+                s10, nx, nx, offs_m, n0 + BLOCK_N // 2, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
+                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
+                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+            )  # fmt: skip
+            _fwd_epilogue(
+                s11, nx, nx, offs_m, n0 + 3 * (BLOCK_N // 4), mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
+                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
+                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+            )  # fmt: skip
 
-    s = acc
+
+@triton.jit
+def _fwd_epilogue(
+    s,
+    nx,
+    nw,
+    offs_m,
+    n0,
+    mask_m,
+    N,
+    nw_ptr,
+    b_ptr,
+    y_ptr,
+    s_ptr,
+    stride_ym,
+    stride_yn,
+    stride_sm,
+    stride_sn,
+    alpha,
+    eps,
+    NW_FROM_PTR: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    STORE_S: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    WIDTH: tl.constexpr,
+):
+    """y = alpha u^2 / (max(||x||^2 + ||w||^2 - 2 s, 0) + eps) for columns [n0, n0 + WIDTH).
+
+    s: (BLOCK_M, WIDTH) accumulator slice; nx: (BLOCK_M,) row norms; nw: (WIDTH,) column
+    norms, or ignored and loaded from nw_ptr when NW_FROM_PTR.
+    """
+    offs_n = n0 + tl.arange(0, WIDTH)
+    mask_n = offs_n < N
+    if NW_FROM_PTR:
+        nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
     if HAS_BIAS:
-        u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+        u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(s.dtype)[None, :]
     else:
         u = s
     # The clamp guards the cancellation of ||x||^2 + ||w||^2 - 2 s when x ~ w; NaN must
     # survive it (a plain max would turn NaN distances into 0).
     d = tl.maximum(nx[:, None] + nw[None, :] - 2.0 * s, 0.0, propagate_nan=tl.PropagateNan.ALL)
-    if EPS_FROM_PTR:
-        eps = tl.load(eps_ptr).to(acc.dtype)
-    else:
-        eps = eps_value
-    y = u * u / (d + eps)
-    if ALPHA_FROM_PTR:
-        y = y * tl.load(alpha_ptr).to(acc.dtype)
-    else:
-        y = y * alpha_value
-    y = saturate(y, OUT_MAX)
-
+    y = saturate(u * u / (d + eps) * alpha, OUT_MAX)
     mask = mask_m[:, None] & mask_n[None, :]
-    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
-    tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(
+        y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
+        y.to(y_ptr.dtype.element_ty),
+        mask=mask,
+    )
     if STORE_S:
-        s_ptrs = s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn
-        tl.store(s_ptrs, s, mask=mask)
+        tl.store(s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn, s, mask=mask)
 
 
 @triton.jit
@@ -391,17 +481,23 @@ def yat_dense_bwd_gemm_kernel(
 
 
 def dense_config_space(*, include_norms_in_loop: bool = True) -> list[TileConfig]:
-    """Candidate tiles for the GEMM-like dense kernels (wgmma-friendly multiples of 64)."""
-    loop_variants = (False, True) if include_norms_in_loop else (False,)
+    """Candidate tiles for the GEMM-like dense kernels (wgmma-friendly multiples of 64).
+
+    The epilogue split keeps >= 32 columns per slice; the in-loop-norms variant only runs
+    unsplit (its ||w||^2 lives in registers, not in memory to reload per slice).
+    """
+    variants = [(False, 1), (False, 2), (False, 4)]
+    if include_norms_in_loop:
+        variants.append((True, 1))
     return [
-        TileConfig(bm, bn, bk, group_m=8, num_warps=w, num_stages=st, norms_in_loop=nil)
+        TileConfig(bm, bn, bk, 8, w, st, norms_in_loop=nil, epilogue_split=split)
         for bm in (64, 128, 256)
         for bn in (64, 128, 256)
         for bk in (32, 64, 128)
         for w in (4, 8)
         for st in (2, 3, 4, 5)
-        for nil in loop_variants
-        if bm * bn >= 64 * 128 or (w == 4 and st <= 4)
+        for nil, split in variants
+        if bn // split >= 32 and (bm * bn >= 64 * 128 or w == 4)
     ]
 
 
@@ -436,8 +532,9 @@ def dense_default_config(
     """Heuristic config for shapes nobody has tuned.
 
     GPU: a 128x128x64 tile (8 warps, HGMMA-sized, 4 stages = 128 KB of shared memory for
-    16-bit io) for large problems; fp32 halves BLOCK_K to keep the same bytes per stage;
-    small dimensions shrink their tile to the next power of two (>= 16, the MMA minimum).
+    16-bit io, epilogue in two column slices) for large problems; fp32 halves BLOCK_K to
+    keep the same bytes per stage; small dimensions shrink their tile to the next power of
+    two (>= 16, the MMA minimum).
     Interpreter: the largest tiles the shape allows, since each program costs Python time.
     """
 
@@ -449,7 +546,8 @@ def dense_default_config(
     bk = 64 if elem_bytes <= 2 else 32
     bm, bn = fit(M, 128), fit(N, 128)
     warps = 8 if bm * bn >= 128 * 128 else 4
-    return TileConfig(bm, bn, fit(K, bk), group_m=8, num_warps=warps, num_stages=4 if elem_bytes <= 2 else 3)
+    stages = 4 if elem_bytes <= 2 else 3
+    return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, epilogue_split=max(1, bn // 64))
 
 
 def elementwise_block(M: int, N: int, *, interpreting: bool = False) -> tuple[int, int, int]:

@@ -106,6 +106,7 @@ def plan_dense_fwd(
              STORE_S=save_for_backward, DOT_PRECISION=precision,
              UPCAST=upcast_operands(x.dtype), IS_FP64=x.dtype == torch.float64,
              OUT_MAX=out_max(x.dtype), INT64=needs_int64(x, weight, y, s),
+             EPILOGUE_SPLIT=1 if cfg.norms_in_loop else cfg.epilogue_split,
              BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
              GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
     ))  # fmt: skip
