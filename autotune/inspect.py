@@ -12,6 +12,8 @@ Without them the same kernel shows false spills (GPU.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import re
 import subprocess
 import tempfile
@@ -24,7 +26,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels._common import TileConfig
+from kernels._common import INTERPRETING, TileConfig
 from yat_triton._launch import KernelCall
 
 TRITON_TYPES = {
@@ -71,6 +73,11 @@ def _nvidia_bin(tool: str) -> str:
 def _specialize(call: KernelCall) -> tuple[dict, dict, dict]:
     """(signature, constexprs, attrs) the way a real launch of these arguments sees them."""
     fn = call.kernel
+    if INTERPRETING:
+        raise RuntimeError(
+            "static compilation needs compiled kernels, but TRITON_INTERPRET=1 made them "
+            "interpreted; run `python -m autotune.inspect` in a process without it"
+        )
     names = fn.arg_names
     bound = dict(zip(names, call.args, strict=False))
     bound.update({k: v for k, v in call.kwargs.items() if k in names})
@@ -176,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--save", action="store_true", help="forward that saves s for backward")
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
+    parser.add_argument("--json", action="store_true", help="one JSON object per kernel")
     args = parser.parse_args(argv)
     cfg = None
     if args.config:
@@ -187,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     for report in inspect_dense_fwd(
         M, N, K, getattr(torch, args.dtype), cfg, save=args.save, dump_dir=args.dump
     ):
-        print(report.line())
+        print(json.dumps(dataclasses.asdict(report)) if args.json else report.line())
     return 0
 
 

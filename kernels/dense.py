@@ -23,6 +23,8 @@ output column tile; one elementwise pass plus an io-dtype gs round trip is cheap
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import triton
 import triton.language as tl
 
@@ -504,26 +506,22 @@ def dense_config_space(*, include_norms_in_loop: bool = True) -> list[TileConfig
 def prune_dense_configs(
     configs: list[TileConfig], M: int, N: int, K: int, elem_bytes: int
 ) -> list[TileConfig]:
-    """Drop configs that cannot fit on sm_90 or whose tiles dwarf the problem.
+    """Fit configs to the problem and drop those that cannot fit on sm_90.
 
-    A tile larger than the next power of two of its dimension only wastes lanes; a K tile
-    larger than K likewise. Deduplicates what the clipping leaves identical.
+    Tiles larger than the next power of two of their dimension (>= 16, the MMA minimum)
+    only waste lanes, so they are clipped to it (the epilogue split with them, keeping
+    >= 16 columns a slice); what the clipping makes identical is kept once.
     """
-    kept: list[TileConfig] = []
-    seen: set[TileConfig] = set()
+    kept: dict[TileConfig, None] = {}
     for cfg in configs:
-        if not fits_sm90(cfg, elem_bytes):
-            continue
-        if cfg.block_m > max(16, triton.next_power_of_2(M)):
-            continue
-        if cfg.block_n > max(16, triton.next_power_of_2(N)):
-            continue
-        if cfg.block_k > max(16, triton.next_power_of_2(K)):
-            continue
-        if cfg not in seen:
-            seen.add(cfg)
-            kept.append(cfg)
-    return kept
+        bm = min(cfg.block_m, max(16, triton.next_power_of_2(M)))
+        bn = min(cfg.block_n, max(16, triton.next_power_of_2(N)))
+        bk = min(cfg.block_k, max(16, triton.next_power_of_2(K)))
+        split = max(1, min(cfg.epilogue_split, bn // 16))
+        fitted = replace(cfg, block_m=bm, block_n=bn, block_k=bk, epilogue_split=split)
+        if fits_sm90(fitted, elem_bytes):
+            kept.setdefault(fitted)
+    return list(kept)
 
 
 def dense_default_config(

@@ -1,0 +1,111 @@
+"""Kernel variants and config spaces: every forward variant against the oracle, the prune
+filter, the heuristic default, and the static sm_90 check of the default bf16 tile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import triton
+
+from kernels._common import SM90_SMEM_BYTES, TileConfig, pipelined_smem_bytes
+from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
+from tests.oracle import yat_dense_ref
+from tests.tolerances import assert_close
+from yat_triton.dense import dense_fwd, plan_bwd_gemm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VARIANTS = [
+    TileConfig(32, 64, 32, 4, 4, 2),
+    TileConfig(32, 64, 32, 1, 4, 2, epilogue_split=2),
+    TileConfig(16, 128, 16, 2, 4, 2, epilogue_split=4),
+    TileConfig(32, 32, 16, 8, 4, 2, norms_in_loop=True),
+]
+
+
+@pytest.mark.parametrize("cfg", VARIANTS, ids=lambda c: c.name)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_forward_variants_match_oracle(cfg: TileConfig, dtype: torch.dtype, device: str) -> None:
+    """Each variant writes y, the saved s and both norm vectors correctly on ragged edges."""
+    gen = torch.Generator().manual_seed(7)
+    M, N, K = 37, 100, 70
+    x = torch.randn(M, K, generator=gen).to(dtype)
+    w = torch.randn(N, K, generator=gen).to(dtype)
+    b = torch.randn(N, generator=gen).to(dtype)
+    y, s, nx, nw = dense_fwd(
+        x.to(device), w.to(device), b.to(device), None, 1.5, None, 1e-3, "ieee", True, cfg
+    )
+    assert_close(y, yat_dense_ref(x, w, b, 1.5, 1e-3), dtype, reduction=K, what="y")
+    xd, wd = x.double(), w.double()
+    assert_close(s, xd @ wd.t(), torch.float32, reduction=K, what="saved s")
+    assert_close(nx, (xd * xd).sum(1), torch.float32, reduction=K, what="||x||^2")
+    assert_close(nw, (wd * wd).sum(1), torch.float32, reduction=K, what="||w||^2")
+
+
+def test_bwd_gemm_with_transposed_operand(device: str) -> None:
+    """c = a @ b + 2 e v with a given as a transposed view (the dW case)."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(40, 23, generator=gen)
+    b, e, v = torch.randn(40, 19, generator=gen), torch.randn(23, 19, generator=gen), torch.randn(23)
+    c, calls = plan_bwd_gemm(
+        a.to(device).t(), b.to(device), e.to(device), v.to(device), "ieee",
+        TileConfig(16, 16, 16, 2, 4, 2),
+    )  # fmt: skip
+    for call in calls:
+        call.run()
+    expected = a.double().t() @ b.double() + 2 * e.double() * v.double()[:, None]
+    assert_close(c, expected, torch.float32, reduction=40, what="c")
+
+
+def test_config_space_is_pruned() -> None:
+    space = dense_config_space()
+    assert len(set(space)) == len(space)
+    kept = prune_dense_configs(space, 4096, 4096, 4096, 2)
+    assert 0 < len(kept) < len(space)
+    assert all(pipelined_smem_bytes(c, 2) <= SM90_SMEM_BYTES for c in kept)
+    # a 256x256 fp32 accumulator on 4 warps needs 512 registers a thread: never kept
+    assert not any(c.block_m * c.block_n // (32 * c.num_warps) > 128 for c in kept)
+    small = prune_dense_configs(space, 5, 4096, 40, 2)
+    assert small, "a tiny M must still leave configs (clipped to 16 rows)"
+    assert all(c.block_m == 16 and c.block_k <= 64 for c in small)
+    assert len(small) < len(kept)
+
+
+def test_default_config_fits_shape() -> None:
+    big = dense_default_config(4096, 4096, 4096, 2)
+    assert (big.block_m, big.block_n, big.block_k) == (128, 128, 64)
+    assert big.epilogue_split == 2
+    tiny = dense_default_config(1, 3, 5, 2)
+    assert (tiny.block_m, tiny.block_n, tiny.block_k) == (16, 16, 16)
+    assert dense_default_config(4096, 4096, 4096, 4).block_k == 32
+
+
+def _nvidia_tools_present() -> bool:
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    return all((bin_dir / t).exists() for t in ("ptxas", "cuobjdump", "nvdisasm"))
+
+
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+def test_default_bf16_forward_uses_wgmma_without_spills() -> None:
+    """The static Hopper check of GPU.md, on any machine: HGMMA, no stack, fits sm_90.
+
+    Runs `autotune.inspect` in a child process: the static compile needs compiled (not
+    interpreted) kernels, and this process may have TRITON_INTERPRET=1.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "autotune.inspect", "--dtype", "bfloat16", "--save", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    fwd = reports[-1]
+    assert fwd["kernel"] == "yat_dense_fwd_kernel"
+    assert fwd["hgmma"] > 0, fwd
+    assert fwd["stack_bytes"] == 0 and fwd["spill_stores"] == 0 and fwd["spill_loads"] == 0, fwd
+    assert fwd["registers"] <= 150, fwd  # 127 with Triton 3.9 (164 with an unsplit epilogue)
+    assert 0 < fwd["shared_bytes"] <= SM90_SMEM_BYTES, fwd
