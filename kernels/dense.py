@@ -291,6 +291,63 @@ def _fwd_epilogue(
 
 
 @triton.jit
+def _bwd_tile(
+    g_ptr,
+    s_ptr,
+    nx_ptr,
+    nw_ptr,
+    b_ptr,
+    alpha,
+    eps,
+    offs_m,
+    offs_n,
+    M,
+    N,
+    stride_gm,
+    stride_gn,
+    stride_sm,
+    stride_sn,
+    NEAR_TAU: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr,
+):
+    """Recompute one tile of the elementwise backward from g and the saved s and norms.
+
+    Returns (g, u, r, gu, gq, gd_far, near) with r = u/q and
+        gu = 2 g alpha r,  gq = -g alpha r^2,  gd = [unclamped distance >= 0] gq,
+        near = gd != 0 lanes whose distance is below NEAR_TAU (||x||^2 + ||w||^2),
+        gd_far = gd off the near lanes.
+    Shared by the prep and fixup kernels, so both classify lanes identically.
+    """
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    mask = mask_m[:, None] & mask_n[None, :]
+    g = tl.load(g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn, mask=mask, other=0.0)
+    if IS_FP64:
+        g = g.to(tl.float64)
+    else:
+        g = g.to(tl.float32)
+    s = tl.load(s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn, mask=mask, other=0.0)
+    nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
+    nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
+    if HAS_BIAS:
+        u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(s.dtype)[None, :]
+    else:
+        u = s
+    scale = nx[:, None] + nw[None, :]
+    d_raw = scale - 2.0 * s
+    d = tl.maximum(d_raw, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    r = u / (d + eps)
+    ga = g * alpha
+    gu = 2.0 * ga * r
+    gq = -ga * r * r
+    gd = tl.where(d_raw >= 0.0, gq, 0.0)
+    near = (d_raw >= 0.0) & (d_raw < NEAR_TAU * scale) & (gd != 0.0) & mask
+    gd_far = tl.where(near, 0.0, gd)
+    return g, u, r, gu, gq, gd_far, near
+
+
+@triton.jit
 def yat_dense_bwd_prep_kernel(
     g_ptr,
     s_ptr,
@@ -305,6 +362,7 @@ def yat_dense_bwd_prep_kernel(
     col_gu_ptr,
     part_alpha_ptr,
     part_eps_ptr,
+    tile_near_ptr,
     M,
     N,
     stride_gm,
@@ -321,27 +379,34 @@ def yat_dense_bwd_prep_kernel(
     NEED_DB: tl.constexpr,
     NEED_DALPHA: tl.constexpr,
     NEED_DEPS: tl.constexpr,
+    NEAR_TAU: tl.constexpr,
     IS_FP64: tl.constexpr,
     OUT_MAX: tl.constexpr,
     INT64: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """Elementwise ⵟ backward for one (BLOCK_M, BLOCK_N) tile of a 2-D grid.
+    """Elementwise ⵟ backward for one (BLOCK_M, BLOCK_N) tile of a 2-D grid (see _bwd_tile).
 
-    With r = u/q, m = [unclamped distance >= 0] (torch.clamp's gradient mask):
-        gu = 2 g alpha r,  gq = -g alpha r^2,  gd = m gq,  gs = gu - 2 gd.
+    The distance term of dx_i is 2 sum_j gd_ij (x_i - w_j). The GEMM form
+    gs @ W + 2 x rowsum(gd), with gs = gu - 2 gd, cancels |gd| |w| against itself, and gs
+    is rounded to the io dtype: for a pair at relative distance rho = sqrt(d / (||x||^2 +
+    ||w||^2)) that costs ~ulp(io) / rho of its term. Near pairs (rho^2 < NEAR_TAU, where
+    gd = -g alpha u^2 / q^2 is largest) are therefore left out of gs and the row/column
+    sums, counted per tile, and added back exactly by `yat_dense_bwd_near_kernel` with the
+    difference x_i - w_j formed directly.
 
     g_ptr:          (M, N) io dtype upstream gradient, strided.
     s_ptr:          (M, N) acc dtype, x.w saved by the forward.
     nx_ptr, nw_ptr: (M,), (N,) acc dtype squared norms saved by the forward.
     b_ptr:          (N,) io dtype bias (HAS_BIAS). alpha_ptr / eps_ptr: as in the forward.
-    gs_ptr:         (M, N) io dtype output, dL/ds (saturated to +-OUT_MAX when OUT_MAX > 0).
-    row_gd_ptr:     (cdiv(N, BLOCK_N), M) acc dtype partial row sums of gd.
-    col_gd_ptr:     (cdiv(M, BLOCK_M), N) acc dtype partial column sums of gd.
+    gs_ptr:         (M, N) io dtype output, gu - 2 gd_far (saturated to +-OUT_MAX if > 0).
+    row_gd_ptr:     (cdiv(N, BLOCK_N), M) acc dtype partial row sums of gd_far.
+    col_gd_ptr:     (cdiv(M, BLOCK_M), N) acc dtype partial column sums of gd_far.
     col_gu_ptr:     (cdiv(M, BLOCK_M), N) partial column sums of gu (NEED_DB).
     part_alpha_ptr: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),) partial sums of g u^2 / q.
     part_eps_ptr:   same shape, partial sums of gq (NEED_DEPS).
+    tile_near_ptr:  same shape, int32 count of near lanes per tile.
     Partials, reduced by the launcher, keep the gradients deterministic (no atomics).
     """
     pid_m = tl.program_id(0)
@@ -351,49 +416,33 @@ def yat_dense_bwd_prep_kernel(
     if INT64:
         offs_m = offs_m.to(tl.int64)
         offs_n = offs_n.to(tl.int64)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
-    mask = mask_m[:, None] & mask_n[None, :]
-
     if IS_FP64:
-        g = tl.load(
-            g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn, mask=mask, other=0.0
-        ).to(tl.float64)
+        acc_ty = tl.float64
     else:
-        g = tl.load(
-            g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn, mask=mask, other=0.0
-        ).to(tl.float32)
-    s = tl.load(s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn, mask=mask, other=0.0)
-    nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
-    nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
-    if HAS_BIAS:
-        u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(s.dtype)[None, :]
-    else:
-        u = s
-    d_raw = nx[:, None] + nw[None, :] - 2.0 * s
-    d = tl.maximum(d_raw, 0.0, propagate_nan=tl.PropagateNan.ALL)
+        acc_ty = tl.float32
     if EPS_FROM_PTR:
-        eps = tl.load(eps_ptr).to(s.dtype)
+        eps = tl.load(eps_ptr).to(acc_ty)
     else:
         eps = eps_value
     if ALPHA_FROM_PTR:
-        alpha = tl.load(alpha_ptr).to(s.dtype)
+        alpha = tl.load(alpha_ptr).to(acc_ty)
     else:
         alpha = alpha_value
-    r = u / (d + eps)
-    ga = g * alpha
-    gu = 2.0 * ga * r
-    gq = -ga * r * r
-    gd = tl.where(d_raw >= 0.0, gq, 0.0)
-    gs = saturate(gu - 2.0 * gd, OUT_MAX)
+    g, u, r, gu, gq, gd_far, near = _bwd_tile(
+        g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, N,
+        stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
+    )  # fmt: skip
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    gs = saturate(gu - 2.0 * gd_far, OUT_MAX)
     tl.store(
         gs_ptr + offs_m[:, None] * stride_gsm + offs_n[None, :] * stride_gsn,
         gs.to(gs_ptr.dtype.element_ty),
-        mask=mask,
+        mask=mask_m[:, None] & mask_n[None, :],
     )
 
-    tl.store(row_gd_ptr + pid_n * M + offs_m, tl.sum(gd, axis=1), mask=mask_m)
-    tl.store(col_gd_ptr + pid_m * N + offs_n, tl.sum(gd, axis=0), mask=mask_n)
+    tl.store(row_gd_ptr + pid_n * M + offs_m, tl.sum(gd_far, axis=1), mask=mask_m)
+    tl.store(col_gd_ptr + pid_m * N + offs_n, tl.sum(gd_far, axis=0), mask=mask_n)
     if NEED_DB:
         tl.store(col_gu_ptr + pid_m * N + offs_n, tl.sum(gu, axis=0), mask=mask_n)
     tile = pid_m * tl.num_programs(1) + pid_n
@@ -401,6 +450,131 @@ def yat_dense_bwd_prep_kernel(
         tl.store(part_alpha_ptr + tile, tl.sum(tl.sum(g * u * r, axis=1), axis=0))
     if NEED_DEPS:
         tl.store(part_eps_ptr + tile, tl.sum(tl.sum(gq, axis=1), axis=0))
+    tl.store(tile_near_ptr + tile, tl.sum(tl.sum(near.to(tl.int32), axis=1), axis=0))
+
+
+@triton.jit
+def yat_dense_bwd_near_kernel(
+    g_ptr,
+    s_ptr,
+    nx_ptr,
+    nw_ptr,
+    b_ptr,
+    alpha_ptr,
+    eps_ptr,
+    tile_near_ptr,
+    x_ptr,
+    w_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_gm,
+    stride_gn,
+    stride_sm,
+    stride_sn,
+    stride_xm,
+    stride_xk,
+    stride_wn,
+    stride_wk,
+    stride_om,
+    stride_ok,
+    alpha_value,
+    eps_value,
+    FOR_DX: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    NEAR_TAU: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Add the near pairs' distance terms that the prep pass left out, exactly:
+        FOR_DX: dx_i += 2 gd_ij (x_i - w_j);   else: dW_j += 2 gd_ij (w_j - x_i).
+
+    One program owns one band of output rows (a BLOCK_M band of x rows for dx, a BLOCK_N
+    band of W rows for dW) and walks the prep tiles of that band, so every output row has a
+    single writer: no atomics, deterministic. Tiles without near lanes cost one int load.
+
+    g/s/nx/nw/b/alpha/eps: as in the prep kernel; tile_near_ptr: its per-tile counts.
+    x_ptr (M, K), w_ptr (N, K): io dtype, strided. out_ptr: dx (M, K) or dW (N, K), io
+    dtype, strided, already holding the GEMM result; updated in place.
+    """
+    pid = tl.program_id(0)
+    n_tm = tl.cdiv(M, BLOCK_M)
+    n_tn = tl.cdiv(N, BLOCK_N)
+    if IS_FP64:
+        acc_ty = tl.float64
+    else:
+        acc_ty = tl.float32
+    if EPS_FROM_PTR:
+        eps = tl.load(eps_ptr).to(acc_ty)
+    else:
+        eps = eps_value
+    if ALPHA_FROM_PTR:
+        alpha = tl.load(alpha_ptr).to(acc_ty)
+    else:
+        alpha = alpha_value
+    lane = tl.arange(0, BLOCK_M * BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    if FOR_DX:
+        n_tiles = n_tn
+    else:
+        n_tiles = n_tm
+    for t in range(0, n_tiles):
+        if FOR_DX:
+            pid_m = pid
+            pid_n = t
+        else:
+            pid_m = t
+            pid_n = pid
+        count = tl.load(tile_near_ptr + pid_m * n_tn + pid_n)
+        if count > 0:
+            offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            if INT64:
+                offs_m = offs_m.to(tl.int64)
+                offs_n = offs_n.to(tl.int64)
+            g, u, r, gu, gq, gd_far, near = _bwd_tile(
+                g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, N,
+                stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
+            )  # fmt: skip
+            gd_near = tl.reshape(tl.where(near, gq, 0.0), (BLOCK_M * BLOCK_N,))
+            todo = tl.reshape(near.to(tl.int32), (BLOCK_M * BLOCK_N,))
+            for _ in range(0, count):
+                lane_id = tl.argmax(todo, 0)
+                coef = 2.0 * tl.sum(tl.where(lane == lane_id, gd_near, 0.0), 0)
+                todo = tl.where(lane == lane_id, 0, todo)
+                row = pid_m * BLOCK_M + lane_id // BLOCK_N
+                col = pid_n * BLOCK_N + lane_id % BLOCK_N
+                if INT64:
+                    row = row.to(tl.int64)
+                    col = col.to(tl.int64)
+                if FOR_DX:
+                    own_ptr = x_ptr + row * stride_xm
+                    other_ptr = w_ptr + col * stride_wn
+                    out_row = out_ptr + row * stride_om
+                    own_sk = stride_xk
+                    other_sk = stride_wk
+                else:
+                    own_ptr = w_ptr + col * stride_wn
+                    other_ptr = x_ptr + row * stride_xm
+                    out_row = out_ptr + col * stride_om
+                    own_sk = stride_wk
+                    other_sk = stride_xk
+                for k0 in range(0, tl.cdiv(K, BLOCK_K)):
+                    ks = k0 * BLOCK_K + offs_k
+                    kmask = ks < K
+                    a = tl.load(own_ptr + ks * own_sk, mask=kmask, other=0.0).to(acc_ty)
+                    b = tl.load(other_ptr + ks * other_sk, mask=kmask, other=0.0).to(acc_ty)
+                    o_ptrs = out_row + ks * stride_ok
+                    o = tl.load(o_ptrs, mask=kmask, other=0.0).to(acc_ty)
+                    o = saturate(o + coef * (a - b), OUT_MAX)
+                    tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=kmask)
 
 
 @triton.jit
@@ -546,6 +720,18 @@ def dense_default_config(
     warps = 8 if bm * bn >= 128 * 128 else 4
     stages = 4 if elem_bytes <= 2 else 3
     return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, epilogue_split=max(1, bn // 64))
+
+
+# Relative squared distance below which a pair's distance gradient is applied exactly
+# rather than through the GEMM (see yat_dense_bwd_prep_kernel): the GEMM path then loses at
+# most ulp(operand) / sqrt(tau) of a pair's term, a few percent of a bf16 ulp budget.
+NEAR_TAU = {
+    "bfloat16": 2.0**-4,
+    "float16": 2.0**-6,
+    "tf32": 2.0**-6,
+    "float32": 2.0**-14,
+    "float64": 2.0**-30,
+}
 
 
 def elementwise_block(M: int, N: int, *, interpreting: bool = False) -> tuple[int, int, int]:

@@ -19,9 +19,11 @@ from torch.library import triton_op
 
 from kernels._common import TileConfig
 from kernels.dense import (
+    NEAR_TAU,
     elementwise_block,
     row_sqnorm_kernel,
     yat_dense_bwd_gemm_kernel,
+    yat_dense_bwd_near_kernel,
     yat_dense_bwd_prep_kernel,
     yat_dense_fwd_kernel,
 )
@@ -183,6 +185,12 @@ def _bwd_gemm(a: Tensor, b: Tensor, e: Tensor, v: Tensor, precision: str) -> Ten
     return c
 
 
+def near_tau(dtype: torch.dtype, precision: str) -> float:
+    """NEAR_TAU for an io dtype and dot precision (TF32 operands round like fp16)."""
+    key = "tf32" if dtype == torch.float32 and precision == "tf32" else str(dtype).removeprefix("torch.")
+    return NEAR_TAU[key]
+
+
 def plan_bwd_prep(
     grad: Tensor,
     s: Tensor,
@@ -193,14 +201,15 @@ def plan_bwd_prep(
     alpha_value: float,
     eps: Tensor | None,
     eps_value: float,
+    precision: str,
     need_db: bool,
     need_dalpha: bool,
     need_deps: bool,
 ) -> tuple[tuple[Tensor, ...], list[KernelCall]]:
     """Allocate gs and the partial-sum buffers, plan the elementwise backward pass.
 
-    Returns ((gs, row_gd, col_gd, col_gu, part_alpha, part_eps), calls); the partials are
-    reduced by the caller (sum over dim 0 / all), deterministically.
+    Returns ((gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near), calls); the
+    partials are reduced by the caller (sum over dim 0 / all), deterministically.
     """
     M, N = grad.shape
     dev, io = grad.device, grad.dtype
@@ -214,23 +223,67 @@ def plan_bwd_prep(
     col_gu = torch.zeros((tm if need_db else 0, N), dtype=acc, device=dev)
     part_alpha = torch.zeros((tm * tn if need_dalpha else 0,), dtype=acc, device=dev)
     part_eps = torch.zeros((tm * tn if need_deps else 0,), dtype=acc, device=dev)
-    buffers = (gs, row_gd, col_gd, col_gu, part_alpha, part_eps)
+    tile_near = torch.zeros((tm * tn,), dtype=torch.int32, device=dev)
+    buffers = (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near)
     if M == 0 or N == 0:
         return buffers, []
     call = KernelCall(
         yat_dense_bwd_prep_kernel, (tm, tn),
         (grad, s, nx, nw, bias if bias is not None else gs,
          alpha if alpha is not None else gs, eps if eps is not None else gs,
-         gs, row_gd, col_gd, col_gu, part_alpha, part_eps,
+         gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near,
          M, N, grad.stride(0), grad.stride(1), s.stride(0), s.stride(1),
          gs.stride(0), gs.stride(1), alpha_value, eps_value),
         dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEED_DB=need_db, NEED_DALPHA=need_dalpha,
-             NEED_DEPS=need_deps, IS_FP64=io == torch.float64,
+             NEED_DEPS=need_deps, NEAR_TAU=near_tau(io, precision), IS_FP64=io == torch.float64,
              OUT_MAX=out_max(io), INT64=needs_int64(grad, s, gs),
              BLOCK_M=bm, BLOCK_N=bn, num_warps=warps),
     )  # fmt: skip
     return buffers, [call]
+
+
+def plan_bwd_near(
+    grad: Tensor,
+    s: Tensor,
+    nx: Tensor,
+    nw: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    precision: str,
+    tile_near: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    out: Tensor,
+    for_dx: bool,
+) -> list[KernelCall]:
+    """Plan the exact near-pair update of dx (for_dx) or dW, in place on `out`."""
+    M, N = grad.shape
+    K = x.shape[1]
+    if M == 0 or N == 0 or K == 0:
+        return []
+    io = grad.dtype
+    alpha, eps = _fp64_scalars(grad, alpha, alpha_value, eps, eps_value)
+    bm, bn, _ = elementwise_block(M, N, interpreting=INTERPRETING)
+    bands = triton.cdiv(M, bm) if for_dx else triton.cdiv(N, bn)
+    return [KernelCall(
+        yat_dense_bwd_near_kernel, (bands,),
+        (grad, s, nx, nw, bias if bias is not None else out,
+         alpha if alpha is not None else out, eps if eps is not None else out,
+         tile_near, x, weight, out, M, N, K,
+         grad.stride(0), grad.stride(1), s.stride(0), s.stride(1),
+         x.stride(0), x.stride(1), weight.stride(0), weight.stride(1),
+         out.stride(0), out.stride(1), alpha_value, eps_value),
+        dict(FOR_DX=for_dx, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
+             EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(io, precision),
+             IS_FP64=io == torch.float64, OUT_MAX=out_max(io),
+             INT64=needs_int64(grad, s, x, weight, out),
+             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(128, max(16, triton.next_power_of_2(K))),
+             num_warps=4),
+    )]  # fmt: skip
 
 
 def dense_bwd(
@@ -251,6 +304,9 @@ def dense_bwd(
     """Gradients (dx, dW, db, dalpha, deps) per SPEC.md section 2.
 
     `needs` flags which of the five are wanted; the others come back as empty tensors.
+    Three steps: the elementwise pass (gs, partial sums, near-pair counts), the two GEMMs
+    with their rank-1 terms, then the exact near-pair updates (one int load per tile when
+    there are none).
     """
     if not use_triton(x):
         return _dense_bwd_torch(grad, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw, needs)
@@ -258,8 +314,9 @@ def dense_bwd(
     need_db = need_db and bias is not None
     need_dalpha = need_dalpha and alpha is not None
     need_deps = need_deps and eps is not None
-    (gs, row_gd, col_gd, col_gu, part_alpha, part_eps), calls = plan_bwd_prep(
-        grad, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, need_db, need_dalpha, need_deps
+    elementwise = (grad, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision)
+    (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near), calls = plan_bwd_prep(
+        *elementwise, need_db, need_dalpha, need_deps
     )
     for call in calls:
         call.run()
@@ -269,6 +326,10 @@ def dense_bwd(
 
     dx = _bwd_gemm(gs, weight, x, row_gd.sum(0), precision) if need_dx else empty()
     dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), precision) if need_dw else empty()
+    for out, for_dx, needed in ((dx, True, need_dx), (dw, False, need_dw)):
+        if needed:
+            for call in plan_bwd_near(*elementwise, tile_near, x, weight, out, for_dx):
+                call.run()
     db = col_gu.sum(0).to(bias.dtype) if need_db else empty()
     dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else empty()
     deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else empty()
@@ -328,18 +389,21 @@ def _dense_bwd_torch(
     nw: Tensor,
     needs: list[bool],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    acc = acc_dtype(x.dtype)
+    # The saved s and norms are fp32, but the GEMM form of the distance gradient cancels
+    # |gd| |w| against itself (see yat_dense_bwd_prep_kernel): without the kernels' exact
+    # near-pair pass, this path runs its backward in float64 where the device has it.
+    acc = torch.float32 if x.device.type == "mps" else torch.float64
 
     def empty() -> Tensor:
         return x.new_empty((0,))
 
-    u, d_raw, q = _epilogue_torch(s, nx, nw, bias, _scalar(eps, eps_value, acc))
+    u, d_raw, q = _epilogue_torch(s.to(acc), nx.to(acc), nw.to(acc), bias, _scalar(eps, eps_value, acc))
     ga = grad.to(acc) * _scalar(alpha, alpha_value, acc)
     r = u / q
     gu = 2.0 * ga * r
     gq = -ga * r * r
     gd = torch.where(d_raw >= 0, gq, torch.zeros_like(gq))
-    gs = saturating_cast(gu - 2.0 * gd, x.dtype).to(acc)
+    gs = gu - 2.0 * gd
     xf, wf = x.to(acc), weight.to(acc)
     dx = saturating_cast(gs @ wf + 2.0 * xf * gd.sum(1, keepdim=True), x.dtype) if needs[0] else empty()
     dw = saturating_cast(gs.t() @ xf + 2.0 * wf * gd.sum(0)[:, None], x.dtype) if needs[1] else empty()
