@@ -137,12 +137,13 @@ def yat_dense_fwd_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    # Out-of-range rows/columns read row 0 instead of being masked: the loads in the hot loop
-    # then only need the K mask, and those lanes are never stored.
-    rows = tl.where(mask_m, offs_m, 0)
-    cols = tl.where(mask_n, offs_n, 0)
-    x_ptrs = x_ptr + rows[:, None] * stride_xm + offs_k[None, :] * stride_xk
-    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + cols[None, :] * stride_wn
+    # Edges are masked, not clamped (tl.where(mask, offs, 0)): clamping hides the contiguity
+    # of an operand whose fast dimension is M or N (transposed views, dW's gs^T), which then
+    # bypasses the async-copy pipeline (measured on sm_90: 226-255 registers, 1/3 of the
+    # shared memory, against ~116 registers with masks). Triton specializes sizes divisible
+    # by 16, which keeps the masks constant over each 16-wide vector.
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
 
     if IS_FP64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
@@ -153,8 +154,8 @@ def yat_dense_fwd_kernel(
         nw = tl.zeros((BLOCK_N,), dtype=acc.dtype)
     for k0 in range(0, tl.cdiv(K, BLOCK_K)):
         k_left = K - k0 * BLOCK_K
-        a = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-        b = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        a = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
+        b = tl.load(w_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
         if NORMS_IN_LOOP:
             af = a.to(acc.dtype)
             bf = b.to(acc.dtype)
@@ -190,8 +191,9 @@ def yat_dense_fwd_kernel(
         nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
         # In the wgmma accumulator layout each thread holds 2 rows but BLOCK_N/4 columns, so
         # every column vector (||w||^2, bias) costs BLOCK_N/4 registers: the epilogue runs
-        # on EPILOGUE_SPLIT column slices to divide that (bf16 128x128, 8 warps on sm_90:
-        # 164 registers unsplit, ~120 split in two, the same as with no bias at all).
+        # on EPILOGUE_SPLIT column slices to divide that (bf16 128x128x64, 8 warps, sm_90:
+        # 164 registers unsplit, 116 in two slices, 100 in four; 130 in four when s is
+        # also stored for backward).
         n0 = pid_n * BLOCK_N
         if EPILOGUE_SPLIT == 1:
             _fwd_epilogue(
@@ -624,10 +626,8 @@ def yat_dense_bwd_gemm_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < R
     mask_n = offs_n < C
-    rows = tl.where(mask_m, offs_m, 0)
-    cols = tl.where(mask_n, offs_n, 0)
-    a_ptrs = a_ptr + rows[:, None] * stride_ar + offs_k[None, :] * stride_ak
-    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + cols[None, :] * stride_bc
+    a_ptrs = a_ptr + offs_m[:, None] * stride_ar + offs_k[None, :] * stride_ak  # masked edges:
+    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bc  # see fwd kernel
 
     if IS_FP64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
@@ -635,8 +635,8 @@ def yat_dense_bwd_gemm_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, tl.cdiv(KD, BLOCK_K)):
         k_left = KD - k0 * BLOCK_K
-        a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-        b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        a = tl.load(a_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
+        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -704,7 +704,7 @@ def dense_default_config(
     """Heuristic config for shapes nobody has tuned.
 
     GPU: a 128x128x64 tile (8 warps, HGMMA-sized, 4 stages = 128 KB of shared memory for
-    16-bit io, epilogue in two column slices) for large problems; fp32 halves BLOCK_K to
+    16-bit io, epilogue in 32-column slices) for large problems; fp32 halves BLOCK_K to
     keep the same bytes per stage; small dimensions shrink their tile to the next power of
     two (>= 16, the MMA minimum).
     Interpreter: the largest tiles the shape allows, since each program costs Python time.
@@ -719,7 +719,7 @@ def dense_default_config(
     bm, bn = fit(M, 128), fit(N, 128)
     warps = 8 if bm * bn >= 128 * 128 else 4
     stages = 4 if elem_bytes <= 2 else 3
-    return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, epilogue_split=max(1, bn // 64))
+    return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, epilogue_split=max(1, bn // 32))
 
 
 # Relative squared distance below which a pair's distance gradient is applied exactly

@@ -80,7 +80,7 @@ def test_config_space_is_pruned() -> None:
 def test_default_config_fits_shape() -> None:
     big = dense_default_config(4096, 4096, 4096, 2)
     assert (big.block_m, big.block_n, big.block_k) == (128, 128, 64)
-    assert big.epilogue_split == 2
+    assert big.epilogue_split == 4
     tiny = dense_default_config(1, 3, 5, 2)
     assert (tiny.block_m, tiny.block_n, tiny.block_k) == (16, 16, 16)
     assert dense_default_config(4096, 4096, 4096, 4).block_k == 32
@@ -107,5 +107,5 @@ def test_default_bf16_forward_uses_wgmma_without_spills() -> None:
     assert fwd["kernel"] == "yat_dense_fwd_kernel"
     assert fwd["hgmma"] > 0, fwd
     assert fwd["stack_bytes"] == 0 and fwd["spill_stores"] == 0 and fwd["spill_loads"] == 0, fwd
-    assert fwd["registers"] <= 150, fwd  # 127 with Triton 3.9 (164 with an unsplit epilogue)
+    assert fwd["registers"] <= 150, fwd  # 130 with Triton 3.9 (164 with an unsplit epilogue)
     assert 0 < fwd["shared_bytes"] <= SM90_SMEM_BYTES, fwd
