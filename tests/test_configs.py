@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import triton
+from oracle import yat_dense_ref
+from tolerances import assert_close
 
 from kernels._common import SM90_SMEM_BYTES, TileConfig, pipelined_smem_bytes
 from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
-from tests.oracle import yat_dense_ref
-from tests.tolerances import assert_close
 from yat_triton.dense import dense_fwd, plan_bwd_gemm
 
 ROOT = Path(__file__).resolve().parents[1]
