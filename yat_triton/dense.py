@@ -12,6 +12,8 @@ one extra output-sized tensor. Recomputing s in the backward would cost a third 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 from torch import Tensor
@@ -86,6 +88,7 @@ def plan_dense_fwd(
         zeros = lambda n: torch.zeros((n,), dtype=acc, device=x.device)  # noqa: E731
         return (y, s, zeros(M), zeros(N)), []
     alpha, eps = _fp64_scalars(x, alpha, alpha_value, eps, eps_value)
+    bias = bias.contiguous() if bias is not None else None  # kernels read a dense (N,) vector
     cfg = config or pick_dense_config(M, N, K, x.dtype)
     calls: list[KernelCall] = []
     if cfg.norms_in_loop:
@@ -170,7 +173,7 @@ def plan_bwd_gemm(
          a.stride(0), a.stride(1), b.stride(0), b.stride(1),
          e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
         dict(DOT_PRECISION=precision, UPCAST=upcast_operands(e.dtype),
-             IS_FP64=e.dtype == torch.float64, OUT_MAX=out_max(e.dtype),
+             IS_FP64=e.dtype == torch.float64, OUT_MAX=0.0,
              INT64=needs_int64(a, b, e, c),
              BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
              GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
@@ -215,6 +218,7 @@ def plan_bwd_prep(
     dev, io = grad.device, grad.dtype
     acc = acc_dtype(io)
     alpha, eps = _fp64_scalars(grad, alpha, alpha_value, eps, eps_value)
+    bias = bias.contiguous() if bias is not None else None
     bm, bn, warps = elementwise_block(M, N, interpreting=INTERPRETING)
     tm, tn = triton.cdiv(M, bm), triton.cdiv(N, bn)
     gs = torch.empty((M, N), dtype=io, device=dev)
@@ -237,7 +241,7 @@ def plan_bwd_prep(
         dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEED_DB=need_db, NEED_DALPHA=need_dalpha,
              NEED_DEPS=need_deps, NEAR_TAU=near_tau(io, precision), IS_FP64=io == torch.float64,
-             OUT_MAX=out_max(io), INT64=needs_int64(grad, s, gs),
+             OUT_MAX=0.0, INT64=needs_int64(grad, s, gs),
              BLOCK_M=bm, BLOCK_N=bn, num_warps=warps),
     )  # fmt: skip
     return buffers, [call]
@@ -267,6 +271,7 @@ def plan_bwd_near(
         return []
     io = grad.dtype
     alpha, eps = _fp64_scalars(grad, alpha, alpha_value, eps, eps_value)
+    bias = bias.contiguous() if bias is not None else None
     bm, bn, _ = elementwise_block(M, N, interpreting=INTERPRETING)
     bands = triton.cdiv(M, bm) if for_dx else triton.cdiv(N, bn)
     return [KernelCall(
@@ -279,7 +284,7 @@ def plan_bwd_near(
          out.stride(0), out.stride(1), alpha_value, eps_value),
         dict(FOR_DX=for_dx, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(io, precision),
-             IS_FP64=io == torch.float64, OUT_MAX=out_max(io),
+             IS_FP64=io == torch.float64, OUT_MAX=0.0,
              INT64=needs_int64(grad, s, x, weight, out),
              BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(128, max(16, triton.next_power_of_2(K))),
              num_warps=4),
@@ -304,6 +309,8 @@ def dense_bwd(
     """Gradients (dx, dW, db, dalpha, deps) per SPEC.md section 2.
 
     `needs` flags which of the five are wanted; the others come back as empty tensors.
+    Gradients are not saturated (OUT_MAX=0): an fp16 overflow must reach the caller as inf,
+    as with PyTorch's own layers, so that AMP's GradScaler sees it and backs off.
     Three steps: the elementwise pass (gs, partial sums, near-pair counts), the two GEMMs
     with their rank-1 terms, then the exact near-pair updates (one int load per tile when
     there are none).
@@ -405,8 +412,8 @@ def _dense_bwd_torch(
     gd = torch.where(d_raw >= 0, gq, torch.zeros_like(gq))
     gs = gu - 2.0 * gd
     xf, wf = x.to(acc), weight.to(acc)
-    dx = saturating_cast(gs @ wf + 2.0 * xf * gd.sum(1, keepdim=True), x.dtype) if needs[0] else empty()
-    dw = saturating_cast(gs.t() @ xf + 2.0 * wf * gd.sum(0)[:, None], x.dtype) if needs[1] else empty()
+    dx = (gs @ wf + 2.0 * xf * gd.sum(1, keepdim=True)).to(x.dtype) if needs[0] else empty()
+    dw = (gs.t() @ xf + 2.0 * wf * gd.sum(0)[:, None]).to(x.dtype) if needs[1] else empty()
     db = gu.sum(0).to(bias.dtype) if needs[2] and bias is not None else empty()
     dalpha = (
         (grad.to(acc) * u * r).sum().reshape(alpha.shape).to(alpha.dtype)
@@ -515,7 +522,8 @@ def yat_linear(
 
     Returns:
         Tensor of shape (*, N) and x's dtype; fp16/bf16 results saturate to the finite
-        range instead of overflowing to inf. NaN/Inf in the input propagate.
+        range instead of overflowing to inf (gradients do not saturate: an overflow
+        reaches AMP's GradScaler as inf). NaN/Inf in the input propagate.
 
     CUDA tensors run the Triton kernels; CPU tensors run the same kernels through the Triton
     interpreter when TRITON_INTERPRET=1 was set before import, else a plain-PyTorch
@@ -548,7 +556,7 @@ def yat_linear(
     eps_t = eps if isinstance(eps, Tensor) else None
     eps_value = 1.0 if eps_t is not None else float(eps)
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1])
+    x2 = x.reshape(math.prod(lead), x.shape[-1])  # -1 is ambiguous when K == 0
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias, alpha_t, eps_t)
     )

@@ -91,13 +91,15 @@ class YatLinear(nn.Module):
         self.lazy = bool(lazy or freeze_kernel)
         factory = {"device": device, "dtype": param_dtype}
 
-        self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
+        # Registration order as in nmn (epsilon_param, weight, alpha, bias): optimizer state
+        # is stored by parameter position, so the order must match for it to carry over.
         if learnable_epsilon:
             eps_dtype = torch.float32 if param_dtype in (torch.float16, torch.bfloat16) else param_dtype
             raw = _inverse_softplus(self.epsilon)
             self.epsilon_param = nn.Parameter(torch.full((1,), raw, dtype=eps_dtype, device=device))
         else:
             self.register_parameter("epsilon_param", None)
+        self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
 
         self._constant_alpha_value: float | None = None
         if constant_alpha is not None and constant_alpha is not False:

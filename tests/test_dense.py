@@ -1,0 +1,675 @@
+"""ⵟ-dense op (`yat_linear`, ops yat_triton::dense_fwd / dense_bwd) against the float64 oracle.
+
+Forward and every gradient (dx, dW, db, dalpha, deps) are compared to `tests/oracle.py`
+through `torch.autograd.grad` with a random upstream gradient, within `tests/tolerances.py`.
+On a CPU the Triton kernels run through the interpreter (tests/conftest.py); on a CUDA
+machine the same tests run the compiled kernels. Shapes stay small: the interpreter is slow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from oracle import to_oracle, yat_dense_ref
+from tolerances import assert_close, max_rel_err
+from torch import Tensor
+
+import yat_triton.dense as dense
+from yat_triton import yat_linear
+from yat_triton._launch import INTERPRETING
+
+ON_CUDA = torch.cuda.is_available()
+NAMES = ("x", "weight", "bias", "alpha", "eps")
+GRAD_LABEL = {"x": "dx", "weight": "dW", "bias": "db", "alpha": "dalpha", "eps": "deps"}
+
+# (io dtype, fp32 dot precision) with readable ids
+DTYPES = [
+    pytest.param(torch.float64, None, id="fp64"),
+    pytest.param(torch.float32, "ieee", id="fp32-ieee"),
+    pytest.param(torch.float32, "tf32", id="fp32-tf32"),
+    pytest.param(torch.float16, None, id="fp16"),
+    pytest.param(torch.bfloat16, None, id="bf16"),
+]
+IO_DTYPES = [
+    pytest.param(torch.float32, id="fp32"),
+    pytest.param(torch.float16, id="fp16"),
+    pytest.param(torch.bfloat16, id="bf16"),
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+
+
+def acc_of(dtype: torch.dtype) -> torch.dtype:
+    """The accumulation dtype (and the dtype the tests give a learnable eps)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def tol_dtype(param_dtype: torch.dtype, io_dtype: torch.dtype) -> torch.dtype:
+    """Which table entry a gradient is held to: its own dtype, but never finer than the
+    accumulation it was computed in (an fp64 alpha on fp32 io is computed in fp32)."""
+    acc = acc_of(io_dtype)
+    return acc if param_dtype.itemsize > acc.itemsize else param_dtype
+
+
+class Draw:
+    """Seeded CPU draws moved to the test device: identical data on every machine."""
+
+    def __init__(self, seed: int, device: str | torch.device) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+        self.device = device
+
+    def __call__(self, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> Tensor:
+        return (torch.randn(shape, generator=self.gen, dtype=torch.float64) * scale).to(
+            device=self.device, dtype=dtype
+        )
+
+
+def make_inputs(
+    lead: tuple[int, ...],
+    N: int,
+    K: int,
+    dtype: torch.dtype,
+    device: str,
+    *,
+    bias: bool = True,
+    alpha: str = "tensor",
+    eps: str = "tensor",
+    eps_value: float = 1e-2,
+    seed: int = 0,
+    scale: float = 0.5,
+) -> dict[str, Tensor | float | None]:
+    """x (*lead, K), weight (N, K), bias (N,), alpha none|const|tensor, eps float|tensor.
+
+    Every tensor requires grad. Alpha tensors have the io dtype (as YatLinear passes them),
+    eps tensors the accumulation dtype (as YatLinear's softplus(epsilon_param) is).
+    """
+    draw = Draw(seed, device)
+    inp: dict[str, Tensor | float | None] = {
+        "x": draw(*lead, K, dtype=dtype, scale=scale).requires_grad_(),
+        "weight": draw(N, K, dtype=dtype, scale=scale).requires_grad_(),
+        "bias": draw(N, dtype=dtype, scale=scale).requires_grad_() if bias else None,
+    }
+    inp["alpha"] = {
+        "none": None,
+        "const": 0.75,
+        "tensor": torch.full((1,), 1.3, dtype=dtype, device=device, requires_grad=True),
+    }[alpha]
+    inp["eps"] = (
+        eps_value
+        if eps == "float"
+        else torch.full((1,), eps_value, dtype=acc_of(dtype), device=device, requires_grad=True)
+    )
+    return inp
+
+
+def upstream(shape: tuple[int, ...], dtype: torch.dtype, device: str, seed: int = 1234) -> Tensor:
+    return Draw(seed, device)(*shape, dtype=dtype)
+
+
+def check_against_oracle(
+    inp: dict[str, Tensor | float | None],
+    *,
+    precision: str | None = None,
+    tol_precision: str | None = None,
+    amplification: float = 1.0,
+    skip: tuple[str, ...] = (),
+    grad_transform=None,  # noqa: ANN001
+) -> dict[str, float]:
+    """Run yat_linear forward + backward on `inp`, compare with the oracle, return the
+    relative-to-max errors of every compared value (labels y, dx, dW, db, dalpha, deps).
+
+    Gradients are taken w.r.t. every tensor of `inp` that requires grad (views included).
+    `skip` names values whose error is measured but not asserted. `tol_precision` picks
+    the fp32 tolerance entry when `precision` is None (then resolved by the package).
+    """
+    x, weight = inp["x"], inp["weight"]
+    dtype = x.dtype
+    y = yat_linear(x, weight, inp["bias"], alpha=inp["alpha"], eps=inp["eps"], precision=precision)
+    ref = {
+        k: to_oracle(v, requires_grad=v.requires_grad) if isinstance(v, Tensor) else v for k, v in inp.items()
+    }
+    y_ref = yat_dense_ref(ref["x"], ref["weight"], ref["bias"], ref["alpha"], ref["eps"])
+    assert y.dtype == dtype and y.device == x.device
+    K, N = x.shape[-1], weight.shape[0]
+    M = math.prod(x.shape[:-1])
+    io_prec = (tol_precision or precision) if dtype == torch.float32 else None
+    errors = {"y": max_rel_err(y, y_ref)}
+    if "y" not in skip:
+        assert_close(y, y_ref, dtype, reduction=K, what="y", precision=io_prec,
+                     amplification=amplification)  # fmt: skip
+
+    wrt = [k for k in NAMES if isinstance(inp[k], Tensor) and inp[k].requires_grad]
+    if not wrt:
+        return errors
+    gy = upstream(tuple(y.shape), dtype, x.device)
+    if grad_transform is not None:
+        gy = grad_transform(gy)
+    grads = torch.autograd.grad(y, [inp[k] for k in wrt], gy)
+    gy_ref = gy.detach().to(device="cpu", dtype=torch.float64)
+    refs = torch.autograd.grad(y_ref, [ref[k] for k in wrt], gy_ref, retain_graph=True)
+    # dalpha and deps are sums of M*N terms of random sign: hold them to the size of the
+    # summed terms, which is the same sum taken with |g| (every term then has one sign).
+    scalars = [k for k in wrt if k in ("alpha", "eps")]
+    sizes = (
+        dict(
+            zip(
+                scalars,
+                torch.autograd.grad(y_ref, [ref[k] for k in scalars], gy_ref.abs()),
+                strict=True,
+            )
+        )
+        if scalars
+        else {}
+    )
+    reduction = {"x": N, "weight": M, "bias": M, "alpha": M * N, "eps": M * N}
+    for k, g, r in zip(wrt, grads, refs, strict=True):
+        label = GRAD_LABEL[k]
+        t = inp[k]
+        assert g.dtype == t.dtype and g.device == t.device, (
+            f"{label}: got {g.dtype} on {g.device}, input is {t.dtype} on {t.device}"
+        )
+        errors[label] = max_rel_err(g, r, None if k not in sizes else sizes[k].abs().item())
+        if label in skip:
+            continue
+        gdt = tol_dtype(t.dtype, dtype)
+        assert_close(
+            g, r, gdt, reduction=reduction[k], what=label,
+            precision=io_prec if gdt == torch.float32 else None,
+            scale=sizes.get(k), amplification=amplification,
+        )  # fmt: skip
+    return errors
+
+
+# ---------------------------------------------------------------------------------------
+# Shapes, dtypes and options against the oracle
+
+SHAPES = [
+    pytest.param((1,), 1, 1, id="1x1x1"),
+    pytest.param((5,), 123, 77, id="5x123x77"),
+    pytest.param((33,), 17, 40, id="33x17x40"),
+    pytest.param((1,), 50, 30, id="row-1x50x30"),
+    pytest.param((2, 35), 9, 12, id="70x9x12"),  # M > 64: several row tiles on the interpreter
+]
+
+
+@pytest.mark.parametrize("lead, N, K", SHAPES)
+@pytest.mark.parametrize("dtype, precision", DTYPES)
+def test_forward_backward_shapes(lead, N, K, dtype, precision, device):
+    inp = make_inputs(lead, N, K, dtype, device, seed=K)
+    check_against_oracle(inp, precision=precision)
+
+
+@pytest.mark.parametrize("eps", ["float", "tensor"], ids=["eps-float", "eps-tensor"])
+@pytest.mark.parametrize("alpha", ["none", "const", "tensor"], ids=lambda a: f"alpha-{a}")
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("dtype", IO_DTYPES)
+def test_options(dtype, bias, alpha, eps, device):
+    inp = make_inputs((9,), 20, 24, dtype, device, bias=bias, alpha=alpha, eps=eps, seed=3)
+    check_against_oracle(inp, precision="ieee")
+
+
+@pytest.mark.parametrize(
+    "which", ["x", "weight", "bias", "alpha", "eps", "x+weight", "none"], ids=lambda w: f"grad-{w}"
+)
+def test_partial_requires_grad(which, device):
+    """Only some inputs require grad: the backward computes just those (needs flags)."""
+    inp = make_inputs((6,), 10, 12, torch.float32, device, seed=5)
+    wanted = set(which.split("+"))
+    for k in NAMES:
+        if isinstance(inp[k], Tensor) and k not in wanted:
+            inp[k].requires_grad_(False)
+    check_against_oracle(inp, precision="ieee")
+
+
+def test_alpha_tensor_of_other_dtype(device):
+    """A float64 alpha with float32 io: its gradient comes back in float64."""
+    inp = make_inputs((7,), 9, 11, torch.float32, device, seed=6)
+    inp["alpha"] = torch.full((1,), 0.6, dtype=torch.float64, device=device, requires_grad=True)
+    check_against_oracle(inp, precision="ieee")
+
+
+def test_int_scalars(device):
+    """alpha and eps given as Python ints are accepted as constants."""
+    inp = make_inputs((4,), 6, 5, torch.float32, device, alpha="none", eps="float", seed=8)
+    inp["alpha"], inp["eps"] = 3, 1
+    check_against_oracle(inp, precision="ieee")
+
+
+@pytest.mark.parametrize(
+    "lead", [(2, 3), (2, 1, 3), (), (4, 0)], ids=["lead-2x3", "lead-2x1x3", "x-1d", "lead-4x0"]
+)
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_leading_batch_dims(lead, dtype, device):
+    inp = make_inputs(lead, 13, 10, dtype, device, seed=2)
+    x = inp["x"]
+    y = yat_linear(x, inp["weight"], inp["bias"], alpha=inp["alpha"], eps=inp["eps"])
+    assert y.shape == (*lead, 13)
+    check_against_oracle(inp, precision="ieee")
+
+
+# ---------------------------------------------------------------------------------------
+# Strided and transposed inputs
+
+
+def _noncontiguous(kind: str, dtype: torch.dtype, device: str) -> tuple[dict, object]:
+    M, N, K = 7, 19, 21
+    inp = make_inputs((M,), N, K, dtype, device, seed=11)
+    draw = Draw(12, device)
+    transform = None
+    if kind in ("x-strided", "all"):
+        base = draw(M, 2 * K, dtype=dtype, scale=0.5).requires_grad_()
+        inp["x"] = base[:, ::2]
+    if kind in ("x-transposed", "all"):
+        base = draw(K, M, dtype=dtype, scale=0.5).requires_grad_()
+        inp["x"] = base.t()
+    if kind in ("w-transposed", "all"):
+        base = draw(K, N, dtype=dtype, scale=0.5).requires_grad_()
+        inp["weight"] = base.t()
+    if kind == "x-batch-permuted":
+        base = draw(3, M, K, dtype=dtype, scale=0.5).requires_grad_()
+        inp["x"] = base.permute(1, 0, 2)  # (M, 3, K), not viewable as (3M, K)
+    if kind in ("grad-transposed", "all"):
+        transform = lambda g: g.t().contiguous().t()  # noqa: E731
+    if kind == "x-strided":
+        assert not inp["x"].is_contiguous()
+    return inp, transform
+
+
+@pytest.mark.parametrize(
+    "kind", ["x-strided", "x-transposed", "w-transposed", "x-batch-permuted",
+             "grad-transposed", "all"],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_noncontiguous(kind, dtype, device):
+    inp, transform = _noncontiguous(kind, dtype, device)
+    check_against_oracle(inp, precision="ieee", grad_transform=transform)
+
+
+@pytest.mark.parametrize("kind", ["bias-strided", "bias-expanded"])
+def test_noncontiguous_bias(kind, device):
+    M, N, K = 5, 9, 8
+    inp = make_inputs((M,), N, K, torch.float32, device, seed=13)
+    if kind == "bias-strided":
+        base = Draw(14, device)(2 * N, scale=0.5).requires_grad_()
+        inp["bias"] = base[::2]
+    else:
+        base = Draw(14, device)(1, scale=0.5).requires_grad_()
+        inp["bias"] = base.expand(N)
+    check_against_oracle(inp, precision="ieee")
+
+
+# ---------------------------------------------------------------------------------------
+# x ~ w: the clamp is active and the distance is tiny
+
+
+# Relative sizes of the perturbation x_i - w_i for the "near" rows of clamp_inputs: squared
+# relative distances rho^2 = d / (||x||^2 + ||w||^2) from ~0.06 down to ~3e-5, straddling
+# every dtype's near-pair threshold of the backward.
+NEAR_OFFSETS = (0.35, 0.25, 0.12, 0.03, 0.008)
+
+
+def clamp_inputs(
+    dtype: torch.dtype, device: str, seed: int = 0, *, bias: bool = True, alpha: str = "tensor"
+) -> tuple[dict, float]:
+    """x ~ w at every scale: rows 0-3 of x equal weight rows 0-3 exactly, rows 4-5 lie within
+    1e-3 relative of rows 4-5, rows 6-10 at the NEAR_OFFSETS, rows 11-12 are random;
+    eps = 1e-3. Returns the inputs and the condition number
+    kappa = max (||x_i||^2 + ||w_j||^2) / q_ij by which the norm expansion of the distance
+    amplifies the accumulation rounding."""
+    M, N, K, scale, eps = 13, 12, 16, 0.25, 1e-3
+    draw = Draw(seed, "cpu")
+    w = draw(N, K, dtype=torch.float64, scale=scale)
+    x = draw(M, K, dtype=torch.float64, scale=scale)
+    x[:4] = w[:4]
+    x[4:6] = w[4:6] + draw(2, K, dtype=torch.float64, scale=1e-3 * scale)
+    for i, f in enumerate(NEAR_OFFSETS):
+        x[6 + i] = w[6 + i] + draw(K, dtype=torch.float64, scale=f * scale)
+    b = draw(N, dtype=torch.float64, scale=scale)
+    inp = {
+        "x": x.to(device=device, dtype=dtype).requires_grad_(),
+        "weight": w.to(device=device, dtype=dtype).requires_grad_(),
+        "bias": b.to(device=device, dtype=dtype).requires_grad_() if bias else None,
+        "alpha": {
+            "tensor": torch.full((1,), 1.3, dtype=dtype, device=device, requires_grad=True),
+            "const": 0.75,
+        }[alpha],
+        "eps": torch.full((1,), eps, dtype=acc_of(dtype), device=device, requires_grad=True),
+    }
+    x64, w64 = to_oracle(inp["x"]), to_oracle(inp["weight"])
+    assert torch.equal(x64[:4], w64[:4])  # exact matches survive the cast
+    nx, nw = (x64 * x64).sum(1), (w64 * w64).sum(1)
+    q = ((x64[:, None, :] - w64[None, :, :]) ** 2).sum(-1) + eps
+    kappa = ((nx[:, None] + nw[None, :]) / q).max().item()
+    return inp, kappa
+
+
+CLAMP_DTYPES = [
+    pytest.param(torch.float64, id="fp64"),
+    pytest.param(torch.float32, id="fp32"),
+    pytest.param(torch.float16, id="fp16"),
+    pytest.param(torch.bfloat16, id="bf16"),
+]
+
+
+@pytest.mark.parametrize(
+    "seed, bias, alpha",
+    [(0, True, "tensor"), (1, True, "tensor"), (2, False, "const")],
+    ids=["seed0", "seed1", "seed2-nobias-const-alpha"],
+)
+@pytest.mark.parametrize("dtype", CLAMP_DTYPES)
+def test_clamp_active(dtype, seed, bias, alpha, device):
+    """Forward and every gradient where x ~ w (clamp active, distance << eps, and pairs at
+    a range of small distances). The norm expansion costs kappa = (||x||^2 + ||w||^2) / q of
+    the accumulation precision (~2e3-5e3 here), which the tolerance allows; io rounding is
+    held to the plain table (no cancellation may reach the io dtype)."""
+    inp, kappa = clamp_inputs(dtype, device, seed, bias=bias, alpha=alpha)
+    check_against_oracle(inp, precision="ieee", amplification=kappa)
+
+
+@pytest.mark.parametrize("path", ["kernels", "torch-path"])
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_clamp_keeps_denominator_positive(dtype, path, device, monkeypatch):
+    """x == w exactly and eps far below the cancellation noise of ||x||^2 + ||w||^2 - 2 x.w:
+    without the clamp some q would be <= 0 (negative or infinite y). With it, every
+    0 <= y <= alpha u^2 / eps and the gradients are finite."""
+    if path == "torch-path":
+        monkeypatch.setattr(dense, "use_triton", lambda t: False)
+        device = "cpu"
+    M, K, eps = 32, 24, 1e-9
+    draw = Draw(21, device)
+    w = draw(M, K, dtype=dtype, scale=1.0)
+    x = w.clone().requires_grad_()
+    w.requires_grad_()
+    y = yat_linear(x, w, alpha=2.0, eps=eps)
+    x64, w64 = to_oracle(x), to_oracle(w)
+    bound = 2.0 * (x64 @ w64.t()) ** 2 / eps
+    y64 = to_oracle(y)
+    assert torch.isfinite(y64).all(), "non-finite output where x == w"
+    assert (y64 >= 0).all(), f"negative output {y64.min().item()}: the clamp is missing"
+    assert (y64 <= bound * 1.02 + 1e-30).all(), "q < eps somewhere: the clamp is missing"
+    dx, dw = torch.autograd.grad(y, (x, w), upstream(tuple(y.shape), dtype, device))
+    assert torch.isfinite(dx).all() and torch.isfinite(dw).all()
+
+
+# ---------------------------------------------------------------------------------------
+# Saturation, NaN/Inf, empty and degenerate sizes
+
+
+def test_fp16_saturation(device):
+    """fp16: entries whose exact value exceeds 65504 come back as +-65504, never inf; the
+    others are still right."""
+    dtype = torch.float16
+    draw = Draw(31, "cpu")
+    K, N = 8, 6
+    w = draw(N, K, dtype=torch.float64, scale=8.0)  # ||w||^2 ~ 512
+    x = draw(4, K, dtype=torch.float64, scale=8.0)
+    x[0] = 1.05 * w[0]  # y00 = 1.05^2 / 0.05^2 ||w0||^2 ~ 2e5
+    x[1] = 1.02 * w[3]
+    x[2] = -1.05 * w[1]  # anti-parallel: moderate value
+    x16, w16 = x.to(device=device, dtype=dtype), w.to(device=device, dtype=dtype)
+    for alpha in (1.0, -1.0):
+        y = yat_linear(x16, w16, alpha=alpha, eps=1e-3)
+        ref = yat_dense_ref(to_oracle(x16), to_oracle(w16), alpha=alpha, eps=1e-3)
+        assert not torch.isinf(y).any(), "fp16 output overflowed to inf"
+        over = ref.abs() > 65504
+        assert over.sum() >= 2, "test data should exceed the fp16 range somewhere"
+        y64 = to_oracle(y)
+        assert torch.equal(y64[over], torch.sign(ref[over]) * 65504.0)
+        assert_close(y64[~over], ref[~over], dtype, reduction=K, what="y (in range)")
+
+
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "torch-path"])
+def test_fp16_gradient_overflow_is_not_saturated(use_kernels, device, monkeypatch):
+    """Unlike the forward, gradients overflow to inf like PyTorch's own layers do, so that
+    AMP's GradScaler sees the overflow and backs off instead of stepping on clipped values."""
+    if not use_kernels:
+        if device != "cpu":
+            pytest.skip("the plain-PyTorch path is the CPU path")
+        monkeypatch.setattr(dense, "use_triton", lambda t: False)
+    draw = Draw(37, "cpu")
+    w = draw(6, 16, dtype=torch.float64, scale=0.1)
+    x = draw(4, 16, dtype=torch.float64, scale=0.1)
+    x[0] = w[2]  # u/q ~ ||w||^2 / eps = 0.16 / 1e-4: gu = 2 g alpha u/q ~ 2e8 for g = 6e4
+    x16 = x.to(device=device, dtype=torch.float16).requires_grad_()
+    w16 = w.to(device=device, dtype=torch.float16).requires_grad_()
+    y = yat_linear(x16, w16, eps=1e-4)
+    assert torch.isfinite(y).all(), "the forward saturates"
+    dx, dw = torch.autograd.grad(y, (x16, w16), torch.full_like(y, 6e4))
+    assert not torch.isfinite(dx[0]).all(), "dx overflowed in fp16 but came back finite"
+    assert not torch.isfinite(dw[2]).all(), "dW overflowed in fp16 but came back finite"
+    assert (dx[0].abs() != 65504).all() and (dw[2].abs() != 65504).all(), "saturated gradient"
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("dtype", IO_DTYPES)
+def test_nan_inf_propagate(dtype, bad, device):
+    """A NaN/Inf in one input row makes that output row NaN (as the oracle's), leaves the
+    other rows right, and the backward runs; dx of the clean rows stays right."""
+    inp = make_inputs((4,), 5, 6, dtype, device, seed=41)
+    x = inp["x"].detach().clone()
+    x[1, 2] = float(bad)
+    x.requires_grad_()
+    y = yat_linear(x, inp["weight"], inp["bias"], alpha=inp["alpha"], eps=inp["eps"])
+    tensors = (x, inp["weight"], inp["bias"], inp["alpha"], inp["eps"])
+    ref_in = [to_oracle(t, requires_grad=True) for t in tensors]
+    ref = yat_dense_ref(*ref_in)
+    assert torch.isnan(y[1]).all(), f"row with {bad} gave {y[1]}"
+    assert_close(y, ref, dtype, reduction=6, what="y")
+    gy = upstream(tuple(y.shape), dtype, device)
+    dx, _, _, _, _ = torch.autograd.grad(y, tensors, gy)
+    (dx_ref,) = torch.autograd.grad(ref, ref_in[0], to_oracle(gy))
+    clean = [0, 2, 3]
+    assert_close(dx[clean], dx_ref[clean], dtype, reduction=5, what="dx (clean rows)")
+
+
+@pytest.mark.parametrize("lead", [(0,), (2, 0)], ids=["M0", "lead-2x0"])
+@pytest.mark.parametrize("dtype", IO_DTYPES)
+def test_empty_batch(dtype, lead, device):
+    """M = 0: empty output; dx empty, dW/db/dalpha/deps exactly zero."""
+    inp = make_inputs(lead, 7, 5, dtype, device, seed=51)
+    x, w, b, a, e = (inp[k] for k in NAMES)
+    y = yat_linear(x, w, b, alpha=a, eps=e)
+    assert y.shape == (*lead, 7) and y.dtype == dtype
+    dx, dw, db, da, de = torch.autograd.grad(y, (x, w, b, a, e), torch.zeros_like(y))
+    assert dx.shape == x.shape
+    for name, g, t in (("dW", dw, w), ("db", db, b), ("dalpha", da, a), ("deps", de, e)):
+        assert g.shape == t.shape and g.dtype == t.dtype, name
+        assert torch.count_nonzero(g) == 0, f"{name} should be zero for an empty batch"
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_zero_out_features(dtype, device):
+    """N = 0: output (M, 0); dx zero, dW/db empty, dalpha/deps zero."""
+    inp = make_inputs((4,), 0, 6, dtype, device, seed=52)
+    x, w, b, a, e = (inp[k] for k in NAMES)
+    y = yat_linear(x, w, b, alpha=a, eps=e)
+    assert y.shape == (4, 0)
+    dx, dw, db, da, de = torch.autograd.grad(y, (x, w, b, a, e), torch.zeros_like(y))
+    assert dx.shape == x.shape and torch.count_nonzero(dx) == 0
+    assert dw.shape == (0, 6) and db.shape == (0,)
+    assert torch.count_nonzero(da) == 0 and torch.count_nonzero(de) == 0
+
+
+def test_zero_in_features(device):
+    """K = 0: y = alpha b^2 / eps, dx/dW empty, db/dalpha/deps from the oracle."""
+    inp = make_inputs((3,), 4, 0, torch.float32, device, seed=53)
+    check_against_oracle(inp, precision="ieee")
+
+
+# ---------------------------------------------------------------------------------------
+# Modes and determinism
+
+
+def test_no_grad_output_matches(device):
+    """Without grad the forward skips saving s; the output must be identical."""
+    inp = make_inputs((6,), 9, 10, torch.bfloat16, device, seed=61)
+    args = (inp["x"], inp["weight"], inp["bias"])
+    kw = {"alpha": inp["alpha"], "eps": inp["eps"]}
+    y = yat_linear(*args, **kw)
+    with torch.no_grad():
+        y_ng = yat_linear(*args, **kw)
+    assert not y_ng.requires_grad
+    assert torch.equal(y.detach(), y_ng)
+
+
+def test_deterministic(device):
+    """No atomics: two runs give bitwise identical outputs and gradients."""
+    inp = make_inputs((33,), 17, 40, torch.bfloat16, device, seed=62)
+    tensors = [inp[k] for k in NAMES]
+    gy = upstream((33, 17), torch.bfloat16, device)
+    runs = []
+    for _ in range(2):
+        y = yat_linear(inp["x"], inp["weight"], inp["bias"], alpha=inp["alpha"], eps=inp["eps"])
+        runs.append((y, *torch.autograd.grad(y, tensors, gy)))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_precision_none_follows_torch_flag(device):
+    """precision=None resolves from torch.backends.cuda.matmul.allow_tf32."""
+    inp = make_inputs((5,), 8, 9, torch.float32, device, seed=63)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for flag, prec in ((False, "ieee"), (True, "tf32")):
+            torch.backends.cuda.matmul.allow_tf32 = flag
+            assert dense._checks.resolve_precision(None, torch.float32) == prec
+            check_against_oracle(inp, precision=None, tol_precision=prec)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    assert dense._checks.resolve_precision(None, torch.bfloat16) == "ieee"
+
+
+# ---------------------------------------------------------------------------------------
+# gradcheck and opcheck
+
+
+@pytest.mark.parametrize("variant", ["bias-alpha-eps-tensors", "lead-dims-nobias-const-alpha"])
+def test_gradcheck_fp64(variant, device):
+    draw = Draw(71, device)
+    f64 = torch.float64
+    if variant == "bias-alpha-eps-tensors":
+        x = draw(3, 5, dtype=f64, scale=0.5).requires_grad_()
+        w = draw(4, 5, dtype=f64, scale=0.5).requires_grad_()
+        b = draw(4, dtype=f64, scale=0.5).requires_grad_()
+        a = torch.full((1,), 1.3, dtype=f64, device=device, requires_grad=True)
+        e = torch.full((1,), 0.1, dtype=f64, device=device, requires_grad=True)
+        fn = lambda x, w, b, a, e: yat_linear(x, w, b, alpha=a, eps=e)  # noqa: E731
+        args = (x, w, b, a, e)
+    else:
+        x = draw(2, 2, 5, dtype=f64, scale=0.5).requires_grad_()
+        w = draw(3, 5, dtype=f64, scale=0.5).requires_grad_()
+        fn = lambda x, w: yat_linear(x, w, alpha=math.sqrt(2.0), eps=0.05)  # noqa: E731
+        args = (x, w)
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def _op_args(device: str, dtype: torch.dtype = torch.float32) -> tuple[tuple, tuple]:
+    """Arguments of yat_triton::dense_fwd and a matching dense_bwd call."""
+    inp = make_inputs((3,), 5, 8, dtype, device, seed=81)
+    x, w, b, a, e = (inp[k] for k in NAMES)
+    fwd = (x, w, b, a, 1.0, e, 1.0, "ieee", True)
+    with torch.no_grad():
+        _, s, nx, nw = dense._dense_fwd_op(x, w, b, a, 1.0, e, 1.0, "ieee", True)
+    g = upstream((3, 5), dtype, device)
+    d = lambda t: t.detach()  # noqa: E731
+    bwd = (g, d(x), d(w), d(b), d(a), 1.0, d(e), 1.0, s, nx, nw, "ieee", [True] * 5)
+    return fwd, bwd
+
+
+INTERPRETER_SAFE = ("test_schema", "test_autograd_registration", "test_faketensor")
+
+
+@pytest.mark.parametrize("op", ["dense_fwd", "dense_bwd"])
+def test_opcheck(op, device):
+    """Under the interpreter only the tests that do not trace into a graph can run; on CUDA
+    the full default opcheck (AOT dispatch included)."""
+    fwd, bwd = _op_args(device)
+    fn, args = (dense._dense_fwd_op, fwd) if op == "dense_fwd" else (dense._dense_bwd_op, bwd)
+    if INTERPRETING:
+        result = torch.library.opcheck(fn, args, test_utils=INTERPRETER_SAFE)
+    else:
+        result = torch.library.opcheck(fn, args)
+    assert all(v == "SUCCESS" for v in result.values()), result
+
+
+@pytest.mark.skipif(not INTERPRETING, reason="AOT dispatch is only refused under TRITON_INTERPRET=1")
+@pytest.mark.parametrize("op", ["dense_fwd", "dense_bwd"])
+def test_aot_dispatch_refused_under_interpreter(op, device):
+    fwd, bwd = _op_args(device)
+    fn, args = (dense._dense_fwd_op, fwd) if op == "dense_fwd" else (dense._dense_bwd_op, bwd)
+    with pytest.raises(Exception) as info:
+        torch.library.opcheck(fn, args, test_utils="test_aot_dispatch_dynamic")
+    chain, err = [], info.value
+    while err is not None and len(chain) < 10:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    runtime = [c for c in chain if type(c) is RuntimeError and "TRITON_INTERPRET" in str(c)]
+    assert runtime, f"expected a RuntimeError naming TRITON_INTERPRET, got {chain!r}"
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """Force the plain-PyTorch implementation (CPU tensors)."""
+    monkeypatch.setattr(dense, "use_triton", lambda t: False)
+
+
+@pytest.mark.parametrize("op", ["dense_fwd", "dense_bwd"])
+def test_opcheck_torch_path(op, torch_path):
+    fwd, bwd = _op_args("cpu")
+    fn, args = (dense._dense_fwd_op, fwd) if op == "dense_fwd" else (dense._dense_bwd_op, bwd)
+    result = torch.library.opcheck(fn, args)
+    assert set(result) >= {"test_schema", "test_faketensor", "test_aot_dispatch_dynamic"}
+    assert all(v == "SUCCESS" for v in result.values()), result
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float64, id="fp64"), *IO_DTYPES])
+def test_torch_path_vs_oracle(dtype, torch_path):
+    inp = make_inputs((5,), 123, 77, dtype, "cpu", seed=91)
+    check_against_oracle(inp, precision="ieee")
+    inp = make_inputs((2, 3), 17, 40, dtype, "cpu", bias=False, alpha="const", eps="float", seed=92)
+    check_against_oracle(inp, precision="ieee")
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float64, id="fp64"),
+                                   pytest.param(torch.float32, id="fp32")])  # fmt: skip
+def test_torch_path_clamp_active(dtype, torch_path):
+    inp, kappa = clamp_inputs(dtype, "cpu", 0)
+    check_against_oracle(inp, precision="ieee", amplification=kappa)
+
+
+# ---------------------------------------------------------------------------------------
+# torch.compile
+
+
+@pytest.mark.skipif(not ON_CUDA, reason="torch.compile traces the Triton kernels only on CUDA; "
+                    "under the interpreter tracing is refused by design")  # fmt: skip
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_torch_compile(dtype, device):
+    torch._dynamo.reset()
+
+    def f(x, w, b, a, e):
+        return yat_linear(x, w, b, alpha=a, eps=e, precision="ieee")
+
+    compiled = torch.compile(f, fullgraph=True)
+    inp = make_inputs((37,), 70, 96, dtype, device, seed=101)
+    tensors = [inp[k] for k in NAMES]
+    gy = upstream((37, 70), dtype, device)
+    y = f(*tensors)
+    grads = torch.autograd.grad(y, tensors, gy)
+    yc = compiled(*tensors)
+    grads_c = torch.autograd.grad(yc, tensors, gy)
+    assert yc.dtype == y.dtype and yc.shape == y.shape
+    assert_close(yc, y.double(), dtype, reduction=96, what="compiled y")
+    for name, gc, g, t in zip(NAMES, grads_c, grads, tensors, strict=True):
+        assert_close(gc, g.double(), tol_dtype(t.dtype, dtype), reduction=37 * 70,
+                     what=f"compiled {GRAD_LABEL[name]}")  # fmt: skip

@@ -1,0 +1,199 @@
+"""Validation at the public boundary: the right exception type, and a message that names the
+argument at fault (and, where it applies, what was expected and what was given)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from yat_triton import YatLinear, yat_linear
+
+
+@pytest.fixture
+def xw(device):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 6, generator=gen).to(device)
+    w = torch.randn(5, 6, generator=gen).to(device)
+    return x, w
+
+
+def other_device(device: str) -> str:
+    """A device the inputs are not on: the CPU on a CUDA machine, else the meta device."""
+    return "cpu" if device == "cuda" else "meta"
+
+
+def test_mismatched_k(xw):
+    x, w = xw
+    with pytest.raises(ValueError, match=r"x has K=6 .*weight expects K=7"):
+        yat_linear(x, torch.zeros(5, 7, device=x.device))
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 6, 1)], ids=["1d", "3d"])
+def test_weight_not_2d(xw, shape):
+    x, _ = xw
+    with pytest.raises(ValueError, match=r"weight must have shape \(N, K\), got shape"):
+        yat_linear(x, torch.zeros(shape, device=x.device))
+
+
+def test_x_zero_dim(xw):
+    _, w = xw
+    with pytest.raises(ValueError, match=r"x must have at least one dimension"):
+        yat_linear(torch.tensor(1.0, device=w.device), w)
+
+
+@pytest.mark.parametrize("shape", [(4,), (5, 1), (1,)], ids=["short", "2d", "scalar-like"])
+def test_wrong_bias_shape(xw, shape):
+    x, w = xw
+    with pytest.raises(ValueError, match=r"bias must have shape \(5,\), got shape"):
+        yat_linear(x, w, torch.zeros(shape, device=x.device))
+
+
+def test_mixed_dtypes(xw):
+    x, w = xw
+    with pytest.raises(TypeError, match=r"weight has dtype torch.float16 but x has dtype torch.float32"):
+        yat_linear(x, w.half())
+
+
+def test_bias_dtype_mismatch(xw):
+    x, w = xw
+    with pytest.raises(TypeError, match=r"bias has dtype torch.bfloat16 but x has dtype torch.float32"):
+        yat_linear(x, w, torch.zeros(5, dtype=torch.bfloat16, device=x.device))
+
+
+def test_weight_on_other_device(xw, device):
+    x, w = xw
+    other = other_device(device)
+    with pytest.raises(ValueError, match=rf"weight is on {other}.* but x is on {device}"):
+        yat_linear(x, w.to(other))
+
+
+def test_bias_on_other_device(xw, device):
+    x, w = xw
+    other = other_device(device)
+    with pytest.raises(ValueError, match=rf"bias is on {other}.* but x is on {device}"):
+        yat_linear(x, w, torch.zeros(5, device=other))
+
+
+@pytest.mark.parametrize("name", ["alpha", "eps"])
+def test_scalar_tensor_on_other_device(xw, device, name):
+    x, w = xw
+    t = torch.ones(1, device=other_device(device))
+    with pytest.raises(ValueError, match=rf"{name} is on .* but x is on {device}"):
+        yat_linear(x, w, **{name: t})
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool], ids=str)
+def test_integer_x(xw, dtype):
+    x, w = xw
+    with pytest.raises(TypeError, match=r"x must have a floating dtype .*got torch\."):
+        yat_linear(x.to(dtype), w)
+
+
+def test_integer_weight(xw):
+    x, w = xw
+    with pytest.raises(TypeError, match=r"weight must have a floating dtype"):
+        yat_linear(x, w.to(torch.int64))
+
+
+def test_complex_x(xw):
+    x, w = xw
+    with pytest.raises(TypeError, match=r"x must have a floating dtype"):
+        yat_linear(x.to(torch.complex64), w)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5, -1], ids=["zero", "negative", "negative-int"])
+def test_eps_not_positive(xw, eps):
+    x, w = xw
+    with pytest.raises(ValueError, match=r"eps must be > 0, got"):
+        yat_linear(x, w, eps=eps)
+
+
+@pytest.mark.parametrize("eps", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_eps_not_finite(xw, eps):
+    x, w = xw
+    with pytest.raises(ValueError, match=r"eps must be finite, got"):
+        yat_linear(x, w, eps=eps)
+
+
+@pytest.mark.parametrize("alpha", [math.nan, math.inf], ids=["nan", "inf"])
+def test_alpha_not_finite(xw, alpha):
+    x, w = xw
+    with pytest.raises(ValueError, match=r"alpha must be finite, got"):
+        yat_linear(x, w, alpha=alpha)
+
+
+@pytest.mark.parametrize("name", ["alpha", "eps"])
+def test_scalar_tensor_with_two_elements(xw, name):
+    x, w = xw
+    t = torch.ones(2, device=x.device)
+    with pytest.raises(ValueError, match=rf"{name} must be a one-element tensor, got shape \(2,\)"):
+        yat_linear(x, w, **{name: t})
+
+
+@pytest.mark.parametrize("name", ["alpha", "eps"])
+@pytest.mark.parametrize("value", ["1.0", True, [1.0]], ids=["str", "bool", "list"])
+def test_scalar_of_wrong_type(xw, name, value):
+    x, w = xw
+    with pytest.raises(TypeError, match=rf"{name} must be a float or a one-element tensor"):
+        yat_linear(x, w, **{name: value})
+
+
+@pytest.mark.parametrize("name", ["alpha", "eps"])
+def test_scalar_tensor_integer(xw, name):
+    x, w = xw
+    with pytest.raises(TypeError, match=rf"{name} must have a floating dtype"):
+        yat_linear(x, w, **{name: torch.ones(1, dtype=torch.int64, device=x.device)})
+
+
+@pytest.mark.parametrize("precision", ["fp8", "TF32", "highest", 1], ids=str)
+def test_bad_precision(xw, precision):
+    x, w = xw
+    with pytest.raises(ValueError, match=r"precision must be None, 'ieee' or 'tf32', got"):
+        yat_linear(x, w, precision=precision)
+
+
+@pytest.mark.parametrize("x", [[[1.0, 2.0]], 3.0, None], ids=["list", "float", "none"])
+def test_non_tensor_x(x, device):
+    w = torch.zeros(3, 2, device=device)
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor, got"):
+        yat_linear(x, w)
+
+
+def test_non_tensor_weight(xw):
+    x, _ = xw
+    with pytest.raises(TypeError, match=r"weight must be a torch.Tensor, got list"):
+        yat_linear(x, [[0.0] * 6])
+
+
+def test_non_tensor_bias(xw):
+    x, w = xw
+    with pytest.raises(TypeError, match=r"bias must be a torch.Tensor, got list"):
+        yat_linear(x, w, [0.0] * 5)
+
+
+# ---------------------------------------------------------------------------------------
+# YatLinear
+
+
+@pytest.mark.parametrize("epsilon", [0.0, -1e-5, math.nan, math.inf], ids=["zero", "neg", "nan", "inf"])
+def test_yatlinear_bad_epsilon(epsilon):
+    with pytest.raises(ValueError, match=r"epsilon must be finite and > 0, got"):
+        YatLinear(4, 3, epsilon=epsilon)
+
+
+def test_yatlinear_bad_precision():
+    with pytest.raises(ValueError, match=r"precision must be None, 'ieee' or 'tf32', got 'fp8'"):
+        YatLinear(4, 3, precision="fp8")
+
+
+def test_yatlinear_negative_features():
+    with pytest.raises(ValueError, match=r"in_features and out_features must be >= 0"):
+        YatLinear(-1, 3)
+
+
+def test_yatlinear_wrong_input_features(device):
+    m = YatLinear(4, 3, device=device)
+    with pytest.raises(ValueError, match=r"x has K=5 .*weight expects K=4"):
+        m(torch.zeros(2, 5, device=device))

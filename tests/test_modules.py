@@ -1,0 +1,275 @@
+"""YatLinear: parameters, options, forward/backward against the float64 oracle, dtype casts,
+and parity with `nmn.torch.nmn.YatNMN` (nmn 0.3.5) through a shared state_dict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from oracle import to_oracle, yat_dense_ref
+from tolerances import assert_close
+from torch import Tensor
+
+from yat_triton import YatLinear
+
+IN, OUT = 24, 10
+SQRT2 = math.sqrt(2.0)
+
+
+def draw(seed: int, *shape: int, device: str, dtype: torch.dtype = torch.float32) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+
+
+def perturb_(m: torch.nn.Module, seed: int = 7) -> None:
+    """Move alpha / bias / epsilon_param away from their initial values, so that a wrong
+    use of any of them shows (alpha = 1 would hide a missing alpha)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name == "alpha":
+                p.fill_(1.3)
+            elif name == "epsilon_param":
+                p.fill_(math.log(math.expm1(1e-2)))  # eps = softplus(raw) = 1e-2
+            elif name == "bias":
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen).to(p))
+
+
+def _round_to(t64: Tensor, dtype: torch.dtype) -> Tensor:
+    """Round a float64 tensor to `dtype`'s grid, passing gradients straight through (the
+    module's parameter casts have identity gradients)."""
+    return t64 + (t64.detach().to(dtype).to(torch.float64) - t64.detach())
+
+
+def module_ref(m: YatLinear, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """The module's math in float64 from its parameters (nmn semantics). Returns y, the
+    float64 leaves of its parameters, and the float64 leaf of x, all requiring grad."""
+    dtype = m.dtype or x.dtype
+    params = {n: to_oracle(p, requires_grad=True) for n, p in m.named_parameters()}
+    x64 = to_oracle(x.to(dtype), requires_grad=True)
+    w = _round_to(params["weight"], dtype)
+    b = None
+    if m._constant_bias_value is not None:
+        b = torch.full((m.out_features,), m._constant_bias_value, dtype=torch.float64)
+    elif "bias" in params:
+        b = F.softplus(params["bias"]) if m.softplus_bias else params["bias"]
+        b = _round_to(b.expand(m.out_features), dtype)
+    if "alpha" in params:
+        alpha = _round_to(params["alpha"], dtype)
+    else:
+        alpha = m._constant_alpha_value
+    eps = F.softplus(params["epsilon_param"]) if "epsilon_param" in params else m.epsilon
+    return yat_dense_ref(x64, w, b, alpha, eps), params, x64
+
+
+# ---------------------------------------------------------------------------------------
+# Parameters and options
+
+
+def test_default_parameters(device):
+    m = YatLinear(IN, OUT, device=device)
+    shapes = {n: tuple(p.shape) for n, p in m.named_parameters()}
+    assert shapes == {"weight": (OUT, IN), "alpha": (1,), "bias": (OUT,)}
+    assert all(p.dtype == torch.float32 and p.device.type == device for p in m.parameters())
+    assert m.epsilon_param is None
+    assert torch.equal(m.alpha.detach().cpu(), torch.ones(1))
+    bound = 1.0 / math.sqrt(IN)
+    assert m.bias.abs().max() <= bound
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"bias": False}, {"weight": (OUT, IN), "alpha": (1,)}),
+        ({"alpha": False}, {"weight": (OUT, IN), "bias": (OUT,)}),
+        ({"constant_alpha": True}, {"weight": (OUT, IN), "bias": (OUT,)}),
+        ({"constant_alpha": 0.5}, {"weight": (OUT, IN), "bias": (OUT,)}),
+        ({"learnable_epsilon": True},
+         {"weight": (OUT, IN), "alpha": (1,), "bias": (OUT,), "epsilon_param": (1,)}),
+        ({"scalar_bias": True}, {"weight": (OUT, IN), "alpha": (1,), "bias": (1,)}),
+        ({"constant_bias": 0.25}, {"weight": (OUT, IN), "alpha": (1,)}),
+    ],
+    ids=["nobias", "noalpha", "const-alpha-true", "const-alpha-0.5", "learnable-eps",
+         "scalar-bias", "const-bias"],
+)  # fmt: skip
+def test_option_parameters(kwargs, expected, device):
+    m = YatLinear(IN, OUT, device=device, **kwargs)
+    assert {n: tuple(p.shape) for n, p in m.named_parameters()} == expected
+
+
+def test_constant_alpha_values():
+    assert YatLinear(3, 2, constant_alpha=True)._constant_alpha_value == pytest.approx(SQRT2)
+    assert YatLinear(3, 2, constant_alpha=0.5)._constant_alpha_value == 0.5
+
+
+def test_learnable_epsilon_init(device):
+    m = YatLinear(IN, OUT, epsilon=1e-3, learnable_epsilon=True, device=device)
+    assert m.epsilon_param.dtype == torch.float32
+    assert F.softplus(m.epsilon_param.double()).item() == pytest.approx(1e-3, rel=1e-6)
+    # tiny epsilon: the inverse softplus must not underflow to -inf
+    m = YatLinear(IN, OUT, epsilon=1e-30, learnable_epsilon=True, device=device)
+    assert torch.isfinite(m.epsilon_param).all()
+    assert F.softplus(m.epsilon_param.double()).item() == pytest.approx(1e-30, rel=1e-5)
+
+
+def test_freeze_and_positive_init(device):
+    m = YatLinear(IN, OUT, lazy=True, positive_init=True, device=device)
+    assert not m.weight.requires_grad
+    assert (m.weight >= 0).all()
+    m = YatLinear(IN, OUT, freeze_kernel=True, device=device)
+    assert not m.weight.requires_grad and m.bias.requires_grad and m.alpha.requires_grad
+
+
+# ---------------------------------------------------------------------------------------
+# Forward and backward against the oracle
+
+OPTIONS = [
+    pytest.param({}, id="default"),
+    pytest.param({"bias": False}, id="nobias"),
+    pytest.param({"alpha": False}, id="noalpha"),
+    pytest.param({"constant_alpha": True}, id="const-alpha-sqrt2"),
+    pytest.param({"constant_alpha": 0.5}, id="const-alpha-0.5"),
+    pytest.param({"learnable_epsilon": True}, id="learnable-eps"),
+    pytest.param({"softplus_bias": True}, id="softplus-bias"),
+    pytest.param({"constant_bias": 0.25}, id="const-bias"),
+    pytest.param({"scalar_bias": True}, id="scalar-bias"),
+]
+
+
+def _check_module(m: YatLinear, x: Tensor, dtype: torch.dtype, seed: int = 3) -> None:
+    y = m(x)
+    assert y.dtype == dtype and y.shape == (*x.shape[:-1], m.out_features)
+    y_ref, params, _ = module_ref(m, x)
+    M = math.prod(x.shape[:-1])
+    assert_close(y, y_ref, dtype, reduction=IN, what="y")
+    # a positive upstream gradient: dalpha / deps then sum terms of one sign (no
+    # cancellation), so relative-to-value tolerances apply to them
+    g = draw(seed, *y.shape, device=x.device).abs().to(dtype)
+    named = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(y, [p for _, p in named], g)
+    refs = torch.autograd.grad(y_ref, [params[n] for n, _ in named], to_oracle(g))
+    reduction = {"weight": M, "bias": M * (OUT if m.scalar_bias else 1)}
+    for (name, p), gr, ref in zip(named, grads, refs, strict=True):
+        assert gr.dtype == p.dtype and gr.shape == p.shape, name
+        coarser = dtype if dtype.itemsize <= p.dtype.itemsize else p.dtype
+        assert_close(gr, ref, coarser, reduction=reduction.get(name, M * OUT), what=f"d{name}")
+
+
+@pytest.mark.parametrize("kwargs", OPTIONS)
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_forward_backward_vs_oracle(kwargs, dtype, device):
+    torch.manual_seed(0)
+    m = YatLinear(IN, OUT, device=device, precision="ieee", **kwargs)
+    perturb_(m)
+    x = draw(1, 3, 5, IN, device=device, dtype=dtype)
+    _check_module(m, x, dtype)
+
+
+def test_computation_dtype_option(device):
+    """dtype=bfloat16 with fp32 parameters: computes (and returns) in bf16."""
+    torch.manual_seed(0)
+    m = YatLinear(IN, OUT, dtype=torch.bfloat16, device=device)
+    perturb_(m)
+    x = draw(2, 6, IN, device=device)
+    _check_module(m, x, torch.bfloat16)
+
+
+@pytest.mark.parametrize("cast", ["half", "bfloat16"])
+def test_half_cast_keeps_epsilon_fp32(cast, device):
+    torch.manual_seed(0)
+    m = YatLinear(IN, OUT, learnable_epsilon=True, device=device, epsilon=1e-3)
+    perturb_(m)
+    getattr(m, cast)()
+    dtype = torch.float16 if cast == "half" else torch.bfloat16
+    assert m.epsilon_param.dtype == torch.float32
+    assert m.weight.dtype == m.bias.dtype == m.alpha.dtype == dtype
+    x = draw(4, 6, IN, device=device, dtype=dtype)
+    _check_module(m, x, dtype)
+    m.float()
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+
+
+def test_double_cast(device):
+    """.double() casts weight/bias/alpha; epsilon_param keeps its storage dtype on every
+    cast, as in nmn."""
+    torch.manual_seed(0)
+    m = YatLinear(IN, OUT, learnable_epsilon=True, device=device).double()
+    perturb_(m)
+    assert m.weight.dtype == m.bias.dtype == m.alpha.dtype == torch.float64
+    assert m.epsilon_param.dtype == torch.float32
+    x = draw(5, 6, IN, device=device, dtype=torch.float64)
+    _check_module(m, x, torch.float64)
+
+
+def test_zero_in_features(device):
+    m = YatLinear(0, 3, device=device)
+    y = m(torch.zeros(2, 0, device=device))
+    assert y.shape == (2, 3)
+
+
+# ---------------------------------------------------------------------------------------
+# Parity with nmn 0.3.5
+
+NMN_OPTIONS = [
+    pytest.param({}, id="default"),
+    pytest.param({"bias": False}, id="nobias"),
+    pytest.param({"alpha": False}, id="noalpha"),
+    pytest.param({"constant_alpha": True}, id="const-alpha"),
+    pytest.param({"learnable_epsilon": True}, id="learnable-eps"),
+    pytest.param({"scalar_bias": True}, id="scalar-bias"),
+    pytest.param({"softplus_bias": True}, id="softplus-bias"),
+    pytest.param({"constant_bias": 0.25}, id="const-bias"),
+]
+
+
+@pytest.mark.parametrize("kwargs", NMN_OPTIONS)
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_nmn_parity(kwargs, dtype, device):
+    pytest.importorskip("nmn.torch")
+    from nmn.torch.nmn import YatNMN
+
+    torch.manual_seed(0)
+    ref = YatNMN(IN, OUT, device=device, **kwargs)
+    perturb_(ref)
+    ours = YatLinear(IN, OUT, device=device, precision="ieee", **kwargs)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert set(dict(ours.named_parameters())) == set(dict(ref.named_parameters()))
+
+    x = draw(11, 4, 6, IN, device=device, dtype=dtype)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, y_ref = ours(x_ours), ref(x_ref)
+    assert y_ours.dtype == y_ref.dtype == dtype and y_ours.shape == y_ref.shape
+    assert_close(y_ours, y_ref.double(), dtype, reduction=IN, what="y vs nmn")
+
+    g = draw(12, *y_ref.shape, device=device).abs().to(dtype)  # one sign: see _check_module
+    names = [n for n, p in ref.named_parameters() if p.requires_grad]
+    grads_ours = torch.autograd.grad(y_ours, [x_ours, *[dict(ours.named_parameters())[n] for n in names]], g)
+    grads_ref = torch.autograd.grad(y_ref, [x_ref, *[dict(ref.named_parameters())[n] for n in names]], g)
+    M = 24
+    reduction = {"x": OUT, "weight": M, "bias": M}
+    for name, a, b in zip(["x", *names], grads_ours, grads_ref, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert_close(a, b.double(), dtype, reduction=reduction.get(name, M * OUT),
+                     what=f"d{name} vs nmn")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({}, id="default"),
+        pytest.param({"constant_bias": 0.25, "alpha": False}, id="const-bias-noalpha"),
+        pytest.param({"learnable_epsilon": True}, id="learnable-eps"),
+    ],
+)  # fmt: skip
+def test_nmn_parameter_order(kwargs):
+    """Same parameters() order as YatNMN, so optimizer states transfer too."""
+    pytest.importorskip("nmn.torch")
+    from nmn.torch.nmn import YatNMN
+
+    ref = [n for n, _ in YatNMN(IN, OUT, **kwargs).named_parameters()]
+    ours = [n for n, _ in YatLinear(IN, OUT, **kwargs).named_parameters()]
+    assert ours == ref
