@@ -109,3 +109,23 @@ def test_default_bf16_forward_uses_wgmma_without_spills() -> None:
     assert fwd["stack_bytes"] == 0 and fwd["spill_stores"] == 0 and fwd["spill_loads"] == 0, fwd
     assert fwd["registers"] <= 150, fwd  # 130 with Triton 3.9 (164 with an unsplit epilogue)
     assert 0 < fwd["shared_bytes"] <= SM90_SMEM_BYTES, fwd
+
+
+def test_int64_offsets_path_and_trigger(device: str) -> None:
+    """The INT64 code path computes the same result, and is chosen past 2^31 elements."""
+    from dataclasses import replace
+
+    from yat_triton._launch import needs_int64
+    from yat_triton.dense import plan_dense_fwd
+
+    assert needs_int64(torch.empty((2**16, 2**15 + 1), device="meta"))
+    assert not needs_int64(torch.empty((2**15, 2**16), device="meta"))
+    gen = torch.Generator().manual_seed(5)
+    x, w = torch.randn(21, 40, generator=gen), torch.randn(30, 40, generator=gen)
+    (y, s, nx, nw), calls = plan_dense_fwd(
+        x.to(device), w.to(device), None, None, 1.0, None, 1e-3, "ieee", True
+    )
+    for call in calls:
+        assert call.kwargs["INT64"] is False
+        replace(call, kwargs={**call.kwargs, "INT64": True}).run()
+    assert_close(y, yat_dense_ref(x, w, None, None, 1e-3), torch.float32, reduction=40, what="y")
