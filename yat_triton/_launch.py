@@ -41,12 +41,13 @@ def upcast_operands(dtype: torch.dtype) -> bool:
 
 
 def needs_int64(*tensors: Tensor) -> bool:
-    """True when some element of some tensor lies past 2^31 - 1 elements from its base."""
+    """True when some element of some tensor lies past 2^31 - 1 elements from its base
+    (the largest offset, sum of (size - 1) * |stride|, is what must fit in int32)."""
     for t in tensors:
         if t.numel() == 0:
             continue
         reach = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride(), strict=True))
-        if reach > INT32_MAX or t.numel() > INT32_MAX:
+        if reach > INT32_MAX:
             return True
     return False
 
