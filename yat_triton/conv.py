@@ -1,0 +1,472 @@
+"""ⵟ-convolution: launchers, the registered ops with their autograd, and the functional API.
+
+    y[b, f, oh, ow] = alpha * (s + b_f)^2 / (max(||x_patch||^2 + ||w_f||^2 - 2 s, 0) + eps),
+    s = conv2d(x, w)[b, f, oh, ow]  (cross-correlation, as torch.nn.functional.conv2d)
+
+conv1d runs as conv2d over a height-1 image. Layout: the kernels index x through its
+strides and are fastest on channels_last input (a K tile is BLOCK_K contiguous channels);
+NCHW input is converted to channels_last once per call (one read and one write of x) rather
+than gathered channel by channel. The output has the input's memory format.
+
+What the forward saves for backward: s = conv(x, w) in fp32 as (B, OH, OW, C_out) (one
+output-sized tensor, like the dense op), the patch norms (B, OH, OW, groups) and ||w_f||^2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.library import triton_op
+
+from yat_triton import _checks
+from yat_triton._launch import acc_dtype, saturating_cast, use_triton
+
+__all__ = ["conv_geometry", "yat_conv1d", "yat_conv2d"]
+
+Pair = tuple[int, int]
+
+
+def _pair(name: str, v: int | tuple[int, ...] | list[int], n: int = 2) -> tuple[int, ...]:
+    if isinstance(v, bool):
+        raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {v!r}")
+    if isinstance(v, int):
+        return (v,) * n
+    if (
+        isinstance(v, (tuple, list))
+        and len(v) == n
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+    ):
+        return tuple(v)
+    raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {v!r}")
+
+
+def conv_geometry(
+    x_hw: Pair,
+    k_hw: Pair,
+    stride: int | tuple[int, ...],
+    padding: int | str | tuple[int, ...],
+    dilation: int | tuple[int, ...],
+) -> tuple[Pair, tuple[int, int, int, int], Pair, Pair]:
+    """Validate and resolve (stride, padding (top, bottom, left, right), dilation, (OH, OW)).
+
+    padding: an int, a pair, "valid" (no padding) or "same" (stride 1 only; an odd total
+    puts the extra row/column at the bottom/right, as torch does).
+    """
+    st = _pair("stride", stride)
+    dl = _pair("dilation", dilation)
+    if min(st) <= 0:
+        raise ValueError(f"stride must be positive, got {st}")
+    if min(dl) <= 0:
+        raise ValueError(f"dilation must be positive, got {dl}")
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            if st != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1, got stride {st}")
+            th, tw = dl[0] * (k_hw[0] - 1), dl[1] * (k_hw[1] - 1)
+            pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+    else:
+        ph, pw = _pair("padding", padding)
+        if min(ph, pw) < 0:
+            raise ValueError(f"padding must be >= 0, got {(ph, pw)}")
+        pads = (ph, ph, pw, pw)
+    span_h = dl[0] * (k_hw[0] - 1) + 1
+    span_w = dl[1] * (k_hw[1] - 1) + 1
+    in_h = x_hw[0] + pads[0] + pads[1]
+    in_w = x_hw[1] + pads[2] + pads[3]
+    if span_h > in_h or span_w > in_w:
+        raise ValueError(
+            f"kernel (dilated size {(span_h, span_w)}) is larger than the padded input {(in_h, in_w)}"
+        )
+    out = ((in_h - span_h) // st[0] + 1, (in_w - span_w) // st[1] + 1)
+    return st, pads, dl, out
+
+
+# ---------------------------------------------------------------------------------------
+# Plain-PyTorch path: CPU tensors without TRITON_INTERPRET=1 and non-CUDA devices.
+
+
+def _conv_math(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | float,
+    eps: Tensor | float,
+    stride: Pair,
+    pads: tuple[int, int, int, int],
+    dilation: Pair,
+    groups: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, s, patch norms, filter norms) in x's dtype, NCHW, with the expanded distance."""
+    xp = F.pad(x, (pads[2], pads[3], pads[0], pads[1]))
+    s = F.conv2d(xp, weight, None, stride, 0, dilation, groups)
+    C_out, cg, kh, kw = weight.shape
+    ones = torch.ones((groups, cg, kh, kw), dtype=x.dtype, device=x.device)
+    nx = F.conv2d(xp * xp, ones, None, stride, 0, dilation, groups)  # (B, G, OH, OW)
+    nw = (weight * weight).sum((1, 2, 3))
+    u = s + bias.to(s.dtype)[None, :, None, None] if bias is not None else s
+    nx_f = nx.repeat_interleave(C_out // groups, dim=1)
+    d_raw = nx_f + nw[None, :, None, None] - 2.0 * s
+    y = u * u / (d_raw.clamp_min(0.0) + eps) * alpha
+    return y, s, nx, nw
+
+
+def _scalar(t: Tensor | None, value: float, dtype: torch.dtype) -> Tensor | float:
+    return t.to(dtype).reshape(()) if t is not None else value
+
+
+def _conv_fwd_torch(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    stride: Pair,
+    pads: tuple[int, int, int, int],
+    dilation: Pair,
+    groups: int,
+    save_for_backward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    acc = acc_dtype(x.dtype)
+    y, s, nx, nw = _conv_math(
+        x.to(acc), weight.to(acc), bias, _scalar(alpha, alpha_value, acc),
+        _scalar(eps, eps_value, acc), stride, pads, dilation, groups,
+    )  # fmt: skip
+    y = saturating_cast(y, x.dtype)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = y.contiguous(memory_format=torch.channels_last)
+    s_saved = s.permute(0, 2, 3, 1).contiguous() if save_for_backward else s.new_empty((0,))
+    return y, s_saved, nx.permute(0, 2, 3, 1).contiguous(), nw
+
+
+def _conv_bwd_torch(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    stride: Pair,
+    pads: tuple[int, int, int, int],
+    dilation: Pair,
+    groups: int,
+    needs: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """SPEC section 2 with torch ops, in float64 (no exact near-pair pass on this path:
+    the wide dtype keeps the cancellation of the GEMM form small)."""
+    wide = torch.float32 if x.device.type == "mps" else torch.float64
+    xw, ww = x.to(wide), weight.to(wide)
+    xp = F.pad(xw, (pads[2], pads[3], pads[0], pads[1]))
+    C_out, cg, kh, kw = weight.shape
+    s = F.conv2d(xp, ww, None, stride, 0, dilation, groups)
+    ones = torch.ones((groups, cg, kh, kw), dtype=wide, device=x.device)
+    nx = F.conv2d(xp * xp, ones, None, stride, 0, dilation, groups)
+    nw = (ww * ww).sum((1, 2, 3))
+    u = s + bias.to(wide)[None, :, None, None] if bias is not None else s
+    d_raw = nx.repeat_interleave(C_out // groups, dim=1) + nw[None, :, None, None] - 2.0 * s
+    r = u / (d_raw.clamp_min(0.0) + _scalar(eps, eps_value, wide))
+    g = grad.to(wide)
+    ga = g * _scalar(alpha, alpha_value, wide)
+    gu = 2.0 * ga * r
+    gq = -ga * r * r
+    gd = torch.where(d_raw >= 0, gq, torch.zeros_like(gq))
+    gs = gu - 2.0 * gd
+
+    def empty() -> Tensor:
+        return x.new_empty((0,))
+
+    dx = dw = db = dalpha = deps = None
+    if needs[0]:
+        B, _, OH, OW = gs.shape
+        rows = gd.reshape(B, groups, C_out // groups, OH, OW).sum(2)  # sum_j gd per group
+        dxp = torch.nn.grad.conv2d_input(xp.shape, ww, gs, stride, 0, dilation, groups)
+        dxp = dxp + 2.0 * xp * torch.nn.grad.conv2d_input(xp.shape, ones, rows, stride, 0, dilation, groups)
+        H, W = x.shape[2], x.shape[3]
+        dx = dxp[:, :, pads[0] : pads[0] + H, pads[2] : pads[2] + W].to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            dx = dx.contiguous(memory_format=torch.channels_last)
+    if needs[1]:
+        dw = torch.nn.grad.conv2d_weight(xp, ww.shape, gs, stride, 0, dilation, groups)
+        dw = (dw + 2.0 * ww * gd.sum((0, 2, 3))[:, None, None, None]).to(weight.dtype)
+    if needs[2] and bias is not None:
+        db = gu.sum((0, 2, 3)).to(bias.dtype)
+    if needs[3] and alpha is not None:
+        dalpha = (g * u * r).sum().reshape(alpha.shape).to(alpha.dtype)
+    if needs[4] and eps is not None:
+        deps = gq.sum().reshape(eps.shape).to(eps.dtype)
+    return tuple(t if t is not None else empty() for t in (dx, dw, db, dalpha, deps))
+
+
+# ---------------------------------------------------------------------------------------
+# Launchers
+
+
+def conv2d_fwd(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    stride: Pair,
+    pads: tuple[int, int, int, int],
+    dilation: Pair,
+    groups: int,
+    precision: str,
+    save_for_backward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Forward of x (B, C_in, H, W) with weight (C_out, C_in/groups, kH, kW).
+
+    Returns (y (B, C_out, OH, OW) in x's memory format, s (B, OH, OW, C_out) fp32 or empty,
+    patch norms (B, OH, OW, groups), filter norms (C_out,)).
+    """
+    return _conv_fwd_torch(
+        x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation, groups,
+        save_for_backward,
+    )  # fmt: skip
+
+
+def conv2d_bwd(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    s: Tensor,
+    nx: Tensor,
+    nw: Tensor,
+    stride: Pair,
+    pads: tuple[int, int, int, int],
+    dilation: Pair,
+    groups: int,
+    precision: str,
+    needs: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (dx, dW, db, dalpha, deps); unwanted ones come back empty."""
+    return _conv_bwd_torch(
+        grad, x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation,
+        groups, needs,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Registered ops
+
+
+@triton_op("yat_triton::conv2d_fwd", mutates_args=())
+def _conv2d_fwd_op(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    stride: list[int],
+    pads: list[int],
+    dilation: list[int],
+    groups: int,
+    precision: str,
+    save_for_backward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return conv2d_fwd(
+        x, weight, bias, alpha, alpha_value, eps, eps_value, tuple(stride), tuple(pads),
+        tuple(dilation), groups, precision, save_for_backward,
+    )  # fmt: skip
+
+
+@triton_op("yat_triton::conv2d_bwd", mutates_args=())
+def _conv2d_bwd_op(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    s: Tensor,
+    nx: Tensor,
+    nw: Tensor,
+    stride: list[int],
+    pads: list[int],
+    dilation: list[int],
+    groups: int,
+    precision: str,
+    needs: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return conv2d_bwd(
+        grad, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw, tuple(stride),
+        tuple(pads), tuple(dilation), groups, precision, needs,
+    )  # fmt: skip
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 (torch.library's signature)
+    x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dil, groups, prec, save = inputs
+    _, s, nx, nw = output
+    ctx.save_for_backward(x, weight, bias, alpha, eps, s, nx, nw)
+    ctx.args = (alpha_value, eps_value, stride, pads, dil, groups, prec, save)
+    ctx.mark_non_differentiable(s, nx, nw)
+
+
+def _backward(ctx, grad_y: Tensor, *_unused: Tensor):  # noqa: ANN001, ANN202
+    alpha_value, eps_value, stride, pads, dil, groups, prec, saved = ctx.args
+    if not saved:
+        raise RuntimeError(
+            "yat_triton::conv2d_fwd ran with save_for_backward=False; call it with "
+            "save_for_backward=True (yat_conv2d does so whenever grad mode needs it)"
+        )
+    x, weight, bias, alpha, eps, s, nx, nw = ctx.saved_tensors
+    nd = ctx.needs_input_grad
+    needs = [nd[0], nd[1], nd[2], nd[3], nd[5]]
+    dx, dw, db, dalpha, deps = _conv2d_bwd_op(
+        grad_y, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw,
+        stride, pads, dil, groups, prec, needs,
+    )  # fmt: skip
+    pick = lambda flag, t: t if flag else None  # noqa: E731
+    return (
+        pick(needs[0], dx), pick(needs[1], dw), pick(needs[2], db), pick(needs[3], dalpha),
+        None, pick(needs[4], deps), None, None, None, None, None, None, None,
+    )  # fmt: skip
+
+
+_conv2d_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------
+# Functional API
+
+
+def _check_conv_args(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    groups: int,
+    alpha: float | Tensor | None,
+    eps: float | Tensor,
+    precision: str | None,
+    spatial: int,
+) -> None:
+    _checks.check_float_tensor("x", x)
+    _checks.check_float_tensor("weight", weight)
+    if x.dim() != 2 + spatial:
+        names = "(B, C_in, H, W)" if spatial == 2 else "(B, C_in, L)"
+        raise ValueError(f"x must have shape {names}, got shape {tuple(x.shape)}")
+    if weight.dim() != 2 + spatial:
+        names = "(C_out, C_in/groups, kH, kW)" if spatial == 2 else "(C_out, C_in/groups, k)"
+        raise ValueError(f"weight must have shape {names}, got shape {tuple(weight.shape)}")
+    _checks.check_same("weight", weight, "x", x)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    C_in, C_out = x.shape[1], weight.shape[0]
+    if C_in % groups or C_out % groups:
+        raise ValueError(f"groups={groups} must divide both C_in={C_in} and C_out={C_out}")
+    if weight.shape[1] * groups != C_in:
+        raise ValueError(
+            f"weight expects C_in/groups={weight.shape[1]} channels per group, but x has "
+            f"C_in={C_in} with groups={groups} ({C_in // groups} per group)"
+        )
+    if bias is not None:
+        _checks.check_float_tensor("bias", bias)
+        _checks.check_same("bias", bias, "x", x)
+        if bias.shape != (C_out,):
+            raise ValueError(f"bias must have shape ({C_out},), got shape {tuple(bias.shape)}")
+    if alpha is not None:
+        _checks.check_scalar_arg("alpha", alpha, x, positive=False)
+    _checks.check_scalar_arg("eps", eps, x, positive=True)
+    _checks.check_precision(precision)
+
+
+def yat_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | str | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    *,
+    alpha: float | Tensor | None = None,
+    eps: float | Tensor = 1e-5,
+    precision: str | None = None,
+) -> Tensor:
+    """ⵟ-convolution: y = alpha * (conv(x, w_f) + b_f)^2 / (||x_patch - w_f||^2 + eps).
+
+    Args:
+        x: (B, C_in, H, W), float16 / bfloat16 / float32 / float64; channels_last is the
+            fast layout (NCHW costs one channels_last copy of x per call).
+        weight: (C_out, C_in / groups, kH, kW), same dtype and device.
+        bias: optional (C_out,), inside the square.
+        stride, padding, dilation, groups: as torch.nn.functional.conv2d; padding may be
+            an int, a pair, "valid" or "same".
+        alpha, eps, precision: as `yat_linear`.
+
+    Returns (B, C_out, OH, OW) in x's dtype and memory format; fp16/bf16 saturate.
+    """
+    _check_conv_args(x, weight, bias, groups, alpha, eps, precision, spatial=2)
+    st, pads, dl, _ = conv_geometry(
+        (x.shape[2], x.shape[3]), (weight.shape[2], weight.shape[3]), stride, padding, dilation
+    )
+    alpha_t = alpha if isinstance(alpha, Tensor) else None
+    alpha_value = 1.0 if alpha is None or alpha_t is not None else float(alpha)
+    eps_t = eps if isinstance(eps, Tensor) else None
+    eps_value = 1.0 if eps_t is not None else float(eps)
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias, alpha_t, eps_t)
+    )
+    y, _, _, _ = _conv2d_fwd_op(
+        x, weight, bias, alpha_t, alpha_value, eps_t, eps_value, list(st), list(pads),
+        list(dl), groups, _checks.resolve_precision(precision, x.dtype), save,
+    )  # fmt: skip
+    return y
+
+
+def yat_conv1d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int] = 1,
+    padding: int | str | tuple[int] = 0,
+    dilation: int | tuple[int] = 1,
+    groups: int = 1,
+    *,
+    alpha: float | Tensor | None = None,
+    eps: float | Tensor = 1e-5,
+    precision: str | None = None,
+) -> Tensor:
+    """ⵟ-convolution over sequences: x (B, C_in, L), weight (C_out, C_in / groups, k).
+
+    Runs as `yat_conv2d` over a height-1 image; arguments as there (1-D values).
+    """
+    _check_conv_args(x, weight, bias, groups, alpha, eps, precision, spatial=1)
+
+    def one(name: str, v: int | str | tuple[int, ...] | list[int]) -> int | str | tuple[int, int]:
+        if isinstance(v, str):
+            return v
+        (value,) = _pair(name, v, 1)
+        return (1 if name != "padding" else 0, value)
+
+    y = yat_conv2d(
+        x.unsqueeze(2), weight.unsqueeze(2), bias, one("stride", stride), one("padding", padding),
+        one("dilation", dilation), groups, alpha=alpha, eps=eps, precision=precision,
+    )  # fmt: skip
+    return y.squeeze(2)
+
+
+def conv_flops(x_shape: tuple[int, ...], w_shape: tuple[int, ...], out_hw: Pair) -> int:
+    """SPEC section 5: 2 * B * OH * OW * C_out * (C_in/groups) * kH * kW."""
+    return 2 * x_shape[0] * out_hw[0] * out_hw[1] * w_shape[0] * math.prod(w_shape[1:])
