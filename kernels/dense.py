@@ -182,62 +182,92 @@ def yat_dense_fwd_kernel(
                 tl.store(nx_ptr + offs_m, nx, mask=mask_m)
             if pid_m == 0:
                 tl.store(nw_ptr + offs_n, nw, mask=mask_n)
-        _fwd_epilogue(
-            acc, nx, nw, offs_m, pid_n * BLOCK_N, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
-            stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
-            False, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N,
-        )  # fmt: skip
     else:
         nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
-        # In the wgmma accumulator layout each thread holds 2 rows but BLOCK_N/4 columns, so
-        # every column vector (||w||^2, bias) costs BLOCK_N/4 registers: the epilogue runs
-        # on EPILOGUE_SPLIT column slices to divide that (bf16 128x128x64, 8 warps, sm_90:
-        # 164 registers unsplit, 116 in two slices, 100 in four; 130 in four when s is
-        # also stored for backward).
-        n0 = pid_n * BLOCK_N
-        if EPILOGUE_SPLIT == 1:
-            _fwd_epilogue(
-                acc, nx, nx, offs_m, n0, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
-                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
-                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N,
-            )  # fmt: skip
-        elif EPILOGUE_SPLIT == 2:
-            s0, s1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-            _fwd_epilogue(
-                s0, nx, nx, offs_m, n0, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
-                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
-                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
-            )  # fmt: skip
-            _fwd_epilogue(
-                s1, nx, nx, offs_m, n0 + BLOCK_N // 2, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
-                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
-                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
-            )  # fmt: skip
-        else:
-            tl.static_assert(EPILOGUE_SPLIT == 4, "EPILOGUE_SPLIT must be 1, 2 or 4")
-            s0, s1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-            s00, s01 = tl.split(tl.permute(tl.reshape(s0, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
-            _fwd_epilogue(
-                s00, nx, nx, offs_m, n0, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
-                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
-                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
-            )  # fmt: skip
-            _fwd_epilogue(
-                s01, nx, nx, offs_m, n0 + BLOCK_N // 4, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
-                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
-                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
-            )  # fmt: skip
-            s10, s11 = tl.split(tl.permute(tl.reshape(s1, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
-            _fwd_epilogue(
-                s10, nx, nx, offs_m, n0 + BLOCK_N // 2, mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
-                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
-                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
-            )  # fmt: skip
-            _fwd_epilogue(
-                s11, nx, nx, offs_m, n0 + 3 * (BLOCK_N // 4), mask_m, N, nw_ptr, b_ptr, y_ptr, s_ptr,
-                stride_ym, stride_yn, stride_sm, stride_sn, alpha, eps,
-                True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
-            )  # fmt: skip
+        nw = nx  # unused: the epilogue reads ||w||^2 from nw_ptr
+    fwd_store(
+        acc, nx, nw, offs_m * stride_ym, offs_m * stride_sm, mask_m, pid_n * BLOCK_N, N,
+        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps,
+        not NORMS_IN_LOOP, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT,
+    )  # fmt: skip
+
+
+@triton.jit
+def fwd_store(
+    acc,
+    nx,
+    nw,
+    y_rows,
+    s_rows,
+    mask_m,
+    n0,
+    n_end,
+    nw_ptr,
+    b_ptr,
+    y_ptr,
+    s_ptr,
+    stride_yn,
+    stride_sn,
+    alpha,
+    eps,
+    NW_FROM_PTR: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    STORE_S: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    EPILOGUE_SPLIT: tl.constexpr,
+):
+    """The fused ⵟ epilogue of a (BLOCK_M, BLOCK_N) tile of s = x.w (dense and conv).
+
+    Columns are [n0, n0 + BLOCK_N), valid below n_end; y_rows / s_rows are the rows' offsets
+    into y and s. nw is a (BLOCK_N,) register vector, or read from nw_ptr (NW_FROM_PTR).
+
+    In the wgmma accumulator layout each thread holds 2 rows but BLOCK_N/4 columns, so
+    every column vector (||w||^2, bias) costs BLOCK_N/4 registers: the epilogue runs on
+    EPILOGUE_SPLIT column slices to divide that (bf16 128x128x64, 8 warps, sm_90: 164
+    registers unsplit, 116 in two slices, 100 in four; 130 in four when s is also stored
+    for backward). A register nw cannot be sliced cheaply: it takes EPILOGUE_SPLIT = 1.
+    """
+    if EPILOGUE_SPLIT == 1:
+        _fwd_epilogue(
+            acc, nx, nw, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,
+            stride_yn, stride_sn, alpha, eps, NW_FROM_PTR, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N,
+        )  # fmt: skip
+    elif EPILOGUE_SPLIT == 2:
+        tl.static_assert(NW_FROM_PTR, "a split epilogue reads ||w||^2 from memory")
+        s0, s1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+        _fwd_epilogue(
+            s0, nx, nx, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,
+            stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
+        )  # fmt: skip
+        _fwd_epilogue(
+            s1, nx, nx, y_rows, s_rows, n0 + BLOCK_N // 2, mask_m, n_end, nw_ptr, b_ptr, y_ptr,
+            s_ptr, stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
+        )  # fmt: skip
+    else:
+        tl.static_assert(EPILOGUE_SPLIT == 4, "EPILOGUE_SPLIT must be 1, 2 or 4")
+        tl.static_assert(NW_FROM_PTR, "a split epilogue reads ||w||^2 from memory")
+        s0, s1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+        s00, s01 = tl.split(tl.permute(tl.reshape(s0, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
+        _fwd_epilogue(
+            s00, nx, nx, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,
+            stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+        )  # fmt: skip
+        _fwd_epilogue(
+            s01, nx, nx, y_rows, s_rows, n0 + BLOCK_N // 4, mask_m, n_end, nw_ptr, b_ptr, y_ptr,
+            s_ptr, stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+        )  # fmt: skip
+        s10, s11 = tl.split(tl.permute(tl.reshape(s1, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
+        _fwd_epilogue(
+            s10, nx, nx, y_rows, s_rows, n0 + BLOCK_N // 2, mask_m, n_end, nw_ptr, b_ptr, y_ptr,
+            s_ptr, stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+        )  # fmt: skip
+        _fwd_epilogue(
+            s11, nx, nx, y_rows, s_rows, n0 + 3 * (BLOCK_N // 4), mask_m, n_end, nw_ptr, b_ptr,
+            y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX,
+            BLOCK_N // 4,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -245,17 +275,16 @@ def _fwd_epilogue(
     s,
     nx,
     nw,
-    offs_m,
+    y_rows,
+    s_rows,
     n0,
     mask_m,
-    N,
+    n_end,
     nw_ptr,
     b_ptr,
     y_ptr,
     s_ptr,
-    stride_ym,
     stride_yn,
-    stride_sm,
     stride_sn,
     alpha,
     eps,
@@ -271,7 +300,7 @@ def _fwd_epilogue(
     norms, or ignored and loaded from nw_ptr when NW_FROM_PTR.
     """
     offs_n = n0 + tl.arange(0, WIDTH)
-    mask_n = offs_n < N
+    mask_n = offs_n < n_end
     if NW_FROM_PTR:
         nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
     if HAS_BIAS:
@@ -283,13 +312,9 @@ def _fwd_epilogue(
     d = tl.maximum(nx[:, None] + nw[None, :] - 2.0 * s, 0.0, propagate_nan=tl.PropagateNan.ALL)
     y = saturate(u * u / (d + eps) * alpha, OUT_MAX)
     mask = mask_m[:, None] & mask_n[None, :]
-    tl.store(
-        y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
-        y.to(y_ptr.dtype.element_ty),
-        mask=mask,
-    )
+    tl.store(y_ptr + y_rows[:, None] + offs_n[None, :] * stride_yn, y.to(y_ptr.dtype.element_ty), mask=mask)
     if STORE_S:
-        tl.store(s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn, s, mask=mask)
+        tl.store(s_ptr + s_rows[:, None] + offs_n[None, :] * stride_sn, s, mask=mask)
 
 
 @triton.jit
