@@ -329,7 +329,8 @@ def _bwd_tile(
     offs_m,
     offs_n,
     M,
-    N,
+    n_end,
+    stride_nx,
     stride_gm,
     stride_gn,
     stride_sm,
@@ -340,6 +341,9 @@ def _bwd_tile(
 ):
     """Recompute one tile of the elementwise backward from g and the saved s and norms.
 
+    Columns valid below n_end; ||x||^2 of row m at nx_ptr + m * stride_nx (the caller
+    offsets nx_ptr to its group).
+
     Returns (g, u, r, gu, gq, gd_far, near) with r = u/q and
         gu = 2 g alpha r,  gq = -g alpha r^2,  gd = [unclamped distance >= 0] gq,
         near = gd != 0 lanes whose distance is below NEAR_TAU (||x||^2 + ||w||^2),
@@ -347,7 +351,7 @@ def _bwd_tile(
     Shared by the prep and fixup kernels, so both classify lanes identically.
     """
     mask_m = offs_m < M
-    mask_n = offs_n < N
+    mask_n = offs_n < n_end
     mask = mask_m[:, None] & mask_n[None, :]
     g = tl.load(g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn, mask=mask, other=0.0)
     if IS_FP64:
@@ -355,7 +359,7 @@ def _bwd_tile(
     else:
         g = g.to(tl.float32)
     s = tl.load(s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn, mask=mask, other=0.0)
-    nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
+    nx = tl.load(nx_ptr + offs_m * stride_nx, mask=mask_m, other=0.0)
     nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
     if HAS_BIAS:
         u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(s.dtype)[None, :]
@@ -392,6 +396,7 @@ def yat_dense_bwd_prep_kernel(
     tile_near_ptr,
     M,
     N,
+    Ng,
     stride_gm,
     stride_gn,
     stride_sm,
@@ -435,11 +440,17 @@ def yat_dense_bwd_prep_kernel(
     part_eps_ptr:   same shape, partial sums of gq (NEED_DEPS).
     tile_near_ptr:  same shape, int32 count of near lanes per tile.
     Partials, reduced by the launcher, keep the gradients deterministic (no atomics).
+
+    Groups (convolution): program_id(2) = g covers columns [g Ng, (g + 1) Ng), the row norms
+    are (M, G) and the row partials (G, cdiv(Ng, BLOCK_N), M); the dense op has G = 1.
+    NEAR_TAU = 0 disables the near-pair split (for callers without the exact pass).
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
+    grp = tl.program_id(2)
+    n_groups = tl.num_programs(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = grp * Ng + pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if INT64:
         offs_m = offs_m.to(tl.int64)
         offs_n = offs_n.to(tl.int64)
@@ -455,12 +466,13 @@ def yat_dense_bwd_prep_kernel(
         alpha = tl.load(alpha_ptr).to(acc_ty)
     else:
         alpha = alpha_value
+    n_end = grp * Ng + Ng
     g, u, r, gu, gq, gd_far, near = _bwd_tile(
-        g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, N,
-        stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
+        g_ptr, s_ptr, nx_ptr + grp, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, n_end,
+        n_groups, stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
     )  # fmt: skip
     mask_m = offs_m < M
-    mask_n = offs_n < N
+    mask_n = offs_n < n_end
     gs = saturate(gu - 2.0 * gd_far, OUT_MAX)
     tl.store(
         gs_ptr + offs_m[:, None] * stride_gsm + offs_n[None, :] * stride_gsn,
@@ -468,11 +480,12 @@ def yat_dense_bwd_prep_kernel(
         mask=mask_m[:, None] & mask_n[None, :],
     )
 
-    tl.store(row_gd_ptr + pid_n * M + offs_m, tl.sum(gd_far, axis=1), mask=mask_m)
+    n_tn = tl.num_programs(1)
+    tl.store(row_gd_ptr + (grp * n_tn + pid_n) * M + offs_m, tl.sum(gd_far, axis=1), mask=mask_m)
     tl.store(col_gd_ptr + pid_m * N + offs_n, tl.sum(gd_far, axis=0), mask=mask_n)
     if NEED_DB:
         tl.store(col_gu_ptr + pid_m * N + offs_n, tl.sum(gu, axis=0), mask=mask_n)
-    tile = pid_m * tl.num_programs(1) + pid_n
+    tile = (grp * tl.num_programs(0) + pid_m) * n_tn + pid_n
     if NEED_DALPHA:
         tl.store(part_alpha_ptr + tile, tl.sum(tl.sum(g * u * r, axis=1), axis=0))
     if NEED_DEPS:
@@ -568,7 +581,7 @@ def yat_dense_bwd_near_kernel(
                 offs_n = offs_n.to(tl.int64)
             g, u, r, gu, gq, gd_far, near = _bwd_tile(
                 g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, N,
-                stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
+                1, stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
             )  # fmt: skip
             gd_near = tl.reshape(tl.where(near, gq, 0.0), (BLOCK_M * BLOCK_N,))
             todo = tl.reshape(near.to(tl.int32), (BLOCK_M * BLOCK_N,))

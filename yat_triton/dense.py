@@ -208,39 +208,47 @@ def plan_bwd_prep(
     need_db: bool,
     need_dalpha: bool,
     need_deps: bool,
+    groups: int = 1,
+    near_pass: bool = True,
 ) -> tuple[tuple[Tensor, ...], list[KernelCall]]:
     """Allocate gs and the partial-sum buffers, plan the elementwise backward pass.
 
     Returns ((gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near), calls); the
-    partials are reduced by the caller (sum over dim 0 / all), deterministically.
+    partials are reduced by the caller (sum over the tile axes), deterministically.
+    `groups` splits the N columns into groups with their own row norms, nx (M, groups)
+    (convolution); row_gd is then (groups, tiles, M). `near_pass=False` keeps near pairs in
+    gs and the sums, for callers without the exact near-pair pass.
     """
     M, N = grad.shape
     dev, io = grad.device, grad.dtype
     acc = acc_dtype(io)
     alpha, eps = _fp64_scalars(grad, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None
-    bm, bn, warps = elementwise_block(M, N, interpreting=INTERPRETING)
-    tm, tn = triton.cdiv(M, bm), triton.cdiv(N, bn)
+    Ng = N // groups
+    bm, bn, warps = elementwise_block(M, Ng, interpreting=INTERPRETING)
+    tm, tn = triton.cdiv(M, bm), triton.cdiv(Ng, bn)
+    tiles = groups * tm * tn
     gs = torch.empty((M, N), dtype=io, device=dev)
-    row_gd = torch.zeros((tn, M), dtype=acc, device=dev)
+    row_gd = torch.zeros((groups, tn, M), dtype=acc, device=dev)
     col_gd = torch.zeros((tm, N), dtype=acc, device=dev)
     col_gu = torch.zeros((tm if need_db else 0, N), dtype=acc, device=dev)
-    part_alpha = torch.zeros((tm * tn if need_dalpha else 0,), dtype=acc, device=dev)
-    part_eps = torch.zeros((tm * tn if need_deps else 0,), dtype=acc, device=dev)
-    tile_near = torch.zeros((tm * tn,), dtype=torch.int32, device=dev)
+    part_alpha = torch.zeros((tiles if need_dalpha else 0,), dtype=acc, device=dev)
+    part_eps = torch.zeros((tiles if need_deps else 0,), dtype=acc, device=dev)
+    tile_near = torch.zeros((tiles,), dtype=torch.int32, device=dev)
     buffers = (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near)
     if M == 0 or N == 0:
         return buffers, []
     call = KernelCall(
-        yat_dense_bwd_prep_kernel, (tm, tn),
+        yat_dense_bwd_prep_kernel, (tm, tn, groups),
         (grad, s, nx, nw, bias if bias is not None else gs,
          alpha if alpha is not None else gs, eps if eps is not None else gs,
          gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near,
-         M, N, grad.stride(0), grad.stride(1), s.stride(0), s.stride(1),
+         M, N, Ng, grad.stride(0), grad.stride(1), s.stride(0), s.stride(1),
          gs.stride(0), gs.stride(1), alpha_value, eps_value),
         dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEED_DB=need_db, NEED_DALPHA=need_dalpha,
-             NEED_DEPS=need_deps, NEAR_TAU=near_tau(io, precision), IS_FP64=io == torch.float64,
+             NEED_DEPS=need_deps, NEAR_TAU=near_tau(io, precision) if near_pass else 0.0,
+             IS_FP64=io == torch.float64,
              OUT_MAX=0.0, INT64=needs_int64(grad, s, gs),
              BLOCK_M=bm, BLOCK_N=bn, num_warps=warps),
     )  # fmt: skip
@@ -331,7 +339,7 @@ def dense_bwd(
     def empty() -> Tensor:  # a fresh one per slot: op outputs must not alias
         return torch.empty((0,), dtype=x.dtype, device=x.device)
 
-    dx = _bwd_gemm(gs, weight, x, row_gd.sum(0), precision) if need_dx else empty()
+    dx = _bwd_gemm(gs, weight, x, row_gd.sum(1)[0], precision) if need_dx else empty()
     dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), precision) if need_dw else empty()
     for out, for_dx, needed in ((dx, True, need_dx), (dw, False, need_dw)):
         if needed:

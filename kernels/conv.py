@@ -1,0 +1,408 @@
+"""ⵟ-convolution kernels: implicit GEMM, no im2col buffer, no second (ones-filter) conv.
+
+GEMM view of the forward, per group g: M = B*OH*OW output positions, N = C_out/groups
+filters, K = kH*kW*C_in/groups taps, ordered (kh, kw, c) with c fastest so that a K tile is
+BLOCK_K contiguous channels of a channels_last input. The patch norm ||x_patch||^2 is
+summed from the very x tiles the main loop loads (it differs per output position, so
+there is no cheaper separate pass); ||w_f||^2 comes from the dense row-norm kernel.
+
+Backward, per SPEC.md section 2 (with gs / gd from the dense elementwise pass, run over
+the (M, C_out) output with groups):
+- `yat_conv_dgrad_kernel`: dx = conv_transpose(gs, W) + 2 x * conv_transpose(R, ones),
+  R[o, g] = sum_{f in g} gd[o, f]; both sums walk the same (o, tap) pairs, in one pass.
+- `yat_conv_wgrad_kernel`: dW = gs^T @ patches(x) (split over output positions, partial
+  sums reduced by the launcher) ; the rank-1 term 2 w * colsum(gd) is added on the
+  weight-sized result.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kernels._common import TileConfig, grouped_tile
+from kernels.dense import fwd_store
+
+
+@triton.jit
+def yat_conv_fwd_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    alpha_ptr,
+    eps_ptr,
+    nw_ptr,
+    y_ptr,
+    s_ptr,
+    nx_ptr,
+    M,
+    H,
+    W,
+    OH,
+    OW,
+    Cg,
+    Ng,
+    C_out,
+    G,
+    stride_xb,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    stride_wo,
+    stride_wc,
+    stride_wh,
+    stride_ww,
+    stride_yb,
+    stride_yc,
+    stride_yh,
+    stride_yw,
+    conv_sh,
+    conv_sw,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    alpha_value,
+    eps_value,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    STORE_S: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    INT64: tl.constexpr,
+    EPILOGUE_SPLIT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """Fused ⵟ-conv forward for one (BLOCK_M positions, BLOCK_N filters) tile of group
+    program_id(1).
+
+    x_ptr:  (B, C_in, H, W) io dtype, any strides (channels_last: stride_xc == 1).
+    w_ptr:  (C_out, C_in/G, KH, KW) io dtype, any strides.
+    b_ptr:  (C_out,) io dtype (HAS_BIAS); alpha_ptr / eps_ptr: (1,) as in the dense kernel.
+    nw_ptr: (C_out,) acc dtype ||w_f||^2.
+    y_ptr:  (B, C_out, OH, OW) io dtype output, any strides.
+    s_ptr:  (M, C_out) acc dtype, the convolution saved for backward (STORE_S).
+    nx_ptr: (M, G) acc dtype patch norms, written when STORE_S (by the pid_n == 0 tiles).
+    Geometry: M = B*OH*OW, Cg = C_in/G, Ng = C_out/G; stride / pad (top, left) / dilation.
+    Constexprs as in `yat_dense_fwd_kernel`; KH, KW unroll the tap decode.
+    """
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    pid_m, pid_n = grouped_tile(pid, M, Ng, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if INT64:
+        offs_m = offs_m.to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < Ng
+    ohw = OH * OW
+    bb = offs_m // ohw
+    rem = offs_m - bb * ohw
+    oh = rem // OW
+    ow = rem - oh * OW
+    ih0 = oh * conv_sh - pad_h
+    iw0 = ow * conv_sw - pad_w
+    x_base = x_ptr + bb * stride_xb + (g * Cg) * stride_xc
+    w_base = w_ptr + (g * Ng + offs_n)[None, :] * stride_wo
+
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    nx = tl.zeros((BLOCK_M,), dtype=acc.dtype)
+    c_blocks = tl.cdiv(Cg, BLOCK_K)
+    # One flat loop over (tap, channel block): a single pipelined loop even when C_in/G
+    # fits in one BLOCK_K (nested loops would leave the inner one nothing to pipeline).
+    for it in range(0, KH * KW * c_blocks):
+        tap = it // c_blocks
+        c0 = (it - tap * c_blocks) * BLOCK_K
+        kh = tap // KW
+        kw = tap - kh * KW
+        ih = ih0 + kh * dil_h
+        iw = iw0 + kw * dil_w
+        inside = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        cs = c0 + offs_k
+        cmask = cs < Cg
+        a = tl.load(
+            x_base[:, None] + (ih * stride_xh + iw * stride_xw)[:, None] + cs[None, :] * stride_xc,
+            mask=inside[:, None] & cmask[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            w_base + cs[:, None] * stride_wc + kh * stride_wh + kw * stride_ww,
+            mask=cmask[:, None] & mask_n[None, :],
+            other=0.0,
+        )
+        af = a.to(acc.dtype)
+        nx += tl.sum(af * af, axis=1)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+    if EPS_FROM_PTR:
+        eps = tl.load(eps_ptr).to(acc.dtype)
+    else:
+        eps = eps_value
+    if ALPHA_FROM_PTR:
+        alpha = tl.load(alpha_ptr).to(acc.dtype)
+    else:
+        alpha = alpha_value
+    if STORE_S:
+        if pid_n == 0:
+            tl.store(nx_ptr + offs_m * G + g, nx, mask=mask_m)
+    y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
+    fwd_store(
+        acc, nx, nx, y_rows, offs_m * C_out, mask_m, g * Ng + pid_n * BLOCK_N, g * Ng + Ng,
+        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps,
+        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT,
+    )  # fmt: skip
+
+
+@triton.jit
+def yat_conv_dgrad_kernel(
+    gs_ptr,
+    rows_ptr,
+    w_ptr,
+    x_ptr,
+    dx_ptr,
+    MX,
+    H,
+    W,
+    OH,
+    OW,
+    Cg,
+    Ng,
+    C_out,
+    G,
+    stride_wo,
+    stride_wc,
+    stride_wh,
+    stride_ww,
+    stride_xb,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    stride_db,
+    stride_dc,
+    stride_dh,
+    stride_dw,
+    conv_sh,
+    conv_sw,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """dx[p, c] = sum_{tap, f in g} gs[o(p, tap), f] w[f, c, tap] + 2 x[p, c] sum_tap R[o(p, tap), g]
+    for a (BLOCK_M input pixels, BLOCK_N channels) tile of group program_id(1).
+
+    o(p, tap) is the output position whose patch puts tap (kh, kw) on pixel p:
+    oh = (ih + pad_h - kh dil_h) / stride_h when that divides exactly and lands in range.
+
+    gs_ptr:   (M, C_out) io dtype, dL/ds (contiguous). rows_ptr: (M, G) acc dtype, R.
+    w_ptr:    (C_out, C_in/G, KH, KW) io dtype, strided. x_ptr / dx_ptr: (B, C_in, H, W)
+    io dtype, strided. MX = B*H*W.
+    """
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    pid_m, pid_n = grouped_tile(pid, MX, Cg, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if INT64:
+        offs_m = offs_m.to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < MX
+    mask_n = offs_n < Cg
+    hw = H * W
+    bb = offs_m // hw
+    rem = offs_m - bb * hw
+    ih = rem // W
+    iw = rem - ih * W
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    rsum = tl.zeros((BLOCK_M,), dtype=acc.dtype)
+    f_blocks = tl.cdiv(Ng, BLOCK_K)
+    w_base = w_ptr + offs_n[None, :] * stride_wc  # channel within the group
+    for it in range(0, KH * KW * f_blocks):
+        tap = it // f_blocks
+        f0 = (it - tap * f_blocks) * BLOCK_K
+        kh = tap // KW
+        kw = tap - kh * KW
+        th = ih + pad_h - kh * dil_h
+        tw = iw + pad_w - kw * dil_w
+        oh = th // conv_sh
+        ow = tw // conv_sw
+        hit = (
+            mask_m & (th >= 0) & (tw >= 0) & (oh * conv_sh == th) & (ow * conv_sw == tw)
+            & (oh < OH) & (ow < OW)
+        )  # fmt: skip
+        o = (bb * OH + oh) * OW + ow
+        fs = f0 + offs_k
+        fmask = fs < Ng
+        a = tl.load(
+            gs_ptr + o[:, None] * C_out + (g * Ng + fs)[None, :],
+            mask=hit[:, None] & fmask[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            w_base + (g * Ng + fs)[:, None] * stride_wo + kh * stride_wh + kw * stride_ww,
+            mask=fmask[:, None] & mask_n[None, :],
+            other=0.0,
+        )
+        if f0 == 0:
+            rsum += tl.load(rows_ptr + o * G + g, mask=hit, other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+    cols = (g * Cg + offs_n)[None, :]
+    mask = mask_m[:, None] & mask_n[None, :]
+    xv = tl.load(
+        x_ptr + (bb * stride_xb + ih * stride_xh + iw * stride_xw)[:, None] + cols * stride_xc,
+        mask=mask,
+        other=0.0,
+    )
+    dx = acc + 2.0 * xv.to(acc.dtype) * rsum[:, None]
+    tl.store(
+        dx_ptr + (bb * stride_db + ih * stride_dh + iw * stride_dw)[:, None] + cols * stride_dc,
+        dx.to(dx_ptr.dtype.element_ty),
+        mask=mask,
+    )
+
+
+@triton.jit
+def yat_conv_wgrad_kernel(
+    gs_ptr,
+    x_ptr,
+    part_ptr,
+    M,
+    H,
+    W,
+    OH,
+    OW,
+    Cg,
+    Ng,
+    C_out,
+    KC,
+    stride_xb,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    conv_sh,
+    conv_sw,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    m_per_split,
+    KW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """part[split, f, j] = sum_{o in split} gs[o, f] patch(x)[o, j], j = (kh, kw, c) with c
+    fastest (KC = KH*KW*C_in/G columns), for a (BLOCK_M filters, BLOCK_N columns) tile of
+    group program_id(1) and output-position split program_id(2).
+
+    gs_ptr: (M, C_out) io dtype (contiguous). x_ptr: (B, C_in, H, W) io dtype, strided.
+    part_ptr: (splits, C_out, KC) acc dtype, contiguous.
+    """
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    split = tl.program_id(2)
+    pid_m, pid_n = grouped_tile(pid, Ng, KC, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_f = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_f = offs_f < Ng
+    mask_j = offs_j < KC
+    tap = offs_j // Cg
+    cc = offs_j - tap * Cg
+    kh = tap // KW
+    kw = tap - kh * KW
+    col_off = (g * Cg + cc) * stride_xc
+    dh = kh * dil_h
+    dw = kw * dil_w
+    offs_k = tl.arange(0, BLOCK_K)
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    m_start = split * m_per_split
+    m_stop = tl.minimum(m_start + m_per_split, M)
+    ohw = OH * OW
+    for m0 in range(m_start, m_stop, BLOCK_K):
+        o = m0 + offs_k
+        if INT64:
+            o = o.to(tl.int64)
+        omask = o < m_stop
+        bb = o // ohw
+        rem = o - bb * ohw
+        oh = rem // OW
+        ow = rem - oh * OW
+        ih = (oh * conv_sh - pad_h)[:, None] + dh[None, :]
+        iw = (ow * conv_sw - pad_w)[:, None] + dw[None, :]
+        inside = omask[:, None] & mask_j[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        a = tl.load(
+            gs_ptr + o[None, :] * C_out + (g * Ng + offs_f)[:, None],
+            mask=mask_f[:, None] & omask[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            x_ptr + (bb * stride_xb)[:, None] + ih * stride_xh + iw * stride_xw + col_off[None, :],
+            mask=inside,
+            other=0.0,
+        )
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    rows = split * C_out + g * Ng + offs_f
+    tl.store(
+        part_ptr + rows[:, None] * KC + offs_j[None, :],
+        acc,
+        mask=mask_f[:, None] & mask_j[None, :],
+    )
+
+
+def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting: bool = False) -> TileConfig:
+    """Heuristic implicit-GEMM tile: as the dense default, with BLOCK_K capped by the
+    channels per group (a K tile never spans two taps)."""
+
+    def fit(dim: int, cap: int) -> int:
+        return min(cap, max(16, triton.next_power_of_2(max(dim, 1))))
+
+    if interpreting:
+        return TileConfig(fit(M, 64), fit(N, 64), fit(K, 32), 8, 4, 1)
+    bk = 64 if elem_bytes <= 2 else 32
+    bm, bn = fit(M, 128), fit(N, 128)
+    warps = 8 if bm * bn >= 128 * 128 else 4
+    stages = 4 if elem_bytes <= 2 else 3
+    return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, epilogue_split=max(1, bn // 32))
