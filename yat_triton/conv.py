@@ -18,11 +18,29 @@ import math
 
 import torch
 import torch.nn.functional as F
+import triton
 from torch import Tensor
 from torch.library import triton_op
 
+from kernels._common import TileConfig
+from kernels.conv import (
+    conv_default_config,
+    yat_conv_dgrad_kernel,
+    yat_conv_fwd_kernel,
+    yat_conv_wgrad_kernel,
+)
 from yat_triton import _checks
-from yat_triton._launch import acc_dtype, saturating_cast, use_triton
+from yat_triton._launch import (
+    INTERPRETING,
+    KernelCall,
+    acc_dtype,
+    needs_int64,
+    out_max,
+    saturating_cast,
+    upcast_operands,
+    use_triton,
+)
+from yat_triton.dense import _fp64_scalars, plan_bwd_prep, plan_row_sqnorms
 
 __all__ = ["conv_geometry", "yat_conv1d", "yat_conv2d"]
 
@@ -143,8 +161,10 @@ def _conv_fwd_torch(
     y = saturating_cast(y, x.dtype)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         y = y.contiguous(memory_format=torch.channels_last)
-    s_saved = s.permute(0, 2, 3, 1).contiguous() if save_for_backward else s.new_empty((0,))
-    return y, s_saved, nx.permute(0, 2, 3, 1).contiguous(), nw
+    if not save_for_backward:
+        return y, s.new_empty((0,)), nx.new_empty((0,)), nw
+    # the kernels' layout: (B*OH*OW, C_out) and (B*OH*OW, groups)
+    return y, s.permute(0, 2, 3, 1).reshape(-1, s.shape[1]), nx.permute(0, 2, 3, 1).reshape(-1, groups), nw
 
 
 def _conv_bwd_torch(
@@ -211,6 +231,80 @@ def _conv_bwd_torch(
 # Launchers
 
 
+def _channels_last(t: Tensor) -> Tensor:
+    """t itself when its channels are already contiguous (stride 1), else a channels_last copy."""
+    return t if t.stride(1) == 1 or t.shape[1] == 1 else t.contiguous(memory_format=torch.channels_last)
+
+
+def _out_format(x: Tensor) -> torch.memory_format:
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+def _weight_khwc(weight: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """Weight with contiguous channels, and its (filter, channel, kh, kw) strides."""
+    wk = weight.permute(0, 2, 3, 1).contiguous()
+    return wk, (wk.stride(0), wk.stride(3), wk.stride(1), wk.stride(2))
+
+
+def _xs(t: Tensor) -> tuple[int, int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+def plan_conv2d_fwd(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    stride: Pair,
+    pads: tuple[int, int, int, int],
+    dilation: Pair,
+    groups: int,
+    precision: str,
+    save_for_backward: bool,
+    config: TileConfig | None = None,
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], list[KernelCall]]:
+    """Allocate the forward's outputs and plan its launches (see `conv2d_fwd`)."""
+    B, _, H, W = x.shape
+    C_out, Cg, KH, KW = weight.shape
+    OH = (H + pads[0] + pads[1] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + pads[2] + pads[3] - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    M, Ng = B * OH * OW, C_out // groups
+    acc = acc_dtype(x.dtype)
+    dev = x.device
+    y = torch.empty((B, C_out, OH, OW), dtype=x.dtype, device=dev, memory_format=_out_format(x))
+    s = torch.empty((M, C_out) if save_for_backward else (0,), dtype=acc, device=dev)
+    nx = torch.empty((M, groups) if save_for_backward else (0,), dtype=acc, device=dev)
+    nw, calls = plan_row_sqnorms(weight.reshape(C_out, -1))
+    if M == 0 or C_out == 0:
+        return (y, s, nx, nw), calls
+    xk = _channels_last(x)
+    wk, ws = _weight_khwc(weight)
+    alpha, eps = _fp64_scalars(x, alpha, alpha_value, eps, eps_value)
+    bias = bias.contiguous() if bias is not None else None
+    cfg = config or conv_default_config(M, Ng, Cg, x.dtype.itemsize, interpreting=INTERPRETING)
+    grid = (triton.cdiv(M, cfg.block_m) * triton.cdiv(Ng, cfg.block_n), groups)
+    calls.append(KernelCall(
+        yat_conv_fwd_kernel, grid,
+        (xk, wk, bias if bias is not None else y, alpha if alpha is not None else y,
+         eps if eps is not None else y, nw, y, s, nx,
+         M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws, *_xs(y),
+         stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
+         alpha_value, eps_value),
+        dict(KH=KH, KW=KW, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
+             EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward, DOT_PRECISION=precision,
+             UPCAST=upcast_operands(x.dtype), IS_FP64=x.dtype == torch.float64,
+             OUT_MAX=out_max(x.dtype), INT64=needs_int64(xk, y, s),
+             EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)),
+             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+             GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+    ))  # fmt: skip
+    return (y, s, nx, nw), calls
+
+
 def conv2d_fwd(
     x: Tensor,
     weight: Tensor,
@@ -228,13 +322,22 @@ def conv2d_fwd(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Forward of x (B, C_in, H, W) with weight (C_out, C_in/groups, kH, kW).
 
-    Returns (y (B, C_out, OH, OW) in x's memory format, s (B, OH, OW, C_out) fp32 or empty,
-    patch norms (B, OH, OW, groups), filter norms (C_out,)).
+    Returns (y (B, C_out, OH, OW) in x's memory format, s (B*OH*OW, C_out) fp32, patch
+    norms (B*OH*OW, groups), filter norms (C_out,)); s and the patch norms are empty unless
+    save_for_backward.
     """
-    return _conv_fwd_torch(
+    if not use_triton(x):
+        return _conv_fwd_torch(
+            x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation, groups,
+            save_for_backward,
+        )  # fmt: skip
+    outputs, calls = plan_conv2d_fwd(
         x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation, groups,
-        save_for_backward,
+        precision, save_for_backward,
     )  # fmt: skip
+    for call in calls:
+        call.run()
+    return outputs
 
 
 def conv2d_bwd(
@@ -256,11 +359,84 @@ def conv2d_bwd(
     precision: str,
     needs: list[bool],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients (dx, dW, db, dalpha, deps); unwanted ones come back empty."""
-    return _conv_bwd_torch(
-        grad, x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation,
-        groups, needs,
+    """Gradients (dx, dW, db, dalpha, deps); unwanted ones come back empty.
+
+    Three steps: the dense elementwise pass over the (B*OH*OW, C_out) output with groups
+    (gs, and partial sums of gd / gu / dalpha / deps terms), the input-gradient implicit
+    GEMM with the 2 x * conv_transpose(R, ones) term fused, and the weight-gradient
+    implicit GEMM split over output positions.
+    """
+    if not use_triton(x):
+        return _conv_bwd_torch(
+            grad, x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation,
+            groups, needs,
+        )  # fmt: skip
+    need_dx, need_dw, need_db, need_dalpha, need_deps = needs
+    need_db = need_db and bias is not None
+    need_dalpha = need_dalpha and alpha is not None
+    need_deps = need_deps and eps is not None
+    B, C_in, H, W = x.shape
+    C_out, Cg, KH, KW = weight.shape
+    _, _, OH, OW = grad.shape
+    M, Ng = B * OH * OW, C_out // groups
+    acc = acc_dtype(x.dtype)
+    dev = x.device
+    g2 = grad.permute(0, 2, 3, 1).reshape(M, C_out)  # a view for channels_last grads
+    (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, _), calls = plan_bwd_prep(
+        g2, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision,
+        need_db, need_dalpha, need_deps, groups=groups, near_pass=False,
     )  # fmt: skip
+    for call in calls:
+        call.run()
+
+    def empty() -> Tensor:  # a fresh one per slot: op outputs must not alias
+        return torch.empty((0,), dtype=x.dtype, device=dev)
+
+    xk = _channels_last(x)
+    wk, ws = _weight_khwc(weight)
+    geo = (stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1])
+    dot = dict(DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype), IS_FP64=x.dtype == torch.float64)
+    dx = dw = None
+    if need_dx:
+        dx = torch.empty_like(x, memory_format=_out_format(x))
+        rows = row_gd.sum(1).t().contiguous()  # R[o, g]
+        MX = B * H * W
+        if MX and Cg and M:
+            cfg = conv_default_config(MX, Cg, Ng, x.dtype.itemsize, interpreting=INTERPRETING)
+            KernelCall(
+                yat_conv_dgrad_kernel,
+                (triton.cdiv(MX, cfg.block_m) * triton.cdiv(Cg, cfg.block_n), groups),
+                (gs, rows, wk, xk, dx, MX, H, W, OH, OW, Cg, Ng, C_out, groups,
+                 *ws, *_xs(xk), *_xs(dx), *geo),
+                dict(KH=KH, KW=KW, **dot, INT64=needs_int64(xk, dx, gs),
+                     BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                     GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+            ).run()  # fmt: skip
+        elif MX:
+            dx.zero_()
+    if need_dw:
+        KC = KH * KW * Cg
+        cfg = conv_default_config(Ng, KC, M, x.dtype.itemsize, interpreting=INTERPRETING)
+        tiles = triton.cdiv(Ng, cfg.block_m) * triton.cdiv(KC, cfg.block_n) * groups
+        splits = 1 if INTERPRETING else max(1, min(triton.cdiv(264, tiles), triton.cdiv(M, 4 * cfg.block_k)))
+        m_per_split = triton.cdiv(triton.cdiv(max(M, 1), splits), cfg.block_k) * cfg.block_k
+        splits = triton.cdiv(max(M, 1), m_per_split)
+        part = torch.zeros((splits, C_out, KC), dtype=acc, device=dev)
+        if M and KC and Ng:
+            KernelCall(
+                yat_conv_wgrad_kernel,
+                (triton.cdiv(Ng, cfg.block_m) * triton.cdiv(KC, cfg.block_n), groups, splits),
+                (gs, xk, part, M, H, W, OH, OW, Cg, Ng, C_out, KC, *_xs(xk), *geo, m_per_split),
+                dict(KW=KW, **dot, INT64=needs_int64(xk, gs),
+                     BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                     GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+            ).run()  # fmt: skip
+        dwk = part.sum(0).reshape(C_out, KH, KW, Cg).permute(0, 3, 1, 2)
+        dw = (dwk + 2.0 * weight.to(acc) * col_gd.sum(0)[:, None, None, None]).to(weight.dtype)
+    db = col_gu.sum(0).to(bias.dtype) if need_db else None
+    dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else None
+    deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else None
+    return tuple(t if t is not None else empty() for t in (dx, dw, db, dalpha, deps))
 
 
 # ---------------------------------------------------------------------------------------
