@@ -173,9 +173,49 @@ def inspect_dense_fwd(
     return [compile_sm90(c, dump_dir=Path(dump) if dump else None) for c in calls]
 
 
+def inspect_conv2d_fwd(
+    B: int,
+    C_in: int,
+    HW: int,
+    C_out: int,
+    k: int,
+    dtype: torch.dtype,
+    *,
+    stride: int = 1,
+    groups: int = 1,
+    config: TileConfig | None = None,
+    save: bool = False,
+    dump_dir: str | None = None,
+) -> list[KernelReport]:
+    """Compile the conv2d forward kernels (channels_last input, 'same'-style padding k//2)
+    for sm_90 (meta tensors)."""
+    from yat_triton.conv import plan_conv2d_fwd
+
+    x = torch.empty((B, C_in, HW, HW), dtype=dtype, device="meta").to(memory_format=torch.channels_last)
+    w = torch.empty((C_out, C_in // groups, k, k), dtype=dtype, device="meta")
+    b = torch.empty((C_out,), dtype=dtype, device="meta")
+    precision = "tf32" if dtype == torch.float32 else "ieee"
+    p = k // 2
+    _, calls = plan_conv2d_fwd(
+        x, w, b, None, 1.0, None, 1e-5, (stride, stride), (p, p, p, p), (1, 1), groups,
+        precision, save, config,
+    )  # fmt: skip
+    return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None) for c in calls]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--op", default="dense", choices=["dense", "conv2d"])
     parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument(
+        "--conv",
+        nargs=5,
+        type=int,
+        default=[64, 64, 56, 64, 3],
+        metavar=("B", "C_IN", "HW", "C_OUT", "K"),
+        help="conv2d problem (channels_last, padding K//2; default: a ResNet-50 3x3 layer)",
+    )
+    parser.add_argument("--stride", type=int, default=1, help="conv2d stride")
     parser.add_argument("--shape", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
     parser.add_argument(
         "--config",
@@ -191,10 +231,17 @@ def main(argv: list[str] | None = None) -> int:
         bm, bn, bk = (int(v) for v in tile.split("x"))
         split = next((int(r[1:]) for r in rest if r.startswith("e")), 1)
         cfg = TileConfig(bm, bn, bk, 8, int(warps), int(stages), "nil" in rest, split)
-    M, N, K = args.shape
-    for report in inspect_dense_fwd(
-        M, N, K, getattr(torch, args.dtype), cfg, save=args.save, dump_dir=args.dump
-    ):
+    dtype = getattr(torch, args.dtype)
+    if args.op == "conv2d":
+        B, C_in, HW, C_out, k = args.conv
+        reports = inspect_conv2d_fwd(
+            B, C_in, HW, C_out, k, dtype, stride=args.stride, config=cfg, save=args.save,
+            dump_dir=args.dump,
+        )  # fmt: skip
+    else:
+        M, N, K = args.shape
+        reports = inspect_dense_fwd(M, N, K, dtype, cfg, save=args.save, dump_dir=args.dump)
+    for report in reports:
         print(json.dumps(dataclasses.asdict(report)) if args.json else report.line())
     return 0
 
