@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import TileConfig, grouped_tile
-from kernels.dense import fwd_store
+from kernels.dense import _bwd_tile, fwd_store
 
 
 @triton.jit
@@ -406,3 +406,155 @@ def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting
     warps = 8 if bm * bn >= 128 * 128 else 4
     stages = 4 if elem_bytes <= 2 else 3
     return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, epilogue_split=max(1, bn // 32))
+
+
+@triton.jit
+def yat_conv_bwd_near_kernel(
+    g_ptr,
+    s_ptr,
+    nx_ptr,
+    nw_ptr,
+    b_ptr,
+    alpha_ptr,
+    eps_ptr,
+    tile_near_ptr,
+    x_ptr,
+    w_ptr,
+    dx_ptr,
+    dw_ptr,
+    M,
+    C_out,
+    Ng,
+    G,
+    n_tiles,
+    n_tm,
+    n_tn,
+    H,
+    W,
+    OH,
+    OW,
+    Cg,
+    stride_gm,
+    stride_gn,
+    stride_xb,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    stride_wo,
+    stride_wc,
+    stride_wh,
+    stride_ww,
+    stride_db,
+    stride_dc,
+    stride_dh,
+    stride_dw,
+    stride_vo,
+    stride_vc,
+    stride_vh,
+    stride_vw,
+    conv_sh,
+    conv_sw,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    alpha_value,
+    eps_value,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    NEED_DX: tl.constexpr,
+    NEED_DW: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    NEAR_TAU: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
+    """Add the near (patch, filter) pairs' distance terms that the elementwise pass left out:
+        dx[pixel of patch o at tap t] += 2 gd_of (x - w_f[t]),   dW_f[t] += 2 gd_of (w_f[t] - x)
+    with the difference formed directly (a padded pixel is 0 and has no dx).
+
+    Patches overlap, so two programs could update one input pixel: a single program (grid
+    (1,)) does the whole pass. It scans the prep pass's per-tile counts BLOCK_T at a time
+    and visits only tiles that have near lanes, so without near pairs it costs a few vector
+    loads. Arguments as in the prep kernel and `yat_conv_dgrad_kernel`; g_ptr / s_ptr are
+    the (M, C_out) gradient and saved convolution, nx_ptr (M, G), dx_ptr (strides d*) /
+    dw_ptr (strides v*) the gradients already computed, updated in place.
+    """
+    if IS_FP64:
+        acc_ty = tl.float64
+    else:
+        acc_ty = tl.float32
+    if EPS_FROM_PTR:
+        eps = tl.load(eps_ptr).to(acc_ty)
+    else:
+        eps = eps_value
+    if ALPHA_FROM_PTR:
+        alpha = tl.load(alpha_ptr).to(acc_ty)
+    else:
+        alpha = alpha_value
+    lane = tl.arange(0, BLOCK_M * BLOCK_N)
+    offs_t = tl.arange(0, BLOCK_T)
+    offs_k = tl.arange(0, BLOCK_K)
+    ohw = OH * OW
+    for t0 in range(0, n_tiles, BLOCK_T):
+        counts = tl.load(tile_near_ptr + t0 + offs_t, mask=t0 + offs_t < n_tiles, other=0)
+        busy = counts > 0
+        for _tile in range(0, tl.sum(busy.to(tl.int32), 0)):
+            pick = tl.argmax(busy.to(tl.int32), 0)
+            busy = busy & (offs_t != pick)
+            tile = t0 + pick
+            count = tl.sum(tl.where(offs_t == pick, counts, 0), 0)
+            grp = tile // (n_tm * n_tn)
+            pid_m = (tile // n_tn) % n_tm
+            pid_n = tile % n_tn
+            offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            offs_n = grp * Ng + pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            g, u, r, gu, gq, gd_far, near = _bwd_tile(
+                g_ptr, s_ptr, nx_ptr + grp, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M,
+                grp * Ng + Ng, G, stride_gm, stride_gn, C_out, 1, NEAR_TAU, HAS_BIAS, IS_FP64,
+            )  # fmt: skip
+            gd_near = tl.reshape(tl.where(near, gq, 0.0), (BLOCK_M * BLOCK_N,))
+            todo = tl.reshape(near.to(tl.int32), (BLOCK_M * BLOCK_N,))
+            for _pair in range(0, count):
+                lane_id = tl.argmax(todo, 0)
+                coef = 2.0 * tl.sum(tl.where(lane == lane_id, gd_near, 0.0), 0)
+                todo = tl.where(lane == lane_id, 0, todo)
+                o = pid_m * BLOCK_M + lane_id // BLOCK_N
+                f = grp * Ng + pid_n * BLOCK_N + lane_id % BLOCK_N
+                bb = o // ohw
+                oh = (o - bb * ohw) // OW
+                ow = o - bb * ohw - oh * OW
+                for tap in range(0, KH * KW):
+                    kh = tap // KW
+                    kw = tap - kh * KW
+                    # as vectors: a scalar-and-vector mask is not portable to the interpreter
+                    ih = oh * conv_sh - pad_h + kh * dil_h + 0 * offs_k
+                    iw = ow * conv_sw - pad_w + kw * dil_w + 0 * offs_k
+                    inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                    for c0 in range(0, Cg, BLOCK_K):
+                        cs = c0 + offs_k
+                        cmask = cs < Cg
+                        chan = grp * Cg + cs
+                        xv = tl.load(
+                            x_ptr + bb * stride_xb + ih * stride_xh + iw * stride_xw + chan * stride_xc,
+                            mask=cmask & inside,
+                            other=0.0,
+                        ).to(acc_ty)
+                        w_at = w_ptr + f * stride_wo + cs * stride_wc + kh * stride_wh + kw * stride_ww
+                        wv = tl.load(w_at, mask=cmask, other=0.0).to(acc_ty)
+                        diff = coef * (xv - wv)
+                        if NEED_DX:
+                            d_at = (
+                                dx_ptr + bb * stride_db + ih * stride_dh + iw * stride_dw + chan * stride_dc
+                            )
+                            cur = tl.load(d_at, mask=cmask & inside, other=0.0).to(acc_ty)
+                            tl.store(d_at, (cur + diff).to(dx_ptr.dtype.element_ty), mask=cmask & inside)
+                        if NEED_DW:
+                            dw_at = dw_ptr + f * stride_vo + cs * stride_vc + kh * stride_vh + kw * stride_vw
+                            cur = tl.load(dw_at, mask=cmask, other=0.0).to(acc_ty)
+                            tl.store(dw_at, (cur - diff).to(dw_ptr.dtype.element_ty), mask=cmask)

@@ -25,10 +25,12 @@ from torch.library import triton_op
 from kernels._common import TileConfig
 from kernels.conv import (
     conv_default_config,
+    yat_conv_bwd_near_kernel,
     yat_conv_dgrad_kernel,
     yat_conv_fwd_kernel,
     yat_conv_wgrad_kernel,
 )
+from kernels.dense import elementwise_block
 from yat_triton import _checks
 from yat_triton._launch import (
     INTERPRETING,
@@ -40,7 +42,7 @@ from yat_triton._launch import (
     upcast_operands,
     use_triton,
 )
-from yat_triton.dense import _fp64_scalars, plan_bwd_prep, plan_row_sqnorms
+from yat_triton.dense import _fp64_scalars, near_tau, plan_bwd_prep, plan_row_sqnorms
 
 __all__ = ["conv_geometry", "yat_conv1d", "yat_conv2d"]
 
@@ -270,8 +272,7 @@ def plan_conv2d_fwd(
     """Allocate the forward's outputs and plan its launches (see `conv2d_fwd`)."""
     B, _, H, W = x.shape
     C_out, Cg, KH, KW = weight.shape
-    OH = (H + pads[0] + pads[1] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
-    OW = (W + pads[2] + pads[3] - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    OH, OW = _out_hw((H, W), (KH, KW), stride, pads, dilation)
     M, Ng = B * OH * OW, C_out // groups
     acc = acc_dtype(x.dtype)
     dev = x.device
@@ -340,6 +341,63 @@ def conv2d_fwd(
     return outputs
 
 
+def near_call(
+    g2: Tensor,
+    s: Tensor,
+    nx: Tensor,
+    nw: Tensor,
+    bias: Tensor | None,
+    alpha: Tensor | None,
+    alpha_value: float,
+    eps: Tensor | None,
+    eps_value: float,
+    precision: str,
+    groups: int,
+    tile_near: Tensor,
+    xk: Tensor,
+    weight: Tensor,
+    dx: Tensor | None,
+    dw: Tensor | None,
+    stride: Pair,
+    pads: tuple[int, int, int, int],
+    dilation: Pair,
+) -> KernelCall:
+    """The exact near-pair pass of the conv backward (yat_conv_bwd_near_kernel)."""
+    M, C_out = g2.shape
+    Ng = C_out // groups
+    _, Cg, KH, KW = weight.shape
+    B, _, H, W = xk.shape
+    OH, OW = _out_hw((H, W), (KH, KW), stride, pads, dilation)
+    bm, bn, _ = elementwise_block(M, Ng, interpreting=INTERPRETING)
+    tm, tn = triton.cdiv(M, bm), triton.cdiv(Ng, bn)
+    alpha, eps = _fp64_scalars(g2, alpha, alpha_value, eps, eps_value)
+    bias = bias.contiguous() if bias is not None else None
+    dummy = nw
+    return KernelCall(
+        yat_conv_bwd_near_kernel, (1,),
+        (g2, s, nx, nw, bias if bias is not None else dummy,
+         alpha if alpha is not None else dummy, eps if eps is not None else dummy,
+         tile_near, xk, weight, dx if dx is not None else xk, dw if dw is not None else weight,
+         M, C_out, Ng, groups, tile_near.numel(), tm, tn, H, W, OH, OW, Cg,
+         g2.stride(0), g2.stride(1), *_xs(xk), *_xs(weight),
+         *_xs(dx if dx is not None else xk), *_xs(dw if dw is not None else weight),
+         stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
+         alpha_value, eps_value),
+        dict(KH=KH, KW=KW, NEED_DX=dx is not None, NEED_DW=dw is not None,
+             HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
+             EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(g2.dtype, precision),
+             IS_FP64=g2.dtype == torch.float64, BLOCK_M=bm, BLOCK_N=bn,
+             BLOCK_K=min(64, max(16, triton.next_power_of_2(Cg))), BLOCK_T=1024, num_warps=4),
+    )  # fmt: skip
+
+
+def _out_hw(hw: Pair, k: Pair, stride: Pair, pads: tuple[int, int, int, int], dilation: Pair) -> Pair:
+    return (
+        (hw[0] + pads[0] + pads[1] - dilation[0] * (k[0] - 1) - 1) // stride[0] + 1,
+        (hw[1] + pads[2] + pads[3] - dilation[1] * (k[1] - 1) - 1) // stride[1] + 1,
+    )
+
+
 def conv2d_bwd(
     grad: Tensor,
     x: Tensor,
@@ -382,10 +440,10 @@ def conv2d_bwd(
     acc = acc_dtype(x.dtype)
     dev = x.device
     g2 = grad.permute(0, 2, 3, 1).reshape(M, C_out)  # a view for channels_last grads
-    (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, _), calls = plan_bwd_prep(
-        g2, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision,
-        need_db, need_dalpha, need_deps, groups=groups, near_pass=False,
-    )  # fmt: skip
+    elementwise = (g2, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision)
+    (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near), calls = plan_bwd_prep(
+        *elementwise, need_db, need_dalpha, need_deps, groups=groups
+    )
     for call in calls:
         call.run()
 
@@ -433,6 +491,11 @@ def conv2d_bwd(
             ).run()  # fmt: skip
         dwk = part.sum(0).reshape(C_out, KH, KW, Cg).permute(0, 3, 1, 2)
         dw = (dwk + 2.0 * weight.to(acc) * col_gd.sum(0)[:, None, None, None]).to(weight.dtype)
+    if (need_dx or need_dw) and M and C_out:
+        near_call(
+            g2, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision, groups,
+            tile_near, xk, weight, dx, dw, stride, pads, dilation,
+        ).run()  # fmt: skip
     db = col_gu.sum(0).to(bias.dtype) if need_db else None
     dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else None
     deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else None
