@@ -387,7 +387,7 @@ def near_call(
              HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(g2.dtype, precision),
              IS_FP64=g2.dtype == torch.float64, BLOCK_M=bm, BLOCK_N=bn,
-             BLOCK_K=min(64, max(16, triton.next_power_of_2(Cg))), BLOCK_T=1024, num_warps=4),
+             BLOCK_K=min(64, max(16, triton.next_power_of_2(Cg))), BLOCK_T=1024, num_warps=8),
     )  # fmt: skip
 
 
