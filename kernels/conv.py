@@ -147,7 +147,7 @@ def yat_conv_fwd_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
     if EPS_FROM_PTR:
         eps = tl.load(eps_ptr).to(acc.dtype)
@@ -276,7 +276,7 @@ def yat_conv_dgrad_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
     cols = (g * Cg + offs_n)[None, :]
     mask = mask_m[:, None] & mask_n[None, :]
@@ -383,7 +383,7 @@ def yat_conv_wgrad_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
     rows = split * C_out + g * Ng + offs_f
     tl.store(
         part_ptr + rows[:, None] * KC + offs_j[None, :],

@@ -51,9 +51,10 @@ def row_sqnorm_kernel(
     """
     pid = tl.program_id(0)
     offs_r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_k = tl.arange(0, BLOCK_K)
     if INT64:
         offs_r = offs_r.to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
+        offs_k = offs_k.to(tl.int64)
     mask_r = offs_r < R
     ptrs = a_ptr + offs_r[:, None] * stride_ar + offs_k[None, :] * stride_ak
     if IS_FP64:
@@ -164,7 +165,7 @@ def yat_dense_fwd_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
 
@@ -532,13 +533,15 @@ def yat_dense_bwd_near_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    BAND: tl.constexpr,
 ):
     """Add the near pairs' distance terms that the prep pass left out, exactly:
         FOR_DX: dx_i += 2 gd_ij (x_i - w_j);   else: dW_j += 2 gd_ij (w_j - x_i).
 
     One program owns one band of output rows (a BLOCK_M band of x rows for dx, a BLOCK_N
     band of W rows for dW) and walks the prep tiles of that band, so every output row has a
-    single writer: no atomics, deterministic. Tiles without near lanes cost one int load.
+    single writer: no atomics, deterministic. Tiles without near lanes cost one int load
+    per K chunk. BAND is BLOCK_M for dx, BLOCK_N for dW.
 
     g/s/nx/nw/b/alpha/eps: as in the prep kernel; tile_near_ptr: its per-tile counts.
     x_ptr (M, K), w_ptr (N, K): io dtype, strided. out_ptr: dx (M, K) or dW (N, K), io
@@ -560,61 +563,70 @@ def yat_dense_bwd_near_kernel(
     else:
         alpha = alpha_value
     lane = tl.arange(0, BLOCK_M * BLOCK_N)
+    band = pid * BAND + tl.arange(0, BAND)
+    if INT64:
+        band = band.to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
+    if INT64:
+        offs_k = offs_k.to(tl.int64)
     if FOR_DX:
         n_tiles = n_tn
+        band_end = M
     else:
         n_tiles = n_tm
-    for t in range(0, n_tiles):
-        if FOR_DX:
-            pid_m = pid
-            pid_n = t
-        else:
-            pid_m = t
-            pid_n = pid
-        count = tl.load(tile_near_ptr + pid_m * n_tn + pid_n)
-        if count > 0:
-            offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-            offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-            if INT64:
-                offs_m = offs_m.to(tl.int64)
-                offs_n = offs_n.to(tl.int64)
-            g, u, r, gu, gq, gd_far, near = _bwd_tile(
-                g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, N,
-                1, stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
-            )  # fmt: skip
-            gd_near = tl.reshape(tl.where(near, gq, 0.0), (BLOCK_M * BLOCK_N,))
-            todo = tl.reshape(near.to(tl.int32), (BLOCK_M * BLOCK_N,))
-            for _ in range(0, count):
-                lane_id = tl.argmax(todo, 0)
-                coef = 2.0 * tl.sum(tl.where(lane == lane_id, gd_near, 0.0), 0)
-                todo = tl.where(lane == lane_id, 0, todo)
-                row = pid_m * BLOCK_M + lane_id // BLOCK_N
-                col = pid_n * BLOCK_N + lane_id % BLOCK_N
+        band_end = N
+    # K chunks outermost: the band's terms accumulate in fp32 and reach `out` in one
+    # rounding per element, however many near pairs a row has.
+    for k0 in range(0, tl.cdiv(K, BLOCK_K)):
+        ks = k0 * BLOCK_K + offs_k
+        kmask = ks < K
+        corr = tl.zeros((BAND, BLOCK_K), dtype=acc_ty)
+        hits = 0
+        for t in range(0, n_tiles):
+            if FOR_DX:
+                pid_m = pid
+                pid_n = t
+            else:
+                pid_m = t
+                pid_n = pid
+            count = tl.load(tile_near_ptr + pid_m * n_tn + pid_n)
+            if count > 0:
+                hits += count
+                offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+                offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
                 if INT64:
-                    row = row.to(tl.int64)
-                    col = col.to(tl.int64)
-                if FOR_DX:
-                    own_ptr = x_ptr + row * stride_xm
-                    other_ptr = w_ptr + col * stride_wn
-                    out_row = out_ptr + row * stride_om
-                    own_sk = stride_xk
-                    other_sk = stride_wk
-                else:
-                    own_ptr = w_ptr + col * stride_wn
-                    other_ptr = x_ptr + row * stride_xm
-                    out_row = out_ptr + col * stride_om
-                    own_sk = stride_wk
-                    other_sk = stride_xk
-                for k0 in range(0, tl.cdiv(K, BLOCK_K)):
-                    ks = k0 * BLOCK_K + offs_k
-                    kmask = ks < K
-                    a = tl.load(own_ptr + ks * own_sk, mask=kmask, other=0.0).to(acc_ty)
-                    b = tl.load(other_ptr + ks * other_sk, mask=kmask, other=0.0).to(acc_ty)
-                    o_ptrs = out_row + ks * stride_ok
-                    o = tl.load(o_ptrs, mask=kmask, other=0.0).to(acc_ty)
-                    o = saturate(o + coef * (a - b), OUT_MAX)
-                    tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=kmask)
+                    offs_m = offs_m.to(tl.int64)
+                    offs_n = offs_n.to(tl.int64)
+                g, u, r, gu, gq, gd_far, near = _bwd_tile(
+                    g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, N,
+                    1, stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
+                )  # fmt: skip
+                gd_near = tl.reshape(tl.where(near, gq, 0.0), (BLOCK_M * BLOCK_N,))
+                todo = tl.reshape(near.to(tl.int32), (BLOCK_M * BLOCK_N,))
+                # the lanes this kernel classifies as near, not the prep pass's count
+                for _ in range(0, tl.sum(todo, 0)):
+                    lane_id = tl.argmax(todo, 0)
+                    coef = 2.0 * tl.sum(tl.where(lane == lane_id, gd_near, 0.0), 0)
+                    todo = tl.where(lane == lane_id, 0, todo)
+                    row = pid_m * BLOCK_M + lane_id // BLOCK_N
+                    col = pid_n * BLOCK_N + lane_id % BLOCK_N
+                    if INT64:
+                        row = row.to(tl.int64)
+                        col = col.to(tl.int64)
+                    xk = tl.load(x_ptr + row * stride_xm + ks * stride_xk, mask=kmask, other=0.0)
+                    wk = tl.load(w_ptr + col * stride_wn + ks * stride_wk, mask=kmask, other=0.0)
+                    if FOR_DX:
+                        slot = lane_id // BLOCK_N
+                        diff = coef * (xk.to(acc_ty) - wk.to(acc_ty))
+                    else:
+                        slot = lane_id % BLOCK_N
+                        diff = coef * (wk.to(acc_ty) - xk.to(acc_ty))
+                    corr += tl.where((tl.arange(0, BAND) == slot)[:, None], diff[None, :], 0.0)
+        if hits > 0:
+            o_ptrs = out_ptr + band[:, None] * stride_om + ks[None, :] * stride_ok
+            o_mask = (band < band_end)[:, None] & kmask[None, :]
+            o = tl.load(o_ptrs, mask=o_mask, other=0.0).to(acc_ty)
+            tl.store(o_ptrs, saturate(o + corr, OUT_MAX).to(out_ptr.dtype.element_ty), mask=o_mask)
 
 
 @triton.jit
@@ -678,7 +690,7 @@ def yat_dense_bwd_gemm_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 

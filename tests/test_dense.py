@@ -372,6 +372,25 @@ def test_clamp_active(dtype, seed, bias, alpha, device):
     check_against_oracle(inp, precision="ieee", amplification=kappa)
 
 
+def test_clustered_near_pairs(device):
+    """Inputs and weights clustered around one centre: every pair is near, a row has dozens
+    of near pairs across two column tiles. Each row's exact near-pair terms must reach dx /
+    dW with one io rounding, not one per pair (bf16: the plain table, no amplification)."""
+    draw = Draw(61, "cpu")
+    M, N, K = 6, 72, 16
+    centre = draw(K, dtype=torch.float64)
+    w = (centre + 0.1 * draw(N, K, dtype=torch.float64)).to(device=device, dtype=torch.bfloat16)
+    x = (centre + 0.1 * draw(M, K, dtype=torch.float64)).to(device=device, dtype=torch.bfloat16)
+    x.requires_grad_()
+    w.requires_grad_()
+    g = upstream((M, N), torch.bfloat16, device)
+    dx, dw = torch.autograd.grad(yat_linear(x, w, eps=1e-2), (x, w), g)
+    xr, wr = to_oracle(x, requires_grad=True), to_oracle(w, requires_grad=True)
+    dxr, dwr = torch.autograd.grad(yat_dense_ref(xr, wr, None, None, 1e-2), (xr, wr), to_oracle(g))
+    assert_close(dx, dxr, torch.bfloat16, reduction=N, what="dx (clustered)")
+    assert_close(dw, dwr, torch.bfloat16, reduction=M, what="dW (clustered)")
+
+
 @pytest.mark.parametrize("path", ["kernels", "torch-path"])
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
                                    pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip

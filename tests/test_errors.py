@@ -197,3 +197,18 @@ def test_yatlinear_wrong_input_features(device):
     m = YatLinear(4, 3, device=device)
     with pytest.raises(ValueError, match=r"x has K=5 .*weight expects K=4"):
         m(torch.zeros(2, 5, device=device))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"eps": 1e-46}, "eps=.*below float32"), ({"alpha": 1e39}, "alpha=.*overflows float32")],
+    ids=["eps-underflow", "alpha-overflow"],
+)
+def test_scalars_outside_float32_range(kwargs, match, device):
+    """Python floats reach the kernels as float32: out-of-range values are refused, not
+    silently turned into 0 or inf (float64 inputs use float64 scalars and accept them)."""
+    x, w = torch.randn(2, 3, device=device), torch.randn(4, 3, device=device)
+    with pytest.raises(ValueError, match=match):
+        yat_linear(x, w, **kwargs)
+    y = yat_linear(x.double(), w.double(), **kwargs)
+    assert y.dtype == torch.float64

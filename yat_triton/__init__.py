@@ -9,8 +9,9 @@ interpreter; without it, CPU tensors use a plain-PyTorch implementation of the s
 from __future__ import annotations
 
 from yat_triton.conv import yat_conv1d, yat_conv2d
+from yat_triton.conv_modules import YatConv1d, YatConv2d, convert
 from yat_triton.dense import yat_linear
 from yat_triton.modules import YatLinear
 
-__all__ = ["YatLinear", "yat_conv1d", "yat_conv2d", "yat_linear"]
+__all__ = ["YatConv1d", "YatConv2d", "YatLinear", "convert", "yat_conv1d", "yat_conv2d", "yat_linear"]
 __version__ = "0.1.0"

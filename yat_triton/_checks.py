@@ -51,6 +51,15 @@ def check_scalar_arg(name: str, value: object, ref: Tensor, *, positive: bool) -
         raise ValueError(f"{name} must be finite, got {v}")
     if positive and v <= 0.0:
         raise ValueError(f"{name} must be > 0, got {v}")
+    if ref.dtype != torch.float64:  # the kernels take Python floats as float32 scalars
+        f32 = torch.finfo(torch.float32)
+        if abs(v) > f32.max:
+            raise ValueError(f"{name}={v} overflows float32, the kernels' scalar type for {ref.dtype}")
+        if positive and v < f32.tiny:
+            raise ValueError(
+                f"{name}={v} is below float32's normal range, the kernels' scalar type for "
+                f"{ref.dtype} (smallest: {f32.tiny})"
+            )
 
 
 def check_precision(precision: object) -> None:

@@ -294,8 +294,8 @@ def plan_bwd_near(
              EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(io, precision),
              IS_FP64=io == torch.float64, OUT_MAX=0.0,
              INT64=needs_int64(grad, s, x, weight, out),
-             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(128, max(16, triton.next_power_of_2(K))),
-             num_warps=4),
+             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(64, max(16, triton.next_power_of_2(K))),
+             BAND=bm if for_dx else bn, num_warps=8),
     )]  # fmt: skip
 
 
