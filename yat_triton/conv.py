@@ -490,12 +490,16 @@ def conv2d_bwd(
                      GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
             ).run()  # fmt: skip
         dwk = part.sum(0).reshape(C_out, KH, KW, Cg).permute(0, 3, 1, 2)
-        dw = (dwk + 2.0 * weight.to(acc) * col_gd.sum(0)[:, None, None, None]).to(weight.dtype)
+        dw = dwk + 2.0 * weight.to(acc) * col_gd.sum(0)[:, None, None, None]  # still fp32
     if (need_dx or need_dw) and M and C_out:
+        # dW gets its near-pair terms in fp32 (one rounding at the cast below); dx in its
+        # dtype, one rounding per near patch covering a pixel.
         near_call(
             g2, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision, groups,
             tile_near, xk, weight, dx, dw, stride, pads, dilation,
         ).run()  # fmt: skip
+    if dw is not None:
+        dw = dw.to(weight.dtype)
     db = col_gu.sum(0).to(bias.dtype) if need_db else None
     dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else None
     deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else None
