@@ -52,6 +52,13 @@ def needs_int64(*tensors: Tensor) -> bool:
     return False
 
 
+def k_major_if_huge(t: Tensor, k_dim: int) -> Tensor:
+    """t, or a contiguous copy of it when its K stride would overflow the int32 pointer
+    steps of a GEMM main loop (BLOCK_K * stride_k, BLOCK_K <= 256): only views with more
+    than ~8M rows between consecutive K elements (huge transposed inputs) pay the copy."""
+    return t.contiguous() if abs(t.stride(k_dim)) > INT32_MAX // 256 else t
+
+
 def saturating_cast(y: Tensor, dtype: torch.dtype) -> Tensor:
     """Cast with clamping to the dtype's finite range (NaN stays NaN)."""
     m = out_max(dtype)

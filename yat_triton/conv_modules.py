@@ -184,7 +184,10 @@ class _YatConvMixin:
         x = x.to(dtype)
         padding: Any = self.padding
         if self.padding_mode != "zeros":
+            cl = self._spatial == 2 and x.is_contiguous(memory_format=torch.channels_last)
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            if cl and not x.is_contiguous(memory_format=torch.channels_last):  # circular loses it
+                x = x.contiguous(memory_format=torch.channels_last)
             padding = 0
         alpha = self.alpha.to(dtype) if self.alpha is not None else self._constant_alpha_value
         y = self._functional(

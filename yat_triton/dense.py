@@ -34,6 +34,7 @@ from yat_triton._launch import (
     INTERPRETING,
     KernelCall,
     acc_dtype,
+    k_major_if_huge,
     needs_int64,
     out_max,
     saturating_cast,
@@ -89,6 +90,7 @@ def plan_dense_fwd(
         return (y, s, zeros(M), zeros(N)), []
     alpha, eps = _fp64_scalars(x, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None  # kernels read a dense (N,) vector
+    x, weight = k_major_if_huge(x, 1), k_major_if_huge(weight, 1)
     cfg = config or pick_dense_config(M, N, K, x.dtype)
     calls: list[KernelCall] = []
     if cfg.norms_in_loop:
@@ -166,6 +168,7 @@ def plan_bwd_gemm(
     if R == 0 or C == 0:
         return c, []
     cfg = config or pick_dense_config(R, C, KD, e.dtype)
+    a, b = k_major_if_huge(a, 1), k_major_if_huge(b, 0)
     grid = (triton.cdiv(R, cfg.block_m) * triton.cdiv(C, cfg.block_n),)
     call = KernelCall(
         yat_dense_bwd_gemm_kernel, grid,
