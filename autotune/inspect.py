@@ -18,8 +18,10 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import torch
 import triton
@@ -203,10 +205,77 @@ def inspect_conv2d_fwd(
     return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None) for c in calls]
 
 
+def record_calls(fn: Callable[[], object]) -> list[KernelCall]:
+    """The kernel launches `fn` plans, recorded instead of run (meta tensors welcome).
+
+    The launchers choose the Triton path for CUDA / interpreted CPU tensors only, so the
+    choice is forced for the call.
+    """
+    import yat_triton.conv as conv
+    import yat_triton.dense as dense
+
+    calls: list[KernelCall] = []
+    with (
+        mock.patch.object(KernelCall, "run", lambda self: calls.append(self)),
+        mock.patch.object(dense, "use_triton", lambda t: True),
+        mock.patch.object(conv, "use_triton", lambda t: True),
+    ):
+        fn()
+    return calls
+
+
+def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
+    """Every kernel of the dense and conv2d ops, forward and backward, at a large dense shape
+    (4096^3) and a ResNet-50 3x3 layer (batch 64, 64 channels, 56x56, channels_last)."""
+    import yat_triton.conv as conv
+    import yat_triton.dense as dense
+
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    prec = "tf32" if dtype == torch.float32 else "ieee"
+
+    def meta(*shape: int, dt: torch.dtype = dtype) -> torch.Tensor:
+        return torch.empty(shape, dtype=dt, device="meta")
+
+    out: list[tuple[str, KernelCall]] = []
+    n = 4096
+    x, w, b = meta(n, n), meta(n, n), meta(n)
+    args = (b, None, 1.0, None, 1e-5)
+    out += [("dense fwd", c) for c in record_calls(lambda: dense.dense_fwd(x, w, *args, prec, True))]
+    s, nx, nw = meta(n, n, dt=acc), meta(n, dt=acc), meta(n, dt=acc)
+    bwd = record_calls(lambda: dense.dense_bwd(meta(n, n), x, w, *args, s, nx, nw, prec, [True] * 5))
+    out += [("dense bwd", c) for c in bwd]
+    B, C, HW, k = 64, 64, 56, 3
+    xc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
+    wc, bc = meta(C, C, k, k), meta(C)
+    geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    cargs = (bc, None, 1.0, None, 1e-5)
+    out += [
+        ("conv2d fwd", c) for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, True))
+    ]
+    M = B * HW * HW
+    gc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
+    cbwd = record_calls(
+        lambda: conv.conv2d_bwd(
+            gc,
+            xc,
+            wc,
+            *cargs,
+            meta(M, C, dt=acc),
+            meta(M, 1, dt=acc),
+            meta(C, dt=acc),
+            *geo,
+            prec,
+            [True] * 5,
+        )
+    )
+    out += [("conv2d bwd", c) for c in cbwd]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--op", default="dense", choices=["dense", "conv2d"])
-    parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32", "float64"])
     parser.add_argument(
         "--conv",
         nargs=5,
@@ -216,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         help="conv2d problem (channels_last, padding K//2; default: a ResNet-50 3x3 layer)",
     )
     parser.add_argument("--stride", type=int, default=1, help="conv2d stride")
+    parser.add_argument("--all", action="store_true", help="every kernel of both ops, forward and backward")
     parser.add_argument("--shape", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
     parser.add_argument(
         "--config",
@@ -232,6 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         split = next((int(r[1:]) for r in rest if r.startswith("e")), 1)
         cfg = TileConfig(bm, bn, bk, 8, int(warps), int(stages), "nil" in rest, split)
     dtype = getattr(torch, args.dtype)
+    if args.all:
+        for label, call in all_calls(dtype):
+            report = compile_sm90(call)
+            if args.json:
+                print(json.dumps({"op": label, **dataclasses.asdict(report)}))
+            else:
+                print(f"{label:11s} {report.line()}")
+        return 0
     if args.op == "conv2d":
         B, C_in, HW, C_out, k = args.conv
         reports = inspect_conv2d_fwd(

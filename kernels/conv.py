@@ -401,6 +401,8 @@ def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting
 
     if interpreting:
         return TileConfig(fit(M, 64), fit(N, 64), fit(K, 32), 8, 4, 1)
+    if elem_bytes >= 8:  # fp64 (gradcheck): no tensor cores, twice the registers a value
+        return TileConfig(fit(M, 64), fit(N, 32), fit(K, 16), 8, 4, 2)
     bk = 64 if elem_bytes <= 2 else 32
     bm, bn = fit(M, 128), fit(N, 128)
     warps = 8 if bm * bn >= 128 * 128 else 4

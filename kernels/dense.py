@@ -765,6 +765,8 @@ def dense_default_config(
 
     if interpreting:
         return TileConfig(fit(M, 64), fit(N, 64), fit(K, 64), group_m=8, num_warps=4, num_stages=1)
+    if elem_bytes >= 8:  # fp64 (gradcheck): no tensor cores, twice the registers a value
+        return TileConfig(fit(M, 64), fit(N, 64), fit(K, 16), 8, 4, 2)
     bk = 64 if elem_bytes <= 2 else 32
     bm, bn = fit(M, 128), fit(N, 128)
     warps = 8 if bm * bn >= 128 * 128 else 4
@@ -784,7 +786,9 @@ NEAR_TAU = {
 }
 
 
-def elementwise_block(M: int, N: int, *, interpreting: bool = False) -> tuple[int, int, int]:
+def elementwise_block(
+    M: int, N: int, *, interpreting: bool = False, elem_bytes: int = 2
+) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) for the backward elementwise pass."""
     if interpreting:
         return (
@@ -792,4 +796,4 @@ def elementwise_block(M: int, N: int, *, interpreting: bool = False) -> tuple[in
             min(64, max(16, triton.next_power_of_2(max(N, 1)))),
             4,
         )
-    return 64, 128, 8
+    return (32, 64, 4) if elem_bytes >= 8 else (64, 128, 8)

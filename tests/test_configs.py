@@ -143,3 +143,27 @@ def test_int64_offsets_path_and_trigger(device: str) -> None:
         assert call.kwargs["INT64"] is False
         replace(call, kwargs={**call.kwargs, "INT64": True}).run()
     assert_close(y, yat_dense_ref(x, w, None, None, 1e-3), torch.float32, reduction=40, what="y")
+
+
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float64"])
+def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
+    """Every kernel the dense and conv ops launch, forward and backward, compiles for
+    Hopper; in bf16 none spills and the GEMM-like ones use wgmma (float64 is for gradcheck
+    only: it must compile, speed does not matter)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "autotune.inspect", "--all", "--dtype", dtype, "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    kernels = {r["kernel"] for r in reports}
+    assert {
+        "yat_dense_fwd_kernel", "yat_dense_bwd_prep_kernel", "yat_dense_bwd_gemm_kernel",
+        "yat_dense_bwd_near_kernel", "yat_conv_fwd_kernel", "yat_conv_dgrad_kernel",
+        "yat_conv_wgrad_kernel", "yat_conv_bwd_near_kernel",
+    } <= kernels  # fmt: skip
+    if dtype == "bfloat16":
+        for r in reports:
+            assert r["stack_bytes"] == 0 and r["spill_stores"] == 0, r
+            if "gemm" in r["kernel"] or r["kernel"].endswith(("fwd_kernel", "grad_kernel")):
+                assert r["hgmma"] > 0, r

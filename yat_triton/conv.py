@@ -368,7 +368,7 @@ def near_call(
     _, Cg, KH, KW = weight.shape
     B, _, H, W = xk.shape
     OH, OW = _out_hw((H, W), (KH, KW), stride, pads, dilation)
-    bm, bn, _ = elementwise_block(M, Ng, interpreting=INTERPRETING)
+    bm, bn, _ = elementwise_block(M, Ng, interpreting=INTERPRETING, elem_bytes=g2.dtype.itemsize)
     tm, tn = triton.cdiv(M, bm), triton.cdiv(Ng, bn)
     alpha, eps = _fp64_scalars(g2, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None

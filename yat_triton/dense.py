@@ -228,7 +228,7 @@ def plan_bwd_prep(
     alpha, eps = _fp64_scalars(grad, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None
     Ng = N // groups
-    bm, bn, warps = elementwise_block(M, Ng, interpreting=INTERPRETING)
+    bm, bn, warps = elementwise_block(M, Ng, interpreting=INTERPRETING, elem_bytes=io.itemsize)
     tm, tn = triton.cdiv(M, bm), triton.cdiv(Ng, bn)
     tiles = groups * tm * tn
     gs = torch.empty((M, N), dtype=io, device=dev)
@@ -283,7 +283,7 @@ def plan_bwd_near(
     io = grad.dtype
     alpha, eps = _fp64_scalars(grad, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None
-    bm, bn, _ = elementwise_block(M, N, interpreting=INTERPRETING)
+    bm, bn, _ = elementwise_block(M, N, interpreting=INTERPRETING, elem_bytes=io.itemsize)
     bands = triton.cdiv(M, bm) if for_dx else triton.cdiv(N, bn)
     return [KernelCall(
         yat_dense_bwd_near_kernel, (bands,),
@@ -297,7 +297,7 @@ def plan_bwd_near(
              EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(io, precision),
              IS_FP64=io == torch.float64, OUT_MAX=0.0,
              INT64=needs_int64(grad, s, x, weight, out),
-             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(64, max(16, triton.next_power_of_2(K))),
+             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(32, max(16, triton.next_power_of_2(K))),
              BAND=bm if for_dx else bn, num_warps=8),
     )]  # fmt: skip
 
