@@ -273,6 +273,8 @@ def yat_conv_dgrad_kernel(
         )
         if f0 == 0:
             rsum += tl.load(rows_ptr + o * G + g, mask=hit, other=0.0)
+        if a.dtype != b.dtype:  # fp16 io: fp32 gs against fp16 operands, as TF32
+            b = b.to(a.dtype)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -380,6 +382,8 @@ def yat_conv_wgrad_kernel(
             mask=inside,
             other=0.0,
         )
+        if a.dtype != b.dtype:  # fp16 io: fp32 gs against fp16 operands, as TF32
+            b = b.to(a.dtype)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)

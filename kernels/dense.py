@@ -687,6 +687,8 @@ def yat_dense_bwd_gemm_kernel(
         k_left = KD - k0 * BLOCK_K
         a = tl.load(a_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
         b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
+        if a.dtype != b.dtype:  # fp16 io: fp32 gs against fp16 operands, as TF32
+            b = b.to(a.dtype)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)

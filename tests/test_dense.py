@@ -466,6 +466,24 @@ def test_fp16_gradient_overflow_is_not_saturated(use_kernels, device, monkeypatc
     assert (dx[0].abs() != 65504).all() and (dw[2].abs() != 65504).all(), "saturated gradient"
 
 
+def test_fp16_large_intermediate_gradient_stays_finite(device):
+    """x ~ w with a small eps: gu = 2 g u/q passes 65504 while dx and dW do not (~2.7e4);
+    the backward must not turn that intermediate into a spurious inf."""
+    draw = Draw(71, "cpu")
+    w = draw(4, 64, dtype=torch.float64, scale=0.125)
+    x = draw(3, 64, dtype=torch.float64, scale=0.125)
+    x[0] = w[2]
+    x16 = x.to(device=device, dtype=torch.float16).requires_grad_()
+    w16 = w.to(device=device, dtype=torch.float16).requires_grad_()
+    g = torch.full((3, 4), 4.0, device=device, dtype=torch.float16)
+    dx, dw = torch.autograd.grad(yat_linear(x16, w16, eps=1e-4), (x16, w16), g)
+    xr, wr = to_oracle(x16, requires_grad=True), to_oracle(w16, requires_grad=True)
+    dxr, dwr = torch.autograd.grad(yat_dense_ref(xr, wr, None, None, 1e-4), (xr, wr), to_oracle(g))
+    assert dxr.abs().max() < 65504 and dwr.abs().max() < 65504, "the exact gradients fit fp16"
+    assert_close(dx, dxr, torch.float16, reduction=4, what="dx")
+    assert_close(dw, dwr, torch.float16, reduction=3, what="dW")
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
 @pytest.mark.parametrize("dtype", IO_DTYPES)

@@ -42,7 +42,13 @@ from yat_triton._launch import (
     upcast_operands,
     use_triton,
 )
-from yat_triton.dense import _fp64_scalars, near_tau, plan_bwd_prep, plan_row_sqnorms
+from yat_triton.dense import (
+    _fp64_scalars,
+    gemm_precision,
+    near_tau,
+    plan_bwd_prep,
+    plan_row_sqnorms,
+)
 
 __all__ = ["conv_geometry", "yat_conv1d", "yat_conv2d"]
 
@@ -453,7 +459,11 @@ def conv2d_bwd(
     xk = _channels_last(x)
     wk, ws = _weight_khwc(weight)
     geo = (stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1])
-    dot = dict(DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype), IS_FP64=x.dtype == torch.float64)
+    dot = dict(
+        DOT_PRECISION=gemm_precision(x.dtype, precision),
+        UPCAST=upcast_operands(x.dtype),
+        IS_FP64=x.dtype == torch.float64,
+    )
     dx = dw = None
     if need_dx:
         dx = torch.empty_like(x, memory_format=_out_format(x))

@@ -191,6 +191,19 @@ def _bwd_gemm(a: Tensor, b: Tensor, e: Tensor, v: Tensor, precision: str) -> Ten
     return c
 
 
+def gs_dtype(io: torch.dtype) -> torch.dtype:
+    """dtype of dL/ds, the backward GEMMs' operand. fp16 keeps it in fp32: gs holds
+    gu = 2 g alpha u / q, which passes 65504 near x ~ w even when dx and dW do not; the
+    GEMMs then run as TF32, whose operands hold fp16 inputs exactly and round gs like fp16
+    would, at half the fp16 tensor-core rate. bf16 has the range and stays bf16."""
+    return torch.float32 if io == torch.float16 else io
+
+
+def gemm_precision(io: torch.dtype, precision: str) -> str:
+    """tl.dot precision of the backward GEMMs (TF32 for fp16 io: see gs_dtype)."""
+    return "tf32" if io == torch.float16 else precision
+
+
 def near_tau(dtype: torch.dtype, precision: str) -> float:
     """NEAR_TAU for an io dtype and dot precision (TF32 operands round like fp16)."""
     key = "tf32" if dtype == torch.float32 and precision == "tf32" else str(dtype).removeprefix("torch.")
@@ -231,7 +244,7 @@ def plan_bwd_prep(
     bm, bn, warps = elementwise_block(M, Ng, interpreting=INTERPRETING, elem_bytes=io.itemsize)
     tm, tn = triton.cdiv(M, bm), triton.cdiv(Ng, bn)
     tiles = groups * tm * tn
-    gs = torch.empty((M, N), dtype=io, device=dev)
+    gs = torch.empty((M, N), dtype=gs_dtype(io), device=dev)
     row_gd = torch.zeros((groups, tn, M), dtype=acc, device=dev)
     col_gd = torch.zeros((tm, N), dtype=acc, device=dev)
     col_gu = torch.zeros((tm if need_db else 0, N), dtype=acc, device=dev)
@@ -342,8 +355,9 @@ def dense_bwd(
     def empty() -> Tensor:  # a fresh one per slot: op outputs must not alias
         return torch.empty((0,), dtype=x.dtype, device=x.device)
 
-    dx = _bwd_gemm(gs, weight, x, row_gd.sum(1)[0], precision) if need_dx else empty()
-    dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), precision) if need_dw else empty()
+    gp = gemm_precision(x.dtype, precision)
+    dx = _bwd_gemm(gs, weight, x, row_gd.sum(1)[0], gp) if need_dx else empty()
+    dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), gp) if need_dw else empty()
     for out, for_dx, needed in ((dx, True, need_dx), (dw, False, need_dw)):
         if needed:
             for call in plan_bwd_near(*elementwise, tile_near, x, weight, out, for_dx):
