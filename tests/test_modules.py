@@ -273,3 +273,17 @@ def test_nmn_parameter_order(kwargs):
     ref = [n for n, _ in YatNMN(IN, OUT, **kwargs).named_parameters()]
     ours = [n for n, _ in YatLinear(IN, OUT, **kwargs).named_parameters()]
     assert ours == ref
+
+
+def test_nmn_parity_constant_bias_in_param_dtype():
+    """A constant bias is stored like a parameter: nmn rounds it to param_dtype first."""
+    pytest.importorskip("nmn.torch")
+    from nmn.torch.nmn import YatNMN
+
+    torch.manual_seed(0)
+    ref = YatNMN(IN, OUT, constant_bias=0.3, param_dtype=torch.bfloat16)
+    ours = YatLinear(IN, OUT, constant_bias=0.3, param_dtype=torch.bfloat16)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = draw(3, 5, IN, device="cpu", dtype=torch.bfloat16)
+    assert torch.equal(ours.effective_bias(torch.float32, x.device), torch.full((OUT,), 0.30078125))
+    assert_close(ours(x), ref(x).double(), torch.bfloat16, reduction=IN, what="y vs nmn")

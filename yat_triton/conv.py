@@ -69,30 +69,43 @@ def _pair(name: str, v: int | tuple[int, ...] | list[int], n: int = 2) -> tuple[
     raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {v!r}")
 
 
+def _conv1d_pair(name: str, v: int | tuple[int, ...] | list[int], height: int) -> tuple[int, int]:
+    """A conv1d argument as the (height, width) pair of the height-1 conv2d that runs it."""
+    (value,) = _pair(name, v, 1)
+    return (height, value)
+
+
 def conv_geometry(
     x_hw: Pair,
     k_hw: Pair,
     stride: int | tuple[int, ...],
     padding: int | str | tuple[int, ...],
     dilation: int | tuple[int, ...],
+    *,
+    labels_1d: bool = False,
 ) -> tuple[Pair, tuple[int, int, int, int], Pair, Pair]:
     """Validate and resolve (stride, padding (top, bottom, left, right), dilation, (OH, OW)).
 
     padding: an int, a pair, "valid" (no padding) or "same" (stride 1 only; an odd total
-    puts the extra row/column at the bottom/right, as torch does).
+    puts the extra row/column at the bottom/right, as torch does). `labels_1d`: the height
+    is the dummy of a conv1d, and messages quote the width values only.
     """
     st = _pair("stride", stride)
     dl = _pair("dilation", dilation)
+
+    def shown(v: tuple[int, ...]) -> object:
+        return v[-1] if labels_1d else v
+
     if min(st) <= 0:
-        raise ValueError(f"stride must be positive, got {st}")
+        raise ValueError(f"stride must be positive, got {shown(st)}")
     if min(dl) <= 0:
-        raise ValueError(f"dilation must be positive, got {dl}")
+        raise ValueError(f"dilation must be positive, got {shown(dl)}")
     if isinstance(padding, str):
         if padding == "valid":
             pads = (0, 0, 0, 0)
         elif padding == "same":
             if st != (1, 1):
-                raise ValueError(f"padding='same' needs stride 1, got stride {st}")
+                raise ValueError(f"padding='same' needs stride 1, got stride {shown(st)}")
             th, tw = dl[0] * (k_hw[0] - 1), dl[1] * (k_hw[1] - 1)
             pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
         else:
@@ -100,7 +113,7 @@ def conv_geometry(
     else:
         ph, pw = _pair("padding", padding)
         if min(ph, pw) < 0:
-            raise ValueError(f"padding must be >= 0, got {(ph, pw)}")
+            raise ValueError(f"padding must be >= 0, got {shown((ph, pw))}")
         pads = (ph, ph, pw, pw)
     span_h = dl[0] * (k_hw[0] - 1) + 1
     span_w = dl[1] * (k_hw[1] - 1) + 1
@@ -108,7 +121,8 @@ def conv_geometry(
     in_w = x_hw[1] + pads[2] + pads[3]
     if span_h > in_h or span_w > in_w:
         raise ValueError(
-            f"kernel (dilated size {(span_h, span_w)}) is larger than the padded input {(in_h, in_w)}"
+            f"kernel (dilated size {shown((span_h, span_w))}) is larger than the padded input "
+            f"{shown((in_h, in_w))}"
         )
     out = ((in_h - span_h) // st[0] + 1, (in_w - span_w) // st[1] + 1)
     return st, pads, dl, out
@@ -285,7 +299,7 @@ def plan_conv2d_fwd(
     y = torch.empty((B, C_out, OH, OW), dtype=x.dtype, device=dev, memory_format=_out_format(x))
     s = torch.empty((M, C_out) if save_for_backward else (0,), dtype=acc, device=dev)
     nx = torch.empty((M, groups) if save_for_backward else (0,), dtype=acc, device=dev)
-    nw, calls = plan_row_sqnorms(weight.reshape(C_out, -1))
+    nw, calls = plan_row_sqnorms(weight.reshape(C_out, Cg * KH * KW))  # -1 fails for C_out == 0
     if M == 0 or C_out == 0:
         return (y, s, nx, nw), calls
     xk = _channels_last(x)
@@ -706,6 +720,10 @@ def yat_conv1d(
     Runs as `yat_conv2d` over a height-1 image; arguments as there (1-D values).
     """
     _check_conv_args(x, weight, bias, groups, alpha, eps, precision, spatial=1)
+    # validate in 1-D terms, so that messages speak of the caller's values
+    conv_geometry((1, x.shape[2]), (1, weight.shape[2]), _conv1d_pair("stride", stride, 1),
+                  padding if isinstance(padding, str) else _conv1d_pair("padding", padding, 0),
+                  _conv1d_pair("dilation", dilation, 1), labels_1d=True)  # fmt: skip
 
     def one(name: str, v: int | str | tuple[int, ...] | list[int]) -> int | str | tuple[int, int]:
         if isinstance(v, str):

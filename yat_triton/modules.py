@@ -168,8 +168,11 @@ class YatLinear(nn.Module):
         return result
 
     def effective_bias(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
-        if self._constant_bias_value is not None:
-            return torch.full((self.out_features,), self._constant_bias_value, dtype=dtype, device=device)
+        if self._constant_bias_value is not None:  # stored like a parameter, as nmn does
+            b = torch.full(
+                (self.out_features,), self._constant_bias_value, dtype=self.param_dtype, device=device
+            )
+            return b.to(dtype)
         if self.bias is None:
             return None
         b = F.softplus(self.bias) if self.softplus_bias else self.bias

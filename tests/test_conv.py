@@ -1,0 +1,841 @@
+"""ⵟ-convolution (`yat_conv2d`, `yat_conv1d`, ops yat_triton::conv2d_fwd / conv2d_bwd) against
+the float64 oracle.
+
+Forward and every gradient (dx, dW, db, dalpha, deps) are compared to `oracle.yat_conv2d_ref`
+(direct patch distances, padding resolved independently of the package) through
+`torch.autograd.grad` with a random upstream gradient, within `tests/tolerances.py`. On a
+CPU the ops run through the Triton interpreter (tests/conftest.py) wherever the package
+routes them to Triton; on a CUDA machine the same tests run the compiled kernels. Shapes
+stay tiny: the interpreter is slow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from oracle import conv_out_size, resolve_conv_padding, to_oracle, yat_conv2d_ref
+from tolerances import assert_close, max_rel_err
+from torch import Tensor
+
+import yat_triton.conv as conv
+from yat_triton import yat_conv1d, yat_conv2d
+from yat_triton._launch import INTERPRETING
+
+NAMES = ("x", "weight", "bias", "alpha", "eps")
+GRAD_LABEL = {"x": "dx", "weight": "dW", "bias": "db", "alpha": "dalpha", "eps": "deps"}
+CL = torch.channels_last
+
+IO_DTYPES = [
+    pytest.param(torch.float32, id="fp32"),
+    pytest.param(torch.float16, id="fp16"),
+    pytest.param(torch.bfloat16, id="bf16"),
+]
+FP32_BF16 = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.bfloat16, id="bf16")]
+LAYOUTS = [pytest.param(False, id="nchw"), pytest.param(True, id="cl")]
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+
+
+def acc_of(dtype: torch.dtype) -> torch.dtype:
+    """The accumulation dtype (and the dtype the tests give a learnable eps)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def tol_dtype(param_dtype: torch.dtype, io_dtype: torch.dtype) -> torch.dtype:
+    """A gradient is held to its own dtype's entry, never finer than the accumulation."""
+    acc = acc_of(io_dtype)
+    return acc if param_dtype.itemsize > acc.itemsize else param_dtype
+
+
+class Draw:
+    """Seeded CPU draws moved to the test device: identical data on every machine."""
+
+    def __init__(self, seed: int, device: str | torch.device) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+        self.device = device
+
+    def __call__(self, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> Tensor:
+        return (torch.randn(shape, generator=self.gen, dtype=torch.float64) * scale).to(
+            device=self.device, dtype=dtype
+        )
+
+
+def upstream(shape: tuple[int, ...], dtype: torch.dtype, device: str, seed: int = 1234) -> Tensor:
+    return Draw(seed, device)(*shape, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Geo:
+    """One convolution: x (B, C_in, H, W), weight (C_out, C_in / groups, *k)."""
+
+    B: int
+    C_in: int
+    H: int
+    W: int
+    C_out: int
+    k: tuple[int, int]
+    stride: int | tuple[int, int] = 1
+    padding: int | str | tuple[int, int] = 0
+    dilation: int | tuple[int, int] = 1
+    groups: int = 1
+
+    def out_hw(self) -> tuple[int, int]:
+        top, bottom, left, right = resolve_conv_padding(self.padding, self.k, self.dilation)
+        st = (self.stride,) * 2 if isinstance(self.stride, int) else self.stride
+        dl = (self.dilation,) * 2 if isinstance(self.dilation, int) else self.dilation
+        return (
+            conv_out_size(self.H, top + bottom, self.k[0], st[0], dl[0]),
+            conv_out_size(self.W, left + right, self.k[1], st[1], dl[1]),
+        )
+
+    def conv_args(self) -> dict:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
+                "groups": self.groups}  # fmt: skip
+
+
+def make_inputs(
+    geo: Geo,
+    dtype: torch.dtype,
+    device: str,
+    *,
+    channels_last: bool = False,
+    bias: bool = True,
+    alpha: str = "tensor",
+    eps: str = "tensor",
+    eps_value: float = 1e-2,
+    seed: int = 0,
+    scale: float = 0.5,
+) -> dict[str, Tensor | float | None]:
+    """x, weight, bias (C_out,), alpha none|const|tensor, eps float|tensor; every tensor
+    requires grad. Alpha tensors have the io dtype, eps tensors the accumulation dtype."""
+    draw = Draw(seed, device)
+    x = draw(geo.B, geo.C_in, geo.H, geo.W, dtype=dtype, scale=scale)
+    if channels_last:
+        x = x.contiguous(memory_format=CL)
+    inp: dict[str, Tensor | float | None] = {
+        "x": x.requires_grad_(),
+        "weight": draw(geo.C_out, geo.C_in // geo.groups, *geo.k, dtype=dtype, scale=scale).requires_grad_(),
+        "bias": draw(geo.C_out, dtype=dtype, scale=scale).requires_grad_() if bias else None,
+    }
+    inp["alpha"] = {
+        "none": None,
+        "const": 0.75,
+        "tensor": torch.full((1,), 1.3, dtype=dtype, device=device, requires_grad=True),
+    }[alpha]
+    inp["eps"] = (
+        eps_value
+        if eps == "float"
+        else torch.full((1,), eps_value, dtype=acc_of(dtype), device=device, requires_grad=True)
+    )
+    return inp
+
+
+def check_against_oracle(
+    inp: dict[str, Tensor | float | None],
+    geo: Geo,
+    *,
+    precision: str | None = "ieee",
+    amplification: float = 1.0,
+    grad_transform=None,  # noqa: ANN001
+) -> dict[str, float]:
+    """yat_conv2d forward + backward on `inp` against the oracle; returns the
+    relative-to-max errors (labels y, dx, dW, db, dalpha, deps).
+
+    Also checks dtypes, devices and memory formats: y (and dx) follow x's memory format."""
+    x, weight = inp["x"], inp["weight"]
+    dtype = x.dtype
+    y = yat_conv2d(x, weight, inp["bias"], **geo.conv_args(), alpha=inp["alpha"], eps=inp["eps"],
+                   precision=precision)  # fmt: skip
+    ref = {
+        k: to_oracle(v, requires_grad=v.requires_grad) if isinstance(v, Tensor) else v for k, v in inp.items()
+    }
+    y_ref = yat_conv2d_ref(ref["x"], ref["weight"], ref["bias"], ref["alpha"], ref["eps"],
+                           geo.stride, geo.padding, geo.dilation, geo.groups)  # fmt: skip
+    assert y.dtype == dtype and y.device == x.device
+    assert tuple(y.shape) == (geo.B, geo.C_out, *geo.out_hw())
+    cl_in = x.is_contiguous(memory_format=CL)
+    if cl_in and not x.is_contiguous():
+        assert y.is_contiguous(memory_format=CL), f"channels_last x gave y with strides {y.stride()}"
+    elif x.is_contiguous():
+        assert y.is_contiguous(), f"NCHW x gave y with strides {y.stride()}"
+    kh, kw = geo.k
+    K = geo.C_in // geo.groups * kh * kw
+    io_prec = precision if dtype == torch.float32 else None
+    errors = {"y": max_rel_err(y, y_ref)}
+    assert_close(y, y_ref, dtype, reduction=K, what="y", precision=io_prec, amplification=amplification)
+
+    wrt = [k for k in NAMES if isinstance(inp[k], Tensor) and inp[k].requires_grad]
+    if not wrt:
+        return errors
+    gy = upstream(tuple(y.shape), dtype, x.device)
+    if grad_transform is not None:
+        gy = grad_transform(gy)
+    grads = torch.autograd.grad(y, [inp[k] for k in wrt], gy)
+    gy_ref = gy.detach().to(device="cpu", dtype=torch.float64)
+    refs = torch.autograd.grad(y_ref, [ref[k] for k in wrt], gy_ref, retain_graph=True)
+    # dalpha and deps sum B*C_out*OH*OW terms of random sign: hold them to the size of the
+    # summed terms (the same sum taken with |g|).
+    scalars = [k for k in wrt if k in ("alpha", "eps")]
+    sizes = (
+        dict(zip(scalars, torch.autograd.grad(y_ref, [ref[k] for k in scalars], gy_ref.abs()), strict=True))
+        if scalars
+        else {}
+    )
+    OH, OW = geo.out_hw()
+    P = geo.B * OH * OW
+    reduction = {"x": geo.C_out // geo.groups * kh * kw, "weight": P, "bias": P,
+                 "alpha": P * geo.C_out, "eps": P * geo.C_out}  # fmt: skip
+    for k, g, r in zip(wrt, grads, refs, strict=True):
+        label = GRAD_LABEL[k]
+        t = inp[k]
+        assert g.dtype == t.dtype and g.device == t.device and g.shape == t.shape, (
+            f"{label}: got {g.dtype} {tuple(g.shape)} on {g.device}, input is {t.dtype} "
+            f"{tuple(t.shape)} on {t.device}"
+        )
+        if k == "x" and cl_in and not t.is_contiguous():
+            assert g.is_contiguous(memory_format=CL), f"dx of channels_last x has strides {g.stride()}"
+        errors[label] = max_rel_err(g, r, None if k not in sizes else sizes[k].abs().item())
+        gdt = tol_dtype(t.dtype, dtype)
+        assert_close(
+            g, r, gdt, reduction=reduction[k], what=label,
+            precision=io_prec if gdt == torch.float32 else None,
+            scale=sizes.get(k), amplification=amplification,
+        )  # fmt: skip
+    return errors
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """Force the plain-PyTorch implementation (CPU tensors)."""
+    if not hasattr(conv, "use_triton"):
+        pytest.skip(
+            "yat_triton.conv has no use_triton switch yet, so the plain-PyTorch path cannot be forced"
+        )
+    monkeypatch.setattr(conv, "use_triton", lambda t: False)
+
+
+# ---------------------------------------------------------------------------------------
+# Geometry x dtype x layout against the oracle
+
+# (name, geometry, heavy): heavy ones (many groups or a large kernel: slow under the
+# interpreter) run in two dtype/layout combinations, the others in four.
+GEOMETRIES = [
+    ("k1x1", Geo(2, 4, 5, 6, 6, (1, 1)), False),
+    ("k3x3-p1-ragged", Geo(2, 4, 7, 5, 6, (3, 3), padding=1), False),
+    ("k3x3-s2-p1-c5", Geo(2, 5, 9, 8, 3, (3, 3), stride=2, padding=1), False),
+    ("k3x3-valid-d2", Geo(2, 4, 9, 7, 4, (3, 3), padding="valid", dilation=2), False),
+    ("k3x2-same-asym", Geo(2, 4, 6, 7, 6, (3, 2), padding="same"), False),
+    ("k3x2-same-d2x3", Geo(2, 4, 7, 8, 5, (3, 2), padding="same", dilation=(2, 3)), False),
+    ("k2x2-same-asym", Geo(2, 3, 5, 4, 4, (2, 2), padding="same"), False),
+    ("k3x3-s2x1-p1x2", Geo(2, 4, 7, 6, 5, (3, 3), stride=(2, 1), padding=(1, 2)), False),
+    ("k3x3-g2", Geo(2, 4, 5, 6, 6, (3, 3), padding=1, groups=2), False),
+    ("k1x1-s2-g2", Geo(2, 8, 5, 5, 4, (1, 1), stride=2, groups=2), False),
+    ("out-1x1", Geo(2, 3, 3, 3, 5, (3, 3)), False),
+    ("out-1x1-d2", Geo(2, 3, 5, 5, 4, (3, 3), dilation=2), False),
+    ("out-1x4", Geo(2, 3, 3, 9, 4, (3, 3), stride=(1, 2)), False),
+    ("B1-c5-ragged", Geo(1, 5, 5, 9, 7, (3, 3), padding=(0, 1)), False),
+    ("k5x5-p2-g2", Geo(2, 4, 6, 5, 6, (5, 5), padding=2, groups=2), True),
+    ("k5x5-s2-p1", Geo(2, 3, 9, 8, 4, (5, 5), stride=2, padding=1), True),
+    ("k7x7-s2-p3", Geo(1, 3, 8, 9, 4, (7, 7), stride=2, padding=3), True),
+    ("depthwise-k3", Geo(2, 3, 6, 5, 3, (3, 3), padding=1, groups=3), True),
+    ("depthwise-x2-s2", Geo(2, 3, 7, 6, 6, (3, 3), stride=2, padding=1, groups=3), True),
+]
+COMBOS = {
+    False: [(torch.float32, False, "fp32-nchw"), (torch.float32, True, "fp32-cl"),
+            (torch.float16, False, "fp16-nchw"), (torch.bfloat16, True, "bf16-cl")],
+    True: [(torch.float32, True, "fp32-cl"), (torch.bfloat16, False, "bf16-nchw")],
+}  # fmt: skip
+GEOMETRY_CASES = [
+    pytest.param(geo, dtype, cl, id=f"{name}-{combo}")
+    for name, geo, heavy in GEOMETRIES
+    for dtype, cl, combo in COMBOS[heavy]
+]
+
+
+@pytest.mark.parametrize("geo, dtype, channels_last", GEOMETRY_CASES)
+def test_geometry(geo, dtype, channels_last, device):
+    inp = make_inputs(geo, dtype, device, channels_last=channels_last, seed=geo.C_in * 7 + geo.H)
+    check_against_oracle(inp, geo)
+
+
+OPTION_GEO = Geo(2, 4, 6, 5, 6, (3, 3), padding=1)
+OPTION_CASES = [
+    *[pytest.param(torch.float32, b, a, e, id=f"fp32-{'bias' if b else 'nobias'}-alpha-{a}-eps-{e}")
+      for b in (True, False) for a in ("none", "const", "tensor") for e in ("float", "tensor")],
+    pytest.param(torch.bfloat16, True, "tensor", "tensor", id="bf16-bias-alpha-tensor-eps-tensor"),
+    pytest.param(torch.bfloat16, False, "const", "float", id="bf16-nobias-alpha-const-eps-float"),
+    pytest.param(torch.float16, False, "none", "tensor", id="fp16-nobias-alpha-none-eps-tensor"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype, bias, alpha, eps", OPTION_CASES)
+def test_options(dtype, bias, alpha, eps, device):
+    inp = make_inputs(OPTION_GEO, dtype, device, bias=bias, alpha=alpha, eps=eps, seed=3)
+    check_against_oracle(inp, OPTION_GEO)
+
+
+@pytest.mark.parametrize(
+    "which", ["x", "weight", "bias", "alpha", "eps", "x+weight", "none"], ids=lambda w: f"grad-{w}"
+)
+def test_partial_requires_grad(which, device):
+    """Only some inputs require grad: the backward computes just those."""
+    inp = make_inputs(OPTION_GEO, torch.float32, device, channels_last=True, seed=5)
+    wanted = set(which.split("+"))
+    for k in NAMES:
+        if isinstance(inp[k], Tensor) and k not in wanted:
+            inp[k].requires_grad_(False)
+    check_against_oracle(inp, OPTION_GEO)
+
+
+def test_alpha_tensor_of_other_dtype(device):
+    """A float64 alpha with float32 io: its gradient comes back in float64."""
+    inp = make_inputs(OPTION_GEO, torch.float32, device, seed=6)
+    inp["alpha"] = torch.full((1,), 0.6, dtype=torch.float64, device=device, requires_grad=True)
+    check_against_oracle(inp, OPTION_GEO)
+
+
+def test_int_scalars(device):
+    """alpha and eps given as Python ints are constants."""
+    inp = make_inputs(OPTION_GEO, torch.float32, device, alpha="none", eps="float", seed=8)
+    inp["alpha"], inp["eps"] = 3, 1
+    check_against_oracle(inp, OPTION_GEO)
+
+
+# ---------------------------------------------------------------------------------------
+# Strided inputs
+
+STRIDED_GEO = Geo(2, 4, 6, 7, 5, (3, 3), padding=1)
+
+
+def _strided(kind: str, dtype: torch.dtype, device: str) -> tuple[dict, object]:
+    g = STRIDED_GEO
+    inp = make_inputs(g, dtype, device, seed=11)
+    draw = Draw(12, device)
+    transform = None
+    if kind == "x-strided-w":  # every other column of a wider image
+        inp["x"] = draw(g.B, g.C_in, g.H, 2 * g.W, dtype=dtype, scale=0.5).requires_grad_()[..., ::2]
+    elif kind == "x-channel-slice-cl":  # channels_last strides, but not dense
+        base = draw(g.B, g.C_in + 2, g.H, g.W, dtype=dtype, scale=0.5).contiguous(memory_format=CL)
+        inp["x"] = base.requires_grad_()[:, 1 : 1 + g.C_in]
+    elif kind == "x-hw-transposed":  # (B, C, W, H) storage seen as (B, C, H, W)
+        inp["x"] = draw(g.B, g.C_in, g.W, g.H, dtype=dtype, scale=0.5).requires_grad_().transpose(2, 3)
+    elif kind == "w-permuted":  # weight stored (kH, kW, C_in, C_out)
+        base = draw(*g.k, g.C_in, g.C_out, dtype=dtype, scale=0.5).requires_grad_()
+        inp["weight"] = base.permute(3, 2, 0, 1)
+    elif kind == "bias-expanded":
+        inp["bias"] = draw(1, dtype=dtype, scale=0.5).requires_grad_().expand(g.C_out)
+    elif kind == "grad-transposed":
+        transform = lambda t: t.transpose(2, 3).contiguous().transpose(2, 3)  # noqa: E731
+    return inp, transform
+
+
+STRIDED_CASES = [
+    *[pytest.param(k, torch.float32, id=f"fp32-{k}") for k in ("x-strided-w", "x-channel-slice-cl",
+      "x-hw-transposed", "w-permuted", "bias-expanded", "grad-transposed")],
+    pytest.param("x-channel-slice-cl", torch.bfloat16, id="bf16-x-channel-slice-cl"),
+    pytest.param("w-permuted", torch.bfloat16, id="bf16-w-permuted"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind, dtype", STRIDED_CASES)
+def test_noncontiguous(kind, dtype, device):
+    inp, transform = _strided(kind, dtype, device)
+    check_against_oracle(inp, STRIDED_GEO, grad_transform=transform)
+
+
+# ---------------------------------------------------------------------------------------
+# x ~ w: input patches equal (or close) to filters, the clamp is active
+
+CLAMP_GEO = Geo(2, 3, 7, 7, 5, (3, 3))
+
+
+def clamp_inputs(dtype: torch.dtype, device: str, channels_last: bool, seed: int = 0) -> tuple[dict, float]:
+    """3x3 patches of x set to filters: exactly (three patches), within 1e-3, 0.03 and 0.12
+    relative (one each); eps = 1e-3. Returns the inputs and the condition number
+    kappa = max (||x_patch||^2 + ||w_f||^2) / q by which the norm expansion of the distance
+    amplifies the accumulation rounding."""
+    g, scale, eps = CLAMP_GEO, 0.25, 1e-3
+    draw = Draw(seed, "cpu")
+    w = draw(g.C_out, g.C_in, *g.k, dtype=torch.float64, scale=scale)
+    x = draw(g.B, g.C_in, g.H, g.W, dtype=torch.float64, scale=scale)
+    x[0, :, 0:3, 0:3] = w[0]
+    x[0, :, 4:7, 4:7] = w[1]
+    x[1, :, 4:7, 4:7] = w[0]
+    near = draw(4, g.C_in, *g.k, dtype=torch.float64, scale=scale)
+    x[0, :, 0:3, 4:7] = w[4] + 0.12 * near[0]
+    x[1, :, 0:3, 4:7] = w[2] + 1e-3 * near[1]
+    x[1, :, 4:7, 0:3] = w[3] + 0.03 * near[2]
+    xd = x.to(device=device, dtype=dtype)
+    if channels_last:
+        xd = xd.contiguous(memory_format=CL)
+    inp = {
+        "x": xd.requires_grad_(),
+        "weight": w.to(device=device, dtype=dtype).requires_grad_(),
+        "bias": draw(g.C_out, dtype=dtype, scale=scale).to(device).requires_grad_(),
+        "alpha": torch.full((1,), 1.3, dtype=dtype, device=device, requires_grad=True),
+        "eps": torch.full((1,), eps, dtype=acc_of(dtype), device=device, requires_grad=True),
+    }
+    x64, w64 = to_oracle(inp["x"]), to_oracle(inp["weight"])
+    assert torch.equal(x64[0, :, 0:3, 0:3], w64[0])  # exact matches survive the cast
+    patches = F.unfold(x64, g.k)  # (B, K, L)
+    wf = w64.reshape(g.C_out, -1)
+    nx = (patches * patches).sum(1)[:, None, :]
+    nw = (wf * wf).sum(1)[None, :, None]
+    q = ((patches[:, None] - wf[None, :, :, None]) ** 2).sum(2) + eps
+    kappa = ((nx + nw) / q).max().item()
+    return inp, kappa
+
+
+CLAMP_CASES = [
+    pytest.param(torch.float64, False, id="fp64-nchw"),
+    *[pytest.param(dt, cl, id=f"{name}-{'cl' if cl else 'nchw'}")
+      for dt, name in ((torch.float32, "fp32"), (torch.float16, "fp16"), (torch.bfloat16, "bf16"))
+      for cl in (False, True)],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype, channels_last", CLAMP_CASES)
+def test_clamp_active(dtype, channels_last, device):
+    """Forward and every gradient where patches equal filters (clamp active, distance <<
+    eps) and at a range of small distances; accumulation errors may be amplified by kappa
+    (the norm expansion), io rounding is held to the plain table."""
+    inp, kappa = clamp_inputs(dtype, device, channels_last)
+    check_against_oracle(inp, CLAMP_GEO, amplification=kappa)
+
+
+def _positive_denominator(dtype: torch.dtype, device: str) -> None:
+    """Every 3x3 patch (stride 3) equals filter 0 and eps = 1e-9, far below the cancellation
+    noise of ||x_patch||^2 + ||w||^2 - 2 s: without the clamp some q would be <= 0."""
+    eps = 1e-9
+    draw = Draw(21, device)
+    w = draw(4, 3, 3, 3, dtype=dtype, scale=1.0)
+    x = w[0].repeat(1, 2, 2).unsqueeze(0).contiguous().requires_grad_()
+    w.requires_grad_()
+    y = yat_conv2d(x, w, stride=3, alpha=2.0, eps=eps)
+    s = F.conv2d(to_oracle(x), to_oracle(w), stride=3)
+    y64 = to_oracle(y)
+    assert torch.isfinite(y64).all(), "non-finite output where x_patch == w"
+    assert (y64 >= 0).all(), f"negative output {y64.min().item()}: the clamp is missing"
+    assert (y64 <= 2.0 * s * s / eps * 1.02 + 1e-30).all(), "q < eps somewhere: the clamp is missing"
+    dx, dw = torch.autograd.grad(y, (x, w), upstream(tuple(y.shape), dtype, device))
+    assert torch.isfinite(dx).all() and torch.isfinite(dw).all()
+
+
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_clamp_keeps_denominator_positive(dtype, device):
+    _positive_denominator(dtype, device)
+
+
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_clamp_keeps_denominator_positive_torch_path(dtype, torch_path):
+    _positive_denominator(dtype, "cpu")
+
+
+# ---------------------------------------------------------------------------------------
+# Saturation, NaN, empty batch
+
+
+def test_fp16_saturation(device):
+    """fp16 outputs whose exact value exceeds 65504 come back as +-65504, never inf."""
+    draw = Draw(31, "cpu")
+    w = draw(3, 2, 3, 3, dtype=torch.float64, scale=8.0)  # ||w_f||^2 ~ 1.2e3
+    x = draw(1, 2, 6, 6, dtype=torch.float64, scale=8.0)
+    x[0, :, 0:3, 0:3] = 1.05 * w[0]  # y ~ 1.05^2 / 0.05^2 ||w_0||^2 ~ 5e5
+    x[0, :, 3:6, 3:6] = 1.02 * w[2]
+    x16, w16 = x.to(device=device, dtype=torch.float16), w.to(device=device, dtype=torch.float16)
+    for alpha in (1.0, -1.0):
+        y = yat_conv2d(x16, w16, stride=3, alpha=alpha, eps=1e-3)
+        ref = yat_conv2d_ref(to_oracle(x16), to_oracle(w16), alpha=alpha, eps=1e-3, stride=3)
+        assert not torch.isinf(y).any(), "fp16 output overflowed to inf"
+        over = ref.abs() > 65504
+        assert over.sum() >= 2, "test data should exceed the fp16 range somewhere"
+        y64 = to_oracle(y)
+        assert torch.equal(y64[over], torch.sign(ref[over]) * 65504.0)
+        assert_close(y64[~over], ref[~over], torch.float16, reduction=18, what="y (in range)")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_nan_stays_in_its_receptive_field(dtype, device):
+    """A NaN in x makes exactly the outputs whose receptive field covers it NaN."""
+    g = Geo(1, 2, 7, 7, 3, (3, 3), padding=1)
+    inp = make_inputs(g, dtype, device, seed=41)
+    x = inp["x"].detach().clone()
+    x[0, 1, 3, 3] = float("nan")
+    y = yat_conv2d(x, inp["weight"].detach(), inp["bias"].detach(), padding=1, alpha=0.5, eps=1e-2)
+    ref = yat_conv2d_ref(to_oracle(x), to_oracle(inp["weight"]), to_oracle(inp["bias"]), 0.5, 1e-2, 1, 1)
+    assert int(torch.isnan(ref).sum()) == 3 * 9
+    assert_close(y, ref, dtype, reduction=18, what="y")
+
+
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_empty_batch(dtype, device):
+    """B = 0: empty output; dx empty, dW/db/dalpha/deps exactly zero."""
+    g = Geo(0, 4, 5, 5, 6, (3, 3), padding=1)
+    inp = make_inputs(g, dtype, device, seed=51)
+    x, w, b, a, e = (inp[k] for k in NAMES)
+    y = yat_conv2d(x, w, b, padding=1, alpha=a, eps=e)
+    assert y.shape == (0, 6, 5, 5) and y.dtype == dtype
+    dx, dw, db, da, de = torch.autograd.grad(y, (x, w, b, a, e), torch.zeros_like(y))
+    assert dx.shape == x.shape
+    for name, gr, t in (("dW", dw, w), ("db", db, b), ("dalpha", da, a), ("deps", de, e)):
+        assert gr.shape == t.shape and gr.dtype == t.dtype, name
+        assert torch.count_nonzero(gr) == 0, f"{name} should be zero for an empty batch"
+
+
+# ---------------------------------------------------------------------------------------
+# Modes and determinism
+
+
+def test_no_grad_output_matches(device):
+    """Without grad the forward skips saving s; the output must be identical."""
+    inp = make_inputs(OPTION_GEO, torch.bfloat16, device, channels_last=True, seed=61)
+    args = (inp["x"], inp["weight"], inp["bias"])
+    kw = {**OPTION_GEO.conv_args(), "alpha": inp["alpha"], "eps": inp["eps"]}
+    y = yat_conv2d(*args, **kw)
+    with torch.no_grad():
+        y_ng = yat_conv2d(*args, **kw)
+    assert not y_ng.requires_grad
+    assert torch.equal(y.detach(), y_ng)
+
+
+def test_deterministic(device):
+    """Two runs give bitwise identical outputs and gradients."""
+    g = Geo(2, 4, 7, 7, 6, (3, 3), stride=2, padding=1, groups=2)
+    inp = make_inputs(g, torch.bfloat16, device, channels_last=True, seed=62)
+    tensors = [inp[k] for k in NAMES]
+    runs = []
+    for _ in range(2):
+        y = yat_conv2d(
+            inp["x"], inp["weight"], inp["bias"], **g.conv_args(), alpha=inp["alpha"], eps=inp["eps"]
+        )
+        runs.append((y, *torch.autograd.grad(y, tensors, upstream(tuple(y.shape), torch.bfloat16, device))))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_precision_none_follows_torch_flag(device):
+    inp = make_inputs(OPTION_GEO, torch.float32, device, seed=63)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        check_against_oracle(inp, OPTION_GEO, precision=None)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_tf32_precision(dtype, device):
+    """precision='tf32' is accepted; fp32 is held to the TF32 entry, bf16 ignores it."""
+    inp = make_inputs(OPTION_GEO, dtype, device, channels_last=True, seed=64)
+    check_against_oracle(inp, OPTION_GEO, precision="tf32")
+
+
+# ---------------------------------------------------------------------------------------
+# conv1d
+
+CONV1D = [
+    pytest.param(dict(B=2, C_in=4, L=9, C_out=5, k=3, padding=1), id="k3-p1"),
+    pytest.param(dict(B=2, C_in=3, L=9, C_out=4, k=5, stride=2, padding="valid"), id="k5-s2-valid"),
+    pytest.param(
+        dict(B=2, C_in=4, L=8, C_out=6, k=2, padding="same", dilation=3, groups=2), id="k2-same-d3-g2"
+    ),
+    pytest.param(dict(B=1, C_in=3, L=7, C_out=6, k=3, stride=2, padding=1, groups=3), id="depthwise-x2-s2"),
+    pytest.param(dict(B=2, C_in=5, L=6, C_out=3, k=1), id="k1"),
+    pytest.param(dict(B=2, C_in=3, L=3, C_out=2, k=3), id="out-1"),
+]
+
+
+@pytest.mark.parametrize(
+    "dtype, layout",
+    [
+        pytest.param(torch.float32, "ncl", id="fp32-ncl"),
+        pytest.param(torch.bfloat16, "nlc-view", id="bf16-nlc-view"),
+    ],
+)
+@pytest.mark.parametrize("cfg", CONV1D)
+def test_conv1d(cfg, dtype, layout, device):
+    """yat_conv1d against the 2-D oracle over a height-1 image (x (B, C, L) plain, or a
+    transposed view of (B, L, C) storage)."""
+    c = dict(cfg)
+    B, C_in, L, C_out, k = (c.pop(n) for n in ("B", "C_in", "L", "C_out", "k"))
+    stride, padding, dilation, groups = (c.get("stride", 1), c.get("padding", 0), c.get("dilation", 1),
+                                         c.get("groups", 1))  # fmt: skip
+    draw = Draw(k * 13 + L, device)
+    if layout == "ncl":
+        x = draw(B, C_in, L, dtype=dtype, scale=0.5).requires_grad_()
+    else:
+        x = draw(B, L, C_in, dtype=dtype, scale=0.5).transpose(1, 2).requires_grad_()
+    w = draw(C_out, C_in // groups, k, dtype=dtype, scale=0.5).requires_grad_()
+    b = draw(C_out, dtype=dtype, scale=0.5).requires_grad_()
+    a = torch.full((1,), 1.3, dtype=dtype, device=device, requires_grad=True)
+    e = torch.full((1,), 1e-2, dtype=torch.float32, device=device, requires_grad=True)
+    y = yat_conv1d(x, w, b, stride, padding, dilation, groups, alpha=a, eps=e, precision="ieee")
+    refs_in = [to_oracle(t, requires_grad=True) for t in (x, w, b, a, e)]
+    pad2 = padding if isinstance(padding, str) else (0, padding)
+    x64, w64, b64, a64, e64 = refs_in
+    y_ref = yat_conv2d_ref(x64.unsqueeze(2), w64.unsqueeze(2), b64, a64, e64, (1, stride), pad2,
+                           (1, dilation), groups).squeeze(2)  # fmt: skip
+    assert y.dtype == dtype and y.dim() == 3
+    assert_close(y, y_ref, dtype, reduction=C_in // groups * k, what="y")
+    gy = upstream(tuple(y.shape), dtype, device)
+    grads = torch.autograd.grad(y, (x, w, b, a, e), gy)
+    refs = torch.autograd.grad(y_ref, refs_in, to_oracle(gy), retain_graph=True)
+    sizes = torch.autograd.grad(y_ref, refs_in[3:], to_oracle(gy).abs())
+    P = B * y.shape[2]
+    red = (C_out // groups * k, P, P, P * C_out, P * C_out)
+    scale = (None, None, None, sizes[0].abs().item(), sizes[1].abs().item())
+    for name, g, r, n, sc, t in zip(("dx", "dW", "db", "dalpha", "deps"), grads, refs, red, scale,
+                                    (x, w, b, a, e), strict=True):  # fmt: skip
+        assert g.shape == t.shape and g.dtype == t.dtype, name
+        assert_close(g, r, tol_dtype(t.dtype, dtype), reduction=n, what=name, scale=sc)
+
+
+# ---------------------------------------------------------------------------------------
+# gradcheck and opcheck
+
+
+@pytest.mark.parametrize(
+    "variant", ["bias-alpha-eps-tensors-g2-s2-p1", "same-asym-d2x1-const-alpha", "conv1d"]
+)
+def test_gradcheck_fp64(variant, device):
+    """fast_mode (random projections of the Jacobians): the full Jacobian costs one
+    interpreted forward per input element, and the oracle tests above compare every
+    gradient elementwise already."""
+    draw = Draw(71, device)
+    f64 = torch.float64
+    if variant == "bias-alpha-eps-tensors-g2-s2-p1":
+        x = draw(1, 2, 4, 3, dtype=f64, scale=0.5).requires_grad_()
+        w = draw(2, 1, 2, 2, dtype=f64, scale=0.5).requires_grad_()
+        b = draw(2, dtype=f64, scale=0.5).requires_grad_()
+        a = torch.full((1,), 1.3, dtype=f64, device=device, requires_grad=True)
+        e = torch.full((1,), 0.1, dtype=f64, device=device, requires_grad=True)
+        fn = lambda x, w, b, a, e: yat_conv2d(x, w, b, 2, 1, 1, 2, alpha=a, eps=e)  # noqa: E731
+        args = (x, w, b, a, e)
+    elif variant == "same-asym-d2x1-const-alpha":
+        x = draw(1, 1, 4, 4, dtype=f64, scale=0.5).requires_grad_()
+        w = draw(2, 1, 2, 3, dtype=f64, scale=0.5).requires_grad_()
+        fn = lambda x, w: yat_conv2d(x, w, padding="same", dilation=(2, 1), alpha=math.sqrt(2.0), eps=0.05)  # noqa: E731
+        args = (x, w)
+    else:
+        x = draw(2, 2, 5, dtype=f64, scale=0.5).requires_grad_()
+        w = draw(3, 2, 3, dtype=f64, scale=0.5).requires_grad_()
+        b = draw(3, dtype=f64, scale=0.5).requires_grad_()
+        fn = lambda x, w, b: yat_conv1d(x, w, b, stride=2, padding=1, eps=0.05)  # noqa: E731
+        args = (x, w, b)
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+
+
+def _op_args(device: str, dtype: torch.dtype = torch.float32) -> tuple[tuple, tuple]:
+    """Arguments of yat_triton::conv2d_fwd and a matching conv2d_bwd call (groups 2,
+    stride 2, asymmetric padding, channels_last x)."""
+    g = Geo(2, 4, 5, 6, 6, (3, 3), stride=2, groups=2)
+    inp = make_inputs(g, dtype, device, channels_last=True, seed=81)
+    x, w, b, a, e = (inp[k] for k in NAMES)
+    geo = ([2, 2], [1, 0, 0, 1], [1, 1], 2)
+    fwd = (x, w, b, a, 1.0, e, 1.0, *geo, "ieee", True)
+    with torch.no_grad():
+        y, s, nx, nw = conv._conv2d_fwd_op(*fwd)
+    gy = upstream(tuple(y.shape), dtype, device)
+    d = lambda t: t.detach()  # noqa: E731
+    bwd = (gy, d(x), d(w), d(b), d(a), 1.0, d(e), 1.0, s, nx, nw, *geo, "ieee", [True] * 5)
+    return fwd, bwd
+
+
+INTERPRETER_SAFE = ("test_schema", "test_autograd_registration", "test_faketensor")
+
+
+@pytest.mark.parametrize("op", ["conv2d_fwd", "conv2d_bwd"])
+def test_opcheck(op, device):
+    """Under the interpreter only the tests that do not trace into a graph can run; on CUDA
+    the full default opcheck (AOT dispatch included)."""
+    fwd, bwd = _op_args(device)
+    fn, args = (conv._conv2d_fwd_op, fwd) if op == "conv2d_fwd" else (conv._conv2d_bwd_op, bwd)
+    if INTERPRETING:
+        result = torch.library.opcheck(fn, args, test_utils=INTERPRETER_SAFE)
+    else:
+        result = torch.library.opcheck(fn, args)
+    assert all(v == "SUCCESS" for v in result.values()), result
+
+
+@pytest.mark.parametrize("op", ["conv2d_fwd", "conv2d_bwd"])
+def test_opcheck_torch_path(op, torch_path):
+    fwd, bwd = _op_args("cpu")
+    fn, args = (conv._conv2d_fwd_op, fwd) if op == "conv2d_fwd" else (conv._conv2d_bwd_op, bwd)
+    result = torch.library.opcheck(fn, args)
+    assert set(result) >= {"test_schema", "test_faketensor", "test_aot_dispatch_dynamic"}
+    assert all(v == "SUCCESS" for v in result.values()), result
+
+
+# ---------------------------------------------------------------------------------------
+# The plain-PyTorch path
+
+TORCH_PATH_GEOS = [
+    pytest.param(Geo(2, 4, 7, 5, 6, (3, 3), padding=1), id="k3x3-p1"),
+    pytest.param(Geo(2, 4, 7, 8, 5, (3, 2), padding="same", dilation=(2, 3), groups=1), id="k3x2-same-d2x3"),
+    pytest.param(Geo(2, 4, 7, 7, 8, (3, 3), stride=2, padding=(1, 2), groups=4), id="depthwise-x2-s2"),
+]
+
+
+@pytest.mark.parametrize("channels_last", LAYOUTS)
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float64, id="fp64"), *IO_DTYPES])
+@pytest.mark.parametrize("geo", TORCH_PATH_GEOS)
+def test_torch_path_vs_oracle(geo, dtype, channels_last, torch_path):
+    inp = make_inputs(geo, dtype, "cpu", channels_last=channels_last, seed=91)
+    check_against_oracle(inp, geo)
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float64, id="fp64"), *FP32_BF16])
+def test_torch_path_clamp_active(dtype, torch_path):
+    inp, kappa = clamp_inputs(dtype, "cpu", channels_last=True)
+    check_against_oracle(inp, CLAMP_GEO, amplification=kappa)
+
+
+# ---------------------------------------------------------------------------------------
+# Validation at the public boundary
+
+
+def other_device(device: str) -> str:
+    return "cpu" if device == "cuda" else "meta"
+
+
+def _t(*shape: int, device: str, dtype: torch.dtype = torch.float32) -> Tensor:
+    return torch.zeros(shape, device=device, dtype=dtype)
+
+
+ERRORS_2D = [
+    pytest.param((2, 4, 5, 5), (6, 3, 3, 3), {}, ValueError,
+                 r"weight expects C_in/groups=3 channels per group, but x has C_in=4",
+                 id="channels-mismatch"),
+    pytest.param((2, 4, 5, 5), (6, 1, 3, 3), {"groups": 3}, ValueError,
+                 r"groups=3 must divide both C_in=4 and C_out=6", id="groups-not-dividing-cin"),
+    pytest.param((2, 4, 5, 5), (6, 1, 3, 3), {"groups": 4}, ValueError,
+                 r"groups=4 must divide both C_in=4 and C_out=6", id="groups-not-dividing-cout"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"groups": 0}, ValueError,
+                 r"groups must be a positive int, got 0", id="groups-0"),
+    pytest.param((2, 4, 2, 2), (6, 4, 3, 3), {}, ValueError,
+                 r"kernel \(dilated size \(3, 3\)\) is larger than the padded input \(2, 2\)",
+                 id="kernel-too-large"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"dilation": 3}, ValueError,
+                 r"kernel \(dilated size \(7, 7\)\) is larger than the padded input \(5, 5\)",
+                 id="dilated-kernel-too-large"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3), {}, ValueError,
+                 r"weight must have shape \(C_out, C_in/groups, kH, kW\), got shape \(6, 4, 3\)",
+                 id="weight-3d"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3, 1), {}, ValueError,
+                 r"weight must have shape \(C_out, C_in/groups, kH, kW\)", id="weight-5d"),
+    pytest.param((4, 5, 5), (6, 4, 3, 3), {}, ValueError,
+                 r"x must have shape \(B, C_in, H, W\), got shape \(4, 5, 5\)", id="x-3d"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"stride": 0}, ValueError,
+                 r"stride must be positive, got \(0, 0\)", id="stride-0"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"stride": (1, -1)}, ValueError,
+                 r"stride must be positive, got \(1, -1\)", id="stride-negative"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"dilation": 0}, ValueError,
+                 r"dilation must be positive, got \(0, 0\)", id="dilation-0"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"padding": "same", "stride": 2}, ValueError,
+                 r"padding='same' needs stride 1, got stride \(2, 2\)", id="same-stride-2"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"padding": "full"}, ValueError,
+                 r"padding must be an int, a tuple, 'same' or 'valid', got 'full'", id="bad-padding-string"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"padding": -1}, ValueError,
+                 r"padding must be >= 0", id="negative-padding"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"padding": (1, 1, 1)}, TypeError,
+                 r"padding must be an int or a tuple of 2 ints, got \(1, 1, 1\)", id="padding-3-tuple"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"stride": 1.5}, TypeError,
+                 r"stride must be an int or a tuple of 2 ints, got 1.5", id="stride-float"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"eps": 0.0}, ValueError, r"eps must be > 0, got 0.0",
+                 id="eps-0"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"eps": float("nan")}, ValueError, r"eps must be finite",
+                 id="eps-nan"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"precision": "fp8"}, ValueError,
+                 r"precision must be None, 'ieee' or 'tf32', got 'fp8'", id="bad-precision"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, exc, match", ERRORS_2D)
+def test_errors_conv2d(x_shape, w_shape, kwargs, exc, match, device):
+    kw = dict(kwargs)
+    args = [kw.pop(n, d) for n, d in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))]
+    with pytest.raises(exc, match=match):
+        yat_conv2d(_t(*x_shape, device=device), _t(*w_shape, device=device), None, *args, **kw)
+
+
+def test_mixed_dtypes(device):
+    x = _t(2, 4, 5, 5, device=device)
+    with pytest.raises(TypeError, match=r"weight has dtype torch.float16 but x has dtype torch.float32"):
+        yat_conv2d(x, _t(6, 4, 3, 3, device=device, dtype=torch.float16))
+    with pytest.raises(TypeError, match=r"bias has dtype torch.bfloat16 but x has dtype torch.float32"):
+        yat_conv2d(x, _t(6, 4, 3, 3, device=device), _t(6, device=device, dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match=r"x must have a floating dtype"):
+        yat_conv2d(x.to(torch.int32), _t(6, 4, 3, 3, device=device))
+
+
+@pytest.mark.parametrize("which", ["weight", "bias", "alpha", "eps"])
+def test_mixed_devices(which, device):
+    other = other_device(device)
+    t = {
+        "x": _t(2, 4, 5, 5, device=device),
+        "weight": _t(6, 4, 3, 3, device=other if which == "weight" else device),
+        "bias": _t(6, device=other if which == "bias" else device),
+    }
+    kw = {n: torch.ones(1, device=other) for n in ("alpha", "eps") if n == which}
+    with pytest.raises(ValueError, match=rf"{which} is on {other}.* but x is on {device}"):
+        yat_conv2d(t["x"], t["weight"], t["bias"], **kw)
+
+
+def test_wrong_bias_shape(device):
+    with pytest.raises(ValueError, match=r"bias must have shape \(6,\), got shape \(1,\)"):
+        yat_conv2d(_t(2, 4, 5, 5, device=device), _t(6, 4, 3, 3, device=device), _t(1, device=device))
+
+
+ERRORS_1D = [
+    pytest.param((2, 4, 5, 5), (6, 4, 3), {}, r"x must have shape \(B, C_in, L\), got shape \(2, 4, 5, 5\)",
+                 id="x-4d"),
+    pytest.param((2, 4, 9), (6, 4, 3, 3), {}, r"weight must have shape \(C_out, C_in/groups, k\)",
+                 id="weight-4d"),
+    pytest.param((2, 4, 9), (6, 4, 3), {"stride": 0}, r"stride must be positive", id="stride-0"),
+    pytest.param((2, 4, 9), (6, 4, 3), {"padding": "same", "stride": 2}, r"padding='same' needs stride 1",
+                 id="same-stride-2"),
+    pytest.param((2, 4, 9), (6, 4, 3), {"padding": "full"},
+                 r"padding must be an int, a tuple, 'same' or 'valid'", id="bad-padding-string"),
+    pytest.param((2, 4, 2), (6, 4, 3), {}, r"larger than the padded input", id="kernel-too-large"),
+    pytest.param((2, 4, 9), (6, 2, 3), {"groups": 3}, r"groups=3 must divide both C_in=4", id="groups"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, match", ERRORS_1D)
+def test_errors_conv1d(x_shape, w_shape, kwargs, match, device):
+    with pytest.raises(ValueError, match=match):
+        yat_conv1d(_t(*x_shape, device=device), _t(*w_shape, device=device), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "length", "match"),
+    [
+        ({"stride": 0}, 9, r"stride must be positive, got 0$"),
+        ({"dilation": 0}, 9, r"dilation must be positive, got 0$"),
+        ({"stride": 2, "padding": "same"}, 9, r"needs stride 1, got stride 2$"),
+        ({}, 2, r"dilated size 3\) is larger than the padded input 2$"),
+    ],
+    ids=["stride0", "dilation0", "same-stride2", "kernel-too-long"],
+)
+def test_conv1d_errors_speak_1d(kwargs, length, match, device):
+    """conv1d runs as a height-1 conv2d, but its errors quote the caller's 1-D values."""
+    x = torch.randn(2, 4, length, device=device)
+    with pytest.raises(ValueError, match=match):
+        conv.yat_conv1d(x, torch.randn(3, 4, 3, device=device), **kwargs)
+
+
+def test_zero_output_channels(device):
+    """C_out = 0: an empty output and a zero input gradient, like the dense op with N = 0."""
+    x = torch.randn(2, 4, 5, 5, device=device, requires_grad=True)
+    w = torch.randn(0, 4, 3, 3, device=device, requires_grad=True)
+    y = conv.yat_conv2d(x, w)
+    assert y.shape == (2, 0, 3, 3)
+    dx, dw = torch.autograd.grad(y.sum(), (x, w))
+    assert torch.equal(dx, torch.zeros_like(x)) and dw.shape == w.shape
