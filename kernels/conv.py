@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import TileConfig, grouped_tile
-from kernels.dense import _bwd_tile, fwd_store
+from kernels.dense import _bwd_tile, dense_config_space, fwd_store, prune_dense_configs
 
 
 @triton.jit
@@ -394,6 +394,20 @@ def yat_conv_wgrad_kernel(
         acc,
         mask=mask_f[:, None] & mask_j[None, :],
     )
+
+
+def conv_config_space() -> list[TileConfig]:
+    """Candidate implicit-GEMM tiles: the dense space without the in-loop-norms variant
+    (the patch norm is always summed in the loop here)."""
+    return dense_config_space(include_norms_in_loop=False)
+
+
+def prune_conv_configs(
+    configs: list[TileConfig], M: int, Ng: int, Cg: int, elem_bytes: int
+) -> list[TileConfig]:
+    """As `prune_dense_configs` with K = C_in/groups: a K tile never spans two taps, so
+    BLOCK_K beyond the channels per group is clipped like any oversized tile."""
+    return prune_dense_configs(configs, M, Ng, Cg, elem_bytes)
 
 
 def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting: bool = False) -> TileConfig:

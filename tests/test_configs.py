@@ -48,6 +48,44 @@ def test_forward_variants_match_oracle(cfg: TileConfig, dtype: torch.dtype, devi
     assert_close(nw, (wd * wd).sum(1), torch.float32, reduction=K, what="||w||^2")
 
 
+CONV_VARIANTS = [
+    TileConfig(32, 16, 16, 4, 4, 2),
+    TileConfig(16, 32, 16, 1, 4, 2, epilogue_split=2),
+    TileConfig(64, 64, 32, 8, 4, 2, epilogue_split=4),
+]
+
+
+@pytest.mark.parametrize("cfg", CONV_VARIANTS, ids=lambda c: c.name)
+def test_conv_forward_variants_match_oracle(cfg: TileConfig, device: str) -> None:
+    """The implicit-GEMM forward with other tiles (ragged M, channels not a multiple of
+    BLOCK_K, two groups) writes y, s and the patch norms correctly."""
+    from oracle import yat_conv2d_ref
+
+    from yat_triton.conv import plan_conv2d_fwd
+
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 6, 7, 5, generator=gen).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(10, 3, 3, 3, generator=gen), torch.randn(10, generator=gen)
+    (y, s, nx, _), calls = plan_conv2d_fwd(
+        x.to(device), w.to(device), b.to(device), None, 1.5, None, 1e-3, (2, 1), (1, 1, 0, 0),
+        (1, 2), 2, "ieee", True, cfg,
+    )  # fmt: skip
+    for call in calls:
+        call.run()
+    ref = yat_conv2d_ref(x, w, b, 1.5, 1e-3, (2, 1), (1, 0), (1, 2), 2)
+    assert_close(y, ref, torch.float32, reduction=27, what="y")
+    s_ref = torch.nn.functional.conv2d(x.double(), w.double(), None, (2, 1), (1, 0), (1, 2), 2)
+    assert_close(s, s_ref.permute(0, 2, 3, 1).reshape(-1, 10), torch.float32, reduction=27, what="s")
+    assert nx.shape == (s.shape[0], 2)
+
+
+def test_conv_config_space_is_pruned() -> None:
+    from kernels.conv import conv_config_space, prune_conv_configs
+
+    kept = prune_conv_configs(conv_config_space(), 64 * 56 * 56, 64, 64, 2)
+    assert kept and all(c.block_k <= 64 and c.block_n <= 64 and not c.norms_in_loop for c in kept)
+
+
 def test_bwd_gemm_with_transposed_operand(device: str) -> None:
     """c = a @ b + 2 e v with a given as a transposed view (the dW case)."""
     gen = torch.Generator().manual_seed(3)
