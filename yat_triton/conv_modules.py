@@ -18,33 +18,17 @@ from torch.nn.utils import parametrize
 from yat_triton._checks import PRECISIONS
 from yat_triton._launch import acc_dtype
 from yat_triton.conv import yat_conv1d, yat_conv2d
-from yat_triton.modules import YatLinear, _check_epsilon, _inverse_softplus
+from yat_triton.modules import (
+    YatLinear,
+    _apply_keeping_epsilon_dtype,
+    _check_epsilon,
+    _inverse_softplus,
+)
 
 __all__ = ["YatConv1d", "YatConv2d", "convert"]
 
 SQRT2 = math.sqrt(2.0)
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _apply_keeping_epsilon_dtype(
-    module: nn.Module, fn: Callable[[Tensor], Tensor], super_apply: Callable[..., nn.Module], recurse: bool
-) -> nn.Module:
-    """Module._apply that moves a learnable epsilon_param to the new device but keeps its
-    storage dtype (softplus of a tiny eps underflows in half precision), as nmn does."""
-    eps = module._parameters.get("epsilon_param")
-    if eps is None:
-        return super_apply(fn, recurse=recurse)
-    module._parameters["epsilon_param"] = None
-    try:
-        result = super_apply(fn, recurse=recurse)
-    finally:
-        module._parameters["epsilon_param"] = eps
-    device = fn(torch.empty(0, device=eps.device, dtype=eps.dtype)).device
-    with torch.no_grad():
-        eps.data = eps.data.to(device=device)
-        if eps.grad is not None:
-            eps.grad.data = eps.grad.data.to(device=device)
-    return result
 
 
 class _YatConvMixin:
@@ -53,6 +37,59 @@ class _YatConvMixin:
 
     _spatial: int
     _functional: Callable[..., Tensor]
+
+    def _construct(
+        self,
+        conv_base: Any,
+        *,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any,
+        padding: Any,
+        dilation: Any,
+        groups: int,
+        bias: bool,
+        constant_bias: float | None,
+        softplus_bias: bool,
+        scalar_bias: bool,
+        padding_mode: str,
+        use_alpha: bool,
+        constant_alpha: bool | float | None,
+        use_dropconnect: bool,
+        mask: Tensor | None,
+        epsilon: float,
+        learnable_epsilon: bool,
+        drop_rate: float,
+        weight_normalized: bool,
+        tie_kernel_bank: bool,
+        kernel_bank_size: int | None,
+        kernel_bank_id: str,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+        param_dtype: torch.dtype | None,
+        precision: str | None,
+    ) -> None:
+        """The shared body of the 1-D and 2-D constructors (their signatures stay explicit,
+        as nmn's, for positional callers); conv_base is the torch Conv base to initialise."""
+        self._check_unsupported(
+            use_dropconnect, drop_rate, mask, weight_normalized, tie_kernel_bank, precision
+        )
+        storage_dtype = param_dtype if param_dtype is not None else dtype
+        parent_bias = bias and not (constant_bias is not None or scalar_bias)
+        conv_base.__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, parent_bias,
+            padding_mode, device, storage_dtype,
+        )  # fmt: skip
+        self._setup_yat(
+            bias=bias, constant_bias=constant_bias, softplus_bias=softplus_bias,
+            scalar_bias=scalar_bias, use_alpha=use_alpha, constant_alpha=constant_alpha,
+            use_dropconnect=use_dropconnect, drop_rate=drop_rate, epsilon=epsilon,
+            learnable_epsilon=learnable_epsilon, weight_normalized=weight_normalized,
+            tie_kernel_bank=tie_kernel_bank, kernel_bank_size=kernel_bank_size,
+            kernel_bank_id=kernel_bank_id, storage_dtype=storage_dtype, compute_dtype=dtype,
+            device=device, precision=precision,
+        )  # fmt: skip
 
     def _check_unsupported(
         self,
@@ -281,24 +318,9 @@ class YatConv2d(_YatConvMixin, nn.Conv2d):
         param_dtype: torch.dtype | None = None,
         precision: str | None = None,
     ) -> None:
-        self._check_unsupported(
-            use_dropconnect, drop_rate, mask, weight_normalized, tie_kernel_bank, precision
+        _YatConvMixin._construct(
+            self, super(), **{k: v for k, v in locals().items() if k not in ("self", "__class__")}
         )
-        storage_dtype = param_dtype if param_dtype is not None else dtype
-        parent_bias = bias and not (constant_bias is not None or scalar_bias)
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, parent_bias,
-            padding_mode, device, storage_dtype,
-        )  # fmt: skip
-        self._setup_yat(
-            bias=bias, constant_bias=constant_bias, softplus_bias=softplus_bias,
-            scalar_bias=scalar_bias, use_alpha=use_alpha, constant_alpha=constant_alpha,
-            use_dropconnect=use_dropconnect, drop_rate=drop_rate, epsilon=epsilon,
-            learnable_epsilon=learnable_epsilon, weight_normalized=weight_normalized,
-            tie_kernel_bank=tie_kernel_bank, kernel_bank_size=kernel_bank_size,
-            kernel_bank_id=kernel_bank_id, storage_dtype=storage_dtype, compute_dtype=dtype,
-            device=device, precision=precision,
-        )  # fmt: skip
 
 
 class YatConv1d(_YatConvMixin, nn.Conv1d):
@@ -339,24 +361,9 @@ class YatConv1d(_YatConvMixin, nn.Conv1d):
         param_dtype: torch.dtype | None = None,
         precision: str | None = None,
     ) -> None:
-        self._check_unsupported(
-            use_dropconnect, drop_rate, mask, weight_normalized, tie_kernel_bank, precision
+        _YatConvMixin._construct(
+            self, super(), **{k: v for k, v in locals().items() if k not in ("self", "__class__")}
         )
-        storage_dtype = param_dtype if param_dtype is not None else dtype
-        parent_bias = bias and not (constant_bias is not None or scalar_bias)
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, parent_bias,
-            padding_mode, device, storage_dtype,
-        )  # fmt: skip
-        self._setup_yat(
-            bias=bias, constant_bias=constant_bias, softplus_bias=softplus_bias,
-            scalar_bias=scalar_bias, use_alpha=use_alpha, constant_alpha=constant_alpha,
-            use_dropconnect=use_dropconnect, drop_rate=drop_rate, epsilon=epsilon,
-            learnable_epsilon=learnable_epsilon, weight_normalized=weight_normalized,
-            tie_kernel_bank=tie_kernel_bank, kernel_bank_size=kernel_bank_size,
-            kernel_bank_id=kernel_bank_id, storage_dtype=storage_dtype, compute_dtype=dtype,
-            device=device, precision=precision,
-        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------

@@ -30,6 +30,27 @@ def _check_epsilon(epsilon: float) -> float:
     return epsilon
 
 
+def _apply_keeping_epsilon_dtype(
+    module: nn.Module, fn: Callable[[Tensor], Tensor], super_apply: Callable[..., nn.Module], recurse: bool
+) -> nn.Module:
+    """Module._apply that moves a learnable epsilon_param to the new device but keeps its
+    storage dtype (softplus of a tiny eps underflows in half precision), as nmn does."""
+    eps = module._parameters.get("epsilon_param")
+    if eps is None:
+        return super_apply(fn, recurse=recurse)
+    module._parameters["epsilon_param"] = None
+    try:
+        result = super_apply(fn, recurse=recurse)
+    finally:
+        module._parameters["epsilon_param"] = eps
+    device = fn(torch.empty(0, device=eps.device, dtype=eps.dtype)).device
+    with torch.no_grad():
+        eps.data = eps.data.to(device=device)
+        if eps.grad is not None:
+            eps.grad.data = eps.grad.data.to(device=device)
+    return result
+
+
 class YatLinear(nn.Module):
     """ⵟ-dense layer: y = alpha * (x W^T + b)^2 / (||x - W||^2 + eps), rows against rows.
 
@@ -150,22 +171,7 @@ class YatLinear(nn.Module):
                     alpha_init(self.alpha)
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module's signature)
-        # A learnable epsilon keeps its storage dtype when the module is cast to half
-        # precision (softplus of a tiny eps underflows there); only its device follows.
-        eps = self._parameters.get("epsilon_param")
-        if eps is None:
-            return super()._apply(fn, recurse=recurse)
-        self._parameters["epsilon_param"] = None
-        try:
-            result = super()._apply(fn, recurse=recurse)
-        finally:
-            self._parameters["epsilon_param"] = eps
-        device = fn(torch.empty(0, device=eps.device, dtype=eps.dtype)).device
-        with torch.no_grad():
-            eps.data = eps.data.to(device=device)
-            if eps.grad is not None:
-                eps.grad.data = eps.grad.data.to(device=device)
-        return result
+        return _apply_keeping_epsilon_dtype(self, fn, super()._apply, recurse)
 
     def effective_bias(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
         if self._constant_bias_value is not None:  # stored like a parameter, as nmn does
