@@ -32,6 +32,7 @@ from kernels.conv import (
 )
 from kernels.dense import elementwise_block
 from yat_triton import _checks
+from yat_triton._autograd import register_yat_autograd
 from yat_triton._launch import (
     INTERPRETING,
     KernelCall,
@@ -582,36 +583,7 @@ def _conv2d_bwd_op(
     )  # fmt: skip
 
 
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 (torch.library's signature)
-    x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dil, groups, prec, save = inputs
-    _, s, nx, nw = output
-    ctx.save_for_backward(x, weight, bias, alpha, eps, s, nx, nw)
-    ctx.args = (alpha_value, eps_value, stride, pads, dil, groups, prec, save)
-    ctx.mark_non_differentiable(s, nx, nw)
-
-
-def _backward(ctx, grad_y: Tensor, *_unused: Tensor):  # noqa: ANN001, ANN202
-    alpha_value, eps_value, stride, pads, dil, groups, prec, saved = ctx.args
-    if not saved:
-        raise RuntimeError(
-            "yat_triton::conv2d_fwd ran with save_for_backward=False; call it with "
-            "save_for_backward=True (yat_conv2d does so whenever grad mode needs it)"
-        )
-    x, weight, bias, alpha, eps, s, nx, nw = ctx.saved_tensors
-    nd = ctx.needs_input_grad
-    needs = [nd[0], nd[1], nd[2], nd[3], nd[5]]
-    dx, dw, db, dalpha, deps = _conv2d_bwd_op(
-        grad_y, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw,
-        stride, pads, dil, groups, prec, needs,
-    )  # fmt: skip
-    pick = lambda flag, t: t if flag else None  # noqa: E731
-    return (
-        pick(needs[0], dx), pick(needs[1], dw), pick(needs[2], db), pick(needs[3], dalpha),
-        None, pick(needs[4], deps), None, None, None, None, None, None, None,
-    )  # fmt: skip
-
-
-_conv2d_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+register_yat_autograd(_conv2d_fwd_op, _conv2d_bwd_op, "yat_conv2d")
 
 
 # ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from kernels.dense import (
     yat_dense_fwd_kernel,
 )
 from yat_triton import _checks
+from yat_triton._autograd import register_yat_autograd
 from yat_triton._launch import (
     INTERPRETING,
     KernelCall,
@@ -487,35 +488,7 @@ def _dense_bwd_op(
     return dense_bwd(grad, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw, precision, needs)
 
 
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 (torch.library's signature)
-    x, weight, bias, alpha, alpha_value, eps, eps_value, precision, save = inputs
-    _, s, nx, nw = output
-    ctx.save_for_backward(x, weight, bias, alpha, eps, s, nx, nw)
-    ctx.alpha_value, ctx.eps_value, ctx.precision, ctx.saved_s = alpha_value, eps_value, precision, save
-    ctx.mark_non_differentiable(s, nx, nw)
-
-
-def _backward(ctx, grad_y: Tensor, *_unused: Tensor):  # noqa: ANN001, ANN202
-    if not ctx.saved_s:
-        raise RuntimeError(
-            "yat_triton::dense_fwd ran with save_for_backward=False; call it with "
-            "save_for_backward=True (yat_linear does so whenever grad mode needs it)"
-        )
-    x, weight, bias, alpha, eps, s, nx, nw = ctx.saved_tensors
-    nd = ctx.needs_input_grad
-    needs = [nd[0], nd[1], nd[2], nd[3], nd[5]]
-    dx, dw, db, dalpha, deps = _dense_bwd_op(
-        grad_y, x, weight, bias, alpha, ctx.alpha_value, eps, ctx.eps_value, s, nx, nw,
-        ctx.precision, needs,
-    )  # fmt: skip
-    pick = lambda flag, t: t if flag else None  # noqa: E731
-    return (
-        pick(needs[0], dx), pick(needs[1], dw), pick(needs[2], db), pick(needs[3], dalpha),
-        None, pick(needs[4], deps), None, None, None,
-    )  # fmt: skip
-
-
-_dense_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+register_yat_autograd(_dense_fwd_op, _dense_bwd_op, "yat_linear")
 
 
 # ---------------------------------------------------------------------------------------
