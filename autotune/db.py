@@ -1,0 +1,392 @@
+"""The results database of the autotune harness: one SQLite file, one row per measurement.
+
+Why SQLite and not CSV: a sweep runs for hours, is interrupted, resumed, split across GPUs
+and merged. Every `add` is its own committed transaction, so a killed sweep keeps all it
+measured; the UNIQUE key makes a re-run replace a row instead of duplicating it; WAL mode
+lets several sweep processes write one file at once. SPEC.md section 5 fixes what a row
+records.
+
+    with ResultsDB("results/h200.sqlite") as db:
+        done = db.done_keys(op="dense", gpu=gpu)
+        for job in shard([j for j in jobs if j.key not in done], "2/4"):
+            db.add(measure(job))  # a Result
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, TypeVar
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000  # SQLite waits this long for another writer before "database is locked"
+LOCK_RETRIES = 5  # then we retry the whole transaction a few times, with backoff
+
+OPS = ("dense", "conv2d")
+MODES = ("fwd", "bwd", "fwd+bwd")
+STATUSES = ("ok", "wrong", "compile_error", "out_of_resources", "pruned", "error")
+
+T = TypeVar("T")
+
+
+class Key(NamedTuple):
+    """The identity of a measurement: a resumed sweep skips a key that is already stored."""
+
+    op: str
+    mode: str
+    provider: str
+    dtype: str
+    shape: str
+    config: str
+    gpu: str
+
+
+def canonical_json(obj: dict[str, object]) -> str:
+    """The compact JSON that `Result.shape` and `Result.config` hold.
+
+    Keys keep their given order (problem order: M, N, K), so build these dicts in one place;
+    two spellings of the same dims would be two keys and defeat resume.
+    """
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _check_json(name: str, text: str, allow_empty: bool) -> None:
+    if allow_empty and text == "":
+        return
+    try:
+        obj = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        obj = None
+    if not isinstance(obj, dict) or canonical_json(obj) != text:
+        empty = '"" or ' if allow_empty else ""
+        raise ValueError(
+            f"Result.{name} must be {empty}a JSON object as canonical_json writes it, got {text!r}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """One measurement: a provider on one problem shape, dtype, mode and (for us) tile config.
+
+    `config` is "" for baselines. Times are milliseconds (median, 20th/80th percentile),
+    `correct` says whether the output matched the reference, `representative` is False for
+    timings that do not speak for the GPU (CPU, Triton interpreter).
+    """
+
+    op: str
+    mode: str
+    provider: str
+    dtype: str
+    shape: str
+    config: str
+    status: str
+    reason: str = ""
+    median_ms: float | None = None
+    p20_ms: float | None = None
+    p80_ms: float | None = None
+    tflops: float | None = None
+    correct: bool | None = None
+    max_rel_err: float | None = None
+    gpu: str
+    driver: str
+    torch: str
+    triton: str
+    commit: str
+    representative: bool
+    created: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("op", OPS), ("mode", MODES), ("status", STATUSES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Result.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("provider", "dtype"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"Result.{name} must be a non-empty string, got {getattr(self, name)!r}")
+        _check_json("shape", self.shape, allow_empty=False)
+        _check_json("config", self.config, allow_empty=True)
+        if not isinstance(self.created, (int, float)) or not math.isfinite(self.created):
+            raise ValueError(f"Result.created must be a finite unix time, got {self.created!r}")
+
+    @property
+    def key(self) -> Key:
+        return Key(self.op, self.mode, self.provider, self.dtype, self.shape, self.config, self.gpu)
+
+
+# One source of truth for the table: the dataclass fields, typed by their annotations.
+_SQL_TYPES = {
+    "str": "TEXT NOT NULL",
+    "float": "REAL NOT NULL",
+    "float | None": "REAL",
+    "bool": "INTEGER NOT NULL",
+    "bool | None": "INTEGER",
+}
+_FIELDS = dataclasses.fields(Result)
+_COLUMNS = [f.name for f in _FIELDS]
+_BOOLS = {f.name for f in _FIELDS if f.type.startswith("bool")}
+_COLS = ", ".join(f'"{c}"' for c in _COLUMNS)  # quoted: "commit" is an SQL keyword
+_KEY_WHERE = " AND ".join(f'"{c}" = ?' for c in Key._fields)
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS results (
+    {", ".join(f'"{f.name}" {_SQL_TYPES[str(f.type)]}' for f in _FIELDS)},
+    UNIQUE ({", ".join(f'"{c}"' for c in Key._fields)})
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_UPSERT = f"INSERT OR REPLACE INTO results ({_COLS}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+def _to_row(r: Result) -> tuple[object, ...]:
+    return tuple(getattr(r, c) for c in _COLUMNS)
+
+
+def _from_row(row: Sequence[object]) -> Result:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    for name in _BOOLS:
+        if values[name] is not None:
+            values[name] = bool(values[name])
+    return Result(**values)  # type: ignore[arg-type]
+
+
+def _is_lock_error(e: sqlite3.OperationalError) -> bool:
+    return "locked" in str(e) or "busy" in str(e)
+
+
+def _retry(fn: Callable[[], T]) -> T:
+    """Run fn, retrying on a lock error that outlived busy_timeout (many writers, slow disk)."""
+    for attempt in range(LOCK_RETRIES):
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            if not _is_lock_error(e) or attempt == LOCK_RETRIES - 1:
+                raise
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse, without writing, a file that is not a results database of this version."""
+    try:
+        tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"results", "meta"} <= tables:
+            raise ValueError(
+                f"{path}: a SQLite database but not a results database (tables: {sorted(tables)})"
+            )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError as e:
+        if _is_lock_error(e):
+            raise
+        raise ValueError(f"{path}: not a readable SQLite database ({e}); the file was left untouched") from e
+    except sqlite3.DatabaseError as e:
+        raise ValueError(f"{path}: not a SQLite database ({e}); the file was left untouched") from e
+    if row is None or not str(row[0]).isdecimal():
+        raise ValueError(f"{path}: results database without a valid schema version (meta has {row!r})")
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: schema version {version} is newer than this code understands ({SCHEMA_VERSION}); "
+            "update the harness. The file was left untouched"
+        )
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{path}: unknown schema version {version}, expected {SCHEMA_VERSION}")
+
+
+def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves, so each write takes
+    # the lock up front (no read-to-write upgrade deadlock that busy_timeout cannot resolve).
+    target, uri = (path.resolve().as_uri() + "?mode=ro", True) if read_only else (os.fspath(path), False)
+    try:
+        conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, uri=uri)
+    except sqlite3.Error as e:
+        raise ValueError(f"{path}: cannot open as a SQLite database ({e})") from e
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+class ResultsDB:
+    """A results database file; see the module docstring. Use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(f"{self.path}: the folder {self.path.parent} does not exist")
+        self._conn = _connect(self.path)
+        try:
+            _retry(self._open)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open(self) -> None:
+        try:
+            empty = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and _is_lock_error(e):
+                raise
+            empty = False  # not a database: _check_schema turns it into a ValueError naming the file
+        if empty:  # a new (or zero-byte) file is ours to set up; IF NOT EXISTS covers racing openers
+            self._set_wal()
+            with self._transaction() as c:
+                for statement in _SCHEMA.split(";"):
+                    c.execute(statement)
+                c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        _check_schema(self._conn, self.path)  # before any write to an existing file
+        self._set_wal()
+        self._conn.execute("PRAGMA synchronous = NORMAL")  # in WAL: survives a killed process
+
+    def _set_wal(self) -> None:
+        mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise OSError(
+                f"{self.path}: SQLite could not switch to WAL mode (got {mode!r}); use a local disk"
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def attempt() -> T:
+            with self._transaction() as c:
+                return fn(c)
+
+        return _retry(attempt)
+
+    def add(self, result: Result) -> None:
+        """Insert, or replace the row with the same key; committed before returning."""
+        if not isinstance(result, Result):
+            raise TypeError(f"ResultsDB.add expects a Result, got {type(result).__name__}")
+        self._write(lambda c: c.execute(_UPSERT, _to_row(result)))
+
+    def add_many(self, results: Iterable[Result]) -> None:
+        """Like add for each, in one transaction: all rows are stored or none."""
+        rows = list(results)
+        for i, r in enumerate(rows):
+            if not isinstance(r, Result):
+                raise TypeError(f"ResultsDB.add_many expects Results, item {i} is a {type(r).__name__}")
+        self._write(lambda c: c.executemany(_UPSERT, [_to_row(r) for r in rows]))
+
+    def has(self, key: Key | tuple[str, ...]) -> bool:
+        if len(key) != len(Key._fields):
+            raise ValueError(f"ResultsDB.has expects a key {Key._fields}, got {key!r}")
+        return (
+            self._conn.execute(f"SELECT 1 FROM results WHERE {_KEY_WHERE}", tuple(key)).fetchone() is not None
+        )
+
+    def _select(self, columns: str, filters: dict[str, str | None]) -> list[tuple[object, ...]]:
+        allowed = {"op": OPS, "mode": MODES, "status": STATUSES}
+        for name, value in filters.items():
+            if value is not None and name in allowed and value not in allowed[name]:
+                raise ValueError(f"filter {name} must be one of {allowed[name]} or None, got {value!r}")
+        used = {k: v for k, v in filters.items() if v is not None}
+        where = " AND ".join(f'"{k}" = ?' for k in used) or "1"
+        order = ", ".join(f'"{c}"' for c in Key._fields)
+        sql = f"SELECT {columns} FROM results WHERE {where} ORDER BY {order}"
+        return self._conn.execute(sql, tuple(used.values())).fetchall()
+
+    def done_keys(
+        self,
+        op: str | None = None,
+        mode: str | None = None,
+        dtype: str | None = None,
+        provider: str | None = None,
+        status: str | None = None,
+        gpu: str | None = None,
+    ) -> set[Key]:
+        """Keys already measured (any status unless given), for a sweep to skip on resume."""
+        filters = {"op": op, "mode": mode, "dtype": dtype, "provider": provider, "status": status, "gpu": gpu}
+        cols = ", ".join(f'"{c}"' for c in Key._fields)
+        return {Key(*row) for row in self._select(cols, filters)}  # type: ignore[arg-type]
+
+    def query(
+        self,
+        op: str | None = None,
+        mode: str | None = None,
+        dtype: str | None = None,
+        provider: str | None = None,
+        status: str | None = None,
+        gpu: str | None = None,
+    ) -> list[Result]:
+        """Rows matching every given filter (None: any), in key order."""
+        filters = {"op": op, "mode": mode, "dtype": dtype, "provider": provider, "status": status, "gpu": gpu}
+        return [_from_row(row) for row in self._select(_COLS, filters)]
+
+    def best(self, op: str, mode: str, dtype: str, *, gpu: str | None = None) -> dict[str, Result]:
+        """Per shape, the fastest yat_triton row that ran ok and passed the correctness check.
+
+        Winners from different GPUs must not mix, so without `gpu` the rows must come from one.
+        Ties on the median go to the smaller config string, so the answer is deterministic.
+        """
+        rows = [
+            r
+            for r in self.query(op=op, mode=mode, dtype=dtype, provider="yat_triton", status="ok", gpu=gpu)
+            if r.correct and r.median_ms is not None
+        ]
+        gpus = sorted({r.gpu for r in rows})
+        if len(gpus) > 1:
+            raise ValueError(f"best({op!r}, {mode!r}, {dtype!r}): rows from several GPUs {gpus}; pass gpu=")
+        winners: dict[str, Result] = {}
+        for r in sorted(rows, key=lambda r: (r.median_ms, r.config)):
+            winners.setdefault(r.shape, r)
+        return dict(sorted(winners.items()))
+
+    def merge_from(self, other_path: str | os.PathLike[str]) -> int:
+        """Copy in the rows of another results database (read only); on a shared key the newer
+        `created` wins, a tie keeps ours. Returns how many rows were added or replaced."""
+        other = Path(other_path)
+        if not other.is_file():
+            raise FileNotFoundError(f"merge_from: no database file at {other}")
+        conn = _connect(other, read_only=True)
+        try:
+            _check_schema(conn, other)
+            incoming = [_from_row(row) for row in conn.execute(f"SELECT {_COLS} FROM results")]
+        finally:
+            conn.close()
+
+        def merge(c: sqlite3.Connection) -> int:
+            changed = 0
+            for r in incoming:
+                mine = c.execute(f"SELECT created FROM results WHERE {_KEY_WHERE}", tuple(r.key)).fetchone()
+                if mine is None or mine[0] < r.created:
+                    c.execute(_UPSERT, _to_row(r))
+                    changed += 1
+            return changed
+
+        return self._write(merge)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ResultsDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def shard(items: Sequence[T], spec: str) -> list[T]:
+    """The share of `items` for worker i of n ("i/n", 1-based): every n-th item from the i-th.
+
+    Round-robin keeps shards balanced when items are sorted by size; shards 1..n are
+    disjoint and together cover every item, in the original order.
+    """
+    m = re.fullmatch(r"([0-9]+)/([0-9]+)", spec) if isinstance(spec, str) else None
+    i, n = (int(m[1]), int(m[2])) if m else (0, 0)
+    if not 1 <= i <= n:
+        raise ValueError(f"shard spec must be 'i/n' with 1 <= i <= n (e.g. '2/4'), got {spec!r}")
+    return list(items)[i - 1 :: n]

@@ -1,0 +1,361 @@
+"""The results database: round trips, resume, crash safety, concurrent writers, merge, refusal
+of foreign files, and sharding. Pure Python and SQLite: no GPU, no torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from autotune.db import SCHEMA_VERSION, Key, Result, ResultsDB, canonical_json, shard
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {"gpu": "NVIDIA H200", "driver": "570.86", "torch": "2.11.0", "triton": "3.6.0", "commit": "abc1234"}
+
+
+def make(m: int = 4096, config: str = "", provider: str = "yat_triton", **kw: object) -> Result:
+    fields: dict[str, object] = dict(
+        op="dense",
+        mode="fwd",
+        provider=provider,
+        dtype="bfloat16",
+        shape=canonical_json({"M": m, "N": 4096, "K": 4096}),
+        config=config,
+        status="ok",
+        median_ms=1.0,
+        correct=True,
+        representative=True,
+        **ENV,
+    )
+    fields.update(kw)
+    return Result(**fields)  # type: ignore[arg-type]
+
+
+def cfg(bm: int, bn: int = 128) -> str:
+    return canonical_json({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3})
+
+
+# A child process writes rows `n` (argv) one by one; "{tag}" keeps writers' keys apart.
+CHILD = """
+import sys, time
+from pathlib import Path
+from autotune.db import Result, ResultsDB
+db_path, tag, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+while go and not Path(go).exists():
+    time.sleep(0.005)
+with ResultsDB(db_path) as db:
+    for i in range(n):
+        db.add(Result(op="dense", mode="fwd", provider="yat_triton", dtype="float16",
+                      shape='{"M":%d,"N":64,"K":64}' % i, config='{"w":"%s"}' % tag, status="ok",
+                      median_ms=float(i), correct=True, gpu="g", driver="", torch="", triton="",
+                      commit="", representative=False))
+        print(i, flush=True)
+"""
+
+
+def spawn_writer(db: Path, tag: str, n: int, go: Path | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-c", CHILD, str(db), tag, str(n), str(go or "")]
+    return subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_round_trip_every_field(tmp_path: Path) -> None:
+    full = Result(
+        op="conv2d",
+        mode="fwd+bwd",
+        provider="yat_triton",
+        dtype="float16",
+        shape=canonical_json({"B": 8, "C_in": 64, "H": 56, "W": 56, "C_out": 128, "kH": 3, "kW": 3}),
+        config=cfg(64),
+        status="wrong",
+        reason="max rel err 0.3 > 0.01",
+        median_ms=0.123456789012345,
+        p20_ms=0.1,
+        p80_ms=0.2,
+        tflops=512.25,
+        correct=False,
+        max_rel_err=0.3,
+        gpu="NVIDIA H200",
+        driver="570.86",
+        torch="2.11.0",
+        triton="3.6.0",
+        commit="deadbeef",
+        representative=False,
+        created=1_700_000_000.123456,
+    )
+    empty = make(status="compile_error", reason="ptxas error", median_ms=None, correct=None, created=5.0)
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        db.add(full)
+        db.add(empty)
+        got = {r.key: r for r in db.query()}
+    assert got == {full.key: full, empty.key: empty}
+    # no field of `full` is None or at its default, so the comparison covers real values of all
+    for f in dataclasses.fields(Result):
+        assert getattr(full, f.name) not in (None, f.default), f.name
+    assert got[empty.key].correct is None and got[empty.key].median_ms is None
+    assert got[full.key].correct is False and got[full.key].representative is False
+
+
+def test_pragmas_and_tables(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    with ResultsDB(path) as db:
+        conn = db._conn
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 30_000
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+        str(SCHEMA_VERSION),
+    )
+    raw.close()
+
+
+def test_resume_has_done_keys_and_replace(tmp_path: Path) -> None:
+    a, b = make(config=cfg(64)), make(config=cfg(128))
+    baseline = make(provider="linear+relu", mode="bwd")
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        assert not db.has(a.key) and db.done_keys() == set()
+        db.add_many([a, b, baseline])
+        assert db.has(a.key) and db.has(tuple(b.key)) and db.has(baseline.key)
+        assert not db.has(make(config=cfg(32)).key)
+        assert db.done_keys() == {a.key, b.key, baseline.key}
+        assert db.done_keys(mode="fwd") == {a.key, b.key}
+        assert db.done_keys(provider="linear+relu") == {baseline.key}
+        assert all(isinstance(k, Key) for k in db.done_keys())
+
+        db.add(dataclasses.replace(a, median_ms=0.5, status="error", reason="retry"))
+        rows = db.query(provider="yat_triton")
+        assert len(rows) == 2
+        assert [(r.median_ms, r.status) for r in rows if r.key == a.key] == [(0.5, "error")]
+        assert db.done_keys(status="ok") == {b.key, baseline.key}
+        with pytest.raises(ValueError, match="has expects a key"):
+            db.has(("dense", "fwd"))
+
+
+def test_add_many_is_all_or_nothing_and_checks_types(tmp_path: Path) -> None:
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        with pytest.raises(TypeError, match="item 1 is a dict"):
+            db.add_many([make(), {"op": "dense"}])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match="expects a Result"):
+            db.add("row")  # type: ignore[arg-type]
+        assert db.query() == []
+
+
+def test_query_filters(tmp_path: Path) -> None:
+    rows = [
+        make(1),
+        make(2, mode="bwd"),
+        make(3, dtype="float16"),
+        make(4, provider="eager_ref"),
+        make(5, status="pruned", reason="smem"),
+        make(6, op="conv2d"),
+    ]
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        db.add_many(rows)
+        assert len(db.query()) == 6
+        assert [r.mode for r in db.query(mode="bwd")] == ["bwd"]
+        assert [r.dtype for r in db.query(dtype="float16")] == ["float16"]
+        assert [r.provider for r in db.query(provider="eager_ref")] == ["eager_ref"]
+        assert [r.reason for r in db.query(status="pruned")] == ["smem"]
+        assert (
+            len(db.query(op="dense", mode="fwd", dtype="bfloat16", provider="yat_triton", status="ok")) == 1
+        )
+        with pytest.raises(ValueError, match="filter mode must be one of"):
+            db.query(mode="forward")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"op": "conv3d"}, "Result.op must be one of"),
+        ({"mode": "fwd_bwd"}, "Result.mode must be one of"),
+        ({"status": "OK"}, "Result.status must be one of"),
+        ({"provider": ""}, "Result.provider must be a non-empty string"),
+        ({"shape": '{"M": 1}'}, "Result.shape must be a JSON object"),
+        ({"shape": ""}, "Result.shape must be a JSON object"),
+        ({"config": "[1,2]"}, 'Result.config must be "" or a JSON object'),
+        ({"created": float("nan")}, "Result.created must be a finite"),
+    ],
+    ids=["op", "mode", "status", "provider", "shape-spaces", "shape-empty", "config-list", "created-nan"],
+)
+def test_result_validation_names_the_field(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(**change)
+
+
+def test_killed_writer_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    proc = spawn_writer(path, "kill", 10**6)
+    reported: list[int] = []
+    assert proc.stdout is not None
+    while len(reported) < 40:
+        line = proc.stdout.readline()
+        assert line, f"writer ended early: {proc.communicate()[1]}"
+        reported.append(int(line))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    with ResultsDB(path) as db:
+        assert db._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = {r.median_ms for r in db.query()}
+    assert {float(i) for i in reported} <= stored
+
+
+def test_concurrent_writers(tmp_path: Path) -> None:
+    path, go = tmp_path / "r.sqlite", tmp_path / "go"
+    # the file does not exist yet: the four also race to create it
+    procs = [spawn_writer(path, f"w{w}", 50, go) for w in range(4)]
+    time.sleep(0.3)
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    with ResultsDB(path) as db:
+        rows = db.query()
+    assert len(rows) == 200
+    assert {(r.config, r.median_ms) for r in rows} == {
+        (f'{{"w":"w{w}"}}', float(i)) for w in range(4) for i in range(50)
+    }
+
+
+def test_merge_newer_wins(tmp_path: Path) -> None:
+    mine_path, theirs_path = tmp_path / "mine.sqlite", tmp_path / "theirs.sqlite"
+    with ResultsDB(mine_path) as mine, ResultsDB(theirs_path) as theirs:
+        mine.add_many([make(1, median_ms=1.0, created=100.0), make(2, median_ms=2.0, created=200.0)])
+        mine.add(make(4, median_ms=4.0, created=300.0))
+        theirs.add_many(
+            [
+                make(1, median_ms=1.5, created=150.0),  # newer: replaces
+                make(2, median_ms=2.5, created=50.0),  # older: ignored
+                make(3, median_ms=3.0, created=10.0),  # new key: added
+                make(4, median_ms=4.5, created=300.0),  # tie: ours kept
+            ]
+        )
+    before = theirs_path.read_bytes()
+    with ResultsDB(mine_path) as mine:
+        assert mine.merge_from(theirs_path) == 2
+        assert mine.merge_from(theirs_path) == 0  # idempotent
+        got = {r.shape: r.median_ms for r in mine.query()}
+        with pytest.raises(FileNotFoundError, match="no database file"):
+            mine.merge_from(tmp_path / "missing.sqlite")
+    assert got == {make(m).shape: ms for m, ms in [(1, 1.5), (2, 2.0), (3, 3.0), (4, 4.0)]}
+    assert theirs_path.read_bytes() == before
+
+
+def test_merge_refuses_a_foreign_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_text("not a database\n" * 100)
+    with ResultsDB(tmp_path / "r.sqlite") as db, pytest.raises(ValueError, match="junk.sqlite"):
+        db.merge_from(junk)
+
+
+def test_best(tmp_path: Path) -> None:
+    rows = [
+        make(1, cfg(64), median_ms=2.0),
+        make(1, cfg(128), median_ms=1.5),  # the winner for M=1
+        make(1, cfg(32), median_ms=0.5, status="wrong", correct=False),
+        make(1, cfg(16), median_ms=0.4, correct=False),
+        make(1, cfg(256), median_ms=0.3, status="error", reason="illegal address"),
+        make(1, median_ms=0.2, provider="linear+relu"),
+        make(1, cfg(64, 64), median_ms=0.1, dtype="float16"),
+        make(1, cfg(64, 32), median_ms=0.1, mode="bwd"),
+        make(2, cfg(64), median_ms=3.0),
+        make(2, cfg(32), median_ms=3.0),  # tie: the smaller config string wins
+        make(3, cfg(64), median_ms=None, status="ok"),
+    ]
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        db.add_many(rows)
+        best = db.best("dense", "fwd", "bfloat16")
+        assert {s: r.config for s, r in best.items()} == {make(1).shape: cfg(128), make(2).shape: cfg(32)}
+        assert db.best("conv2d", "fwd", "bfloat16") == {}
+
+        db.add(make(1, cfg(64), median_ms=0.01, gpu="NVIDIA A100"))
+        with pytest.raises(ValueError, match="several GPUs"):
+            db.best("dense", "fwd", "bfloat16")
+        assert db.best("dense", "fwd", "bfloat16", gpu="NVIDIA A100")[make(1).shape].median_ms == 0.01
+        assert db.best("dense", "fwd", "bfloat16", gpu="NVIDIA H200")[make(1).shape].median_ms == 1.5
+
+
+@pytest.mark.parametrize("n", range(1, 6))
+@pytest.mark.parametrize("size", [0, 1, 7, 13])
+def test_shard_disjoint_and_covering(n: int, size: int) -> None:
+    items = [f"item{i}" for i in range(size)]
+    parts = [shard(items, f"{i}/{n}") for i in range(1, n + 1)]
+    assert sorted(x for p in parts for x in p) == sorted(items)  # covering, and no item twice
+    assert all(p == sorted(p, key=items.index) for p in parts)  # original order kept
+    assert parts == [shard(items, f"{i}/{n}") for i in range(1, n + 1)]  # deterministic
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced
+
+
+@pytest.mark.parametrize("spec", ["0/3", "4/3", "x", "", "1/0", "-1/3", "1/", "1/3/4", " 1/3"])
+def test_shard_bad_spec(spec: str) -> None:
+    with pytest.raises(ValueError, match=f"got {spec!r}"):
+        shard([1, 2, 3], spec)
+
+
+def _foreign_sqlite(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (x TEXT)")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: p.write_bytes(random.Random(0).randbytes(8192)), "not a SQLite database"),
+        (lambda p: p.write_text("op,mode,median_ms\ndense,fwd,1.0\n" * 50), "not a SQLite database"),
+        (lambda p: p.write_bytes(b"SQLite format 3\x00" + random.Random(1).randbytes(8176)), "SQLite"),
+        (_foreign_sqlite, "not a results database"),
+    ],
+    ids=["random-bytes", "text-file", "sqlite-header-garbage", "foreign-sqlite"],
+)
+def test_foreign_file_refused_untouched(
+    tmp_path: Path, write: Callable[[Path], object], message: str
+) -> None:
+    path = tmp_path / "results.sqlite"
+    write(path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=message) as err:
+        ResultsDB(path)
+    assert str(path) in str(err.value)
+    assert path.read_bytes() == before
+    assert sorted(tmp_path.iterdir()) == [path]
+
+
+def test_newer_schema_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    with ResultsDB(path) as db:
+        db.add(make())
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="newer than this code") as err:
+        ResultsDB(path)
+    assert str(path) in str(err.value)
+    assert path.read_bytes() == before
+
+
+def test_missing_folder_and_closed_db(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ResultsDB(tmp_path / "nope" / "r.sqlite")
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        db.add(make())
+    with pytest.raises(sqlite3.ProgrammingError):
+        db.add(make())
+    with ResultsDB(tmp_path / "r.sqlite") as db:  # reopening keeps the data
+        assert len(db.query()) == 1
