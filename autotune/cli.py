@@ -1,0 +1,142 @@
+"""yat-autotune: sweep tile configs against the baselines, keep the results in a database,
+export the winners, show them, and inspect compiled kernels.
+
+    yat-autotune sweep --suite quick --db results.db
+    yat-autotune show --db results.db
+    yat-autotune inspect --dtype bfloat16 --all
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+# Without a GPU the sweep checks the Triton kernels through the interpreter, which Triton
+# decides when it is first imported: before `autotune.sweep` pulls it in.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from autotune import db as dbmod  # noqa: E402
+from autotune import sweep  # noqa: E402
+
+
+def _csv(allowed: tuple[str, ...]):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in allowed]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}")
+        return items
+
+    return parse
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    suite = sweep.load_suite(args.suite)
+    env = sweep.environment()
+    if not env.representative:
+        print("no CUDA device: running through the Triton interpreter for correctness; "
+              "timings are stored as not representative")  # fmt: skip
+    max_configs = args.max_configs if args.max_configs is not None else (None if env.representative else 2)
+    with dbmod.ResultsDB(args.db) as db:
+        counts = sweep.run_sweep(
+            db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
+            max_configs=max_configs, progress=not args.quiet,
+        )  # fmt: skip
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new (all done)"
+    print(f"{args.db}: {summary}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    if not Path(args.db).is_file():
+        print(f"{args.db}: no such results database (run `yat-autotune sweep` first)", file=sys.stderr)
+        return 2
+    with dbmod.ResultsDB(args.db) as db:
+        rows = db.query(status="ok")
+    if not rows:
+        print(f"{args.db}: no successful measurements yet", file=sys.stderr)
+        return 2
+    table = []
+    groups: dict[tuple[str, str, str, str, str], list[dbmod.Result]] = {}
+    for r in rows:
+        groups.setdefault((r.gpu, r.op, r.mode, r.dtype, r.shape), []).append(r)
+    for (gpu, op, mode, dtype, shape), rs in sorted(groups.items()):
+        ours = [r for r in rs if r.provider == "yat_triton" and r.correct]
+        if not ours:
+            continue
+        best = min(ours, key=lambda r: r.median_ms or math.inf)
+        base = {r.provider: r.median_ms for r in rs if r.provider != "yat_triton"}
+        ref = base.get("linear+relu") or base.get("conv+relu")
+        table.append([
+            gpu, op, mode, dtype, shape, f"{best.median_ms:.4g}", f"{best.tflops or 0:.3g}",
+            f"{ref / best.median_ms:.2f}x" if ref else "-",
+            f"{base['eager_ref'] / best.median_ms:.2f}x" if base.get("eager_ref") else "-",
+            best.config or "default", "yes" if best.representative else "NO (CPU)",
+        ])  # fmt: skip
+    headers = ["gpu", "op", "mode", "dtype", "shape", "ms", "TFLOP/s", "vs std layer", "vs eager_ref",
+               "config", "representative"]  # fmt: skip
+    print(tabulate(table, headers=headers))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    with dbmod.ResultsDB(args.db) as db:
+        for src in args.sources:
+            print(f"{src}: {db.merge_from(src)} rows merged into {args.db}")
+    return 0
+
+
+def cmd_inspect(rest: list[str]) -> int:
+    from autotune.inspect import main as inspect_main
+
+    return inspect_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yat-autotune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sw = sub.add_parser("sweep", help="try every config and baseline of a shape suite")
+    sw.add_argument("--suite", default="quick", help="quick, core, or a TOML file (default: quick)")
+    sw.add_argument("--db", default="results.db", help="results database (created if missing)")
+    sw.add_argument("--op", type=_csv(sweep.OPS), default=list(sweep.OPS))
+    sw.add_argument("--mode", type=_csv(sweep.MODES), default=list(sweep.MODES))
+    sw.add_argument("--dtype", type=_csv(sweep.DTYPES), default=["bfloat16", "float32"])
+    sw.add_argument("--shard", help="i/n: this process's share of the suite (1-based)")
+    sw.add_argument("--max-configs", type=int, help="configs per problem (default: all; 2 on a CPU)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=cmd_sweep)
+    sh = sub.add_parser("show", help="best configs and speedups as a table")
+    sh.add_argument("--db", default="results.db")
+    sh.set_defaults(func=cmd_show)
+    mg = sub.add_parser("merge", help="merge other results databases into one")
+    mg.add_argument("--db", required=True, help="the database to merge into")
+    mg.add_argument("sources", nargs="+")
+    mg.set_defaults(func=cmd_merge)
+    sub.add_parser(
+        "inspect", help="compile kernels for sm_90 and report resources (see --help)", add_help=False
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["inspect"]:
+        return cmd_inspect(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"yat-autotune {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,501 @@
+"""The sweep: every config of the search space and every baseline, per problem, checked
+against a float64 reference before its time counts, written row by row to the results
+database (so an interrupted sweep resumes where it stopped).
+
+Providers (SPEC.md section 5): `yat_triton` (one row per tile config in fwd mode; the
+op end to end, with its default / tuned configs, in bwd and fwd+bwd modes), `linear+relu`,
+`addmm_relu`, `conv+relu` (cuDNN, channels_last, benchmark mode), `eager_ref` (the ⵟ layer
+in plain PyTorch, fp32 math as nmn), `compiled_ref` (torch.compile of it; GPU only) and
+`nmn` where installed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from autotune.db import Result, ResultsDB, canonical_json, shard
+from kernels._common import INTERPRETING, TileConfig, fits_sm90
+from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs
+from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
+
+SUITES_DIR = Path(__file__).parent / "suites"
+OPS = ("dense", "conv2d")
+MODES = ("fwd", "bwd", "fwd+bwd")
+DTYPES = ("bfloat16", "float16", "float32")
+SHAPE_KEYS = {
+    "dense": ("M", "N", "K"),
+    "conv2d": ("B", "C_in", "H", "W", "C_out", "k", "stride", "padding"),
+}
+# Relative-to-max error a config's output may have against the float64 reference.
+CHECK_TOL = {"float32": 1e-4, "tf32": 2e-2, "float16": 5e-3, "bfloat16": 3e-2}
+EPS = 1e-3
+
+
+def load_suite(name_or_path: str) -> dict[str, list[dict[str, int]]]:
+    """A shape suite: a name under autotune/suites/ ("quick", "core") or a TOML file path.
+
+    The file holds [[dense]] tables (M, N, K) and [[conv2d]] tables (B, C_in, H, W, C_out,
+    k, stride, padding); anything else is refused with the file and the entry named.
+    """
+    builtin = SUITES_DIR / f"{name_or_path}.toml"
+    path = builtin if builtin.exists() else Path(name_or_path)
+    if not path.is_file():
+        names = sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+        raise ValueError(f"suite {name_or_path!r} is neither one of {names} nor a file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"suite file {path} is not valid TOML: {e}") from e
+    suite: dict[str, list[dict[str, int]]] = {}
+    for op, entries in data.items():
+        if op not in SHAPE_KEYS or not isinstance(entries, list):
+            raise ValueError(f"suite file {path}: unknown table [[{op}]] (known: {list(SHAPE_KEYS)})")
+        for i, entry in enumerate(entries):
+            keys = SHAPE_KEYS[op]
+            if set(entry) != set(keys) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in entry.values()
+            ):
+                raise ValueError(
+                    f"suite file {path}: [[{op}]] entry {i} must have exactly the non-negative "
+                    f"integer keys {keys}, got {entry}"
+                )
+        suite[op] = [{k: e[k] for k in SHAPE_KEYS[op]} for e in entries]
+    return suite
+
+
+@dataclass(frozen=True)
+class Env:
+    """Where the measurements come from: recorded on every row."""
+
+    gpu: str
+    driver: str
+    torch: str
+    triton: str
+    commit: str
+    representative: bool
+
+
+def environment() -> Env:
+    root = Path(__file__).resolve().parents[1]
+    commit = _run(["git", "rev-parse", "--short=12", "HEAD"], root) or "unknown"
+    if torch.cuda.is_available() and not INTERPRETING:
+        driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], root)
+        gpu = torch.cuda.get_device_name()
+        return Env(gpu, driver.splitlines()[0] if driver else "unknown", torch.__version__,
+                   triton.__version__, commit, True)  # fmt: skip
+    return Env("cpu (Triton interpreter)", "", torch.__version__, triton.__version__, commit, False)
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def flops(op: str, shape: dict[str, int], mode: str) -> float:
+    """SPEC section 5: forward 2 MNK (conv: 2 B OH OW C_out C_in k^2); backward twice that."""
+    if op == "dense":
+        fwd = 2.0 * shape["M"] * shape["N"] * shape["K"]
+    else:
+        oh = (shape["H"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
+        ow = (shape["W"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
+        fwd = 2.0 * shape["B"] * oh * ow * shape["C_out"] * shape["C_in"] * shape["k"] ** 2
+    return fwd * {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[mode]
+
+
+# ---------------------------------------------------------------------------------------
+# Problems: inputs, providers, the float64 reference
+
+
+class Problem:
+    """One (op, shape, dtype, mode): its inputs and a callable per provider."""
+
+    def __init__(self, op: str, shape: dict[str, int], dtype: str, mode: str, device: str) -> None:
+        self.op, self.shape, self.dtype_name, self.mode = op, shape, dtype, mode
+        dt = getattr(torch, dtype)
+        self.dtype = dt
+        gen = torch.Generator().manual_seed(0)
+        if op == "dense":
+            M, N, K = shape["M"], shape["N"], shape["K"]
+            x = torch.randn(M, K, generator=gen) / math.sqrt(K)
+            w = torch.randn(N, K, generator=gen) / math.sqrt(K)
+        else:
+            B, C, H, W, F_, k = (shape[n] for n in ("B", "C_in", "H", "W", "C_out", "k"))
+            x = torch.randn(B, C, H, W, generator=gen)
+            w = torch.randn(F_, C, k, k, generator=gen) / math.sqrt(C * k * k)
+        b = 0.1 * torch.randn(w.shape[0], generator=gen)
+        self.x64, self.w64, self.b64 = x.double(), w.double(), b.double()
+        self.x = x.to(device=device, dtype=dt)
+        if op == "conv2d":
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.w = w.to(device=device, dtype=dt)
+        self.b = b.to(device=device, dtype=dt)
+        self.g = torch.randn(self._out_shape(), generator=gen).to(device=device, dtype=dt)
+        self.precision = (
+            "ieee" if dt != torch.float32 or not torch.backends.cuda.matmul.allow_tf32 else "tf32"
+        )
+
+    def _out_shape(self) -> tuple[int, ...]:
+        if self.op == "dense":
+            return (self.shape["M"], self.shape["N"])
+        s = self.shape
+        oh = (s["H"] + 2 * s["padding"] - s["k"]) // s["stride"] + 1
+        ow = (s["W"] + 2 * s["padding"] - s["k"]) // s["stride"] + 1
+        return (s["B"], s["C_out"], oh, ow)
+
+    # --- the ⵟ op itself ----------------------------------------------------------------
+
+    def yat(self, config: TileConfig | None) -> Callable[[], torch.Tensor]:
+        """The measured callable; its return value is what the check compares."""
+        from yat_triton.conv import conv2d_fwd, yat_conv2d
+        from yat_triton.dense import dense_fwd, yat_linear
+
+        s = self.shape
+        if self.mode == "fwd":
+            if self.op == "dense":
+                return lambda: dense_fwd(
+                    self.x, self.w, self.b, None, 1.0, None, EPS, self.precision, False, config
+                )[0]
+            p, st = s["padding"], s["stride"]
+            return lambda: conv2d_fwd_cfg(
+                conv2d_fwd, self.x, self.w, self.b, (st, st), (p, p, p, p), self.precision, config
+            )
+
+        def layer(x: torch.Tensor) -> torch.Tensor:
+            if self.op == "dense":
+                return yat_linear(x, self.w, self.b, eps=EPS, precision=self.precision)
+            return yat_conv2d(x, self.w, self.b, s["stride"], s["padding"], eps=EPS, precision=self.precision)
+
+        return self._autograd(layer)
+
+    def _autograd(self, layer: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        """bwd: the backward of a forward run outside the timing; fwd+bwd: both. Returns dx."""
+        x = self.x.detach().requires_grad_()
+        if self.mode == "bwd":
+            y = layer(x)
+            return lambda: torch.autograd.grad(y, x, self.g, retain_graph=True)[0]
+        return lambda: torch.autograd.grad(layer(x), x, self.g)[0]
+
+    # --- the float64 reference --------------------------------------------------------
+
+    def reference(self) -> torch.Tensor:
+        """y (fwd) or dx (bwd modes) in float64 on the CPU, expanded distance as SPEC."""
+        x = self.x.detach().to("cpu", torch.float64).requires_grad_(self.mode != "fwd")
+        w, b = self.w.to("cpu", torch.float64), self.b.to("cpu", torch.float64)
+        y = _yat_math(self.op, x, w, b, self.shape)
+        if self.mode == "fwd":
+            return y
+        return torch.autograd.grad(y, x, self.g.to("cpu", torch.float64))[0]
+
+    # --- baselines -----------------------------------------------------------------------
+
+    def baselines(self) -> Iterator[tuple[str, Callable[[], torch.Tensor], bool]]:
+        """(provider, callable, whether its output computes the ⵟ layer and can be checked)."""
+        s = self.shape
+        if self.op == "dense":
+
+            def linear_relu(x: torch.Tensor) -> torch.Tensor:
+                return torch.relu(F.linear(x, self.w, self.b))
+
+            yield "linear+relu", self._timed(linear_relu), False
+            if hasattr(torch, "_addmm_activation") and self.mode == "fwd":  # it has no autograd
+                yield (
+                    "addmm_relu",
+                    self._timed(lambda x: torch._addmm_activation(self.b, x, self.w.t())),
+                    False,
+                )
+        else:
+            torch.backends.cudnn.benchmark = True
+
+            def conv_relu(x: torch.Tensor) -> torch.Tensor:
+                return torch.relu(F.conv2d(x, self.w, self.b, s["stride"], s["padding"]))
+
+            yield "conv+relu", self._timed(conv_relu), False
+
+        def eager(x: torch.Tensor) -> torch.Tensor:
+            y = _yat_math(self.op, x.float(), self.w.float(), self.b.float(), s)
+            return y.to(self.dtype)
+
+        yield "eager_ref", self._timed(eager), True
+        if torch.cuda.is_available() and not INTERPRETING:
+            yield "compiled_ref", self._timed(torch.compile(eager)), True
+        try:
+            import nmn.torch  # noqa: F401
+        except ImportError:
+            return
+        yield "nmn", self._timed(self._nmn_layer()), True
+
+    def _timed(self, layer: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        if self.mode == "fwd":
+            return lambda: layer(self.x)
+        return self._autograd(layer)
+
+    def _nmn_layer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        from nmn.torch.layers import YatConv2D
+        from nmn.torch.nmn import YatNMN
+
+        s = self.shape
+        if self.op == "dense":
+            m = YatNMN(s["K"], s["N"], alpha=False, epsilon=EPS)
+        else:
+            m = YatConv2D(
+                s["C_in"], s["C_out"], s["k"], s["stride"], s["padding"], use_alpha=False, epsilon=EPS
+            )
+        m.load_state_dict({"weight": self.w.float().cpu(), "bias": self.b.float().cpu()}, strict=False)
+        return m.to(device=self.x.device, dtype=self.dtype)
+
+
+def conv2d_fwd_cfg(
+    conv2d_fwd: Callable[..., tuple[torch.Tensor, ...]],
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    stride: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    precision: str,
+    config: TileConfig | None,
+) -> torch.Tensor:
+    """The conv forward with an explicit tile (the launcher's plan takes it)."""
+    from yat_triton.conv import _conv_fwd_torch, plan_conv2d_fwd
+    from yat_triton.dense import use_triton
+
+    if not use_triton(x):
+        return _conv_fwd_torch(x, w, b, None, 1.0, None, EPS, stride, pads, (1, 1), 1, False)[0]
+    (y, *_), calls = plan_conv2d_fwd(
+        x, w, b, None, 1.0, None, EPS, stride, pads, (1, 1), 1, precision, False, config
+    )
+    for call in calls:
+        call.run()
+    return y
+
+
+def _yat_math(
+    op: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, shape: dict[str, int]
+) -> torch.Tensor:
+    """The ⵟ layer in plain PyTorch ops with the expanded, clamped distance."""
+    if op == "dense":
+        s = x @ w.t()
+        d = (x * x).sum(-1, keepdim=True) + (w * w).sum(-1) - 2.0 * s
+    else:
+        st, p, k = shape["stride"], shape["padding"], shape["k"]
+        s = F.conv2d(x, w, None, st, p)
+        ones = torch.ones((1, x.shape[1], k, k), dtype=x.dtype, device=x.device)
+        d = F.conv2d(x * x, ones, None, st, p) + (w * w).sum((1, 2, 3))[None, :, None, None] - 2.0 * s
+        b = b[None, :, None, None]
+    u = s + b
+    return u * u / (d.clamp_min(0.0) + EPS)
+
+
+# ---------------------------------------------------------------------------------------
+# The sweep
+
+
+def config_space(
+    op: str, shape: dict[str, int], elem_bytes: int
+) -> tuple[list[TileConfig], list[TileConfig]]:
+    """(kept, pruned): configs fitted to the problem, and those that cannot fit on sm_90."""
+    if op == "dense":
+        space, (M, N, K) = dense_config_space(), (shape["M"], shape["N"], shape["K"])
+        kept = prune_dense_configs(space, M, N, K, elem_bytes)
+    else:
+        oh = (shape["H"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
+        M, N, K = shape["B"] * oh * oh, shape["C_out"], shape["C_in"]
+        space = conv_config_space()
+        kept = prune_conv_configs(space, M, N, K, elem_bytes)
+    pruned = [c for c in space if not fits_sm90(c, elem_bytes)]
+    return kept, pruned
+
+
+def default_config(op: str, shape: dict[str, int], elem_bytes: int) -> TileConfig:
+    if op == "dense":
+        return dense_default_config(shape["M"], shape["N"], shape["K"], elem_bytes, interpreting=INTERPRETING)
+    oh = (shape["H"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
+    M = shape["B"] * oh * oh
+    return conv_default_config(M, shape["C_out"], shape["C_in"], elem_bytes, interpreting=INTERPRETING)
+
+
+def time_call(fn: Callable[[], object]) -> tuple[float, float, float]:
+    """(median, p20, p80) in ms: triton.testing.do_bench on a GPU (L2 flushed between runs),
+    one wall-clock run elsewhere (not representative)."""
+    if torch.cuda.is_available() and not INTERPRETING:
+        med, p20, p80 = triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8])
+        return float(med), float(p20), float(p80)
+    t0 = time.perf_counter()
+    fn()
+    ms = (time.perf_counter() - t0) * 1e3
+    return ms, ms, ms
+
+
+def _status_of(e: BaseException) -> str:
+    name = type(e).__name__
+    if "OutOfResources" in name:
+        return "out_of_resources"
+    if "Compil" in name:
+        return "compile_error"
+    return "error"
+
+
+@dataclass
+class Task:
+    op: str
+    shape: dict[str, int]
+    dtype: str
+    mode: str
+
+
+def tasks(
+    suite: dict[str, list[dict[str, int]]], ops: list[str], modes: list[str], dtypes: list[str]
+) -> list[Task]:
+    return [
+        Task(op, shape, dtype, mode)
+        for op in ops
+        for shape in suite.get(op, [])
+        for dtype in dtypes
+        for mode in modes
+    ]
+
+
+def run_sweep(
+    db: ResultsDB,
+    suite: dict[str, list[dict[str, int]]],
+    *,
+    ops: list[str],
+    modes: list[str],
+    dtypes: list[str],
+    shard_spec: str | None = None,
+    max_configs: int | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Run every (task, provider, config) not yet in `db`; returns counts by status."""
+    env = environment()
+    device = "cuda" if env.representative else "cpu"
+    todo = tasks(suite, ops, modes, dtypes)
+    if shard_spec:
+        todo = shard(todo, shard_spec)
+    counts: dict[str, int] = {}
+    bar = _progress(todo, progress)
+    best: dict[str, float] = {}
+    try:
+        for task in bar:
+            label = f"{task.op} {task.mode} {task.dtype} {canonical_json(task.shape)}"
+            bar.set_description(label)
+            for result in _run_task(db, task, env, device, max_configs):
+                counts[result.status] = counts.get(result.status, 0) + 1
+                if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
+                    best[label] = min(best.get(label, math.inf), result.median_ms)
+                    bar.set_postfix_str(f"best {best[label]:.4g} ms")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\nstopped; {sum(counts.values())} rows saved this run. Run the same command to resume.")
+    return counts
+
+
+class _Lines:
+    """Progress as plain lines, where tqdm is not installed (e.g. an offline GPU machine)."""
+
+    def __init__(self, items: list[Task], enabled: bool) -> None:
+        self.items, self.enabled, self.text = items, enabled, ""
+
+    def __iter__(self) -> Iterator[Task]:
+        for i, item in enumerate(self.items, 1):
+            yield item
+            if self.enabled:
+                print(f"[{i}/{len(self.items)}] {self.text}", flush=True)
+
+    def set_description(self, text: str) -> None:
+        self.text = text
+
+    def set_postfix_str(self, text: str) -> None:
+        self.text = f"{self.text.split(' | ')[0]} | {text}"
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(items: list[Task], enabled: bool) -> object:
+    """A tqdm bar showing what is being tried and the best time so far, or plain lines."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Lines(items, enabled)
+    return tqdm(items, disable=not enabled, unit="problem", dynamic_ncols=True)
+
+
+def _run_task(db: ResultsDB, task: Task, env: Env, device: str, max_configs: int | None) -> Iterator[Result]:
+    problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
+    shape_json = canonical_json(task.shape)
+    elem = problem.dtype.itemsize
+    flop = flops(task.op, task.shape, task.mode)
+
+    def row(provider: str, config: str, status: str, **kw: object) -> Result:
+        r = Result(
+            op=task.op, mode=task.mode, provider=provider, dtype=task.dtype, shape=shape_json,
+            config=config, status=status, reason=str(kw.pop("reason", "")),
+            gpu=env.gpu, driver=env.driver, torch=env.torch, triton=env.triton,
+            commit=env.commit, representative=env.representative, **kw,
+        )  # fmt: skip
+        db.add(r)
+        return r
+
+    def done(provider: str, config: str) -> bool:
+        return db.has((task.op, task.mode, provider, task.dtype, shape_json, config, env.gpu))
+
+    ref = problem.reference()
+    scale = float(ref.abs().max()) or 1.0
+    tol = CHECK_TOL["tf32" if problem.precision == "tf32" else task.dtype]
+
+    def measure(provider: str, config: str, fn: Callable[[], torch.Tensor], check: bool) -> Result:
+        try:
+            out = fn()
+            err = float((out.detach().to("cpu", torch.float64) - ref).abs().max()) / scale if check else None
+            correct = None if err is None else bool(err <= tol)
+            if correct is False:
+                return row(provider, config, "wrong", reason=f"max rel error {err:.3g} > {tol:g}",
+                           correct=False, max_rel_err=err)  # fmt: skip
+            med, p20, p80 = time_call(fn)
+        except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
+            return row(provider, config, _status_of(e), reason=f"{type(e).__name__}: {e}"[:500])
+        return row(provider, config, "ok", median_ms=med, p20_ms=p20, p80_ms=p80,
+                   tflops=flop / (med * 1e-3) / 1e12, correct=correct, max_rel_err=err)  # fmt: skip
+
+    if task.mode == "fwd":
+        kept, pruned = config_space(task.op, task.shape, elem)
+        for cfg in pruned:
+            key = canonical_json(cfg.as_dict())
+            if not done("yat_triton", key):
+                yield row("yat_triton", key, "pruned", reason="shared memory or registers exceed sm_90")
+        default = default_config(task.op, task.shape, elem)
+        configs = [default] + [c for c in kept if c != default]
+        if max_configs is not None:
+            configs = configs[:max_configs]
+        pending = [c for c in configs if not done("yat_triton", canonical_json(c.as_dict()))]
+        if env.representative:  # compile in parallel on the host's cores, time one by one
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
+                list(pool.map(lambda c: _warm(problem.yat(c)), pending))
+        for cfg in pending:
+            yield measure("yat_triton", canonical_json(cfg.as_dict()), problem.yat(cfg), True)
+    elif not done("yat_triton", ""):
+        yield measure("yat_triton", "", problem.yat(None), True)
+    for provider, fn, check in problem.baselines():
+        if not done(provider, ""):
+            yield measure(provider, "", fn, check)
+
+
+def _warm(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - the timed pass records the failure
+        pass

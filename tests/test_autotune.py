@@ -1,0 +1,145 @@
+"""The sweep and its command line on the CPU (through the interpreter): suites, the
+correctness gate, resume, shards, merge and the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from autotune import cli, sweep
+from autotune.db import ResultsDB
+
+TINY = """
+[[dense]]
+M = 20
+N = 12
+K = 16
+"""
+
+
+@pytest.fixture
+def tiny_suite(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_builtin_suites_load() -> None:
+    quick, core = sweep.load_suite("quick"), sweep.load_suite("core")
+    assert quick["dense"] and quick["conv2d"]
+    assert {4096, 8192} <= {s["M"] for s in core["dense"] if s["M"] == s["N"] == s["K"]}
+    assert any(s["C_in"] == 64 and s["H"] == 56 and s["k"] == 3 for s in core["conv2d"])
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[[dense]]\nM = 1\nN = 2\n", "exactly the non-negative integer keys"),
+        ("[[attention]]\nL = 3\n", "unknown table"),
+        ("[[dense]\nM = 1", "not valid TOML"),
+        ('[[dense]]\nM = 1\nN = 2\nK = "3"\n', "exactly the non-negative integer keys"),
+    ],
+    ids=["missing-key", "unknown-op", "bad-toml", "string-dim"],
+)
+def test_bad_suite_files_are_refused(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        sweep.load_suite(str(path))
+    with pytest.raises(ValueError, match="neither one of"):
+        sweep.load_suite(str(tmp_path / "missing.toml"))
+
+
+def _rows(db_path: Path) -> list:
+    with ResultsDB(db_path) as db:
+        return db.query()
+
+
+def test_sweep_checks_records_and_resumes(tiny_suite: Path, tmp_path: Path, capsys) -> None:
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", str(tiny_suite), "--db", str(db_path), "--op", "dense",
+            "--mode", "fwd,bwd", "--dtype", "float32", "--max-configs", "2", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = _rows(db_path)
+    ours = [r for r in rows if r.provider == "yat_triton" and r.status == "ok"]
+    assert len([r for r in ours if r.mode == "fwd"]) == 2 and len([r for r in ours if r.mode == "bwd"]) == 1
+    assert all(r.correct and r.max_rel_err is not None and r.max_rel_err < 1e-4 for r in ours)
+    assert all(not r.representative and r.gpu.startswith("cpu") for r in rows)
+    assert {"linear+relu", "eager_ref"} <= {r.provider for r in rows if r.status == "ok"}
+    assert any(r.status == "pruned" for r in rows)
+    for r in ours:  # every row carries what SPEC section 5 asks for
+        assert r.median_ms > 0 and r.p20_ms <= r.median_ms <= r.p80_ms and r.tflops > 0
+        assert r.torch == torch.__version__ and r.triton and r.commit
+        json.loads(r.shape)
+    capsys.readouterr()
+    assert cli.main(argv) == 0  # resume: everything is done already
+    assert "nothing new" in capsys.readouterr().out
+    assert len(_rows(db_path)) == len(rows)
+
+
+def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Path, monkeypatch) -> None:
+    """A config whose output is off is recorded as wrong, with its error, and never timed."""
+    real = sweep.Problem.yat
+
+    def sabotaged(self, config):
+        fn = real(self, config)
+        if config is not None and config.num_stages == 3:
+            return lambda: fn() * 1.01
+        return fn
+
+    monkeypatch.setattr(sweep.Problem, "yat", sabotaged)
+    db_path = tmp_path / "r.db"
+    suite = sweep.load_suite(str(tiny_suite))
+    with ResultsDB(db_path) as db:
+        counts = sweep.run_sweep(db, suite, ops=["dense"], modes=["fwd"], dtypes=["float32"],
+                                 max_configs=None, progress=False)  # fmt: skip
+    wrong = [r for r in _rows(db_path) if r.status == "wrong"]
+    assert counts.get("wrong", 0) == len(wrong) > 0
+    assert all(r.median_ms is None and r.correct is False and "max rel error" in r.reason for r in wrong)
+    assert all(json.loads(r.config)["num_stages"] == 3 for r in wrong)
+    ok = [r for r in _rows(db_path) if r.provider == "yat_triton" and r.status == "ok"]
+    assert ok and all(json.loads(r.config)["num_stages"] != 3 for r in ok)
+
+
+def test_shards_split_the_work(tiny_suite: Path, tmp_path: Path) -> None:
+    suite = sweep.load_suite("quick")
+    todo = sweep.tasks(suite, ["dense"], ["fwd", "bwd"], ["float32"])
+    parts = [sweep.shard(todo, f"{i}/3") for i in (1, 2, 3)]
+    assert sorted(len(p) for p in parts) and sum(len(p) for p in parts) == len(todo)
+    dbs = []
+    for i in (1, 2):
+        path = tmp_path / f"s{i}.db"
+        argv = ["sweep", "--suite", str(tiny_suite), "--db", str(path), "--op", "dense", "--mode", "fwd,bwd",
+                "--dtype", "float32", "--max-configs", "1", "--shard", f"{i}/2", "--quiet"]  # fmt: skip
+        assert cli.main(argv) == 0
+        dbs.append(path)
+    modes = [{r.mode for r in _rows(p) if r.provider == "yat_triton" and r.status == "ok"} for p in dbs]
+    assert modes[0].isdisjoint(modes[1]) and modes[0] | modes[1] == {"fwd", "bwd"}
+    merged = tmp_path / "all.db"
+    assert cli.main(["merge", "--db", str(merged), *map(str, dbs)]) == 0
+    assert len(_rows(merged)) == sum(len(_rows(p)) for p in dbs)
+
+
+def test_show_prints_the_table(tiny_suite: Path, tmp_path: Path, capsys) -> None:
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", str(tiny_suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd",
+            "--dtype", "bfloat16", "--max-configs", "1", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main(["show", "--db", str(db_path)]) == 0
+    out = capsys.readouterr().out
+    assert '{"M":20,"N":12,"K":16}' in out and "bfloat16" in out and "NO (CPU)" in out
+
+
+def test_show_and_sweep_report_bad_databases(tmp_path: Path, capsys) -> None:
+    assert cli.main(["show", "--db", str(tmp_path / "none.db")]) == 2
+    assert "no such results database" in capsys.readouterr().err
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 10)
+    before = junk.read_bytes()
+    assert cli.main(["show", "--db", str(junk)]) == 2
+    assert str(junk) in capsys.readouterr().err
+    assert junk.read_bytes() == before
