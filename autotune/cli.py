@@ -87,6 +87,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the winners, then read them back the way yat_triton does at call time."""
+    from autotune.export import export_winners
+    from yat_triton.tuning import TUNED_DIR, read_winners
+
+    with dbmod.ResultsDB(args.db) as db:
+        on_gpu = any(r.representative for r in db.query(provider="yat_triton", status="ok"))
+    out = args.out or (TUNED_DIR if on_gpu else Path("tuned"))
+    if not on_gpu:
+        print("no GPU measurements: exporting the CPU sweep's configs (correct, but their timings "
+              f"mean nothing) to {out}, not into the package")  # fmt: skip
+    for path in export_winners(args.db, out, include_cpu=not on_gpu):
+        gpu, entries = read_winners(path)
+        print(f"{path}: {len(entries)} winners for {gpu}, loaded back by yat_triton.tuning")
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     with dbmod.ResultsDB(args.db) as db:
         for src in args.sources:
@@ -116,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="best configs and speedups as a table")
     sh.add_argument("--db", default="results.db")
     sh.set_defaults(func=cmd_show)
+    ex = sub.add_parser("export", help="write the winners per GPU as JSON, loaded by yat_triton")
+    ex.add_argument("--db", default="results.db")
+    ex.add_argument("--out", type=Path, help="folder (default: the package's yat_triton/tuned)")
+    ex.set_defaults(func=cmd_export)
     mg = sub.add_parser("merge", help="merge other results databases into one")
     mg.add_argument("--db", required=True, help="the database to merge into")
     mg.add_argument("sources", nargs="+")

@@ -2,9 +2,10 @@
 # The one GPU script: everything a GPU session should run, in one call of at most ~8 min.
 #   bash autotune/gpu.sh OUTPUT_DIR
 # Leaves in OUTPUT_DIR: env.txt (GPU, driver, CUDA, torch, Triton, commit), tests.log (the
-# whole test suite on the GPU: bf16, fp64 gradcheck, full opcheck, torch.compile) and
+# whole test suite on the GPU: bf16, fp64 gradcheck, full opcheck, torch.compile),
 # inspect_*.txt (registers / spills / shared memory / wgmma of every kernel, as compiled by
-# this machine's Triton). The sweep and the report join it with the autotune harness.
+# this machine's Triton), results.db + sweep.log + show.txt (the core suite swept in bf16
+# against the baselines) and the exported winners (tuned/*.json).
 # The GPU machine cannot download: the project runs from the checkout (PYTHONPATH).
 set -uo pipefail
 OUT=${1:?usage: bash autotune/gpu.sh OUTPUT_DIR}
@@ -21,11 +22,19 @@ status=0
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-timeout 360 python -m pytest -q -ra tests 2>&1 | tee "$OUT/tests.log"
+timeout 300 python -m pytest -q -ra tests 2>&1 | tee "$OUT/tests.log"
 status=$(( status | PIPESTATUS[0] ))
 
 for dtype in bfloat16 float16 float32; do
-  timeout 90 python -m autotune.inspect --all --dtype "$dtype" > "$OUT/inspect_$dtype.txt" 2>&1 || status=1
+  timeout 60 python -m autotune.inspect --all --dtype "$dtype" > "$OUT/inspect_$dtype.txt" 2>&1 || status=1
 done
 tail -n 3 "$OUT"/inspect_*.txt
+
+# The sweep resumes where a timeout stopped it: rerunning this script finishes the work.
+timeout 180 python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
+  --max-configs 12 --db "$OUT/results.db" 2>&1 | tee "$OUT/sweep.log" || status=1
+python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
+if python -c "import autotune.export" 2>/dev/null; then
+  python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1
+fi
 exit "$status"

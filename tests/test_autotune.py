@@ -143,3 +143,22 @@ def test_show_and_sweep_report_bad_databases(tmp_path: Path, capsys) -> None:
     assert cli.main(["show", "--db", str(junk)]) == 2
     assert str(junk) in capsys.readouterr().err
     assert junk.read_bytes() == before
+
+
+def test_export_cpu_sweep_and_load_back(tiny_suite: Path, tmp_path: Path, capsys) -> None:
+    """A CPU sweep exports its (correct, not representative) winners outside the package,
+    and yat_triton's loader reads every entry back."""
+    from yat_triton.tuning import read_winners
+
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", str(tiny_suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd",
+            "--dtype", "float32", "--max-configs", "2", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = tmp_path / "tuned"
+    assert cli.main(["export", "--db", str(db_path), "--out", str(out)]) == 0
+    (path,) = out.glob("*.json")
+    doc = json.loads(path.read_text())
+    assert doc["representative"] is False and doc["gpu"].startswith("cpu")
+    gpu, entries = read_winners(path)
+    assert gpu == doc["gpu"] and len(entries) == len(doc["entries"]) == 1
+    assert "loaded back by yat_triton" in capsys.readouterr().out

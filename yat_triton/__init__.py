@@ -12,6 +12,18 @@ from yat_triton.conv import yat_conv1d, yat_conv2d
 from yat_triton.conv_modules import YatConv1d, YatConv2d, convert
 from yat_triton.dense import yat_linear
 from yat_triton.modules import YatLinear
+from yat_triton.tuning import TunedConfigWarning, tuned_config, use_tuned_configs
 
-__all__ = ["YatConv1d", "YatConv2d", "YatLinear", "convert", "yat_conv1d", "yat_conv2d", "yat_linear"]
+__all__ = [
+    "TunedConfigWarning",
+    "YatConv1d",
+    "YatConv2d",
+    "YatLinear",
+    "convert",
+    "tuned_config",
+    "use_tuned_configs",
+    "yat_conv1d",
+    "yat_conv2d",
+    "yat_linear",
+]
 __version__ = "0.1.0"

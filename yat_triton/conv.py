@@ -24,7 +24,6 @@ from torch.library import triton_op
 
 from kernels._common import TileConfig
 from kernels.conv import (
-    conv_default_config,
     yat_conv_bwd_near_kernel,
     yat_conv_dgrad_kernel,
     yat_conv_fwd_kernel,
@@ -50,6 +49,7 @@ from yat_triton.dense import (
     plan_bwd_prep,
     plan_row_sqnorms,
 )
+from yat_triton.tuning import conv_shape, pick_conv_config
 
 __all__ = ["conv_geometry", "yat_conv1d", "yat_conv2d"]
 
@@ -307,7 +307,8 @@ def plan_conv2d_fwd(
     wk, ws = _weight_khwc(weight)
     alpha, eps = _fp64_scalars(x, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None
-    cfg = config or conv_default_config(M, Ng, Cg, x.dtype.itemsize, interpreting=INTERPRETING)
+    problem = conv_shape(x.shape, weight.shape, stride, pads, groups)
+    cfg = config or pick_conv_config(M, Ng, Cg, x.dtype, "fwd", problem=problem)
     grid = (triton.cdiv(M, cfg.block_m) * triton.cdiv(Ng, cfg.block_n), groups)
     calls.append(KernelCall(
         yat_conv_fwd_kernel, grid,
@@ -480,12 +481,13 @@ def conv2d_bwd(
         IS_FP64=x.dtype == torch.float64,
     )
     dx = dw = None
+    problem = conv_shape(x.shape, weight.shape, stride, pads, groups)  # dgrad's and wgrad's tuned-config key
     if need_dx:
         dx = torch.empty_like(x, memory_format=_out_format(x))
         rows = row_gd.sum(1).t().contiguous()  # R[o, g]
         MX = B * H * W
         if MX and Cg and M:
-            cfg = conv_default_config(MX, Cg, Ng, x.dtype.itemsize, interpreting=INTERPRETING)
+            cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem)
             KernelCall(
                 yat_conv_dgrad_kernel,
                 (triton.cdiv(MX, cfg.block_m) * triton.cdiv(Cg, cfg.block_n), groups),
@@ -499,7 +501,7 @@ def conv2d_bwd(
             dx.zero_()
     if need_dw:
         KC = KH * KW * Cg
-        cfg = conv_default_config(Ng, KC, M, x.dtype.itemsize, interpreting=INTERPRETING)
+        cfg = pick_conv_config(Ng, KC, M, x.dtype, "bwd", problem=problem)
         tiles = triton.cdiv(Ng, cfg.block_m) * triton.cdiv(KC, cfg.block_n) * groups
         splits = 1 if INTERPRETING else max(1, min(triton.cdiv(264, tiles), triton.cdiv(M, 4 * cfg.block_k)))
         m_per_split = triton.cdiv(triton.cdiv(max(M, 1), splits), cfg.block_k) * cfg.block_k

@@ -160,15 +160,24 @@ def _fp64_scalars(
 
 
 def plan_bwd_gemm(
-    a: Tensor, b: Tensor, e: Tensor, v: Tensor, precision: str, config: TileConfig | None = None
+    a: Tensor,
+    b: Tensor,
+    e: Tensor,
+    v: Tensor,
+    precision: str,
+    config: TileConfig | None = None,
+    problem: dict[str, int] | None = None,
 ) -> tuple[Tensor, list[KernelCall]]:
-    """c = a @ b + 2 e * v[:, None] in e's dtype (see yat_dense_bwd_gemm_kernel)."""
+    """c = a @ b + 2 e * v[:, None] in e's dtype (see yat_dense_bwd_gemm_kernel).
+
+    `problem`: the layer's {"M", "N", "K"}, the shape its tuned backward config is stored under.
+    """
     R, KD = a.shape
     C = b.shape[1]
     c = torch.empty((R, C), dtype=e.dtype, device=e.device)
     if R == 0 or C == 0:
         return c, []
-    cfg = config or pick_dense_config(R, C, KD, e.dtype)
+    cfg = config or pick_dense_config(R, C, KD, e.dtype, "bwd", problem=problem)
     a, b = k_major_if_huge(a, 1), k_major_if_huge(b, 0)
     grid = (triton.cdiv(R, cfg.block_m) * triton.cdiv(C, cfg.block_n),)
     call = KernelCall(
@@ -185,8 +194,8 @@ def plan_bwd_gemm(
     return c, [call]
 
 
-def _bwd_gemm(a: Tensor, b: Tensor, e: Tensor, v: Tensor, precision: str) -> Tensor:
-    c, calls = plan_bwd_gemm(a, b, e, v, precision)
+def _bwd_gemm(a: Tensor, b: Tensor, e: Tensor, v: Tensor, precision: str, problem: dict[str, int]) -> Tensor:
+    c, calls = plan_bwd_gemm(a, b, e, v, precision, problem=problem)
     for call in calls:
         call.run()
     return c
@@ -357,8 +366,9 @@ def dense_bwd(
         return torch.empty((0,), dtype=x.dtype, device=x.device)
 
     gp = gemm_precision(x.dtype, precision)
-    dx = _bwd_gemm(gs, weight, x, row_gd.sum(1)[0], gp) if need_dx else empty()
-    dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), gp) if need_dw else empty()
+    layer = {"M": x.shape[0], "N": weight.shape[0], "K": x.shape[1]}  # both GEMMs' tuned-config key
+    dx = _bwd_gemm(gs, weight, x, row_gd.sum(1)[0], gp, layer) if need_dx else empty()
+    dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), gp, layer) if need_dw else empty()
     for out, for_dx, needed in ((dx, True, need_dx), (dw, False, need_dw)):
         if needed:
             for call in plan_bwd_near(*elementwise, tile_near, x, weight, out, for_dx):

@@ -1,14 +1,368 @@
 """Config choice for the launchers: the tuned winners where a shape has been tuned, else the
-heuristic default that lives next to each kernel."""
+heuristic default that lives next to each kernel.
+
+Winners are data: one pretty-printed JSON file per GPU model, `yat_triton/tuned/<slug>.json`
+(slug: the device name lowercased, every non-alphanumeric character made "_"), written by
+`autotune.export` from the results database:
+
+    {"format": "yat-triton-winners", "version": 1, "gpu": "NVIDIA H200",
+     "torch": ..., "triton": ..., "commit": ..., "created": ...,
+     "entries": [{"op": "dense", "mode": "fwd", "dtype": "bfloat16",
+                  "shape": {"M": 4096, "N": 4096, "K": 4096},
+                  "config": {TileConfig fields}, "median_ms": 0.21, "tflops": 650.0}, ...]}
+
+Which file: the one given to `use_tuned_configs(path)`, else $YAT_TRITON_CONFIGS, else the
+file of the current CUDA device. Nothing is tuned on the CPU or under the Triton interpreter.
+
+Which entry: among those of the same op, mode and dtype, the nearest shape, with distance
+sum over the dims both shapes name of |log2(query / tuned)| (ties: the first in the file).
+The tile is then fitted to the launch's GEMM as the config-space prune does (oversized tiles
+clipped to the next power of two of their dimension), so a tile tuned on a large shape stays
+sound on a small one. Shapes are those of the layer, as the results database records them:
+
+    dense   {"M", "N", "K"}: x (M, K), weight (N, K). mode "fwd": the forward kernel;
+            mode "bwd": both backward GEMMs (dx and dW), each fitted to its own dims.
+    conv2d  {"B", "C_in", "H", "W", "C_out", "k", "stride", "padding", "groups"}, the sweep's
+            dims (autotune/sweep.py) plus groups: k, stride and padding are the larger of
+            their height and width values (a conv1d's own; square convs otherwise). Mode
+            "fwd": the forward implicit GEMM; mode "bwd": the dgrad and the wgrad kernels.
+
+A dim that only one side names does not count, and 0 counts as 1 (padding).
+
+Failures never crash a launch: a missing default file is silent (no winners yet for this
+GPU); a corrupt, unreadable, foreign-format, wrong-version or other-GPU file, or a user
+file that does not exist, costs one `TunedConfigWarning` per file per process and leaves the
+defaults in charge; entries with invalid fields are skipped under that same one warning.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from kernels._common import INTERPRETING, TileConfig
-from kernels.dense import dense_default_config
+from kernels.conv import conv_default_config, prune_conv_configs
+from kernels.dense import dense_default_config, prune_dense_configs
+
+__all__ = [
+    "ENV_VAR",
+    "FORMAT",
+    "TUNED_DIR",
+    "VERSION",
+    "TunedConfigWarning",
+    "TunedEntry",
+    "config_from_dict",
+    "conv_shape",
+    "current_gpu",
+    "parse_entry",
+    "pick_conv_config",
+    "pick_dense_config",
+    "tuned_config",
+    "use_tuned_configs",
+    "winners_filename",
+]
+
+FORMAT = "yat-triton-winners"
+VERSION = 1
+ENV_VAR = "YAT_TRITON_CONFIGS"
+TUNED_DIR = Path(__file__).resolve().parent / "tuned"
+
+OPS = ("dense", "conv2d")
+MODES = ("fwd", "bwd", "fwd+bwd")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+_MAX_PICKS = 4096  # memoized lookups kept before the memo starts over (dynamic batch sizes)
+
+Shape = Mapping[str, int]
 
 
-def pick_dense_config(M: int, N: int, K: int, dtype: torch.dtype) -> TileConfig:
-    """Config for a GEMM-like dense launch of an (M, K) x (K, N) product in `dtype`."""
+class TunedConfigWarning(UserWarning):
+    """A winners file could not be used (in whole or in part); the defaults stand in."""
+
+
+@dataclass(frozen=True)
+class TunedEntry:
+    """One winner: the best config measured for (op, mode, dtype, shape)."""
+
+    op: str
+    mode: str
+    dtype: str
+    shape: tuple[tuple[str, int], ...]  # dims in the file's order
+    config: TileConfig
+
+
+def winners_filename(gpu: str) -> str:
+    """The winners file name of a GPU model: "NVIDIA H200" -> "nvidia_h200.json"."""
+    return re.sub(r"[^a-z0-9]", "_", gpu.lower()) + ".json"
+
+
+def current_gpu() -> str | None:
+    """The current CUDA device's name, or None where nothing is tuned (no CUDA, interpreter)."""
+    if INTERPRETING or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name()
+
+
+def conv_shape(
+    x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[int], pads: Sequence[int], groups: int
+) -> dict[str, int]:
+    """The lookup shape of a conv2d of x (B, C_in, H, W) with weight (C_out, C_in/groups, kH, kW),
+    stride (sh, sw) and padding (top, bottom, left, right)."""
+    B, C_in, H, W = x_shape
+    C_out, _, kH, kW = w_shape
+    return {
+        "B": B, "C_in": C_in, "H": H, "W": W, "C_out": C_out, "k": max(kH, kW),
+        "stride": max(stride), "padding": max(pads), "groups": groups,
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Validation: what a winners file may hold (the exporter checks its output with the same).
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TileConfig)}
+_REQUIRED = {name for name, f in _FIELDS.items() if f.default is dataclasses.MISSING}
+_POW2_MIN = {"block_m": 16, "block_n": 16, "block_k": 16, "num_warps": 1, "epilogue_split": 1}
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def config_from_dict(d: object) -> TileConfig:
+    """A TileConfig from its fields (as `TileConfig.as_dict` writes them), or ValueError.
+
+    Blocks are powers of two >= 16 (the MMA minimum), num_warps and epilogue_split powers of
+    two, group_m and num_stages >= 1, norms_in_loop a bool.
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"config must be an object of TileConfig fields, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"config has unknown fields {unknown} (TileConfig has {list(_FIELDS)})")
+    missing = sorted(_REQUIRED - set(d))
+    if missing:
+        raise ValueError(f"config lacks the fields {missing}")
+    for name, value in d.items():
+        if name == "norms_in_loop":
+            if not isinstance(value, bool):
+                raise ValueError(f"config.norms_in_loop must be true or false, got {value!r}")
+        elif not _is_int(value) or value < _POW2_MIN.get(name, 1):
+            raise ValueError(f"config.{name} must be an int >= {_POW2_MIN.get(name, 1)}, got {value!r}")
+        elif name in _POW2_MIN and value & (value - 1):
+            raise ValueError(f"config.{name} must be a power of two, got {value}")
+    return TileConfig(**d)
+
+
+def parse_entry(raw: object) -> TunedEntry:
+    """One entry of a winners file, checked field by field, or ValueError naming the field."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"an entry must be an object, got {type(raw).__name__}")
+    for name, allowed in (("op", OPS), ("mode", MODES), ("dtype", DTYPES)):
+        if raw.get(name) not in allowed:
+            raise ValueError(f"entry {name} must be one of {allowed}, got {raw.get(name)!r}")
+    shape = raw.get("shape")
+    if not isinstance(shape, dict) or not shape:
+        raise ValueError(f"entry shape must be a non-empty object of dims, got {shape!r}")
+    for dim, value in shape.items():
+        if not _is_int(value) or value < 0:
+            raise ValueError(f"entry shape dim {dim!r} must be an int >= 0, got {value!r}")
+    config = config_from_dict(raw.get("config"))
+    return TunedEntry(raw["op"], raw["mode"], raw["dtype"], tuple(shape.items()), config)
+
+
+# ---------------------------------------------------------------------------------------
+# The tuned-config cache: the package's one piece of global mutable state.
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.override: Path | None = None  # use_tuned_configs(path)
+        self.files: dict[tuple[Path, str], tuple[TunedEntry, ...]] = {}  # (file, device) -> entries
+        self.picks: dict[tuple[object, ...], TileConfig | None] = {}  # memoized lookups
+        self.warned: set[Path] = set()  # one warning per file per process
+
+    def forget(self) -> None:
+        """Drop loaded files and lookups (not the warnings already given)."""
+        self.files.clear()
+        self.picks.clear()
+
+
+_CACHE = _Cache()
+
+
+def use_tuned_configs(path: str | os.PathLike[str] | None) -> None:
+    """Take tuned configs from the winners file `path` from now on (over $YAT_TRITON_CONFIGS
+    and the per-GPU default); None goes back to that default lookup. Either way, files are
+    read again on next use. The file's "gpu" must be the device's name to be used."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"use_tuned_configs expects a path or None, got {type(path).__name__}")
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"use_tuned_configs: no winners file at {path}")
+    _CACHE.override = None if path is None else Path(path)
+    _CACHE.forget()
+
+
+def _warn(path: Path, message: str) -> None:
+    if path not in _CACHE.warned:
+        _CACHE.warned.add(path)
+        warnings.warn(f"{path}: {message}; using the default configs", TunedConfigWarning, stacklevel=4)
+
+
+def _winners_path(gpu: str) -> tuple[Path, bool]:
+    """(file, named by the user) for this device."""
+    if _CACHE.override is not None:
+        return _CACHE.override, True
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env), True
+    return TUNED_DIR / winners_filename(gpu), False
+
+
+def read_winners(path: str | os.PathLike[str]) -> tuple[str, tuple[TunedEntry, ...]]:
+    """(gpu, usable entries) of a winners file, as the call-time lookup reads it, whatever
+    the device; problems warn once, as there."""
+    p = Path(path)
+    try:
+        gpu = json.loads(p.read_text(encoding="utf-8")).get("gpu", "")
+    except (OSError, ValueError, AttributeError):
+        gpu = ""
+    return str(gpu), _load(p, str(gpu), True)
+
+
+def _load(path: Path, gpu: str, named: bool) -> tuple[TunedEntry, ...]:
+    """The usable entries of a winners file for device `gpu`; () and a warning if none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if named:
+            _warn(path, "no such winners file")
+        return ()
+    except (OSError, UnicodeDecodeError) as e:
+        _warn(path, f"unreadable winners file ({e})")
+        return ()
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, over-long ints, deep nesting
+        _warn(path, f"not valid JSON ({e})")
+        return ()
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        _warn(path, f"not a winners file (format {found!r}, expected {FORMAT!r})")
+        return ()
+    version = data.get("version")
+    if not _is_int(version) or version != VERSION:
+        _warn(path, f"winners format version {version!r}, this code reads version {VERSION}")
+        return ()
+    if data.get("gpu") != gpu:
+        _warn(path, f"winners tuned on {data.get('gpu')!r}, this device is {gpu!r}")
+        return ()
+    raw_entries = data.get("entries")
+    if not isinstance(raw_entries, list):
+        _warn(path, f"'entries' must be a list, got {type(raw_entries).__name__}")
+        return ()
+    entries, bad = [], []
+    for i, raw in enumerate(raw_entries):
+        try:
+            entries.append(parse_entry(raw))
+        except ValueError as e:
+            bad.append(f"entry {i}: {e}")
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        _warn(path, f"skipped {len(bad)} of {len(raw_entries)} entries with invalid fields: {bad[0]}{more}")
+    return tuple(entries)
+
+
+def _distance(query: Shape, tuned: tuple[tuple[str, int], ...]) -> float | None:
+    shared = [(query[dim], value) for dim, value in tuned if dim in query]
+    if not shared:
+        return None
+    return sum(abs(math.log2(max(q, 1) / max(t, 1))) for q, t in shared)
+
+
+def _dtype_name(dtype: torch.dtype | str) -> str:
+    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+
+
+def tuned_config(op: str, mode: str, dtype: torch.dtype | str, shape: Shape) -> TileConfig | None:
+    """The tuned config of the nearest tuned shape (see the module docstring), as stored in
+    the winners file, or None: no CUDA device, interpreter, no usable file or no entry.
+
+    Args:
+        op: "dense" or "conv2d".
+        mode: "fwd", "bwd" or "fwd+bwd".
+        dtype: io dtype, a torch.dtype or its name ("bfloat16").
+        shape: the layer's dims, e.g. {"M": 4096, "N": 4096, "K": 4096}: ints (symbolic
+            ones, as torch.compile traces dynamic shapes with, get None: no guard per size).
+    """
+    if op not in OPS or mode not in MODES:
+        raise ValueError(f"tuned_config: op must be in {OPS} and mode in {MODES}, got {op!r}, {mode!r}")
+    if not isinstance(shape, Mapping) or not all(
+        _is_int(v) or isinstance(v, torch.SymInt) for v in shape.values()
+    ):
+        raise TypeError(f"tuned_config: shape must map dim names to ints, got {shape!r}")
+    if not all(_is_int(v) for v in shape.values()):
+        return None  # symbolic dims (torch.compile, dynamic shapes): the defaults, as before
+    gpu = current_gpu()
+    if gpu is None:
+        return None
+    path, named = _winners_path(gpu)
+    key = (path, gpu, op, mode, _dtype_name(dtype), tuple(shape.items()))
+    if key in _CACHE.picks:
+        return _CACHE.picks[key]
+    if (path, gpu) not in _CACHE.files:
+        _CACHE.files[(path, gpu)] = _load(path, gpu, named)
+    best: TileConfig | None = None
+    best_d = math.inf
+    for e in _CACHE.files[(path, gpu)]:
+        if (e.op, e.mode, e.dtype) == (op, mode, key[4]):
+            d = _distance(shape, e.shape)
+            if d is not None and d < best_d:
+                best, best_d = e.config, d
+    if len(_CACHE.picks) >= _MAX_PICKS:
+        _CACHE.picks.clear()
+    _CACHE.picks[key] = best
+    return best
+
+
+# ---------------------------------------------------------------------------------------
+# Launcher entries: tuned where tuned, else the kernel's heuristic default.
+
+
+def pick_dense_config(
+    M: int, N: int, K: int, dtype: torch.dtype, mode: str = "fwd", *, problem: Shape | None = None
+) -> TileConfig:
+    """Config for a dense GEMM-like launch of an (M, K) x (K, N) product in `dtype`.
+
+    `problem` is the layer shape to look up ({"M", "N", "K"} of x (M, K), weight (N, K));
+    without it, the launch's own (M, N, K). A backward GEMM passes its layer's shape.
+    """
+    tuned = tuned_config("dense", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K})
+    if tuned is not None:
+        fitted = prune_dense_configs([tuned], M, N, K, dtype.itemsize)
+        if fitted:
+            return fitted[0]
     return dense_default_config(M, N, K, dtype.itemsize, interpreting=INTERPRETING)
+
+
+def pick_conv_config(
+    M: int, N: int, K: int, dtype: torch.dtype, mode: str = "fwd", *, problem: Shape | None = None
+) -> TileConfig:
+    """Config for a conv implicit GEMM (M, N, K as `conv_default_config` takes them).
+
+    `problem` is the conv's lookup shape (`conv_shape(...)`); without it, {"M", "N", "K"} of
+    the implicit GEMM, which only matches winners stored that way.
+    """
+    tuned = tuned_config("conv2d", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K})
+    if tuned is not None:
+        fitted = prune_conv_configs([tuned], M, N, K, dtype.itemsize)
+        if fitted:
+            return fitted[0]
+    return conv_default_config(M, N, K, dtype.itemsize, interpreting=INTERPRETING)
