@@ -114,7 +114,8 @@ def _specialize(call: KernelCall) -> tuple[dict, dict, dict]:
     return signature, constexprs, attrs
 
 
-def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, int, int, bool]:
+def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, bool, int, int, str]:
+    """(registers, stack, static shared, HGMMA count, TMA used, STL, LDL, SASS text)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
@@ -134,7 +135,7 @@ def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, int, int, bool]:
     tma = bool(re.search(r"\bUTMALDG\b|\bUBLKCP\b", sass))
     return (
         field("REG"), field("STACK"), field("SHARED"), hgmma, tma,
-        sass.count("STL"), sass.count("LDL"),
+        sass.count("STL"), sass.count("LDL"), sass,
     )  # fmt: skip
 
 
@@ -146,9 +147,10 @@ def compile_sm90(call: KernelCall, *, dump_dir: Path | None = None) -> KernelRep
     t0 = time.perf_counter()
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     elapsed = time.perf_counter() - t0
-    regs, stack, shared_static, hgmma, tma, stl, ldl = _resource_usage(compiled.asm["cubin"])
-    if dump_dir is not None:
+    regs, stack, shared_static, hgmma, tma, stl, ldl, sass = _resource_usage(compiled.asm["cubin"])
+    if dump_dir is not None:  # TTIR, TTGIR, LLIR, PTX, cubin as Triton keeps them, and the SASS
         dump_dir.mkdir(parents=True, exist_ok=True)
+        (dump_dir / f"{call.kernel.__name__}.sass").write_text(sass)
         for ext, text in compiled.asm.items():
             name = f"{call.kernel.__name__}.{ext}"
             if isinstance(text, bytes):

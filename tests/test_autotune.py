@@ -162,3 +162,14 @@ def test_export_cpu_sweep_and_load_back(tiny_suite: Path, tmp_path: Path, capsys
     gpu, entries = read_winners(path)
     assert gpu == doc["gpu"] and len(entries) == len(doc["entries"]) == 1
     assert "loaded back by yat_triton" in capsys.readouterr().out
+
+
+def test_quick_suite_runs_on_cpu(tmp_path: Path, capsys) -> None:
+    """The README's main job, trimmed: the built-in quick suite, one config per problem."""
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", "quick", "--db", str(db_path), "--mode", "fwd", "--dtype", "bfloat16",
+            "--max-configs", "1", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = [r for r in _rows(db_path) if r.provider == "yat_triton" and r.status == "ok"]
+    assert {r.op for r in rows} == {"dense", "conv2d"} and all(r.correct for r in rows)
+    assert cli.main(["show", "--db", str(db_path)]) == 0

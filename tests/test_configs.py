@@ -205,3 +205,14 @@ def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
             assert r["stack_bytes"] == 0 and r["spill_stores"] == 0, r
             if "gemm" in r["kernel"] or r["kernel"].endswith(("fwd_kernel", "grad_kernel")):
                 assert r["hgmma"] > 0, r
+
+
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+def test_inspect_dumps_every_stage(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "autotune.inspect", "--shape", "256", "256", "256", "--dump", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stages = {p.suffix for p in tmp_path.glob("yat_dense_fwd_kernel.*")}
+    assert {".ttir", ".ttgir", ".llir", ".ptx", ".cubin", ".sass"} <= stages
+    assert "HGMMA" in (tmp_path / "yat_dense_fwd_kernel.sass").read_text()
