@@ -2,8 +2,9 @@
 against a float64 reference before its time counts, written row by row to the results
 database (so an interrupted sweep resumes where it stopped).
 
-Providers (SPEC.md section 5): `yat_triton` (one row per tile config in fwd mode; the
-op end to end, with its default / tuned configs, in bwd and fwd+bwd modes), `linear+relu`,
+Providers (SPEC.md section 5): `yat_triton` (one row per tile config: of the forward
+kernel in fwd mode, of the backward kernels in bwd and fwd+bwd modes, where the first row,
+config "", is the op as it ships), `linear+relu`,
 `addmm_relu`, `conv+relu` (cuDNN, channels_last, benchmark mode), `eager_ref` (the ⵟ layer
 in plain PyTorch, fp32 math as nmn), `compiled_ref` (torch.compile of it; GPU only) and
 `nmn` where installed.
@@ -180,6 +181,21 @@ class Problem:
             return yat_conv2d(x, self.w, self.b, s["stride"], s["padding"], eps=EPS, precision=self.precision)
 
         return self._autograd(layer)
+
+    def yat_with(self, config: TileConfig | None) -> Callable[[], torch.Tensor]:
+        """fwd: the forward kernel with `config`; bwd modes: the op with its backward kernels
+        forced to `config` (None: as shipped, tuned or default)."""
+        if self.mode == "fwd" or config is None:
+            return self.yat(config)
+        from yat_triton.tuning import forced_config
+
+        fn = self.yat(None)
+
+        def run() -> torch.Tensor:
+            with forced_config(self.op, "bwd", config):
+                return fn()
+
+        return run
 
     def _autograd(self, layer: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
         """bwd: the backward of a forward run outside the timing; fwd+bwd: both. Returns dx."""
@@ -471,24 +487,30 @@ def _run_task(db: ResultsDB, task: Task, env: Env, device: str, max_configs: int
         return row(provider, config, "ok", median_ms=med, p20_ms=p20, p80_ms=p80,
                    tflops=flop / (med * 1e-3) / 1e12, correct=correct, max_rel_err=err)  # fmt: skip
 
+    kept, pruned = config_space(task.op, task.shape, elem)
+    for cfg in pruned:
+        key = canonical_json(cfg.as_dict())
+        if not done("yat_triton", key):
+            yield row("yat_triton", key, "pruned", reason="shared memory or registers exceed sm_90")
     if task.mode == "fwd":
-        kept, pruned = config_space(task.op, task.shape, elem)
-        for cfg in pruned:
-            key = canonical_json(cfg.as_dict())
-            if not done("yat_triton", key):
-                yield row("yat_triton", key, "pruned", reason="shared memory or registers exceed sm_90")
         default = default_config(task.op, task.shape, elem)
         configs = [default] + [c for c in kept if c != default]
-        if max_configs is not None:
-            configs = configs[:max_configs]
-        pending = [c for c in configs if not done("yat_triton", canonical_json(c.as_dict()))]
-        if env.representative:  # compile in parallel on the host's cores, time one by one
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
-                list(pool.map(lambda c: _warm(problem.yat(c)), pending))
-        for cfg in pending:
-            yield measure("yat_triton", canonical_json(cfg.as_dict()), problem.yat(cfg), True)
-    elif not done("yat_triton", ""):
-        yield measure("yat_triton", "", problem.yat(None), True)
+    else:
+        # the backward kernels' tiles (they ignore the forward-only fields), run through the
+        # registered op with tuning.forced_config; the first row is the op as it ships
+        configs = [None] + [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop]
+    if max_configs is not None:
+        configs = configs[:max_configs]
+
+    def key_of(cfg: TileConfig | None) -> str:
+        return "" if cfg is None else canonical_json(cfg.as_dict())
+
+    pending = [c for c in configs if not done("yat_triton", key_of(c))]
+    if env.representative:  # compile in parallel on the host's cores, time one by one
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
+            list(pool.map(lambda c: _warm(problem.yat_with(c)), pending))
+    for cfg in pending:
+        yield measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True)
     for provider, fn, check in problem.baselines():
         if not done(provider, ""):
             yield measure(provider, "", fn, check)

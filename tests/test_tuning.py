@@ -469,3 +469,21 @@ def test_lookup_arguments_are_checked() -> None:
         tuned_config("dense", "forward", BF16, CUBE)
     with pytest.raises(TypeError, match="shape must map dim names to ints"):
         tuned_config("dense", "fwd", BF16, {"M": 1.5})
+
+
+def test_forced_config_reaches_the_backward_launch() -> None:
+    """forced_config (the sweep's way to time one backward tile) wins over tuned and default
+    configs inside its block, fitted to the launch, and is gone after it."""
+    from kernels._common import TileConfig
+    from yat_triton.dense import plan_bwd_gemm
+    from yat_triton.tuning import forced_config
+
+    a, b = torch.empty((40, 24), device="meta"), torch.empty((24, 72), device="meta")
+    e, v = torch.empty((40, 72), device="meta"), torch.empty((40,), device="meta")
+    forced = TileConfig(128, 32, 16, 4, 8, 3)
+    with forced_config("dense", "bwd", forced):
+        _, (call,) = plan_bwd_gemm(a, b, e, v, "ieee")
+    assert (call.kwargs["BLOCK_M"], call.kwargs["BLOCK_N"], call.kwargs["BLOCK_K"]) == (64, 32, 16)
+    assert call.kwargs["num_warps"] == 8 and call.kwargs["GROUP_M"] == 4
+    _, (after,) = plan_bwd_gemm(a, b, e, v, "ieee")
+    assert after.kwargs["GROUP_M"] == 8  # the default again

@@ -37,13 +37,14 @@ defaults in charge; entries with invalid fields are skipped under that same one 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,6 +189,7 @@ class _Cache:
         self.files: dict[tuple[Path, str], tuple[TunedEntry, ...]] = {}  # (file, device) -> entries
         self.picks: dict[tuple[object, ...], TileConfig | None] = {}  # memoized lookups
         self.warned: set[Path] = set()  # one warning per file per process
+        self.forced: dict[tuple[str, str], TileConfig] = {}  # forced_config(...) blocks
 
     def forget(self) -> None:
         """Drop loaded files and lookups (not the warnings already given)."""
@@ -336,6 +338,22 @@ def tuned_config(op: str, mode: str, dtype: torch.dtype | str, shape: Shape) -> 
 # Launcher entries: tuned where tuned, else the kernel's heuristic default.
 
 
+@contextlib.contextmanager
+def forced_config(op: str, mode: str, config: TileConfig) -> Iterator[None]:
+    """Inside the block every `op` launch of `mode` ("fwd" | "bwd") uses `config` (fitted
+    to the launch): how the sweep times one backward tile through the registered op."""
+    key = (op, mode)
+    previous = _CACHE.forced.get(key)
+    _CACHE.forced[key] = config
+    try:
+        yield
+    finally:
+        if previous is None:
+            _CACHE.forced.pop(key, None)
+        else:
+            _CACHE.forced[key] = previous
+
+
 def pick_dense_config(
     M: int, N: int, K: int, dtype: torch.dtype, mode: str = "fwd", *, problem: Shape | None = None
 ) -> TileConfig:
@@ -344,7 +362,9 @@ def pick_dense_config(
     `problem` is the layer shape to look up ({"M", "N", "K"} of x (M, K), weight (N, K));
     without it, the launch's own (M, N, K). A backward GEMM passes its layer's shape.
     """
-    tuned = tuned_config("dense", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K})
+    tuned = _CACHE.forced.get(("dense", mode)) or tuned_config(
+        "dense", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K}
+    )
     if tuned is not None:
         fitted = prune_dense_configs([tuned], M, N, K, dtype.itemsize)
         if fitted:
@@ -360,7 +380,9 @@ def pick_conv_config(
     `problem` is the conv's lookup shape (`conv_shape(...)`); without it, {"M", "N", "K"} of
     the implicit GEMM, which only matches winners stored that way.
     """
-    tuned = tuned_config("conv2d", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K})
+    tuned = _CACHE.forced.get(("conv2d", mode)) or tuned_config(
+        "conv2d", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K}
+    )
     if tuned is not None:
         fitted = prune_conv_configs([tuned], M, N, K, dtype.itemsize)
         if fitted:
