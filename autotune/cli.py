@@ -46,7 +46,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with dbmod.ResultsDB(args.db) as db:
         counts = sweep.run_sweep(
             db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
-            max_configs=max_configs, progress=not args.quiet,
+            max_configs=max_configs, progress=not args.quiet, compile_mode=args.compile_mode,
         )  # fmt: skip
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new (all done)"
     print(f"{args.db}: {summary}")
@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--shard", help="i/n: this process's share of the suite (1-based)")
     sw.add_argument("--max-configs", type=int, help="configs per problem (default: all; 2 on a CPU)")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument(
+        "--compile-mode", default="max-autotune", help="torch.compile mode of compiled_ref (GPU only)"
+    )
     sw.set_defaults(func=cmd_sweep)
     sh = sub.add_parser("show", help="best configs and speedups as a table")
     sh.add_argument("--db", default="results.db")

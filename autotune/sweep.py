@@ -6,8 +6,9 @@ Providers (SPEC.md section 5): `yat_triton` (one row per tile config: of the for
 kernel in fwd mode, of the backward kernels in bwd and fwd+bwd modes, where the first row,
 config "", is the op as it ships), `linear+relu`,
 `addmm_relu`, `conv+relu` (cuDNN, channels_last, benchmark mode), `eager_ref` (the ⵟ layer
-in plain PyTorch, fp32 math as nmn), `compiled_ref` (torch.compile of it; GPU only) and
-`nmn` where installed.
+in plain PyTorch, fp32 math as nmn), `compiled_ref` (torch.compile of it, max-autotune
+unless told otherwise; GPU only) and `nmn` where installed. Baseline rows record the TF32
+settings as their config.
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ class Problem:
         self.precision = (
             "ieee" if dt != torch.float32 or not torch.backends.cuda.matmul.allow_tf32 else "tf32"
         )
+        self.compile_mode = "max-autotune"
 
     def _out_shape(self) -> tuple[int, ...]:
         if self.op == "dense":
@@ -247,7 +249,7 @@ class Problem:
 
         yield "eager_ref", self._timed(eager), True
         if torch.cuda.is_available() and not INTERPRETING:
-            yield "compiled_ref", self._timed(torch.compile(eager)), True
+            yield "compiled_ref", self._timed(torch.compile(eager, mode=self.compile_mode)), True
         try:
             import nmn.torch  # noqa: F401
         except ImportError:
@@ -394,6 +396,7 @@ def run_sweep(
     shard_spec: str | None = None,
     max_configs: int | None = None,
     progress: bool = True,
+    compile_mode: str = "max-autotune",
 ) -> dict[str, int]:
     """Run every (task, provider, config) not yet in `db`; returns counts by status."""
     env = environment()
@@ -408,7 +411,7 @@ def run_sweep(
         for task in bar:
             label = f"{task.op} {task.mode} {task.dtype} {canonical_json(task.shape)}"
             bar.set_description(label)
-            for result in _run_task(db, task, env, device, max_configs):
+            for result in _run_task(db, task, env, device, max_configs, compile_mode):
                 counts[result.status] = counts.get(result.status, 0) + 1
                 if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
                     best[label] = min(best.get(label, math.inf), result.median_ms)
@@ -450,7 +453,9 @@ def _progress(items: list[Task], enabled: bool) -> object:
     return tqdm(items, disable=not enabled, unit="problem", dynamic_ncols=True)
 
 
-def _run_task(db: ResultsDB, task: Task, env: Env, device: str, max_configs: int | None) -> Iterator[Result]:
+def _run_task(
+    db: ResultsDB, task: Task, env: Env, device: str, max_configs: int | None, compile_mode: str
+) -> Iterator[Result]:
     problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
     shape_json = canonical_json(task.shape)
     elem = problem.dtype.itemsize
@@ -511,9 +516,16 @@ def _run_task(db: ResultsDB, task: Task, env: Env, device: str, max_configs: int
             list(pool.map(lambda c: _warm(problem.yat_with(c)), pending))
     for cfg in pending:
         yield measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True)
+    # the baselines' TF32 settings (SPEC section 5: stated), recorded as their config
+    baseline_cfg = canonical_json({
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": task.op == "conv2d",
+    })  # fmt: skip
+    problem.compile_mode = compile_mode
     for provider, fn, check in problem.baselines():
-        if not done(provider, ""):
-            yield measure(provider, "", fn, check)
+        if not done(provider, baseline_cfg):
+            yield measure(provider, baseline_cfg, fn, check)
 
 
 def _warm(fn: Callable[[], object]) -> None:
