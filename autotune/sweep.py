@@ -143,8 +143,9 @@ class Problem:
         self.x = x.to(device=device, dtype=dt)
         if op == "conv2d":
             self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.w = w.to(device=device, dtype=dt)
-        self.b = b.to(device=device, dtype=dt)
+        # in bwd modes the weights are trained too: every provider computes dx, dW and db
+        self.w = w.to(device=device, dtype=dt).requires_grad_(mode != "fwd")
+        self.b = b.to(device=device, dtype=dt).requires_grad_(mode != "fwd")
         self.g = torch.randn(self._out_shape(), generator=gen).to(device=device, dtype=dt)
         self.precision = (
             "ieee" if dt != torch.float32 or not torch.backends.cuda.matmul.allow_tf32 else "tf32"
@@ -199,20 +200,24 @@ class Problem:
 
         return run
 
-    def _autograd(self, layer: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
-        """bwd: the backward of a forward run outside the timing; fwd+bwd: both. Returns dx."""
+    def _autograd(
+        self, layer: Callable[[torch.Tensor], torch.Tensor], params: tuple[torch.Tensor, ...] | None = None
+    ) -> Callable[[], torch.Tensor]:
+        """bwd: the backward (dx and the parameters' gradients) of a forward run outside the
+        timing; fwd+bwd: both. Returns dx, the value checked."""
         x = self.x.detach().requires_grad_()
+        leaves = (x, *(params if params is not None else (self.w, self.b)))
         if self.mode == "bwd":
             y = layer(x)
-            return lambda: torch.autograd.grad(y, x, self.g, retain_graph=True)[0]
-        return lambda: torch.autograd.grad(layer(x), x, self.g)[0]
+            return lambda: torch.autograd.grad(y, leaves, self.g, retain_graph=True)[0]
+        return lambda: torch.autograd.grad(layer(x), leaves, self.g)[0]
 
     # --- the float64 reference --------------------------------------------------------
 
     def reference(self) -> torch.Tensor:
         """y (fwd) or dx (bwd modes) in float64 on the CPU, expanded distance as SPEC."""
         x = self.x.detach().to("cpu", torch.float64).requires_grad_(self.mode != "fwd")
-        w, b = self.w.to("cpu", torch.float64), self.b.to("cpu", torch.float64)
+        w, b = self.w.detach().to("cpu", torch.float64), self.b.detach().to("cpu", torch.float64)
         y = _yat_math(self.op, x, w, b, self.shape)
         if self.mode == "fwd":
             return y
@@ -254,14 +259,17 @@ class Problem:
             import nmn.torch  # noqa: F401
         except ImportError:
             return
-        yield "nmn", self._timed(self._nmn_layer()), True
+        module = self._nmn_layer()
+        yield "nmn", self._timed(module, tuple(module.parameters())), True
 
-    def _timed(self, layer: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    def _timed(
+        self, layer: Callable[[torch.Tensor], torch.Tensor], params: tuple[torch.Tensor, ...] | None = None
+    ) -> Callable[[], torch.Tensor]:
         if self.mode == "fwd":
             return lambda: layer(self.x)
-        return self._autograd(layer)
+        return self._autograd(layer, params)
 
-    def _nmn_layer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _nmn_layer(self) -> torch.nn.Module:
         from nmn.torch.layers import YatConv2D
         from nmn.torch.nmn import YatNMN
 
@@ -272,7 +280,9 @@ class Problem:
             m = YatConv2D(
                 s["C_in"], s["C_out"], s["k"], s["stride"], s["padding"], use_alpha=False, epsilon=EPS
             )
-        m.load_state_dict({"weight": self.w.float().cpu(), "bias": self.b.float().cpu()}, strict=False)
+        m.load_state_dict(
+            {"weight": self.w.detach().float().cpu(), "bias": self.b.detach().float().cpu()}, strict=False
+        )
         return m.to(device=self.x.device, dtype=self.dtype)
 
 
@@ -511,7 +521,16 @@ def _run_task(
         return "" if cfg is None else canonical_json(cfg.as_dict())
 
     pending = [c for c in configs if not done("yat_triton", key_of(c))]
-    if env.representative:  # compile in parallel on the host's cores, time one by one
+    if env.representative:
+        # static prune: a tile whose kernels spill cannot win; compile for sm_90 in parallel
+        recorded = [(c, _record(problem, c)) for c in pending]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
+            reasons = list(pool.map(lambda rc: spill_reason(rc[1]), recorded))
+        for cfg, reason in zip(pending, reasons, strict=True):
+            if reason:
+                yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
+        pending = [c for c, reason in zip(pending, reasons, strict=True) if not reason]
+        # compile in parallel on the host's cores, time one by one
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
             list(pool.map(lambda c: _warm(problem.yat_with(c)), pending))
     for cfg in pending:
@@ -526,6 +545,41 @@ def _run_task(
     for provider, fn, check in problem.baselines():
         if not done(provider, baseline_cfg):
             yield measure(provider, baseline_cfg, fn, check)
+
+
+# Kernels whose launch does not depend on the swept tile (their spills are not its fault).
+_TILE_INDEPENDENT = ("row_sqnorm", "prep", "near")
+
+
+def _record(problem: Problem, config: TileConfig | None) -> list[object]:
+    """The kernel launches one run of the problem with `config` plans (nothing runs)."""
+    from autotune.inspect import record_calls
+
+    if config is None:
+        return []
+    try:
+        return record_calls(problem.yat_with(config))
+    except Exception:  # noqa: BLE001 - the timed pass records the failure
+        return []
+
+
+def spill_reason(calls: list[object]) -> str | None:
+    """Why the tile's kernels should not be timed (a stack frame, i.e. spills), or None."""
+    from autotune.inspect import compile_sm90
+
+    for call in calls:
+        if any(tag in call.kernel.__name__ for tag in _TILE_INDEPENDENT):
+            continue
+        try:
+            report = compile_sm90(call)
+        except Exception:  # noqa: BLE001 - compile errors are recorded by the timed pass
+            return None
+        if report.spills:
+            return (
+                f"{report.kernel} spills on sm_90 ({report.registers} registers, "
+                f"{report.spill_stores} spill stores)"
+            )
+    return None
 
 
 def _warm(fn: Callable[[], object]) -> None:

@@ -175,3 +175,27 @@ def test_quick_suite_runs_on_cpu(tmp_path: Path, capsys) -> None:
     rows = [r for r in _rows(db_path) if r.provider == "yat_triton" and r.status == "ok"]
     assert {r.op for r in rows} == {"dense", "conv2d"} and all(r.correct for r in rows)
     assert cli.main(["show", "--db", str(db_path)]) == 0
+
+
+def test_static_prune_flags_spilling_tiles() -> None:
+    """On a GPU the sweep compiles each tile for sm_90 first and prunes the ones that spill
+    (here in a child process: static compiles need compiled, not interpreted, kernels)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from autotune.sweep import Problem, _record, spill_reason\\n"
+        "from kernels._common import TileConfig\\n"
+        "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'cpu')\\n"
+        "print(spill_reason(_record(p, TileConfig(256, 256, 64, 8, 4, 3))))\\n"
+        "print(spill_reason(_record(p, TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4))))\\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    bad, good = done.stdout.strip().splitlines()[-2:]
+    assert "yat_dense_fwd_kernel spills on sm_90" in bad
+    assert good == "None"
