@@ -185,11 +185,11 @@ def test_static_prune_flags_spilling_tiles() -> None:
     import sys
 
     code = (
-        "from autotune.sweep import Problem, _record, spill_reason\\n"
-        "from kernels._common import TileConfig\\n"
-        "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'cpu')\\n"
-        "print(spill_reason(_record(p, TileConfig(256, 256, 64, 8, 4, 3))))\\n"
-        "print(spill_reason(_record(p, TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4))))\\n"
+        "from autotune.sweep import Problem, _record, spill_reason\n"
+        "from kernels._common import TileConfig\n"
+        "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'cpu')\n"
+        "print(spill_reason(_record(p, TileConfig(256, 256, 64, 8, 4, 3))))\n"
+        "print(spill_reason(_record(p, TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4))))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[1]
