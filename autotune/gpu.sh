@@ -34,7 +34,5 @@ tail -n 3 "$OUT"/inspect_*.txt
 timeout 180 python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
   --max-configs 12 --compile-mode default --db "$OUT/results.db" 2>&1 | tee "$OUT/sweep.log" || status=1
 python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
-if python -c "import autotune.export" 2>/dev/null; then
-  python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1
-fi
+python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1
 exit "$status"
