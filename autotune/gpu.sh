@@ -6,7 +6,9 @@
 # inspect_*.txt (registers / spills / shared memory / wgmma of every kernel, as compiled by
 # this machine's Triton), results.db + sweep.log + show.txt (the core suite swept in bf16
 # against the baselines) and the exported winners (tuned/*.json).
-# The GPU machine cannot download: the project runs from the checkout (PYTHONPATH).
+# Time caps (tests 240 s, inspect 3 x 40 s, sweep 150 s) keep it under ~8 min; a capped
+# sweep resumes on the next run. The GPU machine cannot download: the project runs from
+# the checkout (PYTHONPATH).
 set -uo pipefail
 OUT=${1:?usage: bash autotune/gpu.sh OUTPUT_DIR}
 mkdir -p "$OUT"
@@ -22,16 +24,16 @@ status=0
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-timeout 300 python -m pytest -q -ra tests 2>&1 | tee "$OUT/tests.log"
+timeout 240 python -m pytest -q -ra tests 2>&1 | tee "$OUT/tests.log"
 status=$(( status | PIPESTATUS[0] ))
 
 for dtype in bfloat16 float16 float32; do
-  timeout 60 python -m autotune.inspect --all --dtype "$dtype" > "$OUT/inspect_$dtype.txt" 2>&1 || status=1
+  timeout 40 python -m autotune.inspect --all --dtype "$dtype" > "$OUT/inspect_$dtype.txt" 2>&1 || status=1
 done
 tail -n 3 "$OUT"/inspect_*.txt
 
 # The sweep resumes where a timeout stopped it: rerunning this script finishes the work.
-timeout 180 python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
+timeout 150 python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
   --max-configs 12 --compile-mode default --db "$OUT/results.db" 2>&1 | tee "$OUT/sweep.log" || status=1
 python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
 python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1
