@@ -3,6 +3,7 @@ export the winners, show them, and inspect compiled kernels.
 
     yat-autotune sweep --suite quick --db results.db
     yat-autotune show --db results.db
+    yat-autotune report --db results.db --out reports
     yat-autotune inspect --dtype bfloat16 --all
 """
 
@@ -111,6 +112,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from autotune.report import render_report
+
+    written = render_report(args.db, args.out)
+    for path in written:
+        print(path)
+    print(f"{len(written)} files written under {args.out}")
+    return 0
+
+
 def cmd_inspect(rest: list[str]) -> int:
     from autotune.inspect import main as inspect_main
 
@@ -144,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--db", required=True, help="the database to merge into")
     mg.add_argument("sources", nargs="+")
     mg.set_defaults(func=cmd_merge)
+    rp = sub.add_parser("report", help="render the database as markdown + PNG reports, one folder per GPU")
+    rp.add_argument("--db", default="results.db")
+    rp.add_argument("--out", type=Path, default=Path("reports"), help="folder (default: reports)")
+    rp.set_defaults(func=cmd_report)
     sub.add_parser(
         "inspect", help="compile kernels for sm_90 and report resources (see --help)", add_help=False
     )

@@ -5,7 +5,8 @@
 # whole test suite on the GPU: bf16, fp64 gradcheck, full opcheck, torch.compile),
 # inspect_*.txt (registers / spills / shared memory / wgmma of every kernel, as compiled by
 # this machine's Triton), results.db + sweep.log + show.txt (the core suite swept in bf16
-# against the baselines) and the exported winners (tuned/*.json).
+# against the baselines), the exported winners (tuned/*.json) and the rendered report
+# (reports/: commit it together with the winners).
 # Time caps (tests 240 s, inspect 3 x 40 s, sweep 150 s) keep it under ~8 min; a capped
 # sweep resumes on the next run. The GPU machine cannot download: the project runs from
 # the checkout (PYTHONPATH).
@@ -37,4 +38,5 @@ timeout 150 python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fw
   --max-configs 12 --compile-mode default --db "$OUT/results.db" 2>&1 | tee "$OUT/sweep.log" || status=1
 python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
 python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1
+python -m autotune report --db "$OUT/results.db" --out "$OUT/reports" 2>&1 | tee -a "$OUT/show.txt" || status=1
 exit "$status"

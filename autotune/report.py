@@ -1,0 +1,440 @@
+"""Render the results database as a performance report: one folder per GPU model.
+
+    render_report("results.db", "reports")  # reports/nvidia_h200/README.md + PNGs, reports/README.md
+
+Everything shown is read from the database (SPEC.md sections 5-6): the machine header, the
+best correct `yat_triton` row per problem against every baseline present, the section 6
+targets where the rows can decide them, the failed, wrong and pruned configs, and the plots.
+Problem sizes in GFLOP come from the rows themselves (TFLOP/s x median ms), so the report
+counts flops exactly as the sweep did. A database measured without a GPU renders too, but
+every page of it opens with a NOT REPRESENTATIVE banner.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from tabulate import tabulate
+
+from autotune.db import Result, ResultsDB
+
+OURS = "yat_triton"
+BASELINES = ("linear+relu", "addmm_relu", "conv+relu", "eager_ref", "compiled_ref", "nmn")
+STANDARD = {"dense": "linear+relu", "conv2d": "conv+relu"}  # the layer a ⵟ-layer replaces
+FAILED = ("wrong", "compile_error", "out_of_resources", "error")
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+BANNER = "> **NOT REPRESENTATIVE: measured without a GPU (Triton interpreter).** Timings below say nothing about kernel speed."  # noqa: E501
+
+Problem = tuple[str, str, str, str]  # op, mode, dtype, shape (JSON)
+
+
+def slug(gpu: str) -> str:
+    """The folder name of a GPU model: "NVIDIA H200" -> "nvidia_h200"."""
+    return re.sub(r"[^a-z0-9]+", "_", gpu.lower()) or "unknown"
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _tf(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _table(rows: list[list[object]], headers: list[str], empty: str = "None.") -> str:
+    """A GitHub markdown table of already formatted cells (no re-parsing of numbers)."""
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) if rows else empty
+
+
+def _gflop(r: Result) -> float | None:
+    """The problem's GFLOP as the sweep counted it: TFLOP/s * ms = 1e12 * 1e-3 flop = GFLOP."""
+    if r.tflops is None or r.median_ms is None:
+        return None
+    return r.tflops * r.median_ms
+
+
+def _shape_label(shape: str) -> str:
+    dims = json.loads(shape)
+    if set(dims) == {"M", "N", "K"}:
+        return f"{dims['M']}x{dims['N']}x{dims['K']}"
+    return ",".join(f"{k}={v}" for k, v in dims.items())
+
+
+def _bytes_moved(op: str, shape: str, dtype: str) -> int:
+    """Forward-pass compulsory traffic: inputs, weights, bias and output, read or written once."""
+    d = json.loads(shape)
+    e = DTYPE_BYTES.get(dtype, 4)
+    if op == "dense":
+        return e * (d["M"] * d["K"] + d["N"] * d["K"] + d["N"] + d["M"] * d["N"])
+    oh = (d["H"] + 2 * d["padding"] - d["k"]) // d["stride"] + 1
+    ow = (d["W"] + 2 * d["padding"] - d["k"]) // d["stride"] + 1
+    return e * (
+        d["B"] * d["C_in"] * d["H"] * d["W"]
+        + d["C_out"] * d["C_in"] * d["k"] ** 2
+        + d["C_out"]
+        + d["B"] * d["C_out"] * oh * ow
+    )
+
+
+def _plt():  # noqa: ANN202 - matplotlib.pyplot, imported late so the Agg backend is set first
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+class _Gpu:
+    """The rows of one GPU model and the views of them the report needs."""
+
+    def __init__(self, gpu: str, rows: list[Result]) -> None:
+        self.gpu, self.rows = gpu, rows
+        self.representative = all(r.representative for r in rows)
+        self.ok = [r for r in rows if r.status == "ok" and r.median_ms is not None]
+        self.best: dict[Problem, Result] = {}
+        for r in sorted(self.ok, key=lambda r: (r.median_ms, r.config)):
+            if r.provider == OURS and r.correct:
+                self.best.setdefault((r.op, r.mode, r.dtype, r.shape), r)
+        self.baseline: dict[tuple[Problem, str], Result] = {}
+        for r in sorted(self.ok, key=lambda r: r.median_ms):
+            if r.provider != OURS and r.correct is not False:
+                self.baseline.setdefault(((r.op, r.mode, r.dtype, r.shape), r.provider), r)
+
+    def speedup(self, p: Problem, provider: str) -> float | None:
+        base, ours = self.baseline.get((p, provider)), self.best.get(p)
+        if base is None or ours is None or not ours.median_ms:
+            return None
+        return base.median_ms / ours.median_ms
+
+
+def _sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p[0], p[1], p[2], sorted(json.loads(p[3]).items())))
+
+
+def _header(g: _Gpu) -> str:
+    def values(name: str) -> str:
+        return ", ".join(sorted({str(getattr(r, name)) or "-" for r in g.rows}))
+
+    created = [r.created for r in g.rows]
+    fmt = "%Y-%m-%d %H:%M UTC"
+    table = [
+        ["GPU", g.gpu],
+        ["driver", values("driver")],
+        ["torch", values("torch")],
+        ["Triton", values("triton")],
+        ["project commit(s)", values("commit")],
+        [
+            "rows measured",
+            " to ".join(time.strftime(fmt, time.gmtime(t)) for t in (min(created), max(created))),
+        ],
+        ["rows", f"{len(g.rows)} ({len(g.ok)} ok)"],
+        ["representative", "yes" if g.representative else "NO (CPU, Triton interpreter)"],
+    ]
+    return _table(table, ["machine", ""])
+
+
+def _summary(g: _Gpu) -> str:
+    table = []
+    for p in _sorted_problems(g.best):
+        ours = g.best[p]
+        present = [b for b in BASELINES if (p, b) in g.baseline]
+        for b in present or [None]:
+            base = g.baseline.get((p, b)) if b else None
+            sp = g.speedup(p, b) if b else None
+            table.append([
+                *p[:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), b or "-",
+                _ms(base.median_ms if base else None), _tf(base.tflops if base else None),
+                "-" if sp is None else f"{sp:.2f}x", ours.config or "(shipped)",
+            ])  # fmt: skip
+    headers = ["op", "mode", "dtype", "shape", "yat_triton ms", "yat_triton TFLOP/s", "baseline",
+               "baseline ms", "baseline TFLOP/s", "speedup", "yat_triton config"]  # fmt: skip
+    return _table(table, headers, "_No correct yat_triton rows._")
+
+
+def _square_4096(p: Problem) -> bool:
+    d = json.loads(p[3])
+    return set(d) == {"M", "N", "K"} and d["M"] == d["N"] == d["K"] >= 4096
+
+
+def _conv3x3(p: Problem) -> bool:
+    return json.loads(p[3]).get("k") == 3
+
+
+# (what, op or None for any, mode, baseline, problem filter, "time" ratio <= limit or "speedup" >= limit)
+TARGETS = (
+    ("ⵟ-dense fwd, bf16, M=N=K >= 4096", "dense", "fwd", "linear+relu", _square_4096, "time", 1.00),
+    ("ⵟ-dense fwd+bwd, bf16, M=N=K >= 4096", "dense", "fwd+bwd", "linear+relu", _square_4096, "time", 1.10),
+    ("ⵟ-conv2d fwd, bf16, 3x3", "conv2d", "fwd", "conv+relu", _conv3x3, "time", 1.10),
+    ("ⵟ-conv2d fwd+bwd, bf16, 3x3", "conv2d", "fwd+bwd", "conv+relu", _conv3x3, "time", 1.30),
+    ("against eager_ref, fwd+bwd, bf16", None, "fwd+bwd", "eager_ref", lambda p: True, "speedup", 10.0),
+    ("against compiled_ref, fwd+bwd, bf16", None, "fwd+bwd", "compiled_ref", lambda p: True, "speedup", 1.2),
+)
+
+
+def _targets(g: _Gpu) -> tuple[str, list[str]]:
+    """The SPEC section 6 table, and the statuses (met / not met / n/a) in order."""
+    table, statuses = [], []
+    for what, op, mode, baseline, keep, kind, limit in TARGETS:
+        want = f"time <= {limit:.2f}x {baseline}" if kind == "time" else f">= {limit:g}x faster"
+        problems = [
+            p for p in _sorted_problems(g.best)
+            if p[1] == mode and p[2] == "bfloat16" and (op is None or p[0] == op) and keep(p)
+            and (p, baseline) in g.baseline
+        ]  # fmt: skip
+        if not problems:
+            table.append([what, want, "-", "-", "n/a"])
+            statuses.append("n/a")
+        for p in problems:
+            sp = g.speedup(p, baseline)
+            assert sp is not None
+            value = 1 / sp if kind == "time" else sp
+            met = value <= limit if kind == "time" else value >= limit
+            label = f"{p[0]} {_shape_label(p[3])}"
+            table.append([what, want, label, f"{value:.2f}x", "met" if met else "not met"])
+            statuses.append("met" if met else "not met")
+    headers = ["target (SPEC section 6)", "threshold", "problem", "measured", "status"]
+    return _table(table, headers), statuses
+
+
+def _failures(g: _Gpu) -> str:
+    failed = [r for r in g.rows if r.status in FAILED]
+    table = [
+        [r.op, r.mode, r.dtype, _shape_label(r.shape), r.provider, r.config or "(shipped)", r.status,
+         r.reason or "-"]
+        for r in sorted(failed, key=lambda r: (r.op, r.mode, r.dtype, r.shape, r.provider, r.config))
+    ]  # fmt: skip
+    out = ["### Failed and wrong configs", ""]
+    headers = ["op", "mode", "dtype", "shape", "provider", "config", "status", "reason"]
+    out.append(_table(table, headers))
+    pruned: dict[Problem, int] = {}
+    reasons: dict[Problem, set[str]] = {}
+    for r in g.rows:
+        if r.status == "pruned":
+            p = (r.op, r.mode, r.dtype, r.shape)
+            pruned[p] = pruned.get(p, 0) + 1
+            reasons.setdefault(p, set()).add(r.reason or "-")
+    out += ["", "### Pruned configs (count per problem)", ""]
+    ptable = [[*p[:3], _shape_label(p[3]), pruned[p], "; ".join(sorted(reasons[p]))]
+              for p in _sorted_problems(pruned)]  # fmt: skip
+    headers = ["op", "mode", "dtype", "shape", "pruned", "reasons"]
+    out.append(_table(ptable, headers))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def _save(fig, path: Path) -> Path:  # noqa: ANN001 - a matplotlib Figure
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def _title(g: _Gpu, what: str) -> str:
+    return f"{what} - {g.gpu}" + ("" if g.representative else " (NOT REPRESENTATIVE)")
+
+
+def _best_per_provider(g: _Gpu) -> dict[tuple[str, Problem], Result]:
+    """Per (provider, problem): the best correct yat_triton row or the baseline row."""
+    out: dict[tuple[str, Problem], Result] = {(OURS, p): r for p, r in g.best.items()}
+    out.update({(b, p): r for (p, b), r in g.baseline.items()})
+    return out
+
+
+def _plot_tflops(g: _Gpu, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for (prov, p), r in _best_per_provider(g).items():
+        gf = _gflop(r)
+        if gf and r.tflops is not None:
+            series.setdefault(f"{prov} ({p[0]} {p[1]} {p[2]})", []).append((gf, r.tflops))
+    for label, pts in sorted(series.items()):
+        xs, ys = zip(*sorted(pts), strict=True)
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("problem size (GFLOP, log scale)")
+    ax.set_ylabel("throughput (TFLOP/s)")
+    ax.set_title(_title(g, "Throughput per provider"))
+    ax.grid(True, which="both", alpha=0.3)
+    if series:
+        ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def _plot_speedup(g: _Gpu, path: Path) -> Path:
+    plt = _plt()
+    labels, values = [], []
+    for p in _sorted_problems(g.best):
+        sp = g.speedup(p, STANDARD.get(p[0], ""))
+        if sp is not None:
+            labels.append(f"{p[0]} {p[1]} {p[2]}\n{_shape_label(p[3])}")
+            values.append(sp)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 2), 5))
+    bars = ax.bar(range(len(values)), values, color=["tab:green" if v >= 1 else "tab:red" for v in values],
+                  label="yat_triton vs linear+relu / conv+relu")  # fmt: skip
+    ax.bar_label(bars, fmt="%.2fx", fontsize=8)
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="parity (1.0x)")
+    ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30, ha="right")
+    ax.set_xlabel("problem (op, mode, dtype, shape)")
+    ax.set_ylabel("speedup (baseline time / yat_triton time, x)")
+    ax.set_title(_title(g, "Speedup over the standard layer"))
+    if not values:
+        ax.text(0.5, 0.5, "no linear+relu / conv+relu rows to compare", ha="center", transform=ax.transAxes)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _plot_heatmap(g: _Gpu, op: str, dtype: str, shape: str, path: Path) -> Path:
+    import numpy as np
+
+    plt = _plt()
+    want = (op, "fwd", dtype, shape, OURS)
+    rows = [r for r in g.rows if (r.op, r.mode, r.dtype, r.shape, r.provider) == want and r.config]
+    cfgs = [(json.loads(r.config), r) for r in rows]
+    cfgs = [(c, r) for c, r in cfgs if "block_m" in c and "block_n" in c]
+    bms = sorted({c["block_m"] for c, _ in cfgs})
+    bns = sorted({c["block_n"] for c, _ in cfgs})
+    grid = np.full((len(bms), len(bns)), np.nan)
+    tried = np.zeros_like(grid, dtype=bool)
+    for c, r in cfgs:
+        i, j = bms.index(c["block_m"]), bns.index(c["block_n"])
+        tried[i, j] = True
+        if r.status == "ok" and r.correct and r.tflops is not None:
+            grid[i, j] = r.tflops if math.isnan(grid[i, j]) else max(grid[i, j], r.tflops)
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(bns) + 2), max(4, 0.9 * len(bms) + 2)))
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", origin="lower", aspect="auto")
+    fig.colorbar(im, ax=ax, label="best TFLOP/s over the other config fields")
+    for i in range(len(bms)):
+        for j in range(len(bns)):
+            if math.isnan(grid[i, j]) and tried[i, j]:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", color="grey"))
+                ax.text(j, i, "pruned/\nfailed", ha="center", va="center", fontsize=7)
+            elif not math.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7, color="white")
+    win = g.best.get((op, "fwd", dtype, shape))
+    if win is not None and win.config:
+        c = json.loads(win.config)
+        if c.get("block_m") in bms and c.get("block_n") in bns:
+            i, j = bms.index(c["block_m"]), bns.index(c["block_n"])
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=3,
+                                       label=f"winner ({win.median_ms:.4g} ms)"))  # fmt: skip
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=8)
+    ax.set_xticks(range(len(bns)), [str(b) for b in bns])
+    ax.set_yticks(range(len(bms)), [str(b) for b in bms])
+    ax.set_xlabel("BLOCK_N (elements)")
+    ax.set_ylabel("BLOCK_M (elements)")
+    ax.set_title(_title(g, f"{op} fwd {dtype} {_shape_label(shape)}"), fontsize=9)
+    return _save(fig, path)
+
+
+def _plot_roofline(g: _Gpu, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for (prov, p), r in _best_per_provider(g).items():
+        gf = _gflop(r)
+        if p[1] == "fwd" and gf and r.tflops:
+            ai = gf * 1e9 / _bytes_moved(p[0], p[3], p[2])
+            series.setdefault(f"{prov} ({p[0]} {p[2]})", []).append((ai, r.tflops))
+    for label, pts in sorted(series.items()):
+        xs, ys = zip(*sorted(pts), strict=True)
+        ax.scatter(xs, ys, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP/byte, compulsory fwd traffic)")
+    ax.set_ylabel("throughput (TFLOP/s)")
+    ax.set_title(_title(g, "Roofline view, fwd"))
+    ax.grid(True, which="both", alpha=0.3)
+    if series:
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pages
+
+
+def _render_gpu(g: _Gpu, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [_plot_tflops(g, folder / "tflops.png"), _plot_speedup(g, folder / "speedup.png")]
+    heatmaps = []
+    for op, dtype in sorted({(r.op, r.dtype) for r in g.rows if r.provider == OURS and r.mode == "fwd"}):
+        shapes = {r.shape: _gflop(r) or 0.0 for r in g.ok if (r.op, r.dtype, r.mode) == (op, dtype, "fwd")}
+        shapes = shapes or {r.shape: 0.0 for r in g.rows if (r.op, r.dtype, r.mode) == (op, dtype, "fwd")}
+        shape = max(shapes, key=lambda s: (shapes[s], sorted(json.loads(s).values())))
+        path = _plot_heatmap(g, op, dtype, shape, folder / f"heatmap_{op}_{dtype}.png")
+        heatmaps.append((op, dtype, shape, path))
+        written.append(path)
+    written.append(_plot_roofline(g, folder / "roofline.png"))
+
+    targets, _ = _targets(g)
+    parts = [BANNER, ""] if not g.representative else []
+    parts += [
+        f"# Performance report: {g.gpu}", "",
+        "Rendered by `yat-autotune report` from the results database; do not edit by hand.", "",
+        _header(g), "",
+        "## Summary: best correct yat_triton config vs each baseline", "",
+        "Speedup = baseline time / yat_triton time (> 1 means yat_triton is faster).", "",
+        _summary(g), "",
+        "## Targets (SPEC.md section 6)", "",
+        targets, "",
+        "## Failed, wrong and pruned configs", "",
+        _failures(g), "",
+        "## Plots", "",
+        "![TFLOP/s against problem size](tflops.png)", "",
+        "![Speedup over linear+relu / conv+relu](speedup.png)", "",
+        *[f"![{op} fwd {dtype} {_shape_label(s)} tile heatmap]({p.name})\n" for op, dtype, s, p in heatmaps],
+        "![Roofline](roofline.png)", "",
+    ]  # fmt: skip
+    readme = folder / "README.md"
+    readme.write_text("\n".join(parts))
+    return [readme, *written]
+
+
+def _render_index(out: Path) -> Path:
+    folders = sorted(p.parent for p in out.glob("*/README.md"))
+    gpu_reports = [f for f in folders if BANNER not in (f / "README.md").read_text()]
+    lines = ["# Performance reports", "", "Rendered by `yat-autotune report`; one folder per GPU model.", ""]
+    if not gpu_reports:
+        lines += ["**No GPU report exists yet**: every report below was measured without a GPU "
+                  "(Triton interpreter) and is NOT REPRESENTATIVE.", ""]  # fmt: skip
+    for f in folders:
+        tag = "" if f in gpu_reports else " (NOT REPRESENTATIVE: measured without a GPU)"
+        lines.append(f"- [{f.name}]({f.name}/README.md){tag}")
+    index = out / "README.md"
+    index.write_text("\n".join(lines) + "\n")
+    return index
+
+
+def render_report(db_path: str | Path, out_dir: str | Path = "reports") -> list[Path]:
+    """Render one report folder per GPU model of the database at `db_path` under `out_dir`,
+    refresh `out_dir`/README.md (the index), and return every file written."""
+    path = Path(db_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such results database (run `yat-autotune sweep` first)")
+    with ResultsDB(path) as db:
+        rows = db.query()
+    if not rows:
+        raise ValueError(f"{path}: the results database is empty; nothing to report")
+    by_gpu: dict[str, list[Result]] = {}
+    for r in rows:
+        by_gpu.setdefault(r.gpu, []).append(r)
+    gpus = [_Gpu(name, rs) for name, rs in sorted(by_gpu.items())]
+    gpus = [g for g in gpus if g.ok]
+    if not gpus:
+        raise ValueError(f"{path}: no successful (status ok) measurements; nothing to report")
+    out = Path(out_dir)
+    written: list[Path] = []
+    for g in gpus:
+        written += _render_gpu(g, out / slug(g.gpu))
+    written.append(_render_index(out))
+    return written
