@@ -100,3 +100,30 @@ def saturate(y, OUT_MAX: tl.constexpr):
     if OUT_MAX > 0:
         y = tl.clamp(y, -OUT_MAX, OUT_MAX, propagate_nan=tl.PropagateNan.ALL)
     return y
+
+
+@triton.jit
+def load_scalars(
+    alpha_ptr,
+    eps_ptr,
+    alpha_value,
+    eps_value,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    IS_FP64: tl.constexpr,
+):
+    """(alpha, eps) in the accumulation dtype: read from their one-element tensors, or the
+    scalar arguments when the launcher passed plain floats."""
+    if IS_FP64:
+        ty = tl.float64
+    else:
+        ty = tl.float32
+    if ALPHA_FROM_PTR:
+        alpha = tl.load(alpha_ptr).to(ty)
+    else:
+        alpha = alpha_value
+    if EPS_FROM_PTR:
+        eps = tl.load(eps_ptr).to(ty)
+    else:
+        eps = eps_value
+    return alpha, eps

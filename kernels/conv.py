@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels._common import TileConfig, grouped_tile
+from kernels._common import TileConfig, grouped_tile, load_scalars
 from kernels.dense import _bwd_tile, dense_config_space, fwd_store, prune_dense_configs
 
 
@@ -149,14 +149,9 @@ def yat_conv_fwd_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
-    if EPS_FROM_PTR:
-        eps = tl.load(eps_ptr).to(acc.dtype)
-    else:
-        eps = eps_value
-    if ALPHA_FROM_PTR:
-        alpha = tl.load(alpha_ptr).to(acc.dtype)
-    else:
-        alpha = alpha_value
+    alpha, eps = load_scalars(
+        alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
+    )
     if STORE_S:
         if pid_n == 0:
             tl.store(nx_ptr + offs_m * G + g, nx, mask=mask_m)
@@ -509,14 +504,9 @@ def yat_conv_bwd_near_kernel(
         acc_ty = tl.float64
     else:
         acc_ty = tl.float32
-    if EPS_FROM_PTR:
-        eps = tl.load(eps_ptr).to(acc_ty)
-    else:
-        eps = eps_value
-    if ALPHA_FROM_PTR:
-        alpha = tl.load(alpha_ptr).to(acc_ty)
-    else:
-        alpha = alpha_value
+    alpha, eps = load_scalars(
+        alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
+    )
     lane = tl.arange(0, BLOCK_M * BLOCK_N)
     offs_t = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)

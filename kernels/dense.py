@@ -28,7 +28,7 @@ from dataclasses import replace
 import triton
 import triton.language as tl
 
-from kernels._common import TileConfig, fits_sm90, grouped_tile, saturate
+from kernels._common import TileConfig, fits_sm90, grouped_tile, load_scalars, saturate
 
 
 @triton.jit
@@ -169,14 +169,9 @@ def yat_dense_fwd_kernel(
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
 
-    if EPS_FROM_PTR:
-        eps = tl.load(eps_ptr).to(acc.dtype)
-    else:
-        eps = eps_value
-    if ALPHA_FROM_PTR:
-        alpha = tl.load(alpha_ptr).to(acc.dtype)
-    else:
-        alpha = alpha_value
+    alpha, eps = load_scalars(
+        alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
+    )
     if NORMS_IN_LOOP:
         if STORE_S:  # every program computed them; the first row/column of tiles saves
             if pid_n == 0:
@@ -455,18 +450,9 @@ def yat_dense_bwd_prep_kernel(
     if INT64:
         offs_m = offs_m.to(tl.int64)
         offs_n = offs_n.to(tl.int64)
-    if IS_FP64:
-        acc_ty = tl.float64
-    else:
-        acc_ty = tl.float32
-    if EPS_FROM_PTR:
-        eps = tl.load(eps_ptr).to(acc_ty)
-    else:
-        eps = eps_value
-    if ALPHA_FROM_PTR:
-        alpha = tl.load(alpha_ptr).to(acc_ty)
-    else:
-        alpha = alpha_value
+    alpha, eps = load_scalars(
+        alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
+    )
     n_end = grp * Ng + Ng
     g, u, r, gu, gq, gd_far, near = _bwd_tile(
         g_ptr, s_ptr, nx_ptr + grp, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, n_end,
@@ -554,14 +540,9 @@ def yat_dense_bwd_near_kernel(
         acc_ty = tl.float64
     else:
         acc_ty = tl.float32
-    if EPS_FROM_PTR:
-        eps = tl.load(eps_ptr).to(acc_ty)
-    else:
-        eps = eps_value
-    if ALPHA_FROM_PTR:
-        alpha = tl.load(alpha_ptr).to(acc_ty)
-    else:
-        alpha = alpha_value
+    alpha, eps = load_scalars(
+        alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
+    )
     lane = tl.arange(0, BLOCK_M * BLOCK_N)
     band = pid * BAND + tl.arange(0, BAND)
     if INT64:
