@@ -27,6 +27,7 @@ import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels._common import INTERPRETING, TileConfig
 from yat_triton._launch import KernelCall
@@ -94,6 +95,9 @@ def _specialize(call: KernelCall) -> tuple[dict, dict, dict]:
         elif isinstance(value, torch.Tensor):
             signature[name] = "*" + TRITON_TYPES[value.dtype]
             attrs[(i,)] = [["tt.divisibility", 16]]  # the caching allocator aligns to 256 B
+        elif isinstance(value, TensorDescriptor):
+            block = ",".join(str(b) for b in value.block_shape)
+            signature[name] = f"tensordesc<{TRITON_TYPES[value.base.dtype]}[{block}]>"
         elif isinstance(value, bool):
             signature[name] = "i1"
         elif isinstance(value, int):
@@ -291,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
     parser.add_argument(
         "--config",
-        help="tile as BMxBNxBK:warps:stages[:eSPLIT][:nil] (e.g. 128x128x64:8:4:e2), default: heuristic",
+        help=(
+            "tile as BMxBNxBK:warps:stages[:eSPLIT][:nil][:tma] (e.g. 128x128x64:8:4:e2:tma), "
+            "default: heuristic"
+        ),
     )
     parser.add_argument("--save", action="store_true", help="forward that saves s for backward")
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
@@ -302,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         tile, warps, stages, *rest = args.config.split(":")
         bm, bn, bk = (int(v) for v in tile.split("x"))
         split = next((int(r[1:]) for r in rest if r.startswith("e")), 1)
-        cfg = TileConfig(bm, bn, bk, 8, int(warps), int(stages), "nil" in rest, split)
+        cfg = TileConfig(bm, bn, bk, 8, int(warps), int(stages), "nil" in rest, split, "tma" in rest)
     dtype = getattr(torch, args.dtype)
     if args.all:
         for label, call in all_calls(dtype):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import triton
 
 from autotune.db import Result, ResultsDB, canonical_json, shard
-from kernels._common import INTERPRETING, TileConfig, fits_sm90
+from kernels._common import INTERPRETING, TileConfig, fits_sm90, rank_configs
 from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs
 from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
 
@@ -334,7 +334,8 @@ def _yat_math(
 def config_space(
     op: str, shape: dict[str, int], elem_bytes: int
 ) -> tuple[list[TileConfig], list[TileConfig]]:
-    """(kept, pruned): configs fitted to the problem, and those that cannot fit on sm_90."""
+    """(kept, pruned): configs fitted to the problem, most promising first (`rank_configs`,
+    so that `--max-configs` keeps the likely winners), and those that cannot fit on sm_90."""
     if op == "dense":
         space, (M, N, K) = dense_config_space(), (shape["M"], shape["N"], shape["K"])
         kept = prune_dense_configs(space, M, N, K, elem_bytes)
@@ -344,7 +345,7 @@ def config_space(
         space = conv_config_space()
         kept = prune_conv_configs(space, M, N, K, elem_bytes)
     pruned = [c for c in space if not fits_sm90(c, elem_bytes)]
-    return kept, pruned
+    return rank_configs(kept, M, N, K, elem_bytes), pruned
 
 
 def default_config(op: str, shape: dict[str, int], elem_bytes: int) -> TileConfig:
@@ -502,7 +503,7 @@ def _run_task(
         return row(provider, config, "ok", median_ms=med, p20_ms=p20, p80_ms=p80,
                    tflops=flop / (med * 1e-3) / 1e12, correct=correct, max_rel_err=err)  # fmt: skip
 
-    kept, pruned = config_space(task.op, task.shape, elem)
+    kept, pruned = config_space(task.op, task.shape, elem)  # most promising first
     for cfg in pruned:
         key = canonical_json(cfg.as_dict())
         if not done("yat_triton", key):
@@ -513,7 +514,7 @@ def _run_task(
     else:
         # the backward kernels' tiles (they ignore the forward-only fields), run through the
         # registered op with tuning.forced_config; the first row is the op as it ships
-        configs = [None] + [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop]
+        configs = [None] + [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop and not c.tma]
     if max_configs is not None:
         configs = configs[:max_configs]
 

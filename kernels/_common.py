@@ -30,6 +30,9 @@ class TileConfig:
     `norms_in_loop` and `epilogue_split` only matter for the dense forward: True sums ||x||^2
     and ||w||^2 inside the main loop, False reads them from a cheap separate pass; the
     epilogue runs on `epilogue_split` column slices of the tile (fewer live registers).
+    `tma` selects the dense forward's persistent kernel (one program per SM) that loads its
+    operands through TMA descriptors; it needs precomputed norms and K-contiguous, 16-byte
+    aligned operands, and falls back to the pointer kernel with the same tile otherwise.
     """
 
     block_m: int
@@ -40,13 +43,14 @@ class TileConfig:
     num_stages: int = 3
     norms_in_loop: bool = False
     epilogue_split: int = 1
+    tma: bool = False
 
     def as_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
     @property
     def name(self) -> str:
-        tag = "_nil" if self.norms_in_loop else ""
+        tag = ("_nil" if self.norms_in_loop else "") + ("_tma" if self.tma else "")
         split = f"e{self.epilogue_split}" if self.epilogue_split != 1 else ""
         return (
             f"m{self.block_m}n{self.block_n}k{self.block_k}g{self.group_m}"
@@ -57,9 +61,14 @@ class TileConfig:
 def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int) -> int:
     """Shared memory of a main loop pipelined over `num_stages` A(BMxBK) + B(BKxBN) buffers.
 
-    Matches what Triton allocates on Hopper (a bf16 128x128x64 tile, 3 stages: 96 KB).
+    Matches what Triton allocates on Hopper (a bf16 128x128x64 tile, 3 stages: 96 KB). The
+    persistent TMA kernel also stages its split epilogue's slices through shared memory
+    (BM*BN*2/split bytes: +8 KB for 128x128 in 4 slices, +16 KB for 128x256 in 4).
     """
-    return cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
+    main = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
+    if cfg.tma and cfg.epilogue_split > 1:
+        main += cfg.block_m * cfg.block_n * 2 // cfg.epilogue_split
+    return main
 
 
 def fits_sm90(cfg: TileConfig, elem_bytes: int) -> bool:
@@ -127,3 +136,57 @@ def load_scalars(
     else:
         eps = eps_value
     return alpha, eps
+
+
+# SMs of an H100 SXM / H200: the wave arithmetic of `rank_configs`.
+SM90_SMS = 132
+
+
+def rank_configs(
+    configs: list[TileConfig], M: int, N: int, K: int, elem_bytes: int, *, sms: int = SM90_SMS
+) -> list[TileConfig]:
+    """The configs ordered most promising first, by a static estimate, so that a sweep capped
+    at a few configs (`--max-configs`) measures the likely winners. Only the order changes:
+    the measurement decides.
+
+    Estimate (each factor in (0, 1]): wave quantization (tiles / (waves * SMs)); lanes used
+    on the M, N and K edges; operand bytes per MMA flop (BM*BN/(BM+BN) against a 128x256
+    tile's, square-rooted: L2 absorbs part of it); pipeline depth ((stages-1)*BK >= 192
+    keeps wgmma fed, square-rooted); a K tile of one 128-byte swizzle row (BK=64 in 16-bit); accumulator
+    registers per thread (> 64 leaves the epilogue little room) and epilogue columns per
+    slice (> 64 costs registers, see `fwd_store`); the persistent TMA kernel gets a small
+    bonus (its next tile's loads overlap the epilogue).
+
+    The order is then made varied: each next pick maximizes score * 0.8^(picks already
+    taken from its tile family (BM, BN, TMA)), so the first dozen cover several tile shapes
+    and, for the best shapes, a few stage counts and K tiles.
+    """
+
+    def score(c: TileConfig) -> float:
+        tiles_m, tiles_n = -(-M // c.block_m), -(-N // c.block_n)
+        tiles = tiles_m * tiles_n
+        waves = -(-tiles // sms)
+        wave_eff = tiles / (waves * sms)
+        fill = (M / (tiles_m * c.block_m)) * (N / (tiles_n * c.block_n))
+        k_fill = K / (-(-K // c.block_k) * c.block_k)
+        intensity = min(1.0, (c.block_m * c.block_n / (c.block_m + c.block_n)) / (128 * 256 / 384)) ** 0.5
+        pipe = min(1.0, max(c.num_stages - 1, 0.5) * c.block_k / 192) ** 0.5
+        swizzle = 1.0 if c.block_k * elem_bytes == 128 else 0.95
+        acc_regs = c.block_m * c.block_n / (32 * c.num_warps)
+        regs = 1.0 if acc_regs <= 64 else 0.85
+        epi = 1.0 if c.block_n // max(c.epilogue_split, 1) <= 64 else 0.9
+        bonus = 1.05 if c.tma else 1.0
+        return wave_eff * fill * k_fill * intensity * pipe * swizzle * regs * epi * bonus
+
+    # stable: equal scores keep the space order
+    left = sorted(configs, key=score, reverse=True)
+    scores = {c: score(c) for c in left}
+    taken: dict[tuple[int, int, bool], int] = {}
+    ranked: list[TileConfig] = []
+    while left:
+        family = lambda c: (c.block_m, c.block_n, c.tma)  # noqa: E731
+        best = max(left, key=lambda c: scores[c] * 0.8 ** taken.get(family(c), 0))
+        left.remove(best)
+        taken[family(best)] = taken.get(family(best), 0) + 1
+        ranked.append(best)
+    return ranked

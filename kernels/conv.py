@@ -393,8 +393,9 @@ def yat_conv_wgrad_kernel(
 
 def conv_config_space() -> list[TileConfig]:
     """Candidate implicit-GEMM tiles: the dense space without the in-loop-norms variant
-    (the patch norm is always summed in the loop here)."""
-    return dense_config_space(include_norms_in_loop=False)
+    (the patch norm is always summed in the loop here) and without TMA (patches are
+    gathered rows, not boxes of one tensor)."""
+    return dense_config_space(include_norms_in_loop=False, include_tma=False)
 
 
 def prune_conv_configs(

@@ -189,6 +189,86 @@ def yat_dense_fwd_kernel(
 
 
 @triton.jit
+def yat_dense_fwd_tma_kernel(
+    x_desc,
+    w_desc,
+    b_ptr,
+    alpha_ptr,
+    eps_ptr,
+    nx_ptr,
+    nw_ptr,
+    y_ptr,
+    s_ptr,
+    M,
+    N,
+    K,
+    stride_ym,
+    stride_yn,
+    stride_sm,
+    stride_sn,
+    alpha_value,
+    eps_value,
+    HAS_BIAS: tl.constexpr,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    STORE_S: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    INT64: tl.constexpr,
+    EPILOGUE_SPLIT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """Persistent ⵟ-dense forward with TMA loads: the same math as `yat_dense_fwd_kernel`.
+
+    x_desc: TMA descriptor of x (M, K), K-contiguous, block (BLOCK_M, BLOCK_K).
+    w_desc: TMA descriptor of W (N, K), K-contiguous, block (BLOCK_N, BLOCK_K).
+    The other pointers and constexprs are those of `yat_dense_fwd_kernel` (norms always
+    come precomputed from nx_ptr / nw_ptr; fp16 / bf16 / fp32 io only).
+
+    The grid holds one program per SM; each walks output tiles start, start + grid, ...
+    in the grouped order. The main loop is flattened with the tile loop, so the copies of
+    a program's next tile are in flight while it runs the epilogue of the current one.
+    TMA fills out-of-bounds boxes with zeros: the loads need no masks and no address math.
+    """
+    start = tl.program_id(0)
+    step = tl.num_programs(0)
+    num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    alpha, eps = load_scalars(alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False)
+    # The epilogue recomputes its tile from a second counter: keeping (pid_m, pid_n) of the
+    # main loop alive across the flattened loop costs registers and confuses pipelining.
+    tile_c = start - step
+    for tile in tl.range(start, num_tiles, step, flatten=True):
+        pid_m, pid_n = grouped_tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        m0 = pid_m * BLOCK_M
+        n0 = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for ki in range(k_tiles):
+            a = x_desc.load([m0, ki * BLOCK_K])
+            b = w_desc.load([n0, ki * BLOCK_K])
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b.T, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+        tile_c += step
+        pid_m, pid_n = grouped_tile(tile_c, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        if INT64:
+            offs_m = offs_m.to(tl.int64)
+        mask_m = offs_m < M
+        nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
+        fwd_store(
+            acc, nx, nx, offs_m * stride_ym, offs_m * stride_sm, mask_m, pid_n * BLOCK_N, N,
+            nw_ptr, b_ptr, y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps,
+            True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT,
+        )  # fmt: skip
+
+
+@triton.jit
 def fwd_store(
     acc,
     nx,
@@ -689,23 +769,26 @@ def yat_dense_bwd_gemm_kernel(
 # Config space and defaults (pure Python: no torch here).
 
 
-def dense_config_space(*, include_norms_in_loop: bool = True) -> list[TileConfig]:
+def dense_config_space(*, include_norms_in_loop: bool = True, include_tma: bool = True) -> list[TileConfig]:
     """Candidate tiles for the GEMM-like dense kernels (wgmma-friendly multiples of 64).
 
     The epilogue split keeps >= 32 columns per slice; the in-loop-norms variant only runs
-    unsplit (its ||w||^2 lives in registers, not in memory to reload per slice).
+    unsplit (its ||w||^2 lives in registers, not in memory to reload per slice); the
+    persistent TMA kernel (`tma`) takes every split, with precomputed norms.
     """
-    variants = [(False, 1), (False, 2), (False, 4)]
+    variants = [(False, 1, False), (False, 2, False), (False, 4, False)]
     if include_norms_in_loop:
-        variants.append((True, 1))
+        variants.append((True, 1, False))
+    if include_tma:
+        variants += [(False, 1, True), (False, 2, True), (False, 4, True)]
     return [
-        TileConfig(bm, bn, bk, 8, w, st, norms_in_loop=nil, epilogue_split=split)
+        TileConfig(bm, bn, bk, 8, w, st, norms_in_loop=nil, epilogue_split=split, tma=tma)
         for bm in (64, 128, 256)
         for bn in (64, 128, 256)
         for bk in (32, 64, 128)
         for w in (4, 8)
         for st in (2, 3, 4, 5)
-        for nil, split in variants
+        for nil, split, tma in variants
         if bn // split >= 32 and (bm * bn >= 64 * 128 or w == 4)
     ]
 

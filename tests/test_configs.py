@@ -48,6 +48,80 @@ def test_forward_variants_match_oracle(cfg: TileConfig, dtype: torch.dtype, devi
     assert_close(nw, (wd * wd).sum(1), torch.float32, reduction=K, what="||w||^2")
 
 
+@pytest.mark.parametrize("split", [1, 2, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_tma_persistent_forward_matches_oracle(split: int, dtype: torch.dtype, device: str) -> None:
+    """The persistent TMA kernel: ragged M and N edges (zero-filled boxes), 12 tiles walked
+    by fewer programs (interpreter: 2), bias, saved s; the launcher really chose it."""
+    from yat_triton.dense import plan_dense_fwd
+
+    gen = torch.Generator().manual_seed(11)
+    M, N, K = 37, 100, 72  # K * 2 bytes and K * 4 bytes are multiples of 16: TMA-ready rows
+    x, w, b = (torch.randn(*shape, generator=gen).to(dtype).to(device) for shape in ((M, K), (N, K), (N,)))
+    cfg = TileConfig(16, 32, 32, 2, 4, 2, epilogue_split=split, tma=True)
+    (y, s, _, _), calls = plan_dense_fwd(x, w, b, None, 1.5, None, 1e-3, "ieee", True, cfg)
+    assert calls[-1].kernel.fn.__name__ == "yat_dense_fwd_tma_kernel"
+    assert calls[-1].grid[0] < triton.cdiv(M, 16) * triton.cdiv(N, 32), "not persistent"
+    for call in calls:
+        call.run()
+    x, w, b = x.cpu(), w.cpu(), b.cpu()
+    assert_close(y, yat_dense_ref(x, w, b, 1.5, 1e-3), dtype, reduction=K, what="y")
+    assert_close(s, x.double() @ w.double().t(), torch.float32, reduction=K, what="saved s")
+
+
+@pytest.mark.parametrize("case", ["row-stride-not-16B", "transposed-x", "offset-base", "in-loop-norms"])
+def test_tma_config_falls_back_to_the_pointer_kernel(case: str, device: str) -> None:
+    """Operands TMA cannot read (rows not 16-byte aligned, K not contiguous, a base off
+    16 bytes) and the in-loop-norms variant run the pointer kernel with the same tile,
+    with the same result."""
+    from yat_triton.dense import plan_dense_fwd
+
+    gen = torch.Generator().manual_seed(12)
+    K = 70 if case == "row-stride-not-16B" else 72
+    x, w = torch.randn(37, K + 1, generator=gen)[:, :K], torch.randn(20, K, generator=gen)
+    if case == "transposed-x":
+        x = x.t().contiguous().t()
+    if case == "offset-base":
+        x = torch.randn(37 * K + 1, generator=gen)[1:].view(37, K)
+    x, w = x.to(device), w.to(device)
+    cfg = TileConfig(16, 32, 16, 2, 4, 2, norms_in_loop=case == "in-loop-norms", tma=True)
+    (y, _, _, _), calls = plan_dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", False, cfg)
+    assert calls[-1].kernel.fn.__name__ == "yat_dense_fwd_kernel"
+    for call in calls:
+        call.run()
+    assert_close(y, yat_dense_ref(x.cpu(), w.cpu(), None, None, 1e-3), torch.float32, reduction=K, what="y")
+
+
+def test_tma_ready_rules() -> None:
+    from yat_triton._launch import tma_ready
+
+    ok = torch.empty(32, 64, dtype=torch.bfloat16)
+    assert tma_ready(ok, ok)
+    assert not tma_ready(ok.double())  # no fp64 TMA path
+    assert not tma_ready(torch.empty(32, 7, dtype=torch.bfloat16))  # 14-byte rows
+    assert not tma_ready(ok.t())  # K not contiguous
+    assert not tma_ready(torch.empty(32, 0, dtype=torch.bfloat16))  # empty box
+    with torch._subclasses.FakeTensorMode():  # graph tracing: no host descriptors
+        assert not tma_ready(torch.empty(32, 64, dtype=torch.bfloat16))
+
+
+def test_rank_configs_orders_a_capped_sweep() -> None:
+    """Ranking only reorders; for a big bf16 GEMM the first picks are wgmma-sized,
+    128-byte K tiles, and the first dozen span several tile shapes, TMA and not."""
+    from kernels._common import rank_configs
+
+    kept = prune_dense_configs(dense_config_space(), 4096, 4096, 4096, 2)
+    ranked = rank_configs(kept, 4096, 4096, 4096, 2)
+    assert sorted(ranked, key=lambda c: c.name) == sorted(kept, key=lambda c: c.name)
+    top = ranked[:12]
+    assert top[0].block_m >= 128 and top[0].block_n >= 128 and top[0].block_k == 64
+    assert len({(c.block_m, c.block_n) for c in top}) >= 4
+    assert any(c.tma for c in top) and not all(c.tma for c in top)
+    # a small GEMM (64 tiles of 128x128 cannot fill 132 SMs) prefers smaller tiles first
+    small = rank_configs(prune_dense_configs(dense_config_space(), 1024, 1024, 1024, 2), 1024, 1024, 1024, 2)
+    assert small[0].block_m * small[0].block_n < 128 * 128
+
+
 CONV_VARIANTS = [
     TileConfig(32, 16, 16, 4, 4, 2),
     TileConfig(16, 32, 16, 1, 4, 2, epilogue_split=2),
@@ -146,10 +220,12 @@ def _inspect(*args: str) -> dict:
     [
         # 130 registers with Triton 3.9 (164 with an unsplit epilogue)
         (("--op", "dense", "--save"), "yat_dense_fwd_kernel", 150),
+        # the persistent TMA kernel, 128x128x64 in 4 epilogue slices: 150 registers
+        (("--op", "dense", "--save", "--config", "128x128x64:8:4:e4:tma"), "yat_dense_fwd_tma_kernel", 170),
         # a ResNet-50 3x3 layer (64 channels, 56x56, batch 64), channels_last: 219 registers
         (("--op", "conv2d", "--save"), "yat_conv_fwd_kernel", 240),
     ],
-    ids=["dense", "conv2d"],
+    ids=["dense", "dense-tma", "conv2d"],
 )
 def test_default_bf16_forward_uses_wgmma_without_spills(
     args: tuple[str, ...], kernel: str, max_registers: int
@@ -160,6 +236,7 @@ def test_default_bf16_forward_uses_wgmma_without_spills(
     assert fwd["hgmma"] > 0, fwd
     assert fwd["stack_bytes"] == 0 and fwd["spill_stores"] == 0 and fwd["spill_loads"] == 0, fwd
     assert fwd["registers"] <= max_registers, fwd
+    assert fwd["tma"] == kernel.endswith("_tma_kernel"), fwd
     assert 0 < fwd["shared_bytes"] <= SM90_SMEM_BYTES, fwd
 
 

@@ -415,6 +415,7 @@ BAD_ENTRIES = {
     "stages-zero": entry(SMALL, {**BIG.as_dict(), "num_stages": 0}),
     "bool-as-int": entry(SMALL, {**BIG.as_dict(), "group_m": True}),
     "int-as-bool": entry(SMALL, {**BIG.as_dict(), "norms_in_loop": 1}),
+    "tma-not-bool": entry(SMALL, {**BIG.as_dict(), "tma": "yes"}),
     "unknown-field": entry(SMALL, {**BIG.as_dict(), "BLOCK_M": 128}),
     "missing-field": entry(SMALL, {"block_m": 64, "block_n": 64}),
     "config-not-object": entry(SMALL, [128, 128, 64]),

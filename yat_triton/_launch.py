@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,48 @@ def k_major_if_huge(t: Tensor, k_dim: int) -> Tensor:
     steps of a GEMM main loop (BLOCK_K * stride_k, BLOCK_K <= 256): only views with more
     than ~8M rows between consecutive K elements (huge transposed inputs) pay the copy."""
     return t.contiguous() if abs(t.stride(k_dim)) > INT32_MAX // 256 else t
+
+
+def tracing(*tensors: Tensor) -> bool:
+    """True while torch.compile / AOT dispatch / fake-tensor propagation runs the launcher
+    (its tensors are fake or functional wrappers, not real data)."""
+    return any(is_fake(t) or isinstance(t, FunctionalTensor) for t in tensors)
+
+
+_TMA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def tma_ready(*operands: Tensor) -> bool:
+    """Whether 2-D operands can be read through host-side TMA descriptors.
+
+    TMA needs a contiguous last dimension, 16-byte aligned bases and row strides, and (on a
+    GPU) sm_90 or newer. torch.library's graph tracing does not carry host descriptors
+    through `triton_op` (it would capture fake data), so traced calls answer False too.
+    """
+    if tracing(*operands):
+        return False
+    for t in operands:
+        if t.dtype not in _TMA_DTYPES or t.dim() != 2 or t.numel() == 0 or t.stride(1) != 1:
+            return False
+        if t.data_ptr() % 16 or (t.stride(0) * t.element_size()) % 16:
+            return False
+        if t.device.type == "cuda" and torch.cuda.get_device_capability(t.device)[0] < 9:
+            return False
+    return True
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def persistent_programs(device: torch.device, tiles: int) -> int:
+    """Grid of a persistent kernel: one program per SM, no more than there are tiles.
+    Under the interpreter, two, so that the tests see programs walking several tiles."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return max(1, min(tiles, _sm_count(index)))
+    return max(1, min(tiles, 2))
 
 
 def saturating_cast(y: Tensor, dtype: torch.dtype) -> Tensor:

@@ -18,6 +18,7 @@ import torch
 import triton
 from torch import Tensor
 from torch.library import triton_op
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels._common import TileConfig
 from kernels.dense import (
@@ -28,6 +29,7 @@ from kernels.dense import (
     yat_dense_bwd_near_kernel,
     yat_dense_bwd_prep_kernel,
     yat_dense_fwd_kernel,
+    yat_dense_fwd_tma_kernel,
 )
 from yat_triton import _checks
 from yat_triton._autograd import register_yat_autograd
@@ -38,7 +40,9 @@ from yat_triton._launch import (
     k_major_if_huge,
     needs_int64,
     out_max,
+    persistent_programs,
     saturating_cast,
+    tma_ready,
     upcast_operands,
     use_triton,
 )
@@ -100,9 +104,28 @@ def plan_dense_fwd(
     else:
         (nx, cx), (nw, cw) = plan_row_sqnorms(x), plan_row_sqnorms(weight)
         calls += cx + cw
-    grid = (triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n),)
+    tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
+    if cfg.tma and not cfg.norms_in_loop and tma_ready(x, weight):
+        calls.append(KernelCall(
+            yat_dense_fwd_tma_kernel, (persistent_programs(x.device, tiles),),
+            (TensorDescriptor.from_tensor(x, [cfg.block_m, cfg.block_k]),
+             TensorDescriptor.from_tensor(weight, [cfg.block_n, cfg.block_k]),
+             bias if bias is not None else y, alpha if alpha is not None else y,
+             eps if eps is not None else y, nx, nw, y, s,
+             M, N, K,
+             y.stride(0), y.stride(1), N if save_for_backward else 0, 1,
+             alpha_value, eps_value),
+            dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
+                 EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward,
+                 DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype),
+                 OUT_MAX=out_max(x.dtype), INT64=needs_int64(y, s),
+                 EPILOGUE_SPLIT=cfg.epilogue_split,
+                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                 GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+        ))  # fmt: skip
+        return (y, s, nx, nw), calls
     calls.append(KernelCall(
-        yat_dense_fwd_kernel, grid,
+        yat_dense_fwd_kernel, (tiles,),
         (x, weight, bias if bias is not None else y, alpha if alpha is not None else y,
          eps if eps is not None else y, nx, nw, y, s,
          M, N, K,

@@ -141,7 +141,7 @@ def config_from_dict(d: object) -> TileConfig:
     """A TileConfig from its fields (as `TileConfig.as_dict` writes them), or ValueError.
 
     Blocks are powers of two >= 16 (the MMA minimum), num_warps and epilogue_split powers of
-    two, group_m and num_stages >= 1, norms_in_loop a bool.
+    two, group_m and num_stages >= 1, norms_in_loop and tma bools.
     """
     if not isinstance(d, dict):
         raise ValueError(f"config must be an object of TileConfig fields, got {type(d).__name__}")
@@ -152,9 +152,9 @@ def config_from_dict(d: object) -> TileConfig:
     if missing:
         raise ValueError(f"config lacks the fields {missing}")
     for name, value in d.items():
-        if name == "norms_in_loop":
+        if name in ("norms_in_loop", "tma"):
             if not isinstance(value, bool):
-                raise ValueError(f"config.norms_in_loop must be true or false, got {value!r}")
+                raise ValueError(f"config.{name} must be true or false, got {value!r}")
         elif not _is_int(value) or value < _POW2_MIN.get(name, 1):
             raise ValueError(f"config.{name} must be an int >= {_POW2_MIN.get(name, 1)}, got {value!r}")
         elif name in _POW2_MIN and value & (value - 1):
