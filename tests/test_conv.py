@@ -264,6 +264,36 @@ def test_geometry(geo, dtype, channels_last, device):
     check_against_oracle(inp, geo)
 
 
+POINTWISE_GEO = Geo(2, 8, 5, 7, 6, (1, 1))
+
+
+@pytest.mark.parametrize(
+    "channels_last, stride, kernel",
+    [(True, 1, "yat_dense_fwd_kernel"), (False, 1, "yat_conv_fwd_kernel"), (True, 2, "yat_conv_fwd_kernel")],
+    ids=["cl-dense", "nchw-conv", "cl-strided-conv"],
+)
+def test_pointwise_conv_routing(channels_last, stride, kernel, device):
+    """1x1 stride-1 convs of channels_last inputs run on the dense kernels over the
+    (B*H*W, C_in) view of x (no copy); other layouts and strides keep the conv kernel."""
+    x = torch.randn(2, 8, 5, 7, device=device)
+    x = x.contiguous(memory_format=CL) if channels_last else x
+    w = torch.randn(6, 8, 1, 1, device=device)
+    (y, _, _, _), calls = conv.plan_conv2d_fwd(
+        x, w, None, None, 1.0, None, 1e-3, (stride, stride), (0, 0, 0, 0), (1, 1), 1, "ieee", True
+    )
+    assert calls[-1].kernel.fn.__name__ == kernel
+    if kernel == "yat_dense_fwd_kernel":
+        assert calls[-1].args[0].data_ptr() == x.data_ptr(), "x was copied"
+        assert y.is_contiguous(memory_format=CL)
+
+
+@pytest.mark.parametrize("dtype", IO_DTYPES)
+def test_pointwise_conv_options_via_dense(dtype, device):
+    """Every gradient of a routed 1x1 conv (bias, alpha and eps tensors) against the oracle."""
+    inp = make_inputs(POINTWISE_GEO, dtype, device, channels_last=True, alpha="tensor", eps="tensor", seed=8)
+    check_against_oracle(inp, POINTWISE_GEO)
+
+
 OPTION_GEO = Geo(2, 4, 6, 5, 6, (3, 3), padding=1)
 OPTION_CASES = [
     *[pytest.param(torch.float32, b, a, e, id=f"fp32-{'bias' if b else 'nobias'}-alpha-{a}-eps-{e}")

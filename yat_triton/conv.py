@@ -8,6 +8,9 @@ strides and are fastest on channels_last input (a K tile is BLOCK_K contiguous c
 NCHW input is converted to channels_last once per call (one read and one write of x) rather
 than gathered channel by channel. The output has the input's memory format.
 
+1x1, stride-1, unpadded, ungrouped convs of channels_last inputs run on the dense kernels
+(`_pointwise`): they are a dense layer over the (B*H*W, C_in) view of x.
+
 What the forward saves for backward: s = conv(x, w) in fp32 as (B, OH, OW, C_out) (one
 output-sized tensor, like the dense op), the patch norms (B, OH, OW, groups) and ||w_f||^2.
 """
@@ -44,9 +47,11 @@ from yat_triton._launch import (
 )
 from yat_triton.dense import (
     _fp64_scalars,
+    dense_bwd,
     gemm_precision,
     near_tau,
     plan_bwd_prep,
+    plan_dense_fwd,
     plan_row_sqnorms,
 )
 from yat_triton.tuning import conv_shape, pick_conv_config
@@ -259,6 +264,30 @@ def _channels_last(t: Tensor) -> Tensor:
     return t if t.stride(1) == 1 or t.shape[1] == 1 else t.contiguous(memory_format=torch.channels_last)
 
 
+def _pointwise(x: Tensor, weight: Tensor, stride: Pair, pads: tuple[int, int, int, int], groups: int) -> bool:
+    """Whether the conv is a dense layer in disguise: a 1x1, stride-1, unpadded, ungrouped
+    filter over a channels_last x is y[(b, h, w), f] = ⵟ(x[(b, h, w), :], w_f), a dense
+    layer over the (B*H*W, C_in) matrix view of x, whose output view is y in channels_last.
+    Such convs (half the layers of a ResNet-50 bottleneck) run on the dense kernels, their
+    TMA path and their tuning, with nothing copied. NCHW inputs keep the conv kernels
+    (their output must come back NCHW), unless the output has one pixel per image."""
+    B, _, H, W = x.shape
+    return (
+        tuple(weight.shape[2:]) == (1, 1)
+        and tuple(stride) == (1, 1)
+        and not any(pads)
+        and groups == 1
+        and x.permute(0, 2, 3, 1).is_contiguous()
+        and (H * W == 1 or _out_format(x) == torch.channels_last)
+    )
+
+
+def _rows(t: Tensor) -> Tensor:
+    """(B, C, H, W) with contiguous channels as its (B*H*W, C) matrix (a view when the
+    permuted tensor is contiguous, a copy otherwise)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
 def _out_format(x: Tensor) -> torch.memory_format:
     cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.channels_last if cl else torch.contiguous_format
@@ -295,6 +324,16 @@ def plan_conv2d_fwd(
     C_out, Cg, KH, KW = weight.shape
     OH, OW = _out_hw((H, W), (KH, KW), stride, pads, dilation)
     M, Ng = B * OH * OW, C_out // groups
+    if _pointwise(x, weight, stride, pads, groups):
+        cfg = config or pick_conv_config(
+            M, C_out, Cg, x.dtype, "fwd", problem=conv_shape(x.shape, weight.shape, stride, pads, groups)
+        )
+        (y2, s, nx, nw), calls = plan_dense_fwd(
+            _rows(x), weight.reshape(C_out, Cg), bias, alpha, alpha_value, eps, eps_value, precision,
+            save_for_backward, cfg,
+        )  # fmt: skip
+        nx = nx.view(M, 1) if save_for_backward else nx.new_empty((0,))
+        return (y2.view(B, H, W, C_out).permute(0, 3, 1, 2), s, nx, nw), calls
     acc = acc_dtype(x.dtype)
     dev = x.device
     y = torch.empty((B, C_out, OH, OW), dtype=x.dtype, device=dev, memory_format=_out_format(x))
@@ -451,6 +490,16 @@ def conv2d_bwd(
             grad, x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation,
             groups, needs,
         )  # fmt: skip
+    if _pointwise(x, weight, stride, pads, groups):
+        B, C_in, H, W = x.shape
+        C_out = weight.shape[0]
+        dx, dw, db, dalpha, deps = dense_bwd(
+            _rows(grad), _rows(x), weight.reshape(C_out, C_in), bias, alpha, alpha_value, eps,
+            eps_value, s, nx.reshape(-1), nw, precision, needs,
+        )  # fmt: skip
+        dx = dx.view(B, H, W, C_in).permute(0, 3, 1, 2) if needs[0] else dx
+        dw = dw.view(C_out, C_in, 1, 1) if needs[1] else dw
+        return dx, dw, db, dalpha, deps
     need_dx, need_dw, need_db, need_dalpha, need_deps = needs
     need_db = need_db and bias is not None
     need_dalpha = need_dalpha and alpha is not None
