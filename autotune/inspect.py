@@ -250,6 +250,16 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     s, nx, nw = meta(n, n, dt=acc), meta(n, dt=acc), meta(n, dt=acc)
     bwd = record_calls(lambda: dense.dense_bwd(meta(n, n), x, w, *args, s, nx, nw, prec, [True] * 5))
     out += [("dense bwd", c) for c in bwd]
+    if dtype != torch.float64:  # the persistent TMA kernels (no fp64 path), at the default tile
+        from yat_triton.tuning import forced_config
+
+        tma = dataclasses.replace(dense.pick_dense_config(n, n, n, dtype), tma=True)
+        with forced_config("dense", "fwd", tma), forced_config("dense", "bwd", tma):
+            out += [
+                ("dense fwd", c) for c in record_calls(lambda: dense.dense_fwd(x, w, *args, prec, True))[-1:]
+            ]
+            bwd = record_calls(lambda: dense.dense_bwd(meta(n, n), x, w, *args, s, nx, nw, prec, [True] * 5))
+            out += [("dense bwd", c) for c in bwd if "gemm" in c.kernel.fn.__name__]
     B, C, HW, k = 64, 64, 56, 3
     xc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
     wc, bc = meta(C, C, k, k), meta(C)

@@ -512,9 +512,10 @@ def _run_task(
         default = default_config(task.op, task.shape, elem)
         configs = [default] + [c for c in kept if c != default]
     else:
-        # the backward kernels' tiles (they ignore the forward-only fields), run through the
+        # the backward kernels' tiles (they ignore the forward-only norms_in_loop and epilogue
+        # split; tma selects their persistent TMA GEMMs), run through the
         # registered op with tuning.forced_config; the first row is the op as it ships
-        configs = [None] + [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop and not c.tma]
+        configs = [None] + [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop]
     if max_configs is not None:
         configs = configs[:max_configs]
 

@@ -62,12 +62,14 @@ def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int) -> int:
     """Shared memory of a main loop pipelined over `num_stages` A(BMxBK) + B(BKxBN) buffers.
 
     Matches what Triton allocates on Hopper (a bf16 128x128x64 tile, 3 stages: 96 KB). The
-    persistent TMA kernel also stages its split epilogue's slices through shared memory
-    (BM*BN*2/split bytes: +8 KB for 128x128 in 4 slices, +16 KB for 128x256 in 4).
+    persistent TMA kernels keep their pipeline buffers alive through the epilogue (the next
+    tile's copies are in flight), so the epilogue's layout conversion gets its own scratch:
+    up to one fp32 slice, BM*BN*4/split bytes (sm_90 compiles of the bf16 forward saving s:
+    +16 KB for 128x128 in 4 slices, +64 KB unsplit; the backward GEMMs' io-dtype tile: +32 KB).
     """
     main = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
-    if cfg.tma and cfg.epilogue_split > 1:
-        main += cfg.block_m * cfg.block_n * 2 // cfg.epilogue_split
+    if cfg.tma:
+        main += cfg.block_m * cfg.block_n * 4 // cfg.epilogue_split
     return main
 
 

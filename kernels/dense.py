@@ -757,12 +757,118 @@ def yat_dense_bwd_gemm_kernel(
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 
-    mask = mask_m[:, None] & mask_n[None, :]
+    _bwd_gemm_store(
+        acc, offs_m, offs_n, R, C, e_ptr, v_ptr, c_ptr, stride_er, stride_ec, stride_cr, stride_cc, OUT_MAX
+    )
+
+
+@triton.jit
+def _bwd_gemm_store(
+    acc,
+    offs_m,
+    offs_n,
+    R,
+    C,
+    e_ptr,
+    v_ptr,
+    c_ptr,
+    stride_er,
+    stride_ec,
+    stride_cr,
+    stride_cc,
+    OUT_MAX: tl.constexpr,
+):
+    """Epilogue of the backward GEMMs: c = acc + 2 e * v[:, None] on rows offs_m, columns offs_n."""
+    mask_m = offs_m < R
+    mask = mask_m[:, None] & (offs_n < C)[None, :]
     e = tl.load(e_ptr + offs_m[:, None] * stride_er + offs_n[None, :] * stride_ec, mask=mask, other=0.0)
     v = tl.load(v_ptr + offs_m, mask=mask_m, other=0.0)
     c = saturate(acc + 2.0 * e.to(acc.dtype) * v[:, None], OUT_MAX)
     c_ptrs = c_ptr + offs_m[:, None] * stride_cr + offs_n[None, :] * stride_cc
     tl.store(c_ptrs, c.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def yat_dense_bwd_gemm_tma_kernel(
+    a_desc,
+    b_desc,
+    e_ptr,
+    v_ptr,
+    c_ptr,
+    R,
+    C,
+    KD,
+    stride_er,
+    stride_ec,
+    stride_cr,
+    stride_cc,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    INT64: tl.constexpr,
+    A_T: tl.constexpr,
+    B_T: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """Persistent `yat_dense_bwd_gemm_kernel` with TMA loads (fp16 / bf16 / fp32 operands of
+    one dtype): c = a @ b + 2 e * v[:, None].
+
+    a_desc: descriptor of a (R, KD), block (BLOCK_M, BLOCK_K); with A_T, of the contiguous
+            a^T (KD, R), block (BLOCK_K, BLOCK_M) (dW's gs^T).
+    b_desc: descriptor of b (KD, C), block (BLOCK_K, BLOCK_N); with B_T, of b^T (C, KD),
+            block (BLOCK_N, BLOCK_K).
+    e, v, c and the constexprs as in `yat_dense_bwd_gemm_kernel`. Program walk and
+    pipelining as in `yat_dense_fwd_tma_kernel`.
+    """
+    start = tl.program_id(0)
+    step = tl.num_programs(0)
+    num_tiles = tl.cdiv(R, BLOCK_M) * tl.cdiv(C, BLOCK_N)
+    k_tiles = tl.cdiv(KD, BLOCK_K)
+    tile_c = start - step
+    for tile in tl.range(start, num_tiles, step, flatten=True):
+        pid_m, pid_n = grouped_tile(tile, R, C, BLOCK_M, BLOCK_N, GROUP_M)
+        m0 = pid_m * BLOCK_M
+        n0 = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for ki in range(k_tiles):
+            k0 = ki * BLOCK_K
+            if A_T:
+                a = a_desc.load([k0, m0]).T
+            else:
+                a = a_desc.load([m0, k0])
+            if B_T:
+                b = b_desc.load([n0, k0]).T
+            else:
+                b = b_desc.load([k0, n0])
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+        tile_c += step
+        pid_m, pid_n = grouped_tile(tile_c, R, C, BLOCK_M, BLOCK_N, GROUP_M)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        if INT64:
+            offs_m = offs_m.to(tl.int64)
+            offs_n = offs_n.to(tl.int64)
+        _bwd_gemm_store(
+            acc,
+            offs_m,
+            offs_n,
+            R,
+            C,
+            e_ptr,
+            v_ptr,
+            c_ptr,
+            stride_er,
+            stride_ec,
+            stride_cr,
+            stride_cc,
+            OUT_MAX,
+        )
 
 
 # ---------------------------------------------------------------------------------------

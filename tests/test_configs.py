@@ -175,6 +175,34 @@ def test_bwd_gemm_with_transposed_operand(device: str) -> None:
     assert_close(c, expected, torch.float32, reduction=40, what="c")
 
 
+@pytest.mark.parametrize("a_t", [False, True], ids=["a", "aT"])
+@pytest.mark.parametrize("b_t", [False, True], ids=["b", "bT"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_bwd_gemm_tma_reads_either_major(a_t: bool, b_t: bool, dtype: torch.dtype, device: str) -> None:
+    """The persistent TMA backward GEMM on row- or column-major operands (a column-major
+    operand is read as boxes of its transpose), ragged edges, 2 programs for 12 tiles."""
+    gen = torch.Generator().manual_seed(4)
+    R, KD, C = 40, 48, 24
+    a = torch.randn(KD, R, generator=gen).t() if a_t else torch.randn(R, KD, generator=gen)
+    b = torch.randn(C, KD, generator=gen).t() if b_t else torch.randn(KD, C, generator=gen)
+    e, v = torch.randn(R, C, generator=gen), torch.randn(R, generator=gen)
+    a, b, e = (t.to(dtype) for t in (a, b, e))
+    c, calls = plan_bwd_gemm(
+        a.to(device),
+        b.to(device),
+        e.to(device),
+        v.to(device),
+        "ieee",
+        TileConfig(16, 16, 16, 2, 4, 2, tma=True),
+    )
+    (call,) = calls
+    assert call.kernel.fn.__name__ == "yat_dense_bwd_gemm_tma_kernel"
+    assert (call.kwargs["A_T"], call.kwargs["B_T"]) == (a_t, b_t)
+    call.run()
+    expected = a.double() @ b.double() + 2 * e.double() * v.double()[:, None]
+    assert_close(c, expected, dtype, reduction=KD, what="c")
+
+
 def test_config_space_is_pruned() -> None:
     space = dense_config_space()
     assert len(set(space)) == len(space)
@@ -261,7 +289,7 @@ def test_int64_offsets_path_and_trigger(device: str) -> None:
 
 
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
-@pytest.mark.parametrize("dtype", ["bfloat16", "float64"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
 def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
     """Every kernel the dense and conv ops launch, forward and backward, compiles for
     Hopper; in bf16 none spills and the GEMM-like ones use wgmma (float64 is for gradcheck
@@ -277,6 +305,12 @@ def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
         "yat_dense_bwd_near_kernel", "yat_conv_fwd_kernel", "yat_conv_dgrad_kernel",
         "yat_conv_wgrad_kernel", "yat_conv_bwd_near_kernel",
     } <= kernels  # fmt: skip
+    # the TMA kernels: none in fp64; fp16's backward GEMMs read fp32 gs with the pointer kernel
+    tma_kernels = {"yat_dense_fwd_tma_kernel", "yat_dense_bwd_gemm_tma_kernel"}
+    expected = {"float64": set(), "float16": {"yat_dense_fwd_tma_kernel"}}.get(dtype, tma_kernels)
+    assert kernels & tma_kernels == expected
+    for r in reports:
+        assert r["tma"] == (r["kernel"] in tma_kernels), r
     if dtype == "bfloat16":
         for r in reports:
             assert r["stack_bytes"] == 0 and r["spill_stores"] == 0, r

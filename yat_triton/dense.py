@@ -26,6 +26,7 @@ from kernels.dense import (
     elementwise_block,
     row_sqnorm_kernel,
     yat_dense_bwd_gemm_kernel,
+    yat_dense_bwd_gemm_tma_kernel,
     yat_dense_bwd_near_kernel,
     yat_dense_bwd_prep_kernel,
     yat_dense_fwd_kernel,
@@ -201,10 +202,22 @@ def plan_bwd_gemm(
     if R == 0 or C == 0:
         return c, []
     cfg = config or pick_dense_config(R, C, KD, e.dtype, "bwd", problem=problem)
+    tiles = triton.cdiv(R, cfg.block_m) * triton.cdiv(C, cfg.block_n)
+    a_tma = _tma_operand(a, cfg.block_m, cfg.block_k) if cfg.tma and a.dtype == b.dtype else None
+    b_tma = _tma_operand(b, cfg.block_k, cfg.block_n) if a_tma else None
+    if a_tma and b_tma:
+        call = KernelCall(
+            yat_dense_bwd_gemm_tma_kernel, (persistent_programs(e.device, tiles),),
+            (a_tma[0], b_tma[0], e, v, c, R, C, KD, e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
+            dict(DOT_PRECISION=precision, UPCAST=upcast_operands(e.dtype), OUT_MAX=0.0,
+                 INT64=needs_int64(e, c), A_T=a_tma[1], B_T=b_tma[1],
+                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                 GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+        )  # fmt: skip
+        return c, [call]
     a, b = k_major_if_huge(a, 1), k_major_if_huge(b, 0)
-    grid = (triton.cdiv(R, cfg.block_m) * triton.cdiv(C, cfg.block_n),)
     call = KernelCall(
-        yat_dense_bwd_gemm_kernel, grid,
+        yat_dense_bwd_gemm_kernel, (tiles,),
         (a, b, e, v, c, R, C, KD,
          a.stride(0), a.stride(1), b.stride(0), b.stride(1),
          e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
@@ -215,6 +228,17 @@ def plan_bwd_gemm(
              GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
     )  # fmt: skip
     return c, [call]
+
+
+def _tma_operand(t: Tensor, rows: int, cols: int) -> tuple[TensorDescriptor, bool] | None:
+    """(descriptor, transposed) for a GEMM operand read in (rows, cols) tiles: on t itself
+    when its rows are contiguous, on the contiguous t^T (boxes (cols, rows)) when its
+    columns are; None when TMA cannot read it (`tma_ready`)."""
+    if t.stride(1) == 1 and tma_ready(t):
+        return TensorDescriptor.from_tensor(t, [rows, cols]), False
+    if t.stride(0) == 1 and tma_ready(t.t()):
+        return TensorDescriptor.from_tensor(t.t(), [cols, rows]), True
+    return None
 
 
 def _bwd_gemm(a: Tensor, b: Tensor, e: Tensor, v: Tensor, precision: str, problem: dict[str, int]) -> Tensor:
