@@ -33,8 +33,9 @@ for dtype in bfloat16 float16 float32; do
 done
 tail -n 3 "$OUT"/inspect_*.txt
 
-# The sweep resumes where a timeout stopped it: rerunning this script finishes the work.
-timeout 150 python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
+# The sweep resumes where a timeout stopped it (SIGINT: it stops cleanly between rows, every
+# finished row saved): rerunning this script finishes the work.
+timeout -s INT -k 10 150 python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
   --max-configs 12 --compile-mode default --db "$OUT/results.db" 2>&1 | tee "$OUT/sweep.log" || status=1
 python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
 python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1

@@ -106,6 +106,20 @@ def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Pat
     assert ok and all(json.loads(r.config)["num_stages"] != 3 for r in ok)
 
 
+def test_time_capped_runs_measure_what_matters_first(tiny_suite: Path, tmp_path: Path) -> None:
+    """Tasks interleave the ops, headline shapes first; within a task the baselines are
+    measured before the ⵟ configs (a run stopped early still has something to compare)."""
+    todo = sweep.tasks(sweep.load_suite("core"), ["dense", "conv2d"], ["fwd"], ["bfloat16"])
+    assert [t.op for t in todo[:4]] == ["dense", "conv2d", "dense", "conv2d"]
+    assert todo[0].shape == {"M": 4096, "N": 4096, "K": 4096} and todo[1].shape["H"] == 56
+    (task,) = sweep.tasks(sweep.load_suite(str(tiny_suite)), ["dense"], ["fwd"], ["float32"])
+    with ResultsDB(tmp_path / "order.db") as db:
+        rows = list(sweep._run_task(db, task, sweep.environment(), "cpu", 1, "default"))
+    measured = [r.provider for r in rows if r.status != "pruned"]
+    assert measured[-1] == "yat_triton" and "yat_triton" not in measured[:-1], measured
+    assert {"linear+relu", "eager_ref"} <= set(measured)
+
+
 def test_shards_split_the_work(tiny_suite: Path, tmp_path: Path) -> None:
     suite = sweep.load_suite("quick")
     todo = sweep.tasks(suite, ["dense"], ["fwd", "bwd"], ["float32"])
