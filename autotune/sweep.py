@@ -345,7 +345,7 @@ def config_space(
         space = conv_config_space()
         kept = prune_conv_configs(space, M, N, K, elem_bytes)
     pruned = [c for c in space if not fits_sm90(c, elem_bytes)]
-    return rank_configs(kept, M, N, K, elem_bytes), pruned
+    return rank_configs(kept, M, N, K, elem_bytes, norms_from_tile=op == "conv2d"), pruned
 
 
 def default_config(op: str, shape: dict[str, int], elem_bytes: int) -> TileConfig:

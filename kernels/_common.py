@@ -145,7 +145,14 @@ SM90_SMS = 132
 
 
 def rank_configs(
-    configs: list[TileConfig], M: int, N: int, K: int, elem_bytes: int, *, sms: int = SM90_SMS
+    configs: list[TileConfig],
+    M: int,
+    N: int,
+    K: int,
+    elem_bytes: int,
+    *,
+    sms: int = SM90_SMS,
+    norms_from_tile: bool = False,
 ) -> list[TileConfig]:
     """The configs ordered most promising first, by a static estimate, so that a sweep capped
     at a few configs (`--max-configs`) measures the likely winners. Only the order changes:
@@ -155,9 +162,12 @@ def rank_configs(
     on the M, N and K edges; operand bytes per MMA flop (BM*BN/(BM+BN) against a 128x256
     tile's, square-rooted: L2 absorbs part of it); pipeline depth ((stages-1)*BK >= 192
     keeps wgmma fed, square-rooted); a K tile of one 128-byte swizzle row (BK=64 in 16-bit); accumulator
-    registers per thread (> 64 leaves the epilogue little room) and epilogue columns per
-    slice (> 64 costs registers, see `fwd_store`); the persistent TMA kernel gets a small
-    bonus (its next tile's loads overlap the epilogue).
+    registers per thread (> 64 leaves the epilogue little room), x-tile values a thread
+    reads into registers when the kernel sums norms from the tile (`norms_from_tile`: the
+    conv forward; or the `norms_in_loop` variant; > 32 costs ~100 registers, see
+    `conv_default_config`) and epilogue columns per slice (> 64 costs registers, see
+    `fwd_store`); the persistent TMA kernel gets a small bonus (its next tile's loads
+    overlap the epilogue).
 
     The order is then made varied: each next pick maximizes score * 0.8^(picks already
     taken from its tile family (BM, BN, TMA)), so the first dozen cover several tile shapes
@@ -175,7 +185,8 @@ def rank_configs(
         pipe = min(1.0, max(c.num_stages - 1, 0.5) * c.block_k / 192) ** 0.5
         swizzle = 1.0 if c.block_k * elem_bytes == 128 else 0.95
         acc_regs = c.block_m * c.block_n / (32 * c.num_warps)
-        regs = 1.0 if acc_regs <= 64 else 0.85
+        tile_regs = c.block_m * c.block_k / (32 * c.num_warps) if norms_from_tile or c.norms_in_loop else 0
+        regs = (1.0 if acc_regs <= 64 else 0.85) * (1.0 if tile_regs <= 32 else 0.85)
         epi = 1.0 if c.block_n // max(c.epilogue_split, 1) <= 64 else 0.9
         bonus = 1.05 if c.tma else 1.0
         return wave_eff * fill * k_fill * intensity * pipe * swizzle * regs * epi * bonus

@@ -408,7 +408,10 @@ def prune_conv_configs(
 
 def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting: bool = False) -> TileConfig:
     """Heuristic implicit-GEMM tile: as the dense default, with BLOCK_K capped by the
-    channels per group (a K tile never spans two taps)."""
+    channels per group (a K tile never spans two taps), and 8 warps from 128x64 up: the
+    patch norm reads the x tile into registers, BLOCK_M*BLOCK_K/threads values a thread
+    (sm_90, bf16, a ResNet-50 3x3 layer, 128x64x64 tile: 219 registers with 4 warps,
+    112 with 8; Triton 3.6: 240 and 116)."""
 
     def fit(dim: int, cap: int) -> int:
         return min(cap, max(16, triton.next_power_of_2(max(dim, 1))))
@@ -419,7 +422,7 @@ def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting
         return TileConfig(fit(M, 64), fit(N, 32), fit(K, 16), 8, 4, 2)
     bk = 64 if elem_bytes <= 2 else 32
     bm, bn = fit(M, 128), fit(N, 128)
-    warps = 8 if bm * bn >= 128 * 128 else 4
+    warps = 8 if bm * bn >= 128 * 64 else 4
     stages = 4 if elem_bytes <= 2 else 3
     return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, epilogue_split=max(1, bn // 32))
 

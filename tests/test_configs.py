@@ -250,8 +250,9 @@ def _inspect(*args: str) -> dict:
         (("--op", "dense", "--save"), "yat_dense_fwd_kernel", 150),
         # the persistent TMA kernel, 128x128x64 in 4 epilogue slices: 150 registers
         (("--op", "dense", "--save", "--config", "128x128x64:8:4:e4:tma"), "yat_dense_fwd_tma_kernel", 170),
-        # a ResNet-50 3x3 layer (64 channels, 56x56, batch 64), channels_last: 219 registers
-        (("--op", "conv2d", "--save"), "yat_conv_fwd_kernel", 240),
+        # a ResNet-50 3x3 layer (64 channels, 56x56, batch 64), channels_last: 112 registers
+        # with Triton 3.9 (219 with 4 warps)
+        (("--op", "conv2d", "--save"), "yat_conv_fwd_kernel", 160),
     ],
     ids=["dense", "dense-tma", "conv2d"],
 )

@@ -83,22 +83,25 @@ def tma_ready(*operands: Tensor) -> bool:
             return False
         if t.data_ptr() % 16 or (t.stride(0) * t.element_size()) % 16:
             return False
-        if t.device.type == "cuda" and torch.cuda.get_device_capability(t.device)[0] < 9:
+        if t.device.type == "cuda" and _cuda_props(_index(t.device)).major < 9:
             return False
     return True
 
 
 @functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+def _cuda_props(index: int) -> Any:
+    return torch.cuda.get_device_properties(index)
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def persistent_programs(device: torch.device, tiles: int) -> int:
     """Grid of a persistent kernel: one program per SM, no more than there are tiles.
     Under the interpreter, two, so that the tests see programs walking several tiles."""
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return max(1, min(tiles, _sm_count(index)))
+        return max(1, min(tiles, _cuda_props(_index(device)).multi_processor_count))
     return max(1, min(tiles, 2))
 
 
