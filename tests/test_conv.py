@@ -877,25 +877,32 @@ def test_zero_output_channels(device):
     "tracing is refused by design",
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_torch_compile(dtype, device):
-    """yat_conv2d traces into the kernels without a graph break; forward and gradients
-    under torch.compile match the float64 oracle."""
+@pytest.mark.parametrize("pointwise", [False, True], ids=["k3-s2-g2", "k1-on-dense"])
+def test_torch_compile(dtype, pointwise, device):
+    """yat_conv2d traces into the kernels without a graph break (the grouped strided conv
+    kernels, or a 1x1 conv on the dense kernels); forward and gradients under
+    torch.compile match the float64 oracle."""
     torch._dynamo.reset()
+    k, stride, pad, groups = (1, 1, 0, 1) if pointwise else (3, 2, 1, 2)
 
     def f(x, w, b):
-        return conv.yat_conv2d(x, w, b, 2, 1, 1, 2, alpha=1.5, eps=1e-3, precision="ieee")
+        return conv.yat_conv2d(x, w, b, stride, pad, 1, groups, alpha=1.5, eps=1e-3, precision="ieee")
 
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, 8, 9, 9, generator=gen).to(device=device, dtype=dtype)
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
-    w = (0.3 * torch.randn(6, 4, 3, 3, generator=gen)).to(device=device, dtype=dtype).requires_grad_()
+    w = (
+        (0.3 * torch.randn(6, 8 // groups, k, k, generator=gen))
+        .to(device=device, dtype=dtype)
+        .requires_grad_()
+    )
     b = torch.randn(6, generator=gen).to(device=device, dtype=dtype).requires_grad_()
     y = torch.compile(f, fullgraph=True)(x, w, b)
     gy = torch.randn(y.shape, generator=gen).to(device=device, dtype=dtype)
     grads = torch.autograd.grad(y, (x, w, b), gy)
     refs = [to_oracle(t, requires_grad=True) for t in (x, w, b)]
-    y_ref = yat_conv2d_ref(*refs, 1.5, 1e-3, 2, 1, 1, 2)
-    assert_close(y, y_ref, dtype, reduction=36, what="compiled y")
+    y_ref = yat_conv2d_ref(*refs, 1.5, 1e-3, stride, pad, 1, groups)
+    assert_close(y, y_ref, dtype, reduction=8 // groups * k * k, what="compiled y")
     ref_grads = torch.autograd.grad(y_ref, refs, to_oracle(gy))
     for name, g, r in zip(("dx", "dW", "db"), grads, ref_grads, strict=True):
-        assert_close(g, r, dtype, reduction=2 * 5 * 5, what=f"compiled {name}")
+        assert_close(g, r, dtype, reduction=2 * y.shape[2] * y.shape[3], what=f"compiled {name}")

@@ -118,6 +118,7 @@ def check_against_oracle(
     amplification: float = 1.0,
     skip: tuple[str, ...] = (),
     grad_transform=None,  # noqa: ANN001
+    layer=None,  # noqa: ANN001
 ) -> dict[str, float]:
     """Run yat_linear forward + backward on `inp`, compare with the oracle, return the
     relative-to-max errors of every compared value (labels y, dx, dW, db, dalpha, deps).
@@ -125,10 +126,11 @@ def check_against_oracle(
     Gradients are taken w.r.t. every tensor of `inp` that requires grad (views included).
     `skip` names values whose error is measured but not asserted. `tol_precision` picks
     the fp32 tolerance entry when `precision` is None (then resolved by the package).
+    `layer` replaces `yat_linear` (e.g. a torch.compile'd yat_linear).
     """
     x, weight = inp["x"], inp["weight"]
     dtype = x.dtype
-    y = yat_linear(x, weight, inp["bias"], alpha=inp["alpha"], eps=inp["eps"], precision=precision)
+    y = (layer or yat_linear)(x, weight, inp["bias"], alpha=inp["alpha"], eps=inp["eps"], precision=precision)
     ref = {
         k: to_oracle(v, requires_grad=v.requires_grad) if isinstance(v, Tensor) else v for k, v in inp.items()
     }
@@ -691,25 +693,27 @@ def test_torch_path_clamp_active(dtype, torch_path):
                     "under the interpreter tracing is refused by design")  # fmt: skip
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
                                    pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
-def test_torch_compile(dtype, device):
+@pytest.mark.parametrize("tma", [False, True], ids=["default-tile", "tma-tile"])
+def test_torch_compile(dtype, tma, device):
+    """yat_linear under torch.compile (fullgraph) against the float64 oracle, forward and
+    every gradient. With a TMA tile forced, tracing must fall back to the pointer kernel
+    (host descriptors do not pass through triton_op tracing) and stay correct."""
+    import contextlib
+
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
     torch._dynamo.reset()
-
-    def f(x, w, b, a, e):
-        return yat_linear(x, w, b, alpha=a, eps=e, precision="ieee")
-
-    compiled = torch.compile(f, fullgraph=True)
-    inp = make_inputs((37,), 70, 96, dtype, device, seed=101)
-    tensors = [inp[k] for k in NAMES]
-    gy = upstream((37, 70), dtype, device)
-    y = f(*tensors)
-    grads = torch.autograd.grad(y, tensors, gy)
-    yc = compiled(*tensors)
-    grads_c = torch.autograd.grad(yc, tensors, gy)
-    assert yc.dtype == y.dtype and yc.shape == y.shape
-    assert_close(yc, y.double(), dtype, reduction=96, what="compiled y")
-    for name, gc, g, t in zip(NAMES, grads_c, grads, tensors, strict=True):
-        assert_close(gc, g.double(), tol_dtype(t.dtype, dtype), reduction=37 * 70,
-                     what=f"compiled {GRAD_LABEL[name]}")  # fmt: skip
+    compiled = torch.compile(yat_linear, fullgraph=True)
+    forced = contextlib.ExitStack()
+    if tma:
+        cfg = TileConfig(32, 64, 32, 4, 4, 2, tma=True)
+        forced.enter_context(forced_config("dense", "fwd", cfg))
+        forced.enter_context(forced_config("dense", "bwd", cfg))
+    with forced:
+        check_against_oracle(
+            make_inputs((37,), 70, 96, dtype, device, seed=101), precision="ieee", layer=compiled
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
