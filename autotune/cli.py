@@ -24,6 +24,7 @@ if not torch.cuda.is_available():
 
 from autotune import db as dbmod  # noqa: E402
 from autotune import sweep  # noqa: E402
+from autotune.report import config_label  # noqa: E402
 
 
 def _csv(allowed: tuple[str, ...]):  # noqa: ANN202 - an argparse type
@@ -80,7 +81,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             gpu, op, mode, dtype, shape, f"{best.median_ms:.4g}", f"{best.tflops or 0:.3g}",
             f"{ref / best.median_ms:.2f}x" if ref else "-",
             f"{base['eager_ref'] / best.median_ms:.2f}x" if base.get("eager_ref") else "-",
-            best.config or "default", "yes" if best.representative else "NO (CPU)",
+            config_label(best.config), "yes" if best.representative else "NO (CPU)",
         ])  # fmt: skip
     headers = ["gpu", "op", "mode", "dtype", "shape", "ms", "TFLOP/s", "vs std layer", "vs eager_ref",
                "config", "representative"]  # fmt: skip

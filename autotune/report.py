@@ -22,6 +22,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from autotune.db import Result, ResultsDB
+from kernels._common import TileConfig
 
 OURS = "yat_triton"
 BASELINES = ("linear+relu", "addmm_relu", "conv+relu", "eager_ref", "compiled_ref", "nmn")
@@ -139,6 +140,24 @@ def _header(g: _Gpu) -> str:
     return _table(table, ["machine", ""])
 
 
+def config_label(config: str) -> str:
+    """A config as a reader wants it: a tile by its short name (m128n128k64g8w8s4e4_tma:
+    BLOCK_M/N/K, GROUP_M, warps, stages, epilogue slices, variant), "(shipped)" for the op as
+    it ships, other settings (the baselines' TF32 flags) as key=value."""
+    if not config:
+        return "(shipped)"
+    try:
+        d = json.loads(config)
+    except ValueError:
+        return config
+    if not isinstance(d, dict):
+        return config
+    try:
+        return TileConfig(**d).name
+    except TypeError:  # not a tile: the baselines' settings
+        return " ".join(f"{k}={json.dumps(v)}" for k, v in d.items())
+
+
 def _summary(g: _Gpu) -> str:
     table = []
     for p in _sorted_problems(g.best):
@@ -150,7 +169,7 @@ def _summary(g: _Gpu) -> str:
             table.append([
                 *p[:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), b or "-",
                 _ms(base.median_ms if base else None), _tf(base.tflops if base else None),
-                "-" if sp is None else f"{sp:.2f}x", ours.config or "(shipped)",
+                "-" if sp is None else f"{sp:.2f}x", config_label(ours.config),
             ])  # fmt: skip
     headers = ["op", "mode", "dtype", "shape", "yat_triton ms", "yat_triton TFLOP/s", "baseline",
                "baseline ms", "baseline TFLOP/s", "speedup", "yat_triton config"]  # fmt: skip
@@ -205,7 +224,7 @@ def _targets(g: _Gpu) -> tuple[str, list[str]]:
 def _failures(g: _Gpu) -> str:
     failed = [r for r in g.rows if r.status in FAILED]
     table = [
-        [r.op, r.mode, r.dtype, _shape_label(r.shape), r.provider, r.config or "(shipped)", r.status,
+        [r.op, r.mode, r.dtype, _shape_label(r.shape), r.provider, config_label(r.config), r.status,
          r.reason or "-"]
         for r in sorted(failed, key=lambda r: (r.op, r.mode, r.dtype, r.shape, r.provider, r.config))
     ]  # fmt: skip

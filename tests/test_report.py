@@ -6,6 +6,8 @@ only check that the report shows what the database holds, they measure nothing.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("matplotlib", reason="the report plots need matplotlib")
@@ -148,3 +150,16 @@ def test_cli_report(gpu_db, tmp_path, capsys) -> None:  # noqa: ANN001
     assert (out / "test_gpu" / "README.md").is_file()
     assert cli.main(["report", "--db", str(tmp_path / "nope.db"), "--out", str(out)]) == 2
     assert "no such results database" in capsys.readouterr().err
+
+
+def test_config_labels_are_short() -> None:
+    from autotune.report import config_label
+    from kernels._common import TileConfig
+
+    tile = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=4, tma=True)
+    assert config_label(json.dumps(tile.as_dict())) == "m128n128k64g8w8s4e4_tma"
+    assert config_label("") == "(shipped)"
+    assert (
+        config_label('{"matmul_tf32":false,"cudnn_benchmark":true}')
+        == "matmul_tf32=false cudnn_benchmark=true"
+    )
