@@ -34,38 +34,71 @@ from kernels._common import TileConfig, fits_sm90, grouped_tile, load_scalars, s
 @triton.jit
 def row_sqnorm_kernel(
     a_ptr,
-    out_ptr,
-    R,
+    b_ptr,
+    out_a_ptr,
+    out_b_ptr,
+    RA,
+    RB,
     K,
     stride_ar,
     stride_ak,
+    stride_br,
+    stride_bk,
     IS_FP64: tl.constexpr,
     INT64: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """out[r] = sum_k a[r, k]^2, accumulated in fp32 (fp64 for fp64 input).
+    """out[r] = sum_k m[r, k]^2 for two matrices with K columns in one launch (x and W): the
+    first cdiv(RA, BLOCK_R) programs take rows of a, the others rows of b (RB = 0: a only).
+    Accumulates in fp32 (fp64 for fp64 input).
 
-    a_ptr:   (R, K) any float dtype, strided.
-    out_ptr: (R,) float32 (float64 when IS_FP64), contiguous.
+    a_ptr: (RA, K), b_ptr: (RB, K), any float dtype, strided.
+    out_a_ptr: (RA,), out_b_ptr: (RB,) float32 (float64 when IS_FP64), contiguous.
+
+    Memory-bound: the launcher sizes (BLOCK_R, BLOCK_K) to ~8 KB a step and many programs,
+    so that enough loads are in flight (at a 4096^2 bf16 operand, 512 programs a matrix).
     """
     pid = tl.program_id(0)
-    offs_r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    tiles_a = tl.cdiv(RA, BLOCK_R)
+    if pid < tiles_a:
+        _row_sqnorm_tile(a_ptr, out_a_ptr, pid, RA, K, stride_ar, stride_ak, IS_FP64, INT64, BLOCK_R, BLOCK_K)
+    else:
+        _row_sqnorm_tile(
+            b_ptr, out_b_ptr, pid - tiles_a, RB, K, stride_br, stride_bk, IS_FP64, INT64, BLOCK_R, BLOCK_K
+        )
+
+
+@triton.jit
+def _row_sqnorm_tile(
+    m_ptr,
+    out_ptr,
+    tile,
+    R,
+    K,
+    stride_r,
+    stride_k,
+    IS_FP64: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    offs_r = tile * BLOCK_R + tl.arange(0, BLOCK_R)
     offs_k = tl.arange(0, BLOCK_K)
     if INT64:
         offs_r = offs_r.to(tl.int64)
         offs_k = offs_k.to(tl.int64)
     mask_r = offs_r < R
-    ptrs = a_ptr + offs_r[:, None] * stride_ar + offs_k[None, :] * stride_ak
+    ptrs = m_ptr + offs_r[:, None] * stride_r + offs_k[None, :] * stride_k
     if IS_FP64:
         acc = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32)
     for k0 in range(0, tl.cdiv(K, BLOCK_K)):
         mask = mask_r[:, None] & (offs_k[None, :] < K - k0 * BLOCK_K)
-        a = tl.load(ptrs, mask=mask, other=0.0).to(acc.dtype)
-        acc += a * a
-        ptrs += BLOCK_K * stride_ak
+        v = tl.load(ptrs, mask=mask, other=0.0).to(acc.dtype)
+        acc += v * v
+        ptrs += BLOCK_K * stride_k
     tl.store(out_ptr + offs_r, tl.sum(acc, axis=1), mask=mask_r)
 
 

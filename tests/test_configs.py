@@ -92,6 +92,23 @@ def test_tma_config_falls_back_to_the_pointer_kernel(case: str, device: str) -> 
     assert_close(y, yat_dense_ref(x.cpu(), w.cpu(), None, None, 1e-3), torch.float32, reduction=K, what="y")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_row_norms_of_two_matrices_in_one_launch(dtype: torch.dtype, device: str) -> None:
+    """One launch: rows of a (strided view) then of b, each against float64."""
+    from yat_triton.dense import plan_row_sqnorms
+
+    gen = torch.Generator().manual_seed(13)
+    a = torch.randn(70, 37, generator=gen).to(dtype).t()  # (37, 70), K not contiguous
+    b = torch.randn(21, 70, generator=gen).to(dtype)
+    (na, nb), calls = plan_row_sqnorms(a.to(device), b.to(device))
+    assert len(calls) == 1
+    for call in calls:
+        call.run()
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    assert_close(na, (a.double() ** 2).sum(1), acc, reduction=70, what="||a||^2")
+    assert_close(nb, (b.double() ** 2).sum(1), acc, reduction=70, what="||b||^2")
+
+
 def test_tma_ready_rules() -> None:
     from yat_triton._launch import tma_ready
 

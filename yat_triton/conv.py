@@ -339,7 +339,7 @@ def plan_conv2d_fwd(
     y = torch.empty((B, C_out, OH, OW), dtype=x.dtype, device=dev, memory_format=_out_format(x))
     s = torch.empty((M, C_out) if save_for_backward else (0,), dtype=acc, device=dev)
     nx = torch.empty((M, groups) if save_for_backward else (0,), dtype=acc, device=dev)
-    nw, calls = plan_row_sqnorms(weight.reshape(C_out, Cg * KH * KW))  # -1 fails for C_out == 0
+    (nw, _), calls = plan_row_sqnorms(weight.reshape(C_out, Cg * KH * KW))  # -1 fails for C_out == 0
     if M == 0 or C_out == 0:
         return (y, s, nx, nw), calls
     xk = _channels_last(x)

@@ -56,21 +56,40 @@ __all__ = ["dense_bwd", "dense_fwd", "yat_linear"]
 # Launchers
 
 
-def plan_row_sqnorms(a: Tensor) -> tuple[Tensor, list[KernelCall]]:
-    """||a_r||^2 for every row of a 2-D tensor, in the accumulation dtype."""
+def plan_row_sqnorms(
+    a: Tensor, b: Tensor | None = None
+) -> tuple[tuple[Tensor, Tensor | None], list[KernelCall]]:
+    """||m_r||^2 for every row of a, and of b (same K) in the same launch, in the
+    accumulation dtype.
+
+    The pass is memory-bound: on a GPU each program step reads ~8 KB (BLOCK_K of 512 16-bit
+    or 256 32-bit values, as many rows as make 8 KB), so a 4096^2 bf16 operand spreads over
+    512 programs, ~4 a SM, enough loads in flight for HBM (a 32-row program per SM would
+    keep ~1/4 of that and run latency-bound).
+    """
     R, K = a.shape
-    out = torch.empty((R,), dtype=acc_dtype(a.dtype), device=a.device)
-    if R == 0:
-        return out, []
-    block_r = 16 if INTERPRETING else 32
-    block_k = min(128, max(16, triton.next_power_of_2(max(K, 1))))
+    RB = b.shape[0] if b is not None else 0
+    acc = acc_dtype(a.dtype)
+    out_a = torch.empty((R,), dtype=acc, device=a.device)
+    out_b = torch.empty((RB,), dtype=acc, device=a.device) if b is not None else None
+    if R + RB == 0:
+        return (out_a, out_b), []
+    k_pow2 = max(16, triton.next_power_of_2(max(K, 1)))
+    if INTERPRETING:  # each program costs Python time: few, large ones
+        block_r, block_k = 16, min(128, k_pow2)
+    else:
+        elem = max(a.element_size(), b.element_size() if b is not None else 1)
+        block_k = min(k_pow2, 512 if elem <= 2 else 256)
+        block_r = max(1, min(64, 8192 // (block_k * elem)))
+    bb = b if b is not None else a
     call = KernelCall(
-        row_sqnorm_kernel, (triton.cdiv(R, block_r),),
-        (a, out, R, K, a.stride(0), a.stride(1)),
-        dict(IS_FP64=a.dtype == torch.float64, INT64=needs_int64(a),
+        row_sqnorm_kernel, (triton.cdiv(R, block_r) + triton.cdiv(RB, block_r),),
+        (a, bb, out_a, out_b if out_b is not None else out_a, R, RB, K,
+         a.stride(0), a.stride(1), bb.stride(0), bb.stride(1)),
+        dict(IS_FP64=a.dtype == torch.float64, INT64=needs_int64(a, bb),
              BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4),
     )  # fmt: skip
-    return out, [call]
+    return (out_a, out_b), [call]
 
 
 def plan_dense_fwd(
@@ -103,8 +122,7 @@ def plan_dense_fwd(
         nx = torch.empty((M,), dtype=acc, device=x.device)
         nw = torch.empty((N,), dtype=acc, device=x.device)
     else:
-        (nx, cx), (nw, cw) = plan_row_sqnorms(x), plan_row_sqnorms(weight)
-        calls += cx + cw
+        (nx, nw), calls = plan_row_sqnorms(x, weight)
     tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
     if cfg.tma and not cfg.norms_in_loop and tma_ready(x, weight):
         calls.append(KernelCall(
