@@ -5,6 +5,7 @@ export the winners, show them, and inspect compiled kernels.
     yat-autotune show --db results.db
     yat-autotune report --db results.db --out reports
     yat-autotune inspect --dtype bfloat16 --all
+    yat-autotune breakdown --dense 4096 4096 4096
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_breakdown(rest: list[str]) -> int:
+    from autotune.breakdown import main as breakdown_main
+
+    return breakdown_main(rest)
+
+
 def cmd_inspect(rest: list[str]) -> int:
     from autotune.inspect import main as inspect_main
 
@@ -163,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "inspect", help="compile kernels for sm_90 and report resources (see --help)", add_help=False
     )
+    sub.add_parser(
+        "breakdown", help="time every kernel of one op call against its standard layer", add_help=False
+    )
     return parser
 
 
@@ -170,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["inspect"]:
         return cmd_inspect(argv[1:])
+    if argv[:1] == ["breakdown"]:
+        return cmd_breakdown(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -213,3 +213,29 @@ def test_static_prune_flags_spilling_tiles() -> None:
     bad, good = done.stdout.strip().splitlines()[-2:]
     assert "yat_dense_fwd_kernel spills on sm_90" in bad
     assert good == "None"
+
+
+def test_breakdown_times_every_kernel(capsys) -> None:
+    """Per phase: every kernel the launcher ran, then the whole call; the standard layers
+    as references; the TMA variant of the dense op on request."""
+    from autotune import breakdown
+
+    assert (
+        breakdown.main(["--dense", "24", "40", "32", "--conv", "1", "4", "5", "8", "3", "--tma", "--json"])
+        == 0
+    )
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    kernels = {(ln["op"], ln["phase"]): [] for ln in lines}
+    for ln in lines:
+        kernels[(ln["op"], ln["phase"])].append(ln["what"])
+        assert ln["us"] > 0
+    assert kernels["dense", "fwd"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", "launcher (whole call)"]
+    assert kernels["dense-tma", "fwd"][1] == "yat_dense_fwd_tma_kernel"
+    assert kernels["dense-tma", "bwd"].count("yat_dense_bwd_gemm_tma_kernel") == 2
+    assert (
+        "yat_conv_dgrad_kernel" in kernels["conv2d", "bwd"]
+        and "yat_conv_wgrad_kernel" in kernels["conv2d", "bwd"]
+    )
+    assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
+    assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
+    assert all(kernels[k][-1] == "launcher (whole call)" for k in kernels if k[1] != "ref")

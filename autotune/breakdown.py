@@ -1,0 +1,229 @@
+"""Where the time of one ⵟ op goes: every kernel a forward and a backward launch, timed on
+its own, next to the whole launcher call and the standard layer it replaces.
+
+    python -m autotune.breakdown [--dtype bfloat16] [--dense M N K] [--conv B C_IN HW C_OUT K] [--tma]
+
+For each op: the forward as training runs it (s saved for backward) and the backward with
+every gradient; per kernel its grid, median time and share of the phase. "launcher" is the
+whole call (kernels, torch glue such as partial-sum reductions, launch gaps); the references
+are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
+On a GPU times come from `triton.testing.do_bench` (median, L2 flushed); without one the
+kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+
+# Without a GPU the kernels run through the interpreter, which Triton decides when it is
+# first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from yat_triton._launch import KernelCall  # noqa: E402
+
+REPRESENTATIVE = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
+
+
+@dataclass
+class Line:
+    op: str
+    phase: str
+    what: str
+    grid: str
+    us: float
+    share: float | None = None
+
+
+def time_us(fn: Callable[[], object]) -> float:
+    """Median microseconds: do_bench on a GPU, one wall-clock run otherwise."""
+    if REPRESENTATIVE:
+        return float(triton.testing.do_bench(fn, quantiles=[0.5])[0]) * 1e3
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e6
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[KernelCall]]:
+    """Every KernelCall the launchers run inside the block, run and kept."""
+    calls: list[KernelCall] = []
+    original = KernelCall.run
+
+    def run(self: KernelCall) -> None:
+        calls.append(self)
+        original(self)
+
+    KernelCall.run = run  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        KernelCall.run = original  # type: ignore[method-assign]
+
+
+def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:
+    """Run the launcher once recording its kernels, then time each kernel and the whole."""
+    with recording() as calls:
+        launcher()
+    lines = [
+        Line(
+            op,
+            phase,
+            getattr(c.kernel, "__name__", None) or c.kernel.fn.__name__,
+            "x".join(map(str, c.grid)),
+            time_us(c.run),
+        )
+        for c in calls
+    ]
+    total = time_us(launcher)
+    for line in lines:
+        line.share = line.us / total if total else None
+    return [*lines, Line(op, phase, "launcher (whole call)", "-", total, 1.0)]
+
+
+def dense_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False) -> list[Line]:
+    """The dense op at its shipped tile; with `tma`, the same tile on the persistent TMA
+    kernels (forced for forward and backward), reported as op "dense-tma"."""
+    from yat_triton.dense import dense_bwd, dense_fwd, pick_dense_config
+    from yat_triton.tuning import forced_config
+
+    if tma:
+        tile = dataclasses.replace(pick_dense_config(M, N, K, dtype), tma=True)
+        with forced_config("dense", "fwd", tile), forced_config("dense", "bwd", tile):
+            return [
+                dataclasses.replace(line, op="dense-tma")
+                for line in dense_lines(M, N, K, dtype, device)
+                if line.phase != "ref"
+            ]
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(M, K, generator=gen).to(device=device, dtype=dtype)
+    w = (torch.randn(N, K, generator=gen) / K**0.5).to(device=device, dtype=dtype)
+    b = torch.randn(N, generator=gen).to(device=device, dtype=dtype)
+    prec = "ieee"
+    args = (b, None, 1.0, None, 1e-5)
+    out = phase_lines("dense", "fwd", lambda: dense_fwd(x, w, *args, prec, True))
+    _, s, nx, nw = dense_fwd(x, w, *args, prec, True)
+    g = torch.randn(M, N, generator=gen).to(device=device, dtype=dtype)
+    out += phase_lines(
+        "dense", "bwd", lambda: dense_bwd(g, x, w, *args, s, nx, nw, prec, [True, True, True, False, False])
+    )
+    out.append(Line("dense", "ref", "x @ W^T (matmul)", "-", time_us(lambda: x @ w.t())))
+    out.append(Line("dense", "ref", "linear+relu fwd", "-", time_us(lambda: F.relu(F.linear(x, w, b)))))
+    xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
+    y = F.relu(F.linear(xg, wg, bg))
+    out.append(
+        Line(
+            "dense",
+            "ref",
+            "linear+relu bwd",
+            "-",
+            time_us(lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)),
+        )
+    )
+    return out
+
+
+def conv_lines(B: int, C_in: int, HW: int, C_out: int, k: int, dtype: torch.dtype, device: str) -> list[Line]:
+    from yat_triton.conv import conv2d_bwd, conv2d_fwd
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(B, C_in, HW, HW, generator=gen).to(device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(C_out, C_in, k, k, generator=gen) / (C_in * k * k) ** 0.5).to(device=device, dtype=dtype)
+    b = torch.randn(C_out, generator=gen).to(device=device, dtype=dtype)
+    p = k // 2
+    geo = ((1, 1), (p, p, p, p), (1, 1), 1)
+    args = (b, None, 1.0, None, 1e-5)
+    out = phase_lines("conv2d", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
+    y, s, nx, nw = conv2d_fwd(x, w, *args, *geo, "ieee", True)
+    g = (
+        torch.randn(y.shape, generator=gen)
+        .to(device=device, dtype=dtype)
+        .contiguous(memory_format=torch.channels_last)
+    )
+    needs = [True, True, True, False, False]
+    out += phase_lines("conv2d", "bwd", lambda: conv2d_bwd(g, x, w, *args, s, nx, nw, *geo, "ieee", needs))
+    wc = w.contiguous(memory_format=torch.channels_last)
+    out.append(Line("conv2d", "ref", "conv+relu fwd", "-", time_us(lambda: F.relu(F.conv2d(x, wc, b, 1, p)))))
+    xg, wg, bg = (t.detach().requires_grad_() for t in (x, wc, b))
+    yr = F.relu(F.conv2d(xg, wg, bg, 1, p))
+    out.append(
+        Line(
+            "conv2d",
+            "ref",
+            "conv+relu bwd",
+            "-",
+            time_us(lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)),
+        )
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--dense", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
+    parser.add_argument(
+        "--conv",
+        nargs=5,
+        type=int,
+        default=[64, 64, 56, 64, 3],
+        metavar=("B", "C_IN", "HW", "C_OUT", "K"),
+        help="channels_last, stride 1, padding K//2 (default: a ResNet-50 3x3 layer)",
+    )
+    parser.add_argument("--tma", action="store_true", help="also the dense op on its persistent TMA kernels")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.dtype == "float32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
+            False  # ieee, as the ⵟ kernels
+        )
+    torch.backends.cudnn.benchmark = True
+    lines = dense_lines(*args.dense, dtype, device)
+    if args.tma:
+        lines += dense_lines(*args.dense, dtype, device, tma=True)
+    lines += conv_lines(*args.conv, dtype, device)
+    if args.json:
+        for line in lines:
+            print(json.dumps(asdict(line)))
+        return 0
+    if not REPRESENTATIVE:
+        print("NOT REPRESENTATIVE: no GPU, kernels timed through the Triton interpreter")
+    print(
+        f"{device} {torch.cuda.get_device_name() if device == 'cuda' else ''} {args.dtype} "
+        f"dense {args.dense} conv {args.conv}"
+    )
+    table = [
+        [
+            ln.op,
+            ln.phase,
+            ln.what,
+            ln.grid,
+            f"{ln.us:.1f}",
+            "-" if ln.share is None else f"{100 * ln.share:.0f}%",
+        ]
+        for ln in lines
+    ]
+    print(tabulate(table, headers=["op", "phase", "kernel", "grid", "us", "share"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
