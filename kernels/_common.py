@@ -63,13 +63,14 @@ def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int) -> int:
 
     Matches what Triton allocates on Hopper (a bf16 128x128x64 tile, 3 stages: 96 KB). The
     persistent TMA kernels keep their pipeline buffers alive through the epilogue (the next
-    tile's copies are in flight), so the epilogue's layout conversion gets its own scratch:
-    up to one fp32 slice, BM*BN*4/split bytes (sm_90 compiles of the bf16 forward saving s:
-    +16 KB for 128x128 in 4 slices, +64 KB unsplit; the backward GEMMs' io-dtype tile: +32 KB).
+    tile's copies are in flight), so the epilogue gets its own staging buffers: the forward's
+    TMA stores of a y slice and an fp32 s slice, BM*BN*(2+4)/split bytes (sm_90 compiles of
+    the bf16 forward saving s: +24 KB for 128x128 in 4 slices, +48 KB for 128x256 in 4; the
+    backward GEMMs' io-dtype tile: +32 KB for 128x128, within the same bound).
     """
     main = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
     if cfg.tma:
-        main += cfg.block_m * cfg.block_n * 4 // cfg.epilogue_split
+        main += cfg.block_m * cfg.block_n * 6 // cfg.epilogue_split
     return main
 
 

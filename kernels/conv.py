@@ -158,8 +158,8 @@ def yat_conv_fwd_kernel(
     y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
     fwd_store(
         acc, nx, nx, y_rows, offs_m * C_out, mask_m, g * Ng + pid_n * BLOCK_N, g * Ng + Ng,
-        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps,
-        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT,
+        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, 0,
+        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False,
     )  # fmt: skip
 
 

@@ -216,8 +216,8 @@ def yat_dense_fwd_kernel(
         nw = nx  # unused: the epilogue reads ||w||^2 from nw_ptr
     fwd_store(
         acc, nx, nw, offs_m * stride_ym, offs_m * stride_sm, mask_m, pid_n * BLOCK_N, N,
-        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps,
-        not NORMS_IN_LOOP, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT,
+        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps, 0,
+        not NORMS_IN_LOOP, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False,
     )  # fmt: skip
 
 
@@ -250,6 +250,7 @@ def yat_dense_fwd_tma_kernel(
     OUT_MAX: tl.constexpr,
     INT64: tl.constexpr,
     EPILOGUE_SPLIT: tl.constexpr,
+    TMA_STORE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -259,6 +260,9 @@ def yat_dense_fwd_tma_kernel(
 
     x_desc: TMA descriptor of x (M, K), K-contiguous, block (BLOCK_M, BLOCK_K).
     w_desc: TMA descriptor of W (N, K), K-contiguous, block (BLOCK_N, BLOCK_K).
+    TMA_STORE: y_ptr and s_ptr are TMA descriptors of y and s with (BLOCK_M,
+    BLOCK_N / EPILOGUE_SPLIT) boxes: the epilogue slices leave through shared memory as
+    asynchronous bulk copies, clipped at the edges by the hardware. Otherwise pointers.
     The other pointers and constexprs are those of `yat_dense_fwd_kernel` (norms always
     come precomputed from nx_ptr / nw_ptr; fp16 / bf16 / fp32 io only).
 
@@ -296,8 +300,8 @@ def yat_dense_fwd_tma_kernel(
         nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
         fwd_store(
             acc, nx, nx, offs_m * stride_ym, offs_m * stride_sm, mask_m, pid_n * BLOCK_N, N,
-            nw_ptr, b_ptr, y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps,
-            True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT,
+            nw_ptr, b_ptr, y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps, pid_m * BLOCK_M,
+            True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE,
         )  # fmt: skip
 
 
@@ -319,6 +323,7 @@ def fwd_store(
     stride_sn,
     alpha,
     eps,
+    m0,
     NW_FROM_PTR: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     STORE_S: tl.constexpr,
@@ -326,11 +331,15 @@ def fwd_store(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     EPILOGUE_SPLIT: tl.constexpr,
+    TMA_STORE: tl.constexpr,
 ):
     """The fused ⵟ epilogue of a (BLOCK_M, BLOCK_N) tile of s = x.w (dense and conv).
 
     Columns are [n0, n0 + BLOCK_N), valid below n_end; y_rows / s_rows are the rows' offsets
     into y and s. nw is a (BLOCK_N,) register vector, or read from nw_ptr (NW_FROM_PTR).
+    TMA_STORE: y_ptr and s_ptr are TMA descriptors with (BLOCK_M, BLOCK_N / EPILOGUE_SPLIT)
+    boxes, written at rows [m0, m0 + BLOCK_M) (the hardware clips the edges; y_rows and
+    s_rows are unused).
 
     In the wgmma accumulator layout each thread holds 2 rows but BLOCK_N/4 columns, so
     every column vector (||w||^2, bias) costs BLOCK_N/4 registers: the epilogue runs on
@@ -341,18 +350,19 @@ def fwd_store(
     if EPILOGUE_SPLIT == 1:
         _fwd_epilogue(
             acc, nx, nw, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,
-            stride_yn, stride_sn, alpha, eps, NW_FROM_PTR, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N,
+            stride_yn, stride_sn, alpha, eps, m0, NW_FROM_PTR, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N, TMA_STORE,
         )  # fmt: skip
     elif EPILOGUE_SPLIT == 2:
         tl.static_assert(NW_FROM_PTR, "a split epilogue reads ||w||^2 from memory")
         s0, s1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
         _fwd_epilogue(
             s0, nx, nx, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,
-            stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
+            stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2, TMA_STORE,
         )  # fmt: skip
         _fwd_epilogue(
             s1, nx, nx, y_rows, s_rows, n0 + BLOCK_N // 2, mask_m, n_end, nw_ptr, b_ptr, y_ptr,
-            s_ptr, stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
+            s_ptr, stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
+            TMA_STORE,
         )  # fmt: skip
     else:
         tl.static_assert(EPILOGUE_SPLIT == 4, "EPILOGUE_SPLIT must be 1, 2 or 4")
@@ -361,21 +371,23 @@ def fwd_store(
         s00, s01 = tl.split(tl.permute(tl.reshape(s0, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
         _fwd_epilogue(
             s00, nx, nx, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,
-            stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+            stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4, TMA_STORE,
         )  # fmt: skip
         _fwd_epilogue(
             s01, nx, nx, y_rows, s_rows, n0 + BLOCK_N // 4, mask_m, n_end, nw_ptr, b_ptr, y_ptr,
-            s_ptr, stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+            s_ptr, stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+            TMA_STORE,
         )  # fmt: skip
         s10, s11 = tl.split(tl.permute(tl.reshape(s1, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
         _fwd_epilogue(
             s10, nx, nx, y_rows, s_rows, n0 + BLOCK_N // 2, mask_m, n_end, nw_ptr, b_ptr, y_ptr,
-            s_ptr, stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+            s_ptr, stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
+            TMA_STORE,
         )  # fmt: skip
         _fwd_epilogue(
             s11, nx, nx, y_rows, s_rows, n0 + 3 * (BLOCK_N // 4), mask_m, n_end, nw_ptr, b_ptr,
-            y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps, True, HAS_BIAS, STORE_S, OUT_MAX,
-            BLOCK_N // 4,
+            y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX,
+            BLOCK_N // 4, TMA_STORE,
         )  # fmt: skip
 
 
@@ -397,11 +409,13 @@ def _fwd_epilogue(
     stride_sn,
     alpha,
     eps,
+    m0,
     NW_FROM_PTR: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     STORE_S: tl.constexpr,
     OUT_MAX: tl.constexpr,
     WIDTH: tl.constexpr,
+    TMA_STORE: tl.constexpr,
 ):
     """y = alpha u^2 / (max(||x||^2 + ||w||^2 - 2 s, 0) + eps) for columns [n0, n0 + WIDTH).
 
@@ -420,10 +434,17 @@ def _fwd_epilogue(
     # survive it (a plain max would turn NaN distances into 0).
     d = tl.maximum(nx[:, None] + nw[None, :] - 2.0 * s, 0.0, propagate_nan=tl.PropagateNan.ALL)
     y = saturate(u * u / (d + eps) * alpha, OUT_MAX)
-    mask = mask_m[:, None] & mask_n[None, :]
-    tl.store(y_ptr + y_rows[:, None] + offs_n[None, :] * stride_yn, y.to(y_ptr.dtype.element_ty), mask=mask)
-    if STORE_S:
-        tl.store(s_ptr + s_rows[:, None] + offs_n[None, :] * stride_sn, s, mask=mask)
+    if TMA_STORE:
+        y_ptr.store([m0, n0], y.to(y_ptr.dtype))
+        if STORE_S:
+            s_ptr.store([m0, n0], s)
+    else:
+        mask = mask_m[:, None] & mask_n[None, :]
+        tl.store(
+            y_ptr + y_rows[:, None] + offs_n[None, :] * stride_yn, y.to(y_ptr.dtype.element_ty), mask=mask
+        )
+        if STORE_S:
+            tl.store(s_ptr + s_rows[:, None] + offs_n[None, :] * stride_sn, s, mask=mask)
 
 
 @triton.jit

@@ -125,12 +125,19 @@ def plan_dense_fwd(
         (nx, nw), calls = plan_row_sqnorms(x, weight)
     tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
     if cfg.tma and not cfg.norms_in_loop and tma_ready(x, weight):
+        # y and s leave by TMA too when their rows are 16-byte aligned (N a multiple of 8)
+        width = cfg.block_n // cfg.epilogue_split
+        tma_store = tma_ready(y, *([s] if save_for_backward else []))
+        y_out = TensorDescriptor.from_tensor(y, [cfg.block_m, width]) if tma_store else y
+        s_out = (
+            TensorDescriptor.from_tensor(s, [cfg.block_m, width]) if tma_store and save_for_backward else s
+        )
         calls.append(KernelCall(
             yat_dense_fwd_tma_kernel, (persistent_programs(x.device, tiles),),
             (TensorDescriptor.from_tensor(x, [cfg.block_m, cfg.block_k]),
              TensorDescriptor.from_tensor(weight, [cfg.block_n, cfg.block_k]),
              bias if bias is not None else y, alpha if alpha is not None else y,
-             eps if eps is not None else y, nx, nw, y, s,
+             eps if eps is not None else y, nx, nw, y_out, s_out,
              M, N, K,
              y.stride(0), y.stride(1), N if save_for_backward else 0, 1,
              alpha_value, eps_value),
@@ -138,7 +145,7 @@ def plan_dense_fwd(
                  EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward,
                  DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype),
                  OUT_MAX=out_max(x.dtype), INT64=needs_int64(y, s),
-                 EPILOGUE_SPLIT=cfg.epilogue_split,
+                 EPILOGUE_SPLIT=cfg.epilogue_split, TMA_STORE=tma_store,
                  BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
                  GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
         ))  # fmt: skip
