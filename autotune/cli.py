@@ -50,6 +50,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         counts = sweep.run_sweep(
             db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
             max_configs=max_configs, progress=not args.quiet, compile_mode=args.compile_mode,
+            suite_name=args.suite,
         )  # fmt: skip
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new (all done)"
     print(f"{args.db}: {summary}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: results.saved_bytes, the runs table (version 1 files are upgraded)
 BUSY_TIMEOUT_MS = 30_000  # SQLite waits this long for another writer before "database is locked"
 LOCK_RETRIES = 5  # then we retry the whole transaction a few times, with backoff
 
@@ -79,7 +79,9 @@ class Result:
 
     `config` is "" for baselines. Times are milliseconds (median, 20th/80th percentile),
     `correct` says whether the output matched the reference, `representative` is False for
-    timings that do not speak for the GPU (CPU, Triton interpreter).
+    timings that do not speak for the GPU (CPU, Triton interpreter). `saved_bytes` (backward
+    modes) is what the forward keeps for backward in output-sized tensors (see
+    `autotune.sweep.Problem.saved_bytes`).
     """
 
     op: str
@@ -96,6 +98,7 @@ class Result:
     tflops: float | None = None
     correct: bool | None = None
     max_rel_err: float | None = None
+    saved_bytes: float | None = None
     gpu: str
     driver: str
     torch: str
@@ -140,8 +143,45 @@ CREATE TABLE IF NOT EXISTS results (
     UNIQUE ({", ".join(f'"{c}"' for c in Key._fields)})
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    "id" INTEGER PRIMARY KEY, "suite" TEXT NOT NULL, "args" TEXT NOT NULL, "gpu" TEXT NOT NULL,
+    "commit" TEXT NOT NULL, "started" REAL NOT NULL, "ended" REAL NOT NULL,
+    "tasks_total" INTEGER NOT NULL, "tasks_done" INTEGER NOT NULL, "rows_added" INTEGER NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class Run:
+    """One sweep invocation: which suite with which options (`args`: modes, dtypes, ops,
+    max configs), how long (compile included), how far it got. `tasks_done` counts the
+    (op, shape, dtype, mode) tasks finished, by this run or before it."""
+
+    suite: str
+    args: str
+    gpu: str
+    commit: str
+    started: float
+    ended: float
+    tasks_total: int
+    tasks_done: int
+    rows_added: int
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+_RUN_COLS = ", ".join(f'"{f.name}"' for f in dataclasses.fields(Run))
 _UPSERT = f"INSERT OR REPLACE INTO results ({_COLS}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_RUN_INSERT = f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join('?' * len(dataclasses.fields(Run)))})"
+
+
+def _has_runs(conn: sqlite3.Connection) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
+        is not None
+    )
 
 
 def _to_row(r: Result) -> tuple[object, ...]:
@@ -172,8 +212,9 @@ def _retry(fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse, without writing, a file that is not a results database of this version."""
+def _check_schema(conn: sqlite3.Connection, path: Path) -> int:
+    """Refuse, without writing, a file that is not a results database this code can read;
+    return its schema version."""
     try:
         tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"results", "meta"} <= tables:
@@ -195,8 +236,24 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"{path}: schema version {version} is newer than this code understands ({SCHEMA_VERSION}); "
             "update the harness. The file was left untouched"
         )
-    if version != SCHEMA_VERSION:
+    if version not in _UPGRADES and version != SCHEMA_VERSION:
         raise ValueError(f"{path}: unknown schema version {version}, expected {SCHEMA_VERSION}")
+    return version
+
+
+# Older schema versions this code reads (missing columns as NULL) and upgrades on a write open.
+_UPGRADES = {
+    1: [
+        'ALTER TABLE results ADD COLUMN "saved_bytes" REAL',
+        _SCHEMA.split(";")[2],  # CREATE TABLE IF NOT EXISTS runs
+    ],
+}
+
+
+def _result_select(conn: sqlite3.Connection) -> str:
+    """The SELECT list of every Result column; a column an older file lacks reads as NULL."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+    return ", ".join(f'"{c}"' if c in have else f'NULL AS "{c}"' for c in _COLUMNS)
 
 
 def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
@@ -238,9 +295,24 @@ class ResultsDB:
                 for statement in _SCHEMA.split(";"):
                     c.execute(statement)
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        _check_schema(self._conn, self.path)  # before any write to an existing file
+        version = _check_schema(self._conn, self.path)  # before any write to an existing file
         self._set_wal()
         self._conn.execute("PRAGMA synchronous = NORMAL")  # in WAL: survives a killed process
+        if version != SCHEMA_VERSION:
+            self._upgrade(version)
+
+    def _upgrade(self, version: int) -> None:
+        """Bring an older results database to this schema in one transaction (rows kept)."""
+
+        def upgrade(c: sqlite3.Connection) -> None:
+            now = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            if int(now) == SCHEMA_VERSION:  # a concurrent opener upgraded it first
+                return
+            for statement in _UPGRADES[version]:
+                c.execute(statement)
+            c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+        self._write(upgrade)
 
     def _set_wal(self) -> None:
         mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -324,7 +396,7 @@ class ResultsDB:
     ) -> list[Result]:
         """Rows matching every given filter (None: any), in key order."""
         filters = {"op": op, "mode": mode, "dtype": dtype, "provider": provider, "status": status, "gpu": gpu}
-        return [_from_row(row) for row in self._select(_COLS, filters)]
+        return [_from_row(row) for row in self._select(_result_select(self._conn), filters)]
 
     def best(self, op: str, mode: str, dtype: str, *, gpu: str | None = None) -> dict[str, Result]:
         """Per shape, the fastest yat_triton row that ran ok and passed the correctness check.
@@ -354,7 +426,12 @@ class ResultsDB:
         conn = _connect(other, read_only=True)
         try:
             _check_schema(conn, other)
-            incoming = [_from_row(row) for row in conn.execute(f"SELECT {_COLS} FROM results")]
+            incoming = [_from_row(row) for row in conn.execute(f"SELECT {_result_select(conn)} FROM results")]
+            runs = (
+                [Run(*row) for row in conn.execute(f"SELECT {_RUN_COLS} FROM runs")]
+                if _has_runs(conn)
+                else []
+            )
         finally:
             conn.close()
 
@@ -365,9 +442,28 @@ class ResultsDB:
                 if mine is None or mine[0] < r.created:
                     c.execute(_UPSERT, _to_row(r))
                     changed += 1
+            for run in runs:  # a run is the same run when it started at the same instant
+                where = '"suite" = ? AND "gpu" = ? AND "started" = ?'
+                if (
+                    c.execute(
+                        f"SELECT 1 FROM runs WHERE {where}", (run.suite, run.gpu, run.started)
+                    ).fetchone()
+                    is None
+                ):
+                    c.execute(_RUN_INSERT, dataclasses.astuple(run))
             return changed
 
         return self._write(merge)
+
+    def add_run(self, run: Run) -> None:
+        """Record a sweep invocation (committed before returning)."""
+        self._write(lambda c: c.execute(_RUN_INSERT, dataclasses.astuple(run)))
+
+    def runs(self, suite: str | None = None) -> list[Run]:
+        """Recorded sweep invocations, oldest first."""
+        where, params = ('WHERE "suite" = ?', (suite,)) if suite is not None else ("", ())
+        sql = f'SELECT {_RUN_COLS} FROM runs {where} ORDER BY "started"'
+        return [Run(*row) for row in self._conn.execute(sql, params)]
 
     def close(self) -> None:
         self._conn.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from autotune.db import Result, ResultsDB
+from autotune.db import Result, ResultsDB, Run
 from kernels._common import TileConfig
 
 OURS = "yat_triton"
@@ -94,8 +94,8 @@ def _plt():  # noqa: ANN202 - matplotlib.pyplot, imported late so the Agg backen
 class _Gpu:
     """The rows of one GPU model and the views of them the report needs."""
 
-    def __init__(self, gpu: str, rows: list[Result]) -> None:
-        self.gpu, self.rows = gpu, rows
+    def __init__(self, gpu: str, rows: list[Result], runs: list[Run] | None = None) -> None:
+        self.gpu, self.rows, self.runs = gpu, rows, runs or []
         self.representative = all(r.representative for r in rows)
         self.ok = [r for r in rows if r.status == "ok" and r.median_ms is not None]
         self.best: dict[Problem, Result] = {}
@@ -217,8 +217,61 @@ def _targets(g: _Gpu) -> tuple[str, list[str]]:
             label = f"{p[0]} {_shape_label(p[3])}"
             table.append([what, want, label, f"{value:.2f}x", "met" if met else "not met"])
             statuses.append("met" if met else "not met")
+    for row in _memory_targets(g) + _sweep_target(g):
+        table.append(row)
+        statuses.append(row[-1])
     headers = ["target (SPEC section 6)", "threshold", "problem", "measured", "status"]
     return _table(table, headers), statuses
+
+
+def _out_numel(op: str, shape: str) -> int:
+    d = json.loads(shape)
+    if op == "dense":
+        return d["M"] * d["N"]
+    oh = (d["H"] + 2 * d["padding"] - d["k"]) // d["stride"] + 1
+    ow = (d["W"] + 2 * d["padding"] - d["k"]) // d["stride"] + 1
+    return d["B"] * d["C_out"] * oh * ow
+
+
+def _memory_targets(g: _Gpu) -> list[list[str]]:
+    """Output-sized tensors the ⵟ op (as shipped) saves for backward beyond what the
+    standard layer saves, per bf16 backward problem, from the sweep's saved_bytes."""
+    what, want = "memory saved for backward", "<= 1 extra output-sized tensor"
+    saved: dict[tuple[Problem, str], float] = {}
+    for r in g.ok:
+        if r.saved_bytes is not None and r.dtype == "bfloat16" and (r.provider != OURS or r.config == ""):
+            saved[((r.op, r.mode, r.dtype, r.shape), r.provider)] = r.saved_bytes
+    rows = []
+    for p in _sorted_problems({p for p, prov in saved if prov == OURS}):
+        base = saved.get((p, STANDARD[p[0]]))
+        if base is None:
+            continue
+        extra = (saved[(p, OURS)] - base) / (_out_numel(p[0], p[3]) * DTYPE_BYTES[p[2]])
+        label = f"{p[0]} {p[1]} {_shape_label(p[3])}"
+        rows.append(
+            [what, want, label, f"{extra:.2f} beyond {STANDARD[p[0]]}", "met" if extra <= 1.0 else "not met"]
+        )
+    return rows or [[what, want, "-", "-", "n/a"]]
+
+
+def _sweep_target(g: _Gpu) -> list[list[str]]:
+    """Wall time of the core suite, compile included: the recorded runs of `sweep --suite
+    core` on this GPU added up to the first one that finished every task."""
+    what, want = "core suite sweep, compile included", "<= 5 min"
+    runs = [r for r in g.runs if r.suite == "core"]
+    if not runs:
+        return [[what, want, "-", "-", "n/a"]]
+    total = 0.0
+    for count, run in enumerate(runs, 1):
+        total += run.seconds
+        n_runs = f"{count} run{'s' if count > 1 else ''}"
+        if run.tasks_done == run.tasks_total:
+            return [
+                [what, want, f"{run.args} ({n_runs})", f"{total:.0f} s", "met" if total <= 300 else "not met"]
+            ]
+    last = runs[-1]
+    label = f"{last.args} ({n_runs}, {last.tasks_done} of {last.tasks_total} tasks done)"
+    return [[what, want, label, f"> {total:.0f} s (incomplete)", "not met"]]
 
 
 def _failures(g: _Gpu) -> str:
@@ -442,12 +495,13 @@ def render_report(db_path: str | Path, out_dir: str | Path = "reports") -> list[
         raise FileNotFoundError(f"{path}: no such results database (run `yat-autotune sweep` first)")
     with ResultsDB(path) as db:
         rows = db.query()
+        runs = db.runs()
     if not rows:
         raise ValueError(f"{path}: the results database is empty; nothing to report")
     by_gpu: dict[str, list[Result]] = {}
     for r in rows:
         by_gpu.setdefault(r.gpu, []).append(r)
-    gpus = [_Gpu(name, rs) for name, rs in sorted(by_gpu.items())]
+    gpus = [_Gpu(name, rs, [run for run in runs if run.gpu == name]) for name, rs in sorted(by_gpu.items())]
     gpus = [g for g in gpus if g.ok]
     if not gpus:
         raise ValueError(f"{path}: no successful (status ok) measurements; nothing to report")

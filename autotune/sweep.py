@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from autotune.db import Result, ResultsDB, canonical_json, shard
+from autotune.db import Result, ResultsDB, Run, canonical_json, shard
 from kernels._common import INTERPRETING, TileConfig, fits_sm90, rank_configs
 from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs
 from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
@@ -164,8 +164,8 @@ class Problem:
 
     def yat(self, config: TileConfig | None) -> Callable[[], torch.Tensor]:
         """The measured callable; its return value is what the check compares."""
-        from yat_triton.conv import conv2d_fwd, yat_conv2d
-        from yat_triton.dense import dense_fwd, yat_linear
+        from yat_triton.conv import conv2d_fwd
+        from yat_triton.dense import dense_fwd
 
         s = self.shape
         if self.mode == "fwd":
@@ -178,12 +178,43 @@ class Problem:
                 conv2d_fwd, self.x, self.w, self.b, (st, st), (p, p, p, p), self.precision, config
             )
 
+        return self._autograd(self.yat_layer())
+
+    def yat_layer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The ⵟ layer as autograd sees it (backward modes): x -> y through the registered op."""
+        from yat_triton.conv import yat_conv2d
+        from yat_triton.dense import yat_linear
+
+        s = self.shape
+
         def layer(x: torch.Tensor) -> torch.Tensor:
             if self.op == "dense":
                 return yat_linear(x, self.w, self.b, eps=EPS, precision=self.precision)
             return yat_conv2d(x, self.w, self.b, s["stride"], s["padding"], eps=EPS, precision=self.precision)
 
-        return self._autograd(layer)
+        return layer
+
+    def saved_bytes(self, layer: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """Bytes one forward of `layer` keeps for its backward in output-sized tensors.
+
+        SPEC section 6 counts output-sized tensors saved beyond what `linear+relu` saves:
+        every tensor autograd packs (torch.autograd.graph.saved_tensors_hooks) counts once
+        per storage, except the input and parameters (alive anyway) and tensors under half
+        the output's elements (norm vectors, scalars).
+        """
+        out_numel = math.prod(self._out_shape())
+        alive = {t.untyped_storage().data_ptr() for t in (self.x, self.w, self.b)}
+        kept: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in alive and 2 * t.numel() >= out_numel:
+                kept[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            layer(self.x.detach().requires_grad_())
+        return float(sum(kept.values()))
 
     def yat_with(self, config: TileConfig | None) -> Callable[[], torch.Tensor]:
         """fwd: the forward kernel with `config`; bwd modes: the op with its backward kernels
@@ -225,20 +256,26 @@ class Problem:
 
     # --- baselines -----------------------------------------------------------------------
 
-    def baselines(self) -> Iterator[tuple[str, Callable[[], torch.Tensor], bool]]:
-        """(provider, callable, whether its output computes the ⵟ layer and can be checked)."""
+    def baselines(
+        self,
+    ) -> Iterator[
+        tuple[str, Callable[[], torch.Tensor], bool, Callable[[torch.Tensor], torch.Tensor] | None]
+    ]:
+        """(provider, callable, whether its output computes the ⵟ layer and can be checked,
+        the layer whose saved tensors are measured in backward modes, or None)."""
         s = self.shape
         if self.op == "dense":
 
             def linear_relu(x: torch.Tensor) -> torch.Tensor:
                 return torch.relu(F.linear(x, self.w, self.b))
 
-            yield "linear+relu", self._timed(linear_relu), False
+            yield "linear+relu", self._timed(linear_relu), False, linear_relu
             if hasattr(torch, "_addmm_activation") and self.mode == "fwd":  # it has no autograd
                 yield (
                     "addmm_relu",
                     self._timed(lambda x: torch._addmm_activation(self.b, x, self.w.t())),
                     False,
+                    None,
                 )
         else:
             torch.backends.cudnn.benchmark = True
@@ -246,21 +283,21 @@ class Problem:
             def conv_relu(x: torch.Tensor) -> torch.Tensor:
                 return torch.relu(F.conv2d(x, self.w, self.b, s["stride"], s["padding"]))
 
-            yield "conv+relu", self._timed(conv_relu), False
+            yield "conv+relu", self._timed(conv_relu), False, conv_relu
 
         def eager(x: torch.Tensor) -> torch.Tensor:
             y = _yat_math(self.op, x.float(), self.w.float(), self.b.float(), s)
             return y.to(self.dtype)
 
-        yield "eager_ref", self._timed(eager), True
+        yield "eager_ref", self._timed(eager), True, None
         if torch.cuda.is_available() and not INTERPRETING:
-            yield "compiled_ref", self._timed(torch.compile(eager, mode=self.compile_mode)), True
+            yield "compiled_ref", self._timed(torch.compile(eager, mode=self.compile_mode)), True, None
         try:
             import nmn.torch  # noqa: F401
         except ImportError:
             return
         module = self._nmn_layer()
-        yield "nmn", self._timed(module, tuple(module.parameters())), True
+        yield "nmn", self._timed(module, tuple(module.parameters())), True, None
 
     def _timed(
         self, layer: Callable[[torch.Tensor], torch.Tensor], params: tuple[torch.Tensor, ...] | None = None
@@ -414,8 +451,14 @@ def run_sweep(
     max_configs: int | None = None,
     progress: bool = True,
     compile_mode: str = "max-autotune",
+    suite_name: str = "",
 ) -> dict[str, int]:
-    """Run every (task, provider, config) not yet in `db`; returns counts by status."""
+    """Run every (task, provider, config) not yet in `db`; returns counts by status.
+
+    The run itself (suite, options, start and end, tasks finished) is recorded in the
+    database's runs table, also when stopped by Ctrl-C / SIGINT: the report reads how long
+    a whole suite took, compile included, from it.
+    """
     env = environment()
     device = "cuda" if env.representative else "cpu"
     todo = tasks(suite, ops, modes, dtypes)
@@ -424,6 +467,7 @@ def run_sweep(
     counts: dict[str, int] = {}
     bar = _progress(todo, progress)
     best: dict[str, float] = {}
+    started, finished = time.time(), 0
     try:
         for task in bar:
             label = f"{task.op} {task.mode} {task.dtype} {canonical_json(task.shape)}"
@@ -433,9 +477,15 @@ def run_sweep(
                 if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
                     best[label] = min(best.get(label, math.inf), result.median_ms)
                     bar.set_postfix_str(f"best {best[label]:.4g} ms")
+            finished += 1
     except KeyboardInterrupt:
         bar.close()
         print(f"\nstopped; {sum(counts.values())} rows saved this run. Run the same command to resume.")
+    args = f"ops={','.join(ops)} modes={','.join(modes)} dtypes={','.join(dtypes)} max_configs={max_configs}"
+    if shard_spec:
+        args += f" shard={shard_spec}"
+    db.add_run(Run(suite_name or "?", args, env.gpu, env.commit, started, time.time(), len(todo), finished,
+                   sum(counts.values())))  # fmt: skip
     return counts
 
 
@@ -495,8 +545,15 @@ def _run_task(
     scale = float(ref.abs().max()) or 1.0
     tol = CHECK_TOL["tf32" if problem.precision == "tf32" else task.dtype]
 
-    def measure(provider: str, config: str, fn: Callable[[], torch.Tensor], check: bool) -> Result:
+    def measure(
+        provider: str,
+        config: str,
+        fn: Callable[[], torch.Tensor],
+        check: bool,
+        layer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Result:
         try:
+            saved = problem.saved_bytes(layer) if layer is not None and task.mode != "fwd" else None
             out = fn()
             err = float((out.detach().to("cpu", torch.float64) - ref).abs().max()) / scale if check else None
             correct = None if err is None else bool(err <= tol)
@@ -507,7 +564,8 @@ def _run_task(
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
             return row(provider, config, _status_of(e), reason=f"{type(e).__name__}: {e}"[:500])
         return row(provider, config, "ok", median_ms=med, p20_ms=p20, p80_ms=p80,
-                   tflops=flop / (med * 1e-3) / 1e12, correct=correct, max_rel_err=err)  # fmt: skip
+                   tflops=flop / (med * 1e-3) / 1e12, correct=correct, max_rel_err=err,
+                   saved_bytes=saved)  # fmt: skip
 
     # Baselines first: a run stopped by a time cap still leaves every problem it reached
     # with the numbers the ⵟ kernel is compared to. Their TF32 settings (SPEC section 5:
@@ -518,9 +576,9 @@ def _run_task(
         "cudnn_benchmark": task.op == "conv2d",
     })  # fmt: skip
     problem.compile_mode = compile_mode
-    for provider, fn, check in problem.baselines():
+    for provider, fn, check, layer in problem.baselines():
         if not done(provider, baseline_cfg):
-            yield measure(provider, baseline_cfg, fn, check)
+            yield measure(provider, baseline_cfg, fn, check, layer)
 
     kept, pruned = config_space(task.op, task.shape, elem)  # most promising first
     for cfg in pruned:
@@ -554,8 +612,9 @@ def _run_task(
         # compile in parallel on the host's cores, time one by one
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
             list(pool.map(lambda c: _warm(problem.yat_with(c)), pending))
-    for cfg in pending:
-        yield measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True)
+    for cfg in pending:  # the op as shipped (cfg None, backward modes) also has its saved bytes
+        layer = problem.yat_layer() if cfg is None else None
+        yield measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True, layer)
 
 
 # Kernels whose launch does not depend on the swept tile (their spills are not its fault).

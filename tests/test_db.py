@@ -86,6 +86,7 @@ def test_round_trip_every_field(tmp_path: Path) -> None:
         tflops=512.25,
         correct=False,
         max_rel_err=0.3,
+        saved_bytes=67108864.0,
         gpu="NVIDIA H200",
         driver="570.86",
         torch="2.11.0",
@@ -359,3 +360,55 @@ def test_missing_folder_and_closed_db(tmp_path: Path) -> None:
         db.add(make())
     with ResultsDB(tmp_path / "r.sqlite") as db:  # reopening keeps the data
         assert len(db.query()) == 1
+
+
+def _v1_database(path: Path, row: Result) -> None:
+    """A results database as schema version 1 wrote it (no saved_bytes, no runs table)."""
+    from autotune import db as dbmod
+
+    cols = [c for c in dbmod._COLUMNS if c != "saved_bytes"]
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE results ({', '.join(repr(c) for c in cols)})")
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute(
+        f"INSERT INTO results VALUES ({', '.join('?' * len(cols))})", [getattr(row, c) for c in cols]
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_version_1_files_are_read_and_upgraded(tmp_path: Path) -> None:
+    """An older results file loses nothing: merged from read-only as it is, upgraded in place
+    (rows kept, saved_bytes empty, a runs table) when opened for writing."""
+    from autotune.db import Run
+
+    old = make(created=3.0)
+    _v1_database(tmp_path / "v1.sqlite", old)
+    with ResultsDB(tmp_path / "new.sqlite") as db:
+        assert db.merge_from(tmp_path / "v1.sqlite") == 1
+        assert db.query() == [old]
+    raw = sqlite3.connect(tmp_path / "v1.sqlite")
+    assert raw.execute("SELECT value FROM meta").fetchone() == ("1",)  # merge only read it
+    raw.close()
+    with ResultsDB(tmp_path / "v1.sqlite") as db:
+        assert db.query() == [old] and db.query()[0].saved_bytes is None
+        run = Run("core", "modes=fwd", "NVIDIA H200", "abc", 10.0, 70.0, 20, 5, 40)
+        db.add_run(run)
+        db.add(make(provider="other", saved_bytes=2.0))
+        assert db.runs() == [run] and db.runs("quick") == [] and run.seconds == 60.0
+    raw = sqlite3.connect(tmp_path / "v1.sqlite")
+    assert raw.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+    raw.close()
+
+
+def test_runs_merge_once(tmp_path: Path) -> None:
+    from autotune.db import Run
+
+    run = Run("core", "modes=fwd", "gpu", "abc", 10.0, 70.0, 20, 20, 40)
+    with ResultsDB(tmp_path / "a.sqlite") as db:
+        db.add_run(run)
+    with ResultsDB(tmp_path / "b.sqlite") as db:
+        db.merge_from(tmp_path / "a.sqlite")
+        db.merge_from(tmp_path / "a.sqlite")
+        assert db.runs() == [run]

@@ -163,3 +163,40 @@ def test_config_labels_are_short() -> None:
         config_label('{"matmul_tf32":false,"cudnn_benchmark":true}')
         == "matmul_tf32=false cudnn_benchmark=true"
     )
+
+
+@pytest.mark.parametrize(
+    ("ours_saved", "runs", "memory", "sweep"),
+    [
+        (2.0, [(0.0, 100.0, 5), (200.0, 380.0, 20)], ("1.00 beyond linear+relu", "met"), ("280 s", "met")),
+        (3.0, [(0.0, 400.0, 20)], ("2.00 beyond linear+relu", "not met"), ("400 s", "not met")),
+        (2.0, [(0.0, 100.0, 5)], ("1.00 beyond linear+relu", "met"), ("> 100 s (incomplete)", "not met")),
+    ],
+    ids=["both-met", "both-missed", "sweep-incomplete"],
+)
+def test_memory_and_sweep_time_targets(tmp_path, ours_saved, runs, memory, sweep) -> None:  # noqa: ANN001
+    """Saved bytes (in bf16 outputs: 4096^2 x 2 bytes) beyond linear+relu, and the core
+    sweep's runs added up to the first complete one, become target rows."""
+    from autotune.db import Run
+
+    out_bytes = 4096 * 4096 * 2
+    rows = [
+        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="yat_triton", config="", correct=True,
+                 median_ms=3.0, saved_bytes=ours_saved * out_bytes),
+        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="linear+relu", config=BASELINE_CFG,
+                 median_ms=2.9, saved_bytes=1.0 * out_bytes),
+    ]  # fmt: skip
+    path = make_db(tmp_path / "r.db", rows)
+    with ResultsDB(path) as db:
+        for start, end, done in runs:
+            db.add_run(Run("core", "modes=fwd+bwd max_configs=12", "Test GPU", "c", start, end, 20, done, 9))
+        db.add_run(Run("quick", "-", "Test GPU", "c", 0.0, 1.0, 1, 1, 1))  # another suite: ignored
+    render_report(path, tmp_path / "reports")
+    text = (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    cells = {}
+    for line in text.splitlines():
+        row = [c.strip() for c in line.split("|")[1:-1]]
+        if row and row[0] in ("memory saved for backward", "core suite sweep, compile included"):
+            cells[row[0]] = (row[3], row[4])
+    assert cells["memory saved for backward"] == memory
+    assert cells["core suite sweep, compile included"] == sweep
