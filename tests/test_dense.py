@@ -736,3 +736,26 @@ def test_tma_kernels_end_to_end(dtype, device, monkeypatch):
     gemms = [k for k in launched if "bwd_gemm" in k]
     expected = "yat_dense_bwd_gemm_kernel" if dtype == torch.float16 else "yat_dense_bwd_gemm_tma_kernel"
     assert gemms == [expected] * 2, launched
+
+
+def test_eager_launches_skip_the_graph_dispatcher(device, monkeypatch):
+    """Eager launches call the kernel directly; wrap_triton (the higher-order-op path that
+    lets a graph record the kernel) only runs while a dispatch mode traces."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import yat_triton._launch as launch_mod
+
+    wrapped: list[object] = []
+    monkeypatch.setattr(launch_mod, "wrap_triton", lambda k: wrapped.append(k) or k)
+
+    class Passthrough(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            return func(*args, **(kwargs or {}))
+
+    x, w = torch.randn(8, 16, device=device), torch.randn(4, 16, device=device)
+    y = dense.dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", False)[0]
+    assert wrapped == []
+    with Passthrough():
+        y2 = dense.dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", False)[0]
+    assert wrapped and torch.equal(y, y2)
+    assert_close(y, yat_dense_ref(x.cpu(), w.cpu(), None, None, 1e-3), torch.float32, reduction=16, what="y")

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.library import wrap_triton
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from kernels._common import FINITE_MAX, INTERPRETING
 
@@ -114,7 +115,13 @@ def saturating_cast(y: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: object) -> None:
-    """Launch a Triton kernel through `wrap_triton`, so torch.compile can trace it.
+    """Launch a Triton kernel; while a graph is being traced, through `wrap_triton`, so that
+    torch.compile records it.
+
+    Eagerly (real tensors, no dispatch mode active) the kernel is called directly:
+    `wrap_triton` outside a `triton_op` call would route every launch through the
+    higher-order-op dispatcher, whose CPU cost (PyTorch measures ~1 ms) would dominate the
+    launchers' time when they are called on their own (the autotune sweep, the breakdown).
 
     Under the interpreter `wrap_triton` hands back the raw interpreted kernel: it cannot be
     recorded into a graph, and it would read the data of fake tensors. Plain fake-tensor
@@ -122,8 +129,8 @@ def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: objec
     so the launch is skipped there; graph tracing (torch.compile, AOT dispatch) would lose
     the kernel, so it is refused with an error instead of computing garbage.
     """
+    tensors = [a for a in args if isinstance(a, Tensor)]
     if INTERPRETING:
-        tensors = [a for a in args if isinstance(a, Tensor)]
         if any(isinstance(t, FunctionalTensor) for t in tensors):
             raise RuntimeError(
                 "yat_triton ops cannot be traced by torch.compile / AOT dispatch under "
@@ -132,7 +139,10 @@ def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: objec
             )
         if any(is_fake(t) for t in tensors):
             return
-    wrap_triton(kernel)[grid](*args, **kwargs)
+    if tracing(*tensors) or is_in_torch_dispatch_mode():
+        wrap_triton(kernel)[grid](*args, **kwargs)
+    else:
+        kernel[grid](*args, **kwargs)  # type: ignore[index]
 
 
 @dataclass
