@@ -34,6 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from autotune.inspect import add_conv_argument  # noqa: E402
 from yat_triton._launch import KernelCall  # noqa: E402
 
 REPRESENTATIVE = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
@@ -95,6 +96,11 @@ def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Lin
     return [*lines, Line(op, phase, "launcher (whole call)", "-", total, 1.0)]
 
 
+def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:
+    """A standard layer's timing at the same shape, for comparison."""
+    return Line(op, "ref", what, "-", time_us(fn))
+
+
 def dense_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False) -> list[Line]:
     """The dense op at its shipped tile; with `tma`, the same tile on the persistent TMA
     kernels (forced for forward and backward), reported as op "dense-tma"."""
@@ -122,17 +128,13 @@ def dense_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma:
     out += phase_lines(
         "dense", "bwd", lambda: dense_bwd(g, x, w, *args, s, nx, nw, prec, [True, True, True, False, False])
     )
-    out.append(Line("dense", "ref", "x @ W^T (matmul)", "-", time_us(lambda: x @ w.t())))
-    out.append(Line("dense", "ref", "linear+relu fwd", "-", time_us(lambda: F.relu(F.linear(x, w, b)))))
+    out.append(ref_line("dense", "x @ W^T (matmul)", lambda: x @ w.t()))
+    out.append(ref_line("dense", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))))
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
     y = F.relu(F.linear(xg, wg, bg))
     out.append(
-        Line(
-            "dense",
-            "ref",
-            "linear+relu bwd",
-            "-",
-            time_us(lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)),
+        ref_line(
+            "dense", "linear+relu bwd", lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)
         )
     )
     return out
@@ -159,16 +161,12 @@ def conv_lines(B: int, C_in: int, HW: int, C_out: int, k: int, dtype: torch.dtyp
     needs = [True, True, True, False, False]
     out += phase_lines("conv2d", "bwd", lambda: conv2d_bwd(g, x, w, *args, s, nx, nw, *geo, "ieee", needs))
     wc = w.contiguous(memory_format=torch.channels_last)
-    out.append(Line("conv2d", "ref", "conv+relu fwd", "-", time_us(lambda: F.relu(F.conv2d(x, wc, b, 1, p)))))
+    out.append(ref_line("conv2d", "conv+relu fwd", lambda: F.relu(F.conv2d(x, wc, b, 1, p))))
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, wc, b))
     yr = F.relu(F.conv2d(xg, wg, bg, 1, p))
     out.append(
-        Line(
-            "conv2d",
-            "ref",
-            "conv+relu bwd",
-            "-",
-            time_us(lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)),
+        ref_line(
+            "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
         )
     )
     return out
@@ -178,14 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--dense", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
-    parser.add_argument(
-        "--conv",
-        nargs=5,
-        type=int,
-        default=[64, 64, 56, 64, 3],
-        metavar=("B", "C_IN", "HW", "C_OUT", "K"),
-        help="channels_last, stride 1, padding K//2 (default: a ResNet-50 3x3 layer)",
-    )
+    add_conv_argument(parser)
     parser.add_argument("--tma", action="store_true", help="also the dense op on its persistent TMA kernels")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)

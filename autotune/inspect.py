@@ -288,10 +288,8 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--op", default="dense", choices=["dense", "conv2d"])
-    parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32", "float64"])
+def add_conv_argument(parser: argparse.ArgumentParser) -> None:
+    """--conv B C_IN HW C_OUT K: a channels_last conv2d problem, stride 1, padding K//2."""
     parser.add_argument(
         "--conv",
         nargs=5,
@@ -300,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("B", "C_IN", "HW", "C_OUT", "K"),
         help="conv2d problem (channels_last, padding K//2; default: a ResNet-50 3x3 layer)",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--op", default="dense", choices=["dense", "conv2d"])
+    parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32", "float64"])
+    add_conv_argument(parser)
     parser.add_argument("--stride", type=int, default=1, help="conv2d stride")
     parser.add_argument("--all", action="store_true", help="every kernel of both ops, forward and backward")
     parser.add_argument("--shape", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))

@@ -909,20 +909,9 @@ def yat_dense_bwd_gemm_tma_kernel(
             offs_m = offs_m.to(tl.int64)
             offs_n = offs_n.to(tl.int64)
         _bwd_gemm_store(
-            acc,
-            offs_m,
-            offs_n,
-            R,
-            C,
-            e_ptr,
-            v_ptr,
-            c_ptr,
-            stride_er,
-            stride_ec,
-            stride_cr,
-            stride_cc,
+            acc, offs_m, offs_n, R, C, e_ptr, v_ptr, c_ptr, stride_er, stride_ec, stride_cr, stride_cc,
             OUT_MAX,
-        )
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
