@@ -27,7 +27,11 @@ status=0
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-timeout 210 python -m pytest -q -ra tests 2>&1 | tee "$OUT/tests.log"
+# Kernel tests first (a fresh machine compiles every kernel: the cap may stop the harness
+# tests at the end); the static sm_90 compile checks ran on the CPU already and the
+# inspect step below repeats them with this machine's Triton.
+timeout 210 python -m pytest -q -ra -k "not compiles_for_sm90 and not uses_wgmma_without_spills" \
+  tests/test_dense.py tests/test_conv.py tests/test_configs.py tests 2>&1 | tee "$OUT/tests.log"
 status=$(( status | PIPESTATUS[0] ))
 
 # fp16 / fp32 compile the same way on a CPU with this Triton version: bf16 is enough here.
