@@ -139,7 +139,6 @@ class Problem:
             x = torch.randn(B, C, H, W, generator=gen)
             w = torch.randn(F_, C, k, k, generator=gen) / math.sqrt(C * k * k)
         b = 0.1 * torch.randn(w.shape[0], generator=gen)
-        self.x64, self.w64, self.b64 = x.double(), w.double(), b.double()
         self.x = x.to(device=device, dtype=dt)
         if op == "conv2d":
             self.x = self.x.contiguous(memory_format=torch.channels_last)
@@ -246,13 +245,15 @@ class Problem:
     # --- the float64 reference --------------------------------------------------------
 
     def reference(self) -> torch.Tensor:
-        """y (fwd) or dx (bwd modes) in float64 on the CPU, expanded distance as SPEC."""
-        x = self.x.detach().to("cpu", torch.float64).requires_grad_(self.mode != "fwd")
-        w, b = self.w.detach().to("cpu", torch.float64), self.b.detach().to("cpu", torch.float64)
+        """y (fwd) or dx (bwd modes) in float64, expanded distance as SPEC, on the inputs'
+        device: float64 GEMMs and convolutions are IEEE on a GPU too, and there they take
+        milliseconds where a CPU takes seconds to a minute (8192^3, forward and backward)."""
+        x = self.x.detach().to(torch.float64).requires_grad_(self.mode != "fwd")
+        w, b = self.w.detach().to(torch.float64), self.b.detach().to(torch.float64)
         y = _yat_math(self.op, x, w, b, self.shape)
         if self.mode == "fwd":
             return y
-        return torch.autograd.grad(y, x, self.g.to("cpu", torch.float64))[0]
+        return torch.autograd.grad(y, x, self.g.to(torch.float64))[0]
 
     # --- baselines -----------------------------------------------------------------------
 
@@ -560,7 +561,7 @@ def _run_task(
         try:
             saved = problem.saved_bytes(layer) if layer is not None and task.mode != "fwd" else None
             out = fn()
-            err = float((out.detach().to("cpu", torch.float64) - ref).abs().max()) / scale if check else None
+            err = float((out.detach().to(torch.float64) - ref).abs().max()) / scale if check else None
             correct = None if err is None else bool(err <= tol)
             if correct is False:
                 return row(provider, config, "wrong", reason=f"max rel error {err:.3g} > {tol:g}",
