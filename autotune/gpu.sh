@@ -10,11 +10,26 @@
 # the exported winners (tuned/*.json) and the rendered report (reports/: commit it
 # together with the winners).
 # Time caps (tests 210 s, inspect 40 s, breakdown 60 s, sweep 150 s) keep it under ~8 min;
-# a capped sweep resumes on the next run. The GPU machine cannot download: the project
-# runs from the checkout (PYTHONPATH).
+# a capped sweep resumes on the next run:
+#   bash autotune/gpu.sh OUTPUT_DIR --resume PATH/results.db --sweep-only
+# copies the database a previous run brought back (put it in the working tree first) and
+# spends the whole budget (~7 min) on the sweep, export and report.
+# The GPU machine cannot download: the project runs from the checkout (PYTHONPATH).
 set -uo pipefail
-OUT=${1:?usage: bash autotune/gpu.sh OUTPUT_DIR}
+OUT=${1:?usage: bash autotune/gpu.sh OUTPUT_DIR [--resume RESULTS_DB] [--sweep-only]}
+shift
+RESUME="" SWEEP_ONLY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --resume) RESUME=${2:?--resume needs a results database}; shift 2 ;;
+    --sweep-only) SWEEP_ONLY=1; shift ;;
+    *) echo "unknown option: $1" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$OUT"
+if [ -n "$RESUME" ]; then
+  cp "$RESUME" "$OUT/results.db" || exit 2
+fi
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 status=0
@@ -30,19 +45,24 @@ cat "$OUT/env.txt"
 # Kernel tests first (a fresh machine compiles every kernel: the cap may stop the harness
 # tests at the end); the static sm_90 compile checks ran on the CPU already and the
 # inspect step below repeats them with this machine's Triton.
-timeout 210 python -m pytest -q -ra -k "not compiles_for_sm90 and not uses_wgmma_without_spills" \
-  tests/test_dense.py tests/test_conv.py tests/test_configs.py tests 2>&1 | tee "$OUT/tests.log"
-status=$(( status | PIPESTATUS[0] ))
+SWEEP_CAP=150
+if [ "$SWEEP_ONLY" = 1 ]; then
+  SWEEP_CAP=420
+else
+  timeout 210 python -m pytest -q -ra -k "not compiles_for_sm90 and not uses_wgmma_without_spills" \
+    tests/test_dense.py tests/test_conv.py tests/test_configs.py tests 2>&1 | tee "$OUT/tests.log"
+  status=$(( status | PIPESTATUS[0] ))
 
-# fp16 / fp32 compile the same way on a CPU with this Triton version: bf16 is enough here.
-timeout 40 python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1 || status=1
-tail -n 3 "$OUT/inspect_bfloat16.txt"
+  # fp16 / fp32 compile the same way on a CPU with this Triton version: bf16 is enough here.
+  timeout 40 python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1 || status=1
+  tail -n 3 "$OUT/inspect_bfloat16.txt"
 
-timeout 60 python -m autotune.breakdown --tma 2>&1 | tee "$OUT/breakdown.txt" || status=1
+  timeout 60 python -m autotune.breakdown --tma 2>&1 | tee "$OUT/breakdown.txt" || status=1
+fi
 
 # The sweep resumes where a timeout stopped it (SIGINT: it stops cleanly between rows, every
 # finished row saved): rerunning this script finishes the work.
-timeout -s INT -k 10 150 python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
+timeout -s INT -k 10 "$SWEEP_CAP" python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
   --max-configs 12 --compile-mode default --db "$OUT/results.db" 2>&1 | tee "$OUT/sweep.log" || status=1
 python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
 python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1

@@ -240,3 +240,19 @@ def test_breakdown_times_every_kernel(capsys) -> None:
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
     assert all(kernels[k][-1] == "launcher (whole call)" for k in kernels if k[1] != "ref")
+
+
+def test_gpu_script_parses_its_options(tmp_path: Path) -> None:
+    """The GPU script is valid bash and refuses bad options before running anything."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    bad = subprocess.run(
+        ["bash", str(script), str(tmp_path / "o"), "--bogus"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "unknown option: --bogus" in bad.stderr
+    gone = subprocess.run(
+        ["bash", str(script), str(tmp_path / "o"), "--resume", str(tmp_path / "none.db")], capture_output=True
+    )
+    assert gone.returncode == 2 and not (tmp_path / "o" / "results.db").exists()
