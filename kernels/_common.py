@@ -31,8 +31,9 @@ class TileConfig:
     and ||w||^2 inside the main loop, False reads them from a cheap separate pass; the
     epilogue runs on `epilogue_split` column slices of the tile (fewer live registers).
     `tma` selects the dense forward's persistent kernel (one program per SM) that loads its
-    operands through TMA descriptors; it needs precomputed norms and K-contiguous, 16-byte
-    aligned operands, and falls back to the pointer kernel with the same tile otherwise.
+    operands through TMA descriptors; it needs K-contiguous, 16-byte aligned operands, and
+    falls back to the pointer kernel with the same tile otherwise. With `tma`,
+    `norms_in_loop` sums ||x||^2 only (||w||^2 from the norm pass, the epilogue splittable).
     """
 
     block_m: int

@@ -251,6 +251,7 @@ def yat_dense_fwd_tma_kernel(
     INT64: tl.constexpr,
     EPILOGUE_SPLIT: tl.constexpr,
     TMA_STORE: tl.constexpr,
+    X_NORMS_IN_LOOP: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -263,8 +264,11 @@ def yat_dense_fwd_tma_kernel(
     TMA_STORE: y_ptr and s_ptr are TMA descriptors of y and s with (BLOCK_M,
     BLOCK_N / EPILOGUE_SPLIT) boxes: the epilogue slices leave through shared memory as
     asynchronous bulk copies, clipped at the edges by the hardware. Otherwise pointers.
-    The other pointers and constexprs are those of `yat_dense_fwd_kernel` (norms always
-    come precomputed from nx_ptr / nw_ptr; fp16 / bf16 / fp32 io only).
+    X_NORMS_IN_LOOP: ||x_i||^2 is summed from the x tiles the main loop loads (written to
+    nx_ptr by the pid_n == 0 tiles when STORE_S), sparing the norm pass over x; ||w_j||^2
+    always comes from nw_ptr, so the epilogue can still be split.
+    The other pointers and constexprs are those of `yat_dense_fwd_kernel` (fp16 / bf16 /
+    fp32 io only).
 
     The grid holds one program per SM; each walks output tiles start, start + grid, ...
     in the grouped order. The main loop is flattened with the tile loop, so the copies of
@@ -284,9 +288,13 @@ def yat_dense_fwd_tma_kernel(
         m0 = pid_m * BLOCK_M
         n0 = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        nx = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for ki in range(k_tiles):
             a = x_desc.load([m0, ki * BLOCK_K])
             b = w_desc.load([n0, ki * BLOCK_K])
+            if X_NORMS_IN_LOOP:
+                af = a.to(tl.float32)
+                nx += tl.sum(af * af, axis=1)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -297,7 +305,12 @@ def yat_dense_fwd_tma_kernel(
         if INT64:
             offs_m = offs_m.to(tl.int64)
         mask_m = offs_m < M
-        nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
+        if X_NORMS_IN_LOOP:
+            if STORE_S:
+                if pid_n == 0:
+                    tl.store(nx_ptr + offs_m, nx, mask=mask_m)
+        else:
+            nx = tl.load(nx_ptr + offs_m, mask=mask_m, other=0.0)
         fwd_store(
             acc, nx, nx, offs_m * stride_ym, offs_m * stride_sm, mask_m, pid_n * BLOCK_N, N,
             nw_ptr, b_ptr, y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps, pid_m * BLOCK_M,
@@ -923,13 +936,16 @@ def dense_config_space(*, include_norms_in_loop: bool = True, include_tma: bool 
 
     The epilogue split keeps >= 32 columns per slice; the in-loop-norms variant only runs
     unsplit (its ||w||^2 lives in registers, not in memory to reload per slice); the
-    persistent TMA kernel (`tma`) takes every split, with precomputed norms.
+    persistent TMA kernel (`tma`) takes every split, its `norms_in_loop` summing ||x||^2
+    only (||w||^2 from the norm pass).
     """
     variants = [(False, 1, False), (False, 2, False), (False, 4, False)]
     if include_norms_in_loop:
         variants.append((True, 1, False))
     if include_tma:
         variants += [(False, 1, True), (False, 2, True), (False, 4, True)]
+        if include_norms_in_loop:  # the TMA kernel sums only ||x||^2 in its loop: any split
+            variants += [(True, 1, True), (True, 2, True), (True, 4, True)]
     return [
         TileConfig(bm, bn, bk, 8, w, st, norms_in_loop=nil, epilogue_split=split, tma=tma)
         for bm in (64, 128, 256)

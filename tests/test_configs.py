@@ -51,36 +51,44 @@ def test_forward_variants_match_oracle(cfg: TileConfig, dtype: torch.dtype, devi
 @pytest.mark.parametrize("split", [1, 2, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("N", [100, 104])
-def test_tma_persistent_forward_matches_oracle(split: int, dtype: torch.dtype, N: int, device: str) -> None:
+@pytest.mark.parametrize("x_norms_in_loop", [False, True], ids=["norm-pass", "x-norms-in-loop"])
+def test_tma_persistent_forward_matches_oracle(
+    split: int, dtype: torch.dtype, N: int, x_norms_in_loop: bool, device: str
+) -> None:
     """The persistent TMA kernel: ragged M and N edges (zero-filled boxes, clipped stores),
-    12-13 tiles walked by fewer programs (interpreter: 2), bias, saved s; the launcher
-    really chose it, and TMA stores exactly when y's and s's rows are 16-byte aligned."""
+    12-13 tiles walked by fewer programs (interpreter: 2), bias, saved s and norms; the
+    launcher really chose it, TMA stores exactly when y's and s's rows are 16-byte aligned,
+    and with in-loop x norms the norm pass covers W only."""
     from yat_triton.dense import plan_dense_fwd
 
     gen = torch.Generator().manual_seed(11)
     M, K = 37, 72  # K * 2 bytes and K * 4 bytes are multiples of 16: TMA-ready rows
     x, w, b = (torch.randn(*shape, generator=gen).to(dtype).to(device) for shape in ((M, K), (N, K), (N,)))
-    cfg = TileConfig(16, 32, 32, 2, 4, 2, epilogue_split=split, tma=True)
-    (y, s, _, _), calls = plan_dense_fwd(x, w, b, None, 1.5, None, 1e-3, "ieee", True, cfg)
+    cfg = TileConfig(16, 32, 32, 2, 4, 2, epilogue_split=split, norms_in_loop=x_norms_in_loop, tma=True)
+    (y, s, nx, nw), calls = plan_dense_fwd(x, w, b, None, 1.5, None, 1e-3, "ieee", True, cfg)
     assert calls[-1].kernel.fn.__name__ == "yat_dense_fwd_tma_kernel"
     assert calls[-1].kwargs["TMA_STORE"] == (N * x.element_size() % 16 == 0)
+    assert calls[-1].kwargs["X_NORMS_IN_LOOP"] == x_norms_in_loop
     assert calls[-1].grid[0] < triton.cdiv(M, 16) * triton.cdiv(N, 32), "not persistent"
+    assert calls[0].args[4:6] == ((N, 0) if x_norms_in_loop else (M, N)), "rows of the norm pass"
     for call in calls:
         call.run()
     x, w, b = x.cpu(), w.cpu(), b.cpu()
     assert_close(y, yat_dense_ref(x, w, b, 1.5, 1e-3), dtype, reduction=K, what="y")
     assert_close(s, x.double() @ w.double().t(), torch.float32, reduction=K, what="saved s")
+    assert_close(nx, (x.double() ** 2).sum(1), torch.float32, reduction=K, what="||x||^2")
+    assert_close(nw, (w.double() ** 2).sum(1), torch.float32, reduction=K, what="||w||^2")
 
 
 @pytest.mark.parametrize("case", ["row-stride-not-16B", "transposed-x", "offset-base", "in-loop-norms"])
 def test_tma_config_falls_back_to_the_pointer_kernel(case: str, device: str) -> None:
     """Operands TMA cannot read (rows not 16-byte aligned, K not contiguous, a base off
-    16 bytes) and the in-loop-norms variant run the pointer kernel with the same tile,
-    with the same result."""
+    16 bytes) run the pointer kernel with the same tile (in-loop norms included: both
+    norms in its loop then), with the same result."""
     from yat_triton.dense import plan_dense_fwd
 
     gen = torch.Generator().manual_seed(12)
-    K = 70 if case == "row-stride-not-16B" else 72
+    K = 70 if case in ("row-stride-not-16B", "in-loop-norms") else 72
     x, w = torch.randn(37, K + 1, generator=gen)[:, :K], torch.randn(20, K, generator=gen)
     if case == "transposed-x":
         x = x.t().contiguous().t()

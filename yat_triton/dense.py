@@ -117,14 +117,18 @@ def plan_dense_fwd(
     bias = bias.contiguous() if bias is not None else None  # kernels read a dense (N,) vector
     x, weight = k_major_if_huge(x, 1), k_major_if_huge(weight, 1)
     cfg = config or pick_dense_config(M, N, K, x.dtype)
+    tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
+    use_tma = cfg.tma and tma_ready(x, weight)
     calls: list[KernelCall] = []
-    if cfg.norms_in_loop:
+    if use_tma and cfg.norms_in_loop:  # ||x||^2 from the main loop, ||w||^2 from the pass
+        nx = torch.empty((M,), dtype=acc, device=x.device)
+        (nw, _), calls = plan_row_sqnorms(weight)
+    elif cfg.norms_in_loop:
         nx = torch.empty((M,), dtype=acc, device=x.device)
         nw = torch.empty((N,), dtype=acc, device=x.device)
     else:
         (nx, nw), calls = plan_row_sqnorms(x, weight)
-    tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
-    if cfg.tma and not cfg.norms_in_loop and tma_ready(x, weight):
+    if use_tma:
         # y and s leave by TMA too when their rows are 16-byte aligned (N a multiple of 8)
         width = cfg.block_n // cfg.epilogue_split
         tma_store = tma_ready(y, *([s] if save_for_backward else []))
@@ -146,6 +150,7 @@ def plan_dense_fwd(
                  DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype),
                  OUT_MAX=out_max(x.dtype), INT64=needs_int64(y, s),
                  EPILOGUE_SPLIT=cfg.epilogue_split, TMA_STORE=tma_store,
+                 X_NORMS_IN_LOOP=cfg.norms_in_loop,
                  BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
                  GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
         ))  # fmt: skip
