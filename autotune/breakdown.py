@@ -101,17 +101,20 @@ def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:
     return Line(op, "ref", what, "-", time_us(fn))
 
 
-def dense_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False) -> list[Line]:
+def dense_lines(
+    M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False, x_norms: bool = False
+) -> list[Line]:
     """The dense op at its shipped tile; with `tma`, the same tile on the persistent TMA
-    kernels (forced for forward and backward), reported as op "dense-tma"."""
+    kernels (forced for forward and backward), reported as op "dense-tma", or with
+    `x_norms` too (||x||^2 summed in the TMA main loop) as "dense-tma-xnorms"."""
     from yat_triton.dense import dense_bwd, dense_fwd, pick_dense_config
     from yat_triton.tuning import forced_config
 
     if tma:
-        tile = dataclasses.replace(pick_dense_config(M, N, K, dtype), tma=True)
+        tile = dataclasses.replace(pick_dense_config(M, N, K, dtype), tma=True, norms_in_loop=x_norms)
         with forced_config("dense", "fwd", tile), forced_config("dense", "bwd", tile):
             return [
-                dataclasses.replace(line, op="dense-tma")
+                dataclasses.replace(line, op="dense-tma-xnorms" if x_norms else "dense-tma")
                 for line in dense_lines(M, N, K, dtype, device)
                 if line.phase != "ref"
             ]
@@ -177,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--dense", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
     add_conv_argument(parser)
-    parser.add_argument("--tma", action="store_true", help="also the dense op on its persistent TMA kernels")
+    parser.add_argument(
+        "--tma",
+        action="store_true",
+        help="also the dense op on its persistent TMA kernels (x norms: both ways)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
@@ -190,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = dense_lines(*args.dense, dtype, device)
     if args.tma:
         lines += dense_lines(*args.dense, dtype, device, tma=True)
+        lines += [
+            ln for ln in dense_lines(*args.dense, dtype, device, tma=True, x_norms=True) if ln.phase == "fwd"
+        ]
     lines += conv_lines(*args.conv, dtype, device)
     if args.json:
         for line in lines:

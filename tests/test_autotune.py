@@ -232,6 +232,7 @@ def test_breakdown_times_every_kernel(capsys) -> None:
         assert ln["us"] > 0
     assert kernels["dense", "fwd"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", "launcher (whole call)"]
     assert kernels["dense-tma", "fwd"][1] == "yat_dense_fwd_tma_kernel"
+    assert kernels["dense-tma-xnorms", "fwd"][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_tma_kernel"]
     assert kernels["dense-tma", "bwd"].count("yat_dense_bwd_gemm_tma_kernel") == 2
     assert (
         "yat_conv_dgrad_kernel" in kernels["conv2d", "bwd"]
