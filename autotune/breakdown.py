@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -35,6 +36,7 @@ import triton  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from autotune.inspect import add_conv_argument  # noqa: E402
+from autotune.sweep import environment  # noqa: E402
 from yat_triton._launch import KernelCall  # noqa: E402
 
 REPRESENTATIVE = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
@@ -42,12 +44,18 @@ REPRESENTATIVE = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET"
 
 @dataclass
 class Line:
+    """One timed item: a kernel of a phase ("fwd", "bwd"), the whole launcher call, or a
+    standard layer ("ref"). gpu / dtype / shape are filled in by `main`."""
+
     op: str
     phase: str
     what: str
     grid: str
     us: float
     share: float | None = None
+    gpu: str = ""
+    dtype: str = ""
+    shape: str = ""
 
 
 def time_us(fn: Callable[[], object]) -> float:
@@ -185,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also the dense op on its persistent TMA kernels (x norms: both ways)",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line (instead of the table)")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON lines to this file (for `report`)")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -201,9 +210,19 @@ def main(argv: list[str] | None = None) -> int:
             ln for ln in dense_lines(*args.dense, dtype, device, tma=True, x_norms=True) if ln.phase == "fwd"
         ]
     lines += conv_lines(*args.conv, dtype, device)
+    gpu = environment().gpu
+    dense_shape, conv_shape = (
+        "x".join(map(str, args.dense)),
+        "B={},C_in={},HW={},C_out={},k={}".format(*args.conv),
+    )
+    for line in lines:
+        line.gpu, line.dtype = gpu, args.dtype
+        line.shape = conv_shape if line.op == "conv2d" else dense_shape
+    text = "\n".join(json.dumps(asdict(line)) for line in lines) + "\n"
+    if args.json_out:
+        args.json_out.write_text(text)
     if args.json:
-        for line in lines:
-            print(json.dumps(asdict(line)))
+        print(text, end="")
         return 0
     if not REPRESENTATIVE:
         print("NOT REPRESENTATIVE: no GPU, kernels timed through the Triton interpreter")

@@ -118,7 +118,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from autotune.report import render_report
 
-    written = render_report(args.db, args.out)
+    written = render_report(args.db, args.out, args.breakdown)
     for path in written:
         print(path)
     print(f"{len(written)} files written under {args.out}")
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="render the database as markdown + PNG reports, one folder per GPU")
     rp.add_argument("--db", default="results.db")
     rp.add_argument("--out", type=Path, default=Path("reports"), help="folder (default: reports)")
+    rp.add_argument("--breakdown", type=Path, help="JSON lines of `python -m autotune.breakdown --json-out`")
     rp.set_defaults(func=cmd_report)
     sub.add_parser(
         "inspect", help="compile kernels for sm_90 and report resources (see --help)", add_help=False

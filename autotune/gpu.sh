@@ -4,8 +4,9 @@
 # Leaves in OUTPUT_DIR: env.txt (GPU, driver, CUDA, torch, Triton, commit), tests.log (the
 # whole test suite on the GPU: bf16, fp64 gradcheck, full opcheck, torch.compile),
 # inspect_bfloat16.txt (registers / spills / shared memory / wgmma / TMA of every kernel, as
-# compiled by this machine's Triton), breakdown.txt (every kernel of the dense 4096^3 and
-# ResNet-50 3x3 ops timed on its own, the TMA variant, cuBLAS / cuDNN references),
+# compiled by this machine's Triton), breakdown.txt / .jsonl (every kernel of the dense
+# 4096^3 and ResNet-50 3x3 ops timed on its own, the TMA variants, cuBLAS / cuDNN
+# references; rendered into the report too),
 # results.db + sweep.log + show.txt (the core suite swept in bf16 against the baselines),
 # the exported winners (tuned/*.json) and the rendered report (reports/: commit it
 # together with the winners).
@@ -57,7 +58,8 @@ else
   timeout 40 python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1 || status=1
   tail -n 3 "$OUT/inspect_bfloat16.txt"
 
-  timeout 60 python -m autotune.breakdown --tma 2>&1 | tee "$OUT/breakdown.txt" || status=1
+  timeout 60 python -m autotune.breakdown --tma --json-out "$OUT/breakdown.jsonl" 2>&1 \
+    | tee "$OUT/breakdown.txt" || status=1
 fi
 
 # The sweep resumes where a timeout stopped it (SIGINT: it stops cleanly between rows, every
@@ -66,5 +68,8 @@ timeout -s INT -k 10 "$SWEEP_CAP" python -m autotune sweep --suite core --dtype 
   --max-configs 12 --compile-mode default --db "$OUT/results.db" 2>&1 | tee "$OUT/sweep.log" || status=1
 python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
 python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1
-python -m autotune report --db "$OUT/results.db" --out "$OUT/reports" 2>&1 | tee -a "$OUT/show.txt" || status=1
+BREAKDOWN=()
+[ -s "$OUT/breakdown.jsonl" ] && BREAKDOWN=(--breakdown "$OUT/breakdown.jsonl")
+python -m autotune report --db "$OUT/results.db" --out "$OUT/reports" ${BREAKDOWN[@]+"${BREAKDOWN[@]}"} 2>&1 \
+  | tee -a "$OUT/show.txt" || status=1
 exit "$status"

@@ -435,7 +435,48 @@ def _plot_roofline(g: _Gpu, path: Path) -> Path:
 # Pages
 
 
-def _render_gpu(g: _Gpu, folder: Path) -> list[Path]:
+_BREAKDOWN_FIELDS = {"op": str, "phase": str, "what": str, "grid": str, "us": (int, float), "gpu": str,
+                     "dtype": str, "shape": str}  # fmt: skip
+
+
+def read_breakdown(path: str | Path) -> list[dict[str, object]]:
+    """The JSON lines `autotune.breakdown --json-out` wrote, checked line by line."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"{p}: no such breakdown file (write one with `python -m autotune.breakdown --json-out`)"
+        )
+    lines = []
+    for n, text in enumerate(p.read_text().splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}:{n}: not a JSON object ({e.msg})") from e
+        bad = [
+            k
+            for k, t in _BREAKDOWN_FIELDS.items()
+            if not isinstance(item, dict) or not isinstance(item.get(k), t)
+        ]
+        if bad:
+            raise ValueError(f"{p}:{n}: a breakdown line needs the fields {bad} (see autotune.breakdown)")
+        lines.append(item)
+    return lines
+
+
+def _breakdown(items: list[dict[str, object]]) -> str:
+    """Per op and phase: every kernel's time and share of the whole launcher call."""
+    table = [
+        [it["op"], it["phase"], it["shape"], it["dtype"], it["what"], it["grid"], f"{float(it['us']):.1f}",
+         "-" if it.get("share") is None else f"{100 * float(it['share']):.0f}%"]
+        for it in items
+    ]  # fmt: skip
+    headers = ["op", "phase", "shape", "dtype", "kernel", "grid", "µs", "share of the call"]
+    return _table(table, headers)
+
+
+def _render_gpu(g: _Gpu, folder: Path, breakdown: list[dict[str, object]] | None = None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = [_plot_tflops(g, folder / "tflops.png"), _plot_speedup(g, folder / "speedup.png")]
     heatmaps = []
@@ -459,6 +500,13 @@ def _render_gpu(g: _Gpu, folder: Path) -> list[Path]:
         _summary(g), "",
         "## Targets (SPEC.md section 6)", "",
         targets, "",
+        *([
+            "## Where the time goes: one call, kernel by kernel", "",
+            "Measured by `python -m autotune.breakdown` (each kernel timed on its own with "
+            "`triton.testing.do_bench`; \"launcher\" is the whole call; \"ref\" rows are the "
+            "standard layers at the same shape).", "",
+            _breakdown(breakdown), "",
+        ] if breakdown else []),
         "## Failed, wrong and pruned configs", "",
         _failures(g), "",
         "## Plots", "",
@@ -487,12 +535,16 @@ def _render_index(out: Path) -> Path:
     return index
 
 
-def render_report(db_path: str | Path, out_dir: str | Path = "reports") -> list[Path]:
+def render_report(
+    db_path: str | Path, out_dir: str | Path = "reports", breakdown: str | Path | None = None
+) -> list[Path]:
     """Render one report folder per GPU model of the database at `db_path` under `out_dir`,
-    refresh `out_dir`/README.md (the index), and return every file written."""
+    refresh `out_dir`/README.md (the index), and return every file written. `breakdown`:
+    a file of `autotune.breakdown --json-out`, rendered into the report of its GPU."""
     path = Path(db_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such results database (run `yat-autotune sweep` first)")
+    timed = read_breakdown(breakdown) if breakdown is not None else []
     with ResultsDB(path) as db:
         rows = db.query()
         runs = db.runs()
@@ -508,6 +560,6 @@ def render_report(db_path: str | Path, out_dir: str | Path = "reports") -> list[
     out = Path(out_dir)
     written: list[Path] = []
     for g in gpus:
-        written += _render_gpu(g, out / slug(g.gpu))
+        written += _render_gpu(g, out / slug(g.gpu), [it for it in timed if it["gpu"] == g.gpu])
     written.append(_render_index(out))
     return written

@@ -200,3 +200,40 @@ def test_memory_and_sweep_time_targets(tmp_path, ours_saved, runs, memory, sweep
             cells[row[0]] = (row[3], row[4])
     assert cells["memory saved for backward"] == memory
     assert cells["core suite sweep, compile included"] == sweep
+
+
+def test_breakdown_section(gpu_db, tmp_path) -> None:  # noqa: ANN001
+    """A breakdown file renders into its GPU's report; a broken one is refused by line."""
+    common = {"op": "dense", "phase": "fwd", "dtype": "bfloat16", "shape": "4096x4096x4096"}
+    lines = [
+        {
+            **common,
+            "what": "yat_dense_fwd_kernel",
+            "grid": "132",
+            "us": 201.5,
+            "share": 0.93,
+            "gpu": "Test GPU",
+        },
+        {
+            **common,
+            "what": "row_sqnorm_kernel",
+            "grid": "1024",
+            "us": 15.25,
+            "share": 0.07,
+            "gpu": "Other GPU",
+        },
+    ]
+    path = tmp_path / "bd.jsonl"
+    path.write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+    render_report(gpu_db, tmp_path / "r", breakdown=path)
+    text = (tmp_path / "r" / "test_gpu" / "README.md").read_text()
+    assert "## Where the time goes" in text and "yat_dense_fwd_kernel" in text and "201.5" in text
+    assert (
+        "row_sqnorm_kernel" not in text.split("## Where the time goes")[1].split("##")[0]
+    )  # other GPU's line
+    path.write_text(json.dumps(lines[0]) + "\n" + '{"op": "dense"}\n')
+    with pytest.raises(ValueError, match=r"bd.jsonl:2: a breakdown line needs the fields"):
+        render_report(gpu_db, tmp_path / "r", breakdown=path)
+    assert (
+        cli.main(["report", "--db", str(gpu_db), "--out", str(tmp_path / "r"), "--breakdown", str(path)]) == 2
+    )
