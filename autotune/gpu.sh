@@ -13,8 +13,9 @@
 # Time caps (tests 210 s, inspect 40 s, breakdown 60 s, sweep 150 s) keep it under ~8 min;
 # a capped sweep resumes on the next run:
 #   bash autotune/gpu.sh OUTPUT_DIR --resume PATH/results.db --sweep-only
-# copies the database a previous run brought back (put it in the working tree first) and
-# spends the whole budget (~7 min) on the sweep, export and report.
+# copies the database a previous run brought back and spends the whole budget (~7 min) on
+# the sweep, export and report. Put that database where git does not ignore it (e.g.
+# autotune/resume.db; /results.db* is ignored) so that it travels with the working tree.
 # The GPU machine cannot download: the project runs from the checkout (PYTHONPATH).
 set -uo pipefail
 OUT=${1:?usage: bash autotune/gpu.sh OUTPUT_DIR [--resume RESULTS_DB] [--sweep-only]}
@@ -43,15 +44,18 @@ status=0
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-# Kernel tests first (a fresh machine compiles every kernel: the cap may stop the harness
-# tests at the end); the static sm_90 compile checks ran on the CPU already and the
-# inspect step below repeats them with this machine's Triton.
+# Kernel tests first, files named one by one (pytest keeps that order; a directory argument
+# would sort them): a fresh machine compiles every kernel, and the cap may stop the harness
+# tests at the end. The static sm_90 compile checks ran on the CPU already and the inspect
+# step below repeats them with this machine's Triton.
 SWEEP_CAP=150
 if [ "$SWEEP_ONLY" = 1 ]; then
   SWEEP_CAP=420
 else
   timeout 210 python -m pytest -q -ra -k "not compiles_for_sm90 and not uses_wgmma_without_spills" \
-    tests/test_dense.py tests/test_conv.py tests/test_configs.py tests 2>&1 | tee "$OUT/tests.log"
+    $(for t in dense conv configs modules conv_modules errors; do echo "tests/test_$t.py"; done) \
+    $(ls tests/test_*.py | grep -v -E 'test_(dense|conv|configs|modules|conv_modules|errors)\.py$') \
+    2>&1 | tee "$OUT/tests.log"
   status=$(( status | PIPESTATUS[0] ))
 
   # fp16 / fp32 compile the same way on a CPU with this Triton version: bf16 is enough here.
@@ -62,9 +66,10 @@ else
     | tee "$OUT/breakdown.txt" || status=1
 fi
 
-# The sweep resumes where a timeout stopped it (SIGINT: it stops cleanly between rows, every
-# finished row saved): rerunning this script finishes the work.
-timeout -s INT -k 10 "$SWEEP_CAP" python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
+# The sweep resumes where a timeout stopped it (SIGINT to the sweep process alone,
+# --foreground, so compiler subprocesses are not killed mid-row: it stops cleanly between
+# rows, every finished row saved): rerunning this script finishes the work.
+timeout --foreground -s INT -k 10 "$SWEEP_CAP" python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
   --max-configs 12 --compile-mode default --db "$OUT/results.db" 2>&1 | tee "$OUT/sweep.log" || status=1
 python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
 python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1
