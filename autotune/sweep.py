@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import triton
 
 from autotune.db import Result, ResultsDB, Run, canonical_json, shard
-from kernels._common import INTERPRETING, TileConfig, fits_sm90, rank_configs
+from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
 from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs
 from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
 
@@ -215,6 +215,21 @@ class Problem:
             layer(self.x.detach().requires_grad_())
         return float(sum(kept.values()))
 
+    def fwd_for_training(self, config: TileConfig) -> Callable[[], torch.Tensor]:
+        """The forward with `config` as training runs it (saving s for backward): a tile the
+        inference sweep picks must also fit (registers, shared memory) when it stores s."""
+        from yat_triton.conv import conv2d_fwd
+        from yat_triton.dense import dense_fwd
+
+        if self.op == "dense":
+            return lambda: dense_fwd(
+                self.x, self.w, self.b, None, 1.0, None, EPS, self.precision, True, config
+            )[0]
+        p, st = self.shape["padding"], self.shape["stride"]
+        return lambda: conv2d_fwd_cfg(
+            conv2d_fwd, self.x, self.w, self.b, (st, st), (p, p, p, p), self.precision, config, save=True
+        )
+
     def yat_with(self, config: TileConfig | None) -> Callable[[], torch.Tensor]:
         """fwd: the forward kernel with `config`; bwd modes: the op with its backward kernels
         forced to `config` (None: as shipped, tuned or default)."""
@@ -338,15 +353,18 @@ def conv2d_fwd_cfg(
     pads: tuple[int, int, int, int],
     precision: str,
     config: TileConfig | None,
+    *,
+    save: bool = False,
 ) -> torch.Tensor:
-    """The conv forward with an explicit tile (the launcher's plan takes it)."""
+    """The conv forward with an explicit tile (the launcher's plan takes it); `save`: as
+    training runs it, storing s for backward."""
     from yat_triton.conv import _conv_fwd_torch, plan_conv2d_fwd
     from yat_triton.dense import use_triton
 
     if not use_triton(x):
-        return _conv_fwd_torch(x, w, b, None, 1.0, None, EPS, stride, pads, (1, 1), 1, False)[0]
+        return _conv_fwd_torch(x, w, b, None, 1.0, None, EPS, stride, pads, (1, 1), 1, save)[0]
     (y, *_), calls = plan_conv2d_fwd(
-        x, w, b, None, 1.0, None, EPS, stride, pads, (1, 1), 1, precision, False, config
+        x, w, b, None, 1.0, None, EPS, stride, pads, (1, 1), 1, precision, save, config
     )
     for call in calls:
         call.run()
@@ -614,17 +632,20 @@ def _run_task(
 
     pending = [c for c in configs if not done("yat_triton", key_of(c))]
     if env.representative:
-        # static prune: a tile whose kernels spill cannot win; compile for sm_90 in parallel
-        recorded = [(c, _record(problem, c)) for c in pending]
+        # Static prune: a tile whose kernels spill or overflow shared memory (the forward
+        # also as training runs it) cannot win. The launches are recorded one config at a
+        # time (backward tiles are forced through process-wide state), then compiled for
+        # sm_90 and for this GPU on the host's cores; timing stays one by one.
+        recorded = [_record(problem, c) for c in pending]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
-            reasons = list(pool.map(lambda rc: spill_reason(rc[1]), recorded))
+            reasons = list(pool.map(static_reason, recorded))
         for cfg, reason in zip(pending, reasons, strict=True):
             if reason:
                 yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
-        pending = [c for c, reason in zip(pending, reasons, strict=True) if not reason]
-        # compile in parallel on the host's cores, time one by one
+        keep = [not reason for reason in reasons]
+        pending = [c for c, k in zip(pending, keep, strict=True) if k]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
-            list(pool.map(lambda c: _warm(problem.yat_with(c)), pending))
+            list(pool.map(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k]))
     for cfg in pending:  # the op as shipped (cfg None, backward modes) also has its saved bytes
         layer = problem.yat_layer() if cfg is None else None
         yield measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True, layer)
@@ -640,19 +661,24 @@ _TILE_INDEPENDENT = ("row_sqnorm", "prep", "near")
 
 
 def _record(problem: Problem, config: TileConfig | None) -> list[object]:
-    """The kernel launches one run of the problem with `config` plans (nothing runs)."""
+    """The kernel launches one run of the problem with `config` plans (nothing runs); in
+    fwd mode also those of the forward as training runs it."""
     from autotune.inspect import record_calls
 
     if config is None:
         return []
     try:
-        return record_calls(problem.yat_with(config))
+        calls = record_calls(problem.yat_with(config))
+        if problem.mode == "fwd":
+            calls += record_calls(problem.fwd_for_training(config))
+        return calls
     except Exception:  # noqa: BLE001 - the timed pass records the failure
         return []
 
 
-def spill_reason(calls: list[object]) -> str | None:
-    """Why the tile's kernels should not be timed (a stack frame, i.e. spills), or None."""
+def static_reason(calls: list[object]) -> str | None:
+    """Why the tile's kernels should not be timed (a stack frame, i.e. spills; more shared
+    memory than an sm_90 block gets), or None."""
     from autotune.inspect import compile_sm90
 
     for call in calls:
@@ -667,11 +693,17 @@ def spill_reason(calls: list[object]) -> str | None:
                 f"{report.kernel} spills on sm_90 ({report.registers} registers, "
                 f"{report.spill_stores} spill stores)"
             )
+        if report.shared_bytes > SM90_SMEM_BYTES:
+            return (
+                f"{report.kernel} needs {report.shared_bytes} B of shared memory (sm_90: {SM90_SMEM_BYTES})"
+            )
     return None
 
 
-def _warm(fn: Callable[[], object]) -> None:
-    try:
-        fn()
-    except Exception:  # noqa: BLE001 - the timed pass records the failure
-        pass
+def _warm(calls: list[object]) -> None:
+    """Compile recorded launches for this GPU without running them (Triton's warmup)."""
+    for call in calls:
+        try:
+            call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
+        except Exception:  # noqa: BLE001 - the timed pass records the failure
+            pass

@@ -67,11 +67,19 @@ def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int) -> int:
     tile's copies are in flight), so the epilogue gets its own staging buffers: the forward's
     TMA stores of a y slice and an fp32 s slice, BM*BN*(2+4)/split bytes (sm_90 compiles of
     the bf16 forward saving s: +24 KB for 128x128 in 4 slices, +48 KB for 128x256 in 4; the
-    backward GEMMs' io-dtype tile: +32 KB for 128x128, within the same bound).
+    backward GEMMs' io-dtype tile: +32 KB for 128x128, within the same bound). When the
+    warpgroups split the columns (more warpgroups than 64-row blocks: 64xN on 8 warps), the
+    split epilogue first converts the whole fp32 tile: BM*BN*4 + BM*BN*2/split + 16 KB
+    (64x256 in 4 slices saving s: +88 KB, 254 KB in all with 4 stages: too much).
     """
     main = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
     if cfg.tma:
-        main += cfg.block_m * cfg.block_n * 6 // cfg.epilogue_split
+        tile = cfg.block_m * cfg.block_n
+        if max(1, cfg.num_warps // 4) > cfg.block_m // 64:
+            main += tile * 4 + tile * 2 // cfg.epilogue_split + 16384
+        else:
+            main += tile * 6 // cfg.epilogue_split
+        main += 2048  # mbarriers and alignment (measured: 32 B to 1 KB)
     return main
 
 

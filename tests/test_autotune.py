@@ -194,25 +194,29 @@ def test_quick_suite_runs_on_cpu(tmp_path: Path, capsys) -> None:
 
 def test_static_prune_flags_spilling_tiles() -> None:
     """On a GPU the sweep compiles each tile for sm_90 first and prunes the ones that spill
-    (here in a child process: static compiles need compiled, not interpreted, kernels)."""
+    or overflow shared memory, the forward also as training runs it (saving s: a 64x256 TMA
+    tile fits for inference, 188 KB, not for training, 254 KB). In a child process: static
+    compiles need compiled, not interpreted, kernels."""
     import os
     import subprocess
     import sys
 
     code = (
-        "from autotune.sweep import Problem, _record, spill_reason\n"
+        "from autotune.sweep import Problem, _record, static_reason\n"
         "from kernels._common import TileConfig\n"
         "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'cpu')\n"
-        "print(spill_reason(_record(p, TileConfig(256, 256, 64, 8, 4, 3))))\n"
-        "print(spill_reason(_record(p, TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4))))\n"
+        "print(static_reason(_record(p, TileConfig(256, 256, 64, 8, 4, 3))))\n"
+        "print(static_reason(_record(p, TileConfig(64, 256, 64, 8, 8, 4, epilogue_split=4, tma=True))))\n"
+        "print(static_reason(_record(p, TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4))))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           cwd=root, timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    bad, good = done.stdout.strip().splitlines()[-2:]
-    assert "yat_dense_fwd_kernel spills on sm_90" in bad
+    spills, smem, good = done.stdout.strip().splitlines()[-3:]
+    assert "yat_dense_fwd_kernel spills on sm_90" in spills
+    assert "yat_dense_fwd_tma_kernel needs" in smem and "B of shared memory" in smem
     assert good == "None"
 
 

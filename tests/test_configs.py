@@ -129,6 +129,7 @@ def test_tma_ready_rules() -> None:
     assert not tma_ready(torch.empty(32, 7, dtype=torch.bfloat16))  # 14-byte rows
     assert not tma_ready(ok.t())  # K not contiguous
     assert not tma_ready(torch.empty(32, 0, dtype=torch.bfloat16))  # empty box
+    assert not tma_ready(torch.empty(1, 64, dtype=torch.bfloat16).expand(32, 64))  # broadcast rows
     with torch._subclasses.FakeTensorMode():  # graph tracing: no host descriptors
         assert not tma_ready(torch.empty(32, 64, dtype=torch.bfloat16))
 

@@ -82,6 +82,8 @@ def tma_ready(*operands: Tensor) -> bool:
     for t in operands:
         if t.dtype not in _TMA_DTYPES or t.dim() != 2 or t.numel() == 0 or t.stride(1) != 1:
             return False
+        if t.shape[0] > 1 and t.stride(0) < t.shape[1]:  # broadcast (stride 0) or overlapping rows
+            return False
         if t.data_ptr() % 16 or (t.stride(0) * t.element_size()) % 16:
             return False
         if t.device.type == "cuda" and _cuda_props(_index(t.device)).major < 9:

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.library import triton_op
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels._common import TileConfig
+from kernels._common import SM90_SMEM_BYTES, TileConfig, pipelined_smem_bytes
 from kernels.dense import (
     NEAR_TAU,
     elementwise_block,
@@ -129,9 +129,13 @@ def plan_dense_fwd(
     else:
         (nx, nw), calls = plan_row_sqnorms(x, weight)
     if use_tma:
-        # y and s leave by TMA too when their rows are 16-byte aligned (N a multiple of 8)
+        # y and s leave by TMA too when their rows are 16-byte aligned (N a multiple of 8) and
+        # the store staging fits next to the pipeline (a tile not pruned for sm_90 fits; a
+        # forced or foreign one saving s may not: pointer stores need less)
         width = cfg.block_n // cfg.epilogue_split
-        tma_store = tma_ready(y, *([s] if save_for_backward else []))
+        tma_store = tma_ready(y, *([s] if save_for_backward else [])) and (
+            not save_for_backward or pipelined_smem_bytes(cfg, x.element_size()) <= SM90_SMEM_BYTES
+        )
         y_out = TensorDescriptor.from_tensor(y, [cfg.block_m, width]) if tma_store else y
         s_out = (
             TensorDescriptor.from_tensor(s, [cfg.block_m, width]) if tma_store and save_for_backward else s
