@@ -392,17 +392,26 @@ def _yat_math(
 # The sweep
 
 
+def gemm_dims(op: str, shape: dict[str, int]) -> tuple[int, int, int]:
+    """(M, N, K) of the problem's GEMM view: dense as given; conv: output positions,
+    filters, channels (a K tile never spans two taps)."""
+    if op == "dense":
+        return shape["M"], shape["N"], shape["K"]
+    oh = (shape["H"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
+    ow = (shape["W"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
+    return shape["B"] * oh * ow, shape["C_out"], shape["C_in"]
+
+
 def config_space(
     op: str, shape: dict[str, int], elem_bytes: int
 ) -> tuple[list[TileConfig], list[TileConfig]]:
     """(kept, pruned): configs fitted to the problem, most promising first (`rank_configs`,
     so that `--max-configs` keeps the likely winners), and those that cannot fit on sm_90."""
+    M, N, K = gemm_dims(op, shape)
     if op == "dense":
-        space, (M, N, K) = dense_config_space(), (shape["M"], shape["N"], shape["K"])
+        space = dense_config_space()
         kept = prune_dense_configs(space, M, N, K, elem_bytes)
     else:
-        oh = (shape["H"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
-        M, N, K = shape["B"] * oh * oh, shape["C_out"], shape["C_in"]
         space = conv_config_space()
         kept = prune_conv_configs(space, M, N, K, elem_bytes)
     pruned = [c for c in space if not fits_sm90(c, elem_bytes)]
@@ -623,7 +632,8 @@ def _run_task(
         # the backward kernels' tiles (they ignore the forward-only norms_in_loop and epilogue
         # split; tma selects their persistent TMA GEMMs), run through the
         # registered op with tuning.forced_config; the first row is the op as it ships
-        configs = [None] + [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop]
+        bwd_tiles = [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop]
+        configs = [None] + rank_configs(bwd_tiles, *gemm_dims(task.op, task.shape), elem, backward=True)
     if max_configs is not None:
         configs = configs[:max_configs]
 

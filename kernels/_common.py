@@ -163,6 +163,7 @@ def rank_configs(
     *,
     sms: int = SM90_SMS,
     norms_from_tile: bool = False,
+    backward: bool = False,
 ) -> list[TileConfig]:
     """The configs ordered most promising first, by a static estimate, so that a sweep capped
     at a few configs (`--max-configs`) measures the likely winners. Only the order changes:
@@ -178,6 +179,9 @@ def rank_configs(
     `conv_default_config`) and epilogue columns per slice (> 64 costs registers, see
     `fwd_store`); the persistent TMA kernel gets a small bonus (its next tile's loads
     overlap the epilogue), and its in-loop x norms the time of the x norm pass they spare.
+
+    `backward`: tiles of the backward GEMMs, whose plain epilogue (c = acc + 2 e v) has no
+    slices and no norms: those factors are left out.
 
     The order is then made varied: each next pick maximizes score * 0.8^(picks already
     taken from its tile family (BM, BN, TMA, in-loop norms)), so the first dozen cover several tile shapes
@@ -197,9 +201,11 @@ def rank_configs(
         acc_regs = c.block_m * c.block_n / (32 * c.num_warps)
         tile_regs = c.block_m * c.block_k / (32 * c.num_warps) if norms_from_tile or c.norms_in_loop else 0
         regs = (1.0 if acc_regs <= 64 else 0.85) * (1.0 if tile_regs <= 32 else 0.85)
-        epi = 1.0 if c.block_n // max(c.epilogue_split, 1) <= 64 else 0.9
+        epi = 1.0 if backward or c.block_n // max(c.epilogue_split, 1) <= 64 else 0.9
         bonus = 1.05 if c.tma else 1.0
-        if c.tma and c.norms_in_loop:  # spares the x norm pass: M*K bytes at ~4.8 TB/s against
+        if (
+            c.tma and c.norms_in_loop and not backward
+        ):  # spares the x norm pass: M*K bytes at ~4.8 TB/s against
             bonus *= 1.0 + 165.0 / max(N, 1)  # 2*M*N*K flops at ~790 TFLOP/s (+4% at N = 4096)
         return wave_eff * fill * k_fill * intensity * pipe * swizzle * regs * epi * bonus
 
