@@ -194,9 +194,9 @@ def test_quick_suite_runs_on_cpu(tmp_path: Path, capsys) -> None:
 
 def test_static_prune_flags_spilling_tiles() -> None:
     """On a GPU the sweep compiles each tile for sm_90 first and prunes the ones that spill
-    or overflow shared memory, the forward also as training runs it (saving s: a 64x256 TMA
-    tile fits for inference, 188 KB, not for training, 254 KB). In a child process: static
-    compiles need compiled, not interpreted, kernels."""
+    or overflow shared memory (5 stages of 128x256x64 bf16: 240 KB), the forward also as
+    training runs it. In a child process: static compiles need compiled, not interpreted,
+    kernels."""
     import os
     import subprocess
     import sys
@@ -206,7 +206,7 @@ def test_static_prune_flags_spilling_tiles() -> None:
         "from kernels._common import TileConfig\n"
         "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'cpu')\n"
         "print(static_reason(_record(p, TileConfig(256, 256, 64, 8, 4, 3))))\n"
-        "print(static_reason(_record(p, TileConfig(64, 256, 64, 8, 8, 4, epilogue_split=4, tma=True))))\n"
+        "print(static_reason(_record(p, TileConfig(128, 256, 64, 8, 8, 5, epilogue_split=4))))\n"
         "print(static_reason(_record(p, TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4))))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -216,7 +216,7 @@ def test_static_prune_flags_spilling_tiles() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     spills, smem, good = done.stdout.strip().splitlines()[-3:]
     assert "yat_dense_fwd_kernel spills on sm_90" in spills
-    assert "yat_dense_fwd_tma_kernel needs" in smem and "B of shared memory" in smem
+    assert "yat_dense_fwd_kernel needs" in smem and "B of shared memory" in smem
     assert good == "None"
 
 

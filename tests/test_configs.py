@@ -357,3 +357,17 @@ def test_inspect_dumps_every_stage(tmp_path: Path) -> None:
     stages = {p.suffix for p in tmp_path.glob("yat_dense_fwd_kernel.*")}
     assert {".ttir", ".ttgir", ".llir", ".ptx", ".cubin", ".sass"} <= stages
     assert "HGMMA" in (tmp_path / "yat_dense_fwd_kernel.sass").read_text()
+
+
+def test_tma_stores_fall_back_when_their_staging_does_not_fit() -> None:
+    """A TMA tile whose store staging next to its pipeline exceeds sm_90 shared memory when
+    saving s (64x256 on 8 warps, 4 stages) keeps TMA loads but stores through pointers."""
+    from yat_triton.dense import plan_dense_fwd
+
+    x, w = torch.empty(256, 512, dtype=torch.bfloat16), torch.empty(512, 512, dtype=torch.bfloat16)
+    cfg = TileConfig(64, 256, 64, 8, 8, 4, epilogue_split=4, tma=True)
+    assert pipelined_smem_bytes(cfg, 2) > SM90_SMEM_BYTES
+    for save, tma_store in ((False, True), (True, False)):
+        _, calls = plan_dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", save, cfg)
+        assert calls[-1].kernel.fn.__name__ == "yat_dense_fwd_tma_kernel"
+        assert calls[-1].kwargs["TMA_STORE"] is tma_store
