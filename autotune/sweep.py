@@ -408,22 +408,30 @@ def config_space(
     """(kept, pruned): configs fitted to the problem, most promising first (`rank_configs`,
     so that `--max-configs` keeps the likely winners), and those that cannot fit on sm_90."""
     M, N, K = gemm_dims(op, shape)
-    if op == "dense":
+    if op == "dense" or pointwise(op, shape):  # a 1x1 conv runs on the dense kernels
         space = dense_config_space()
         kept = prune_dense_configs(space, M, N, K, elem_bytes)
     else:
         space = conv_config_space()
         kept = prune_conv_configs(space, M, N, K, elem_bytes)
     pruned = [c for c in space if not fits_sm90(c, elem_bytes)]
-    return rank_configs(kept, M, N, K, elem_bytes, norms_from_tile=op == "conv2d"), pruned
+    ranked = rank_configs(
+        kept, M, N, K, elem_bytes, norms_from_tile=op == "conv2d" and not pointwise(op, shape)
+    )
+    return ranked, pruned
+
+
+def pointwise(op: str, shape: dict[str, int]) -> bool:
+    """A conv problem that yat_triton runs on the dense kernels (1x1, stride 1, no padding;
+    the sweep's inputs are channels_last and ungrouped)."""
+    return op == "conv2d" and shape["k"] == 1 and shape["stride"] == 1 and shape["padding"] == 0
 
 
 def default_config(op: str, shape: dict[str, int], elem_bytes: int) -> TileConfig:
-    if op == "dense":
-        return dense_default_config(shape["M"], shape["N"], shape["K"], elem_bytes, interpreting=INTERPRETING)
-    oh = (shape["H"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
-    M = shape["B"] * oh * oh
-    return conv_default_config(M, shape["C_out"], shape["C_in"], elem_bytes, interpreting=INTERPRETING)
+    M, N, K = gemm_dims(op, shape)
+    if op == "dense" or pointwise(op, shape):
+        return dense_default_config(M, N, K, elem_bytes, interpreting=INTERPRETING)
+    return conv_default_config(M, N, K, elem_bytes, interpreting=INTERPRETING)
 
 
 def time_call(fn: Callable[[], object]) -> tuple[float, float, float]:

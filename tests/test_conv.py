@@ -906,3 +906,26 @@ def test_torch_compile(dtype, pointwise, device):
     ref_grads = torch.autograd.grad(y_ref, refs, to_oracle(gy))
     for name, g, r in zip(("dx", "dW", "db"), grads, ref_grads, strict=True):
         assert_close(g, r, dtype, reduction=2 * y.shape[2] * y.shape[3], what=f"compiled {name}")
+
+
+def test_pointwise_conv_follows_the_conv_tiles(device, monkeypatch):
+    """A 1x1 conv on the dense kernels takes the conv's forced (or tuned) tiles, forward and
+    backward, so that sweeping the conv problem times what it changes."""
+    from kernels._common import TileConfig
+    from yat_triton._launch import KernelCall
+    from yat_triton.tuning import forced_config
+
+    launched: list[KernelCall] = []
+    run = KernelCall.run
+    monkeypatch.setattr(KernelCall, "run", lambda self: (launched.append(self), run(self)))
+    inp = make_inputs(POINTWISE_GEO, torch.float32, device, channels_last=True, seed=9)
+    fwd, bwd = TileConfig(32, 16, 16, 2, 4, 2, tma=True), TileConfig(16, 32, 16, 4, 4, 2)
+    with forced_config("conv2d", "fwd", fwd), forced_config("conv2d", "bwd", bwd):
+        check_against_oracle(inp, POINTWISE_GEO)
+    kernels = {c.kernel.fn.__name__: c for c in launched}
+    assert kernels["yat_dense_fwd_tma_kernel"].kwargs["BLOCK_M"] == 32
+    gemms = [c for c in launched if c.kernel.fn.__name__ == "yat_dense_bwd_gemm_kernel"]
+    assert len(gemms) == 2 and all(
+        c.kwargs["BLOCK_N"] == min(32, 8) or c.kwargs["BLOCK_N"] == 16 for c in gemms
+    )
+    assert all(c.kwargs["BLOCK_M"] == 16 and c.kwargs["GROUP_M"] == 4 for c in gemms)

@@ -32,7 +32,7 @@ from kernels.conv import (
     yat_conv_fwd_kernel,
     yat_conv_wgrad_kernel,
 )
-from kernels.dense import elementwise_block
+from kernels.dense import elementwise_block, prune_dense_configs
 from yat_triton import _checks
 from yat_triton._autograd import register_yat_autograd
 from yat_triton._launch import (
@@ -54,7 +54,7 @@ from yat_triton.dense import (
     plan_dense_fwd,
     plan_row_sqnorms,
 )
-from yat_triton.tuning import conv_shape, pick_conv_config
+from yat_triton.tuning import conv_override, conv_shape, pick_conv_config, pick_dense_config
 
 __all__ = ["conv_geometry", "yat_conv1d", "yat_conv2d"]
 
@@ -325,9 +325,13 @@ def plan_conv2d_fwd(
     OH, OW = _out_hw((H, W), (KH, KW), stride, pads, dilation)
     M, Ng = B * OH * OW, C_out // groups
     if _pointwise(x, weight, stride, pads, groups):
-        cfg = config or pick_conv_config(
-            M, C_out, Cg, x.dtype, "fwd", problem=conv_shape(x.shape, weight.shape, stride, pads, groups)
+        # the conv's own forced / tuned tile if any (fitted like a dense one), else the
+        # dense tuning of the (M, C_out, C_in) layer it is
+        override = config or conv_override(
+            "fwd", x.dtype, conv_shape(x.shape, weight.shape, stride, pads, groups)
         )
+        fitted = prune_dense_configs([override], M, C_out, Cg, x.element_size()) if override else []
+        cfg = fitted[0] if fitted else pick_dense_config(M, C_out, Cg, x.dtype)
         (y2, s, nx, nw), calls = plan_dense_fwd(
             _rows(x), weight.reshape(C_out, Cg), bias, alpha, alpha_value, eps, eps_value, precision,
             save_for_backward, cfg,
@@ -493,9 +497,10 @@ def conv2d_bwd(
     if _pointwise(x, weight, stride, pads, groups):
         B, C_in, H, W = x.shape
         C_out = weight.shape[0]
+        override = conv_override("bwd", x.dtype, conv_shape(x.shape, weight.shape, stride, pads, groups))
         dx, dw, db, dalpha, deps = dense_bwd(
             _rows(grad), _rows(x), weight.reshape(C_out, C_in), bias, alpha, alpha_value, eps,
-            eps_value, s, nx.reshape(-1), nw, precision, needs,
+            eps_value, s, nx.reshape(-1), nw, precision, needs, override,
         )  # fmt: skip
         dx = dx.view(B, H, W, C_in).permute(0, 3, 1, 2) if needs[0] else dx
         dw = dw.view(C_out, C_in, 1, 1) if needs[1] else dw

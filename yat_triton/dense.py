@@ -24,6 +24,7 @@ from kernels._common import SM90_SMEM_BYTES, TileConfig, pipelined_smem_bytes
 from kernels.dense import (
     NEAR_TAU,
     elementwise_block,
+    prune_dense_configs,
     row_sqnorm_kernel,
     yat_dense_bwd_gemm_kernel,
     yat_dense_bwd_gemm_tma_kernel,
@@ -275,8 +276,19 @@ def _tma_operand(t: Tensor, rows: int, cols: int) -> tuple[TensorDescriptor, boo
     return None
 
 
-def _bwd_gemm(a: Tensor, b: Tensor, e: Tensor, v: Tensor, precision: str, problem: dict[str, int]) -> Tensor:
-    c, calls = plan_bwd_gemm(a, b, e, v, precision, problem=problem)
+def _bwd_gemm(
+    a: Tensor,
+    b: Tensor,
+    e: Tensor,
+    v: Tensor,
+    precision: str,
+    problem: dict[str, int],
+    config: TileConfig | None,
+) -> Tensor:
+    if config is not None:  # fitted to this GEMM; what cannot fit falls back to the tuning
+        fitted = prune_dense_configs([config], a.shape[0], b.shape[1], a.shape[1], e.element_size())
+        config = fitted[0] if fitted else None
+    c, calls = plan_bwd_gemm(a, b, e, v, precision, config, problem=problem)
     for call in calls:
         call.run()
     return c
@@ -420,10 +432,12 @@ def dense_bwd(
     nw: Tensor,
     precision: str,
     needs: list[bool],
+    config: TileConfig | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients (dx, dW, db, dalpha, deps) per SPEC.md section 2.
 
     `needs` flags which of the five are wanted; the others come back as empty tensors.
+    `config` overrides the two GEMMs' tuned/default tile (a 1x1 conv passes its own tuning).
     Gradients are not saturated (OUT_MAX=0): an fp16 overflow must reach the caller as inf,
     as with PyTorch's own layers, so that AMP's GradScaler sees it and backs off.
     Three steps: the elementwise pass (gs, partial sums, near-pair counts), the two GEMMs
@@ -448,8 +462,8 @@ def dense_bwd(
 
     gp = gemm_precision(x.dtype, precision)
     layer = {"M": x.shape[0], "N": weight.shape[0], "K": x.shape[1]}  # both GEMMs' tuned-config key
-    dx = _bwd_gemm(gs, weight, x, row_gd.sum(1)[0], gp, layer) if need_dx else empty()
-    dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), gp, layer) if need_dw else empty()
+    dx = _bwd_gemm(gs, weight, x, row_gd.sum(1)[0], gp, layer, config) if need_dx else empty()
+    dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), gp, layer, config) if need_dw else empty()
     for out, for_dx, needed in ((dx, True, need_dx), (dw, False, need_dw)):
         if needed:
             for call in plan_bwd_near(*elementwise, tile_near, x, weight, out, for_dx):

@@ -372,6 +372,12 @@ def pick_dense_config(
     return dense_default_config(M, N, K, dtype.itemsize, interpreting=INTERPRETING)
 
 
+def conv_override(mode: str, dtype: torch.dtype, problem: Shape) -> TileConfig | None:
+    """The conv tile forced (sweep) or tuned for this conv problem, unfitted; None when
+    neither: a 1x1 conv on the dense kernels then uses the dense tuning."""
+    return _CACHE.forced.get(("conv2d", mode)) or tuned_config("conv2d", mode, dtype, problem)
+
+
 def pick_conv_config(
     M: int, N: int, K: int, dtype: torch.dtype, mode: str = "fwd", *, problem: Shape | None = None
 ) -> TileConfig:
