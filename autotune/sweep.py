@@ -663,8 +663,9 @@ def _run_task(
         # time (backward tiles are forced through process-wide state), then compiled for
         # sm_90 and for this GPU on the host's cores; timing stays one by one.
         recorded = [_record(problem, c) for c in pending]
+        training = [_record_training(problem, c) for c in pending]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
-            reasons = list(pool.map(static_reason, recorded))
+            reasons = list(pool.map(static_reason, [r + t for r, t in zip(recorded, training, strict=True)]))
         for cfg, reason in zip(pending, reasons, strict=True):
             if reason:
                 yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
@@ -687,17 +688,26 @@ _TILE_INDEPENDENT = ("row_sqnorm", "prep", "near")
 
 
 def _record(problem: Problem, config: TileConfig | None) -> list[object]:
-    """The kernel launches one run of the problem with `config` plans (nothing runs); in
-    fwd mode also those of the forward as training runs it."""
+    """The kernel launches one run of the problem with `config` plans (nothing runs)."""
     from autotune.inspect import record_calls
 
     if config is None:
         return []
     try:
-        calls = record_calls(problem.yat_with(config))
-        if problem.mode == "fwd":
-            calls += record_calls(problem.fwd_for_training(config))
-        return calls
+        return record_calls(problem.yat_with(config))
+    except Exception:  # noqa: BLE001 - the timed pass records the failure
+        return []
+
+
+def _record_training(problem: Problem, config: TileConfig | None) -> list[object]:
+    """fwd mode: the launches of the forward with `config` as training runs it (saving s),
+    checked by the static prune but not timed; other modes run it already."""
+    from autotune.inspect import record_calls
+
+    if config is None or problem.mode != "fwd":
+        return []
+    try:
+        return record_calls(problem.fwd_for_training(config))
     except Exception:  # noqa: BLE001 - the timed pass records the failure
         return []
 

@@ -202,12 +202,14 @@ def test_static_prune_flags_spilling_tiles() -> None:
     import sys
 
     code = (
-        "from autotune.sweep import Problem, _record, static_reason\n"
+        "from autotune.sweep import Problem, _record, _record_training, static_reason\n"
         "from kernels._common import TileConfig\n"
         "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'cpu')\n"
-        "print(static_reason(_record(p, TileConfig(256, 256, 64, 8, 4, 3))))\n"
-        "print(static_reason(_record(p, TileConfig(128, 256, 64, 8, 8, 5, epilogue_split=4))))\n"
-        "print(static_reason(_record(p, TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4))))\n"
+        "both = lambda c: _record(p, c) + _record_training(p, c)\n"
+        "assert len(both(TileConfig(128, 128, 64, 8, 8, 3))) == 4  # norm pass + forward, twice\n"
+        "print(static_reason(both(TileConfig(256, 256, 64, 8, 4, 3))))\n"
+        "print(static_reason(both(TileConfig(128, 256, 64, 8, 8, 5, epilogue_split=4))))\n"
+        "print(static_reason(both(TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4))))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[1]
