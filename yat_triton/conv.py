@@ -268,8 +268,9 @@ def _pointwise(x: Tensor, weight: Tensor, stride: Pair, pads: tuple[int, int, in
     """Whether the conv is a dense layer in disguise: a 1x1, stride-1, unpadded, ungrouped
     filter over a channels_last x is y[(b, h, w), f] = ⵟ(x[(b, h, w), :], w_f), a dense
     layer over the (B*H*W, C_in) matrix view of x, whose output view is y in channels_last.
-    Such convs (half the layers of a ResNet-50 bottleneck) run on the dense kernels, their
-    TMA path and their tuning, with nothing copied. NCHW inputs keep the conv kernels
+    Such convs (half the layers of a ResNet-50 bottleneck) run on the dense kernels (TMA
+    path included) with nothing copied, with the conv's own forced or tuned tiles if it has
+    any, else the dense tuning of the layer. NCHW inputs keep the conv kernels
     (their output must come back NCHW), unless the output has one pixel per image."""
     B, _, H, W = x.shape
     return (
