@@ -759,3 +759,34 @@ def test_eager_launches_skip_the_graph_dispatcher(device, monkeypatch):
         y2 = dense.dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", False)[0]
     assert wrapped and torch.equal(y, y2)
     assert_close(y, yat_dense_ref(x.cpu(), w.cpu(), None, None, 1e-3), torch.float32, reduction=16, what="y")
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_bwd_prep_writes_every_partial_slot(groups, device):
+    """The partial-sum buffers are allocated uninitialized: the elementwise pass must write
+    every slot (filled with NaN / -1 first; ragged M and N, groups as the conv uses them)."""
+    M, N = 37, 30 * groups
+    g = torch.randn(M, N, device=device)
+    s = torch.randn(M, N, device=device)
+    nx = torch.rand(M, groups, device=device) + 1.0
+    nw = torch.rand(N, device=device) + 1.0
+    b, alpha, eps = (
+        torch.randn(N, device=device),
+        torch.ones(1, device=device),
+        torch.full((1,), 1e-3, device=device),
+    )
+    buffers, calls = dense.plan_bwd_prep(
+        g, s, nx, nw, b, alpha, 1.0, eps, 1e-3, "ieee", True, True, True, groups=groups
+    )
+    for t in buffers[1:]:
+        t.fill_(-1 if t.dtype == torch.int32 else float("nan"))
+    for call in calls:
+        call.run()
+    for name, t in zip(
+        ("row_gd", "col_gd", "col_gu", "part_alpha", "part_eps", "tile_near"), buffers[1:], strict=True
+    ):
+        assert t.numel() > 0, name
+        assert not torch.isnan(t.float()).any() and not (t == -1).any() if t.dtype == torch.int32 else True, (
+            name
+        )
+        assert torch.isfinite(t.float()).all(), name

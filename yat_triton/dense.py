@@ -347,13 +347,15 @@ def plan_bwd_prep(
     bm, bn, warps = elementwise_block(M, Ng, interpreting=INTERPRETING, elem_bytes=io.itemsize)
     tm, tn = triton.cdiv(M, bm), triton.cdiv(Ng, bn)
     tiles = groups * tm * tn
+    # Every slot of the partial-sum buffers is written by exactly one program (a test fills
+    # them with NaN first): torch.empty spares the backward six memset launches.
     gs = torch.empty((M, N), dtype=gs_dtype(io), device=dev)
-    row_gd = torch.zeros((groups, tn, M), dtype=acc, device=dev)
-    col_gd = torch.zeros((tm, N), dtype=acc, device=dev)
-    col_gu = torch.zeros((tm if need_db else 0, N), dtype=acc, device=dev)
-    part_alpha = torch.zeros((tiles if need_dalpha else 0,), dtype=acc, device=dev)
-    part_eps = torch.zeros((tiles if need_deps else 0,), dtype=acc, device=dev)
-    tile_near = torch.zeros((tiles,), dtype=torch.int32, device=dev)
+    row_gd = torch.empty((groups, tn, M), dtype=acc, device=dev)
+    col_gd = torch.empty((tm, N), dtype=acc, device=dev)
+    col_gu = torch.empty((tm if need_db else 0, N), dtype=acc, device=dev)
+    part_alpha = torch.empty((tiles if need_dalpha else 0,), dtype=acc, device=dev)
+    part_eps = torch.empty((tiles if need_deps else 0,), dtype=acc, device=dev)
+    tile_near = torch.empty((tiles,), dtype=torch.int32, device=dev)
     buffers = (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near)
     if M == 0 or N == 0:
         return buffers, []
