@@ -49,6 +49,13 @@ class TileConfig:
     def as_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
+    def launch_options(self) -> dict[str, int]:
+        """The tile's constexprs and launch options every GEMM-like kernel takes."""
+        return dict(
+            BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, GROUP_M=self.group_m,
+            num_warps=self.num_warps, num_stages=self.num_stages,
+        )  # fmt: skip
+
     @property
     def name(self) -> str:
         tag = ("_nil" if self.norms_in_loop else "") + ("_tma" if self.tma else "")
@@ -214,8 +221,11 @@ def rank_configs(
     scores = {c: score(c) for c in left}
     taken: dict[tuple[int, int, bool, bool], int] = {}
     ranked: list[TileConfig] = []
+
+    def family(c: TileConfig) -> tuple[int, int, bool, bool]:
+        return c.block_m, c.block_n, c.tma, c.norms_in_loop
+
     while left:
-        family = lambda c: (c.block_m, c.block_n, c.tma, c.norms_in_loop)  # noqa: E731
         best = max(left, key=lambda c: scores[c] * 0.8 ** taken.get(family(c), 0))
         left.remove(best)
         taken[family(best)] = taken.get(family(best), 0) + 1

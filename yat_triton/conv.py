@@ -32,7 +32,7 @@ from kernels.conv import (
     yat_conv_fwd_kernel,
     yat_conv_wgrad_kernel,
 )
-from kernels.dense import elementwise_block, prune_dense_configs
+from kernels.dense import elementwise_block
 from yat_triton import _checks
 from yat_triton._autograd import register_yat_autograd
 from yat_triton._launch import (
@@ -331,8 +331,7 @@ def plan_conv2d_fwd(
         override = config or conv_override(
             "fwd", x.dtype, conv_shape(x.shape, weight.shape, stride, pads, groups)
         )
-        fitted = prune_dense_configs([override], M, C_out, Cg, x.element_size()) if override else []
-        cfg = fitted[0] if fitted else pick_dense_config(M, C_out, Cg, x.dtype)
+        cfg = pick_dense_config(M, C_out, Cg, x.dtype, override=override)
         (y2, s, nx, nw), calls = plan_dense_fwd(
             _rows(x), weight.reshape(C_out, Cg), bias, alpha, alpha_value, eps, eps_value, precision,
             save_for_backward, cfg,
@@ -366,8 +365,7 @@ def plan_conv2d_fwd(
              UPCAST=upcast_operands(x.dtype), IS_FP64=x.dtype == torch.float64,
              OUT_MAX=out_max(x.dtype), INT64=needs_int64(xk, y, s),
              EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)),
-             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-             GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+             **cfg.launch_options()),
     ))  # fmt: skip
     return (y, s, nx, nw), calls
 
@@ -549,8 +547,7 @@ def conv2d_bwd(
                 (gs, rows, wk, xk, dx, MX, H, W, OH, OW, Cg, Ng, C_out, groups,
                  *ws, *_xs(xk), *_xs(dx), *geo),
                 dict(KH=KH, KW=KW, **dot, INT64=needs_int64(xk, dx, gs),
-                     BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                     GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+                     **cfg.launch_options()),
             ).run()  # fmt: skip
         elif MX:
             dx.zero_()
@@ -568,8 +565,7 @@ def conv2d_bwd(
                 (triton.cdiv(Ng, cfg.block_m) * triton.cdiv(KC, cfg.block_n), groups, splits),
                 (gs, xk, part, M, H, W, OH, OW, Cg, Ng, C_out, KC, *_xs(xk), *geo, m_per_split),
                 dict(KW=KW, **dot, INT64=needs_int64(xk, gs),
-                     BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                     GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+                     **cfg.launch_options()),
             ).run()  # fmt: skip
         dwk = part.sum(0).reshape(C_out, KH, KW, Cg).permute(0, 3, 1, 2)
         dw = dwk + 2.0 * weight.to(acc) * col_gd.sum(0)[:, None, None, None]  # still fp32

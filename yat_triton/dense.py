@@ -24,7 +24,6 @@ from kernels._common import SM90_SMEM_BYTES, TileConfig, pipelined_smem_bytes
 from kernels.dense import (
     NEAR_TAU,
     elementwise_block,
-    prune_dense_configs,
     row_sqnorm_kernel,
     yat_dense_bwd_gemm_kernel,
     yat_dense_bwd_gemm_tma_kernel,
@@ -129,6 +128,18 @@ def plan_dense_fwd(
         nw = torch.empty((N,), dtype=acc, device=x.device)
     else:
         (nx, nw), calls = plan_row_sqnorms(x, weight)
+    # what the two forward kernels share: the optional operands (y stands in for an absent
+    # one) and the epilogue's constexprs
+    operands = (
+        bias if bias is not None else y,
+        alpha if alpha is not None else y,
+        eps if eps is not None else y,
+    )
+    epilogue = dict(
+        HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None, EPS_FROM_PTR=eps is not None,
+        STORE_S=save_for_backward, DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype),
+        OUT_MAX=out_max(x.dtype), **cfg.launch_options(),
+    )  # fmt: skip
     if use_tma:
         # y and s leave by TMA too when their rows are 16-byte aligned (N a multiple of 8) and
         # the store staging fits next to the pipeline (a tile not pruned for sm_90 fits; a
@@ -145,37 +156,20 @@ def plan_dense_fwd(
             yat_dense_fwd_tma_kernel, (persistent_programs(x.device, tiles),),
             (TensorDescriptor.from_tensor(x, [cfg.block_m, cfg.block_k]),
              TensorDescriptor.from_tensor(weight, [cfg.block_n, cfg.block_k]),
-             bias if bias is not None else y, alpha if alpha is not None else y,
-             eps if eps is not None else y, nx, nw, y_out, s_out,
-             M, N, K,
-             y.stride(0), y.stride(1), N if save_for_backward else 0, 1,
-             alpha_value, eps_value),
-            dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
-                 EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward,
-                 DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype),
-                 OUT_MAX=out_max(x.dtype), INT64=needs_int64(y, s),
-                 EPILOGUE_SPLIT=cfg.epilogue_split, TMA_STORE=tma_store,
-                 X_NORMS_IN_LOOP=cfg.norms_in_loop,
-                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                 GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+             *operands, nx, nw, y_out, s_out, M, N, K,
+             y.stride(0), y.stride(1), N if save_for_backward else 0, 1, alpha_value, eps_value),
+            dict(epilogue, INT64=needs_int64(y, s), EPILOGUE_SPLIT=cfg.epilogue_split,
+                 TMA_STORE=tma_store, X_NORMS_IN_LOOP=cfg.norms_in_loop),
         ))  # fmt: skip
         return (y, s, nx, nw), calls
     calls.append(KernelCall(
         yat_dense_fwd_kernel, (tiles,),
-        (x, weight, bias if bias is not None else y, alpha if alpha is not None else y,
-         eps if eps is not None else y, nx, nw, y, s,
-         M, N, K,
+        (x, weight, *operands, nx, nw, y, s, M, N, K,
          x.stride(0), x.stride(1), weight.stride(0), weight.stride(1),
-         y.stride(0), y.stride(1), N if save_for_backward else 0, 1,
-         alpha_value, eps_value),
-        dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
-             EPS_FROM_PTR=eps is not None, NORMS_IN_LOOP=cfg.norms_in_loop,
-             STORE_S=save_for_backward, DOT_PRECISION=precision,
-             UPCAST=upcast_operands(x.dtype), IS_FP64=x.dtype == torch.float64,
-             OUT_MAX=out_max(x.dtype), INT64=needs_int64(x, weight, y, s),
-             EPILOGUE_SPLIT=1 if cfg.norms_in_loop else cfg.epilogue_split,
-             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-             GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+         y.stride(0), y.stride(1), N if save_for_backward else 0, 1, alpha_value, eps_value),
+        dict(epilogue, NORMS_IN_LOOP=cfg.norms_in_loop, IS_FP64=x.dtype == torch.float64,
+             INT64=needs_int64(x, weight, y, s),
+             EPILOGUE_SPLIT=1 if cfg.norms_in_loop else cfg.epilogue_split),
     ))  # fmt: skip
     return (y, s, nx, nw), calls
 
@@ -240,14 +234,14 @@ def plan_bwd_gemm(
     tiles = triton.cdiv(R, cfg.block_m) * triton.cdiv(C, cfg.block_n)
     a_tma = _tma_operand(a, cfg.block_m, cfg.block_k) if cfg.tma and a.dtype == b.dtype else None
     b_tma = _tma_operand(b, cfg.block_k, cfg.block_n) if a_tma else None
+    shared = dict(
+        DOT_PRECISION=precision, UPCAST=upcast_operands(e.dtype), OUT_MAX=0.0, **cfg.launch_options()
+    )
     if a_tma and b_tma:
         call = KernelCall(
             yat_dense_bwd_gemm_tma_kernel, (persistent_programs(e.device, tiles),),
             (a_tma[0], b_tma[0], e, v, c, R, C, KD, e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
-            dict(DOT_PRECISION=precision, UPCAST=upcast_operands(e.dtype), OUT_MAX=0.0,
-                 INT64=needs_int64(e, c), A_T=a_tma[1], B_T=b_tma[1],
-                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                 GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+            dict(shared, INT64=needs_int64(e, c), A_T=a_tma[1], B_T=b_tma[1]),
         )  # fmt: skip
         return c, [call]
     a, b = k_major_if_huge(a, 1), k_major_if_huge(b, 0)
@@ -256,11 +250,7 @@ def plan_bwd_gemm(
         (a, b, e, v, c, R, C, KD,
          a.stride(0), a.stride(1), b.stride(0), b.stride(1),
          e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
-        dict(DOT_PRECISION=precision, UPCAST=upcast_operands(e.dtype),
-             IS_FP64=e.dtype == torch.float64, OUT_MAX=0.0,
-             INT64=needs_int64(a, b, e, c),
-             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-             GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+        dict(shared, IS_FP64=e.dtype == torch.float64, INT64=needs_int64(a, b, e, c)),
     )  # fmt: skip
     return c, [call]
 
@@ -285,10 +275,10 @@ def _bwd_gemm(
     problem: dict[str, int],
     config: TileConfig | None,
 ) -> Tensor:
-    if config is not None:  # fitted to this GEMM; what cannot fit falls back to the tuning
-        fitted = prune_dense_configs([config], a.shape[0], b.shape[1], a.shape[1], e.element_size())
-        config = fitted[0] if fitted else None
-    c, calls = plan_bwd_gemm(a, b, e, v, precision, config, problem=problem)
+    cfg = pick_dense_config(
+        a.shape[0], b.shape[1], a.shape[1], e.dtype, "bwd", problem=problem, override=config
+    )
+    c, calls = plan_bwd_gemm(a, b, e, v, precision, cfg, problem=problem)
     for call in calls:
         call.run()
     return c

@@ -355,13 +355,26 @@ def forced_config(op: str, mode: str, config: TileConfig) -> Iterator[None]:
 
 
 def pick_dense_config(
-    M: int, N: int, K: int, dtype: torch.dtype, mode: str = "fwd", *, problem: Shape | None = None
+    M: int,
+    N: int,
+    K: int,
+    dtype: torch.dtype,
+    mode: str = "fwd",
+    *,
+    problem: Shape | None = None,
+    override: TileConfig | None = None,
 ) -> TileConfig:
     """Config for a dense GEMM-like launch of an (M, K) x (K, N) product in `dtype`.
 
     `problem` is the layer shape to look up ({"M", "N", "K"} of x (M, K), weight (N, K));
     without it, the launch's own (M, N, K). A backward GEMM passes its layer's shape.
+    `override` (a 1x1 conv's own tile) comes first, fitted like the others; if it cannot
+    fit, the forced / tuned / default choice follows.
     """
+    if override is not None:
+        fitted = prune_dense_configs([override], M, N, K, dtype.itemsize)
+        if fitted:
+            return fitted[0]
     tuned = _CACHE.forced.get(("dense", mode)) or tuned_config(
         "dense", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K}
     )
@@ -386,9 +399,7 @@ def pick_conv_config(
     `problem` is the conv's lookup shape (`conv_shape(...)`); without it, {"M", "N", "K"} of
     the implicit GEMM, which only matches winners stored that way.
     """
-    tuned = _CACHE.forced.get(("conv2d", mode)) or tuned_config(
-        "conv2d", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K}
-    )
+    tuned = conv_override(mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K})
     if tuned is not None:
         fitted = prune_conv_configs([tuned], M, N, K, dtype.itemsize)
         if fitted:
