@@ -37,6 +37,7 @@ from tabulate import tabulate  # noqa: E402
 
 from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
+from kernels._common import TileConfig  # noqa: E402
 from yat_triton._launch import KernelCall  # noqa: E402
 
 REPRESENTATIVE = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
@@ -109,23 +110,13 @@ def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:
     return Line(op, "ref", what, "-", time_us(fn))
 
 
-def dense_lines(
-    M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False, x_norms: bool = False
-) -> list[Line]:
-    """The dense op at its shipped tile; with `tma`, the same tile on the persistent TMA
-    kernels (forced for forward and backward), reported as op "dense-tma", or with
-    `x_norms` too (||x||^2 summed in the TMA main loop) as "dense-tma-xnorms"."""
+def dense_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False) -> list[Line]:
+    """The dense op at its shipped tile, then the standard layers; with `tma`, also the same
+    tile on the persistent TMA kernels (forced for forward and backward: op "dense-tma") and
+    the TMA forward summing ||x||^2 in its loop ("dense-tma-xnorms"; its backward is the
+    same as dense-tma's, so it is not timed again)."""
     from yat_triton.dense import dense_bwd, dense_fwd, pick_dense_config
     from yat_triton.tuning import forced_config
-
-    if tma:
-        tile = dataclasses.replace(pick_dense_config(M, N, K, dtype), tma=True, norms_in_loop=x_norms)
-        with forced_config("dense", "fwd", tile), forced_config("dense", "bwd", tile):
-            return [
-                dataclasses.replace(line, op="dense-tma-xnorms" if x_norms else "dense-tma")
-                for line in dense_lines(M, N, K, dtype, device)
-                if line.phase != "ref"
-            ]
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(M, K, generator=gen).to(device=device, dtype=dtype)
@@ -133,12 +124,21 @@ def dense_lines(
     b = torch.randn(N, generator=gen).to(device=device, dtype=dtype)
     prec = "ieee"
     args = (b, None, 1.0, None, 1e-5)
-    out = phase_lines("dense", "fwd", lambda: dense_fwd(x, w, *args, prec, True))
     _, s, nx, nw = dense_fwd(x, w, *args, prec, True)
     g = torch.randn(M, N, generator=gen).to(device=device, dtype=dtype)
-    out += phase_lines(
-        "dense", "bwd", lambda: dense_bwd(g, x, w, *args, s, nx, nw, prec, [True, True, True, False, False])
-    )
+
+    def op_lines(op: str, tile: TileConfig | None, backward: bool) -> list[Line]:
+        with contextlib.ExitStack() as forced:
+            if tile is not None:
+                forced.enter_context(forced_config("dense", "fwd", tile))
+                forced.enter_context(forced_config("dense", "bwd", tile))
+            out = phase_lines(op, "fwd", lambda: dense_fwd(x, w, *args, prec, True))
+            if backward:
+                needs = [True, True, True, False, False]
+                out += phase_lines(op, "bwd", lambda: dense_bwd(g, x, w, *args, s, nx, nw, prec, needs))
+        return out
+
+    out = op_lines("dense", None, backward=True)
     out.append(ref_line("dense", "x @ W^T (matmul)", lambda: x @ w.t()))
     out.append(ref_line("dense", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))))
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
@@ -148,6 +148,12 @@ def dense_lines(
             "dense", "linear+relu bwd", lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)
         )
     )
+    if tma:
+        shipped = pick_dense_config(M, N, K, dtype)
+        out += op_lines("dense-tma", dataclasses.replace(shipped, tma=True), backward=True)
+        out += op_lines(
+            "dense-tma-xnorms", dataclasses.replace(shipped, tma=True, norms_in_loop=True), backward=False
+        )
     return out
 
 
@@ -203,13 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             False  # ieee, as the ⵟ kernels
         )
     torch.backends.cudnn.benchmark = True
-    lines = dense_lines(*args.dense, dtype, device)
-    if args.tma:
-        lines += dense_lines(*args.dense, dtype, device, tma=True)
-        lines += [
-            ln for ln in dense_lines(*args.dense, dtype, device, tma=True, x_norms=True) if ln.phase == "fwd"
-        ]
-    lines += conv_lines(*args.conv, dtype, device)
+    lines = dense_lines(*args.dense, dtype, device, tma=args.tma) + conv_lines(*args.conv, dtype, device)
     gpu = environment().gpu
     dense_shape, conv_shape = (
         "x".join(map(str, args.dense)),
