@@ -137,17 +137,19 @@ _COLUMNS = [f.name for f in _FIELDS]
 _BOOLS = {f.name for f in _FIELDS if f.type.startswith("bool")}
 _COLS = ", ".join(f'"{c}"' for c in _COLUMNS)  # quoted: "commit" is an SQL keyword
 _KEY_WHERE = " AND ".join(f'"{c}" = ?' for c in Key._fields)
+_RUNS_DDL = """
+CREATE TABLE IF NOT EXISTS runs (
+    "id" INTEGER PRIMARY KEY, "suite" TEXT NOT NULL, "args" TEXT NOT NULL, "gpu" TEXT NOT NULL,
+    "commit" TEXT NOT NULL, "started" REAL NOT NULL, "ended" REAL NOT NULL,
+    "tasks_total" INTEGER NOT NULL, "tasks_done" INTEGER NOT NULL, "rows_added" INTEGER NOT NULL
+)"""
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS results (
     {", ".join(f'"{f.name}" {_SQL_TYPES[str(f.type)]}' for f in _FIELDS)},
     UNIQUE ({", ".join(f'"{c}"' for c in Key._fields)})
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    "id" INTEGER PRIMARY KEY, "suite" TEXT NOT NULL, "args" TEXT NOT NULL, "gpu" TEXT NOT NULL,
-    "commit" TEXT NOT NULL, "started" REAL NOT NULL, "ended" REAL NOT NULL,
-    "tasks_total" INTEGER NOT NULL, "tasks_done" INTEGER NOT NULL, "rows_added" INTEGER NOT NULL
-);
+{_RUNS_DDL};
 """
 
 
@@ -245,7 +247,7 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> int:
 _UPGRADES = {
     1: [
         'ALTER TABLE results ADD COLUMN "saved_bytes" REAL',
-        _SCHEMA.split(";")[2],  # CREATE TABLE IF NOT EXISTS runs
+        _RUNS_DDL,
     ],
 }
 

@@ -689,26 +689,25 @@ _TILE_INDEPENDENT = ("row_sqnorm", "prep", "near")
 
 def _record(problem: Problem, config: TileConfig | None) -> list[object]:
     """The kernel launches one run of the problem with `config` plans (nothing runs)."""
-    from autotune.inspect import record_calls
-
-    if config is None:
-        return []
-    try:
-        return record_calls(problem.yat_with(config))
-    except Exception:  # noqa: BLE001 - the timed pass records the failure
-        return []
+    return _recorded(lambda: problem.yat_with(config)) if config is not None else []
 
 
 def _record_training(problem: Problem, config: TileConfig | None) -> list[object]:
     """fwd mode: the launches of the forward with `config` as training runs it (saving s),
     checked by the static prune but not timed; other modes run it already."""
-    from autotune.inspect import record_calls
-
     if config is None or problem.mode != "fwd":
         return []
+    return _recorded(lambda: problem.fwd_for_training(config))
+
+
+def _recorded(make: Callable[[], Callable[[], object]]) -> list[object]:
+    """The launches the callable `make()` builds would run, recorded; [] if planning fails
+    (the timed pass records the failure)."""
+    from autotune.inspect import record_calls
+
     try:
-        return record_calls(problem.fwd_for_training(config))
-    except Exception:  # noqa: BLE001 - the timed pass records the failure
+        return record_calls(make())
+    except Exception:  # noqa: BLE001
         return []
 
 
