@@ -289,9 +289,9 @@ def test_launchers_run_the_tuned_configs(on_h200: Path, monkeypatch: pytest.Monk
 
     def spy(op: str, real: Callable[..., TileConfig]) -> Callable[..., TileConfig]:
         def pick(
-            M: int, N: int, K: int, dtype: torch.dtype, mode: str = "fwd", *, problem=None
+            M: int, N: int, K: int, dtype: torch.dtype, mode: str = "fwd", *, problem=None, **options
         ) -> TileConfig:
-            cfg = real(M, N, K, dtype, mode, problem=problem)
+            cfg = real(M, N, K, dtype, mode, problem=problem, **options)
             asked.append((op, mode, dict(problem or {}), cfg))
             return cfg
 
