@@ -157,8 +157,13 @@ def dense_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma:
     return out
 
 
-def conv_lines(B: int, C_in: int, HW: int, C_out: int, k: int, dtype: torch.dtype, device: str) -> list[Line]:
-    from yat_triton.conv import conv2d_bwd, conv2d_fwd
+def conv_lines(
+    B: int, C_in: int, HW: int, C_out: int, k: int, dtype: torch.dtype, device: str, *, tma: bool = False
+) -> list[Line]:
+    """The conv op at its shipped tiles, then cuDNN's conv+relu; with `tma`, also the
+    forward with the same tile on the conv's TMA kernel (op "conv2d-tma", stride 1)."""
+    from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
+    from yat_triton.tuning import conv_shape, forced_config
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(B, C_in, HW, HW, generator=gen).to(device=device, dtype=dtype)
@@ -186,6 +191,11 @@ def conv_lines(B: int, C_in: int, HW: int, C_out: int, k: int, dtype: torch.dtyp
             "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
         )
     )
+    if tma:
+        problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
+        shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
+        with forced_config("conv2d", "fwd", dataclasses.replace(shipped, tma=True)):
+            out += phase_lines("conv2d-tma", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
     return out
 
 
@@ -197,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tma",
         action="store_true",
-        help="also the dense op on its persistent TMA kernels (x norms: both ways)",
+        help="also the dense op on its persistent TMA kernels (x norms: both ways), and the "
+        "conv forward on its TMA kernel",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line (instead of the table)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON lines to this file (for `report`)")
@@ -209,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             False  # ieee, as the ⵟ kernels
         )
     torch.backends.cudnn.benchmark = True
-    lines = dense_lines(*args.dense, dtype, device, tma=args.tma) + conv_lines(*args.conv, dtype, device)
+    lines = dense_lines(*args.dense, dtype, device, tma=args.tma) + conv_lines(
+        *args.conv, dtype, device, tma=args.tma
+    )
     gpu = environment().gpu
     dense_shape, conv_shape = (
         "x".join(map(str, args.dense)),
@@ -217,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for line in lines:
         line.gpu, line.dtype = gpu, args.dtype
-        line.shape = conv_shape if line.op == "conv2d" else dense_shape
+        line.shape = conv_shape if line.op.startswith("conv2d") else dense_shape
     text = "\n".join(json.dumps(asdict(line)) for line in lines) + "\n"
     if args.json_out:
         args.json_out.write_text(text)

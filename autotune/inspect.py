@@ -268,6 +268,16 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     out += [
         ("conv2d fwd", c) for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, True))
     ]
+    if dtype != torch.float64:  # the conv's TMA forward, at the default tile
+        from yat_triton.tuning import forced_config
+
+        M = B * HW * HW
+        ctma = dataclasses.replace(conv.pick_conv_config(M, C, C, dtype), tma=True)
+        with forced_config("conv2d", "fwd", ctma):
+            out += [
+                ("conv2d fwd", c)
+                for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, True))[-1:]
+            ]
     M = B * HW * HW
     gc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
     cbwd = record_calls(

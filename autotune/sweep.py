@@ -416,17 +416,29 @@ def config_space(
     """(kept, pruned): configs fitted to the problem, most promising first (`rank_configs`,
     so that `--max-configs` keeps the likely winners), and those that cannot fit on sm_90."""
     M, N, K = gemm_dims(op, shape)
-    if op == "dense" or pointwise(op, shape):  # a 1x1 conv runs on the dense kernels
+    dense = op == "dense" or pointwise(op, shape)  # a 1x1 conv runs on the dense kernels
+    if dense:
         space = dense_config_space()
         kept = prune_dense_configs(space, M, N, K, elem_bytes)
-    else:
-        space = conv_config_space()
+    else:  # the conv's TMA kernel takes stride-1 forwards
+        space = conv_config_space(include_tma=shape["stride"] == 1)
         kept = prune_conv_configs(space, M, N, K, elem_bytes)
-    pruned = [c for c in space if not fits_sm90(c, elem_bytes)]
+    pruned = [c for c in space if not fits_sm90(c, elem_bytes, tma_staging=dense)]
     ranked = rank_configs(
         kept, M, N, K, elem_bytes, norms_from_tile=op == "conv2d" and not pointwise(op, shape)
     )
     return ranked, pruned
+
+
+def backward_tiles(
+    op: str, shape: dict[str, int], kept: list[TileConfig], elem_bytes: int
+) -> list[TileConfig]:
+    """The backward kernels' tiles among the forward's `kept` ones, ranked: they ignore the
+    forward-only norms_in_loop and epilogue split, and tma selects the dense backward's
+    persistent TMA GEMMs (the conv's backward has none: its TMA tiles would repeat)."""
+    conv = op == "conv2d" and not pointwise(op, shape)
+    tiles = [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop and not (conv and c.tma)]
+    return rank_configs(tiles, *gemm_dims(op, shape), elem_bytes, backward=True)
 
 
 def pointwise(op: str, shape: dict[str, int]) -> bool:
@@ -644,12 +656,9 @@ def _run_task(
     if task.mode == "fwd":
         default = default_config(task.op, task.shape, elem)
         configs = [default] + [c for c in kept if c != default]
-    else:
-        # the backward kernels' tiles (they ignore the forward-only norms_in_loop and epilogue
-        # split; tma selects their persistent TMA GEMMs), run through the
-        # registered op with tuning.forced_config; the first row is the op as it ships
-        bwd_tiles = [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop]
-        configs = [None] + rank_configs(bwd_tiles, *gemm_dims(task.op, task.shape), elem, backward=True)
+    else:  # run through the registered op with tuning.forced_config; the first row is the
+        # op as it ships
+        configs = [None, *backward_tiles(task.op, task.shape, kept, elem)]
     if max_configs is not None:
         configs = configs[:max_configs]
 

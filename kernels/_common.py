@@ -30,10 +30,12 @@ class TileConfig:
     `norms_in_loop` and `epilogue_split` only matter for the dense forward: True sums ||x||^2
     and ||w||^2 inside the main loop, False reads them from a cheap separate pass; the
     epilogue runs on `epilogue_split` column slices of the tile (fewer live registers).
-    `tma` selects the dense forward's persistent kernel (one program per SM) that loads its
-    operands through TMA descriptors; it needs K-contiguous, 16-byte aligned operands, and
-    falls back to the pointer kernel with the same tile otherwise. With `tma`,
-    `norms_in_loop` sums ||x||^2 only (||w||^2 from the norm pass, the epilogue splittable).
+    `tma` selects the kernels that load their operands through TMA descriptors: the dense
+    forward's and backward GEMMs' persistent kernels (one program per SM), and the conv
+    forward's stride-1 kernel (boxes of x, see `yat_conv_fwd_tma_kernel`). They need
+    K-contiguous, 16-byte aligned operands, and fall back to the pointer kernel with the
+    same tile otherwise. With `tma`, `norms_in_loop` sums ||x||^2 only (||w||^2 from the
+    norm pass, the epilogue splittable).
     """
 
     block_m: int
@@ -66,7 +68,7 @@ class TileConfig:
         )
 
 
-def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int) -> int:
+def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int, *, tma_staging: bool = True) -> int:
     """Shared memory of a main loop pipelined over `num_stages` A(BMxBK) + B(BKxBN) buffers.
 
     Matches what Triton allocates on Hopper (a bf16 128x128x64 tile, 3 stages: 96 KB). The
@@ -78,19 +80,23 @@ def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int) -> int:
     warpgroups split the columns (more warpgroups than 64-row blocks: 64xN on 8 warps), the
     split epilogue first converts the whole fp32 tile: BM*BN*4 + BM*BN*2/split + 16 KB
     (64x256 in 4 slices saving s: +88 KB, 254 KB in all with 4 stages: too much).
+    `tma_staging=False`: a TMA kernel without that staging (the conv forward's, which is
+    not persistent and stores through pointers: its TMA tile takes what the pointer
+    kernel's does, plus its barriers).
     """
     main = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
-    if cfg.tma:
+    if cfg.tma and tma_staging:
         tile = cfg.block_m * cfg.block_n
         if max(1, cfg.num_warps // 4) > cfg.block_m // 64:
             main += tile * 4 + tile * 2 // cfg.epilogue_split + 16384
         else:
             main += tile * 6 // cfg.epilogue_split
+    if cfg.tma:
         main += 2048  # mbarriers and alignment (measured: 32 B to 1 KB)
     return main
 
 
-def fits_sm90(cfg: TileConfig, elem_bytes: int) -> bool:
+def fits_sm90(cfg: TileConfig, elem_bytes: int, *, tma_staging: bool = True) -> bool:
     """Static prune: shared memory within the opt-in limit, accumulator not absurd.
 
     An fp32 accumulator tile needs BM*BN/(32*num_warps) registers per thread; above ~128
@@ -101,7 +107,7 @@ def fits_sm90(cfg: TileConfig, elem_bytes: int) -> bool:
     acc_regs = cfg.block_m * cfg.block_n // (32 * cfg.num_warps)
     if acc_regs > 128:
         return False
-    return pipelined_smem_bytes(cfg, elem_bytes) <= SM90_SMEM_BYTES
+    return pipelined_smem_bytes(cfg, elem_bytes, tma_staging=tma_staging) <= SM90_SMEM_BYTES
 
 
 @triton.jit
@@ -209,7 +215,7 @@ def rank_configs(
         tile_regs = c.block_m * c.block_k / (32 * c.num_warps) if norms_from_tile or c.norms_in_loop else 0
         regs = (1.0 if acc_regs <= 64 else 0.85) * (1.0 if tile_regs <= 32 else 0.85)
         epi = 1.0 if backward or c.block_n // max(c.epilogue_split, 1) <= 64 else 0.9
-        bonus = 1.05 if c.tma else 1.0
+        bonus = 1.05 if c.tma and not norms_from_tile else 1.0  # the conv's TMA kernel is not persistent
         if (
             c.tma and c.norms_in_loop and not backward
         ):  # spares the x norm pass: M*K bytes at ~4.8 TB/s against

@@ -5,6 +5,8 @@ filters, K = kH*kW*C_in/groups taps, ordered (kh, kw, c) with c fastest so that 
 BLOCK_K contiguous channels of a channels_last input. The patch norm ||x_patch||^2 is
 summed from the very x tiles the main loop loads (it differs per output position, so
 there is no cheaper separate pass); ||w_f||^2 comes from the dense row-norm kernel.
+`yat_conv_fwd_tma_kernel` is the same forward for stride 1, with every (tap, channel block)
+step one TMA copy of a shifted box of x (`conv_box`), the padding zero-filled by the copy.
 
 Backward, per SPEC.md section 2 (with gs / gd from the dense elementwise pass, run over
 the (M, C_out) output with groups):
@@ -158,6 +160,126 @@ def yat_conv_fwd_kernel(
     y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
     fwd_store(
         acc, nx, nx, y_rows, offs_m * C_out, mask_m, g * Ng + pid_n * BLOCK_N, g * Ng + Ng,
+        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, 0,
+        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False,
+    )  # fmt: skip
+
+
+@triton.jit
+def yat_conv_fwd_tma_kernel(
+    x_desc,
+    w_desc,
+    b_ptr,
+    alpha_ptr,
+    eps_ptr,
+    nw_ptr,
+    y_ptr,
+    s_ptr,
+    nx_ptr,
+    B,
+    OH,
+    OW,
+    Cg,
+    Ng,
+    C_out,
+    G,
+    stride_yb,
+    stride_yc,
+    stride_yh,
+    stride_yw,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    alpha_value,
+    eps_value,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    STORE_S: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    INT64: tl.constexpr,
+    EPILOGUE_SPLIT: tl.constexpr,
+    BOX_B: tl.constexpr,
+    BOX_H: tl.constexpr,
+    BOX_W: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """ⵟ-conv forward of a stride-1 conv with TMA loads: the math of `yat_conv_fwd_kernel`.
+
+    The tile's BLOCK_M = BOX_B * BOX_H * BOX_W output positions are a box of BOX_B images,
+    BOX_H rows and BOX_W columns. With stride 1 the pixels that tap (kh, kw) reads for
+    such a box are the same box of x shifted by (kh dil_h - pad_h, kw dil_w - pad_w), so
+    every (tap, channel block) step is one TMA copy of a (BOX_B, BOX_H, BOX_W, BLOCK_K) box
+    of x, whose out-of-bounds pixels (the padding, and the box's overhang past the image)
+    the hardware fills with zeros: no gather address math, no masks.
+
+    x_desc: TMA descriptor of x as (B, H, W, C_in), channels contiguous.
+    w_desc: TMA descriptor of W as (C_out, KH*KW*C_in/G), K ordered (kh, kw, c), block
+    (BLOCK_N, BLOCK_K); C_in/G is a multiple of BLOCK_K, so a K tile never spans two taps
+    or two groups. The other arguments are those of `yat_conv_fwd_kernel` (fp16 / bf16 /
+    fp32 io); the epilogue stores through pointers, masked to the positions inside the
+    output.
+
+    Triton (3.6 and 3.9) reads a multi-dimensional box back through registers to flatten it
+    to (BLOCK_M, BLOCK_K): the MMA takes x from registers (which the patch norm loads
+    anyway) rather than from shared memory as the pointer kernel's does. Static sm_90
+    compiles of a ResNet-50 56x56x64 layer, bf16, saving s, no spills either way, both on
+    HGMMA (`python -m autotune.inspect --op conv2d --config 128x64x64:8:4:e2[:tma] --save`):
+    128x64x64 tiles take 116 registers on the pointer kernel, 105 here; 128x128x64, 160
+    and 148. Which is faster is for the sweep to measure.
+    """
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    tiles_w = tl.cdiv(OW, BOX_W)
+    tiles_hw = tl.cdiv(OH, BOX_H) * tiles_w
+    tiles_m = tl.cdiv(B, BOX_B) * tiles_hw
+    pid_m, pid_n = grouped_tile(pid, tiles_m * BLOCK_M, Ng, BLOCK_M, BLOCK_N, GROUP_M)
+    b0 = (pid_m // tiles_hw) * BOX_B
+    oh0 = ((pid_m % tiles_hw) // tiles_w) * BOX_H
+    ow0 = (pid_m % tiles_w) * BOX_W
+    n0 = g * Ng + pid_n * BLOCK_N
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    nx = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    c_blocks = Cg // BLOCK_K
+    for it in range(0, KH * KW * c_blocks):
+        tap = it // c_blocks
+        c0 = (it - tap * c_blocks) * BLOCK_K
+        kh = tap // KW
+        kw = tap - kh * KW
+        a = x_desc.load([b0, oh0 + kh * dil_h - pad_h, ow0 + kw * dil_w - pad_w, g * Cg + c0])
+        a = a.reshape(BLOCK_M, BLOCK_K)
+        b = w_desc.load([n0, tap * Cg + c0])
+        af = a.to(tl.float32)
+        nx += tl.sum(af * af, axis=1)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b.T, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+
+    alpha, eps = load_scalars(alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False)
+    r = tl.arange(0, BLOCK_M)
+    bb = b0 + r // (BOX_H * BOX_W)
+    oh = oh0 + (r // BOX_W) % BOX_H
+    ow = ow0 + r % BOX_W
+    if INT64:
+        bb = bb.to(tl.int64)
+    mask_m = (bb < B) & (oh < OH) & (ow < OW)
+    offs_m = (bb * OH + oh) * OW + ow
+    if STORE_S:
+        if pid_n == 0:
+            tl.store(nx_ptr + offs_m * G + g, nx, mask=mask_m)
+    y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
+    fwd_store(
+        acc, nx, nx, y_rows, offs_m * C_out, mask_m, n0, g * Ng + Ng,
         nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, 0,
         True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False,
     )  # fmt: skip
@@ -391,19 +513,47 @@ def yat_conv_wgrad_kernel(
     )
 
 
-def conv_config_space() -> list[TileConfig]:
+def conv_config_space(*, include_tma: bool = True) -> list[TileConfig]:
     """Candidate implicit-GEMM tiles: the dense space without the in-loop-norms variant
-    (the patch norm is always summed in the loop here) and without TMA (patches are
-    gathered rows, not boxes of one tensor)."""
-    return dense_config_space(include_norms_in_loop=False, include_tma=False)
+    (the patch norm is always summed in the loop here). `tma` tiles select
+    `yat_conv_fwd_tma_kernel` for stride-1 forwards (`include_tma=False` for problems it
+    cannot take: their TMA tiles would only repeat the pointer ones)."""
+    return dense_config_space(include_norms_in_loop=False, include_tma=include_tma)
 
 
 def prune_conv_configs(
     configs: list[TileConfig], M: int, Ng: int, Cg: int, elem_bytes: int
 ) -> list[TileConfig]:
     """As `prune_dense_configs` with K = C_in/groups: a K tile never spans two taps, so
-    BLOCK_K beyond the channels per group is clipped like any oversized tile."""
-    return prune_dense_configs(configs, M, Ng, Cg, elem_bytes)
+    BLOCK_K beyond the channels per group is clipped like any oversized tile. The conv's
+    TMA kernel stores through pointers: no staging buffers."""
+    return prune_dense_configs(configs, M, Ng, Cg, elem_bytes, tma_staging=False)
+
+
+def conv_box(B: int, OH: int, OW: int, block_m: int) -> tuple[int, int, int]:
+    """(BOX_B, BOX_H, BOX_W): the output box of `yat_conv_fwd_tma_kernel`'s M tile, powers
+    of two whose product is block_m, chosen to waste the fewest lanes on the overhang past
+    the output (ties: wider rows, then taller boxes). ResNet-50's 3x3 layers at batch 64
+    and 128 positions: 56x56 takes (2, 8, 8), 28x28 (8, 4, 4), 14x14 (32, 2, 2), none
+    wasted; 7x7 (16, 1, 8), 12.5% (the pointer kernel's flat M tile wastes nothing, but
+    gathers every row). Every box row is BLOCK_K contiguous channels whatever the shape,
+    and each tap copies the whole box, so the shape changes the overhang, not the bytes
+    a step moves."""
+
+    def pow2s(cap: int) -> list[int]:
+        return [1 << i for i in range(cap.bit_length()) if (1 << i) <= cap]
+
+    best: tuple[int, int, int, int] | None = None
+    for tb in pow2s(block_m):
+        for th in pow2s(block_m // tb):
+            tw = block_m // (tb * th)
+            padded = -(-B // tb) * tb * (-(-OH // th) * th) * (-(-OW // tw) * tw)
+            key = (padded, -tw, -th)
+            if best is None or key < best[:3]:
+                best = (*key, tb)
+    assert best is not None
+    _, neg_tw, neg_th, tb = best
+    return tb, -neg_th, -neg_tw
 
 
 def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting: bool = False) -> TileConfig:

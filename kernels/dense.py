@@ -967,13 +967,14 @@ def dense_config_space(*, include_norms_in_loop: bool = True, include_tma: bool 
 
 
 def prune_dense_configs(
-    configs: list[TileConfig], M: int, N: int, K: int, elem_bytes: int
+    configs: list[TileConfig], M: int, N: int, K: int, elem_bytes: int, *, tma_staging: bool = True
 ) -> list[TileConfig]:
     """Fit configs to the problem and drop those that cannot fit on sm_90.
 
     Tiles larger than the next power of two of their dimension (>= 16, the MMA minimum)
     only waste lanes, so they are clipped to it (the epilogue split with them, keeping
     >= 16 columns a slice); what the clipping makes identical is kept once.
+    `tma_staging`: as `pipelined_smem_bytes` takes it.
     """
     kept: dict[TileConfig, None] = {}
     for cfg in configs:
@@ -982,7 +983,7 @@ def prune_dense_configs(
         bk = min(cfg.block_k, max(16, triton.next_power_of_2(K)))
         split = max(1, min(cfg.epilogue_split, bn // 16))
         fitted = replace(cfg, block_m=bm, block_n=bn, block_k=bk, epilogue_split=split)
-        if fits_sm90(fitted, elem_bytes):
+        if fits_sm90(fitted, elem_bytes, tma_staging=tma_staging):
             kept.setdefault(fitted)
     return list(kept)
 

@@ -224,11 +224,11 @@ def test_static_prune_flags_spilling_tiles() -> None:
 
 def test_breakdown_times_every_kernel(capsys) -> None:
     """Per phase: every kernel the launcher ran, then the whole call; the standard layers
-    as references; the TMA variant of the dense op on request."""
+    as references; the TMA variants of the dense op and the conv forward on request."""
     from autotune import breakdown
 
     assert (
-        breakdown.main(["--dense", "24", "40", "32", "--conv", "1", "4", "5", "8", "3", "--tma", "--json"])
+        breakdown.main(["--dense", "24", "40", "32", "--conv", "1", "16", "5", "8", "3", "--tma", "--json"])
         == 0
     )
     lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
@@ -240,6 +240,8 @@ def test_breakdown_times_every_kernel(capsys) -> None:
     assert kernels["dense-tma", "fwd"][1] == "yat_dense_fwd_tma_kernel"
     assert kernels["dense-tma-xnorms", "fwd"][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_tma_kernel"]
     assert kernels["dense-tma", "bwd"].count("yat_dense_bwd_gemm_tma_kernel") == 2
+    assert kernels["conv2d-tma", "fwd"][1] == "yat_conv_fwd_tma_kernel"
+    assert kernels["conv2d", "fwd"][1] == "yat_conv_fwd_kernel"
     assert (
         "yat_conv_dgrad_kernel" in kernels["conv2d", "bwd"]
         and "yat_conv_wgrad_kernel" in kernels["conv2d", "bwd"]
@@ -263,3 +265,18 @@ def test_gpu_script_parses_its_options(tmp_path: Path) -> None:
         ["bash", str(script), str(tmp_path / "o"), "--resume", str(tmp_path / "none.db")], capture_output=True
     )
     assert gone.returncode == 2 and not (tmp_path / "o" / "results.db").exists()
+
+
+def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
+    """A stride-1 3x3 conv's forward space holds TMA tiles (the conv's TMA kernel) that fit
+    without the dense kernel's store staging; a strided conv's has none (they would repeat
+    the pointer tiles), and no conv backward tile is a TMA one; the dense backward keeps its
+    TMA GEMMs."""
+    conv3 = {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
+    kept, _ = sweep.config_space("conv2d", conv3, 2)
+    assert any(c.tma for c in kept)
+    assert not any(c.tma for c in sweep.config_space("conv2d", {**conv3, "stride": 2}, 2)[0])
+    assert not any(c.tma for c in sweep.backward_tiles("conv2d", conv3, kept, 2))
+    dense = {"M": 4096, "N": 4096, "K": 4096}
+    dense_kept, _ = sweep.config_space("dense", dense, 2)
+    assert any(c.tma for c in sweep.backward_tiles("dense", dense, dense_kept, 2))

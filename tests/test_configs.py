@@ -132,6 +132,15 @@ def test_tma_ready_rules() -> None:
     assert not tma_ready(torch.empty(1, 64, dtype=torch.bfloat16).expand(32, 64))  # broadcast rows
     with torch._subclasses.FakeTensorMode():  # graph tracing: no host descriptors
         assert not tma_ready(torch.empty(32, 64, dtype=torch.bfloat16))
+    # 4-D: the conv forward's (B, H, W, C) view of a channels_last x
+    x = torch.empty(2, 64, 5, 7, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert tma_ready(x.permute(0, 2, 3, 1))
+    assert not tma_ready(x.contiguous().permute(0, 2, 3, 1))  # NCHW: channels strided
+    assert not tma_ready(x.permute(0, 2, 3, 1)[..., 1:])  # base 2 bytes off, 126-byte pixels
+    assert tma_ready(x.permute(0, 2, 3, 1)[..., 8:])  # 16-byte aligned slice of the channels
+    assert not tma_ready(x.permute(0, 3, 2, 1))  # (B, W, H, C): outer strides out of order
+    broadcast = torch.empty(1, 5, 7, 64, dtype=torch.bfloat16).expand(2, 5, 7, 64)
+    assert not tma_ready(broadcast)
 
 
 def test_rank_configs_orders_a_capped_sweep() -> None:
@@ -187,6 +196,23 @@ def test_conv_config_space_is_pruned() -> None:
 
     kept = prune_conv_configs(conv_config_space(), 64 * 56 * 56, 64, 64, 2)
     assert kept and all(c.block_k <= 64 and c.block_n <= 64 and not c.norms_in_loop for c in kept)
+    assert any(c.tma for c in kept) and not any(c.tma for c in conv_config_space(include_tma=False))
+
+
+def test_conv_tma_tiles_need_no_store_staging() -> None:
+    """The conv's TMA forward stores through pointers: its tile takes the pointer kernel's
+    shared memory (plus barriers), so tiles the dense TMA kernel's staging would overflow
+    still fit (bf16 128x256x64, 4 stages: 192 KB of pipeline; the dense kernel's staging
+    would add 96 KB)."""
+    from kernels._common import SM90_SMEM_BYTES, fits_sm90, pipelined_smem_bytes
+    from kernels.conv import prune_conv_configs
+
+    cfg = TileConfig(128, 256, 64, 8, 8, 4, epilogue_split=2, tma=True)
+    assert pipelined_smem_bytes(cfg, 2, tma_staging=False) == 4 * (128 + 256) * 64 * 2 + 2048
+    assert fits_sm90(cfg, 2, tma_staging=False) and not fits_sm90(cfg, 2)
+    assert pipelined_smem_bytes(cfg, 2) > SM90_SMEM_BYTES
+    assert cfg in prune_conv_configs([cfg], 64 * 56 * 56, 256, 256, 2)
+    assert cfg not in prune_dense_configs([cfg], 4096, 4096, 4096, 2)
 
 
 def test_bwd_gemm_with_transposed_operand(device: str) -> None:
@@ -336,8 +362,10 @@ def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
         "yat_conv_wgrad_kernel", "yat_conv_bwd_near_kernel",
     } <= kernels  # fmt: skip
     # the TMA kernels: none in fp64; fp16's backward GEMMs read fp32 gs with the pointer kernel
-    tma_kernels = {"yat_dense_fwd_tma_kernel", "yat_dense_bwd_gemm_tma_kernel"}
-    expected = {"float64": set(), "float16": {"yat_dense_fwd_tma_kernel"}}.get(dtype, tma_kernels)
+    tma_kernels = {"yat_dense_fwd_tma_kernel", "yat_dense_bwd_gemm_tma_kernel", "yat_conv_fwd_tma_kernel"}
+    expected = {
+        "float64": set(), "float16": {"yat_dense_fwd_tma_kernel", "yat_conv_fwd_tma_kernel"},
+    }.get(dtype, tma_kernels)  # fmt: skip
     assert kernels & tma_kernels == expected
     for r in reports:
         assert r["tma"] == (r["kernel"] in tma_kernels), r

@@ -928,3 +928,95 @@ def test_pointwise_conv_follows_the_conv_tiles(device, monkeypatch):
     # the forced backward tile, fitted to each GEMM (the interpreter's default would be
     # 64-row tiles in groups of 8)
     assert len(gemms) == 2 and all(c.kwargs["BLOCK_M"] == 16 and c.kwargs["GROUP_M"] == 4 for c in gemms)
+
+
+# ---------------------------------------------------------------------------------------
+# The TMA forward (stride 1: every tap reads a shifted box of x)
+
+TMA_GEOS = [
+    # boxes overhanging the image and the batch; two channel blocks a tap; a ragged N tile
+    pytest.param(Geo(3, 32, 5, 6, 24, (3, 3), padding=1), id="k3x3-p1"),
+    # the zero fill standing in for asymmetric padding, dilation, and groups of 16 channels
+    pytest.param(Geo(2, 32, 6, 7, 12, (3, 2), padding="same", dilation=(2, 1), groups=2), id="same-d2-g2"),
+]
+
+
+@pytest.mark.parametrize("geo", TMA_GEOS)
+@pytest.mark.parametrize("dtype", IO_DTYPES)
+def test_tma_forward(geo, dtype, device, monkeypatch):
+    """A forced `tma` tile runs `yat_conv_fwd_tma_kernel` (boxes from `conv_box`) on stride-1
+    convs, NCHW x included (it reads the channels_last copy): forward, and the backward from
+    the s and patch norms it saved, against the oracle."""
+    from kernels._common import TileConfig
+    from kernels.conv import conv_box
+    from yat_triton._launch import KernelCall
+    from yat_triton.tuning import forced_config
+
+    launched: list[KernelCall] = []
+    run = KernelCall.run
+    monkeypatch.setattr(KernelCall, "run", lambda self: (launched.append(self), run(self)))
+    tile = TileConfig(32, 16, 16, 2, 4, 2, tma=True)
+    for channels_last in (True, False):
+        launched.clear()
+        inp = make_inputs(geo, dtype, device, channels_last=channels_last, seed=21)
+        with forced_config("conv2d", "fwd", tile):
+            check_against_oracle(inp, geo)
+        fwd = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+        assert [c.kernel.fn.__name__ for c in fwd] == ["yat_conv_fwd_tma_kernel"]
+        OH, OW = geo.out_hw()
+        box = conv_box(geo.B, OH, OW, 32)
+        assert (fwd[0].kwargs["BOX_B"], fwd[0].kwargs["BOX_H"], fwd[0].kwargs["BOX_W"]) == box
+        assert fwd[0].kwargs["STORE_S"]
+
+
+@pytest.mark.parametrize(
+    "geo, why",
+    [
+        (Geo(2, 32, 7, 6, 8, (3, 3), stride=2, padding=1), "stride 2"),
+        (Geo(2, 24, 5, 6, 8, (3, 3), padding=1), "24 channels: not a multiple of BLOCK_K"),
+        (Geo(2, 32, 5, 6, 8, (3, 3), padding=1), "x starts 2 bytes past a 16-byte boundary"),
+    ],
+    ids=["stride2", "c24", "misaligned"],
+)
+def test_tma_forward_falls_back(geo, why, device, monkeypatch):
+    """Convs the TMA kernel cannot read run the pointer kernel with the same tile."""
+    from kernels._common import TileConfig
+    from yat_triton._launch import KernelCall
+    from yat_triton.tuning import forced_config
+
+    launched: list[KernelCall] = []
+    run = KernelCall.run
+    monkeypatch.setattr(KernelCall, "run", lambda self: (launched.append(self), run(self)))
+    inp = make_inputs(geo, torch.float16, device, channels_last=True, seed=22)
+    if why.startswith("x starts"):  # a channels_last view from the second channel on
+        wider = Draw(23, device)(geo.B, geo.C_in + 1, geo.H, geo.W, dtype=torch.float16, scale=0.5)
+        inp["x"] = wider.contiguous(memory_format=CL)[:, 1:].requires_grad_()
+        assert inp["x"].stride(1) == 1 and inp["x"].data_ptr() % 16 == 2
+    with forced_config("conv2d", "fwd", TileConfig(32, 16, 16, 2, 4, 2, tma=True)):
+        check_against_oracle(inp, geo)
+    fwd = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+    assert [c.kernel.fn.__name__ for c in fwd] == ["yat_conv_fwd_kernel"], why
+    assert fwd[0].kwargs["BLOCK_M"] == 32 and fwd[0].kwargs["BLOCK_K"] == 16
+
+
+def test_conv_box_wastes_the_fewest_lanes() -> None:
+    """conv_box against a brute force over every power-of-two box of the tile."""
+    from itertools import product
+
+    from kernels.conv import conv_box
+
+    def padded(B: int, OH: int, OW: int, box: tuple[int, int, int]) -> int:
+        return math.prod(-(-n // b) * b for n, b in zip((B, OH, OW), box, strict=True))
+
+    for B, OH, OW, bm in product((1, 3, 64), (1, 5, 7, 28, 56), (1, 6, 7, 14, 56), (16, 64, 128, 256)):
+        box = conv_box(B, OH, OW, bm)
+        assert math.prod(box) == bm and all(b & (b - 1) == 0 for b in box), box
+        best = min(
+            padded(B, OH, OW, (tb, th, bm // (tb * th)))
+            for tb in (1 << i for i in range(9)) for th in (1 << i for i in range(9))
+            if tb * th <= bm and bm % (tb * th) == 0
+        )  # fmt: skip
+        assert padded(B, OH, OW, box) == best, (B, OH, OW, bm, box)
+    # ResNet-50's 3x3 layers at batch 64: no overhang but at 7x7
+    boxes = [conv_box(64, hw, hw, 128) for hw in (56, 28, 14, 7)]
+    assert boxes == [(2, 8, 8), (8, 4, 4), (32, 2, 2), (16, 1, 8)]

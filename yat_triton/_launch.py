@@ -71,20 +71,25 @@ _TMA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def tma_ready(*operands: Tensor) -> bool:
-    """Whether 2-D operands can be read through host-side TMA descriptors.
+    """Whether operands (2-D or more) can be read through host-side TMA descriptors.
 
-    TMA needs a contiguous last dimension, 16-byte aligned bases and row strides, and (on a
-    GPU) sm_90 or newer. torch.library's graph tracing does not carry host descriptors
-    through `triton_op` (it would capture fake data), so traced calls answer False too.
+    TMA needs a contiguous last dimension, 16-byte aligned bases and outer strides, and (on
+    a GPU) sm_90 or newer. Each outer stride must also step past the dimensions inside it
+    (no broadcast, no overlapping rows). torch.library's graph tracing does not carry host
+    descriptors through `triton_op` (it would capture fake data), so traced calls answer
+    False too.
     """
     if tracing(*operands):
         return False
     for t in operands:
-        if t.dtype not in _TMA_DTYPES or t.dim() != 2 or t.numel() == 0 or t.stride(1) != 1:
+        if t.dtype not in _TMA_DTYPES or t.dim() < 2 or t.numel() == 0 or t.stride(-1) != 1:
             return False
-        if t.shape[0] > 1 and t.stride(0) < t.shape[1]:  # broadcast (stride 0) or overlapping rows
-            return False
-        if t.data_ptr() % 16 or (t.stride(0) * t.element_size()) % 16:
+        for d in range(t.dim() - 1):
+            if t.shape[d] > 1 and t.stride(d) < t.stride(d + 1) * t.shape[d + 1]:
+                return False
+            if (t.stride(d) * t.element_size()) % 16:
+                return False
+        if t.data_ptr() % 16:
             return False
         if t.device.type == "cuda" and _cuda_props(_index(t.device)).major < 9:
             return False

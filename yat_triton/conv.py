@@ -24,12 +24,15 @@ import torch.nn.functional as F
 import triton
 from torch import Tensor
 from torch.library import triton_op
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels._common import TileConfig
 from kernels.conv import (
+    conv_box,
     yat_conv_bwd_near_kernel,
     yat_conv_dgrad_kernel,
     yat_conv_fwd_kernel,
+    yat_conv_fwd_tma_kernel,
     yat_conv_wgrad_kernel,
 )
 from kernels.dense import elementwise_block
@@ -42,6 +45,7 @@ from yat_triton._launch import (
     needs_int64,
     out_max,
     saturating_cast,
+    tma_ready,
     upcast_operands,
     use_triton,
 )
@@ -352,20 +356,36 @@ def plan_conv2d_fwd(
     bias = bias.contiguous() if bias is not None else None
     problem = conv_shape(x.shape, weight.shape, stride, pads, groups)
     cfg = config or pick_conv_config(M, Ng, Cg, x.dtype, "fwd", problem=problem)
+    operands = (
+        bias if bias is not None else y, alpha if alpha is not None else y,
+        eps if eps is not None else y, nw, y, s, nx,
+    )  # fmt: skip
+    constexprs = dict(
+        KH=KH, KW=KW, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
+        EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward, DOT_PRECISION=precision,
+        UPCAST=upcast_operands(x.dtype), OUT_MAX=out_max(x.dtype),
+        EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)), **cfg.launch_options(),
+    )  # fmt: skip
+    xv, wv = xk.permute(0, 2, 3, 1), wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
+    if cfg.tma and tuple(stride) == (1, 1) and Cg % cfg.block_k == 0 and tma_ready(xv, wv):
+        box = conv_box(B, OH, OW, cfg.block_m)
+        tiles_m = math.prod(-(-n // b) for n, b in zip((B, OH, OW), box, strict=True))
+        calls.append(KernelCall(
+            yat_conv_fwd_tma_kernel, (tiles_m * triton.cdiv(Ng, cfg.block_n), groups),
+            (TensorDescriptor.from_tensor(xv, [*box, cfg.block_k]),
+             TensorDescriptor.from_tensor(wv, [cfg.block_n, cfg.block_k]),
+             *operands, B, OH, OW, Cg, Ng, C_out, groups, *_xs(y),
+             pads[0], pads[2], dilation[0], dilation[1], alpha_value, eps_value),
+            dict(constexprs, INT64=needs_int64(y, s), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2]),
+        ))  # fmt: skip
+        return (y, s, nx, nw), calls
     grid = (triton.cdiv(M, cfg.block_m) * triton.cdiv(Ng, cfg.block_n), groups)
     calls.append(KernelCall(
         yat_conv_fwd_kernel, grid,
-        (xk, wk, bias if bias is not None else y, alpha if alpha is not None else y,
-         eps if eps is not None else y, nw, y, s, nx,
-         M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws, *_xs(y),
+        (xk, wk, *operands, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws, *_xs(y),
          stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
          alpha_value, eps_value),
-        dict(KH=KH, KW=KW, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
-             EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward, DOT_PRECISION=precision,
-             UPCAST=upcast_operands(x.dtype), IS_FP64=x.dtype == torch.float64,
-             OUT_MAX=out_max(x.dtype), INT64=needs_int64(xk, y, s),
-             EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)),
-             **cfg.launch_options()),
+        dict(constexprs, IS_FP64=x.dtype == torch.float64, INT64=needs_int64(xk, y, s)),
     ))  # fmt: skip
     return (y, s, nx, nw), calls
 
