@@ -420,9 +420,11 @@ def config_space(
     if dense:
         space = dense_config_space()
         kept = prune_dense_configs(space, M, N, K, elem_bytes)
-    else:  # the conv's TMA kernel takes stride-1 forwards
+    else:  # the conv's TMA kernel takes stride-1 forwards whose K tile divides the channels
+        # (the launcher runs other TMA tiles on the pointer kernel: they would repeat a
+        # pointer tile under another name)
         space = conv_config_space(include_tma=shape["stride"] == 1)
-        kept = prune_conv_configs(space, M, N, K, elem_bytes)
+        kept = [c for c in prune_conv_configs(space, M, N, K, elem_bytes) if not c.tma or K % c.block_k == 0]
     pruned = [c for c in space if not fits_sm90(c, elem_bytes, tma_staging=dense)]
     ranked = rank_configs(
         kept, M, N, K, elem_bytes, norms_from_tile=op == "conv2d" and not pointwise(op, shape)

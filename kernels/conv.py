@@ -314,7 +314,8 @@ def _conv_box_tile(
     `yat_conv_fwd_tma_kernel`: tiles are numbered group by group, grouped order within one,
     and an M tile index walks the boxes columns fastest, then rows, then images."""
     g = tile // per_group
-    pid_m, pid_n = grouped_tile(tile - g * per_group, tiles_m * BLOCK_M, Ng, BLOCK_M, BLOCK_N, GROUP_M)
+    # counted in tiles (unit blocks): tiles_m * BLOCK_M could pass 2^31
+    pid_m, pid_n = grouped_tile(tile - g * per_group, tiles_m, tl.cdiv(Ng, BLOCK_N), 1, 1, GROUP_M)
     tiles_w = tl.cdiv(OW, BOX_W)
     tiles_hw = tl.cdiv(OH, BOX_H) * tiles_w
     b0 = (pid_m // tiles_hw) * BOX_B

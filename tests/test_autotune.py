@@ -269,13 +269,17 @@ def test_gpu_script_parses_its_options(tmp_path: Path) -> None:
 
 def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
     """A stride-1 3x3 conv's forward space holds TMA tiles (the conv's TMA kernel) that fit
-    without the dense kernel's store staging; a strided conv's has none (they would repeat
+    without the dense kernel's store staging, each with a K tile dividing the channels; a
+    strided conv's has none (they would repeat
     the pointer tiles), and no conv backward tile is a TMA one; the dense backward keeps its
     TMA GEMMs."""
     conv3 = {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
     kept, _ = sweep.config_space("conv2d", conv3, 2)
     assert any(c.tma for c in kept)
     assert not any(c.tma for c in sweep.config_space("conv2d", {**conv3, "stride": 2}, 2)[0])
+    # 96 channels: TMA tiles only with 32-channel K tiles
+    kept96, _ = sweep.config_space("conv2d", {**conv3, "C_in": 96}, 2)
+    assert {c.block_k for c in kept96 if c.tma} == {32} and {c.block_k for c in kept96} == {32, 64, 128}
     assert not any(c.tma for c in sweep.backward_tiles("conv2d", conv3, kept, 2))
     dense = {"M": 4096, "N": 4096, "K": 4096}
     dense_kept, _ = sweep.config_space("dense", dense, 2)
