@@ -31,8 +31,8 @@ class TileConfig:
     and ||w||^2 inside the main loop, False reads them from a cheap separate pass; the
     epilogue runs on `epilogue_split` column slices of the tile (fewer live registers).
     `tma` selects the kernels that load their operands through TMA descriptors: the dense
-    forward's and backward GEMMs', and the conv forward's for stride 1 (boxes of x, see
-    `yat_conv_fwd_tma_kernel`), all persistent (one program per SM). They need
+    forward's and backward GEMMs' persistent kernels (one program per SM), and the conv
+    forward's stride-1 kernel (boxes of x, see `yat_conv_fwd_tma_kernel`). They need
     K-contiguous, 16-byte aligned operands, and fall back to the pointer kernel with the
     same tile otherwise. With `tma`, `norms_in_loop` sums ||x||^2 only (||w||^2 from the
     norm pass, the epilogue splittable).
@@ -80,9 +80,8 @@ def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int, *, tma_staging: bool 
     warpgroups split the columns (more warpgroups than 64-row blocks: 64xN on 8 warps), the
     split epilogue first converts the whole fp32 tile: BM*BN*4 + BM*BN*2/split + 16 KB
     (64x256 in 4 slices saving s: +88 KB, 254 KB in all with 4 stages: too much).
-    `tma_staging=False`: a TMA kernel without that staging (the conv forward's, which
-    stores through pointers: its pipeline plus barriers; sm_90, bf16, 128x64x64 on 4
-    stages: 98,360 B).
+    `tma_staging=False`: a TMA kernel without that staging (the conv forward's, which is
+    not persistent and stores through pointers: its pipeline plus barriers).
     """
     main = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
     if cfg.tma and tma_staging:
@@ -215,7 +214,7 @@ def rank_configs(
         tile_regs = c.block_m * c.block_k / (32 * c.num_warps) if norms_from_tile or c.norms_in_loop else 0
         regs = (1.0 if acc_regs <= 64 else 0.85) * (1.0 if tile_regs <= 32 else 0.85)
         epi = 1.0 if backward or c.block_n // max(c.epilogue_split, 1) <= 64 else 0.9
-        bonus = 1.05 if c.tma else 1.0
+        bonus = 1.05 if c.tma and not norms_from_tile else 1.0  # the conv's TMA kernel is not persistent
         if (
             c.tma and c.norms_in_loop and not backward
         ):  # spares the x norm pass: M*K bytes at ~4.8 TB/s against

@@ -212,8 +212,8 @@ def yat_conv_fwd_tma_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    """Persistent ⵟ-conv forward of a stride-1 conv with TMA loads: the math of
-    `yat_conv_fwd_kernel`.
+    """ⵟ-conv forward of a stride-1 conv with TMA loads: the math of `yat_conv_fwd_kernel`,
+    for one (BLOCK_M positions, BLOCK_N filters) tile of group program_id(1).
 
     The tile's BLOCK_M = BOX_B * BOX_H * BOX_W output positions are a box of BOX_B images,
     BOX_H rows and BOX_W columns. With stride 1 the pixels that tap (kh, kw) reads for
@@ -229,99 +229,70 @@ def yat_conv_fwd_tma_kernel(
     fp32 io); the epilogue stores through pointers, masked to the positions inside the
     output.
 
-    The grid holds one program per SM; each walks output tiles start, start + grid, ...
-    (group by group, grouped order within one), with the tile loop and the main loop
-    flattened as in `yat_dense_fwd_tma_kernel`: the copies of a program's next tile are in
-    flight during the epilogue of the current one. ResNet-50's 3x3 layers have short main
-    loops (9 steps at 64 channels) and an epilogue writing y and the fp32 s, so that
-    overlap matters more here than in a long-K GEMM.
+    Not persistent, unlike the dense TMA kernels: ResNet-50's 64-channel 3x3 layers have a
+    9-step main loop, and the ⵟ epilogue costs about as much as those steps' MMAs (for a
+    128x64 tile on 8 warps, 966 SASS instructions follow the last HGMMA, for 32 values a
+    thread: ~1,900 issue cycles on 4 schedulers, against ~2,500 cycles of MMA at peak). A
+    persistent program can only overlap its next tile's copies with its epilogue; two
+    resident programs per SM overlap one's epilogue with the other's MMAs.
 
     Triton (3.6 and 3.9) reads a multi-dimensional box back through registers to flatten it
     to (BLOCK_M, BLOCK_K): the MMA takes x from registers (which the patch norm loads
     anyway) rather than from shared memory as the pointer kernel's does. Static sm_90
     compiles (Triton 3.6) of a ResNet-50 56x56x64 layer, bf16, saving s, no spills, HGMMA
     (`python -m autotune.inspect --op conv2d --config 128x64x64:8:4:e2[:tma] --save`):
-    128x64x64 tiles take 116 registers and 81,920 B on the (non-persistent) pointer kernel,
-    153 and 98,360 B here; 128x128x64:8:4:e4, 160 / 114,688 B and 188 / 131,128 B. Which
-    is faster is for the sweep to measure.
+    128x64x64 tiles take 116 registers and 81,920 B on the pointer kernel, 105 and
+    81,976 B here (two programs fit an SM either way); 128x128x64:8:4:e4, 160 / 114,688 B
+    and 148 / 114,744 B. Which is faster is for the sweep to measure.
     """
-    start = tl.program_id(0)
-    step = tl.num_programs(0)
-    tiles_m = tl.cdiv(B, BOX_B) * tl.cdiv(OH, BOX_H) * tl.cdiv(OW, BOX_W)
-    per_group = tiles_m * tl.cdiv(Ng, BLOCK_N)
-    c_blocks = Cg // BLOCK_K
-    alpha, eps = load_scalars(alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False)
-    # the epilogue recomputes its tile from a second counter (as in yat_dense_fwd_tma_kernel)
-    tile_c = start - step
-    for tile in tl.range(start, G * per_group, step, flatten=True):
-        g, pid_n, b0, oh0, ow0 = _conv_box_tile(tile, per_group, tiles_m, Ng, OH, OW, BOX_B, BOX_H, BOX_W,
-                                                BLOCK_M, BLOCK_N, GROUP_M)  # fmt: skip
-        n0 = g * Ng + pid_n * BLOCK_N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        nx = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        for it in range(KH * KW * c_blocks):
-            tap = it // c_blocks
-            c0 = (it - tap * c_blocks) * BLOCK_K
-            kh = tap // KW
-            kw = tap - kh * KW
-            a = x_desc.load([b0, oh0 + kh * dil_h - pad_h, ow0 + kw * dil_w - pad_w, g * Cg + c0])
-            a = a.reshape(BLOCK_M, BLOCK_K)
-            b = w_desc.load([n0, tap * Cg + c0])
-            af = a.to(tl.float32)
-            nx += tl.sum(af * af, axis=1)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b.T, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
-        tile_c += step
-        g, pid_n, b0, oh0, ow0 = _conv_box_tile(tile_c, per_group, tiles_m, Ng, OH, OW, BOX_B, BOX_H, BOX_W,
-                                                BLOCK_M, BLOCK_N, GROUP_M)  # fmt: skip
-        r = tl.arange(0, BLOCK_M)
-        bb = b0 + r // (BOX_H * BOX_W)
-        oh = oh0 + (r // BOX_W) % BOX_H
-        ow = ow0 + r % BOX_W
-        if INT64:
-            bb = bb.to(tl.int64)
-        mask_m = (bb < B) & (oh < OH) & (ow < OW)
-        offs_m = (bb * OH + oh) * OW + ow
-        if STORE_S:
-            if pid_n == 0:
-                tl.store(nx_ptr + offs_m * G + g, nx, mask=mask_m)
-        y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
-        fwd_store(
-            acc, nx, nx, y_rows, offs_m * C_out, mask_m, g * Ng + pid_n * BLOCK_N, g * Ng + Ng,
-            nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, 0,
-            True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False,
-        )  # fmt: skip
-
-
-@triton.jit
-def _conv_box_tile(
-    tile,
-    per_group,
-    tiles_m,
-    Ng,
-    OH,
-    OW,
-    BOX_B: tl.constexpr,
-    BOX_H: tl.constexpr,
-    BOX_W: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    GROUP_M: tl.constexpr,
-):
-    """(group, pid_n, first image, first row, first column) of output tile `tile` of
-    `yat_conv_fwd_tma_kernel`: tiles are numbered group by group, grouped order within one,
-    and an M tile index walks the boxes columns fastest, then rows, then images."""
-    g = tile // per_group
-    # counted in tiles (unit blocks): tiles_m * BLOCK_M could pass 2^31
-    pid_m, pid_n = grouped_tile(tile - g * per_group, tiles_m, tl.cdiv(Ng, BLOCK_N), 1, 1, GROUP_M)
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
     tiles_w = tl.cdiv(OW, BOX_W)
     tiles_hw = tl.cdiv(OH, BOX_H) * tiles_w
+    # counted in tiles (unit blocks): tiles_m * BLOCK_M could pass 2^31
+    tiles_m = tl.cdiv(B, BOX_B) * tiles_hw
+    pid_m, pid_n = grouped_tile(pid, tiles_m, tl.cdiv(Ng, BLOCK_N), 1, 1, GROUP_M)
     b0 = (pid_m // tiles_hw) * BOX_B
     oh0 = ((pid_m % tiles_hw) // tiles_w) * BOX_H
     ow0 = (pid_m % tiles_w) * BOX_W
-    return g, pid_n, b0, oh0, ow0
+    n0 = g * Ng + pid_n * BLOCK_N
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    nx = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    c_blocks = Cg // BLOCK_K
+    for it in range(0, KH * KW * c_blocks):
+        tap = it // c_blocks
+        c0 = (it - tap * c_blocks) * BLOCK_K
+        kh = tap // KW
+        kw = tap - kh * KW
+        a = x_desc.load([b0, oh0 + kh * dil_h - pad_h, ow0 + kw * dil_w - pad_w, g * Cg + c0])
+        a = a.reshape(BLOCK_M, BLOCK_K)
+        b = w_desc.load([n0, tap * Cg + c0])
+        af = a.to(tl.float32)
+        nx += tl.sum(af * af, axis=1)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b.T, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+
+    alpha, eps = load_scalars(alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False)
+    r = tl.arange(0, BLOCK_M)
+    bb = b0 + r // (BOX_H * BOX_W)
+    oh = oh0 + (r // BOX_W) % BOX_H
+    ow = ow0 + r % BOX_W
+    if INT64:
+        bb = bb.to(tl.int64)
+    mask_m = (bb < B) & (oh < OH) & (ow < OW)
+    offs_m = (bb * OH + oh) * OW + ow
+    if STORE_S:
+        if pid_n == 0:
+            tl.store(nx_ptr + offs_m * G + g, nx, mask=mask_m)
+    y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
+    fwd_store(
+        acc, nx, nx, y_rows, offs_m * C_out, mask_m, n0, g * Ng + Ng,
+        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, 0,
+        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False,
+    )  # fmt: skip
 
 
 @triton.jit

@@ -44,7 +44,6 @@ from yat_triton._launch import (
     acc_dtype,
     needs_int64,
     out_max,
-    persistent_programs,
     saturating_cast,
     tma_ready,
     upcast_operands,
@@ -370,10 +369,9 @@ def plan_conv2d_fwd(
     xv, wv = xk.permute(0, 2, 3, 1), wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
     if cfg.tma and tuple(stride) == (1, 1) and Cg % cfg.block_k == 0 and tma_ready(xv, wv):
         box = conv_box(B, OH, OW, cfg.block_m)
-        tiles = math.prod(-(-n // b) for n, b in zip((B, OH, OW), box, strict=True))
-        tiles *= triton.cdiv(Ng, cfg.block_n) * groups
+        tiles_m = math.prod(-(-n // b) for n, b in zip((B, OH, OW), box, strict=True))
         calls.append(KernelCall(
-            yat_conv_fwd_tma_kernel, (persistent_programs(x.device, tiles),),
+            yat_conv_fwd_tma_kernel, (tiles_m * triton.cdiv(Ng, cfg.block_n), groups),
             (TensorDescriptor.from_tensor(xv, [*box, cfg.block_k]),
              TensorDescriptor.from_tensor(wv, [cfg.block_n, cfg.block_k]),
              *operands, B, OH, OW, Cg, Ng, C_out, groups, *_xs(y),
