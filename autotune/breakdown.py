@@ -94,7 +94,7 @@ def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Lin
             op,
             phase,
             getattr(c.kernel, "__name__", None) or c.kernel.fn.__name__,
-            "x".join(map(str, c.grid)),
+            "x".join(map(str, c.launch_grid())),
             time_us(c.run),
         )
         for c in calls

@@ -30,7 +30,7 @@ from triton.compiler import ASTSource
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels._common import INTERPRETING, TileConfig
-from yat_triton._launch import KernelCall
+from yat_triton._launch import KernelCall, programs_per_sm
 
 TRITON_TYPES = {
     torch.float16: "fp16",
@@ -55,6 +55,7 @@ class KernelReport:
     hgmma: int
     tma: bool
     compile_s: float
+    programs_per_sm: int = 1  # resident at once (registers, shared memory, threads)
 
     @property
     def spills(self) -> bool:
@@ -65,7 +66,7 @@ class KernelReport:
             f"{self.kernel}: {self.registers} registers, stack {self.stack_bytes} B, "
             f"spill stores/loads {self.spill_stores}/{self.spill_loads}, shared "
             f"{self.shared_bytes} B, HGMMA instructions {self.hgmma}, TMA {self.tma}, "
-            f"compile {self.compile_s:.1f} s"
+            f"{self.programs_per_sm} programs/SM, compile {self.compile_s:.1f} s"
         )
 
 
@@ -163,7 +164,8 @@ def compile_sm90(call: KernelCall, *, dump_dir: Path | None = None) -> KernelRep
                 (dump_dir / name).write_text(text)
     # Dynamic shared memory (the pipelined buffers) is in the metadata, not the cubin.
     shared = max(shared_static, int(getattr(compiled.metadata, "shared", 0)))
-    return KernelReport(call.kernel.__name__, regs, stack, stl, ldl, shared, hgmma, tma, elapsed)
+    per_sm = programs_per_sm(regs, shared, call.kwargs.get("num_warps", 4))
+    return KernelReport(call.kernel.__name__, regs, stack, stl, ldl, shared, hgmma, tma, elapsed, per_sm)
 
 
 def inspect_dense_fwd(

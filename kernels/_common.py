@@ -31,7 +31,7 @@ class TileConfig:
     and ||w||^2 inside the main loop, False reads them from a cheap separate pass; the
     epilogue runs on `epilogue_split` column slices of the tile (fewer live registers).
     `tma` selects the kernels that load their operands through TMA descriptors: the dense
-    forward's and backward GEMMs' persistent kernels (one program per SM), and the conv
+    forward's and backward GEMMs' persistent kernels (resident programs on every SM), and the conv
     forward's stride-1 kernel (boxes of x, see `yat_conv_fwd_tma_kernel`). They need
     K-contiguous, 16-byte aligned operands, and fall back to the pointer kernel with the
     same tile otherwise. With `tma`, `norms_in_loop` sums ||x||^2 only (||w||^2 from the

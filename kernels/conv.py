@@ -232,9 +232,11 @@ def yat_conv_fwd_tma_kernel(
     Not persistent, unlike the dense TMA kernels: ResNet-50's 64-channel 3x3 layers have a
     9-step main loop, and the ⵟ epilogue costs about as much as those steps' MMAs (for a
     128x64 tile on 8 warps, 966 SASS instructions follow the last HGMMA, for 32 values a
-    thread: ~1,900 issue cycles on 4 schedulers, against ~2,500 cycles of MMA at peak). A
-    persistent program can only overlap its next tile's copies with its epilogue; two
-    resident programs per SM overlap one's epilogue with the other's MMAs.
+    thread: ~1,900 issue cycles on 4 schedulers, against ~2,500 cycles of MMA at peak).
+    Written persistent (flattened loops), this kernel took 153 registers at that tile
+    (Triton 3.6): one program an SM, whose epilogue nothing overlaps but its next tile's
+    copies. One program a tile takes 105, and two resident programs per SM overlap one's
+    epilogue with the other's MMAs.
 
     Triton (3.6 and 3.9) reads a multi-dimensional box back through registers to flatten it
     to (BLOCK_M, BLOCK_K): the MMA takes x from registers (which the patch norm loads

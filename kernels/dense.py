@@ -10,9 +10,9 @@ recomputed by every one of the N/BLOCK_N (resp. M/BLOCK_M) programs sharing a ro
 cost registers in the hot loop. Both variants stay in the config space so the autotuner
 can confirm the choice per shape on a real GPU.
 
-`yat_dense_fwd_tma_kernel` is the persistent variant (one program per SM, TMA loads, TMA
-stores of y and s where aligned, optionally ||x||^2 summed from the x tiles it already
-holds); `yat_dense_bwd_gemm_tma_kernel` the same for the backward GEMMs. Both are config
+`yat_dense_fwd_tma_kernel` is the persistent variant (as many programs as the SMs hold,
+TMA loads, TMA stores of y and s where aligned, optionally ||x||^2 summed from the x tiles
+it already holds); `yat_dense_bwd_gemm_tma_kernel` the same for the backward GEMMs. Both are config
 variants (`TileConfig.tma`); the launchers fall back to the pointer kernels where TMA
 cannot read the operands or a graph is being traced.
 
@@ -278,9 +278,11 @@ def yat_dense_fwd_tma_kernel(
     The other pointers and constexprs are those of `yat_dense_fwd_kernel` (fp16 / bf16 /
     fp32 io only).
 
-    The grid holds one program per SM; each walks output tiles start, start + grid, ...
-    in the grouped order. The main loop is flattened with the tile loop, so the copies of
-    a program's next tile are in flight while it runs the epilogue of the current one.
+    The grid holds the programs the SMs can hold at once (`KernelCall.launch_grid`); each
+    walks output tiles start, start + grid, ... in the grouped order. The main loop is
+    flattened with the tile loop, so the copies of a program's next tile are in flight
+    while it runs the epilogue of the current one (and where two programs fit an SM, one's
+    epilogue overlaps the other's MMAs).
     TMA fills out-of-bounds boxes with zeros: the loads need no masks and no address math.
     """
     start = tl.program_id(0)

@@ -70,6 +70,7 @@ def test_tma_persistent_forward_matches_oracle(
     assert calls[-1].kwargs["TMA_STORE"] == (N * x.element_size() % 16 == 0)
     assert calls[-1].kwargs["X_NORMS_IN_LOOP"] == x_norms_in_loop
     assert calls[-1].grid[0] < triton.cdiv(M, 16) * triton.cdiv(N, 32), "not persistent"
+    assert calls[-1].persistent_tiles == triton.cdiv(M, 16) * triton.cdiv(N, 32)
     assert calls[0].args[4:6] == ((N, 0) if x_norms_in_loop else (M, N)), "rows of the norm pass"
     for call in calls:
         call.run()
@@ -118,6 +119,49 @@ def test_row_norms_of_two_matrices_in_one_launch(dtype: torch.dtype, device: str
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     assert_close(na, (a.double() ** 2).sum(1), acc, reduction=70, what="||a||^2")
     assert_close(nb, (b.double() ** 2).sum(1), acc, reduction=70, what="||b||^2")
+
+
+def test_programs_per_sm() -> None:
+    """Occupancy of a compiled kernel on sm_90 (64K registers allocated 256 a warp, 228 KB
+    of shared memory with 1 KB reserved a program, 2048 threads)."""
+    from yat_triton._launch import programs_per_sm
+
+    # the bf16 128x128x64 TMA forward on 4 stages (123 registers, 155,680 B): shared-bound
+    assert programs_per_sm(123, 155680, 8) == 1
+    assert programs_per_sm(123, 90000, 8) == 2  # the same on 2 stages
+    assert programs_per_sm(130, 90000, 8) == 1  # 136 registers a thread: 15 warps' worth
+    assert programs_per_sm(128, 110000, 8) == 2
+    assert programs_per_sm(128, 116000, 8) == 1  # 2 x (116,000 + 1,024) B > 228 KB
+    assert programs_per_sm(64, 20000, 4) == 4  # capped (registers allow 8, threads 16)
+    assert programs_per_sm(64, 20000, 4, cap=16) == 8
+    assert programs_per_sm(255, 0, 8) == 1 and programs_per_sm(255, 0, 16) == 1
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="occupancy is read from a kernel compiled for a GPU"
+)
+def test_persistent_kernels_fill_every_resident_slot() -> None:
+    """On a GPU a persistent launch holds as many programs as the SMs can hold at once (a
+    small tile: more than one per SM), read from the compiled kernel rather than guessed,
+    and still computes the oracle's answer."""
+    from yat_triton._launch import _cuda_props, resident_programs
+    from yat_triton.dense import plan_dense_fwd
+
+    gen = torch.Generator().manual_seed(12)
+    x, w = (torch.randn(4096, 256, generator=gen).to("cuda", torch.bfloat16) for _ in range(2))
+    cfg = TileConfig(64, 64, 64, 8, 4, 2, tma=True)
+    (y, _, _, _), calls = plan_dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", False, cfg)
+    call = calls[-1]
+    assert call.kernel.fn.__name__ == "yat_dense_fwd_tma_kernel"
+    sms = _cuda_props(torch.cuda.current_device()).multi_processor_count
+    per_sm = resident_programs(call, x.device)
+    assert per_sm >= 2, "a 64x64 bf16 tile on 4 warps and 2 stages fits several programs an SM"
+    assert call.launch_grid() == (min(call.persistent_tiles, sms * per_sm),)
+    for c in calls:
+        c.run()
+    assert_close(
+        y, yat_dense_ref(x.cpu(), w.cpu(), None, None, 1e-3), torch.bfloat16, reduction=256, what="y"
+    )
 
 
 def test_tma_ready_rules() -> None:

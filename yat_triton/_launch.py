@@ -106,8 +106,10 @@ def _index(device: torch.device) -> int:
 
 
 def persistent_programs(device: torch.device, tiles: int) -> int:
-    """Grid of a persistent kernel: one program per SM, no more than there are tiles.
-    Under the interpreter, two, so that the tests see programs walking several tiles."""
+    """Planned grid of a persistent kernel: one program per SM, no more than there are
+    tiles (`KernelCall.run` raises it to every program an SM can hold at once, see
+    `resident_programs`). Under the interpreter, two, so that the tests see programs
+    walking several tiles."""
     if device.type == "cuda":
         return max(1, min(tiles, _cuda_props(_index(device)).multi_processor_count))
     return max(1, min(tiles, 2))
@@ -152,15 +154,91 @@ def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: objec
         kernel[grid](*args, **kwargs)  # type: ignore[index]
 
 
+def programs_per_sm(
+    n_regs: int,
+    shared_bytes: int,
+    num_warps: int,
+    *,
+    regs_per_sm: int = 65536,
+    shared_per_sm: int = 233472,
+    threads_per_sm: int = 2048,
+    cap: int = 4,
+) -> int:
+    """How many programs of a compiled kernel an SM holds at once (sm_90 defaults: 64K
+    registers, 228 KB of shared memory, 2048 threads), at most `cap` and at least 1.
+
+    Registers are allocated per warp in blocks of 256 (8 a thread); every program also
+    reserves 1 KB of shared memory for the system.
+    """
+    regs_per_warp = -(-max(n_regs, 1) * 32 // 256) * 256
+    by_regs = (regs_per_sm // regs_per_warp) // num_warps
+    by_shared = shared_per_sm // (shared_bytes + 1024)
+    by_threads = threads_per_sm // (32 * num_warps)
+    return max(1, min(cap, by_regs, by_shared, by_threads))
+
+
+_RESIDENT: dict[tuple[Any, ...], int] = {}
+
+
+def _arg_key(a: object) -> object:
+    if isinstance(a, Tensor):
+        return a.dtype
+    base = getattr(a, "base", None)  # a TMA descriptor
+    if isinstance(base, Tensor):
+        return (base.dtype, tuple(getattr(a, "block_shape", ())))
+    return type(a).__name__
+
+
+def resident_programs(call: KernelCall, device: torch.device) -> int:
+    """Programs of `call`'s compiled kernel an SM holds at once (`programs_per_sm` of its
+    registers and shared memory), cached per kernel, constexprs and argument dtypes; 1
+    when the compiled kernel cannot be asked (its metadata is Triton's, read as the fused
+    softmax tutorial does)."""
+    key = (call.kernel, _index(device), tuple(sorted(call.kwargs.items())), tuple(map(_arg_key, call.args)))
+    if key not in _RESIDENT:
+        try:
+            compiled = call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
+            compiled._init_handles()
+            props = _cuda_props(_index(device))
+            _RESIDENT[key] = programs_per_sm(
+                compiled.n_regs, compiled.metadata.shared, call.kwargs.get("num_warps", 4),
+                regs_per_sm=getattr(props, "regs_per_multiprocessor", 65536),
+                shared_per_sm=getattr(props, "shared_memory_per_multiprocessor", 233472),
+                threads_per_sm=getattr(props, "max_threads_per_multi_processor", 2048),
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 (an estimate: one program per SM is always right)
+            _RESIDENT[key] = 1
+    return _RESIDENT[key]
+
+
 @dataclass
 class KernelCall:
     """One planned kernel launch: what a launcher would run, kept as data so that the
-    harness can also compile it ahead of time or for another target (autotune inspect)."""
+    harness can also compile it ahead of time or for another target (autotune inspect).
+
+    `persistent_tiles` (> 0): the kernel is persistent over that many tiles, planned with
+    one program per SM; on a GPU, `run` launches as many programs as the SMs hold at once
+    (`resident_programs`, never more than there are tiles), so that one program's epilogue
+    overlaps another's main loop on the same SM, where registers and shared memory allow.
+    """
 
     kernel: Any
     grid: tuple[int, ...]
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    persistent_tiles: int = 0
+
+    def launch_grid(self) -> tuple[int, ...]:
+        """The grid `run` launches."""
+        if self.persistent_tiles <= 0 or INTERPRETING:
+            return self.grid
+        device = next(
+            (t.device for t in (getattr(a, "base", a) for a in self.args) if isinstance(t, Tensor)), None
+        )
+        if device is None or device.type != "cuda":
+            return self.grid
+        per_sm = resident_programs(self, device)
+        return (max(1, min(self.persistent_tiles, self.grid[0] * per_sm)),)
 
     def run(self) -> None:
-        launch(self.kernel, self.grid, *self.args, **self.kwargs)
+        launch(self.kernel, self.launch_grid(), *self.args, **self.kwargs)

@@ -160,6 +160,7 @@ def plan_dense_fwd(
              y.stride(0), y.stride(1), N if save_for_backward else 0, 1, alpha_value, eps_value),
             dict(epilogue, INT64=needs_int64(y, s), EPILOGUE_SPLIT=cfg.epilogue_split,
                  TMA_STORE=tma_store, X_NORMS_IN_LOOP=cfg.norms_in_loop),
+            persistent_tiles=tiles,
         ))  # fmt: skip
         return (y, s, nx, nw), calls
     calls.append(KernelCall(
@@ -242,6 +243,7 @@ def plan_bwd_gemm(
             yat_dense_bwd_gemm_tma_kernel, (persistent_programs(e.device, tiles),),
             (a_tma[0], b_tma[0], e, v, c, R, C, KD, e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
             dict(shared, INT64=needs_int64(e, c), A_T=a_tma[1], B_T=b_tma[1]),
+            persistent_tiles=tiles,
         )  # fmt: skip
         return c, [call]
     a, b = k_major_if_huge(a, 1), k_major_if_huge(b, 0)
