@@ -144,11 +144,16 @@ def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, bool, int, int, s
     )  # fmt: skip
 
 
-def compile_sm90(call: KernelCall, *, dump_dir: Path | None = None) -> KernelReport:
-    """Compile one planned call for sm_90 and report its resources; optionally dump IRs."""
+def compile_sm90(
+    call: KernelCall, *, dump_dir: Path | None = None, maxnreg: int | None = None
+) -> KernelReport:
+    """Compile one planned call for sm_90 and report its resources; optionally dump IRs.
+    `maxnreg`: cap the registers a thread (ptxas), to see what a cap costs in spills."""
     signature, constexprs, attrs = _specialize(call)
     src = ASTSource(call.kernel, signature, constexprs, attrs)
     options = {k: call.kwargs[k] for k in ("num_warps", "num_stages") if k in call.kwargs}
+    if maxnreg:
+        options["maxnreg"] = maxnreg
     t0 = time.perf_counter()
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     elapsed = time.perf_counter() - t0
@@ -179,8 +184,8 @@ def inspect_dense_fwd(
     b = torch.empty((N,), dtype=dtype, device="meta")
     precision = "tf32" if dtype == torch.float32 else "ieee"
     _, calls = plan_dense_fwd(x, w, b, None, 1.0, None, 1e-5, precision, bool(kw.get("save", False)), config)
-    dump = kw.get("dump_dir")
-    return [compile_sm90(c, dump_dir=Path(dump) if dump else None) for c in calls]
+    dump, cap = kw.get("dump_dir"), kw.get("maxnreg")
+    return [compile_sm90(c, dump_dir=Path(dump) if dump else None, maxnreg=cap) for c in calls]  # type: ignore[arg-type]
 
 
 def inspect_conv2d_fwd(
@@ -196,6 +201,7 @@ def inspect_conv2d_fwd(
     config: TileConfig | None = None,
     save: bool = False,
     dump_dir: str | None = None,
+    maxnreg: int | None = None,
 ) -> list[KernelReport]:
     """Compile the conv2d forward kernels (channels_last input, 'same'-style padding k//2)
     for sm_90 (meta tensors)."""
@@ -210,7 +216,7 @@ def inspect_conv2d_fwd(
         x, w, b, None, 1.0, None, 1e-5, (stride, stride), (p, p, p, p), (1, 1), groups,
         precision, save, config,
     )  # fmt: skip
-    return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None) for c in calls]
+    return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None, maxnreg=maxnreg) for c in calls]
 
 
 def record_calls(fn: Callable[[], object]) -> list[KernelCall]:
@@ -328,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     parser.add_argument("--save", action="store_true", help="forward that saves s for backward")
+    parser.add_argument(
+        "--maxnreg",
+        type=int,
+        help="cap registers a thread (e.g. 128: two 8-warp programs an SM) to see the spills it costs",
+    )
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
     parser.add_argument("--json", action="store_true", help="one JSON object per kernel")
     args = parser.parse_args(argv)
@@ -350,11 +361,13 @@ def main(argv: list[str] | None = None) -> int:
         B, C_in, HW, C_out, k = args.conv
         reports = inspect_conv2d_fwd(
             B, C_in, HW, C_out, k, dtype, stride=args.stride, config=cfg, save=args.save,
-            dump_dir=args.dump,
+            dump_dir=args.dump, maxnreg=args.maxnreg,
         )  # fmt: skip
     else:
         M, N, K = args.shape
-        reports = inspect_dense_fwd(M, N, K, dtype, cfg, save=args.save, dump_dir=args.dump)
+        reports = inspect_dense_fwd(
+            M, N, K, dtype, cfg, save=args.save, dump_dir=args.dump, maxnreg=args.maxnreg
+        )
     for report in reports:
         print(json.dumps(dataclasses.asdict(report)) if args.json else report.line())
     return 0

@@ -431,6 +431,19 @@ def test_inspect_dumps_every_stage(tmp_path: Path) -> None:
     assert "HGMMA" in (tmp_path / "yat_dense_fwd_kernel.sass").read_text()
 
 
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+def test_inspect_caps_registers() -> None:
+    """--maxnreg 128: the bf16 forward saving s on a 128x128 tile, 8 warps, 3 stages, fits
+    128 registers a thread, so two programs share an SM (96 KB of shared memory each)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "autotune.inspect", "--shape", "512", "512", "512", "--save",
+           "--config", "128x128x64:8:3:e4", "--maxnreg", "128", "--json"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fwd = [json.loads(line) for line in done.stdout.splitlines() if "yat_dense_fwd_kernel" in line][0]
+    assert fwd["registers"] <= 128 and fwd["programs_per_sm"] == 2, fwd
+
+
 def test_tma_stores_fall_back_when_their_staging_does_not_fit() -> None:
     """A TMA tile whose store staging next to its pipeline exceeds sm_90 shared memory when
     saving s (64x256 on 8 warps, 4 stages) keeps TMA loads but stores through pointers."""
