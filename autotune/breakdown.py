@@ -220,20 +220,27 @@ def main(argv: list[str] | None = None) -> int:
             False  # ieee, as the ⵟ kernels
         )
     torch.backends.cudnn.benchmark = True
-    lines = dense_lines(*args.dense, dtype, device, tma=args.tma) + conv_lines(
-        *args.conv, dtype, device, tma=args.tma
-    )
     gpu = environment().gpu
     dense_shape, conv_shape = (
         "x".join(map(str, args.dense)),
         "B={},C_in={},HW={},C_out={},k={}".format(*args.conv),
     )
-    for line in lines:
-        line.gpu, line.dtype = gpu, args.dtype
-        line.shape = conv_shape if line.op.startswith("conv2d") else dense_shape
-    text = "\n".join(json.dumps(asdict(line)) for line in lines) + "\n"
-    if args.json_out:
-        args.json_out.write_text(text)
+    lines: list[Line] = []
+
+    def add(more: list[Line]) -> str:
+        """Label the new lines and rewrite --json-out with all so far: a time cap that stops
+        the conv half still leaves the dense half for the report."""
+        for line in more:
+            line.gpu, line.dtype = gpu, args.dtype
+            line.shape = conv_shape if line.op.startswith("conv2d") else dense_shape
+        lines.extend(more)
+        text = "\n".join(json.dumps(asdict(line)) for line in lines) + "\n"
+        if args.json_out:
+            args.json_out.write_text(text)
+        return text
+
+    add(dense_lines(*args.dense, dtype, device, tma=args.tma))
+    text = add(conv_lines(*args.conv, dtype, device, tma=args.tma))
     if args.json:
         print(text, end="")
         return 0

@@ -251,6 +251,25 @@ def test_breakdown_times_every_kernel(capsys) -> None:
     assert all(kernels[k][-1] == "launcher (whole call)" for k in kernels if k[1] != "ref")
 
 
+def test_breakdown_keeps_the_dense_half_when_the_conv_half_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--json-out is rewritten after each op: a run stopped during the conv half (the GPU
+    script's time cap) leaves the dense lines for the report."""
+    from autotune import breakdown
+
+    def stopped(*args: object, **kwargs: object) -> list:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(breakdown, "conv_lines", stopped)
+    out = tmp_path / "breakdown.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        breakdown.main(["--dense", "24", "40", "32", "--json-out", str(out)])
+    lines = [json.loads(s) for s in out.read_text().splitlines()]
+    assert lines and all(ln["op"] == "dense" and ln["shape"] == "24x40x32" for ln in lines)
+    assert {ln["phase"] for ln in lines} == {"fwd", "bwd", "ref"}
+
+
 def test_gpu_script_parses_its_options(tmp_path: Path) -> None:
     """The GPU script is valid bash and refuses bad options before running anything."""
     import subprocess
