@@ -69,8 +69,10 @@ def test_tma_persistent_forward_matches_oracle(
     assert calls[-1].kernel.fn.__name__ == "yat_dense_fwd_tma_kernel"
     assert calls[-1].kwargs["TMA_STORE"] == (N * x.element_size() % 16 == 0)
     assert calls[-1].kwargs["X_NORMS_IN_LOOP"] == x_norms_in_loop
-    assert calls[-1].grid[0] < triton.cdiv(M, 16) * triton.cdiv(N, 32), "not persistent"
-    assert calls[-1].persistent_tiles == triton.cdiv(M, 16) * triton.cdiv(N, 32)
+    tiles = triton.cdiv(M, 16) * triton.cdiv(N, 32)
+    assert calls[-1].persistent_tiles == tiles
+    if device == "cpu":  # the interpreter's two programs walk all the tiles
+        assert calls[-1].grid == (2,) and calls[-1].launch_grid() == (2,), "not persistent"
     assert calls[0].args[4:6] == ((N, 0) if x_norms_in_loop else (M, N)), "rows of the norm pass"
     for call in calls:
         call.run()
@@ -140,28 +142,47 @@ def test_programs_per_sm() -> None:
 @pytest.mark.skipif(
     not torch.cuda.is_available(), reason="occupancy is read from a kernel compiled for a GPU"
 )
-def test_persistent_kernels_fill_every_resident_slot() -> None:
-    """On a GPU a persistent launch holds as many programs as the SMs can hold at once (a
-    small tile: more than one per SM), read from the compiled kernel rather than guessed,
-    and still computes the oracle's answer."""
+def test_persistent_kernels_fill_every_resident_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU a persistent launch holds as many programs as the SMs hold at once: the
+    count read from the compiled kernel agrees with the CUDA driver's occupancy query, a
+    small tile gets more than one per SM, that grid is the one launched, and the result
+    is the oracle's."""
+    import ctypes
+
+    import yat_triton._launch as launch_mod
     from yat_triton._launch import _cuda_props, resident_programs
     from yat_triton.dense import plan_dense_fwd
 
     gen = torch.Generator().manual_seed(12)
-    x, w = (torch.randn(4096, 256, generator=gen).to("cuda", torch.bfloat16) for _ in range(2))
-    cfg = TileConfig(64, 64, 64, 8, 4, 2, tma=True)
+    x = torch.randn(2048, 32, generator=gen).to("cuda", torch.bfloat16)
+    w = torch.randn(1088, 32, generator=gen).to("cuda", torch.bfloat16)
+    cfg = TileConfig(64, 64, 32, 8, 4, 2, tma=True)
     (y, _, _, _), calls = plan_dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", False, cfg)
     call = calls[-1]
-    assert call.kernel.fn.__name__ == "yat_dense_fwd_tma_kernel"
+    assert call.kernel.fn.__name__ == "yat_dense_fwd_tma_kernel" and call.persistent_tiles == 32 * 17
     sms = _cuda_props(torch.cuda.current_device()).multi_processor_count
     per_sm = resident_programs(call, x.device)
     assert per_sm >= 2, "a 64x64 bf16 tile on 4 warps and 2 stages fits several programs an SM"
-    assert call.launch_grid() == (min(call.persistent_tiles, sms * per_sm),)
+    compiled = call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
+    compiled._init_handles()
+    blocks = ctypes.c_int()
+    err = ctypes.CDLL("libcuda.so.1").cuOccupancyMaxActiveBlocksPerMultiprocessor(
+        ctypes.byref(blocks), ctypes.c_void_p(compiled.function), 32 * 4,
+        ctypes.c_size_t(compiled.metadata.shared),
+    )  # fmt: skip
+    assert err == 0 and per_sm == min(4, blocks.value), (per_sm, blocks.value)
+    launched: list[tuple[int, ...]] = []
+    real = launch_mod.launch
+
+    def record(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: object) -> None:
+        launched.append(grid)
+        real(kernel, grid, *args, **kwargs)
+
+    monkeypatch.setattr(launch_mod, "launch", record)
     for c in calls:
         c.run()
-    assert_close(
-        y, yat_dense_ref(x.cpu(), w.cpu(), None, None, 1e-3), torch.bfloat16, reduction=256, what="y"
-    )
+    assert launched[-1] == (min(call.persistent_tiles, sms * per_sm),)
+    assert_close(y, yat_dense_ref(x.cpu(), w.cpu(), None, None, 1e-3), torch.bfloat16, reduction=32, what="y")
 
 
 def test_tma_ready_rules() -> None:

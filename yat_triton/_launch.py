@@ -168,11 +168,11 @@ def programs_per_sm(
     registers, 228 KB of shared memory, 2048 threads), at most `cap` and at least 1.
 
     Registers are allocated per warp in blocks of 256 (8 a thread); every program also
-    reserves 1 KB of shared memory for the system.
+    reserves 1 KB of shared memory for the system, and takes it in 128-byte units.
     """
     regs_per_warp = -(-max(n_regs, 1) * 32 // 256) * 256
     by_regs = (regs_per_sm // regs_per_warp) // num_warps
-    by_shared = shared_per_sm // (shared_bytes + 1024)
+    by_shared = shared_per_sm // (-(-(shared_bytes + 1024) // 128) * 128)
     by_threads = threads_per_sm // (32 * num_warps)
     return max(1, min(cap, by_regs, by_shared, by_threads))
 
@@ -181,8 +181,13 @@ _RESIDENT: dict[tuple[Any, ...], int] = {}
 
 
 def _arg_key(a: object) -> object:
+    """What Triton specializes an argument on (so two launches that compile differently
+    do not share an occupancy): a tensor's dtype and 16-byte alignment, an int's being 1,
+    a multiple of 16, or past int32, a descriptor's dtype and box."""
     if isinstance(a, Tensor):
-        return a.dtype
+        return (a.dtype, a.data_ptr() % 16 == 0)
+    if isinstance(a, int) and not isinstance(a, bool):
+        return (a == 1, a % 16 == 0, -(2**31) <= a < 2**31)
     base = getattr(a, "base", None)  # a TMA descriptor
     if isinstance(base, Tensor):
         return (base.dtype, tuple(getattr(a, "block_shape", ())))
@@ -191,24 +196,29 @@ def _arg_key(a: object) -> object:
 
 def resident_programs(call: KernelCall, device: torch.device) -> int:
     """Programs of `call`'s compiled kernel an SM holds at once (`programs_per_sm` of its
-    registers and shared memory), cached per kernel, constexprs and argument dtypes; 1
-    when the compiled kernel cannot be asked (its metadata is Triton's, read as the fused
-    softmax tutorial does)."""
-    key = (call.kernel, _index(device), tuple(sorted(call.kwargs.items())), tuple(map(_arg_key, call.args)))
-    if key not in _RESIDENT:
-        try:
-            compiled = call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
-            compiled._init_handles()
-            props = _cuda_props(_index(device))
-            _RESIDENT[key] = programs_per_sm(
-                compiled.n_regs, compiled.metadata.shared, call.kwargs.get("num_warps", 4),
-                regs_per_sm=getattr(props, "regs_per_multiprocessor", 65536),
-                shared_per_sm=getattr(props, "shared_memory_per_multiprocessor", 233472),
-                threads_per_sm=getattr(props, "max_threads_per_multi_processor", 2048),
-            )  # fmt: skip
-        except Exception:  # noqa: BLE001 (an estimate: one program per SM is always right)
-            _RESIDENT[key] = 1
-    return _RESIDENT[key]
+    registers and shared memory), cached per kernel, constexprs and what Triton specializes
+    the arguments on (`_arg_key`); 1 when the compiled kernel cannot be asked (its
+    metadata is Triton's, read as the fused softmax tutorial does)."""
+    key = (
+        call.kernel, _index(device), tuple(sorted(call.kwargs.items())), tuple(map(_arg_key, call.args))
+    )  # fmt: skip
+    known = _RESIDENT.get(key)
+    if known is not None:
+        return known
+    try:
+        compiled = call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
+        compiled._init_handles()
+        props = _cuda_props(_index(device))
+        known = programs_per_sm(
+            compiled.n_regs, compiled.metadata.shared, call.kwargs.get("num_warps", 4),
+            regs_per_sm=getattr(props, "regs_per_multiprocessor", 65536),
+            shared_per_sm=getattr(props, "shared_memory_per_multiprocessor", 233472),
+            threads_per_sm=getattr(props, "max_threads_per_multi_processor", 2048),
+        )  # fmt: skip
+    except Exception:  # noqa: BLE001 (an estimate: one program per SM is always right)
+        known = 1
+    _RESIDENT[key] = known
+    return known
 
 
 @dataclass
