@@ -150,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--max-configs", type=int, help="configs per problem (default: all; 2 on a CPU)")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument(
-        "--compile-mode", default="max-autotune", help="torch.compile mode of compiled_ref (GPU only)"
+        "--compile-mode",
+        default="max-autotune",
+        help="torch.compile mode of compiled_ref (GPU only); none: leave compiled_ref out (its "
+        "compile takes seconds to minutes a problem)",
     )
     sw.set_defaults(func=cmd_sweep)
     sh = sub.add_parser("show", help="best configs and speedups as a table")

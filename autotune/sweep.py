@@ -314,7 +314,7 @@ class Problem:
             return y.to(self.dtype)
 
         yield "eager_ref", self._timed(eager), True, None
-        if torch.cuda.is_available() and not INTERPRETING:
+        if self.x.is_cuda and not INTERPRETING and self.compile_mode != "none":
             # One compiled graph per problem, static shapes: without the reset, every problem
             # recompiles the same code object, and past dynamo's recompile limit (8) it would
             # silently run eager, which would flatter the ⵟ kernels.

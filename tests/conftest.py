@@ -26,3 +26,14 @@ import pytest  # noqa: E402
 def device() -> str:
     """The device the kernels under test run on."""
     return "cuda" if _HAS_CUDA else "cpu"
+
+
+@pytest.fixture
+def no_tf32() -> object:
+    """cuBLAS and cuDNN in IEEE fp32 for the test (nmn's layers call F.linear / F.conv2d,
+    which on a GPU would otherwise round fp32 operands to TF32: errors ~1e-3 against fp32
+    tolerances); the flags are restored after."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -95,9 +95,10 @@ def test_tma_config_falls_back_to_the_pointer_kernel(case: str, device: str) -> 
     x, w = torch.randn(37, K + 1, generator=gen)[:, :K], torch.randn(20, K, generator=gen)
     if case == "transposed-x":
         x = x.t().contiguous().t()
-    if case == "offset-base":
-        x = torch.randn(37 * K + 1, generator=gen)[1:].view(37, K)
-    x, w = x.to(device), w.to(device)
+    x, w = x.to(device), w.to(device)  # (the strided views stay strided: they are not dense)
+    if case == "offset-base":  # sliced on the device: a copy there would start aligned
+        x = torch.randn(37 * K + 1, generator=gen).to(device)[1:].view(37, K)
+    assert case != "row-stride-not-16B" or x.stride(0) * 4 % 16
     cfg = TileConfig(16, 32, 16, 2, 4, 2, norms_in_loop=case == "in-loop-norms", tma=True)
     (y, _, _, _), calls = plan_dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", False, cfg)
     assert calls[-1].kernel.fn.__name__ == "yat_dense_fwd_kernel"

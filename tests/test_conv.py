@@ -1022,3 +1022,20 @@ def test_conv_box_wastes_the_fewest_lanes() -> None:
     # ResNet-50's 3x3 layers at batch 64: no overhang but at 7x7
     boxes = [conv_box(64, hw, hw, 128) for hw in (56, 28, 14, 7)]
     assert boxes == [(2, 8, 8), (8, 4, 4), (32, 2, 2), (16, 1, 8)]
+
+
+def test_wgrad_split_over_output_positions(device, monkeypatch):
+    """The GPU's weight gradient splits the output positions over programs and sums their
+    partial dW (the interpreter otherwise takes one split): forced here, dW against the
+    oracle."""
+    from yat_triton._launch import KernelCall
+
+    monkeypatch.setattr(conv, "INTERPRETING", False)  # the launcher's GPU choices
+    launched: list[KernelCall] = []
+    run = KernelCall.run
+    monkeypatch.setattr(KernelCall, "run", lambda self: (launched.append(self), run(self)))
+    geo = Geo(2, 4, 12, 12, 6, (3, 3), padding=1)  # 288 output positions
+    inp = make_inputs(geo, torch.float32, device, channels_last=True, seed=31)
+    check_against_oracle(inp, geo)
+    (wgrad,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_wgrad_kernel"]
+    assert wgrad.grid[2] > 1, wgrad.grid

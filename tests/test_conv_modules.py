@@ -17,6 +17,9 @@ from torch import Tensor, nn
 
 from yat_triton import YatConv1d, YatConv2d, YatLinear, convert
 
+# the nmn parity tests compare against nmn's fp32 cuBLAS / cuDNN calls: IEEE there too
+pytestmark = pytest.mark.usefixtures("no_tf32")
+
 SQRT2 = math.sqrt(2.0)
 IN, OUT = 4, 6
 FP32_BF16 = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.bfloat16, id="bf16")]

@@ -14,6 +14,9 @@ from torch import Tensor
 
 from yat_triton import YatLinear
 
+# the nmn parity tests compare against nmn's fp32 cuBLAS / cuDNN calls: IEEE there too
+pytestmark = pytest.mark.usefixtures("no_tf32")
+
 IN, OUT = 24, 10
 SQRT2 = math.sqrt(2.0)
 

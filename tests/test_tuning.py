@@ -253,7 +253,9 @@ def test_picks_fit_the_tuned_tile_to_the_launch(on_h200: Path) -> None:
     assert pick_dense_config(4096, 4096, 4096, BF16) == BIG
     # a small launch gets the nearest winner clipped to its dims, as the config prune does
     assert pick_dense_config(20, 40, 30, BF16) == TileConfig(32, 64, 32, 8, 8, 3, epilogue_split=4)
-    assert pick_dense_config(4096, 4096, 4096, torch.float32) == default_dense(4096, 4096, 4096)
+    assert pick_dense_config(4096, 4096, 4096, torch.float32) == dense_default_config(
+        4096, 4096, 4096, 4, interpreting=tuning.INTERPRETING
+    )
     assert pick_dense_config(64, 64, 64, BF16, "bwd") == default_dense(64, 64, 64)  # no bwd winners
     geo = conv_shape((32, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), 1)
     assert pick_conv_config(32 * 56 * 56, 64, 64, BF16, problem=geo) == TileConfig(
