@@ -29,7 +29,7 @@ import triton
 
 from autotune.db import Result, ResultsDB, Run, canonical_json, shard
 from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
-from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs
+from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs, tma_conv_tile
 from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -420,11 +420,15 @@ def config_space(
     if dense:
         space = dense_config_space()
         kept = prune_dense_configs(space, M, N, K, elem_bytes)
-    else:  # the conv's TMA kernel takes stride-1 forwards whose K tile divides the channels
-        # (the launcher runs other TMA tiles on the pointer kernel: they would repeat a
-        # pointer tile under another name)
-        space = conv_config_space(include_tma=shape["stride"] == 1)
-        kept = [c for c in prune_conv_configs(space, M, N, K, elem_bytes) if not c.tma or K % c.block_k == 0]
+    else:  # TMA tiles only where the conv's TMA kernel takes them (the launcher runs the
+        # others on the pointer kernel: they would repeat a pointer tile under another name)
+        stride = (shape["stride"], shape["stride"])
+        space = conv_config_space(include_tma=stride == (1, 1))
+        kept = [
+            c
+            for c in prune_conv_configs(space, M, N, K, elem_bytes)
+            if not c.tma or tma_conv_tile(c, K, stride)
+        ]
     pruned = [c for c in space if not fits_sm90(c, elem_bytes, tma_staging=dense)]
     ranked = rank_configs(
         kept, M, N, K, elem_bytes, norms_from_tile=op == "conv2d" and not pointwise(op, shape)

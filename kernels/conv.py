@@ -542,6 +542,13 @@ def prune_conv_configs(
     return prune_dense_configs(configs, M, Ng, Cg, elem_bytes, tma_staging=False)
 
 
+def tma_conv_tile(cfg: TileConfig, Cg: int, stride: tuple[int, int] | list[int]) -> bool:
+    """Whether a conv forward with this tile runs `yat_conv_fwd_tma_kernel` (operands
+    permitting): a `tma` tile, stride 1, and a K tile that divides the channels per group
+    (never spanning two taps or two groups). Otherwise the pointer kernel takes the tile."""
+    return cfg.tma and tuple(stride) == (1, 1) and Cg % cfg.block_k == 0
+
+
 def conv_box(B: int, OH: int, OW: int, block_m: int) -> tuple[int, int, int]:
     """(BOX_B, BOX_H, BOX_W): the output box of `yat_conv_fwd_tma_kernel`'s M tile, powers
     of two whose product is block_m, chosen to waste the fewest lanes on the overhang past

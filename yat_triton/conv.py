@@ -29,6 +29,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from kernels._common import TileConfig
 from kernels.conv import (
     conv_box,
+    tma_conv_tile,
     yat_conv_bwd_near_kernel,
     yat_conv_dgrad_kernel,
     yat_conv_fwd_kernel,
@@ -367,7 +368,7 @@ def plan_conv2d_fwd(
         EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)), **cfg.launch_options(),
     )  # fmt: skip
     xv, wv = xk.permute(0, 2, 3, 1), wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
-    if cfg.tma and tuple(stride) == (1, 1) and Cg % cfg.block_k == 0 and tma_ready(xv, wv):
+    if tma_conv_tile(cfg, Cg, stride) and tma_ready(xv, wv):
         box = conv_box(B, OH, OW, cfg.block_m)
         tiles_m = math.prod(-(-n // b) for n, b in zip((B, OH, OW), box, strict=True))
         calls.append(KernelCall(
