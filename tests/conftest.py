@@ -37,3 +37,19 @@ def no_tf32() -> object:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every KernelCall the launchers run during the test, in order (each still runs)."""
+    from yat_triton._launch import KernelCall
+
+    calls: list[KernelCall] = []
+    run = KernelCall.run
+
+    def record(self: KernelCall) -> None:
+        calls.append(self)
+        run(self)
+
+    monkeypatch.setattr(KernelCall, "run", record)
+    return calls

@@ -908,16 +908,12 @@ def test_torch_compile(dtype, pointwise, device):
         assert_close(g, r, dtype, reduction=2 * y.shape[2] * y.shape[3], what=f"compiled {name}")
 
 
-def test_pointwise_conv_follows_the_conv_tiles(device, monkeypatch):
+def test_pointwise_conv_follows_the_conv_tiles(device, launched):
     """A 1x1 conv on the dense kernels takes the conv's forced (or tuned) tiles, forward and
     backward, so that sweeping the conv problem times what it changes."""
     from kernels._common import TileConfig
-    from yat_triton._launch import KernelCall
     from yat_triton.tuning import forced_config
 
-    launched: list[KernelCall] = []
-    run = KernelCall.run
-    monkeypatch.setattr(KernelCall, "run", lambda self: (launched.append(self), run(self)))
     inp = make_inputs(POINTWISE_GEO, torch.float32, device, channels_last=True, seed=9)
     fwd, bwd = TileConfig(32, 16, 16, 2, 4, 2, tma=True), TileConfig(16, 32, 16, 4, 4, 2)
     with forced_config("conv2d", "fwd", fwd), forced_config("conv2d", "bwd", bwd):
@@ -943,18 +939,14 @@ TMA_GEOS = [
 
 @pytest.mark.parametrize("geo", TMA_GEOS)
 @pytest.mark.parametrize("dtype", IO_DTYPES)
-def test_tma_forward(geo, dtype, device, monkeypatch):
+def test_tma_forward(geo, dtype, device, launched):
     """A forced `tma` tile runs `yat_conv_fwd_tma_kernel` (boxes from `conv_box`, one
     program a tile) on stride-1 convs, NCHW x included (it reads the channels_last copy):
     forward, and the backward from the s and patch norms it saved, against the oracle."""
     from kernels._common import TileConfig
     from kernels.conv import conv_box
-    from yat_triton._launch import KernelCall
     from yat_triton.tuning import forced_config
 
-    launched: list[KernelCall] = []
-    run = KernelCall.run
-    monkeypatch.setattr(KernelCall, "run", lambda self: (launched.append(self), run(self)))
     tile = TileConfig(32, 16, 16, 2, 4, 2, tma=True)
     for channels_last in (True, False):
         launched.clear()
@@ -980,15 +972,11 @@ def test_tma_forward(geo, dtype, device, monkeypatch):
     ],
     ids=["stride2", "c24", "misaligned"],
 )
-def test_tma_forward_falls_back(geo, why, device, monkeypatch):
+def test_tma_forward_falls_back(geo, why, device, launched):
     """Convs the TMA kernel cannot read run the pointer kernel with the same tile."""
     from kernels._common import TileConfig
-    from yat_triton._launch import KernelCall
     from yat_triton.tuning import forced_config
 
-    launched: list[KernelCall] = []
-    run = KernelCall.run
-    monkeypatch.setattr(KernelCall, "run", lambda self: (launched.append(self), run(self)))
     inp = make_inputs(geo, torch.float16, device, channels_last=True, seed=22)
     if why.startswith("x starts"):  # a channels_last view from the second channel on
         wider = Draw(23, device)(geo.B, geo.C_in + 1, geo.H, geo.W, dtype=torch.float16, scale=0.5)
@@ -1024,16 +1012,12 @@ def test_conv_box_wastes_the_fewest_lanes() -> None:
     assert boxes == [(2, 8, 8), (8, 4, 4), (32, 2, 2), (16, 1, 8)]
 
 
-def test_wgrad_split_over_output_positions(device, monkeypatch):
+def test_wgrad_split_over_output_positions(device, monkeypatch, launched):
     """The GPU's weight gradient splits the output positions over programs and sums their
     partial dW (the interpreter otherwise takes one split): forced here, dW against the
     oracle."""
-    from yat_triton._launch import KernelCall
 
     monkeypatch.setattr(conv, "INTERPRETING", False)  # the launcher's GPU choices
-    launched: list[KernelCall] = []
-    run = KernelCall.run
-    monkeypatch.setattr(KernelCall, "run", lambda self: (launched.append(self), run(self)))
     geo = Geo(2, 4, 12, 12, 6, (3, 3), padding=1)  # 288 output positions
     inp = make_inputs(geo, torch.float32, device, channels_last=True, seed=31)
     check_against_oracle(inp, geo)

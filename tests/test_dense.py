@@ -717,25 +717,22 @@ def test_torch_compile(dtype, tma, device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_tma_kernels_end_to_end(dtype, device, monkeypatch):
+def test_tma_kernels_end_to_end(dtype, device, launched):
     """A layer whose forward and backward GEMMs all run the persistent TMA kernels (dW reads
     gs^T through a transposed box), every gradient against the oracle. fp16 keeps its
     backward GEMMs on the pointer kernel (fp32 gs against fp16 operands)."""
     from kernels._common import TileConfig
-    from yat_triton._launch import KernelCall
     from yat_triton.tuning import forced_config
 
-    launched: list[str] = []
-    run = KernelCall.run
-    monkeypatch.setattr(KernelCall, "run", lambda self: (launched.append(self.kernel.fn.__name__), run(self)))
     cfg = TileConfig(16, 32, 16, 2, 4, 2, epilogue_split=2, tma=True)
     inp = make_inputs((24,), 40, 48, dtype, device, seed=21)
     with forced_config("dense", "fwd", cfg), forced_config("dense", "bwd", cfg):
         check_against_oracle(inp)
-    assert "yat_dense_fwd_tma_kernel" in launched
-    gemms = [k for k in launched if "bwd_gemm" in k]
+    names = [c.kernel.fn.__name__ for c in launched]
+    assert "yat_dense_fwd_tma_kernel" in names
+    gemms = [k for k in names if "bwd_gemm" in k]
     expected = "yat_dense_bwd_gemm_kernel" if dtype == torch.float16 else "yat_dense_bwd_gemm_tma_kernel"
-    assert gemms == [expected] * 2, launched
+    assert gemms == [expected] * 2, names
 
 
 def test_eager_launches_skip_the_graph_dispatcher(device, monkeypatch):
