@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from tabulate import tabulate  # noqa: E402
 from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
 from kernels._common import TileConfig  # noqa: E402
-from yat_triton._launch import KernelCall  # noqa: E402
+from yat_triton._launch import recording  # noqa: E402
 
 REPRESENTATIVE = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
 
@@ -66,23 +66,6 @@ def time_us(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return (time.perf_counter() - t0) * 1e6
-
-
-@contextlib.contextmanager
-def recording() -> Iterator[list[KernelCall]]:
-    """Every KernelCall the launchers run inside the block, run and kept."""
-    calls: list[KernelCall] = []
-    original = KernelCall.run
-
-    def run(self: KernelCall) -> None:
-        calls.append(self)
-        original(self)
-
-    KernelCall.run = run  # type: ignore[method-assign]
-    try:
-        yield calls
-    finally:
-        KernelCall.run = original  # type: ignore[method-assign]
 
 
 def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:

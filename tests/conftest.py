@@ -40,16 +40,9 @@ def no_tf32() -> object:
 
 
 @pytest.fixture
-def launched(monkeypatch: pytest.MonkeyPatch) -> list:
+def launched() -> object:
     """Every KernelCall the launchers run during the test, in order (each still runs)."""
-    from yat_triton._launch import KernelCall
+    from yat_triton._launch import recording
 
-    calls: list[KernelCall] = []
-    run = KernelCall.run
-
-    def record(self: KernelCall) -> None:
-        calls.append(self)
-        run(self)
-
-    monkeypatch.setattr(KernelCall, "run", record)
-    return calls
+    with recording() as calls:
+        yield calls

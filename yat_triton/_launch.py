@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,3 +254,21 @@ class KernelCall:
 
     def run(self) -> None:
         launch(self.kernel, self.launch_grid(), *self.args, **self.kwargs)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[KernelCall]]:
+    """Every KernelCall the launchers run inside the block, in order, run and kept (the
+    breakdown times them one by one; tests check which kernels and tiles ran)."""
+    calls: list[KernelCall] = []
+    original = KernelCall.run
+
+    def run(self: KernelCall) -> None:
+        calls.append(self)
+        original(self)
+
+    KernelCall.run = run  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        KernelCall.run = original  # type: ignore[method-assign]
