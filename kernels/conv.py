@@ -232,9 +232,11 @@ def yat_conv_fwd_tma_kernel(
     Not persistent, unlike the dense TMA kernels: ResNet-50's 64-channel 3x3 layers have a
     9-step main loop, and the ⵟ epilogue costs about as much as those steps' MMAs (for a
     128x64 tile on 8 warps, 966 SASS instructions follow the last HGMMA, for 32 values a
-    thread: ~1,900 issue cycles on 4 schedulers, against ~2,500 cycles of MMA at peak).
-    Written persistent (flattened loops), this kernel took 153 registers at that tile
-    (Triton 3.6): one program an SM, whose epilogue nothing overlaps but its next tile's
+    thread: ~1,900 issue cycles on 4 schedulers, against ~2,500 cycles of MMA at peak;
+    Triton 3.6, counted in the SASS that `python -m autotune.inspect --op conv2d --config
+    128x64x64:8:4:e2:tma --save --dump DIR` writes).
+    Written persistent (flattened loops, commit 2bca5dd), this kernel took 153 registers at
+    that tile (Triton 3.6): one program an SM, whose epilogue nothing overlaps but its next tile's
     copies. One program a tile takes 105, and two resident programs per SM overlap one's
     epilogue with the other's MMAs.
 
