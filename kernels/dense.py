@@ -677,14 +677,17 @@ def yat_dense_bwd_near_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BAND: tl.constexpr,
+    BLOCK_T: tl.constexpr,
 ):
     """Add the near pairs' distance terms that the prep pass left out, exactly:
         FOR_DX: dx_i += 2 gd_ij (x_i - w_j);   else: dW_j += 2 gd_ij (w_j - x_i).
 
     One program owns one band of output rows (a BLOCK_M band of x rows for dx, a BLOCK_N
     band of W rows for dW) and walks the prep tiles of that band, so every output row has a
-    single writer: no atomics, deterministic. Tiles without near lanes cost one int load
-    per K chunk. BAND is BLOCK_M for dx, BLOCK_N for dW.
+    single writer: no atomics, deterministic. The band's tile counts are first summed
+    BLOCK_T at a time (vector loads): a band without near lanes, the common case, costs
+    those few loads and nothing else. In a band with some, tiles without near lanes cost
+    one int load per K chunk. BAND is BLOCK_M for dx, BLOCK_N for dW.
 
     g/s/nx/nw/b/alpha/eps: as in the prep kernel; tile_near_ptr: its per-tile counts.
     x_ptr (M, K), w_ptr (N, K): io dtype, strided. out_ptr: dx (M, K) or dW (N, K), io
@@ -713,9 +716,18 @@ def yat_dense_bwd_near_kernel(
     else:
         n_tiles = n_tm
         band_end = N
+    band_near = 0
+    for t0 in range(0, n_tiles, BLOCK_T):
+        ts = t0 + tl.arange(0, BLOCK_T)
+        if FOR_DX:
+            idx = pid * n_tn + ts
+        else:
+            idx = ts * n_tn + pid
+        band_near += tl.sum(tl.load(tile_near_ptr + idx, mask=ts < n_tiles, other=0), 0)
     # K chunks outermost: the band's terms accumulate in fp32 and reach `out` in one
     # rounding per element, however many near pairs a row has.
-    for k0 in range(0, tl.cdiv(K, BLOCK_K)):
+    n_chunks = tl.where(band_near > 0, tl.cdiv(K, BLOCK_K), 0)
+    for k0 in range(0, n_chunks):
         ks = k0 * BLOCK_K + offs_k
         kmask = ks < K
         corr = tl.zeros((BAND, BLOCK_K), dtype=acc_ty)
@@ -1031,11 +1043,20 @@ NEAR_TAU = {
 def elementwise_block(
     M: int, N: int, *, interpreting: bool = False, elem_bytes: int = 2
 ) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) for the backward elementwise pass."""
+    """(BLOCK_M, BLOCK_N, num_warps) for the backward elementwise pass (the prep kernel; the
+    near-pair kernels walk its tiles).
+
+    The pass is memory-bound (g and the fp32 s in, gs out), so the block is chosen for bytes
+    in flight per SM, not per program. sm_90 compiles of the bf16 prep kernel (`python -m
+    autotune.inspect --all`, Triton 3.6): 64x128 on 8 warps takes 156 registers, one program
+    (8 warps) an SM; 64x64 on 8 warps takes 80, three programs (24 warps, 1.5x the elements
+    in flight, one program's reductions and stores overlapping the others' loads), the same
+    in fp16 and fp32. A 64-channel conv layer (N = 64) no longer masks half of every tile.
+    """
     if interpreting:
         return (
             min(64, max(16, triton.next_power_of_2(max(M, 1)))),
             min(64, max(16, triton.next_power_of_2(max(N, 1)))),
             4,
         )
-    return (32, 64, 4) if elem_bytes >= 8 else (64, 128, 8)
+    return (32, 64, 4) if elem_bytes >= 8 else (64, 64, 8)

@@ -393,6 +393,33 @@ def test_clustered_near_pairs(device):
     assert_close(dw, dwr, torch.bfloat16, reduction=M, what="dW (clustered)")
 
 
+def test_near_pairs_found_past_the_first_scan_of_a_band(device, monkeypatch, launched):
+    """The near-pair kernel sums a band's prep-tile counts NEAR_SCAN_TILES at a time before
+    it does any work. With 2 tiles a scan, near pairs planted only in a band's last column
+    tile (the dx bands of rows 5 and 150) and last row tile (the dW bands of columns 70 and
+    190) are found on the second scan; a band the scan got wrong would miss those pairs'
+    terms outright (the GEMM path leaves them out), far outside the bf16 table."""
+    monkeypatch.setattr(dense, "NEAR_SCAN_TILES", 2)
+    M, N, K = 150 + 10, 200, 16
+    draw = Draw(62, "cpu")
+    w = draw(N, K, dtype=torch.float64, scale=0.5)
+    x = draw(M, K, dtype=torch.float64, scale=0.5)
+    for i, j in ((5, 190), (150, 190), (150, 70)):
+        x[i] = w[j] + draw(K, dtype=torch.float64, scale=0.005)
+    x = x.to(device=device, dtype=torch.bfloat16).requires_grad_()
+    w = w.to(device=device, dtype=torch.bfloat16).requires_grad_()
+    g = upstream((M, N), torch.bfloat16, device)
+    dx, dw = torch.autograd.grad(yat_linear(x, w, eps=1e-3), (x, w), g)
+    near = [c for c in launched if c.kernel.fn.__name__ == "yat_dense_bwd_near_kernel"]
+    assert len(near) == 2 and all(c.kwargs["BLOCK_T"] == 2 for c in near)
+    bm, bn = near[0].kwargs["BLOCK_M"], near[0].kwargs["BLOCK_N"]
+    assert -(-N // bn) > 2 and -(-M // bm) > 2  # both kinds of band take two scans
+    xr, wr = to_oracle(x, requires_grad=True), to_oracle(w, requires_grad=True)
+    dxr, dwr = torch.autograd.grad(yat_dense_ref(xr, wr, None, None, 1e-3), (xr, wr), to_oracle(g))
+    assert_close(dx, dxr, torch.bfloat16, reduction=N, what="dx (late near tiles)")
+    assert_close(dw, dwr, torch.bfloat16, reduction=M, what="dW (late near tiles)")
+
+
 @pytest.mark.parametrize("path", ["kernels", "torch-path"])
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
                                    pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip

@@ -51,6 +51,9 @@ from yat_triton.tuning import pick_dense_config
 
 __all__ = ["dense_bwd", "dense_fwd", "yat_linear"]
 
+# Prep-pass tile counts the near-pair kernel sums per vector load when it scans a band.
+NEAR_SCAN_TILES = 128
+
 
 # ---------------------------------------------------------------------------------------
 # Launchers
@@ -408,7 +411,7 @@ def plan_bwd_near(
              IS_FP64=io == torch.float64, OUT_MAX=0.0,
              INT64=needs_int64(grad, s, x, weight, out),
              BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(32, max(16, triton.next_power_of_2(K))),
-             BAND=bm if for_dx else bn, num_warps=8),
+             BAND=bm if for_dx else bn, BLOCK_T=NEAR_SCAN_TILES, num_warps=4),
     )]  # fmt: skip
 
 
