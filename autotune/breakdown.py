@@ -7,6 +7,7 @@ For each op: the forward as training runs it (s saved for backward) and the back
 every gradient; per kernel its grid, median time and share of the phase. "launcher" is the
 whole call (kernels, torch glue such as partial-sum reductions, launch gaps); the references
 are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
+Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS).
 On a GPU times come from `triton.testing.do_bench` (median, L2 flushed); without one the
 kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
 """
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -88,6 +90,38 @@ def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Lin
     return [*lines, Line(op, phase, "launcher (whole call)", "-", total, 1.0)]
 
 
+# Elementwise-pass blocks (BLOCK_M, BLOCK_N, num_warps) timed next to the shipped one
+# (`kernels.dense.elementwise_block`): the previous default and a smaller 4-warp block, so
+# that one GPU run shows whether the occupancy the static compile predicts pays.
+PREP_BLOCKS = ((64, 128, 8), (32, 64, 4))
+
+
+def prep_block_lines(op: str, backward: Callable[[], object]) -> list[Line]:
+    """The backward's prep kernel re-planned at each of PREP_BLOCKS (the launchers' block
+    choice patched for one call of `backward`, which runs the whole backward at that block)
+    and timed on its own: phase "bwd-prep" lines "yat_dense_bwd_prep_kernel @ BMxBN/Ww",
+    no share (the shipped block's time is the "bwd" phase's prep line)."""
+    import yat_triton.conv as conv
+    import yat_triton.dense as dense
+
+    out = []
+    for bm, bn, warps in PREP_BLOCKS:
+        block = lambda *a, bm=bm, bn=bn, warps=warps, **k: (bm, bn, warps)  # noqa: E731
+        with (
+            mock.patch.object(dense, "elementwise_block", block),
+            mock.patch.object(conv, "elementwise_block", block),
+            recording() as calls,
+        ):
+            backward()
+            prep = [c for c in calls if c.kernel.fn.__name__ == "yat_dense_bwd_prep_kernel"]
+            out += [
+                Line(op, "bwd-prep", f"{c.kernel.fn.__name__} @ {bm}x{bn}/{warps}w",
+                     "x".join(map(str, c.launch_grid())), time_us(c.run))
+                for c in prep
+            ]  # fmt: skip
+    return out
+
+
 def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:
     """A standard layer's timing at the same shape, for comparison."""
     return Line(op, "ref", what, "-", time_us(fn))
@@ -122,6 +156,8 @@ def dense_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma:
         return out
 
     out = op_lines("dense", None, backward=True)
+    needs = [True, True, True, False, False]
+    out += prep_block_lines("dense", lambda: dense_bwd(g, x, w, *args, s, nx, nw, prec, needs))
     out.append(ref_line("dense", "x @ W^T (matmul)", lambda: x @ w.t()))
     out.append(ref_line("dense", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))))
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
@@ -165,6 +201,7 @@ def conv_lines(
     )
     needs = [True, True, True, False, False]
     out += phase_lines("conv2d", "bwd", lambda: conv2d_bwd(g, x, w, *args, s, nx, nw, *geo, "ieee", needs))
+    out += prep_block_lines("conv2d", lambda: conv2d_bwd(g, x, w, *args, s, nx, nw, *geo, "ieee", needs))
     wc = w.contiguous(memory_format=torch.channels_last)
     out.append(ref_line("conv2d", "conv+relu fwd", lambda: F.relu(F.conv2d(x, wc, b, 1, p))))
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, wc, b))

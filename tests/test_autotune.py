@@ -250,7 +250,8 @@ def untuned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     """Per phase: every kernel the launcher ran, then the whole call; the standard layers
-    as references; the TMA variants of the dense op and the conv forward on request."""
+    as references; the backward's prep kernel at the alternative blocks; the TMA variants
+    of the dense op and the conv forward on request."""
     from autotune import breakdown
 
     assert (
@@ -274,7 +275,14 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     )
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
-    assert all(kernels[k][-1] == "launcher (whole call)" for k in kernels if k[1] != "ref")
+    assert all(kernels[k][-1] == "launcher (whole call)" for k in kernels if k[1] not in ("ref", "bwd-prep"))
+    # the backward's prep kernel again at each alternative block, its grid that block's
+    for op, (M, N) in (("dense", (24, 40)), ("conv2d", (25, 8))):
+        alt = [ln for ln in lines if ln["op"] == op and ln["phase"] == "bwd-prep"]
+        assert [(ln["what"], ln["grid"]) for ln in alt] == [
+            (f"yat_dense_bwd_prep_kernel @ {bm}x{bn}/{w}w", f"{-(-M // bm)}x{-(-N // bn)}x1")
+            for bm, bn, w in breakdown.PREP_BLOCKS
+        ]
 
 
 def test_breakdown_keeps_the_dense_half_when_the_conv_half_is_stopped(
@@ -293,7 +301,7 @@ def test_breakdown_keeps_the_dense_half_when_the_conv_half_is_stopped(
         breakdown.main(["--dense", "24", "40", "32", "--json-out", str(out)])
     lines = [json.loads(s) for s in out.read_text().splitlines()]
     assert lines and all(ln["op"] == "dense" and ln["shape"] == "24x40x32" for ln in lines)
-    assert {ln["phase"] for ln in lines} == {"fwd", "bwd", "ref"}
+    assert {ln["phase"] for ln in lines} == {"fwd", "bwd", "bwd-prep", "ref"}
 
 
 def test_gpu_script_parses_its_options(tmp_path: Path) -> None:
