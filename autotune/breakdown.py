@@ -8,8 +8,9 @@ every gradient; per kernel its grid, median time and share of the phase. "launch
 whole call (kernels, torch glue such as partial-sum reductions, launch gaps); the references
 are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
 Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS).
-On a GPU times come from `triton.testing.do_bench` (median, L2 flushed); without one the
-kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
+On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
+median, L2 flushed; per phase also the whole call timed eagerly, host included); without one
+the kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,11 +34,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch.nn.functional as F  # noqa: E402
-import triton  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
+from autotune.timing import bench_stream, time_call  # noqa: E402
 from kernels._common import TileConfig  # noqa: E402
 from yat_triton._launch import recording  # noqa: E402
 
@@ -61,17 +61,17 @@ class Line:
     shape: str = ""
 
 
-def time_us(fn: Callable[[], object]) -> float:
-    """Median microseconds: do_bench on a GPU, one wall-clock run otherwise."""
-    if REPRESENTATIVE:
-        return float(triton.testing.do_bench(fn, quantiles=[0.5])[0]) * 1e3
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e6
+def time_us(fn: Callable[[], object], *, graph: bool = True) -> float:
+    """Median microseconds (`autotune.timing.time_call`: on a GPU the call captured as a CUDA
+    graph, or eagerly with `graph=False`; one wall-clock run otherwise)."""
+    return time_call(fn, graph=graph).median_ms * 1e3
 
 
 def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:
-    """Run the launcher once recording its kernels, then time each kernel and the whole."""
+    """Run the launcher once recording its kernels, then time each kernel and the whole
+    call, and the whole call again eagerly: "launcher (eager, host included)" minus
+    "launcher (whole call)" is the time the host's launching adds where it cannot keep
+    ahead of the GPU."""
     with recording() as calls:
         launcher()
     lines = [
@@ -87,7 +87,12 @@ def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Lin
     total = time_us(launcher)
     for line in lines:
         line.share = line.us / total if total else None
-    return [*lines, Line(op, phase, "launcher (whole call)", "-", total, 1.0)]
+    eager = time_us(launcher, graph=False)
+    return [
+        *lines,
+        Line(op, phase, "launcher (whole call)", "-", total, 1.0),
+        Line(op, phase, "launcher (eager, host included)", "-", eager, eager / total if total else None),
+    ]
 
 
 # Elementwise-pass blocks (BLOCK_M, BLOCK_N, num_warps) timed next to the shipped one
@@ -259,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             args.json_out.write_text(text)
         return text
 
-    add(dense_lines(*args.dense, dtype, device, tma=args.tma))
-    text = add(conv_lines(*args.conv, dtype, device, tma=args.tma))
+    with bench_stream():  # one capturable stream for the setup and every timed call
+        add(dense_lines(*args.dense, dtype, device, tma=args.tma))
+        text = add(conv_lines(*args.conv, dtype, device, tma=args.tma))
     if args.json:
         print(text, end="")
         return 0

@@ -27,13 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-SCHEMA_VERSION = 2  # 2: results.saved_bytes, the runs table (version 1 files are upgraded)
+# 2: results.saved_bytes, the runs table; 3: results.timing (older files are upgraded)
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000  # SQLite waits this long for another writer before "database is locked"
 LOCK_RETRIES = 5  # then we retry the whole transaction a few times, with backoff
 
 OPS = ("dense", "conv2d")
 MODES = ("fwd", "bwd", "fwd+bwd")
 STATUSES = ("ok", "wrong", "compile_error", "out_of_resources", "pruned", "error")
+TIMINGS = ("cuda-graph", "eager", "wall")  # see autotune.timing
 
 T = TypeVar("T")
 
@@ -81,7 +83,9 @@ class Result:
     `correct` says whether the output matched the reference, `representative` is False for
     timings that do not speak for the GPU (CPU, Triton interpreter). `saved_bytes` (backward
     modes) is what the forward keeps for backward in output-sized tensors (see
-    `autotune.sweep.Problem.saved_bytes`).
+    `autotune.sweep.Problem.saved_bytes`). `timing` says how a timed row was timed (TIMINGS,
+    see `autotune.timing`); None where nothing was timed
+    and in files older than schema 3.
     """
 
     op: str
@@ -99,6 +103,7 @@ class Result:
     correct: bool | None = None
     max_rel_err: float | None = None
     saved_bytes: float | None = None
+    timing: str | None = None
     gpu: str
     driver: str
     torch: str
@@ -111,6 +116,8 @@ class Result:
         for name, allowed in (("op", OPS), ("mode", MODES), ("status", STATUSES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Result.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.timing is not None and self.timing not in TIMINGS:
+            raise ValueError(f"Result.timing must be None or one of {TIMINGS}, got {self.timing!r}")
         for name in ("provider", "dtype"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"Result.{name} must be a non-empty string, got {getattr(self, name)!r}")
@@ -127,6 +134,7 @@ class Result:
 # One source of truth for the table: the dataclass fields, typed by their annotations.
 _SQL_TYPES = {
     "str": "TEXT NOT NULL",
+    "str | None": "TEXT",
     "float": "REAL NOT NULL",
     "float | None": "REAL",
     "bool": "INTEGER NOT NULL",
@@ -244,11 +252,10 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> int:
 
 
 # Older schema versions this code reads (missing columns as NULL) and upgrades on a write open.
+_TO_3 = ['ALTER TABLE results ADD COLUMN "timing" TEXT']
 _UPGRADES = {
-    1: [
-        'ALTER TABLE results ADD COLUMN "saved_bytes" REAL',
-        _RUNS_DDL,
-    ],
+    1: ['ALTER TABLE results ADD COLUMN "saved_bytes" REAL', _RUNS_DDL, *_TO_3],
+    2: _TO_3,
 }
 
 

@@ -135,9 +135,24 @@ def _header(g: _Gpu) -> str:
             " to ".join(time.strftime(fmt, time.gmtime(t)) for t in (min(created), max(created))),
         ],
         ["rows", f"{len(g.rows)} ({len(g.ok)} ok)"],
+        ["timing", _timing_summary(g)],
         ["representative", "yes" if g.representative else "NO (CPU, Triton interpreter)"],
     ]
     return _table(table, ["machine", ""])
+
+
+def _timing_summary(g: _Gpu) -> str:
+    """How the ok rows were timed (autotune.timing), with the providers timed eagerly named:
+    "cuda-graph 40, eager 2 (compiled_ref)"; "-" for files from before the column."""
+    counts: dict[str, int] = {}
+    eager: set[str] = set()
+    for r in g.ok:
+        if r.timing is not None:
+            counts[r.timing] = counts.get(r.timing, 0) + 1
+            if r.timing == "eager":
+                eager.add(r.provider)
+    named = {"eager": f" ({', '.join(sorted(eager))})"}
+    return ", ".join(f"{m} {counts[m]}{named.get(m, '')}" for m in sorted(counts)) or "-"
 
 
 def config_label(config: str) -> str:
@@ -502,8 +517,9 @@ def _render_gpu(g: _Gpu, folder: Path, breakdown: list[dict[str, object]] | None
         targets, "",
         *([
             "## Where the time goes: one call, kernel by kernel", "",
-            "Measured by `python -m autotune.breakdown` (each kernel timed on its own with "
-            "`triton.testing.do_bench`; \"launcher\" is the whole call; \"ref\" rows are the "
+            "Measured by `python -m autotune.breakdown` (each kernel timed on its own, as a "
+            "CUDA graph with `triton.testing.do_bench`; \"launcher\" is the whole call, also "
+            "timed eagerly with the host's launching included; \"ref\" rows are the "
             "standard layers at the same shape).", "",
             _breakdown(breakdown), "",
         ] if breakdown else []),

@@ -8,7 +8,8 @@ config "", is the op as it ships), `linear+relu`,
 `addmm_relu`, `conv+relu` (cuDNN, channels_last, benchmark mode), `eager_ref` (the ⵟ layer
 in plain PyTorch, fp32 math as nmn), `compiled_ref` (torch.compile of it, max-autotune
 unless told otherwise; GPU only) and `nmn` where installed. Baseline rows record the TF32
-settings as their config.
+settings as their config. Every provider is timed alike (`autotune.timing`: do_bench of the
+call captured as a CUDA graph, L2 flushed; a row says how it was timed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 import triton
 
 from autotune.db import Result, ResultsDB, Run, canonical_json, shard
+from autotune.timing import bench_stream, time_call
 from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
 from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs, tma_conv_tile
 from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
@@ -460,18 +462,6 @@ def default_config(op: str, shape: dict[str, int], elem_bytes: int) -> TileConfi
     return conv_default_config(M, N, K, elem_bytes, interpreting=INTERPRETING)
 
 
-def time_call(fn: Callable[[], object]) -> tuple[float, float, float]:
-    """(median, p20, p80) in ms: triton.testing.do_bench on a GPU (L2 flushed between runs),
-    one wall-clock run elsewhere (not representative)."""
-    if torch.cuda.is_available() and not INTERPRETING:
-        med, p20, p80 = triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8])
-        return float(med), float(p20), float(p80)
-    t0 = time.perf_counter()
-    fn()
-    ms = (time.perf_counter() - t0) * 1e3
-    return ms, ms, ms
-
-
 def _status_of(e: BaseException) -> str:
     name = type(e).__name__
     if "OutOfResources" in name:
@@ -539,11 +529,12 @@ def run_sweep(
         for task in bar:
             label = f"{task.op} {task.mode} {task.dtype} {canonical_json(task.shape)}"
             bar.set_description(label)
-            for result in _run_task(db, task, env, device, max_configs, compile_mode):
-                counts[result.status] = counts.get(result.status, 0) + 1
-                if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
-                    best[label] = min(best.get(label, math.inf), result.median_ms)
-                    bar.set_postfix_str(f"best {best[label]:.4g} ms")
+            with bench_stream():  # a task's calls, forward and backward, on one capturable stream
+                for result in _run_task(db, task, env, device, max_configs, compile_mode):
+                    counts[result.status] = counts.get(result.status, 0) + 1
+                    if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
+                        best[label] = min(best.get(label, math.inf), result.median_ms)
+                        bar.set_postfix_str(f"best {best[label]:.4g} ms")
             finished += 1
     except KeyboardInterrupt:
         bar.close()
@@ -627,12 +618,12 @@ def _run_task(
             if correct is False:
                 return row(provider, config, "wrong", reason=f"max rel error {err:.3g} > {tol:g}",
                            correct=False, max_rel_err=err)  # fmt: skip
-            med, p20, p80 = time_call(fn)
+            t = time_call(fn)
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
             return row(provider, config, _status_of(e), reason=f"{type(e).__name__}: {e}"[:500])
-        return row(provider, config, "ok", median_ms=med, p20_ms=p20, p80_ms=p80,
-                   tflops=flop / (med * 1e-3) / 1e12, correct=correct, max_rel_err=err,
-                   saved_bytes=saved)  # fmt: skip
+        return row(provider, config, "ok", median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
+                   tflops=flop / (t.median_ms * 1e-3) / 1e12, correct=correct, max_rel_err=err,
+                   saved_bytes=saved, timing=t.method, reason=t.note)  # fmt: skip
 
     # The standard layers first, the ⵟ configs next, the ⵟ references (eager, compiled,
     # nmn) last: a run stopped by a time cap still leaves every problem it reached with

@@ -85,6 +85,10 @@ def test_sweep_checks_records_and_resumes(tiny_suite: Path, tmp_path: Path, caps
         assert r.median_ms > 0 and r.p20_ms <= r.median_ms <= r.p80_ms and r.tflops > 0
         assert r.torch == torch.__version__ and r.triton and r.commit
         json.loads(r.shape)
+    # how each ok row was timed: CUDA graphs on a GPU, one wall-clock run without one
+    timings = {"cuda-graph", "eager"} if env.representative else {"wall"}
+    assert {r.timing for r in rows if r.status == "ok"} <= timings
+    assert all(r.timing is None for r in rows if r.status != "ok")
     capsys.readouterr()
     assert cli.main(argv) == 0  # resume: everything is done already
     assert "nothing new" in capsys.readouterr().out
@@ -249,7 +253,7 @@ def untuned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 
 def test_breakdown_times_every_kernel(capsys, untuned) -> None:
-    """Per phase: every kernel the launcher ran, then the whole call; the standard layers
+    """Per phase: every kernel the launcher ran, then the whole call (graph and eager); the standard layers
     as references; the backward's prep kernel at the alternative blocks; the TMA variants
     of the dense op and the conv forward on request."""
     from autotune import breakdown
@@ -263,7 +267,8 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     for ln in lines:
         kernels[(ln["op"], ln["phase"])].append(ln["what"])
         assert ln["us"] > 0
-    assert kernels["dense", "fwd"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", "launcher (whole call)"]
+    whole = ["launcher (whole call)", "launcher (eager, host included)"]
+    assert kernels["dense", "fwd"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", *whole]
     assert kernels["dense-tma", "fwd"][1] == "yat_dense_fwd_tma_kernel"
     assert kernels["dense-tma-xnorms", "fwd"][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_tma_kernel"]
     assert kernels["dense-tma", "bwd"].count("yat_dense_bwd_gemm_tma_kernel") == 2
@@ -275,7 +280,7 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     )
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
-    assert all(kernels[k][-1] == "launcher (whole call)" for k in kernels if k[1] not in ("ref", "bwd-prep"))
+    assert all(kernels[k][-2:] == whole for k in kernels if k[1] not in ("ref", "bwd-prep"))
     # the backward's prep kernel again at each alternative block, its grid that block's
     for op, (M, N) in (("dense", (24, 40)), ("conv2d", (25, 8))):
         alt = [ln for ln in lines if ln["op"] == op and ln["phase"] == "bwd-prep"]
@@ -337,3 +342,67 @@ def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
     dense = {"M": 4096, "N": 4096, "K": 4096}
     dense_kept, _ = sweep.config_space("dense", dense, 2)
     assert any(c.tma for c in sweep.backward_tiles("dense", dense, dense_kept, 2))
+
+
+def test_timing_without_a_gpu_is_one_wall_clock_run() -> None:
+    """Off the GPU a call is run once and timed by the wall clock ("wall", not representative)."""
+    from autotune import timing
+
+    calls = []
+    t = timing.time_call(lambda: calls.append(1))
+    assert calls == [1] and t.method == timing.WALL and t.median_ms == t.p20_ms == t.p80_ms >= 0
+    with timing.bench_stream():  # a no-op off the GPU
+        pass
+
+
+def test_timing_falls_back_to_eager_when_capture_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that cannot be captured as a CUDA graph is still timed, by do_bench of the call
+    itself, and the Timing says why; a captured one is timed by replaying its graph."""
+    import triton
+
+    from autotune import timing
+
+    timed = []
+
+    def bench(fn: object, quantiles: list[float]) -> list[float]:
+        timed.append(fn)
+        return [2.0, 1.5, 2.5]
+
+    def refuse(fn: object) -> object:
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    class Graph:
+        def replay(self) -> None:
+            pass
+
+    call = lambda: None  # noqa: E731
+    monkeypatch.setattr(timing, "on_gpu", lambda: True)
+    monkeypatch.setattr(triton.testing, "do_bench", bench)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(timing, "capture", refuse)
+    t = timing.time_call(call)
+    assert (t.median_ms, t.p20_ms, t.p80_ms, t.method) == (2.0, 1.5, 2.5, timing.EAGER)
+    assert "CUDA graph capture failed (RuntimeError: operation not permitted" in t.note
+    assert timed == [call]
+    graph = Graph()
+    monkeypatch.setattr(timing, "capture", lambda fn: graph)
+    t = timing.time_call(call)
+    assert t.method == timing.GRAPH and t.note == "" and timed[-1] == graph.replay
+    assert timing.time_call(call, graph=False).method == timing.EAGER and timed[-1] is call
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_sweep_rows_are_timed_from_cuda_graphs(tmp_path: Path) -> None:
+    """On a GPU every provider of a small dense and conv problem, forward and backward modes
+    (whose backward runs on the stream of a forward made before capture), is captured."""
+    conv = {"B": 2, "C_in": 16, "H": 8, "W": 8, "C_out": 16, "k": 3, "stride": 1, "padding": 1}
+    suite = {"dense": [{"M": 64, "N": 48, "K": 32}], "conv2d": [conv]}
+    with ResultsDB(tmp_path / "r.db") as db:
+        sweep.run_sweep(
+            db, suite, ops=["dense", "conv2d"], modes=["fwd", "bwd", "fwd+bwd"], dtypes=["float32"],
+            max_configs=2, progress=False, compile_mode="none",
+        )  # fmt: skip
+        ok = [r for r in db.query() if r.status == "ok"]
+    assert ok and all((r.timing, r.reason) == ("cuda-graph", "") for r in ok), [
+        (r.provider, r.mode, r.timing, r.reason) for r in ok if r.timing != "cuda-graph"
+    ]

@@ -87,6 +87,7 @@ def test_round_trip_every_field(tmp_path: Path) -> None:
         correct=False,
         max_rel_err=0.3,
         saved_bytes=67108864.0,
+        timing="cuda-graph",
         gpu="NVIDIA H200",
         driver="570.86",
         torch="2.11.0",
@@ -363,10 +364,10 @@ def test_missing_folder_and_closed_db(tmp_path: Path) -> None:
 
 
 def _v1_database(path: Path, row: Result) -> None:
-    """A results database as schema version 1 wrote it (no saved_bytes, no runs table)."""
+    """A results database as schema version 1 wrote it (no saved_bytes, timing or runs table)."""
     from autotune import db as dbmod
 
-    cols = [c for c in dbmod._COLUMNS if c != "saved_bytes"]
+    cols = [c for c in dbmod._COLUMNS if c not in ("saved_bytes", "timing")]
     conn = sqlite3.connect(path)
     conn.execute(f"CREATE TABLE results ({', '.join(repr(c) for c in cols)})")
     conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -400,6 +401,32 @@ def test_version_1_files_are_read_and_upgraded(tmp_path: Path) -> None:
     raw = sqlite3.connect(tmp_path / "v1.sqlite")
     assert raw.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
     raw.close()
+
+
+def test_version_2_files_get_the_timing_column(tmp_path: Path) -> None:
+    """A schema 2 file (no timing column) reads its rows with timing None and is upgraded
+    in place, rows kept, when opened for writing; a timing outside TIMINGS is refused."""
+    from autotune.db import TIMINGS
+
+    old = make(created=4.0)
+    path = tmp_path / "v2.sqlite"
+    with ResultsDB(path) as db:
+        db.add(old)
+    raw = sqlite3.connect(path)
+    raw.execute('ALTER TABLE results DROP COLUMN "timing"')
+    raw.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    raw.commit()
+    raw.close()
+    with ResultsDB(path) as db:
+        assert db.query() == [old] and old.timing is None
+        db.add(make(provider="other", timing="cuda-graph"))
+        assert {r.provider: r.timing for r in db.query()} == {old.provider: None, "other": "cuda-graph"}
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+    raw.close()
+    assert TIMINGS == ("cuda-graph", "eager", "wall")
+    with pytest.raises(ValueError, match="Result.timing must be None or one of"):
+        make(timing="stopwatch")
 
 
 def test_runs_merge_once(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ only check that the report shows what the database holds, they measure nothing.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -41,7 +42,7 @@ def invented(gpu: str, representative: bool, **kw: object) -> Result:
 
 def fixture_rows(gpu: str, representative: bool) -> list[Result]:
     r = lambda **kw: invented(gpu, representative, **kw)
-    ours = dict(provider="yat_triton", correct=True)
+    ours = dict(provider="yat_triton", correct=True, timing="cuda-graph")
     rows = []
     for shape, scale in ((BIG, 1.0), (SMALL, 0.01)):
         rows += [
@@ -51,8 +52,10 @@ def fixture_rows(gpu: str, representative: bool) -> list[Result]:
               max_rel_err=0.5, reason="max rel error 0.5 > 0.03 (invented)"),
             r(shape=shape, provider="yat_triton", config=cfg(256, 256), status="pruned",
               reason="shared memory exceeds sm_90 (invented)"),
-            r(shape=shape, provider="linear+relu", config=BASELINE_CFG, median_ms=0.9000 * scale),
-            r(shape=shape, provider="eager_ref", config=BASELINE_CFG, median_ms=9.5 * scale, correct=True),
+            r(shape=shape, provider="linear+relu", config=BASELINE_CFG, median_ms=0.9000 * scale,
+              timing="cuda-graph"),
+            r(shape=shape, provider="eager_ref", config=BASELINE_CFG, median_ms=9.5 * scale, correct=True,
+              timing="eager", reason="CUDA graph capture failed (invented); timed eagerly"),
         ]  # fmt: skip
     return rows
 
@@ -94,6 +97,7 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
     assert BANNER not in text
     for value in ("Test GPU", "999.1", "2.99", "9.9", "testcommit", "2023-11-14"):
         assert value in text
+    assert re.search(r"\| timing +\| cuda-graph 6, eager 2 \(eager_ref\) +\|", text)
     # best correct config of the big shape: 0.8123 ms; linear+relu 0.9 ms -> 0.9 / 0.8123 = 1.11x
     assert "| 0.8123 " in text and "0.9456" not in text.split("## Targets")[0]
     assert "1.11x" in text and "11.70x" in text  # 9.5 / 0.8123 against eager_ref

@@ -1,0 +1,99 @@
+"""How the harness times a call: on a GPU, `triton.testing.do_bench` (L2 flushed before
+every run, median with 20th/80th percentiles) of the call captured as a CUDA graph.
+
+Why a graph: do_bench of the plain call measures from the first kernel's launch to the
+last's end, so where Python launches kernels more slowly than the GPU runs them (the ⵟ ops'
+launchers, a ResNet-sized conv) it times the host, not the kernels, and every tile of the
+sweep would measure alike. Replaying a captured graph launches every kernel of the call at
+once, so the time is the device's: kernels and the gaps between them. Every provider is
+timed the same way (cuBLAS, cuDNN, the references), so speedups compare like with like;
+a call that cannot be captured is timed eagerly, and its row says so.
+
+Capture runs on the current stream when it is not the default one (`bench_stream`): a
+backward-mode call whose forward ran earlier must capture on the stream that forward used,
+since autograd runs each backward kernel on its forward's stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from autotune.db import TIMINGS
+from kernels._common import INTERPRETING
+
+# GRAPH: do_bench of the captured graph's replay; EAGER: do_bench of the call itself
+# (capture failed or was not asked for); WALL: one wall-clock run (no GPU, or the Triton
+# interpreter: not representative).
+GRAPH, EAGER, WALL = TIMINGS
+
+
+def on_gpu() -> bool:
+    """Whether calls run on a GPU (CUDA present and the Triton interpreter off)."""
+    return torch.cuda.is_available() and not INTERPRETING
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds (median, 20th and 80th percentiles), how they were taken (TIMINGS), and
+    why a call was timed eagerly after a failed capture ("" otherwise)."""
+
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    method: str
+    note: str = ""
+
+
+@contextlib.contextmanager
+def bench_stream() -> Iterator[None]:
+    """On a GPU, run the block on a fresh side stream (what capture needs); a no-op otherwise."""
+    if not on_gpu():
+        yield
+        return
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        yield
+    torch.cuda.current_stream().wait_stream(stream)
+
+
+def capture(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
+    """`fn` captured as a CUDA graph on the current stream (a side stream is used if the
+    current one is the default), after one warm-up call there (compiles, cuDNN's algorithm
+    search and the caches run before capture). Raises what the capture raised."""
+    with contextlib.ExitStack() as stack:
+        if torch.cuda.current_stream() == torch.cuda.default_stream():
+            stack.enter_context(bench_stream())
+        stream = torch.cuda.current_stream()
+        fn()
+        stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            fn()
+        stream.synchronize()
+    return graph
+
+
+def time_call(fn: Callable[[], object], *, graph: bool = True) -> Timing:
+    """Time `fn` (see the module docstring); `graph=False` times the call eagerly, host
+    included (what an eager training loop sees)."""
+    if not on_gpu():
+        t0 = time.perf_counter()
+        fn()
+        ms = (time.perf_counter() - t0) * 1e3
+        return Timing(ms, ms, ms, WALL)
+    run, method, note = fn, EAGER, ""
+    if graph:
+        try:
+            run, method = capture(fn).replay, GRAPH
+        except Exception as e:  # noqa: BLE001 - the call is still timed, eagerly, and says why
+            torch.cuda.synchronize()
+            note = f"CUDA graph capture failed ({type(e).__name__}: {str(e)[:200]}); timed eagerly"
+    med, p20, p80 = triton.testing.do_bench(run, quantiles=[0.5, 0.2, 0.8])
+    return Timing(float(med), float(p20), float(p80), method, note)
