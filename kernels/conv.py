@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels._common import TileConfig, grouped_tile, load_scalars
+from kernels._common import TileConfig, grouped_tile, load_scalars, next_pow2
 from kernels.dense import _bwd_tile, dense_config_space, fwd_store, prune_dense_configs
 
 
@@ -585,7 +585,7 @@ def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting
     112 with 8; Triton 3.6: 240 and 116)."""
 
     def fit(dim: int, cap: int) -> int:
-        return min(cap, max(16, triton.next_power_of_2(max(dim, 1))))
+        return min(cap, max(16, next_pow2(max(dim, 1))))
 
     if interpreting:
         return TileConfig(fit(M, 64), fit(N, 64), fit(K, 32), 8, 4, 1)

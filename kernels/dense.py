@@ -36,7 +36,7 @@ from dataclasses import replace
 import triton
 import triton.language as tl
 
-from kernels._common import TileConfig, fits_sm90, grouped_tile, load_scalars, saturate
+from kernels._common import TileConfig, fits_sm90, grouped_tile, load_scalars, next_pow2, saturate
 
 
 @triton.jit
@@ -992,9 +992,9 @@ def prune_dense_configs(
     """
     kept: dict[TileConfig, None] = {}
     for cfg in configs:
-        bm = min(cfg.block_m, max(16, triton.next_power_of_2(M)))
-        bn = min(cfg.block_n, max(16, triton.next_power_of_2(N)))
-        bk = min(cfg.block_k, max(16, triton.next_power_of_2(K)))
+        bm = min(cfg.block_m, max(16, next_pow2(M)))
+        bn = min(cfg.block_n, max(16, next_pow2(N)))
+        bk = min(cfg.block_k, max(16, next_pow2(K)))
         split = max(1, min(cfg.epilogue_split, bn // 16))
         fitted = replace(cfg, block_m=bm, block_n=bn, block_k=bk, epilogue_split=split)
         if fits_sm90(fitted, elem_bytes, tma_staging=tma_staging):
@@ -1015,7 +1015,7 @@ def dense_default_config(
     """
 
     def fit(dim: int, cap: int) -> int:
-        return min(cap, max(16, triton.next_power_of_2(max(dim, 1))))
+        return min(cap, max(16, next_pow2(max(dim, 1))))
 
     if interpreting:
         return TileConfig(fit(M, 64), fit(N, 64), fit(K, 64), group_m=8, num_warps=4, num_stages=1)
@@ -1055,8 +1055,8 @@ def elementwise_block(
     """
     if interpreting:
         return (
-            min(64, max(16, triton.next_power_of_2(max(M, 1)))),
-            min(64, max(16, triton.next_power_of_2(max(N, 1)))),
+            min(64, max(16, next_pow2(max(M, 1)))),
+            min(64, max(16, next_pow2(max(N, 1)))),
             4,
         )
     return (32, 64, 4) if elem_bytes >= 8 else (64, 64, 8)

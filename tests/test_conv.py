@@ -1015,9 +1015,16 @@ def test_conv_box_wastes_the_fewest_lanes() -> None:
 def test_wgrad_split_over_output_positions(device, monkeypatch, launched):
     """The GPU's weight gradient splits the output positions over programs and sums their
     partial dW (the interpreter otherwise takes one split): forced here, dW against the
-    oracle."""
+    oracle. Buffers are allocated uninitialized: torch.empty hands out NaN-filled memory
+    here, so a partial-sum slot no program writes would reach dW."""
+    empty = torch.empty
+
+    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
+        t = empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
 
     monkeypatch.setattr(conv, "INTERPRETING", False)  # the launcher's GPU choices
+    monkeypatch.setattr(torch, "empty", nan_empty)
     geo = Geo(2, 4, 12, 12, 6, (3, 3), padding=1)  # 288 output positions
     inp = make_inputs(geo, torch.float32, device, channels_last=True, seed=31)
     check_against_oracle(inp, geo)

@@ -21,12 +21,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-import triton
 from torch import Tensor
 from torch.library import triton_op
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels._common import TileConfig
+from kernels._common import TileConfig, cdiv, next_pow2
 from kernels.conv import (
     conv_box,
     tma_conv_tile,
@@ -372,7 +371,7 @@ def plan_conv2d_fwd(
         box = conv_box(B, OH, OW, cfg.block_m)
         tiles_m = math.prod(-(-n // b) for n, b in zip((B, OH, OW), box, strict=True))
         calls.append(KernelCall(
-            yat_conv_fwd_tma_kernel, (tiles_m * triton.cdiv(Ng, cfg.block_n), groups),
+            yat_conv_fwd_tma_kernel, (tiles_m * cdiv(Ng, cfg.block_n), groups),
             (TensorDescriptor.from_tensor(xv, [*box, cfg.block_k]),
              TensorDescriptor.from_tensor(wv, [cfg.block_n, cfg.block_k]),
              *operands, B, OH, OW, Cg, Ng, C_out, groups, *_xs(y),
@@ -380,7 +379,7 @@ def plan_conv2d_fwd(
             dict(constexprs, INT64=needs_int64(y, s), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2]),
         ))  # fmt: skip
         return (y, s, nx, nw), calls
-    grid = (triton.cdiv(M, cfg.block_m) * triton.cdiv(Ng, cfg.block_n), groups)
+    grid = (cdiv(M, cfg.block_m) * cdiv(Ng, cfg.block_n), groups)
     calls.append(KernelCall(
         yat_conv_fwd_kernel, grid,
         (xk, wk, *operands, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws, *_xs(y),
@@ -454,7 +453,7 @@ def near_call(
     B, _, H, W = xk.shape
     OH, OW = _out_hw((H, W), (KH, KW), stride, pads, dilation)
     bm, bn, _ = elementwise_block(M, Ng, interpreting=INTERPRETING, elem_bytes=g2.dtype.itemsize)
-    tm, tn = triton.cdiv(M, bm), triton.cdiv(Ng, bn)
+    tm, tn = cdiv(M, bm), cdiv(Ng, bn)
     alpha, eps = _fp64_scalars(g2, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None
     dummy = nw
@@ -472,7 +471,7 @@ def near_call(
              HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(g2.dtype, precision),
              IS_FP64=g2.dtype == torch.float64, BLOCK_M=bm, BLOCK_N=bn,
-             BLOCK_K=min(64, max(16, triton.next_power_of_2(Cg))), BLOCK_T=1024, num_warps=8),
+             BLOCK_K=min(64, max(16, next_pow2(Cg))), BLOCK_T=1024, num_warps=8),
     )  # fmt: skip
 
 
@@ -564,7 +563,7 @@ def conv2d_bwd(
             cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem)
             KernelCall(
                 yat_conv_dgrad_kernel,
-                (triton.cdiv(MX, cfg.block_m) * triton.cdiv(Cg, cfg.block_n), groups),
+                (cdiv(MX, cfg.block_m) * cdiv(Cg, cfg.block_n), groups),
                 (gs, rows, wk, xk, dx, MX, H, W, OH, OW, Cg, Ng, C_out, groups,
                  *ws, *_xs(xk), *_xs(dx), *geo),
                 dict(KH=KH, KW=KW, **dot, INT64=needs_int64(xk, dx, gs),
@@ -575,15 +574,18 @@ def conv2d_bwd(
     if need_dw:
         KC = KH * KW * Cg
         cfg = pick_conv_config(Ng, KC, M, x.dtype, "bwd", problem=problem)
-        tiles = triton.cdiv(Ng, cfg.block_m) * triton.cdiv(KC, cfg.block_n) * groups
-        splits = 1 if INTERPRETING else max(1, min(triton.cdiv(264, tiles), triton.cdiv(M, 4 * cfg.block_k)))
-        m_per_split = triton.cdiv(triton.cdiv(max(M, 1), splits), cfg.block_k) * cfg.block_k
-        splits = triton.cdiv(max(M, 1), m_per_split)
-        part = torch.zeros((splits, C_out, KC), dtype=acc, device=dev)
-        if M and KC and Ng:
+        tiles = cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n) * groups
+        splits = 1 if INTERPRETING else max(1, min(cdiv(264, tiles), cdiv(M, 4 * cfg.block_k)))
+        m_per_split = cdiv(cdiv(max(M, 1), splits), cfg.block_k) * cfg.block_k
+        splits = cdiv(max(M, 1), m_per_split)
+        # every (split, filter, column) slot is stored by one program, its split's sum (0 for
+        # an empty range): no memset, unless nothing is launched
+        launched = bool(M and KC and Ng)
+        part = (torch.empty if launched else torch.zeros)((splits, C_out, KC), dtype=acc, device=dev)
+        if launched:
             KernelCall(
                 yat_conv_wgrad_kernel,
-                (triton.cdiv(Ng, cfg.block_m) * triton.cdiv(KC, cfg.block_n), groups, splits),
+                (cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n), groups, splits),
                 (gs, xk, part, M, H, W, OH, OW, Cg, Ng, C_out, KC, *_xs(xk), *geo, m_per_split),
                 dict(KW=KW, **dot, INT64=needs_int64(xk, gs),
                      **cfg.launch_options()),

@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
 from torch import Tensor
 from torch.library import triton_op
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels._common import SM90_SMEM_BYTES, TileConfig, pipelined_smem_bytes
+from kernels._common import SM90_SMEM_BYTES, TileConfig, cdiv, next_pow2, pipelined_smem_bytes
 from kernels.dense import (
     NEAR_TAU,
     elementwise_block,
@@ -77,7 +76,7 @@ def plan_row_sqnorms(
     out_b = torch.empty((RB,), dtype=acc, device=a.device) if b is not None else None
     if R + RB == 0:
         return (out_a, out_b), []
-    k_pow2 = max(16, triton.next_power_of_2(max(K, 1)))
+    k_pow2 = max(16, next_pow2(max(K, 1)))
     if INTERPRETING:  # each program costs Python time: few, large ones
         block_r, block_k = 16, min(128, k_pow2)
     else:
@@ -86,7 +85,7 @@ def plan_row_sqnorms(
         block_r = max(1, min(64, 8192 // (block_k * elem)))
     bb = b if b is not None else a
     call = KernelCall(
-        row_sqnorm_kernel, (triton.cdiv(R, block_r) + triton.cdiv(RB, block_r),),
+        row_sqnorm_kernel, (cdiv(R, block_r) + cdiv(RB, block_r),),
         (a, bb, out_a, out_b if out_b is not None else out_a, R, RB, K,
          a.stride(0), a.stride(1), bb.stride(0), bb.stride(1)),
         dict(IS_FP64=a.dtype == torch.float64, INT64=needs_int64(a, bb),
@@ -120,7 +119,7 @@ def plan_dense_fwd(
     bias = bias.contiguous() if bias is not None else None  # kernels read a dense (N,) vector
     x, weight = k_major_if_huge(x, 1), k_major_if_huge(weight, 1)
     cfg = config or pick_dense_config(M, N, K, x.dtype)
-    tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
+    tiles = cdiv(M, cfg.block_m) * cdiv(N, cfg.block_n)
     use_tma = cfg.tma and tma_ready(x, weight)
     calls: list[KernelCall] = []
     if use_tma and cfg.norms_in_loop:  # ||x||^2 from the main loop, ||w||^2 from the pass
@@ -235,7 +234,7 @@ def plan_bwd_gemm(
     if R == 0 or C == 0:
         return c, []
     cfg = config or pick_dense_config(R, C, KD, e.dtype, "bwd", problem=problem)
-    tiles = triton.cdiv(R, cfg.block_m) * triton.cdiv(C, cfg.block_n)
+    tiles = cdiv(R, cfg.block_m) * cdiv(C, cfg.block_n)
     a_tma = _tma_operand(a, cfg.block_m, cfg.block_k) if cfg.tma and a.dtype == b.dtype else None
     b_tma = _tma_operand(b, cfg.block_k, cfg.block_n) if a_tma else None
     shared = dict(
@@ -340,7 +339,7 @@ def plan_bwd_prep(
     bias = bias.contiguous() if bias is not None else None
     Ng = N // groups
     bm, bn, warps = elementwise_block(M, Ng, interpreting=INTERPRETING, elem_bytes=io.itemsize)
-    tm, tn = triton.cdiv(M, bm), triton.cdiv(Ng, bn)
+    tm, tn = cdiv(M, bm), cdiv(Ng, bn)
     tiles = groups * tm * tn
     # Every slot of the partial-sum buffers is written by exactly one program (a test fills
     # them with NaN first): torch.empty spares the backward six memset launches.
@@ -397,7 +396,7 @@ def plan_bwd_near(
     alpha, eps = _fp64_scalars(grad, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None
     bm, bn, _ = elementwise_block(M, N, interpreting=INTERPRETING, elem_bytes=io.itemsize)
-    bands = triton.cdiv(M, bm) if for_dx else triton.cdiv(N, bn)
+    bands = cdiv(M, bm) if for_dx else cdiv(N, bn)
     return [KernelCall(
         yat_dense_bwd_near_kernel, (bands,),
         (grad, s, nx, nw, bias if bias is not None else out,
@@ -410,7 +409,7 @@ def plan_bwd_near(
              EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(io, precision),
              IS_FP64=io == torch.float64, OUT_MAX=0.0,
              INT64=needs_int64(grad, s, x, weight, out),
-             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(32, max(16, triton.next_power_of_2(K))),
+             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(32, max(16, next_pow2(K))),
              BAND=bm if for_dx else bn, BLOCK_T=NEAR_SCAN_TILES, num_warps=4),
     )]  # fmt: skip
 
