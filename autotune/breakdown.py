@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from unittest import mock
@@ -132,11 +132,14 @@ def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:
     return Line(op, "ref", what, "-", time_us(fn))
 
 
-def dense_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False) -> list[Line]:
+def dense_lines(
+    M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False
+) -> Iterator[list[Line]]:
     """The dense op at its shipped tile, then the standard layers; with `tma`, also the same
     tile on the persistent TMA kernels (forced for forward and backward: op "dense-tma") and
     the TMA forward summing ||x||^2 in its loop ("dense-tma-xnorms"; its backward is the
-    same as dense-tma's, so it is not timed again)."""
+    same as dense-tma's, so it is not timed again); the prep-block lines last. Yields the
+    lines phase by phase, the most wanted first (a time cap keeps what was measured)."""
     from yat_triton.dense import dense_bwd, dense_fwd, pick_dense_config
     from yat_triton.tuning import forced_config
 
@@ -148,44 +151,44 @@ def dense_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma:
     args = (b, None, 1.0, None, 1e-5)
     _, s, nx, nw = dense_fwd(x, w, *args, prec, True)
     g = torch.randn(M, N, generator=gen).to(device=device, dtype=dtype)
+    needs = [True, True, True, False, False]
 
-    def op_lines(op: str, tile: TileConfig | None, backward: bool) -> list[Line]:
+    def backward() -> object:
+        return dense_bwd(g, x, w, *args, s, nx, nw, prec, needs)
+
+    def op_lines(op: str, tile: TileConfig | None, backward_too: bool) -> Iterator[list[Line]]:
         with contextlib.ExitStack() as forced:
             if tile is not None:
                 forced.enter_context(forced_config("dense", "fwd", tile))
                 forced.enter_context(forced_config("dense", "bwd", tile))
-            out = phase_lines(op, "fwd", lambda: dense_fwd(x, w, *args, prec, True))
-            if backward:
-                needs = [True, True, True, False, False]
-                out += phase_lines(op, "bwd", lambda: dense_bwd(g, x, w, *args, s, nx, nw, prec, needs))
-        return out
+            yield phase_lines(op, "fwd", lambda: dense_fwd(x, w, *args, prec, True))
+            if backward_too:
+                yield phase_lines(op, "bwd", backward)
 
-    out = op_lines("dense", None, backward=True)
-    needs = [True, True, True, False, False]
-    out += prep_block_lines("dense", lambda: dense_bwd(g, x, w, *args, s, nx, nw, prec, needs))
-    out.append(ref_line("dense", "x @ W^T (matmul)", lambda: x @ w.t()))
-    out.append(ref_line("dense", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))))
+    yield from op_lines("dense", None, backward_too=True)
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
     y = F.relu(F.linear(xg, wg, bg))
-    out.append(
+    yield [
+        ref_line("dense", "x @ W^T (matmul)", lambda: x @ w.t()),
+        ref_line("dense", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))),
         ref_line(
             "dense", "linear+relu bwd", lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)
-        )
-    )
+        ),
+    ]
     if tma:
         shipped = pick_dense_config(M, N, K, dtype)
-        out += op_lines("dense-tma", dataclasses.replace(shipped, tma=True), backward=True)
-        out += op_lines(
-            "dense-tma-xnorms", dataclasses.replace(shipped, tma=True, norms_in_loop=True), backward=False
-        )
-    return out
+        yield from op_lines("dense-tma", dataclasses.replace(shipped, tma=True), backward_too=True)
+        xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
+        yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
+    yield prep_block_lines("dense", backward)
 
 
 def conv_lines(
     B: int, C_in: int, HW: int, C_out: int, k: int, dtype: torch.dtype, device: str, *, tma: bool = False
-) -> list[Line]:
+) -> Iterator[list[Line]]:
     """The conv op at its shipped tiles, then cuDNN's conv+relu; with `tma`, also the
-    forward with the same tile on the conv's TMA kernel (op "conv2d-tma", stride 1)."""
+    forward with the same tile on the conv's TMA kernel (op "conv2d-tma", stride 1); the
+    prep-block lines last. Yields phase by phase, as `dense_lines`."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -197,7 +200,7 @@ def conv_lines(
     p = k // 2
     geo = ((1, 1), (p, p, p, p), (1, 1), 1)
     args = (b, None, 1.0, None, 1e-5)
-    out = phase_lines("conv2d", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
+    yield phase_lines("conv2d", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
     y, s, nx, nw = conv2d_fwd(x, w, *args, *geo, "ieee", True)
     g = (
         torch.randn(y.shape, generator=gen)
@@ -205,23 +208,26 @@ def conv_lines(
         .contiguous(memory_format=torch.channels_last)
     )
     needs = [True, True, True, False, False]
-    out += phase_lines("conv2d", "bwd", lambda: conv2d_bwd(g, x, w, *args, s, nx, nw, *geo, "ieee", needs))
-    out += prep_block_lines("conv2d", lambda: conv2d_bwd(g, x, w, *args, s, nx, nw, *geo, "ieee", needs))
+
+    def backward() -> object:
+        return conv2d_bwd(g, x, w, *args, s, nx, nw, *geo, "ieee", needs)
+
+    yield phase_lines("conv2d", "bwd", backward)
     wc = w.contiguous(memory_format=torch.channels_last)
-    out.append(ref_line("conv2d", "conv+relu fwd", lambda: F.relu(F.conv2d(x, wc, b, 1, p))))
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, wc, b))
     yr = F.relu(F.conv2d(xg, wg, bg, 1, p))
-    out.append(
+    yield [
+        ref_line("conv2d", "conv+relu fwd", lambda: F.relu(F.conv2d(x, wc, b, 1, p))),
         ref_line(
             "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
-        )
-    )
+        ),
+    ]
     if tma:
         problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
         shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
         with forced_config("conv2d", "fwd", dataclasses.replace(shipped, tma=True)):
-            out += phase_lines("conv2d-tma", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
-    return out
+            yield phase_lines("conv2d-tma", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
+    yield prep_block_lines("conv2d", backward)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def add(more: list[Line]) -> str:
         """Label the new lines and rewrite --json-out with all so far: a time cap that stops
-        the conv half still leaves the dense half for the report."""
+        the run still leaves every phase measured before it for the report."""
         for line in more:
             line.gpu, line.dtype = gpu, args.dtype
             line.shape = conv_shape if line.op.startswith("conv2d") else dense_shape
@@ -265,8 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         return text
 
     with bench_stream():  # one capturable stream for the setup and every timed call
-        add(dense_lines(*args.dense, dtype, device, tma=args.tma))
-        text = add(conv_lines(*args.conv, dtype, device, tma=args.tma))
+        for phases in (
+            lambda: dense_lines(*args.dense, dtype, device, tma=args.tma),
+            lambda: conv_lines(*args.conv, dtype, device, tma=args.tma),
+        ):
+            for more in phases():
+                text = add(more)
     if args.json:
         print(text, end="")
         return 0

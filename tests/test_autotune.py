@@ -290,23 +290,30 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
         ]
 
 
-def test_breakdown_keeps_the_dense_half_when_the_conv_half_is_stopped(
+def test_breakdown_keeps_every_phase_measured_before_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--json-out is rewritten after each op: a run stopped during the conv half (the GPU
-    script's time cap) leaves the dense lines for the report."""
+    """--json-out is rewritten after each phase: a run stopped in the conv backward (the GPU
+    script's time cap) leaves the dense lines and the conv forward's for the report."""
     from autotune import breakdown
 
-    def stopped(*args: object, **kwargs: object) -> list:
-        raise KeyboardInterrupt
+    phase_lines = breakdown.phase_lines
 
-    monkeypatch.setattr(breakdown, "conv_lines", stopped)
+    def stop_in_conv_bwd(op: str, phase: str, launcher: object) -> list:
+        if (op, phase) == ("conv2d", "bwd"):
+            raise KeyboardInterrupt
+        return phase_lines(op, phase, launcher)
+
+    monkeypatch.setattr(breakdown, "phase_lines", stop_in_conv_bwd)
     out = tmp_path / "breakdown.jsonl"
+    small = ["--dense", "24", "40", "32", "--conv", "1", "16", "5", "8", "3"]
     with pytest.raises(KeyboardInterrupt):
-        breakdown.main(["--dense", "24", "40", "32", "--json-out", str(out)])
+        breakdown.main([*small, "--json-out", str(out)])
     lines = [json.loads(s) for s in out.read_text().splitlines()]
-    assert lines and all(ln["op"] == "dense" and ln["shape"] == "24x40x32" for ln in lines)
-    assert {ln["phase"] for ln in lines} == {"fwd", "bwd", "bwd-prep", "ref"}
+    assert {(ln["op"], ln["phase"]) for ln in lines} == {
+        ("dense", "fwd"), ("dense", "bwd"), ("dense", "ref"), ("dense", "bwd-prep"), ("conv2d", "fwd"),
+    }  # fmt: skip
+    assert {ln["shape"] for ln in lines if ln["op"] == "dense"} == {"24x40x32"}
 
 
 def test_gpu_script_parses_its_options(tmp_path: Path) -> None:
