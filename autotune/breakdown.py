@@ -7,7 +7,8 @@ For each op: the forward as training runs it (s saved for backward) and the back
 every gradient; per kernel its grid, median time and share of the phase. "launcher" is the
 whole call (kernels, torch glue such as partial-sum reductions, launch gaps); the references
 are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
-Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS).
+Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS);
+"fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG).
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
 median, L2 flushed; per phase also the whole call timed eagerly, host included); without one
 the kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
@@ -127,6 +128,27 @@ def prep_block_lines(op: str, backward: Callable[[], object]) -> list[Line]:
     return out
 
 
+# Register caps timed on the training forward's kernel: 128 lets a 256-thread program whose
+# compile takes 129-136 registers (the shipped 128x128 forward saving s takes 130) share an
+# SM with a second one, if its shared memory allows (`python -m autotune.inspect --maxnreg`).
+FWD_MAXNREG = (128,)
+
+
+def maxnreg_lines(op: str, forward: Callable[[], object], kernel: str) -> list[Line]:
+    """`kernel`'s launch in one call of `forward`, timed again under each FWD_MAXNREG cap
+    (Triton's `maxnreg` option): phase "fwd-maxnreg", lines "KERNEL @ maxnreg=N"."""
+    with recording() as calls:
+        forward()
+    out = []
+    for cap in FWD_MAXNREG:
+        for c in calls:
+            if c.kernel.fn.__name__ == kernel:
+                capped = dataclasses.replace(c, kwargs={**c.kwargs, "maxnreg": cap})
+                grid = "x".join(map(str, capped.launch_grid()))
+                out.append(Line(op, "fwd-maxnreg", f"{kernel} @ maxnreg={cap}", grid, time_us(capped.run)))
+    return out
+
+
 def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:
     """A standard layer's timing at the same shape, for comparison."""
     return Line(op, "ref", what, "-", time_us(fn))
@@ -138,7 +160,8 @@ def dense_lines(
     """The dense op at its shipped tile, then the standard layers; with `tma`, also the same
     tile on the persistent TMA kernels (forced for forward and backward: op "dense-tma") and
     the TMA forward summing ||x||^2 in its loop ("dense-tma-xnorms"; its backward is the
-    same as dense-tma's, so it is not timed again); the prep-block lines last. Yields the
+    same as dense-tma's, so it is not timed again); the register-capped forward kernel and
+    the prep-block lines last. Yields the
     lines phase by phase, the most wanted first (a time cap keeps what was measured)."""
     from yat_triton.dense import dense_bwd, dense_fwd, pick_dense_config
     from yat_triton.tuning import forced_config
@@ -180,6 +203,7 @@ def dense_lines(
         yield from op_lines("dense-tma", dataclasses.replace(shipped, tma=True), backward_too=True)
         xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
         yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
+    yield maxnreg_lines("dense", lambda: dense_fwd(x, w, *args, prec, True), "yat_dense_fwd_kernel")
     yield prep_block_lines("dense", backward)
 
 

@@ -280,7 +280,11 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     )
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
-    assert all(kernels[k][-2:] == whole for k in kernels if k[1] not in ("ref", "bwd-prep"))
+    assert all(kernels[k][-2:] == whole for k in kernels if k[1] in ("fwd", "bwd"))
+    capped = [ln for ln in lines if ln["phase"] == "fwd-maxnreg"]
+    assert [(ln["op"], ln["what"]) for ln in capped] == [
+        ("dense", f"yat_dense_fwd_kernel @ maxnreg={cap}") for cap in breakdown.FWD_MAXNREG
+    ]
     # the backward's prep kernel again at each alternative block, its grid that block's
     for op, (M, N) in (("dense", (24, 40)), ("conv2d", (25, 8))):
         alt = [ln for ln in lines if ln["op"] == op and ln["phase"] == "bwd-prep"]
@@ -311,7 +315,8 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
         breakdown.main([*small, "--json-out", str(out)])
     lines = [json.loads(s) for s in out.read_text().splitlines()]
     assert {(ln["op"], ln["phase"]) for ln in lines} == {
-        ("dense", "fwd"), ("dense", "bwd"), ("dense", "ref"), ("dense", "bwd-prep"), ("conv2d", "fwd"),
+        ("dense", "fwd"), ("dense", "bwd"), ("dense", "ref"), ("dense", "fwd-maxnreg"), ("dense", "bwd-prep"),
+        ("conv2d", "fwd"),
     }  # fmt: skip
     assert {ln["shape"] for ln in lines if ln["op"] == "dense"} == {"24x40x32"}
 
