@@ -12,9 +12,9 @@ Backward, per SPEC.md section 2 (with gs / gd from the dense elementwise pass, r
 the (M, C_out) output with groups):
 - `yat_conv_dgrad_kernel`: dx = conv_transpose(gs, W) + 2 x * conv_transpose(R, ones),
   R[o, g] = sum_{f in g} gd[o, f]; both sums walk the same (o, tap) pairs, in one pass.
-- `yat_conv_wgrad_kernel`: dW = gs^T @ patches(x) (split over output positions, partial
-  sums reduced by the launcher) ; the rank-1 term 2 w * colsum(gd) is added on the
-  weight-sized result.
+- `yat_conv_wgrad_kernel`: dW = gs^T @ patches(x), split over output positions into fp32
+  partials; `yat_conv_wgrad_finish_kernel` sums the splits, adds the rank-1 term
+  2 w * colsum(gd), casts and writes dW in the weight's layout in one pass (and db's cast).
 """
 
 from __future__ import annotations
@@ -525,6 +525,70 @@ def yat_conv_wgrad_kernel(
         acc,
         mask=mask_f[:, None] & mask_j[None, :],
     )
+
+
+@triton.jit
+def yat_conv_wgrad_finish_kernel(
+    part_ptr,
+    w_ptr,
+    colgd_ptr,
+    dw_ptr,
+    gu_ptr,
+    db_ptr,
+    splits,
+    C_out,
+    KC,
+    Cg,
+    KW,
+    stride_wo,
+    stride_wc,
+    stride_wh,
+    stride_ww,
+    stride_do,
+    stride_dc,
+    stride_dh,
+    stride_dw,
+    HAS_DB: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """dW[f, c, kh, kw] = sum_split part[split, f, j] + 2 W[f, c, kh, kw] colsum(gd)[f] with
+    j = (kh KW + kw) Cg + c, cast to dW's dtype: the weight gradient's split reduction, its
+    rank-1 term, the cast and the (kh, kw, c) -> (c, kh, kw) layout in one elementwise pass
+    (in place of six PyTorch launches).
+
+    part_ptr:  (splits, C_out, KC) acc dtype, contiguous: `yat_conv_wgrad_kernel`'s partials
+               (split 0 also holding the near pairs' terms).
+    w_ptr:     (C_out, Cg, KH, KW) weight, strides stride_w*.
+    colgd_ptr: (C_out,) acc dtype column sums of gd (the prep pass's, reduced).
+    dw_ptr:    (C_out, Cg, KH, KW) output in the weight's dtype, strides stride_d*.
+    gu_ptr, db_ptr: (C_out,) column sums of gu (acc dtype) and db, their cast to the bias
+               dtype (HAS_DB), written by the programs whose elements cover [0, C_out).
+    """
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    if INT64:
+        offs = offs.to(tl.int64)
+    n = C_out * KC
+    mask = offs < n
+    acc = tl.zeros((BLOCK,), dtype=part_ptr.dtype.element_ty)
+    for split in range(0, splits):
+        acc += tl.load(part_ptr + split * n + offs, mask=mask, other=0.0)
+    f = offs // KC
+    j = offs - f * KC
+    tap = j // Cg
+    c = j - tap * Cg
+    kh = tap // KW
+    kw = tap - kh * KW
+    w = tl.load(w_ptr + f * stride_wo + c * stride_wc + kh * stride_wh + kw * stride_ww, mask=mask, other=0.0)
+    colgd = tl.load(colgd_ptr + f, mask=mask, other=0.0)
+    acc += 2.0 * w.to(acc.dtype) * colgd
+    dw = acc.to(dw_ptr.dtype.element_ty)
+    tl.store(dw_ptr + f * stride_do + c * stride_dc + kh * stride_dh + kw * stride_dw, dw, mask=mask)
+    if HAS_DB:
+        first = offs < C_out
+        gu = tl.load(gu_ptr + offs, mask=first, other=0.0)
+        tl.store(db_ptr + offs, gu.to(db_ptr.dtype.element_ty), mask=first)
 
 
 def conv_config_space(*, include_tma: bool = True) -> list[TileConfig]:

@@ -542,8 +542,7 @@ def yat_dense_bwd_prep_kernel(
     eps_ptr,
     gs_ptr,
     row_gd_ptr,
-    col_gd_ptr,
-    col_gu_ptr,
+    col_ptr,
     part_alpha_ptr,
     part_eps_ptr,
     tile_near_ptr,
@@ -587,8 +586,9 @@ def yat_dense_bwd_prep_kernel(
     b_ptr:          (N,) io dtype bias (HAS_BIAS). alpha_ptr / eps_ptr: as in the forward.
     gs_ptr:         (M, N) io dtype output, gu - 2 gd_far (saturated to +-OUT_MAX if > 0).
     row_gd_ptr:     (cdiv(N, BLOCK_N), M) acc dtype partial row sums of gd_far.
-    col_gd_ptr:     (cdiv(M, BLOCK_M), N) acc dtype partial column sums of gd_far.
-    col_gu_ptr:     (cdiv(M, BLOCK_M), N) partial column sums of gu (NEED_DB).
+    col_ptr:        (cdiv(M, BLOCK_M), 1 + NEED_DB, N) acc dtype partial column sums: of
+                    gd_far at [:, 0], of gu at [:, 1] (NEED_DB); one buffer, so that the
+                    launcher reduces both in one sum over its first axis.
     part_alpha_ptr: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),) partial sums of g u^2 / q.
     part_eps_ptr:   same shape, partial sums of gq (NEED_DEPS).
     tile_near_ptr:  same shape, int32 count of near lanes per tile.
@@ -626,9 +626,10 @@ def yat_dense_bwd_prep_kernel(
 
     n_tn = tl.num_programs(1)
     tl.store(row_gd_ptr + (grp * n_tn + pid_n) * M + offs_m, tl.sum(gd_far, axis=1), mask=mask_m)
-    tl.store(col_gd_ptr + pid_m * N + offs_n, tl.sum(gd_far, axis=0), mask=mask_n)
+    col_row = col_ptr + pid_m * (1 + NEED_DB) * N
+    tl.store(col_row + offs_n, tl.sum(gd_far, axis=0), mask=mask_n)
     if NEED_DB:
-        tl.store(col_gu_ptr + pid_m * N + offs_n, tl.sum(gu, axis=0), mask=mask_n)
+        tl.store(col_row + N + offs_n, tl.sum(gu, axis=0), mask=mask_n)
     tile = (grp * tl.num_programs(0) + pid_m) * n_tn + pid_n
     if NEED_DALPHA:
         tl.store(part_alpha_ptr + tile, tl.sum(tl.sum(g * u * r, axis=1), axis=0))

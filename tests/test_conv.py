@@ -1030,3 +1030,55 @@ def test_wgrad_split_over_output_positions(device, monkeypatch, launched):
     check_against_oracle(inp, geo)
     (wgrad,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_wgrad_kernel"]
     assert wgrad.grid[2] > 1, wgrad.grid
+
+
+def test_backward_glue_is_a_few_launches(device, monkeypatch):
+    """In a CUDA graph (the harness's timing, torch.compile's reduce-overhead) each small
+    launch still costs microseconds, a real share of a ResNet-sized conv. Between their
+    Triton kernels the conv backward issues two PyTorch kernels (the one sum of the column
+    partials, the weight's (kh, kw, c) copy for the input gradient) and the fp32 dense
+    backward two (the row and the column partials' sums); the split
+    weight-gradient reduction, its rank-1 term, the casts and the layout are one Triton pass.
+    Kernels are recorded, not run: the interpreter's own tensor traffic stays out of the count."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import yat_triton.dense as dense
+    from yat_triton._launch import KernelCall
+
+    no_kernel = {"empty", "empty_like", "empty_strided", "permute", "view", "t", "transpose", "select",
+                 "slice", "as_strided", "_reshape_alias", "reshape", "expand", "unsqueeze", "alias",
+                 "detach"}  # fmt: skip
+
+    class Compute(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            if func.overloadpacket.__name__ not in no_kernel:
+                self.ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    def new(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        return torch.ones(shape, dtype=dtype, device=device)
+
+    monkeypatch.setattr(conv, "INTERPRETING", False)  # the GPU's plan: a split weight gradient
+    kernels: list[str] = []
+    monkeypatch.setattr(KernelCall, "run", lambda self: kernels.append(self.kernel.fn.__name__))
+    x = new(2, 16, 9, 9, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    g = new(2, 24, 9, 9, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    w, b = new(24, 16, 3, 3, dtype=torch.bfloat16), new(24, dtype=torch.bfloat16)
+    s, nx, nw = new(2 * 81, 24), new(2 * 81, 1), new(24)
+    needs = [True, True, True, False, False]
+    geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    with Compute() as c:
+        conv.conv2d_bwd(g, x, w, b, None, 1.0, None, 1e-3, s, nx, nw, *geo, "ieee", needs)
+    assert kernels == ["yat_dense_bwd_prep_kernel", "yat_conv_dgrad_kernel", "yat_conv_wgrad_kernel",
+                       "yat_conv_bwd_near_kernel", "yat_conv_wgrad_finish_kernel"]  # fmt: skip
+    assert sorted(c.ops) == ["clone", "sum"], c.ops
+    # 200 columns: several column tiles, so the row partials need a sum
+    args = (new(300, 200), new(300, 32), new(200, 32), new(200), None, 1.0, None, 1e-3, new(300, 200),
+            new(300), new(200), "ieee", needs)  # fmt: skip
+    with Compute() as c:
+        dense.dense_bwd(*args)
+    assert sorted(c.ops) == ["sum", "sum"], c.ops

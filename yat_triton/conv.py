@@ -33,6 +33,7 @@ from kernels.conv import (
     yat_conv_dgrad_kernel,
     yat_conv_fwd_kernel,
     yat_conv_fwd_tma_kernel,
+    yat_conv_wgrad_finish_kernel,
     yat_conv_wgrad_kernel,
 )
 from kernels.dense import elementwise_block
@@ -54,6 +55,7 @@ from yat_triton.dense import (
     dense_bwd,
     gemm_precision,
     near_tau,
+    partial_sums,
     plan_bwd_prep,
     plan_dense_fwd,
     plan_row_sqnorms,
@@ -536,11 +538,12 @@ def conv2d_bwd(
     dev = x.device
     g2 = grad.permute(0, 2, 3, 1).reshape(M, C_out)  # a view for channels_last grads
     elementwise = (g2, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision)
-    (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near), calls = plan_bwd_prep(
+    (gs, row_gd, cols, part_alpha, part_eps, tile_near), calls = plan_bwd_prep(
         *elementwise, need_db, need_dalpha, need_deps, groups=groups
     )
     for call in calls:
         call.run()
+    row_sums, col_sums = partial_sums(row_gd, cols)
 
     def empty() -> Tensor:  # a fresh one per slot: op outputs must not alias
         return torch.empty((0,), dtype=x.dtype, device=dev)
@@ -553,11 +556,12 @@ def conv2d_bwd(
         UPCAST=upcast_operands(x.dtype),
         IS_FP64=x.dtype == torch.float64,
     )
-    dx = dw = None
+    dx = dw = part = None
+    KC = KH * KW * Cg
     problem = conv_shape(x.shape, weight.shape, stride, pads, groups)  # dgrad's and wgrad's tuned-config key
     if need_dx:
         dx = torch.empty_like(x, memory_format=_out_format(x))
-        rows = row_gd.sum(1).t().contiguous()  # R[o, g]
+        rows = row_sums.t().contiguous()  # R[o, g] (a view for one group)
         MX = B * H * W
         if MX and Cg and M:
             cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem)
@@ -572,7 +576,6 @@ def conv2d_bwd(
         elif MX:
             dx.zero_()
     if need_dw:
-        KC = KH * KW * Cg
         cfg = pick_conv_config(Ng, KC, M, x.dtype, "bwd", problem=problem)
         tiles = cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n) * groups
         splits = 1 if INTERPRETING else max(1, min(cdiv(264, tiles), cdiv(M, 4 * cfg.block_k)))
@@ -590,18 +593,28 @@ def conv2d_bwd(
                 dict(KW=KW, **dot, INT64=needs_int64(xk, gs),
                      **cfg.launch_options()),
             ).run()  # fmt: skip
-        dwk = part.sum(0).reshape(C_out, KH, KW, Cg).permute(0, 3, 1, 2)
-        dw = dwk + 2.0 * weight.to(acc) * col_gd.sum(0)[:, None, None, None]  # still fp32
     if (need_dx or need_dw) and M and C_out:
-        # dW gets its near-pair terms in fp32 (one rounding at the cast below); dx in its
-        # dtype, one rounding per near patch covering a pixel.
+        # dW's near-pair terms go into split 0 of its fp32 partials (one rounding at the
+        # cast of the finishing pass); dx's in its dtype, one rounding per near patch.
+        part0 = part[0].view(C_out, KH, KW, Cg).permute(0, 3, 1, 2) if part is not None else None
         near_call(
             g2, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision, groups,
-            tile_near, xk, weight, dx, dw, stride, pads, dilation,
+            tile_near, xk, weight, dx, part0, stride, pads, dilation,
         ).run()  # fmt: skip
-    if dw is not None:
-        dw = dw.to(weight.dtype)
-    db = col_gu.sum(0).to(bias.dtype) if need_db else None
+    db = torch.empty_like(bias) if need_db else None
+    finish_db = need_db and part is not None and C_out and KC  # db's cast rides on dW's pass
+    if part is not None:
+        dw = torch.empty_like(weight)
+        if C_out and KC:
+            block = 256 if INTERPRETING else 1024
+            KernelCall(
+                yat_conv_wgrad_finish_kernel, (cdiv(C_out * KC, block),),
+                (part, weight, col_sums[0], dw, col_sums[1] if finish_db else dw, db if finish_db else dw,
+                 part.shape[0], C_out, KC, Cg, KW, *_xs(weight), *_xs(dw)),
+                dict(HAS_DB=bool(finish_db), INT64=needs_int64(part), BLOCK=block, num_warps=4),
+            ).run()  # fmt: skip
+    if need_db and not finish_db:
+        db.copy_(col_sums[1])
     dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else None
     deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else None
     return tuple(t if t is not None else empty() for t in (dx, dw, db, dalpha, deps))

@@ -326,8 +326,9 @@ def plan_bwd_prep(
 ) -> tuple[tuple[Tensor, ...], list[KernelCall]]:
     """Allocate gs and the partial-sum buffers, plan the elementwise backward pass.
 
-    Returns ((gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near), calls); the
-    partials are reduced by the caller (sum over the tile axes), deterministically.
+    Returns ((gs, row_gd, cols, part_alpha, part_eps, tile_near), calls); the partials are
+    reduced by the caller (sum over the tile axes: `partial_sums`), deterministically. cols
+    holds the column partials of gd (cols[:, 0]) and, with need_db, of gu (cols[:, 1]).
     `groups` splits the N columns into groups with their own row norms, nx (M, groups)
     (convolution); row_gd is then (groups, tiles, M). `near_pass=False` keeps near pairs in
     gs and the sums, for callers without the exact near-pair pass.
@@ -342,22 +343,21 @@ def plan_bwd_prep(
     tm, tn = cdiv(M, bm), cdiv(Ng, bn)
     tiles = groups * tm * tn
     # Every slot of the partial-sum buffers is written by exactly one program (a test fills
-    # them with NaN first): torch.empty spares the backward six memset launches.
+    # them with NaN first): torch.empty spares the backward its memset launches.
     gs = torch.empty((M, N), dtype=gs_dtype(io), device=dev)
     row_gd = torch.empty((groups, tn, M), dtype=acc, device=dev)
-    col_gd = torch.empty((tm, N), dtype=acc, device=dev)
-    col_gu = torch.empty((tm if need_db else 0, N), dtype=acc, device=dev)
+    cols = torch.empty((tm, 1 + need_db, N), dtype=acc, device=dev)
     part_alpha = torch.empty((tiles if need_dalpha else 0,), dtype=acc, device=dev)
     part_eps = torch.empty((tiles if need_deps else 0,), dtype=acc, device=dev)
     tile_near = torch.empty((tiles,), dtype=torch.int32, device=dev)
-    buffers = (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near)
+    buffers = (gs, row_gd, cols, part_alpha, part_eps, tile_near)
     if M == 0 or N == 0:
         return buffers, []
     call = KernelCall(
         yat_dense_bwd_prep_kernel, (tm, tn, groups),
         (grad, s, nx, nw, bias if bias is not None else gs,
          alpha if alpha is not None else gs, eps if eps is not None else gs,
-         gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near,
+         gs, row_gd, cols, part_alpha, part_eps, tile_near,
          M, N, Ng, grad.stride(0), grad.stride(1), s.stride(0), s.stride(1),
          gs.stride(0), gs.stride(1), alpha_value, eps_value),
         dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
@@ -368,6 +368,14 @@ def plan_bwd_prep(
              BLOCK_M=bm, BLOCK_N=bn, num_warps=warps),
     )  # fmt: skip
     return buffers, [call]
+
+
+def partial_sums(row_gd: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+    """(rowsum(gd) (groups, M), column sums (1 + need_db, N): of gd, then of gu) from the
+    prep pass's partials, in as few launches as the shapes allow: none for the rows when a
+    group's columns fit one tile, one sum for both column partials."""
+    rows = row_gd[:, 0] if row_gd.shape[1] == 1 else row_gd.sum(1)
+    return rows, cols.sum(0)
 
 
 def plan_bwd_near(
@@ -447,24 +455,25 @@ def dense_bwd(
     need_dalpha = need_dalpha and alpha is not None
     need_deps = need_deps and eps is not None
     elementwise = (grad, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision)
-    (gs, row_gd, col_gd, col_gu, part_alpha, part_eps, tile_near), calls = plan_bwd_prep(
+    (gs, row_gd, cols, part_alpha, part_eps, tile_near), calls = plan_bwd_prep(
         *elementwise, need_db, need_dalpha, need_deps
     )
     for call in calls:
         call.run()
+    rows, col_sums = partial_sums(row_gd, cols)
 
     def empty() -> Tensor:  # a fresh one per slot: op outputs must not alias
         return torch.empty((0,), dtype=x.dtype, device=x.device)
 
     gp = gemm_precision(x.dtype, precision)
     layer = {"M": x.shape[0], "N": weight.shape[0], "K": x.shape[1]}  # both GEMMs' tuned-config key
-    dx = _bwd_gemm(gs, weight, x, row_gd.sum(1)[0], gp, layer, config) if need_dx else empty()
-    dw = _bwd_gemm(gs.t(), x, weight, col_gd.sum(0), gp, layer, config) if need_dw else empty()
+    dx = _bwd_gemm(gs, weight, x, rows[0], gp, layer, config) if need_dx else empty()
+    dw = _bwd_gemm(gs.t(), x, weight, col_sums[0], gp, layer, config) if need_dw else empty()
     for out, for_dx, needed in ((dx, True, need_dx), (dw, False, need_dw)):
         if needed:
             for call in plan_bwd_near(*elementwise, tile_near, x, weight, out, for_dx):
                 call.run()
-    db = col_gu.sum(0).to(bias.dtype) if need_db else empty()
+    db = col_sums[1].to(bias.dtype) if need_db else empty()
     dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else empty()
     deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else empty()
     return dx, dw, db, dalpha, deps
