@@ -690,7 +690,7 @@ def _run_task(
 STANDARD_LAYERS = ("linear+relu", "addmm_relu", "conv+relu")
 
 # Kernels whose launch does not depend on the swept tile (their spills are not its fault).
-_TILE_INDEPENDENT = ("row_sqnorm", "prep", "near")
+_TILE_INDEPENDENT = ("row_sqnorm", "prep", "near", "finish")
 
 
 def _record(problem: Problem, config: TileConfig | None) -> list[object]:

@@ -528,6 +528,56 @@ def yat_conv_wgrad_kernel(
 
 
 @triton.jit
+def yat_conv_weight_prep_kernel(
+    w_ptr,
+    wk_ptr,
+    nw_ptr,
+    C_out,
+    Cg,
+    KW,
+    KC,
+    stride_wo,
+    stride_wc,
+    stride_wh,
+    stride_ww,
+    IS_FP64: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """The forward's weight operand in one pass over W: wk[f, j] = W[f, c, kh, kw] with
+    j = (kh KW + kw) Cg + c (the K order of the implicit GEMM, channels fastest) and
+    nw[f] = ||w_f||^2 in the accumulation dtype (in place of a copy and a norm launch).
+
+    w_ptr: (C_out, Cg, KH, KW) any float dtype, strides stride_w*. wk_ptr: (C_out, KC)
+    same dtype, contiguous. nw_ptr: (C_out,) float32 (float64 when IS_FP64).
+    """
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_K)
+    if INT64:
+        rows = rows.to(tl.int64)
+        cols = cols.to(tl.int64)
+    mask_r = rows < C_out
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32)
+    for k0 in range(0, KC, BLOCK_K):
+        j = k0 + cols
+        tap = j // Cg
+        c = j - tap * Cg
+        kh = tap // KW
+        kw = tap - kh * KW
+        mask = mask_r[:, None] & (j < KC)[None, :]
+        src = rows[:, None] * stride_wo + (c * stride_wc + kh * stride_wh + kw * stride_ww)[None, :]
+        w = tl.load(w_ptr + src, mask=mask, other=0.0)
+        tl.store(wk_ptr + rows[:, None] * KC + j[None, :], w, mask=mask)
+        v = w.to(acc.dtype)
+        acc += v * v
+    tl.store(nw_ptr + rows, tl.sum(acc, axis=1), mask=mask_r)
+
+
+@triton.jit
 def yat_conv_wgrad_finish_kernel(
     part_ptr,
     w_ptr,

@@ -358,6 +358,8 @@ def _strided(kind: str, dtype: torch.dtype, device: str) -> tuple[dict, object]:
     elif kind == "w-permuted":  # weight stored (kH, kW, C_in, C_out)
         base = draw(*g.k, g.C_in, g.C_out, dtype=dtype, scale=0.5).requires_grad_()
         inp["weight"] = base.permute(3, 2, 0, 1)
+    elif kind == "w-channels-last":  # channels innermost: the forward uses it without a copy
+        inp["weight"] = inp["weight"].detach().contiguous(memory_format=CL).requires_grad_()
     elif kind == "bias-expanded":
         inp["bias"] = draw(1, dtype=dtype, scale=0.5).requires_grad_().expand(g.C_out)
     elif kind == "grad-transposed":
@@ -367,16 +369,21 @@ def _strided(kind: str, dtype: torch.dtype, device: str) -> tuple[dict, object]:
 
 STRIDED_CASES = [
     *[pytest.param(k, torch.float32, id=f"fp32-{k}") for k in ("x-strided-w", "x-channel-slice-cl",
-      "x-hw-transposed", "w-permuted", "bias-expanded", "grad-transposed")],
+      "x-hw-transposed", "w-permuted", "w-channels-last", "bias-expanded", "grad-transposed")],
     pytest.param("x-channel-slice-cl", torch.bfloat16, id="bf16-x-channel-slice-cl"),
     pytest.param("w-permuted", torch.bfloat16, id="bf16-w-permuted"),
+    pytest.param("w-channels-last", torch.bfloat16, id="bf16-w-channels-last"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind, dtype", STRIDED_CASES)
-def test_noncontiguous(kind, dtype, device):
+def test_noncontiguous(kind, dtype, device, launched):
     inp, transform = _strided(kind, dtype, device)
     check_against_oracle(inp, STRIDED_GEO, grad_transform=transform)
+    # the forward's weight operand: a channels_last weight as it is, any other copied by the
+    # pass that also sums the filter norms
+    first = launched[0].kernel.fn.__name__
+    assert first == ("row_sqnorm_kernel" if kind == "w-channels-last" else "yat_conv_weight_prep_kernel")
 
 
 # ---------------------------------------------------------------------------------------

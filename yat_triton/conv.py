@@ -6,7 +6,9 @@
 conv1d runs as conv2d over a height-1 image. Layout: the kernels index x through its
 strides and are fastest on channels_last input (a K tile is BLOCK_K contiguous channels);
 NCHW input is converted to channels_last once per call (one read and one write of x) rather
-than gathered channel by channel. The output has the input's memory format.
+than gathered channel by channel. The output has the input's memory format. The forward's
+launches: one for the weight operand (its (kh, kw, c) copy and the filter norms, or the
+norms alone for a channels_last weight), one for the convolution.
 
 1x1, stride-1, unpadded, ungrouped convs of channels_last inputs run on the dense kernels
 (`_pointwise`): they are a dense layer over the (B*H*W, C_in) view of x.
@@ -33,6 +35,7 @@ from kernels.conv import (
     yat_conv_dgrad_kernel,
     yat_conv_fwd_kernel,
     yat_conv_fwd_tma_kernel,
+    yat_conv_weight_prep_kernel,
     yat_conv_wgrad_finish_kernel,
     yat_conv_wgrad_kernel,
 )
@@ -306,6 +309,36 @@ def _weight_khwc(weight: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
     return wk, (wk.stride(0), wk.stride(3), wk.stride(1), wk.stride(2))
 
 
+def plan_weight_operand(
+    weight: Tensor,
+) -> tuple[tuple[Tensor, tuple[int, int, int, int], Tensor], list[KernelCall]]:
+    """The forward's weight operand and filter norms in one launch: (wk (C_out, KH, KW, Cg)
+    contiguous, its (filter, channel, kh, kw) strides, ||w_f||^2), and the calls. A weight
+    whose channels are already innermost (channels_last) is used as it is, its norms from
+    the row-norm pass; any other is copied by `yat_conv_weight_prep_kernel`, which sums the
+    norms on the way."""
+    C_out, Cg, KH, KW = weight.shape
+    KC = Cg * KH * KW
+    khwc = weight.permute(0, 2, 3, 1)
+    if khwc.is_contiguous():
+        (nw, _), calls = plan_row_sqnorms(khwc.reshape(C_out, KC))  # a view
+        wk = khwc
+    else:
+        wk = torch.empty((C_out, KH, KW, Cg), dtype=weight.dtype, device=weight.device)
+        nw = torch.empty((C_out,), dtype=acc_dtype(weight.dtype), device=weight.device)
+        calls = []
+        if C_out and KC:
+            block_k = min(max(16, next_pow2(KC)), 128 if INTERPRETING else 512)
+            block_r = 16 if INTERPRETING else max(1, min(64, 8192 // (block_k * weight.element_size())))
+            calls.append(KernelCall(
+                yat_conv_weight_prep_kernel, (cdiv(C_out, block_r),),
+                (weight, wk, nw, C_out, Cg, KW, KC, *_xs(weight)),
+                dict(IS_FP64=weight.dtype == torch.float64, INT64=needs_int64(weight, wk),
+                     BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4),
+            ))  # fmt: skip
+    return (wk, (wk.stride(0), wk.stride(3), wk.stride(1), wk.stride(2)), nw), calls
+
+
 def _xs(t: Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
@@ -349,11 +382,10 @@ def plan_conv2d_fwd(
     y = torch.empty((B, C_out, OH, OW), dtype=x.dtype, device=dev, memory_format=_out_format(x))
     s = torch.empty((M, C_out) if save_for_backward else (0,), dtype=acc, device=dev)
     nx = torch.empty((M, groups) if save_for_backward else (0,), dtype=acc, device=dev)
-    (nw, _), calls = plan_row_sqnorms(weight.reshape(C_out, Cg * KH * KW))  # -1 fails for C_out == 0
+    (wk, ws, nw), calls = plan_weight_operand(weight)
     if M == 0 or C_out == 0:
         return (y, s, nx, nw), calls
     xk = _channels_last(x)
-    wk, ws = _weight_khwc(weight)
     alpha, eps = _fp64_scalars(x, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None
     problem = conv_shape(x.shape, weight.shape, stride, pads, groups)
