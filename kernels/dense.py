@@ -22,7 +22,9 @@ Backward (SPEC.md section 2), two passes:
    deterministic per-tile partial sums of gd (rows and columns), gu (columns: db),
    g u^2/q (dalpha) and gq (deps).
 2. `yat_dense_bwd_gemm_kernel`, twice: dx = gs @ W + 2 x * rowsum(gd) and
-   dW = gs^T @ x + 2 W * colsum(gd), the rank-1 corrections fused into the GEMM epilogue.
+   dW = gs^T @ x + 2 W * colsum(gd), the rank-1 corrections fused into the GEMM epilogue,
+   which also adds up the prep pass's partial sums of gd (a few loads a row; the
+   persistent TMA variant gets them summed, see `plan_bwd_gemm`).
 Recomputing gs inside the GEMMs would repeat its ~10 CUDA-core flops per element once per
 output column tile (32 times at 4096^3 with 128-wide tiles: ~5 GFLOP of CUDA-core work per
 GEMM, ~90 us at ~60 TFLOP/s next to a ~175 us GEMM); one elementwise pass plus an io-dtype
@@ -790,6 +792,8 @@ def yat_dense_bwd_gemm_kernel(
     R,
     C,
     KD,
+    v_parts,
+    stride_vp,
     stride_ar,
     stride_ak,
     stride_bk,
@@ -814,7 +818,9 @@ def yat_dense_bwd_gemm_kernel(
     dW: a = gs^T (N, M) as strides, b = x (M, K), e = W (N, K), v = colsum(gd) (N,).
 
     a_ptr: (R, KD) io dtype; b_ptr: (KD, C) io dtype; e_ptr: (R, C) io dtype; all strided.
-    v_ptr: (R,) acc dtype, contiguous. c_ptr: (R, C) io dtype output, strided.
+    v_ptr: (v_parts, R) acc dtype, rows stride_vp apart, unit stride along R: the prep
+    pass's partial sums of v, summed by the epilogue (a few loads a row, in place of a
+    reduction launch). c_ptr: (R, C) io dtype output, strided.
     Constexprs as in `yat_dense_fwd_kernel`.
     """
     pid = tl.program_id(0)
@@ -848,8 +854,9 @@ def yat_dense_bwd_gemm_kernel(
         b_ptrs += BLOCK_K * stride_bk
 
     _bwd_gemm_store(
-        acc, offs_m, offs_n, R, C, e_ptr, v_ptr, c_ptr, stride_er, stride_ec, stride_cr, stride_cc, OUT_MAX
-    )
+        acc, offs_m, offs_n, R, C, e_ptr, v_ptr, v_parts, stride_vp, c_ptr, stride_er, stride_ec,
+        stride_cr, stride_cc, OUT_MAX,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -861,6 +868,8 @@ def _bwd_gemm_store(
     C,
     e_ptr,
     v_ptr,
+    v_parts,
+    stride_vp,
     c_ptr,
     stride_er,
     stride_ec,
@@ -868,11 +877,14 @@ def _bwd_gemm_store(
     stride_cc,
     OUT_MAX: tl.constexpr,
 ):
-    """Epilogue of the backward GEMMs: c = acc + 2 e * v[:, None] on rows offs_m, columns offs_n."""
+    """Epilogue of the backward GEMMs: c = acc + 2 e * v[:, None] on rows offs_m, columns
+    offs_n, v the sum of its v_parts partial rows."""
     mask_m = offs_m < R
     mask = mask_m[:, None] & (offs_n < C)[None, :]
     e = tl.load(e_ptr + offs_m[:, None] * stride_er + offs_n[None, :] * stride_ec, mask=mask, other=0.0)
-    v = tl.load(v_ptr + offs_m, mask=mask_m, other=0.0)
+    v = tl.zeros(offs_m.shape, dtype=v_ptr.dtype.element_ty)
+    for part in range(0, v_parts):
+        v += tl.load(v_ptr + part * stride_vp + offs_m, mask=mask_m, other=0.0)
     c = saturate(acc + 2.0 * e.to(acc.dtype) * v[:, None], OUT_MAX)
     c_ptrs = c_ptr + offs_m[:, None] * stride_cr + offs_n[None, :] * stride_cc
     tl.store(c_ptrs, c.to(c_ptr.dtype.element_ty), mask=mask)
@@ -888,6 +900,8 @@ def yat_dense_bwd_gemm_tma_kernel(
     R,
     C,
     KD,
+    v_parts,
+    stride_vp,
     stride_er,
     stride_ec,
     stride_cr,
@@ -945,8 +959,8 @@ def yat_dense_bwd_gemm_tma_kernel(
             offs_m = offs_m.to(tl.int64)
             offs_n = offs_n.to(tl.int64)
         _bwd_gemm_store(
-            acc, offs_m, offs_n, R, C, e_ptr, v_ptr, c_ptr, stride_er, stride_ec, stride_cr, stride_cc,
-            OUT_MAX,
+            acc, offs_m, offs_n, R, C, e_ptr, v_ptr, v_parts, stride_vp, c_ptr, stride_er, stride_ec,
+            stride_cr, stride_cc, OUT_MAX,
         )  # fmt: skip
 
 

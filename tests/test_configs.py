@@ -282,17 +282,21 @@ def test_conv_tma_tiles_need_no_store_staging() -> None:
 
 
 def test_bwd_gemm_with_transposed_operand(device: str) -> None:
-    """c = a @ b + 2 e v with a given as a transposed view (the dW case)."""
+    """c = a @ b + 2 e v with a given as a transposed view (the dW case) and v given as 3
+    partial rows of a stacked buffer (the prep pass's column partials), summed by the
+    epilogue."""
     gen = torch.Generator().manual_seed(3)
     a = torch.randn(40, 23, generator=gen)
-    b, e, v = torch.randn(40, 19, generator=gen), torch.randn(23, 19, generator=gen), torch.randn(23)
+    b, e = torch.randn(40, 19, generator=gen), torch.randn(23, 19, generator=gen)
+    stacked = torch.randn(3, 2, 23, generator=gen)
+    v = stacked.to(device)[:, 0]  # rows 46 apart
     c, calls = plan_bwd_gemm(
-        a.to(device).t(), b.to(device), e.to(device), v.to(device), "ieee",
-        TileConfig(16, 16, 16, 2, 4, 2),
+        a.to(device).t(), b.to(device), e.to(device), v, "ieee", TileConfig(16, 16, 16, 2, 4, 2)
     )  # fmt: skip
+    assert calls[0].args[8:10] == (3, 46)
     for call in calls:
         call.run()
-    expected = a.double().t() @ b.double() + 2 * e.double() * v.double()[:, None]
+    expected = a.double().t() @ b.double() + 2 * e.double() * stacked[:, 0].double().sum(0)[:, None]
     assert_close(c, expected, torch.float32, reduction=40, what="c")
 
 
@@ -306,7 +310,7 @@ def test_bwd_gemm_tma_reads_either_major(a_t: bool, b_t: bool, dtype: torch.dtyp
     R, KD, C = 40, 48, 24
     a = torch.randn(KD, R, generator=gen).t() if a_t else torch.randn(R, KD, generator=gen)
     b = torch.randn(C, KD, generator=gen).t() if b_t else torch.randn(KD, C, generator=gen)
-    e, v = torch.randn(R, C, generator=gen), torch.randn(R, generator=gen)
+    e, v = torch.randn(R, C, generator=gen), torch.randn(2, R, generator=gen)  # two partial rows
     a, b, e = (t.to(dtype) for t in (a, b, e))
     c, calls = plan_bwd_gemm(
         a.to(device),
@@ -320,7 +324,7 @@ def test_bwd_gemm_tma_reads_either_major(a_t: bool, b_t: bool, dtype: torch.dtyp
     assert call.kernel.fn.__name__ == "yat_dense_bwd_gemm_tma_kernel"
     assert (call.kwargs["A_T"], call.kwargs["B_T"]) == (a_t, b_t)
     call.run()
-    expected = a.double() @ b.double() + 2 * e.double() * v.double()[:, None]
+    expected = a.double() @ b.double() + 2 * e.double() * v.double().sum(0)[:, None]
     assert_close(c, expected, dtype, reduction=KD, what="c")
 
 

@@ -224,12 +224,19 @@ def plan_bwd_gemm(
     config: TileConfig | None = None,
     problem: dict[str, int] | None = None,
 ) -> tuple[Tensor, list[KernelCall]]:
-    """c = a @ b + 2 e * v[:, None] in e's dtype (see yat_dense_bwd_gemm_kernel).
+    """c = a @ b + 2 e * v[:, None] in e's dtype (see yat_dense_bwd_gemm_kernel). v: (R,), or
+    (parts, R) partial sums with a unit stride along R, which the epilogue adds up.
 
     `problem`: the layer's {"M", "N", "K"}, the shape its tuned backward config is stored under.
     """
     R, KD = a.shape
     C = b.shape[1]
+    v = v if v.dim() == 2 else v[None]
+    if v.shape[1] != R or (R > 1 and v.stride(1) != 1):
+        raise ValueError(
+            f"plan_bwd_gemm: v must be (R,) or (parts, R) with unit stride along R, got {v.shape}"
+        )
+    vp = (v.shape[0], v.stride(0))
     c = torch.empty((R, C), dtype=e.dtype, device=e.device)
     if R == 0 or C == 0:
         return c, []
@@ -241,9 +248,15 @@ def plan_bwd_gemm(
         DOT_PRECISION=precision, UPCAST=upcast_operands(e.dtype), OUT_MAX=0.0, **cfg.launch_options()
     )
     if a_tma and b_tma:
+        if vp[0] > 1:
+            # a loop in the persistent kernel's epilogue costs it the prefetch of the next e
+            # tile (sm_90 compile, Triton 3.6: 32 KB less shared memory, 15 more registers):
+            # it gets v summed, one launch
+            v = v.sum(0, keepdim=True)
+            vp = (1, v.stride(0))
         call = KernelCall(
             yat_dense_bwd_gemm_tma_kernel, (persistent_programs(e.device, tiles),),
-            (a_tma[0], b_tma[0], e, v, c, R, C, KD, e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
+            (a_tma[0], b_tma[0], e, v, c, R, C, KD, *vp, e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
             dict(shared, INT64=needs_int64(e, c), A_T=a_tma[1], B_T=b_tma[1]),
             persistent_tiles=tiles,
         )  # fmt: skip
@@ -251,7 +264,7 @@ def plan_bwd_gemm(
     a, b = k_major_if_huge(a, 1), k_major_if_huge(b, 0)
     call = KernelCall(
         yat_dense_bwd_gemm_kernel, (tiles,),
-        (a, b, e, v, c, R, C, KD,
+        (a, b, e, v, c, R, C, KD, *vp,
          a.stride(0), a.stride(1), b.stride(0), b.stride(1),
          e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
         dict(shared, IS_FP64=e.dtype == torch.float64, INT64=needs_int64(a, b, e, c)),
@@ -460,20 +473,20 @@ def dense_bwd(
     )
     for call in calls:
         call.run()
-    rows, col_sums = partial_sums(row_gd, cols)
 
     def empty() -> Tensor:  # a fresh one per slot: op outputs must not alias
         return torch.empty((0,), dtype=x.dtype, device=x.device)
 
     gp = gemm_precision(x.dtype, precision)
     layer = {"M": x.shape[0], "N": weight.shape[0], "K": x.shape[1]}  # both GEMMs' tuned-config key
-    dx = _bwd_gemm(gs, weight, x, rows[0], gp, layer, config) if need_dx else empty()
-    dw = _bwd_gemm(gs.t(), x, weight, col_sums[0], gp, layer, config) if need_dw else empty()
+    # the GEMM epilogues add up the prep pass's partial row / column sums of gd themselves
+    dx = _bwd_gemm(gs, weight, x, row_gd[0], gp, layer, config) if need_dx else empty()
+    dw = _bwd_gemm(gs.t(), x, weight, cols[:, 0], gp, layer, config) if need_dw else empty()
     for out, for_dx, needed in ((dx, True, need_dx), (dw, False, need_dw)):
         if needed:
             for call in plan_bwd_near(*elementwise, tile_near, x, weight, out, for_dx):
                 call.run()
-    db = col_sums[1].to(bias.dtype) if need_db else empty()
+    db = cols[:, 1].sum(0).to(bias.dtype) if need_db else empty()
     dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else empty()
     deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else empty()
     return dx, dw, db, dalpha, deps
