@@ -652,6 +652,85 @@ def yat_dense_bwd_near_kernel(
     tile_near_ptr,
     x_ptr,
     w_ptr,
+    dx_ptr,
+    dw_ptr,
+    M,
+    N,
+    K,
+    stride_gm,
+    stride_gn,
+    stride_sm,
+    stride_sn,
+    stride_xm,
+    stride_xk,
+    stride_wn,
+    stride_wk,
+    stride_dxm,
+    stride_dxk,
+    stride_dwn,
+    stride_dwk,
+    n_dx_bands,
+    alpha_value,
+    eps_value,
+    HAS_BIAS: tl.constexpr,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    NEAR_TAU: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    OUT_MAX: tl.constexpr,
+    INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
+    """Add the near pairs' distance terms that the prep pass left out, exactly:
+        dx_i += 2 gd_ij (x_i - w_j),   dW_j += 2 gd_ij (w_j - x_i).
+
+    One program owns one band of output rows (a BLOCK_M band of x rows for dx, a BLOCK_N
+    band of W rows for dW) and walks the prep tiles of that band, so every output row has a
+    single writer: no atomics, deterministic. The band's tile counts are first summed
+    BLOCK_T at a time (vector loads): a band without near lanes, the common case, costs
+    those few loads and nothing else. In a band with some, tiles without near lanes cost
+    one int load per K chunk.
+
+    g/s/nx/nw/b/alpha/eps: as in the prep kernel; tile_near_ptr: its per-tile counts.
+    x_ptr (M, K), w_ptr (N, K): io dtype, strided. dx_ptr (M, K), dw_ptr (N, K): io dtype,
+    strided, already holding the GEMM results; updated in place. One launch for both: the
+    first n_dx_bands programs take dx's bands, the others dW's (n_dx_bands = 0: dW only).
+    """
+    pid = tl.program_id(0)
+    if pid < n_dx_bands:
+        _near_band(
+            pid, g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha_ptr, eps_ptr, tile_near_ptr, x_ptr, w_ptr,
+            dx_ptr, M, N, K, stride_gm, stride_gn, stride_sm, stride_sn, stride_xm, stride_xk,
+            stride_wn, stride_wk, stride_dxm, stride_dxk, alpha_value, eps_value, True, HAS_BIAS,
+            ALPHA_FROM_PTR, EPS_FROM_PTR, NEAR_TAU, IS_FP64, OUT_MAX, INT64, BLOCK_M, BLOCK_N,
+            BLOCK_K, BLOCK_M, BLOCK_T,
+        )  # fmt: skip
+    else:
+        _near_band(
+            pid - n_dx_bands, g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha_ptr, eps_ptr, tile_near_ptr,
+            x_ptr, w_ptr, dw_ptr, M, N, K, stride_gm, stride_gn, stride_sm, stride_sn, stride_xm,
+            stride_xk, stride_wn, stride_wk, stride_dwn, stride_dwk, alpha_value, eps_value, False,
+            HAS_BIAS, ALPHA_FROM_PTR, EPS_FROM_PTR, NEAR_TAU, IS_FP64, OUT_MAX, INT64, BLOCK_M,
+            BLOCK_N, BLOCK_K, BLOCK_N, BLOCK_T,
+        )  # fmt: skip
+
+
+@triton.jit
+def _near_band(
+    pid,
+    g_ptr,
+    s_ptr,
+    nx_ptr,
+    nw_ptr,
+    b_ptr,
+    alpha_ptr,
+    eps_ptr,
+    tile_near_ptr,
+    x_ptr,
+    w_ptr,
     out_ptr,
     M,
     N,
@@ -682,21 +761,8 @@ def yat_dense_bwd_near_kernel(
     BAND: tl.constexpr,
     BLOCK_T: tl.constexpr,
 ):
-    """Add the near pairs' distance terms that the prep pass left out, exactly:
-        FOR_DX: dx_i += 2 gd_ij (x_i - w_j);   else: dW_j += 2 gd_ij (w_j - x_i).
-
-    One program owns one band of output rows (a BLOCK_M band of x rows for dx, a BLOCK_N
-    band of W rows for dW) and walks the prep tiles of that band, so every output row has a
-    single writer: no atomics, deterministic. The band's tile counts are first summed
-    BLOCK_T at a time (vector loads): a band without near lanes, the common case, costs
-    those few loads and nothing else. In a band with some, tiles without near lanes cost
-    one int load per K chunk. BAND is BLOCK_M for dx, BLOCK_N for dW.
-
-    g/s/nx/nw/b/alpha/eps: as in the prep kernel; tile_near_ptr: its per-tile counts.
-    x_ptr (M, K), w_ptr (N, K): io dtype, strided. out_ptr: dx (M, K) or dW (N, K), io
-    dtype, strided, already holding the GEMM result; updated in place.
-    """
-    pid = tl.program_id(0)
+    """One band of `yat_dense_bwd_near_kernel`: program `pid` of the dx bands (FOR_DX,
+    out_ptr = dx, BAND = BLOCK_M) or of the dW bands (out_ptr = dW, BAND = BLOCK_N)."""
     n_tm = tl.cdiv(M, BLOCK_M)
     n_tn = tl.cdiv(N, BLOCK_N)
     if IS_FP64:

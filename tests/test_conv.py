@@ -1045,7 +1045,8 @@ def test_backward_glue_is_a_few_launches(device, monkeypatch):
     Triton kernels the conv backward issues two PyTorch kernels (the one sum of the column
     partials, the weight's (kh, kw, c) copy for the input gradient) and the dense backward
     one (the bias gradient's sum; its cast too where the dtypes differ): its GEMMs add up
-    the row and column partials of gd in their epilogues, and the conv's split
+    the row and column partials of gd in their epilogues, one launch makes the near-pair
+    updates of dx and dW, and the conv's split
     weight-gradient reduction, its rank-1 term, the casts and the layout are one Triton pass.
     Kernels are recorded, not run: the interpreter's own tensor traffic stays out of the count."""
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -1087,6 +1088,9 @@ def test_backward_glue_is_a_few_launches(device, monkeypatch):
     # 200 columns: several column tiles, several row partials for the dx GEMM to add up
     args = (new(300, 200), new(300, 32), new(200, 32), new(200), None, 1.0, None, 1e-3, new(300, 200),
             new(300), new(200), "ieee", needs)  # fmt: skip
+    kernels.clear()
     with Compute() as c:
         dense.dense_bwd(*args)
+    assert kernels == ["yat_dense_bwd_prep_kernel", "yat_dense_bwd_gemm_kernel", "yat_dense_bwd_gemm_kernel",
+                       "yat_dense_bwd_near_kernel"]  # fmt: skip
     assert sorted(c.ops) == ["sum"], c.ops

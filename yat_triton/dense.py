@@ -405,33 +405,37 @@ def plan_bwd_near(
     tile_near: Tensor,
     x: Tensor,
     weight: Tensor,
-    out: Tensor,
-    for_dx: bool,
+    dx: Tensor | None,
+    dw: Tensor | None,
 ) -> list[KernelCall]:
-    """Plan the exact near-pair update of dx (for_dx) or dW, in place on `out`."""
+    """Plan the exact near-pair updates of dx and dW (either may be None), in place, in one
+    launch: dx's bands first, then dW's."""
     M, N = grad.shape
     K = x.shape[1]
-    if M == 0 or N == 0 or K == 0:
+    if M == 0 or N == 0 or K == 0 or (dx is None and dw is None):
         return []
     io = grad.dtype
     alpha, eps = _fp64_scalars(grad, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None
     bm, bn, _ = elementwise_block(M, N, interpreting=INTERPRETING, elem_bytes=io.itemsize)
-    bands = cdiv(M, bm) if for_dx else cdiv(N, bn)
+    dx_bands = cdiv(M, bm) if dx is not None else 0
+    dw_bands = cdiv(N, bn) if dw is not None else 0
+    some = dx if dx is not None else dw
+    dx, dw = (dx if dx is not None else some), (dw if dw is not None else some)
     return [KernelCall(
-        yat_dense_bwd_near_kernel, (bands,),
-        (grad, s, nx, nw, bias if bias is not None else out,
-         alpha if alpha is not None else out, eps if eps is not None else out,
-         tile_near, x, weight, out, M, N, K,
+        yat_dense_bwd_near_kernel, (dx_bands + dw_bands,),
+        (grad, s, nx, nw, bias if bias is not None else some,
+         alpha if alpha is not None else some, eps if eps is not None else some,
+         tile_near, x, weight, dx, dw, M, N, K,
          grad.stride(0), grad.stride(1), s.stride(0), s.stride(1),
          x.stride(0), x.stride(1), weight.stride(0), weight.stride(1),
-         out.stride(0), out.stride(1), alpha_value, eps_value),
-        dict(FOR_DX=for_dx, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
+         dx.stride(0), dx.stride(1), dw.stride(0), dw.stride(1), dx_bands, alpha_value, eps_value),
+        dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(io, precision),
              IS_FP64=io == torch.float64, OUT_MAX=0.0,
-             INT64=needs_int64(grad, s, x, weight, out),
+             INT64=needs_int64(grad, s, x, weight, dx, dw),
              BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(32, max(16, next_pow2(K))),
-             BAND=bm if for_dx else bn, BLOCK_T=NEAR_SCAN_TILES, num_warps=4),
+             BLOCK_T=NEAR_SCAN_TILES, num_warps=4),
     )]  # fmt: skip
 
 
@@ -482,10 +486,9 @@ def dense_bwd(
     # the GEMM epilogues add up the prep pass's partial row / column sums of gd themselves
     dx = _bwd_gemm(gs, weight, x, row_gd[0], gp, layer, config) if need_dx else empty()
     dw = _bwd_gemm(gs.t(), x, weight, cols[:, 0], gp, layer, config) if need_dw else empty()
-    for out, for_dx, needed in ((dx, True, need_dx), (dw, False, need_dw)):
-        if needed:
-            for call in plan_bwd_near(*elementwise, tile_near, x, weight, out, for_dx):
-                call.run()
+    near = (dx if need_dx else None, dw if need_dw else None)
+    for call in plan_bwd_near(*elementwise, tile_near, x, weight, *near):
+        call.run()
     db = cols[:, 1].sum(0).to(bias.dtype) if need_db else empty()
     dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else empty()
     deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else empty()
