@@ -5,8 +5,9 @@
 # whole test suite on the GPU: bf16, fp64 gradcheck, full opcheck, torch.compile),
 # inspect_bfloat16.txt (registers / spills / shared memory / wgmma / TMA of every kernel, as
 # compiled by this machine's Triton), breakdown.txt / .jsonl (every kernel of the dense
-# 4096^3 and ResNet-50 3x3 ops timed on its own, the TMA variants, cuBLAS / cuDNN
-# references; rendered into the report too),
+# 4096^3 and ResNet-50 3x3 ops timed on its own as a CUDA graph, each whole call also
+# eagerly, the TMA, prep-block and register-cap variants, cuBLAS / cuDNN references;
+# rendered into the report too),
 # results.db + sweep.log + show.txt (the core suite swept in bf16 against the baselines),
 # the exported winners (tuned/*.json) and the rendered report (reports/: commit it
 # together with the winners).
