@@ -10,7 +10,7 @@ are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at th
 Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS);
 "fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG).
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
-median, L2 flushed; per phase also the whole call timed eagerly, host included); without one
+median, L2 flushed; per phase also the whole call as an eager loop runs it); without one
 the kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
 """
 
@@ -39,7 +39,7 @@ from tabulate import tabulate  # noqa: E402
 
 from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
-from autotune.timing import bench_stream, time_call  # noqa: E402
+from autotune.timing import back_to_back_ms, bench_stream, time_call  # noqa: E402
 from kernels._common import TileConfig  # noqa: E402
 from yat_triton._launch import recording  # noqa: E402
 
@@ -62,17 +62,17 @@ class Line:
     shape: str = ""
 
 
-def time_us(fn: Callable[[], object], *, graph: bool = True) -> float:
+def time_us(fn: Callable[[], object]) -> float:
     """Median microseconds (`autotune.timing.time_call`: on a GPU the call captured as a CUDA
-    graph, or eagerly with `graph=False`; one wall-clock run otherwise)."""
-    return time_call(fn, graph=graph).median_ms * 1e3
+    graph; one wall-clock run otherwise)."""
+    return time_call(fn).median_ms * 1e3
 
 
 def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:
     """Run the launcher once recording its kernels, then time each kernel and the whole
-    call, and the whole call again eagerly: "launcher (eager, host included)" minus
-    "launcher (whole call)" is the time the host's launching adds where it cannot keep
-    ahead of the GPU."""
+    call, and the whole call again as an eager loop runs it (`back_to_back_ms`): "launcher
+    (eager, back to back)" minus "launcher (whole call)" is the time the host's launching
+    adds where it cannot keep ahead of the GPU."""
     with recording() as calls:
         launcher()
     lines = [
@@ -88,11 +88,11 @@ def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Lin
     total = time_us(launcher)
     for line in lines:
         line.share = line.us / total if total else None
-    eager = time_us(launcher, graph=False)
+    eager = back_to_back_ms(launcher) * 1e3
     return [
         *lines,
         Line(op, phase, "launcher (whole call)", "-", total, 1.0),
-        Line(op, phase, "launcher (eager, host included)", "-", eager, eager / total if total else None),
+        Line(op, phase, "launcher (eager, back to back)", "-", eager, eager / total if total else None),
     ]
 
 
@@ -134,15 +134,17 @@ def prep_block_lines(op: str, backward: Callable[[], object]) -> list[Line]:
 FWD_MAXNREG = (128,)
 
 
-def maxnreg_lines(op: str, forward: Callable[[], object], kernel: str) -> list[Line]:
-    """`kernel`'s launch in one call of `forward`, timed again under each FWD_MAXNREG cap
-    (Triton's `maxnreg` option): phase "fwd-maxnreg", lines "KERNEL @ maxnreg=N"."""
+def maxnreg_lines(op: str, forward: Callable[[], object], kernels: tuple[str, ...]) -> list[Line]:
+    """The launch of `kernels` (the forward kernel, whichever variant the shipped tile runs)
+    in one call of `forward`, timed again under each FWD_MAXNREG cap (Triton's `maxnreg`
+    option): phase "fwd-maxnreg", lines "KERNEL @ maxnreg=N"."""
     with recording() as calls:
         forward()
     out = []
     for cap in FWD_MAXNREG:
         for c in calls:
-            if c.kernel.fn.__name__ == kernel:
+            kernel = c.kernel.fn.__name__
+            if kernel in kernels:
                 capped = dataclasses.replace(c, kwargs={**c.kwargs, "maxnreg": cap})
                 grid = "x".join(map(str, capped.launch_grid()))
                 out.append(Line(op, "fwd-maxnreg", f"{kernel} @ maxnreg={cap}", grid, time_us(capped.run)))
@@ -203,7 +205,8 @@ def dense_lines(
         yield from op_lines("dense-tma", dataclasses.replace(shipped, tma=True), backward_too=True)
         xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
         yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
-    yield maxnreg_lines("dense", lambda: dense_fwd(x, w, *args, prec, True), "yat_dense_fwd_kernel")
+    forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
+    yield maxnreg_lines("dense", lambda: dense_fwd(x, w, *args, prec, True), forward_kernels)
     yield prep_block_lines("dense", backward)
 
 

@@ -66,7 +66,9 @@ def bench_stream() -> Iterator[None]:
 def capture(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
     """`fn` captured as a CUDA graph on the current stream (a side stream is used if the
     current one is the default), after one warm-up call there (compiles, cuDNN's algorithm
-    search and the caches run before capture). Raises what the capture raised."""
+    search and the caches run before capture). Raises what the capture raised, after
+    handing the capture's memory pool back (`_abandon_pool`), so that a failed capture
+    does not break the ones after it."""
     with contextlib.ExitStack() as stack:
         if torch.cuda.current_stream() == torch.cuda.default_stream():
             stack.enter_context(bench_stream())
@@ -74,10 +76,53 @@ def capture(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
         fn()
         stream.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            fn()
+        pool = torch.cuda.graph_pool_handle()
+        try:
+            with torch.cuda.graph(graph, pool=pool, stream=stream):
+                fn()
+        except BaseException:
+            _abandon_pool(pool)
+            raise
         stream.synchronize()
     return graph
+
+
+def _abandon_pool(pool: tuple[int, int]) -> None:
+    """After a failed capture: PyTorch's capture_end raises before it tells the caching
+    allocator that the capture is over, so the pool would stay "capturing" for the rest of
+    the process (every later capture's empty_cache then fails an internal assert). End the
+    allocation to it and release it, as PyTorch's own cudagraph trees do; a PyTorch without
+    these hooks leaves it (the calls are private)."""
+    device = torch.cuda.current_device()
+    for name in ("_cuda_endAllocateToPool", "_cuda_releasePool"):
+        hook = getattr(torch._C, name, None)
+        if hook is not None:
+            with contextlib.suppress(Exception):
+                hook(device, pool)
+
+
+def back_to_back_ms(fn: Callable[[], object], calls: int = 50) -> float:
+    """Milliseconds a call of `fn` takes in an eager loop: `calls` calls launched back to
+    back (no flush, no sync between them) between two events, the median of five such runs.
+    Where the host launches more slowly than the GPU runs, this is the host's time (do_bench
+    of the call would hide up to its L2 flush's duration of it). Off the GPU: one
+    wall-clock call."""
+    if not on_gpu():
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+    fn()
+    torch.cuda.synchronize()
+    runs = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        runs.append(start.elapsed_time(end) / calls)
+    return sorted(runs)[2]
 
 
 def time_call(fn: Callable[[], object], *, graph: bool = True) -> Timing:
