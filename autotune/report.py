@@ -173,22 +173,28 @@ def config_label(config: str) -> str:
         return " ".join(f"{k}={json.dumps(v)}" for k, v in d.items())
 
 
+MIXED_TIMING = "†: the two rows were timed differently (`timing`: CUDA graph against eager)."
+
+
 def _summary(g: _Gpu) -> str:
-    table = []
+    table, mixed = [], False
     for p in _sorted_problems(g.best):
         ours = g.best[p]
         present = [b for b in BASELINES if (p, b) in g.baseline]
         for b in present or [None]:
             base = g.baseline.get((p, b)) if b else None
             sp = g.speedup(p, b) if b else None
+            mark = " †" if base and ours.timing and base.timing and ours.timing != base.timing else ""
+            mixed = mixed or bool(mark and sp is not None)
             table.append([
                 *p[:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), b or "-",
                 _ms(base.median_ms if base else None), _tf(base.tflops if base else None),
-                "-" if sp is None else f"{sp:.2f}x", config_label(ours.config),
+                "-" if sp is None else f"{sp:.2f}x{mark}", config_label(ours.config),
             ])  # fmt: skip
     headers = ["op", "mode", "dtype", "shape", "yat_triton ms", "yat_triton TFLOP/s", "baseline",
                "baseline ms", "baseline TFLOP/s", "speedup", "yat_triton config"]  # fmt: skip
-    return _table(table, headers, "_No correct yat_triton rows._")
+    text = _table(table, headers, "_No correct yat_triton rows._")
+    return text + ("\n\n" + MIXED_TIMING if mixed else "")
 
 
 def _square_4096(p: Problem) -> bool:
@@ -519,7 +525,7 @@ def _render_gpu(g: _Gpu, folder: Path, breakdown: list[dict[str, object]] | None
             "## Where the time goes: one call, kernel by kernel", "",
             "Measured by `python -m autotune.breakdown` (each kernel timed on its own, as a "
             "CUDA graph with `triton.testing.do_bench`; \"launcher\" is the whole call, also "
-            "timed eagerly with the host's launching included; \"ref\" rows are the "
+            "as an eager loop runs it, the host's launching included; \"ref\" rows are the "
             "standard layers at the same shape).", "",
             _breakdown(breakdown), "",
         ] if breakdown else []),
