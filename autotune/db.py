@@ -317,7 +317,7 @@ class ResultsDB:
             now = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
             if int(now) == SCHEMA_VERSION:  # a concurrent opener upgraded it first
                 return
-            for statement in _UPGRADES[version]:
+            for statement in _UPGRADES[int(now)]:  # from what the file holds now, not at open
                 c.execute(statement)
             c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 

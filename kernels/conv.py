@@ -617,9 +617,10 @@ def yat_conv_wgrad_finish_kernel(
     """
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
+    n = C_out * KC
     if INT64:
         offs = offs.to(tl.int64)
-    n = C_out * KC
+        n = n.to(tl.int64)
     mask = offs < n
     acc = tl.zeros((BLOCK,), dtype=part_ptr.dtype.element_ty)
     for split in range(0, splits):

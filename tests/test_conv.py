@@ -1041,13 +1041,14 @@ def test_wgrad_split_over_output_positions(device, monkeypatch, launched):
 
 def test_backward_glue_is_a_few_launches(device, monkeypatch):
     """In a CUDA graph (the harness's timing, torch.compile's reduce-overhead) each small
-    launch still costs microseconds, a real share of a ResNet-sized conv. Between their
-    Triton kernels the conv backward issues two PyTorch kernels (the one sum of the column
-    partials, the weight's (kh, kw, c) copy for the input gradient) and the dense backward
-    one (the bias gradient's sum; its cast too where the dtypes differ): its GEMMs add up
-    the row and column partials of gd in their epilogues, one launch makes the near-pair
-    updates of dx and dW, and the conv's split
-    weight-gradient reduction, its rank-1 term, the casts and the layout are one Triton pass.
+    launch still costs microseconds, a real share of a ResNet-sized conv.
+    - The conv backward issues two PyTorch kernels between its Triton ones: the one sum of
+      the column partials and the weight's (kh, kw, c) copy for the input gradient. The
+      split weight-gradient reduction, its rank-1 term, the casts and the layout are one
+      Triton pass.
+    - The dense backward issues one: the column partials' sum (or the bias gradient's,
+      where the dW GEMM adds up few enough partials of gd itself), plus the bias cast where
+      the dtypes differ. One launch makes the near-pair updates of dx and dW.
     Kernels are recorded, not run: the interpreter's own tensor traffic stays out of the count."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -1072,8 +1073,12 @@ def test_backward_glue_is_a_few_launches(device, monkeypatch):
         return torch.ones(shape, dtype=dtype, device=device)
 
     monkeypatch.setattr(conv, "INTERPRETING", False)  # the GPU's plan: a split weight gradient
-    kernels: list[str] = []
-    monkeypatch.setattr(KernelCall, "run", lambda self: kernels.append(self.kernel.fn.__name__))
+    recorded: list[KernelCall] = []
+    monkeypatch.setattr(KernelCall, "run", lambda self: recorded.append(self))
+
+    def names() -> list[str]:
+        return [c.kernel.fn.__name__ for c in recorded]
+
     x = new(2, 16, 9, 9, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     g = new(2, 24, 9, 9, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     w, b = new(24, 16, 3, 3, dtype=torch.bfloat16), new(24, dtype=torch.bfloat16)
@@ -1082,15 +1087,32 @@ def test_backward_glue_is_a_few_launches(device, monkeypatch):
     geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
     with Compute() as c:
         conv.conv2d_bwd(g, x, w, b, None, 1.0, None, 1e-3, s, nx, nw, *geo, "ieee", needs)
-    assert kernels == ["yat_dense_bwd_prep_kernel", "yat_conv_dgrad_kernel", "yat_conv_wgrad_kernel",
+    assert names() == ["yat_dense_bwd_prep_kernel", "yat_conv_dgrad_kernel", "yat_conv_wgrad_kernel",
                        "yat_conv_bwd_near_kernel", "yat_conv_wgrad_finish_kernel"]  # fmt: skip
     assert sorted(c.ops) == ["clone", "sum"], c.ops
-    # 200 columns: several column tiles, several row partials for the dx GEMM to add up
+    # 200 columns in 4 tiles: the dx GEMM adds up the 4 row partials; 300 rows in 5 tiles: the
+    # column partials (gd and gu) are summed first, in one launch
     args = (new(300, 200), new(300, 32), new(200, 32), new(200), None, 1.0, None, 1e-3, new(300, 200),
             new(300), new(200), "ieee", needs)  # fmt: skip
-    kernels.clear()
+    recorded.clear()
     with Compute() as c:
         dense.dense_bwd(*args)
-    assert kernels == ["yat_dense_bwd_prep_kernel", "yat_dense_bwd_gemm_kernel", "yat_dense_bwd_gemm_kernel",
+    assert names() == ["yat_dense_bwd_prep_kernel", "yat_dense_bwd_gemm_kernel", "yat_dense_bwd_gemm_kernel",
                        "yat_dense_bwd_near_kernel"]  # fmt: skip
-    assert sorted(c.ops) == ["sum"], c.ops
+    assert [call.args[8] for call in recorded[1:3]] == [4, 1]  # v_parts of the dx and dW GEMMs
+    assert dense.EPILOGUE_PARTS == 4 and sorted(c.ops) == ["sum"], c.ops
+
+
+@pytest.mark.parametrize("c_in, c_out", [(0, 4), (4, 0)], ids=["no-input-channels", "no-filters"])
+def test_empty_channels_backward_on_the_gpu_plan(c_in, c_out, device, monkeypatch):
+    """A conv with no input channels or no filters has zero-sized gradients or zero ones, on
+    the GPU's launch plan too (the split weight gradient once divided by its zero tiles)."""
+    monkeypatch.setattr(conv, "INTERPRETING", False)  # the launcher's GPU choices
+    x = torch.randn(2, c_in, 5, 5, device=device).contiguous(memory_format=CL).requires_grad_()
+    w = torch.randn(c_out, c_in, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(c_out, device=device, requires_grad=True)
+    y = yat_conv2d(x, w, b, padding=1, eps=1e-3)
+    assert y.shape == (2, c_out, 5, 5)
+    grads = torch.autograd.grad(y, (x, w, b), torch.ones_like(y), allow_unused=True)
+    for t, g in zip((x, w, b), grads, strict=True):
+        assert g is None or (g.shape == t.shape and torch.all(g == 0 if c_out == 0 else torch.isfinite(g)))

@@ -610,7 +610,7 @@ def conv2d_bwd(
     if need_dw:
         cfg = pick_conv_config(Ng, KC, M, x.dtype, "bwd", problem=problem)
         tiles = cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n) * groups
-        splits = 1 if INTERPRETING else max(1, min(cdiv(264, tiles), cdiv(M, 4 * cfg.block_k)))
+        splits = 1 if INTERPRETING else max(1, min(cdiv(264, max(tiles, 1)), cdiv(M, 4 * cfg.block_k)))
         m_per_split = cdiv(cdiv(max(M, 1), splits), cfg.block_k) * cfg.block_k
         splits = cdiv(max(M, 1), m_per_split)
         # every (split, filter, column) slot is stored by one program, its split's sum (0 for
@@ -643,7 +643,7 @@ def conv2d_bwd(
                 yat_conv_wgrad_finish_kernel, (cdiv(C_out * KC, block),),
                 (part, weight, col_sums[0], dw, col_sums[1] if finish_db else dw, db if finish_db else dw,
                  part.shape[0], C_out, KC, Cg, KW, *_xs(weight), *_xs(dw)),
-                dict(HAS_DB=bool(finish_db), INT64=needs_int64(part), BLOCK=block, num_warps=4),
+                dict(HAS_DB=bool(finish_db), INT64=needs_int64(part, weight, dw), BLOCK=block, num_warps=4),
             ).run()  # fmt: skip
     if need_db and not finish_db:
         db.copy_(col_sums[1])

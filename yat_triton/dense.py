@@ -52,6 +52,9 @@ __all__ = ["dense_bwd", "dense_fwd", "yat_linear"]
 
 # Prep-pass tile counts the near-pair kernel sums per vector load when it scans a band.
 NEAR_SCAN_TILES = 128
+# Partial sums of gd a backward GEMM's epilogue adds up itself (each load waits on L2:
+# a few cost less than a reduction launch, dozens cost more).
+EPILOGUE_PARTS = 4
 
 
 # ---------------------------------------------------------------------------------------
@@ -483,13 +486,20 @@ def dense_bwd(
 
     gp = gemm_precision(x.dtype, precision)
     layer = {"M": x.shape[0], "N": weight.shape[0], "K": x.shape[1]}  # both GEMMs' tuned-config key
-    # the GEMM epilogues add up the prep pass's partial row / column sums of gd themselves
-    dx = _bwd_gemm(gs, weight, x, row_gd[0], gp, layer, config) if need_dx else empty()
-    dw = _bwd_gemm(gs.t(), x, weight, cols[:, 0], gp, layer, config) if need_dw else empty()
+    # The GEMM epilogues add up a few partial row / column sums of gd themselves (a load a
+    # partial, each waiting on the last); more are summed first, one launch for gd and gu.
+    rows = row_gd[0] if row_gd.shape[1] <= EPILOGUE_PARTS else row_gd[0].sum(0, keepdim=True)
+    if cols.shape[0] > EPILOGUE_PARTS:
+        sums = cols.sum(0)
+        col_gd, gu_sum = sums[:1], (sums[1] if need_db else None)
+    else:
+        col_gd, gu_sum = cols[:, 0], (cols[:, 1].sum(0) if need_db else None)
+    dx = _bwd_gemm(gs, weight, x, rows, gp, layer, config) if need_dx else empty()
+    dw = _bwd_gemm(gs.t(), x, weight, col_gd, gp, layer, config) if need_dw else empty()
     near = (dx if need_dx else None, dw if need_dw else None)
     for call in plan_bwd_near(*elementwise, tile_near, x, weight, *near):
         call.run()
-    db = cols[:, 1].sum(0).to(bias.dtype) if need_db else empty()
+    db = gu_sum.to(bias.dtype) if need_db else empty()
     dalpha = part_alpha.sum().reshape(alpha.shape).to(alpha.dtype) if need_dalpha else empty()
     deps = part_eps.sum().reshape(eps.shape).to(eps.dtype) if need_deps else empty()
     return dx, dw, db, dalpha, deps
