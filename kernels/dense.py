@@ -23,8 +23,9 @@ Backward (SPEC.md section 2), two passes:
    g u^2/q (dalpha) and gq (deps).
 2. `yat_dense_bwd_gemm_kernel`, twice: dx = gs @ W + 2 x * rowsum(gd) and
    dW = gs^T @ x + 2 W * colsum(gd), the rank-1 corrections fused into the GEMM epilogue,
-   which also adds up the prep pass's partial sums of gd (a few loads a row; the
-   persistent TMA variant gets them summed, see `plan_bwd_gemm`).
+   which also adds up the prep pass's partial sums of gd where there are a few (a load
+   each; more are summed first, and the persistent TMA variant always gets them summed:
+   `dense_bwd`, `plan_bwd_gemm`).
 Recomputing gs inside the GEMMs would repeat its ~10 CUDA-core flops per element once per
 output column tile (32 times at 4096^3 with 128-wide tiles: ~5 GFLOP of CUDA-core work per
 GEMM, ~90 us at ~60 TFLOP/s next to a ~175 us GEMM); one elementwise pass plus an io-dtype
