@@ -482,3 +482,15 @@ def test_tma_stores_fall_back_when_their_staging_does_not_fit() -> None:
         _, calls = plan_dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", save, cfg)
         assert calls[-1].kernel.fn.__name__ == "yat_dense_fwd_tma_kernel"
         assert calls[-1].kwargs["TMA_STORE"] is tma_store
+
+
+def test_host_cdiv_and_next_pow2_match_triton() -> None:
+    """The launchers' plain host helpers agree with triton.cdiv / triton.next_power_of_2
+    (whose constexpr-function wrappers cost microseconds a host call)."""
+    from kernels._common import cdiv, next_pow2
+
+    for n in [*range(0, 70), 1000, 4096, 4097, 2**31 - 1, 2**40 + 3]:
+        assert next_pow2(n) == triton.next_power_of_2(n), n
+    for a in range(0, 50):
+        for b in range(1, 9):
+            assert cdiv(a, b) == triton.cdiv(a, b), (a, b)
