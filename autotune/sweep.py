@@ -14,6 +14,7 @@ call captured as a CUDA graph, L2 flushed; a row says how it was timed).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -618,7 +619,10 @@ def _run_task(
             if correct is False:
                 return row(provider, config, "wrong", reason=f"max rel error {err:.3g} > {tol:g}",
                            correct=False, max_rel_err=err)  # fmt: skip
-            t = time_call(fn)
+            own_graphs = own_cuda_graphs(provider, compile_mode)
+            t = time_call(fn, graph=not own_graphs)
+            if own_graphs and t.method == "eager":
+                t = dataclasses.replace(t, note=own_graphs)
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
             return row(provider, config, _status_of(e), reason=f"{type(e).__name__}: {e}"[:500])
         return row(provider, config, "ok", median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
@@ -684,6 +688,19 @@ def _run_task(
         yield measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True, layer)
     for provider, fn, check, layer in references:
         yield measure(provider, baseline_cfg, fn, check, layer)
+
+
+def own_cuda_graphs(provider: str, compile_mode: str) -> str:
+    """Why `provider` is timed eagerly, or "": compiled_ref in a torch.compile mode whose
+    code replays CUDA graphs of its own (Inductor's cudagraph trees: "reduce-overhead",
+    "max-autotune"), which a capture inside a capture would time wrongly or break."""
+    if provider != "compiled_ref" or compile_mode == "none":
+        return ""
+    from torch._inductor import list_mode_options
+
+    if list_mode_options(compile_mode).get("triton.cudagraphs"):
+        return f"timed eagerly: torch.compile mode {compile_mode!r} replays CUDA graphs of its own"
+    return ""
 
 
 # The layers a ⵟ-layer replaces (and cuBLAS's fused form of one), measured before the ⵟ configs.

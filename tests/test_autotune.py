@@ -436,3 +436,17 @@ def test_failed_capture_hands_its_pool_back(monkeypatch: pytest.MonkeyPatch) -> 
     assert calls == [("_cuda_endAllocateToPool", 3, (0, 7)), ("_cuda_releasePool", 3, (0, 7))]
     ran = []
     assert timing.back_to_back_ms(lambda: ran.append(1)) >= 0 and ran == [1]
+
+
+def test_compiled_ref_with_its_own_graphs_is_timed_eagerly() -> None:
+    """compiled_ref in a torch.compile mode that replays CUDA graphs of its own is not
+    captured into another graph (timed eagerly, the row says why); every other provider
+    and mode is."""
+    assert "replays CUDA graphs of its own" in sweep.own_cuda_graphs("compiled_ref", "max-autotune")
+    assert sweep.own_cuda_graphs("compiled_ref", "reduce-overhead")
+    captured = [
+        ("compiled_ref", "default"), ("compiled_ref", "max-autotune-no-cudagraphs"), ("compiled_ref", "none"),
+        ("yat_triton", "max-autotune"), ("conv+relu", "max-autotune"),
+    ]  # fmt: skip
+    for provider, mode in captured:
+        assert sweep.own_cuda_graphs(provider, mode) == "", (provider, mode)
