@@ -39,7 +39,7 @@ from tabulate import tabulate  # noqa: E402
 
 from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
-from autotune.timing import back_to_back_ms, bench_stream, time_call  # noqa: E402
+from autotune.timing import back_to_back_ms, bench_stream, replay_back_to_back_ms, time_call  # noqa: E402
 from kernels._common import TileConfig  # noqa: E402
 from yat_triton._launch import recording  # noqa: E402
 
@@ -70,9 +70,10 @@ def time_us(fn: Callable[[], object]) -> float:
 
 def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:
     """Run the launcher once recording its kernels, then time each kernel and the whole
-    call, and the whole call again as an eager loop runs it (`back_to_back_ms`): "launcher
-    (eager, back to back)" minus "launcher (whole call)" is the time the host's launching
-    adds where it cannot keep ahead of the GPU."""
+    call (graph replays, L2 flushed), and the whole call in two loops of calls back to back
+    (`autotune.timing.back_to_back_ms`, L2 as warm in both): eagerly, and as its graph's
+    replay (on a GPU). "launcher (eager, back to back)" minus "launcher (graph, back to
+    back)" is what the host's launching adds where it cannot keep ahead of the GPU."""
     with recording() as calls:
         launcher()
     lines = [
@@ -88,12 +89,12 @@ def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Lin
     total = time_us(launcher)
     for line in lines:
         line.share = line.us / total if total else None
-    eager = back_to_back_ms(launcher) * 1e3
-    return [
-        *lines,
-        Line(op, phase, "launcher (whole call)", "-", total, 1.0),
-        Line(op, phase, "launcher (eager, back to back)", "-", eager, eager / total if total else None),
-    ]
+    out = [*lines, Line(op, phase, "launcher (whole call)", "-", total, 1.0)]
+    for how, ms in (("eager", back_to_back_ms(launcher)), ("graph", replay_back_to_back_ms(launcher))):
+        if ms is not None:
+            us, what = ms * 1e3, f"launcher ({how}, back to back)"
+            out.append(Line(op, phase, what, "-", us, us / total if total else None))
+    return out
 
 
 # Elementwise-pass blocks (BLOCK_M, BLOCK_N, num_warps) timed next to the shipped one

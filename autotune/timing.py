@@ -81,10 +81,21 @@ def capture(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
             with torch.cuda.graph(graph, pool=pool, stream=stream):
                 fn()
         except BaseException:
-            _abandon_pool(pool)
+            _after_failed_capture(graph, pool)
             raise
         stream.synchronize()
     return graph
+
+
+def _after_failed_capture(graph: torch.cuda.CUDAGraph, pool: tuple[int, int]) -> None:
+    """Where a capture raised: if the capture itself ended (fn raised a Python error, out of
+    memory, Ctrl-C), the graph owns its pool and releases it when freed, so releasing it
+    here too would release it twice (an allocator assert in a destructor: the process
+    aborts); if it did not end (an invalidated capture), nothing else will release it."""
+    try:
+        graph.pool()  # raises unless the capture ended
+    except Exception:  # noqa: BLE001
+        _abandon_pool(pool)
 
 
 def _abandon_pool(pool: tuple[int, int]) -> None:
@@ -101,12 +112,13 @@ def _abandon_pool(pool: tuple[int, int]) -> None:
                 hook(device, pool)
 
 
-def back_to_back_ms(fn: Callable[[], object], calls: int = 50) -> float:
-    """Milliseconds a call of `fn` takes in an eager loop: `calls` calls launched back to
-    back (no flush, no sync between them) between two events, the median of five such runs.
-    Where the host launches more slowly than the GPU runs, this is the host's time (do_bench
-    of the call would hide up to its L2 flush's duration of it). Off the GPU: one
-    wall-clock call."""
+def back_to_back_ms(fn: Callable[[], object], calls: int = 20) -> float:
+    """Milliseconds a call of `fn` takes in a loop: `calls` calls launched back to back (no
+    flush, no sync between them) between two events, the median of five such runs. Of an
+    eager call, where the host launches more slowly than the GPU runs, this is the host's
+    time (do_bench would hide up to its L2 flush's duration of it); compare it with the
+    same loop over the call's graph replay (`replay_back_to_back_ms`), whose L2 is as warm.
+    Off the GPU: one wall-clock call."""
     if not on_gpu():
         t0 = time.perf_counter()
         fn()
@@ -123,6 +135,19 @@ def back_to_back_ms(fn: Callable[[], object], calls: int = 50) -> float:
         end.synchronize()
         runs.append(start.elapsed_time(end) / calls)
     return sorted(runs)[2]
+
+
+def replay_back_to_back_ms(fn: Callable[[], object]) -> float | None:
+    """`back_to_back_ms` of `fn` captured as a CUDA graph (its replay), or None where the
+    capture fails or there is no GPU."""
+    if not on_gpu():
+        return None
+    try:
+        graph = capture(fn)
+    except Exception:  # noqa: BLE001 - the eager line stands alone then
+        torch.cuda.synchronize()
+        return None
+    return back_to_back_ms(graph.replay)
 
 
 def time_call(fn: Callable[[], object], *, graph: bool = True) -> Timing:

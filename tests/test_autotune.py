@@ -253,7 +253,7 @@ def untuned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 
 def test_breakdown_times_every_kernel(capsys, untuned) -> None:
-    """Per phase: every kernel the launcher ran, then the whole call (graph and eager); the standard layers
+    """Per phase: every kernel the launcher ran, then the whole call (graph, loops); the standard layers
     as references; the backward's prep kernel at the alternative blocks; the TMA variants
     of the dense op and the conv forward on request."""
     from autotune import breakdown
@@ -267,7 +267,10 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     for ln in lines:
         kernels[(ln["op"], ln["phase"])].append(ln["what"])
         assert ln["us"] > 0
+    # the whole call (graph replays, L2 flushed), then in loops of calls back to back: eagerly
+    # and, on a GPU, as the graph's replay
     whole = ["launcher (whole call)", "launcher (eager, back to back)"]
+    whole += ["launcher (graph, back to back)"] if breakdown.REPRESENTATIVE else []
     assert kernels["dense", "fwd"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", *whole]
     assert kernels["dense-tma", "fwd"][1] == "yat_dense_fwd_tma_kernel"
     assert kernels["dense-tma-xnorms", "fwd"][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_tma_kernel"]
@@ -280,7 +283,7 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     )
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
-    assert all(kernels[k][-2:] == whole for k in kernels if k[1] in ("fwd", "bwd"))
+    assert all(kernels[k][-len(whole) :] == whole for k in kernels if k[1] in ("fwd", "bwd"))
     capped = [ln for ln in lines if ln["phase"] == "fwd-maxnreg"]
     assert [(ln["op"], ln["what"]) for ln in capped] == [
         ("dense", f"yat_dense_fwd_kernel @ maxnreg={cap}") for cap in breakdown.FWD_MAXNREG
@@ -450,3 +453,26 @@ def test_compiled_ref_with_its_own_graphs_is_timed_eagerly() -> None:
     ]  # fmt: skip
     for provider, mode in captured:
         assert sweep.own_cuda_graphs(provider, mode) == "", (provider, mode)
+
+
+def test_failed_capture_releases_its_pool_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture that ended (fn raised a Python error, out of memory) leaves its pool to the
+    graph, which releases it when freed; one that did not end (invalidated) has its pool
+    handed back here. Releasing twice would abort the process in an allocator assert."""
+    from autotune import timing
+
+    abandoned = []
+    monkeypatch.setattr(timing, "_abandon_pool", lambda pool: abandoned.append(pool))
+
+    class Ended:
+        def pool(self) -> tuple[int, int]:
+            return (0, 1)
+
+    class Invalidated:
+        def pool(self) -> tuple[int, int]:
+            raise RuntimeError("Called CUDAGraph::pool() without a preceding successful capture.")
+
+    timing._after_failed_capture(Ended(), (0, 1))
+    assert abandoned == []
+    timing._after_failed_capture(Invalidated(), (0, 2))
+    assert abandoned == [(0, 2)]
