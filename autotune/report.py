@@ -184,7 +184,7 @@ def _summary(g: _Gpu) -> str:
         for b in present or [None]:
             base = g.baseline.get((p, b)) if b else None
             sp = g.speedup(p, b) if b else None
-            mark = " †" if base and ours.timing and base.timing and ours.timing != base.timing else ""
+            mark = " †" if _mixed(ours, base) else ""
             mixed = mixed or bool(mark and sp is not None)
             table.append([
                 *p[:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), b or "-",
@@ -217,9 +217,15 @@ TARGETS = (
 )
 
 
+def _mixed(a: Result | None, b: Result | None) -> bool:
+    """Whether two rows were timed differently (one from a CUDA graph, one eagerly)."""
+    return bool(a and b and a.timing and b.timing and a.timing != b.timing)
+
+
 def _targets(g: _Gpu) -> tuple[str, list[str]]:
-    """The SPEC section 6 table, and the statuses (met / not met / n/a) in order."""
-    table, statuses = [], []
+    """The SPEC section 6 table, and the statuses (met / not met / n/a) in order; a ratio
+    between rows timed differently is marked (MIXED_TIMING)."""
+    table, statuses, mixed = [], [], False
     for what, op, mode, baseline, keep, kind, limit in TARGETS:
         want = f"time <= {limit:.2f}x {baseline}" if kind == "time" else f">= {limit:g}x faster"
         problems = [
@@ -236,13 +242,15 @@ def _targets(g: _Gpu) -> tuple[str, list[str]]:
             value = 1 / sp if kind == "time" else sp
             met = value <= limit if kind == "time" else value >= limit
             label = f"{p[0]} {_shape_label(p[3])}"
-            table.append([what, want, label, f"{value:.2f}x", "met" if met else "not met"])
+            mark = " †" if _mixed(g.best[p], g.baseline.get((p, baseline))) else ""
+            mixed = mixed or bool(mark)
+            table.append([what, want, label, f"{value:.2f}x{mark}", "met" if met else "not met"])
             statuses.append("met" if met else "not met")
     for row in _memory_targets(g) + _sweep_target(g):
         table.append(row)
         statuses.append(row[-1])
     headers = ["target (SPEC section 6)", "threshold", "problem", "measured", "status"]
-    return _table(table, headers), statuses
+    return _table(table, headers) + ("\n\n" + MIXED_TIMING if mixed else ""), statuses
 
 
 def _out_numel(op: str, shape: str) -> int:
@@ -525,7 +533,8 @@ def _render_gpu(g: _Gpu, folder: Path, breakdown: list[dict[str, object]] | None
             "## Where the time goes: one call, kernel by kernel", "",
             "Measured by `python -m autotune.breakdown` (each kernel timed on its own, as a "
             "CUDA graph with `triton.testing.do_bench`; \"launcher\" is the whole call, also "
-            "as an eager loop runs it, the host's launching included; \"ref\" rows are the "
+            "in loops of calls back to back, eager and replayed: their difference is the "
+            "host's launching; \"ref\" rows are the "
             "standard layers at the same shape).", "",
             _breakdown(breakdown), "",
         ] if breakdown else []),

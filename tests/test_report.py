@@ -207,6 +207,30 @@ def test_memory_and_sweep_time_targets(tmp_path, ours_saved, runs, memory, sweep
     assert cells["core suite sweep, compile included"] == sweep
 
 
+def test_targets_mark_ratios_between_rows_timed_differently(tmp_path) -> None:  # noqa: ANN001
+    """A target ratio whose two rows were timed differently (here compiled_ref eagerly, as
+    a torch.compile mode with CUDA graphs of its own is) carries the † mark and footnote;
+    one between rows timed alike does not."""
+    rows = [
+        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="yat_triton", config="", correct=True,
+                 median_ms=3.0, timing="cuda-graph"),
+        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="compiled_ref", config=BASELINE_CFG,
+                 median_ms=4.5, correct=True, timing="eager"),
+        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="eager_ref", config=BASELINE_CFG,
+                 median_ms=36.0, correct=True, timing="cuda-graph"),
+    ]  # fmt: skip
+    render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
+    text = (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    targets = text.split("## Targets")[1].split("##")[0]
+    measured = {}
+    for line in targets.splitlines():
+        row = [c.strip() for c in line.split("|")[1:-1]]
+        if row and row[0].startswith("against"):
+            measured[row[0].split(",")[0]] = row[3]
+    assert measured == {"against compiled_ref": "1.50x †", "against eager_ref": "12.00x"}
+    assert "†: the two rows were timed differently" in targets
+
+
 def test_breakdown_section(gpu_db, tmp_path) -> None:  # noqa: ANN001
     """A breakdown file renders into its GPU's report; a broken one is refused by line."""
     common = {"op": "dense", "phase": "fwd", "dtype": "bfloat16", "shape": "4096x4096x4096"}
