@@ -315,7 +315,7 @@ class ResultsDB:
 
         def upgrade(c: sqlite3.Connection) -> None:
             now = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-            if int(now) == SCHEMA_VERSION:  # a concurrent opener upgraded it first
+            if int(now) >= SCHEMA_VERSION:  # a concurrent opener upgraded it first
                 return
             for statement in _UPGRADES[int(now)]:  # from what the file holds now, not at open
                 c.execute(statement)

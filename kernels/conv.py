@@ -617,10 +617,11 @@ def yat_conv_wgrad_finish_kernel(
     """
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
-    n = C_out * KC
     if INT64:
         offs = offs.to(tl.int64)
-        n = n.to(tl.int64)
+        n = C_out.to(tl.int64) * KC
+    else:
+        n = C_out * KC
     mask = offs < n
     acc = tl.zeros((BLOCK,), dtype=part_ptr.dtype.element_ty)
     for split in range(0, splits):

@@ -1116,3 +1116,28 @@ def test_empty_channels_backward_on_the_gpu_plan(c_in, c_out, device, monkeypatc
     grads = torch.autograd.grad(y, (x, w, b), torch.ones_like(y), allow_unused=True)
     for t, g in zip((x, w, b), grads, strict=True):
         assert g is None or (g.shape == t.shape and torch.all(g == 0 if c_out == 0 else torch.isfinite(g)))
+
+
+def test_int64_offsets_path(device, monkeypatch):
+    """Every conv kernel's 64-bit offset path (taken past 2^31 elements, forced here on a
+    small problem, the split weight gradient included) computes the same forward and
+    gradients, against the oracle."""
+    import dataclasses
+
+    from yat_triton._launch import KernelCall
+
+    run = KernelCall.run
+    forced = []
+
+    def with_int64(self: KernelCall) -> None:
+        if "INT64" in self.kwargs:
+            forced.append(self.kernel.fn.__name__)
+            self = dataclasses.replace(self, kwargs={**self.kwargs, "INT64": True})
+        run(self)
+
+    monkeypatch.setattr(conv, "INTERPRETING", False)  # the launcher's GPU choices
+    monkeypatch.setattr(KernelCall, "run", with_int64)
+    inp = make_inputs(OPTION_GEO, torch.float32, device, channels_last=True, seed=9)
+    check_against_oracle(inp, OPTION_GEO)
+    assert {"yat_conv_weight_prep_kernel", "yat_conv_fwd_kernel", "yat_conv_dgrad_kernel",
+            "yat_conv_wgrad_kernel", "yat_conv_wgrad_finish_kernel"} <= set(forced)  # fmt: skip

@@ -488,8 +488,8 @@ def dense_bwd(
     layer = {"M": x.shape[0], "N": weight.shape[0], "K": x.shape[1]}  # both GEMMs' tuned-config key
     # The GEMM epilogues add up a few partial row / column sums of gd themselves (a load a
     # partial, each waiting on the last); more are summed first, one launch for gd and gu.
-    rows = row_gd[0] if row_gd.shape[1] <= EPILOGUE_PARTS else row_gd[0].sum(0, keepdim=True)
-    if cols.shape[0] > EPILOGUE_PARTS:
+    rows = row_gd[0] if row_gd.shape[1] <= EPILOGUE_PARTS or not need_dx else row_gd[0].sum(0, keepdim=True)
+    if cols.shape[0] > EPILOGUE_PARTS and need_dw:
         sums = cols.sum(0)
         col_gd, gu_sum = sums[:1], (sums[1] if need_db else None)
     else:
