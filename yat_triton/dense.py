@@ -52,8 +52,7 @@ __all__ = ["dense_bwd", "dense_fwd", "yat_linear"]
 
 # Prep-pass tile counts the near-pair kernel sums per vector load when it scans a band.
 NEAR_SCAN_TILES = 128
-# Partial sums of gd a backward GEMM's epilogue adds up itself (each load waits on L2:
-# a few cost less than a reduction launch, dozens cost more).
+# Partial sums of gd a backward GEMM's epilogue adds up itself (see plan_bwd_gemm).
 EPILOGUE_PARTS = 4
 
 
@@ -228,7 +227,9 @@ def plan_bwd_gemm(
     problem: dict[str, int] | None = None,
 ) -> tuple[Tensor, list[KernelCall]]:
     """c = a @ b + 2 e * v[:, None] in e's dtype (see yat_dense_bwd_gemm_kernel). v: (R,), or
-    (parts, R) partial sums with a unit stride along R, which the epilogue adds up.
+    (parts, R) partial sums with a unit stride along R: the pointer kernel's epilogue adds
+    up to EPILOGUE_PARTS of them itself; more, or more than one for the persistent TMA
+    kernel, are summed first (one launch).
 
     `problem`: the layer's {"M", "N", "K"}, the shape its tuned backward config is stored under.
     """
@@ -250,13 +251,14 @@ def plan_bwd_gemm(
     shared = dict(
         DOT_PRECISION=precision, UPCAST=upcast_operands(e.dtype), OUT_MAX=0.0, **cfg.launch_options()
     )
+    # Each partial costs the epilogue a load waiting on L2: a few cost less than a reduction
+    # launch, dozens more. A loop in the persistent kernel's epilogue costs it the prefetch
+    # of the next e tile (sm_90 compile, Triton 3.6: 32 KB less shared memory, 15 more
+    # registers), so it takes one.
+    if vp[0] > (1 if a_tma and b_tma else EPILOGUE_PARTS):
+        v = v.sum(0, keepdim=True)
+        vp = (1, v.stride(0))
     if a_tma and b_tma:
-        if vp[0] > 1:
-            # a loop in the persistent kernel's epilogue costs it the prefetch of the next e
-            # tile (sm_90 compile, Triton 3.6: 32 KB less shared memory, 15 more registers):
-            # it gets v summed, one launch
-            v = v.sum(0, keepdim=True)
-            vp = (1, v.stride(0))
         call = KernelCall(
             yat_dense_bwd_gemm_tma_kernel, (persistent_programs(e.device, tiles),),
             (a_tma[0], b_tma[0], e, v, c, R, C, KD, *vp, e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
@@ -343,7 +345,7 @@ def plan_bwd_prep(
     """Allocate gs and the partial-sum buffers, plan the elementwise backward pass.
 
     Returns ((gs, row_gd, cols, part_alpha, part_eps, tile_near), calls); the partials are
-    reduced by the caller (sum over the tile axes: `partial_sums`), deterministically. cols
+    reduced by the caller (sum over the tile axes), deterministically. cols
     holds the column partials of gd (cols[:, 0]) and, with need_db, of gu (cols[:, 1]).
     `groups` splits the N columns into groups with their own row norms, nx (M, groups)
     (convolution); row_gd is then (groups, tiles, M). `near_pass=False` keeps near pairs in
@@ -384,14 +386,6 @@ def plan_bwd_prep(
              BLOCK_M=bm, BLOCK_N=bn, num_warps=warps),
     )  # fmt: skip
     return buffers, [call]
-
-
-def partial_sums(row_gd: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
-    """(rowsum(gd) (groups, M), column sums (1 + need_db, N): of gd, then of gu) from the
-    prep pass's partials, in as few launches as the shapes allow: none for the rows when a
-    group's columns fit one tile, one sum for both column partials."""
-    rows = row_gd[:, 0] if row_gd.shape[1] == 1 else row_gd.sum(1)
-    return rows, cols.sum(0)
 
 
 def plan_bwd_near(
@@ -486,15 +480,15 @@ def dense_bwd(
 
     gp = gemm_precision(x.dtype, precision)
     layer = {"M": x.shape[0], "N": weight.shape[0], "K": x.shape[1]}  # both GEMMs' tuned-config key
-    # The GEMM epilogues add up a few partial row / column sums of gd themselves (a load a
-    # partial, each waiting on the last); more are summed first, one launch for gd and gu.
-    rows = row_gd[0] if row_gd.shape[1] <= EPILOGUE_PARTS or not need_dx else row_gd[0].sum(0, keepdim=True)
-    if cols.shape[0] > EPILOGUE_PARTS and need_dw:
+    # The GEMMs take the partial sums of gd as they are (plan_bwd_gemm sums them first where
+    # there are many); where the dW GEMM's would be summed anyway and db is wanted, one sum
+    # serves both.
+    if need_dw and need_db and cols.shape[0] > EPILOGUE_PARTS:
         sums = cols.sum(0)
-        col_gd, gu_sum = sums[:1], (sums[1] if need_db else None)
+        col_gd, gu_sum = sums[:1], sums[1]
     else:
         col_gd, gu_sum = cols[:, 0], (cols[:, 1].sum(0) if need_db else None)
-    dx = _bwd_gemm(gs, weight, x, rows, gp, layer, config) if need_dx else empty()
+    dx = _bwd_gemm(gs, weight, x, row_gd[0], gp, layer, config) if need_dx else empty()
     dw = _bwd_gemm(gs.t(), x, weight, col_gd, gp, layer, config) if need_dw else empty()
     near = (dx if need_dx else None, dw if need_dw else None)
     for call in plan_bwd_near(*elementwise, tile_near, x, weight, *near):
