@@ -528,6 +528,16 @@ def yat_conv_wgrad_kernel(
 
 
 @triton.jit
+def _khwc_offset(j, Cg, KW, stride_c, stride_h, stride_w):
+    """Offset, within one filter of a weight with strides (stride_c, stride_h, stride_w), of
+    the implicit GEMM's K index j = (kh KW + kw) Cg + c (channels fastest)."""
+    tap = j // Cg
+    c = j - tap * Cg
+    kh = tap // KW
+    return c * stride_c + kh * stride_h + (tap - kh * KW) * stride_w
+
+
+@triton.jit
 def yat_conv_weight_prep_kernel(
     w_ptr,
     wk_ptr,
@@ -564,12 +574,8 @@ def yat_conv_weight_prep_kernel(
         acc = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32)
     for k0 in range(0, KC, BLOCK_K):
         j = k0 + cols
-        tap = j // Cg
-        c = j - tap * Cg
-        kh = tap // KW
-        kw = tap - kh * KW
         mask = mask_r[:, None] & (j < KC)[None, :]
-        src = rows[:, None] * stride_wo + (c * stride_wc + kh * stride_wh + kw * stride_ww)[None, :]
+        src = rows[:, None] * stride_wo + _khwc_offset(j, Cg, KW, stride_wc, stride_wh, stride_ww)[None, :]
         w = tl.load(w_ptr + src, mask=mask, other=0.0)
         tl.store(wk_ptr + rows[:, None] * KC + j[None, :], w, mask=mask)
         v = w.to(acc.dtype)
@@ -628,15 +634,12 @@ def yat_conv_wgrad_finish_kernel(
         acc += tl.load(part_ptr + split * n + offs, mask=mask, other=0.0)
     f = offs // KC
     j = offs - f * KC
-    tap = j // Cg
-    c = j - tap * Cg
-    kh = tap // KW
-    kw = tap - kh * KW
-    w = tl.load(w_ptr + f * stride_wo + c * stride_wc + kh * stride_wh + kw * stride_ww, mask=mask, other=0.0)
+    w_offs = f * stride_wo + _khwc_offset(j, Cg, KW, stride_wc, stride_wh, stride_ww)
+    w = tl.load(w_ptr + w_offs, mask=mask, other=0.0)
     colgd = tl.load(colgd_ptr + f, mask=mask, other=0.0)
     acc += 2.0 * w.to(acc.dtype) * colgd
     dw = acc.to(dw_ptr.dtype.element_ty)
-    tl.store(dw_ptr + f * stride_do + c * stride_dc + kh * stride_dh + kw * stride_dw, dw, mask=mask)
+    tl.store(dw_ptr + f * stride_do + _khwc_offset(j, Cg, KW, stride_dc, stride_dh, stride_dw), dw, mask=mask)
     if HAS_DB:
         first = offs < C_out
         gu = tl.load(gu_ptr + offs, mask=first, other=0.0)

@@ -58,7 +58,6 @@ from yat_triton.dense import (
     dense_bwd,
     gemm_precision,
     near_tau,
-    partial_sums,
     plan_bwd_prep,
     plan_dense_fwd,
     plan_row_sqnorms,
@@ -303,10 +302,15 @@ def _out_format(x: Tensor) -> torch.memory_format:
     return torch.channels_last if cl else torch.contiguous_format
 
 
+def _khwc_strides(wk: Tensor) -> tuple[int, int, int, int]:
+    """The (filter, channel, kh, kw) strides of a (C_out, KH, KW, Cg) weight operand."""
+    return wk.stride(0), wk.stride(3), wk.stride(1), wk.stride(2)
+
+
 def _weight_khwc(weight: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
     """Weight with contiguous channels, and its (filter, channel, kh, kw) strides."""
     wk = weight.permute(0, 2, 3, 1).contiguous()
-    return wk, (wk.stride(0), wk.stride(3), wk.stride(1), wk.stride(2))
+    return wk, _khwc_strides(wk)
 
 
 def plan_weight_operand(
@@ -336,7 +340,7 @@ def plan_weight_operand(
                 dict(IS_FP64=weight.dtype == torch.float64, INT64=needs_int64(weight, wk),
                      BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4),
             ))  # fmt: skip
-    return (wk, (wk.stride(0), wk.stride(3), wk.stride(1), wk.stride(2)), nw), calls
+    return (wk, _khwc_strides(wk), nw), calls
 
 
 def _xs(t: Tensor) -> tuple[int, int, int, int]:
@@ -403,7 +407,7 @@ def plan_conv2d_fwd(
     xv, wv = xk.permute(0, 2, 3, 1), wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
     if tma_conv_tile(cfg, Cg, stride) and tma_ready(xv, wv):
         box = conv_box(B, OH, OW, cfg.block_m)
-        tiles_m = math.prod(-(-n // b) for n, b in zip((B, OH, OW), box, strict=True))
+        tiles_m = math.prod(cdiv(n, b) for n, b in zip((B, OH, OW), box, strict=True))
         calls.append(KernelCall(
             yat_conv_fwd_tma_kernel, (tiles_m * cdiv(Ng, cfg.block_n), groups),
             (TensorDescriptor.from_tensor(xv, [*box, cfg.block_k]),
@@ -575,13 +579,11 @@ def conv2d_bwd(
     )
     for call in calls:
         call.run()
-    row_sums, col_sums = partial_sums(row_gd, cols)
 
     def empty() -> Tensor:  # a fresh one per slot: op outputs must not alias
         return torch.empty((0,), dtype=x.dtype, device=dev)
 
     xk = _channels_last(x)
-    wk, ws = _weight_khwc(weight)
     geo = (stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1])
     dot = dict(
         DOT_PRECISION=gemm_precision(x.dtype, precision),
@@ -593,9 +595,11 @@ def conv2d_bwd(
     problem = conv_shape(x.shape, weight.shape, stride, pads, groups)  # dgrad's and wgrad's tuned-config key
     if need_dx:
         dx = torch.empty_like(x, memory_format=_out_format(x))
-        rows = row_sums.t().contiguous()  # R[o, g] (a view for one group)
+        # R[o, g]: no sum where a group's columns fit one prep tile (a view for one group)
+        rows = (row_gd[:, 0] if row_gd.shape[1] == 1 else row_gd.sum(1)).t().contiguous()
         MX = B * H * W
         if MX and Cg and M:
+            wk, ws = _weight_khwc(weight)
             cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem)
             KernelCall(
                 yat_conv_dgrad_kernel,
@@ -633,6 +637,7 @@ def conv2d_bwd(
             g2, s, nx, nw, bias, alpha, alpha_value, eps, eps_value, precision, groups,
             tile_near, xk, weight, dx, part0, stride, pads, dilation,
         ).run()  # fmt: skip
+    col_sums = cols.sum(0) if part is not None or need_db else None  # gd's for dW, gu's for db
     db = torch.empty_like(bias) if need_db else None
     finish_db = need_db and part is not None and C_out and KC  # db's cast rides on dW's pass
     if part is not None:
