@@ -41,7 +41,7 @@ from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
 from autotune.timing import back_to_back_ms, bench_stream, replay_back_to_back_ms, time_call  # noqa: E402
 from kernels._common import TileConfig  # noqa: E402
-from yat_triton._launch import recording  # noqa: E402
+from yat_triton._launch import KernelCall, recording  # noqa: E402
 
 REPRESENTATIVE = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
 
@@ -68,6 +68,11 @@ def time_us(fn: Callable[[], object]) -> float:
     return time_call(fn).median_ms * 1e3
 
 
+def call_line(op: str, phase: str, what: str, call: KernelCall) -> Line:
+    """One recorded kernel launch timed on its own, with the grid it launches."""
+    return Line(op, phase, what, "x".join(map(str, call.launch_grid())), time_us(call.run))
+
+
 def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:
     """Run the launcher once recording its kernels, then time each kernel and the whole
     call (graph replays, L2 flushed), and the whole call in two loops of calls back to back
@@ -77,14 +82,7 @@ def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Lin
     with recording() as calls:
         launcher()
     lines = [
-        Line(
-            op,
-            phase,
-            getattr(c.kernel, "__name__", None) or c.kernel.fn.__name__,
-            "x".join(map(str, c.launch_grid())),
-            time_us(c.run),
-        )
-        for c in calls
+        call_line(op, phase, getattr(c.kernel, "__name__", None) or c.kernel.fn.__name__, c) for c in calls
     ]
     total = time_us(launcher)
     for line in lines:
@@ -120,12 +118,9 @@ def prep_block_lines(op: str, backward: Callable[[], object]) -> list[Line]:
             recording() as calls,
         ):
             backward()
-            prep = [c for c in calls if c.kernel.fn.__name__ == "yat_dense_bwd_prep_kernel"]
-            out += [
-                Line(op, "bwd-prep", f"{c.kernel.fn.__name__} @ {bm}x{bn}/{warps}w",
-                     "x".join(map(str, c.launch_grid())), time_us(c.run))
-                for c in prep
-            ]  # fmt: skip
+        name = "yat_dense_bwd_prep_kernel"
+        what = f"{name} @ {bm}x{bn}/{warps}w"
+        out += [call_line(op, "bwd-prep", what, c) for c in calls if c.kernel.fn.__name__ == name]
     return out
 
 
@@ -147,8 +142,7 @@ def maxnreg_lines(op: str, forward: Callable[[], object], kernels: tuple[str, ..
             kernel = c.kernel.fn.__name__
             if kernel in kernels:
                 capped = dataclasses.replace(c, kwargs={**c.kwargs, "maxnreg": cap})
-                grid = "x".join(map(str, capped.launch_grid()))
-                out.append(Line(op, "fwd-maxnreg", f"{kernel} @ maxnreg={cap}", grid, time_us(capped.run)))
+                out.append(call_line(op, "fwd-maxnreg", f"{kernel} @ maxnreg={cap}", capped))
     return out
 
 

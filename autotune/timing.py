@@ -112,6 +112,22 @@ def _abandon_pool(pool: tuple[int, int]) -> None:
                 hook(device, pool)
 
 
+def _wall_ms(fn: Callable[[], object]) -> float:
+    """One call of `fn` by the wall clock, in milliseconds (off the GPU)."""
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _try_capture(fn: Callable[[], object]) -> tuple[torch.cuda.CUDAGraph | None, str]:
+    """(`capture(fn)`, "") or, where the capture fails, (None, why)."""
+    try:
+        return capture(fn), ""
+    except Exception as e:  # noqa: BLE001 - callers time the call another way, and say why
+        torch.cuda.synchronize()
+        return None, f"CUDA graph capture failed ({type(e).__name__}: {str(e)[:200]})"
+
+
 def back_to_back_ms(fn: Callable[[], object], calls: int = 20) -> float:
     """Milliseconds a call of `fn` takes in a loop: `calls` calls launched back to back (no
     flush, no sync between them) between two events, the median of five such runs. Of an
@@ -120,9 +136,7 @@ def back_to_back_ms(fn: Callable[[], object], calls: int = 20) -> float:
     same loop over the call's graph replay (`replay_back_to_back_ms`), whose L2 is as warm.
     Off the GPU: one wall-clock call."""
     if not on_gpu():
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
+        return _wall_ms(fn)
     fn()
     torch.cuda.synchronize()
     runs = []
@@ -142,28 +156,22 @@ def replay_back_to_back_ms(fn: Callable[[], object]) -> float | None:
     capture fails or there is no GPU."""
     if not on_gpu():
         return None
-    try:
-        graph = capture(fn)
-    except Exception:  # noqa: BLE001 - the eager line stands alone then
-        torch.cuda.synchronize()
-        return None
-    return back_to_back_ms(graph.replay)
+    graph, _ = _try_capture(fn)
+    return back_to_back_ms(graph.replay) if graph is not None else None
 
 
 def time_call(fn: Callable[[], object], *, graph: bool = True) -> Timing:
-    """Time `fn` (see the module docstring); `graph=False` times the call eagerly, host
-    included (what an eager training loop sees)."""
+    """Time `fn` (see the module docstring); `graph=False`: do_bench of the call itself (for
+    calls that replay CUDA graphs of their own)."""
     if not on_gpu():
-        t0 = time.perf_counter()
-        fn()
-        ms = (time.perf_counter() - t0) * 1e3
+        ms = _wall_ms(fn)
         return Timing(ms, ms, ms, WALL)
     run, method, note = fn, EAGER, ""
     if graph:
-        try:
-            run, method = capture(fn).replay, GRAPH
-        except Exception as e:  # noqa: BLE001 - the call is still timed, eagerly, and says why
-            torch.cuda.synchronize()
-            note = f"CUDA graph capture failed ({type(e).__name__}: {str(e)[:200]}); timed eagerly"
+        captured, why = _try_capture(fn)
+        if captured is not None:
+            run, method = captured.replay, GRAPH
+        else:
+            note = f"{why}; timed eagerly"
     med, p20, p80 = triton.testing.do_bench(run, quantiles=[0.5, 0.2, 0.8])
     return Timing(float(med), float(p20), float(p80), method, note)
