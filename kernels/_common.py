@@ -19,22 +19,22 @@ FINITE_MAX: dict[str, float] = {
 }
 
 
-# Hopper (sm_90) limits used to prune configs before any GPU time is spent.
 def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for host code: `triton.cdiv` is a constexpr function, about 4 µs a host
+    """ceil(a / b) for host code: `triton.cdiv` is a constexpr function, a few µs a host
     call, and a conv's forward and backward plan some thirty of them a call."""
     return -(-a // b)
 
 
 def next_pow2(n: int) -> int:
     """The smallest power of two >= n (0 for n = 0), as `triton.next_power_of_2`, for host
-    code without its constexpr-function wrapper (about 2.5 µs a host call)."""
+    code without its constexpr-function wrapper (a few µs a host call)."""
     n -= 1
     for shift in (1, 2, 4, 8, 16, 32):
         n |= n >> shift
     return n + 1
 
 
+# Hopper (sm_90) limits used to prune configs before any GPU time is spent.
 SM90_SMEM_BYTES = 232448  # opt-in dynamic shared memory per block on H100/H200
 SM90_MAX_THREADS = 1024
 
