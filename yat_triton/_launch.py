@@ -134,11 +134,13 @@ def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: objec
     higher-order-op dispatcher, whose CPU cost (PyTorch measures ~1 ms) would dominate the
     launchers' time when they are called on their own (the autotune sweep, the breakdown).
 
-    Under the interpreter `wrap_triton` hands back the raw interpreted kernel: it cannot be
-    recorded into a graph, and it would read the data of fake tensors. Plain fake-tensor
-    shape propagation (meta kernels, opcheck's fake-tensor test) only needs output shapes,
-    so the launch is skipped there; graph tracing (torch.compile, AOT dispatch) would lose
-    the kernel, so it is refused with an error instead of computing garbage.
+    Under the interpreter an interpreted kernel cannot be recorded into a graph (recent
+    torch's `wrap_triton` hands it back as it is, torch 2.11's refuses it), and it would
+    read the data of fake tensors. Plain fake-tensor shape propagation (meta kernels,
+    opcheck's fake-tensor test) only needs output shapes, so the launch is skipped there;
+    graph tracing (torch.compile, AOT dispatch) would lose the kernel, so it is refused
+    with an error instead of computing garbage; on real tensors it runs directly, also
+    under a dispatch mode (opcheck's schema test).
     """
     tensors = [a for a in args if isinstance(a, Tensor)]
     if INTERPRETING:
@@ -150,7 +152,7 @@ def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: objec
             )
         if any(is_fake(t) for t in tensors):
             return
-    if tracing(*tensors) or is_in_torch_dispatch_mode():
+    if not INTERPRETING and (tracing(*tensors) or is_in_torch_dispatch_mode()):
         wrap_triton(kernel)[grid](*args, **kwargs)
     else:
         kernel[grid](*args, **kwargs)  # type: ignore[index]
