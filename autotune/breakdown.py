@@ -8,7 +8,8 @@ every gradient; per kernel its grid, median time and share of the phase. "launch
 whole call (kernels, torch glue such as partial-sum reductions, launch gaps); the references
 are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
 Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS);
-"fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG).
+"fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG); with --tma,
+op "dense-tma-ws", last: the forward on a warp-specialized tile (`dense_ws_lines`).
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
 median, L2 flushed; per phase also the whole call as an eager loop runs it); without one
 the kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
 from autotune.timing import back_to_back_ms, bench_stream, replay_back_to_back_ms, time_call  # noqa: E402
 from kernels._common import TileConfig  # noqa: E402
-from yat_triton._launch import KernelCall, recording  # noqa: E402
+from yat_triton._launch import KernelCall, WarpSpecializationFallback, recording  # noqa: E402
 
 REPRESENTATIVE = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
 
@@ -151,6 +153,46 @@ def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:
     return Line(op, "ref", what, "-", time_us(fn))
 
 
+@dataclass
+class DenseProblem:
+    """The dense problem every dense phase times: x (M, K), W (N, K), the forward's (bias,
+    alpha, alpha_value, eps, eps_value) and precision, and the backward's upstream gradient
+    g with the shipped training forward's saved s and norms."""
+
+    x: torch.Tensor
+    w: torch.Tensor
+    args: tuple[object, ...]
+    prec: str
+    g: torch.Tensor
+    saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def make(cls, M: int, N: int, K: int, dtype: torch.dtype, device: str) -> DenseProblem:
+        from yat_triton.dense import dense_fwd
+
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(M, K, generator=gen).to(device=device, dtype=dtype)
+        w = (torch.randn(N, K, generator=gen) / K**0.5).to(device=device, dtype=dtype)
+        b = torch.randn(N, generator=gen).to(device=device, dtype=dtype)
+        args = (b, None, 1.0, None, 1e-5)
+        _, s, nx, nw = dense_fwd(x, w, *args, "ieee", True)
+        g = torch.randn(M, N, generator=gen).to(device=device, dtype=dtype)
+        return cls(x, w, args, "ieee", g, (s, nx, nw))
+
+    def forward(self) -> object:
+        """The forward as training runs it (saving s)."""
+        from yat_triton.dense import dense_fwd
+
+        return dense_fwd(self.x, self.w, *self.args, self.prec, True)
+
+    def backward(self) -> object:
+        """The backward with dx, dW and db."""
+        from yat_triton.dense import dense_bwd
+
+        needs = [True, True, True, False, False]
+        return dense_bwd(self.g, self.x, self.w, *self.args, *self.saved, self.prec, needs)
+
+
 def dense_lines(
     M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False
 ) -> Iterator[list[Line]]:
@@ -160,30 +202,20 @@ def dense_lines(
     same as dense-tma's, so it is not timed again); the register-capped forward kernel and
     the prep-block lines last. Yields the
     lines phase by phase, the most wanted first (a time cap keeps what was measured)."""
-    from yat_triton.dense import dense_bwd, dense_fwd, pick_dense_config
+    from yat_triton.dense import pick_dense_config
     from yat_triton.tuning import forced_config
 
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(M, K, generator=gen).to(device=device, dtype=dtype)
-    w = (torch.randn(N, K, generator=gen) / K**0.5).to(device=device, dtype=dtype)
-    b = torch.randn(N, generator=gen).to(device=device, dtype=dtype)
-    prec = "ieee"
-    args = (b, None, 1.0, None, 1e-5)
-    _, s, nx, nw = dense_fwd(x, w, *args, prec, True)
-    g = torch.randn(M, N, generator=gen).to(device=device, dtype=dtype)
-    needs = [True, True, True, False, False]
-
-    def backward() -> object:
-        return dense_bwd(g, x, w, *args, s, nx, nw, prec, needs)
+    p = DenseProblem.make(M, N, K, dtype, device)
+    x, w, b, g = p.x, p.w, p.args[0], p.g
 
     def op_lines(op: str, tile: TileConfig | None, backward_too: bool) -> Iterator[list[Line]]:
         with contextlib.ExitStack() as forced:
             if tile is not None:
                 forced.enter_context(forced_config("dense", "fwd", tile))
                 forced.enter_context(forced_config("dense", "bwd", tile))
-            yield phase_lines(op, "fwd", lambda: dense_fwd(x, w, *args, prec, True))
+            yield phase_lines(op, "fwd", p.forward)
             if backward_too:
-                yield phase_lines(op, "bwd", backward)
+                yield phase_lines(op, "bwd", p.backward)
 
     yield from op_lines("dense", None, backward_too=True)
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
@@ -201,8 +233,39 @@ def dense_lines(
         xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
         yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
     forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
-    yield maxnreg_lines("dense", lambda: dense_fwd(x, w, *args, prec, True), forward_kernels)
-    yield prep_block_lines("dense", backward)
+    yield maxnreg_lines("dense", p.forward, forward_kernels)
+    yield prep_block_lines("dense", p.backward)
+
+
+def dense_ws_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> Iterator[list[Line]]:
+    """Op "dense-tma-ws": the training forward on the best-ranked warp-specialized forward
+    tile of the problem (`autotune.sweep.config_space`), and the backward on the
+    best-ranked warp-specialized backward tile (`autotune.sweep.backward_tiles`): last of
+    the breakdown, as Triton's Hopper warp specialization is the newest compiler path (the
+    GPU script's canary has checked it first). A tile that cannot compile warp-specialized
+    here ends the op's lines (`WarpSpecializationFallback`, said on stderr) rather than
+    being timed as another."""
+    from autotune.sweep import backward_tiles, config_space
+    from yat_triton.tuning import forced_config
+
+    shape = {"M": M, "N": N, "K": K}
+    kept, _ = config_space("dense", shape, dtype.itemsize)
+    fwd = next((c for c in kept if c.warp_specialize), None)
+    bwd = next((c for c in backward_tiles("dense", shape, kept, dtype.itemsize) if c.warp_specialize), None)
+    if fwd is None and bwd is None:
+        return
+    p = DenseProblem.make(M, N, K, dtype, device)
+    for mode, tile, run in (("fwd", fwd, p.forward), ("bwd", bwd, p.backward)):
+        if tile is None:
+            continue
+        try:
+            with warnings.catch_warnings(), forced_config("dense", mode, tile):
+                warnings.simplefilter("error", WarpSpecializationFallback)
+                lines = phase_lines("dense-tma-ws", mode, run)
+        except WarpSpecializationFallback as e:
+            print(f"dense-tma-ws {mode} {tile.name}: not timed: {e}", file=sys.stderr)
+            return
+        yield lines
 
 
 def conv_lines(
@@ -263,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also the dense op on its persistent TMA kernels (x norms: both ways), and the "
         "conv forward on its TMA kernel",
     )
+    parser.add_argument(
+        "--no-warp-specialize",
+        action="store_true",
+        help="with --tma, leave out the warp-specialized forward (timed last otherwise)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line (instead of the table)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON lines to this file (for `report`)")
     args = parser.parse_args(argv)
@@ -292,12 +360,15 @@ def main(argv: list[str] | None = None) -> int:
             args.json_out.write_text(text)
         return text
 
+    phases = [
+        lambda: dense_lines(*args.dense, dtype, device, tma=args.tma),
+        lambda: conv_lines(*args.conv, dtype, device, tma=args.tma),
+    ]
+    if args.tma and not args.no_warp_specialize:
+        phases.append(lambda: dense_ws_lines(*args.dense, dtype, device))
     with bench_stream():  # one capturable stream for the setup and every timed call
-        for phases in (
-            lambda: dense_lines(*args.dense, dtype, device, tma=args.tma),
-            lambda: conv_lines(*args.conv, dtype, device, tma=args.tma),
-        ):
-            for more in phases():
+        for phase in phases:
+            for more in phase():
                 text = add(more)
     if args.json:
         print(text, end="")

@@ -50,7 +50,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         counts = sweep.run_sweep(
             db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
             max_configs=max_configs, progress=not args.quiet, compile_mode=args.compile_mode,
-            suite_name=args.suite,
+            suite_name=args.suite, warp_specialize=not args.no_warp_specialize,
         )  # fmt: skip
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new (all done)"
     print(f"{args.db}: {summary}")
@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="max-autotune",
         help="torch.compile mode of compiled_ref (GPU only); none: leave compiled_ref out (its "
         "compile takes seconds to minutes a problem)",
+    )
+    sw.add_argument(
+        "--no-warp-specialize",
+        action="store_true",
+        help="leave the warp-specialized forward tiles out (where they fail to compile or hang: the "
+        "GPU script's canary decides)",
     )
     sw.set_defaults(func=cmd_sweep)
     sh = sub.add_parser("show", help="best configs and speedups as a table")

@@ -55,7 +55,7 @@ def _entry(r: Result) -> dict[str, object]:
         "tflops": round(r.tflops, 1) if r.tflops is not None and math.isfinite(r.tflops) else None,
     }
     try:
-        entry["config"] = tuning.parse_entry(entry).config.as_dict()  # every field, in field order
+        entry["config"] = tuning.parse_entry(entry).config.as_dict()  # its fields, in field order
     except ValueError as e:
         raise ValueError(
             f"cannot export the winner {r.op}/{r.mode}/{r.dtype} {r.shape} config {r.config} on "

@@ -56,6 +56,15 @@ class KernelReport:
     tma: bool
     compile_s: float
     programs_per_sm: int = 1  # resident at once (registers, shared memory, threads)
+    warps: int = 0  # as launched: warp specialization adds a producer and consumer warps
+    asked_warps: int = 0  # the call's num_warps
+
+    @property
+    def warp_specialized(self) -> bool:
+        """More warps than the call asked for: Triton's warp specialization split the
+        kernel into a producer warpgroup and consumer warpgroups (trading registers through
+        setmaxnreg; `registers` is then the launch's even share)."""
+        return self.warps > self.asked_warps
 
     @property
     def spills(self) -> bool:
@@ -66,7 +75,8 @@ class KernelReport:
             f"{self.kernel}: {self.registers} registers, stack {self.stack_bytes} B, "
             f"spill stores/loads {self.spill_stores}/{self.spill_loads}, shared "
             f"{self.shared_bytes} B, HGMMA instructions {self.hgmma}, TMA {self.tma}, "
-            f"{self.programs_per_sm} programs/SM, compile {self.compile_s:.1f} s"
+            f"{self.programs_per_sm} programs/SM, {self.warps} warps"
+            f"{' (warp-specialized)' if self.warp_specialized else ''}, compile {self.compile_s:.1f} s"
         )
 
 
@@ -169,8 +179,12 @@ def compile_sm90(
                 (dump_dir / name).write_text(text)
     # Dynamic shared memory (the pipelined buffers) is in the metadata, not the cubin.
     shared = max(shared_static, int(getattr(compiled.metadata, "shared", 0)))
-    per_sm = programs_per_sm(regs, shared, call.kwargs.get("num_warps", 4))
-    return KernelReport(call.kernel.__name__, regs, stack, stl, ldl, shared, hgmma, tma, elapsed, per_sm)
+    asked = call.kwargs.get("num_warps", 4)
+    warps = int(getattr(compiled.metadata, "num_warps", asked))  # with the partitions' warps
+    per_sm = programs_per_sm(regs, shared, warps)
+    return KernelReport(
+        call.kernel.__name__, regs, stack, stl, ldl, shared, hgmma, tma, elapsed, per_sm, warps, asked
+    )
 
 
 def inspect_dense_fwd(
@@ -329,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config",
         help=(
-            "tile as BMxBNxBK:warps:stages[:eSPLIT][:nil][:tma] (e.g. 128x128x64:8:4:e2:tma), "
+            "tile as BMxBNxBK:warps:stages[:eSPLIT][:nil][:tma][:ws] (e.g. 128x128x64:8:4:e2:tma, "
+            "128x256x64:4:3:tma:ws), "
             "default: heuristic"
         ),
     )
@@ -347,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         tile, warps, stages, *rest = args.config.split(":")
         bm, bn, bk = (int(v) for v in tile.split("x"))
         split = next((int(r[1:]) for r in rest if r.startswith("e")), 1)
-        cfg = TileConfig(bm, bn, bk, 8, int(warps), int(stages), "nil" in rest, split, "tma" in rest)
+        cfg = TileConfig(
+            bm, bn, bk, 8, int(warps), int(stages), norms_in_loop="nil" in rest, epilogue_split=split,
+            tma="tma" in rest, warp_specialize="ws" in rest,
+        )  # fmt: skip
     dtype = getattr(torch, args.dtype)
     if args.all:
         for label, call in all_calls(dtype):

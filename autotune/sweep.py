@@ -20,6 +20,7 @@ import os
 import subprocess
 import time
 import tomllib
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +34,13 @@ from autotune.db import Result, ResultsDB, Run, canonical_json, shard
 from autotune.timing import bench_stream, time_call
 from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
 from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs, tma_conv_tile
-from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
+from kernels.dense import (
+    dense_backward_ws_space,
+    dense_config_space,
+    dense_default_config,
+    prune_dense_configs,
+)
+from yat_triton._launch import WarpSpecializationFallback
 
 SUITES_DIR = Path(__file__).parent / "suites"
 OPS = ("dense", "conv2d")
@@ -414,14 +421,15 @@ def gemm_dims(op: str, shape: dict[str, int]) -> tuple[int, int, int]:
 
 
 def config_space(
-    op: str, shape: dict[str, int], elem_bytes: int
+    op: str, shape: dict[str, int], elem_bytes: int, *, warp_specialize: bool = True
 ) -> tuple[list[TileConfig], list[TileConfig]]:
     """(kept, pruned): configs fitted to the problem, most promising first (`rank_configs`,
-    so that `--max-configs` keeps the likely winners), and those that cannot fit on sm_90."""
+    so that `--max-configs` keeps the likely winners), and those that cannot fit on sm_90.
+    `warp_specialize=False` leaves the warp-specialized forwards out of the space."""
     M, N, K = gemm_dims(op, shape)
     dense = op == "dense" or pointwise(op, shape)  # a 1x1 conv runs on the dense kernels
     if dense:
-        space = dense_config_space()
+        space = dense_config_space(include_warp_specialize=warp_specialize)
         kept = prune_dense_configs(space, M, N, K, elem_bytes)
     else:  # TMA tiles only where the conv's TMA kernel takes them (the launcher runs the
         # others on the pointer kernel: they would repeat a pointer tile under another name)
@@ -440,14 +448,23 @@ def config_space(
 
 
 def backward_tiles(
-    op: str, shape: dict[str, int], kept: list[TileConfig], elem_bytes: int
+    op: str, shape: dict[str, int], kept: list[TileConfig], elem_bytes: int, *, warp_specialize: bool = True
 ) -> list[TileConfig]:
-    """The backward kernels' tiles among the forward's `kept` ones, ranked: they ignore the
-    forward-only norms_in_loop and epilogue split, and tma selects the dense backward's
-    persistent TMA GEMMs (the conv's backward has none: its TMA tiles would repeat)."""
+    """The backward kernels' tiles, ranked: the forward's `kept` ones, less the forward-only
+    norms_in_loop, epilogue split and warp specialization, with tma selecting the dense
+    backward's persistent TMA GEMMs (the conv's backward has none: its TMA tiles would
+    repeat); and the dense backward's own warp-specialized TMA tiles
+    (`dense_backward_ws_space`, unless `warp_specialize=False`)."""
     conv = op == "conv2d" and not pointwise(op, shape)
-    tiles = [c for c in kept if c.epilogue_split == 1 and not c.norms_in_loop and not (conv and c.tma)]
-    return rank_configs(tiles, *gemm_dims(op, shape), elem_bytes, backward=True)
+    tiles = [
+        c
+        for c in kept
+        if c.epilogue_split == 1 and not c.norms_in_loop and not c.warp_specialize and not (conv and c.tma)
+    ]
+    M, N, K = gemm_dims(op, shape)
+    if warp_specialize and not conv:
+        tiles += prune_dense_configs(dense_backward_ws_space(), M, N, K, elem_bytes, backward=True)
+    return rank_configs(tiles, M, N, K, elem_bytes, backward=True)
 
 
 def pointwise(op: str, shape: dict[str, int]) -> bool:
@@ -510,8 +527,10 @@ def run_sweep(
     progress: bool = True,
     compile_mode: str = "max-autotune",
     suite_name: str = "",
+    warp_specialize: bool = True,
 ) -> dict[str, int]:
     """Run every (task, provider, config) not yet in `db`; returns counts by status.
+    `warp_specialize=False`: no warp-specialized forward tiles (`config_space`).
 
     The run itself (suite, options, start and end, tasks finished) is recorded in the
     database's runs table, also when stopped by Ctrl-C / SIGINT: the report reads how long
@@ -531,7 +550,7 @@ def run_sweep(
             label = f"{task.op} {task.mode} {task.dtype} {canonical_json(task.shape)}"
             bar.set_description(label)
             with bench_stream():  # a task's calls, forward and backward, on one capturable stream
-                for result in _run_task(db, task, env, device, max_configs, compile_mode):
+                for result in _run_task(db, task, env, device, max_configs, compile_mode, warp_specialize):
                     counts[result.status] = counts.get(result.status, 0) + 1
                     if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
                         best[label] = min(best.get(label, math.inf), result.median_ms)
@@ -541,6 +560,8 @@ def run_sweep(
         bar.close()
         print(f"\nstopped; {sum(counts.values())} rows saved this run. Run the same command to resume.")
     args = f"ops={','.join(ops)} modes={','.join(modes)} dtypes={','.join(dtypes)} max_configs={max_configs}"
+    if not warp_specialize:
+        args += " warp_specialize=off"
     if shard_spec:
         args += f" shard={shard_spec}"
     db.add_run(Run(suite_name or "?", args, env.gpu, env.commit, started, time.time(), len(todo), finished,
@@ -580,7 +601,13 @@ def _progress(items: list[Task], enabled: bool) -> object:
 
 
 def _run_task(
-    db: ResultsDB, task: Task, env: Env, device: str, max_configs: int | None, compile_mode: str
+    db: ResultsDB,
+    task: Task,
+    env: Env,
+    device: str,
+    max_configs: int | None,
+    compile_mode: str,
+    warp_specialize: bool = True,
 ) -> Iterator[Result]:
     problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
     shape_json = canonical_json(task.shape)
@@ -613,7 +640,7 @@ def _run_task(
     ) -> Result:
         try:
             saved = problem.saved_bytes(layer) if layer is not None and task.mode != "fwd" else None
-            out = fn()
+            out = fn()  # a warp-specialized tile that ran unspecialized raises (not its row)
             err = float((out.detach().to(torch.float64) - ref).abs().max()) / scale if check else None
             correct = None if err is None else bool(err <= tol)
             if correct is False:
@@ -649,7 +676,7 @@ def _run_task(
         else:
             references.append((provider, fn, check, layer))
 
-    kept, pruned = config_space(task.op, task.shape, elem)  # most promising first
+    kept, pruned = config_space(task.op, task.shape, elem, warp_specialize=warp_specialize)  # best first
     for cfg in pruned:
         key = canonical_json(cfg.as_dict())
         if not done("yat_triton", key):
@@ -659,7 +686,7 @@ def _run_task(
         configs = [default] + [c for c in kept if c != default]
     else:  # run through the registered op with tuning.forced_config; the first row is the
         # op as it ships
-        configs = [None, *backward_tiles(task.op, task.shape, kept, elem)]
+        configs = [None, *backward_tiles(task.op, task.shape, kept, elem, warp_specialize=warp_specialize)]
     if max_configs is not None:
         configs = configs[:max_configs]
 
@@ -685,7 +712,10 @@ def _run_task(
             list(pool.map(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k]))
     for cfg in pending:  # the op as shipped (cfg None, backward modes) also has its saved bytes
         layer = problem.yat_layer() if cfg is None else None
-        yield measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True, layer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", WarpSpecializationFallback)
+            result = measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True, layer)
+        yield result
     for provider, fn, check, layer in references:
         yield measure(provider, baseline_cfg, fn, check, layer)
 

@@ -46,6 +46,9 @@ class TileConfig:
     `norms_in_loop` and `epilogue_split` only matter for the dense forward: True sums ||x||^2
     and ||w||^2 inside the main loop, False reads them from a cheap separate pass; the
     epilogue runs on `epilogue_split` column slices of the tile (fewer live registers).
+    `warp_specialize` (with `tma`, the dense kernels only): a producer warpgroup feeds two
+    consumer warpgroups (`yat_dense_fwd_tma_kernel`, `yat_dense_bwd_gemm_tma_kernel`;
+    `warp_specialize_problem` says which tiles compile). Other kernels ignore it.
     `tma` selects the kernels that load their operands through TMA descriptors: the dense
     forward's and backward GEMMs' persistent kernels (resident programs on every SM), and the conv
     forward's stride-1 kernel (boxes of x, see `yat_conv_fwd_tma_kernel`). They need
@@ -63,9 +66,15 @@ class TileConfig:
     norms_in_loop: bool = False
     epilogue_split: int = 1
     tma: bool = False
+    warp_specialize: bool = False
 
     def as_dict(self) -> dict[str, int | bool]:
-        return asdict(self)
+        """The fields, `warp_specialize` only when set: a tile without it is written as
+        before the field existed (results databases and winners files resume and match)."""
+        d = asdict(self)
+        if not self.warp_specialize:
+            del d["warp_specialize"]
+        return d
 
     def launch_options(self) -> dict[str, int]:
         """The tile's constexprs and launch options every GEMM-like kernel takes."""
@@ -75,8 +84,30 @@ class TileConfig:
         )  # fmt: skip
 
     @property
+    def consumer_warps(self) -> int:
+        """Warps holding the accumulator: num_warps, or, warp-specialized, num_warps in each
+        of two consumer warpgroups (Triton's Hopper pass; a producer warpgroup comes on top)."""
+        return self.num_warps * (2 if self.warp_specialize else 1)
+
+    def warp_specialize_problem(self) -> str | None:
+        """Why this warp-specialized tile cannot compile on Hopper (Triton 3.6's pass), or
+        None: it needs the persistent TMA kernels, 4-warp consumers of one 64-row half each,
+        an unsplit epilogue and norms from the norm pass (`kernels.dense.dense_config_space`)."""
+        if not self.warp_specialize:
+            return None
+        if not self.tma:
+            return "warp_specialize needs tma (the persistent TMA kernels)"
+        if (self.block_m, self.num_warps, self.epilogue_split, self.norms_in_loop) != (128, 4, 1, False):
+            return (
+                "warp_specialize needs block_m 128, num_warps 4, epilogue_split 1 and "
+                "norms_in_loop false (what Triton's Hopper warp specialization compiles)"
+            )
+        return None
+
+    @property
     def name(self) -> str:
-        tag = ("_nil" if self.norms_in_loop else "") + ("_tma" if self.tma else "")
+        flags = (("_nil", self.norms_in_loop), ("_tma", self.tma), ("_ws", self.warp_specialize))
+        tag = "".join(name for name, on in flags if on)
         split = f"e{self.epilogue_split}" if self.epilogue_split != 1 else ""
         return (
             f"m{self.block_m}n{self.block_n}k{self.block_k}g{self.group_m}"
@@ -84,7 +115,9 @@ class TileConfig:
         )
 
 
-def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int, *, tma_staging: bool = True) -> int:
+def pipelined_smem_bytes(
+    cfg: TileConfig, elem_bytes: int, *, tma_staging: bool = True, backward: bool = False
+) -> int:
     """Shared memory of a main loop pipelined over `num_stages` A(BMxBK) + B(BKxBN) buffers.
 
     Matches what Triton allocates on Hopper (a bf16 128x128x64 tile, 3 stages: 96 KB). The
@@ -98,9 +131,15 @@ def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int, *, tma_staging: bool 
     (64x256 in 4 slices saving s: +88 KB, 254 KB in all with 4 stages: too much).
     `tma_staging=False`: a TMA kernel without that staging (the conv forward's, which is
     not persistent and stores through pointers: its pipeline plus barriers).
+    A warp-specialized kernel stores through pointers, but its consumers stage the
+    epilogue's layout changes in shared memory: the forward BM*BN*4 bytes when it saves s
+    (BM*BN without), a `backward` GEMM BM*BN*elem_bytes/2 (sm_90 compiles, bf16, 128x64 to
+    128x256 tiles, 2-5 stages: within 250 B of that).
     """
     main = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
-    if cfg.tma and tma_staging:
+    if cfg.warp_specialize:
+        main += cfg.block_m * cfg.block_n * (elem_bytes // 2 if backward else 4)
+    elif cfg.tma and tma_staging:
         tile = cfg.block_m * cfg.block_n
         if max(1, cfg.num_warps // 4) > cfg.block_m // 64:
             main += tile * 4 + tile * 2 // cfg.epilogue_split + 16384
@@ -111,18 +150,21 @@ def pipelined_smem_bytes(cfg: TileConfig, elem_bytes: int, *, tma_staging: bool 
     return main
 
 
-def fits_sm90(cfg: TileConfig, elem_bytes: int, *, tma_staging: bool = True) -> bool:
-    """Static prune: shared memory within the opt-in limit, accumulator not absurd.
+def fits_sm90(cfg: TileConfig, elem_bytes: int, *, tma_staging: bool = True, backward: bool = False) -> bool:
+    """Static prune: shared memory within the opt-in limit, accumulator not absurd
+    (`tma_staging`, `backward`: as `pipelined_smem_bytes` takes them).
 
     An fp32 accumulator tile needs BM*BN/(32*num_warps) registers per thread; above ~128
-    it leaves no room for the epilogue and spills (255 registers is the hard cap).
+    it leaves no room for the epilogue and spills (255 registers is the hard cap). A
+    warp-specialized tile spreads it over its consumer warps (`consumer_warps`).
     """
     if 32 * cfg.num_warps > SM90_MAX_THREADS:
         return False
-    acc_regs = cfg.block_m * cfg.block_n // (32 * cfg.num_warps)
+    acc_regs = cfg.block_m * cfg.block_n // (32 * cfg.consumer_warps)
     if acc_regs > 128:
         return False
-    return pipelined_smem_bytes(cfg, elem_bytes, tma_staging=tma_staging) <= SM90_SMEM_BYTES
+    smem = pipelined_smem_bytes(cfg, elem_bytes, tma_staging=tma_staging, backward=backward)
+    return smem <= SM90_SMEM_BYTES
 
 
 @triton.jit
@@ -206,14 +248,16 @@ def rank_configs(
     conv forward; or the `norms_in_loop` variant; > 32 costs ~100 registers, see
     `conv_default_config`) and epilogue columns per slice (> 64 costs registers, see
     `fwd_store`); the persistent TMA kernel gets a small bonus (its next tile's loads
-    overlap the epilogue), and its in-loop x norms the time of the x norm pass they spare.
+    overlap the epilogue), and its in-loop x norms the time of the x norm pass they spare;
+    a warp-specialized one another (its accumulator spread over two consumer warpgroups).
 
     `backward`: tiles of the backward GEMMs, whose plain epilogue (c = acc + 2 e v) has no
     slices and no norms: those factors are left out.
 
     The order is then made varied: each next pick maximizes score * 0.8^(picks already
-    taken from its tile family (BM, BN, TMA, in-loop norms)), so the first dozen cover several tile shapes
-    and, for the best shapes, a few stage counts and K tiles.
+    taken from its tile family (BM, BN, TMA, in-loop norms, warp specialization)), so the
+    first dozen cover several tile shapes and, for the best shapes, a few stage counts and
+    K tiles.
     """
 
     def score(c: TileConfig) -> float:
@@ -226,11 +270,14 @@ def rank_configs(
         intensity = min(1.0, (c.block_m * c.block_n / (c.block_m + c.block_n)) / (128 * 256 / 384)) ** 0.5
         pipe = min(1.0, max(c.num_stages - 1, 0.5) * c.block_k / 192) ** 0.5
         swizzle = 1.0 if c.block_k * elem_bytes == 128 else 0.95
-        acc_regs = c.block_m * c.block_n / (32 * c.num_warps)
+        acc_regs = c.block_m * c.block_n / (32 * c.consumer_warps)
         tile_regs = c.block_m * c.block_k / (32 * c.num_warps) if norms_from_tile or c.norms_in_loop else 0
-        regs = (1.0 if acc_regs <= 64 else 0.85) * (1.0 if tile_regs <= 32 else 0.85)
+        roomy = 128 if c.warp_specialize else 64  # consumers get 232 registers (setmaxnreg)
+        regs = (1.0 if acc_regs <= roomy else 0.85) * (1.0 if tile_regs <= 32 else 0.85)
         epi = 1.0 if backward or c.block_n // max(c.epilogue_split, 1) <= 64 else 0.9
         bonus = 1.05 if c.tma and not norms_from_tile else 1.0  # the conv's TMA kernel is not persistent
+        if c.warp_specialize:  # a producer warpgroup keeps the MMAs fed (unmeasured: a guess
+            bonus *= 1.1  # that keeps a few in a dozen picks; the sweep decides)
         if (
             c.tma and c.norms_in_loop and not backward
         ):  # spares the x norm pass: M*K bytes at ~4.8 TB/s against
@@ -240,11 +287,11 @@ def rank_configs(
     # stable: equal scores keep the space order
     left = sorted(configs, key=score, reverse=True)
     scores = {c: score(c) for c in left}
-    taken: dict[tuple[int, int, bool, bool], int] = {}
+    taken: dict[tuple[int, int, bool, bool, bool], int] = {}
     ranked: list[TileConfig] = []
 
-    def family(c: TileConfig) -> tuple[int, int, bool, bool]:
-        return c.block_m, c.block_n, c.tma, c.norms_in_loop
+    def family(c: TileConfig) -> tuple[int, int, bool, bool, bool]:
+        return c.block_m, c.block_n, c.tma, c.norms_in_loop, c.warp_specialize
 
     while left:
         best = max(left, key=lambda c: scores[c] * 0.8 ** taken.get(family(c), 0))

@@ -263,6 +263,7 @@ def yat_dense_fwd_tma_kernel(
     EPILOGUE_SPLIT: tl.constexpr,
     TMA_STORE: tl.constexpr,
     X_NORMS_IN_LOOP: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -278,6 +279,12 @@ def yat_dense_fwd_tma_kernel(
     X_NORMS_IN_LOOP: ||x_i||^2 is summed from the x tiles the main loop loads (written to
     nx_ptr by the pid_n == 0 tiles when STORE_S), sparing the norm pass over x; ||w_j||^2
     always comes from nw_ptr, so the epilogue can still be split.
+    WARP_SPECIALIZE: the main loop is warp-specialized (Triton's Hopper pass): a producer
+    warpgroup issues the TMA copies on few registers while two consumer warpgroups of
+    num_warps (4) warps, one per 64-row half of the tile, run the MMAs and the epilogue on
+    the registers it gives up, so a 128x256 accumulator fits without spilling. The pass
+    takes neither a flattened tile loop nor TMA stores nor a split epilogue: the launcher
+    passes pointers and EPILOGUE_SPLIT = 1 (`TileConfig.warp_specialize`).
     The other pointers and constexprs are those of `yat_dense_fwd_kernel` (fp16 / bf16 /
     fp32 io only).
 
@@ -296,13 +303,13 @@ def yat_dense_fwd_tma_kernel(
     # The epilogue recomputes its tile from a second counter: keeping (pid_m, pid_n) of the
     # main loop alive across the flattened loop costs registers and confuses pipelining.
     tile_c = start - step
-    for tile in tl.range(start, num_tiles, step, flatten=True):
+    for tile in tl.range(start, num_tiles, step, flatten=not WARP_SPECIALIZE):
         pid_m, pid_n = grouped_tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
         m0 = pid_m * BLOCK_M
         n0 = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         nx = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        for ki in range(k_tiles):
+        for ki in tl.range(k_tiles, warp_specialize=WARP_SPECIALIZE):
             a = x_desc.load([m0, ki * BLOCK_K])
             b = w_desc.load([n0, ki * BLOCK_K])
             if X_NORMS_IN_LOOP:
@@ -979,6 +986,7 @@ def yat_dense_bwd_gemm_tma_kernel(
     INT64: tl.constexpr,
     A_T: tl.constexpr,
     B_T: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -991,20 +999,21 @@ def yat_dense_bwd_gemm_tma_kernel(
             a^T (KD, R), block (BLOCK_K, BLOCK_M) (dW's gs^T).
     b_desc: descriptor of b (KD, C), block (BLOCK_K, BLOCK_N); with B_T, of b^T (C, KD),
             block (BLOCK_N, BLOCK_K).
-    e, v, c and the constexprs as in `yat_dense_bwd_gemm_kernel`. Program walk and
-    pipelining as in `yat_dense_fwd_tma_kernel`.
+    e, v, c and the constexprs as in `yat_dense_bwd_gemm_kernel`. Program walk, pipelining
+    and WARP_SPECIALIZE as in `yat_dense_fwd_tma_kernel` (its plain epilogue takes 128x256
+    tiles warp-specialized without spilling, `dense_backward_ws_space`).
     """
     start = tl.program_id(0)
     step = tl.num_programs(0)
     num_tiles = tl.cdiv(R, BLOCK_M) * tl.cdiv(C, BLOCK_N)
     k_tiles = tl.cdiv(KD, BLOCK_K)
     tile_c = start - step
-    for tile in tl.range(start, num_tiles, step, flatten=True):
+    for tile in tl.range(start, num_tiles, step, flatten=not WARP_SPECIALIZE):
         pid_m, pid_n = grouped_tile(tile, R, C, BLOCK_M, BLOCK_N, GROUP_M)
         m0 = pid_m * BLOCK_M
         n0 = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for ki in range(k_tiles):
+        for ki in tl.range(k_tiles, warp_specialize=WARP_SPECIALIZE):
             k0 = ki * BLOCK_K
             if A_T:
                 a = a_desc.load([k0, m0]).T
@@ -1035,13 +1044,22 @@ def yat_dense_bwd_gemm_tma_kernel(
 # Config space and defaults (pure Python: no torch here).
 
 
-def dense_config_space(*, include_norms_in_loop: bool = True, include_tma: bool = True) -> list[TileConfig]:
+def dense_config_space(
+    *, include_norms_in_loop: bool = True, include_tma: bool = True, include_warp_specialize: bool = True
+) -> list[TileConfig]:
     """Candidate tiles for the GEMM-like dense kernels (wgmma-friendly multiples of 64).
 
     The epilogue split keeps >= 32 columns per slice; the in-loop-norms variant only runs
     unsplit (its ||w||^2 lives in registers, not in memory to reload per slice); the
     persistent TMA kernel (`tma`) takes every split, its `norms_in_loop` summing ||x||^2
     only (||w||^2 from the norm pass).
+
+    Warp-specialized TMA forwards (`warp_specialize`, `yat_dense_fwd_tma_kernel`) only where
+    Triton's Hopper pass takes them and they do not spill (sm_90 compiles with Triton 3.6,
+    `python -m autotune.inspect --config 128x128x64:4:4:tma:ws`): 4 warps a consumer
+    warpgroup, 128-row tiles (one 64-row half per consumer; a 64-row tile fails the pass),
+    unsplit and without in-loop norms (both fail the pass), at most 128 columns (a 64x256
+    half spills 82 registers' worth even at the 232 the consumers get).
     """
     variants = [(False, 1, False), (False, 2, False), (False, 4, False)]
     if include_norms_in_loop:
@@ -1050,7 +1068,7 @@ def dense_config_space(*, include_norms_in_loop: bool = True, include_tma: bool 
         variants += [(False, 1, True), (False, 2, True), (False, 4, True)]
         if include_norms_in_loop:  # the TMA kernel sums only ||x||^2 in its loop: any split
             variants += [(True, 1, True), (True, 2, True), (True, 4, True)]
-    return [
+    space = [
         TileConfig(bm, bn, bk, 8, w, st, norms_in_loop=nil, epilogue_split=split, tma=tma)
         for bm in (64, 128, 256)
         for bn in (64, 128, 256)
@@ -1060,17 +1078,52 @@ def dense_config_space(*, include_norms_in_loop: bool = True, include_tma: bool 
         for nil, split, tma in variants
         if bn // split >= 32 and (bm * bn >= 64 * 128 or w == 4)
     ]
+    if include_tma and include_warp_specialize:
+        space += warp_specialized_tiles((64, 128))
+    return space
+
+
+def warp_specialized_tiles(widths: tuple[int, ...]) -> list[TileConfig]:
+    """Warp-specialized persistent TMA tiles of `widths` columns: 128 rows (one 64-row
+    half per 4-warp consumer warpgroup), K tiles of 64 or 128, 2-5 stages. The forward
+    takes 64 and 128 columns (`dense_config_space`); the backward GEMMs, whose epilogue is
+    plain, 256 too (`dense_backward_ws_space`)."""
+    return [
+        TileConfig(128, bn, bk, 8, 4, st, tma=True, warp_specialize=True)
+        for bn in widths
+        for bk in (64, 128)
+        for st in (2, 3, 4, 5)
+    ]
+
+
+def dense_backward_ws_space() -> list[TileConfig]:
+    """Warp-specialized tiles of the backward GEMMs (`yat_dense_bwd_gemm_tma_kernel`), on
+    top of the forward's tiles (`autotune.sweep.backward_tiles`): their epilogue is a plain
+    c = acc + 2 e v, so a 128x256 tile, a 64x256 accumulator half on each consumer, fits
+    without spills where the forward's ⵟ epilogue does not (sm_90 compiles with Triton
+    3.6 of the bf16 4096^3 dx and dW GEMMs: 232 registers a consumer thread, no spills,
+    229,608 B of shared memory on 4 stages)."""
+    return warp_specialized_tiles((64, 128, 256))
 
 
 def prune_dense_configs(
-    configs: list[TileConfig], M: int, N: int, K: int, elem_bytes: int, *, tma_staging: bool = True
+    configs: list[TileConfig],
+    M: int,
+    N: int,
+    K: int,
+    elem_bytes: int,
+    *,
+    tma_staging: bool = True,
+    backward: bool = False,
 ) -> list[TileConfig]:
     """Fit configs to the problem and drop those that cannot fit on sm_90.
 
     Tiles larger than the next power of two of their dimension (>= 16, the MMA minimum)
     only waste lanes, so they are clipped to it (the epilogue split with them, keeping
     >= 16 columns a slice); what the clipping makes identical is kept once.
-    `tma_staging`: as `pipelined_smem_bytes` takes it.
+    `tma_staging`, `backward` (tiles of the backward GEMMs): as `pipelined_smem_bytes`
+    takes them. Warp-specialized tiles only for 16-bit io (fp32 through FMA or TF32 does
+    not split cleanly: sm_90 compiles of the backward GEMM in fp32 spill thousands).
     """
     kept: dict[TileConfig, None] = {}
     for cfg in configs:
@@ -1079,7 +1132,11 @@ def prune_dense_configs(
         bk = min(cfg.block_k, max(16, next_pow2(K)))
         split = max(1, min(cfg.epilogue_split, bn // 16))
         fitted = replace(cfg, block_m=bm, block_n=bn, block_k=bk, epilogue_split=split)
-        if fits_sm90(fitted, elem_bytes, tma_staging=tma_staging):
+        # a 128-row tile clipped to fewer rows does not compile warp-specialized
+        compiles = fitted.warp_specialize_problem() is None
+        if fitted.warp_specialize and elem_bytes != 2:
+            compiles = False
+        if compiles and fits_sm90(fitted, elem_bytes, tma_staging=tma_staging, backward=backward):
             kept.setdefault(fitted)
     return list(kept)
 

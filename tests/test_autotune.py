@@ -134,6 +134,34 @@ def test_time_capped_runs_measure_what_matters_first(tiny_suite: Path, tmp_path:
     assert "eager_ref" in measured[3:] and "yat_triton" not in measured[3:], measured
 
 
+def test_sweep_records_a_warp_specialization_fallback_as_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warp-specialized tile that this Triton runs unspecialized (the launcher's
+    WarpSpecializationFallback) becomes an error row saying why, not a timing under a name
+    it did not run as; the other rows are measured as usual."""
+    import warnings
+
+    import yat_triton._launch as launch_mod
+    from kernels._common import TileConfig
+
+    def refuse(call: object) -> object:
+        if call.kwargs.get("WARP_SPECIALIZE"):
+            warnings.warn("k: warp specialization does not compile", launch_mod.WarpSpecializationFallback, 2)
+            return launch_mod.unspecialized(call)
+        return call
+
+    monkeypatch.setattr(launch_mod, "unless_warp_specialization_fails", refuse)
+    ws = TileConfig(128, 64, 32, 2, 4, 2, tma=True, warp_specialize=True)
+    monkeypatch.setattr(sweep, "config_space", lambda *a, **k: ([ws], []))
+    task = sweep.Task("dense", {"M": 130, "N": 72, "K": 32}, "bfloat16", "fwd")
+    with ResultsDB(tmp_path / "ws.db") as db:
+        rows = [r for r in sweep._run_task(db, task, sweep.environment(), "cpu", 2, "none")]
+    ours = {json.loads(r.config).get("warp_specialize", False): r for r in rows if r.provider == "yat_triton"}
+    assert ours[True].status == "error" and "warp specialization does not compile" in ours[True].reason
+    assert ours[True].median_ms is None and ours[False].status == "ok"
+
+
 def test_shards_split_the_work(tiny_suite: Path, tmp_path: Path) -> None:
     suite = sweep.load_suite("quick")
     todo = sweep.tasks(suite, ["dense"], ["fwd", "bwd"], ["float32"])
@@ -322,6 +350,37 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
         ("conv2d", "fwd"),
     }  # fmt: skip
     assert {ln["shape"] for ln in lines if ln["op"] == "dense"} == {"24x40x32"}
+
+
+def test_breakdown_times_the_warp_specialized_forward_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --tma the warp-specialized tiles are the breakdown's last phases (the newest
+    compiler path: a hang there loses nothing else), and --no-warp-specialize leaves them
+    out; they run the forward and the backward GEMMs on warp-specialized tiles, and a
+    problem too small for one, or in fp32, has none."""
+    from autotune import breakdown
+
+    fwd, bwd = breakdown.dense_ws_lines(130, 72, 32, torch.bfloat16, "cpu")
+    assert {(ln.op, ln.phase) for ln in fwd + bwd} == {("dense-tma-ws", "fwd"), ("dense-tma-ws", "bwd")}
+    assert "yat_dense_fwd_tma_kernel" in {ln.what for ln in fwd}
+    assert "yat_dense_bwd_gemm_tma_kernel" in {ln.what for ln in bwd}
+    assert list(breakdown.dense_ws_lines(24, 40, 32, torch.bfloat16, "cpu")) == []
+    assert list(breakdown.dense_ws_lines(130, 72, 32, torch.float32, "cpu")) == []  # 16-bit io only
+
+    def stub(op: str) -> object:
+        return lambda *a, **k: iter([[breakdown.Line(op, "fwd", "k", "-", 1.0)]])
+
+    for name, op in (("dense_lines", "dense"), ("conv_lines", "conv2d"), ("dense_ws_lines", "dense-tma-ws")):
+        monkeypatch.setattr(breakdown, name, stub(op))
+    out = tmp_path / "b.jsonl"
+    for flags, ops in (
+        (["--tma"], ["dense", "conv2d", "dense-tma-ws"]),
+        (["--tma", "--no-warp-specialize"], ["dense", "conv2d"]),
+        ([], ["dense", "conv2d"]),
+    ):
+        breakdown.main([*flags, "--json-out", str(out)])
+        assert [json.loads(s)["op"] for s in out.read_text().splitlines()] == ops, flags
 
 
 def test_gpu_script_parses_its_options(tmp_path: Path) -> None:

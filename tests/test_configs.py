@@ -15,7 +15,7 @@ import triton
 from oracle import yat_dense_ref
 from tolerances import assert_close
 
-from kernels._common import SM90_SMEM_BYTES, TileConfig, pipelined_smem_bytes
+from kernels._common import SM90_SMEM_BYTES, TileConfig, fits_sm90, pipelined_smem_bytes
 from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
 from yat_triton.dense import dense_fwd, plan_bwd_gemm
 
@@ -494,3 +494,185 @@ def test_host_cdiv_and_next_pow2_match_triton() -> None:
     for a in range(0, 50):
         for b in range(1, 9):
             assert cdiv(a, b) == triton.cdiv(a, b), (a, b)
+
+
+# ---------------------------------------------------------------------------------------
+# Warp-specialized forward tiles
+
+
+WS_TILE = TileConfig(128, 64, 32, 2, 4, 2, tma=True, warp_specialize=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_warp_specialized_forward_matches_oracle(dtype: torch.dtype, device: str) -> None:
+    """The warp-specialized TMA forward saving s for backward, with bias, on ragged edges
+    (two row tiles, the second 22 rows; 2 column tiles): y, s and both norms against the
+    oracle; it stores through pointers (the pass takes no TMA stores). On a GPU this is
+    the GPU script's canary: the 16-bit kernels must really be split into a producer and
+    two consumer warpgroups (3 x 4 warps), and a hang or a wrong result keeps the
+    warp-specialized tiles out of that run's sweep."""
+    from yat_triton.dense import plan_dense_fwd
+
+    gen = torch.Generator().manual_seed(13)
+    M, N, K = 150, 104, 72  # K * 2 and K * 4 bytes are multiples of 16: TMA-ready rows
+    x, w, b = (torch.randn(*shape, generator=gen).to(dtype).to(device) for shape in ((M, K), (N, K), (N,)))
+    (y, s, nx, nw), calls = plan_dense_fwd(x, w, b, None, 1.5, None, 1e-3, "ieee", True, WS_TILE)
+    fwd = calls[-1]
+    assert fwd.kernel.fn.__name__ == "yat_dense_fwd_tma_kernel"
+    assert fwd.kwargs["WARP_SPECIALIZE"] is True and fwd.kwargs["TMA_STORE"] is False
+    assert fwd.kwargs["EPILOGUE_SPLIT"] == 1 and fwd.kwargs["num_warps"] == 4
+    if device == "cuda" and dtype != torch.float32:  # (fp32 has no warp-specialized tiles)
+        compiled = fwd.kernel.warmup(*fwd.args, grid=fwd.grid, **fwd.kwargs)
+        assert compiled.metadata.num_warps == 12, "Triton did not warp-specialize the main loop"
+    for call in calls:
+        call.run()
+    x, w, b = x.cpu(), w.cpu(), b.cpu()
+    assert_close(y, yat_dense_ref(x, w, b, 1.5, 1e-3), dtype, reduction=K, what="y")
+    assert_close(s, x.double() @ w.double().t(), torch.float32, reduction=K, what="saved s")
+    assert_close(nx, (x.double() ** 2).sum(1), torch.float32, reduction=K, what="||x||^2")
+    assert_close(nw, (w.double() ** 2).sum(1), torch.float32, reduction=K, what="||w||^2")
+
+
+def test_warp_specialized_tiles_in_the_space() -> None:
+    """The dense space offers warp-specialized tiles only as Triton's Hopper pass compiles
+    them (TMA, 128 rows, 4-warp consumers, unsplit, norms from the pass, 16-bit io), within
+    sm_90's shared memory as they stage s (sm_90 compile, bf16 128x128x64 on 5 stages
+    saving s: 229,712 B); a big GEMM's capped sweep tries some; the backward gets its own,
+    up to 128x256 (its plain epilogue does not spill there); `warp_specialize=False`
+    leaves them all out."""
+    from autotune import sweep
+
+    space = dense_config_space()
+    ws = [c for c in space if c.warp_specialize]
+    assert ws and all(c.warp_specialize_problem() is None for c in ws)
+    assert {c.block_n for c in ws} == {64, 128} and all(c.consumer_warps == 8 for c in ws)
+    assert not any(c.warp_specialize for c in dense_config_space(include_warp_specialize=False))
+    five = TileConfig(128, 128, 64, 8, 4, 5, tma=True, warp_specialize=True)
+    assert 229712 <= pipelined_smem_bytes(five, 2) <= SM90_SMEM_BYTES
+    assert pipelined_smem_bytes(replace_(five, block_k=128, num_stages=3), 2) > SM90_SMEM_BYTES
+    big = {"M": 4096, "N": 4096, "K": 4096}
+    kept, _ = sweep.config_space("dense", big, 2)
+    assert any(c.warp_specialize for c in kept[:11])  # a capped sweep (12 with the default) tries some
+    assert not any(c.warp_specialize for c in sweep.config_space("dense", big, 2, warp_specialize=False)[0])
+    bwd = sweep.backward_tiles("dense", big, kept, 2)
+    assert {c.block_n for c in bwd if c.warp_specialize} == {64, 128, 256}
+    assert all(fits_sm90(c, 2, backward=True) for c in bwd)
+    wide = TileConfig(128, 256, 64, 8, 4, 4, tma=True, warp_specialize=True)  # measured 229,608 B
+    assert 229608 <= pipelined_smem_bytes(wide, 2, backward=True) <= SM90_SMEM_BYTES
+    no_ws = sweep.backward_tiles("dense", big, kept, 2, warp_specialize=False)
+    assert not any(c.warp_specialize for c in no_ws)
+    # fp32 io: none (through FMA or TF32 the pass does not split the backward GEMMs cleanly)
+    assert not any(c.warp_specialize for c in sweep.backward_tiles("dense", big, kept, 4))
+    assert not any(c.warp_specialize for c in sweep.config_space("dense", big, 4)[0])
+    # clipped below 128 rows a tile would not compile: a small M drops them
+    assert not any(c.warp_specialize for c in prune_dense_configs(space, 64, 4096, 4096, 2))
+
+
+def replace_(cfg: TileConfig, **changes: object) -> TileConfig:
+    from dataclasses import replace
+
+    return replace(cfg, **changes)
+
+
+def test_warp_specialize_in_configs_files_and_names() -> None:
+    """Written only when set (files of tiles without it read as before), named "_ws", and
+    refused in a winners file on a tile the pass cannot compile."""
+    from yat_triton.tuning import config_from_dict
+
+    plain = TileConfig(128, 128, 64, 8, 4, 4, tma=True)
+    assert "warp_specialize" not in plain.as_dict()
+    ws = replace_(plain, warp_specialize=True)
+    assert ws.as_dict()["warp_specialize"] is True and ws.name.endswith("_tma_ws")
+    assert config_from_dict(ws.as_dict()) == ws and config_from_dict(plain.as_dict()) == plain
+    for bad in (
+        {"tma": False},
+        {"num_warps": 8},
+        {"block_m": 64},
+        {"epilogue_split": 2},
+        {"norms_in_loop": True},
+    ):
+        with pytest.raises(ValueError, match="warp_specialize needs"):
+            config_from_dict({**ws.as_dict(), **bad})
+    with pytest.raises(ValueError, match="true or false"):
+        config_from_dict({**ws.as_dict(), "warp_specialize": 1})
+
+
+def test_warp_specialization_falls_back_where_it_does_not_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warp-specialized launch whose compile fails on the GPU (Triton 3.9's pass refuses
+    what 3.6's compiles) runs without warp specialization on its consumers' 8 warps, with
+    a WarpSpecializationFallback each time (the compile is tried once); one that compiles
+    runs as it is; planning compiles nothing; off a GPU nothing is tried."""
+    import yat_triton._launch as launch_mod
+    from yat_triton._launch import KernelCall, WarpSpecializationFallback
+
+    class Kernel:
+        def __init__(self, fails: bool) -> None:
+            self.fails, self.compiles = fails, 0
+            self.fn = type("Fn", (), {"__name__": "k"})
+
+        def warmup(self, *args: object, **kwargs: object) -> None:
+            self.compiles += 1
+            if self.fails:
+                raise RuntimeError("PassManager::run failed")
+
+    launched: list[tuple[object, dict]] = []
+    monkeypatch.setattr(launch_mod, "INTERPRETING", False)
+    monkeypatch.setattr(launch_mod, "launch", lambda k, grid, *a, **kw: launched.append((k, kw)))
+    monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cuda"))
+    bad, good = Kernel(True), Kernel(False)
+    call = KernelCall(bad, (1,), (3,), {"WARP_SPECIALIZE": True, "num_warps": 4})
+    for _ in range(2):
+        with pytest.warns(WarpSpecializationFallback, match="warp specialization does not compile"):
+            call.run()
+    assert [kw for _, kw in launched] == [{"WARP_SPECIALIZE": False, "num_warps": 8}] * 2
+    assert bad.compiles == 1
+    KernelCall(good, (1,), (3,), {"WARP_SPECIALIZE": True, "num_warps": 4}).run()
+    assert launched[-1] == (good, {"WARP_SPECIALIZE": True, "num_warps": 4})
+    KernelCall(bad, (1,), (4,), {"WARP_SPECIALIZE": False}).run()
+    assert launched[-1] == (bad, {"WARP_SPECIALIZE": False}) and bad.compiles == 1
+    monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cpu"))
+    KernelCall(bad, (1,), (5,), {"WARP_SPECIALIZE": True, "num_warps": 4}).run()
+    assert launched[-1][1]["WARP_SPECIALIZE"] is True and bad.compiles == 1
+
+
+WS_COMPILE = """
+import dataclasses, json, torch
+from autotune.inspect import compile_sm90
+from kernels._common import TileConfig
+from yat_triton._launch import unspecialized
+from yat_triton.dense import plan_dense_fwd
+
+x, w = (torch.empty(4096, 4096, dtype=torch.bfloat16, device="meta") for _ in range(2))
+cfg = TileConfig(128, 128, 64, 8, 4, 4, tma=True, warp_specialize=True)
+call = plan_dense_fwd(x, w, None, None, 1.0, None, 1e-5, "ieee", True, cfg)[1][-1]
+for how, launch in (("ws", call), ("plain", unspecialized(call))):
+    try:
+        print(json.dumps({"how": how, **dataclasses.asdict(compile_sm90(launch))}))
+    except Exception as e:
+        print(json.dumps({"how": how, "error": f"{type(e).__name__}: {e}"[:300]}))
+"""
+
+
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+def test_warp_specialized_forward_compiles_for_sm90_or_runs_plain() -> None:
+    """Statically, a 4096^3 bf16 forward saving s on a warp-specialized 128x128x64 tile:
+    with a Triton whose Hopper pass takes it (3.6, the GPU machine's) it is split into a
+    producer and two 4-warp consumer warpgroups, wgmma, no spills, within the shared
+    memory `fits_sm90` plans; the launch the launcher falls back to where the pass refuses
+    it (3.9) compiles with wgmma and no spills too."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-c", WS_COMPILE]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = {r["how"]: r for r in map(json.loads, done.stdout.splitlines()[-2:])}
+    ws, plain = reports["ws"], reports["plain"]
+    if "error" in ws:
+        assert "PassManager::run failed" in ws["error"], ws
+    else:
+        assert ws["warps"] == 12 and ws["asked_warps"] == 4, ws
+        cfg = TileConfig(128, 128, 64, 8, 4, 4, tma=True, warp_specialize=True)
+        assert 0 < ws["shared_bytes"] <= pipelined_smem_bytes(cfg, 2), ws
+    for r in ([ws] if "error" not in ws else []) + [plain]:
+        assert r["kernel"] == "yat_dense_fwd_tma_kernel" and r["hgmma"] > 0, r
+        assert r["stack_bytes"] == 0 and r["spill_stores"] == 0, r
+    assert plain["warps"] == plain["asked_warps"] == 8, plain

@@ -763,6 +763,32 @@ def test_tma_kernels_end_to_end(dtype, device, launched):
     assert gemms == [expected] * 2, names
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_warp_specialized_backward_matches_oracle(dtype, device, launched):
+    """The backward GEMMs on a warp-specialized 128x256 TMA tile (dx reads gs, dW gs^T in
+    transposed boxes; two row tiles each, ragged), every gradient against the oracle (fp16
+    keeps its GEMMs on the pointer kernel, whose gs is fp32). On a GPU, part of the GPU
+    script's canary: the bf16 GEMMs must be split into a producer and two 4-warp consumer
+    warpgroups."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    tile = TileConfig(128, 256, 64, 2, 4, 2, tma=True, warp_specialize=True)
+    inp = make_inputs((150,), 136, 72, dtype, device, seed=23)
+    with forced_config("dense", "bwd", tile):
+        check_against_oracle(inp)
+    gemms = [c for c in launched if "bwd_gemm" in c.kernel.fn.__name__]
+    expected = "yat_dense_bwd_gemm_kernel" if dtype == torch.float16 else "yat_dense_bwd_gemm_tma_kernel"
+    assert [c.kernel.fn.__name__ for c in gemms] == [expected] * 2
+    if dtype == torch.bfloat16:
+        assert all(c.kwargs["WARP_SPECIALIZE"] and c.kwargs["num_warps"] == 4 for c in gemms)
+        assert [c.kwargs["BLOCK_M"] for c in gemms] == [128, 128]
+    if device == "cuda" and dtype == torch.bfloat16:
+        for c in gemms:
+            compiled = c.kernel.warmup(*c.args, grid=c.grid, **c.kwargs)
+            assert compiled.metadata.num_warps == 12, "Triton did not warp-specialize the backward GEMM"
+
+
 def test_eager_launches_skip_the_graph_dispatcher(device, monkeypatch):
     """Eager launches call the kernel directly; wrap_triton (the higher-order-op path that
     lets a graph record the kernel) only runs while a dispatch mode traces, on a GPU: an

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+import triton
 from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 from torch._subclasses.functional_tensor import FunctionalTensor
@@ -213,8 +215,9 @@ def resident_programs(call: KernelCall, device: torch.device) -> int:
         compiled = call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
         compiled._init_handles()
         props = _cuda_props(_index(device))
+        warps = getattr(compiled.metadata, "num_warps", call.kwargs.get("num_warps", 4))  # + producer's
         known = programs_per_sm(
-            compiled.n_regs, compiled.metadata.shared, call.kwargs.get("num_warps", 4),
+            compiled.n_regs, compiled.metadata.shared, warps,
             regs_per_sm=getattr(props, "regs_per_multiprocessor", 65536),
             shared_per_sm=getattr(props, "shared_memory_per_multiprocessor", 233472),
             threads_per_sm=getattr(props, "max_threads_per_multi_processor", 2048),
@@ -223,6 +226,54 @@ def resident_programs(call: KernelCall, device: torch.device) -> int:
         known = 1
     _RESIDENT[key] = known
     return known
+
+
+_WARP_SPECIALIZE_FAILED: dict[tuple[Any, ...], str] = {}  # why it does not compile, or ""
+
+
+class WarpSpecializationFallback(RuntimeWarning):
+    """A warp-specialized launch ran without warp specialization: this Triton cannot compile
+    it (`unless_warp_specialization_fails`). The sweep and the breakdown raise it as an
+    error, so that no timing is recorded under a tile it did not run as."""
+
+
+def unless_warp_specialization_fails(call: KernelCall) -> KernelCall:
+    """`call` (a kernel taking the WARP_SPECIALIZE constexpr), or, on a GPU where this Triton
+    cannot compile it, the same launch without warp specialization (`unspecialized`), with
+    a `WarpSpecializationFallback` warning each time. Triton's Hopper pass takes a narrow
+    set of loops and changes between versions: 3.6 compiles the dense kernels'
+    warp-specialized tiles, 3.9 fails them, so a winner tuned with one still runs with the
+    other. The compile is tried once per kernel specialization (Triton caches it), when
+    the call runs (`KernelCall.run`): planning and recording compile nothing, so the sweep
+    still compiles its tiles in parallel first."""
+    device = call.device()
+    if not call.kwargs.get("WARP_SPECIALIZE") or INTERPRETING or device is None or device.type != "cuda":
+        return call
+    key = (call.kernel, tuple(sorted(call.kwargs.items())), tuple(map(_arg_key, call.args)))
+    if key not in _WARP_SPECIALIZE_FAILED:
+        try:
+            call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
+            _WARP_SPECIALIZE_FAILED[key] = ""
+        except Exception as e:  # noqa: BLE001 (any compile failure: run it unspecialized)
+            _WARP_SPECIALIZE_FAILED[key] = f"{type(e).__name__}: {str(e)[:200]}"
+    reason = _WARP_SPECIALIZE_FAILED[key]
+    if not reason:
+        return call
+    warnings.warn(
+        f"{call.kernel.fn.__name__}: warp specialization does not compile with Triton "
+        f"{triton.__version__} here ({reason}); running the tile without it",
+        WarpSpecializationFallback,
+        stacklevel=2,
+    )
+    return unspecialized(call)
+
+
+def unspecialized(call: KernelCall) -> KernelCall:
+    """A warp-specialized launch without warp specialization: the same tile on the warps
+    its two consumer warpgroups had (on its own num_warps alone, a 128x128 tile saving s
+    spills: Triton 3.9 sm_90 compile, 255 registers)."""
+    warps = 2 * call.kwargs.get("num_warps", 4)
+    return replace(call, kwargs={**call.kwargs, "WARP_SPECIALIZE": False, "num_warps": warps})
 
 
 @dataclass
@@ -242,20 +293,25 @@ class KernelCall:
     kwargs: dict[str, Any] = field(default_factory=dict)
     persistent_tiles: int = 0
 
+    def device(self) -> torch.device | None:
+        """The device of the first tensor (or TMA descriptor's tensor) among the args."""
+        return next(
+            (t.device for t in (getattr(a, "base", a) for a in self.args) if isinstance(t, Tensor)), None
+        )
+
     def launch_grid(self) -> tuple[int, ...]:
         """The grid `run` launches."""
         if self.persistent_tiles <= 0 or INTERPRETING:
             return self.grid
-        device = next(
-            (t.device for t in (getattr(a, "base", a) for a in self.args) if isinstance(t, Tensor)), None
-        )
+        device = self.device()
         if device is None or device.type != "cuda":
             return self.grid
         per_sm = resident_programs(self, device)
         return (max(1, min(self.persistent_tiles, self.grid[0] * per_sm)),)
 
     def run(self) -> None:
-        launch(self.kernel, self.launch_grid(), *self.args, **self.kwargs)
+        call = unless_warp_specialization_fails(self) if self.kwargs.get("WARP_SPECIALIZE") else self
+        launch(call.kernel, call.launch_grid(), *call.args, **call.kwargs)
 
 
 @contextlib.contextmanager

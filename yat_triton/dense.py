@@ -149,8 +149,10 @@ def plan_dense_fwd(
         # the store staging fits next to the pipeline (a tile not pruned for sm_90 fits; a
         # forced or foreign one saving s may not: pointer stores need less)
         width = cfg.block_n // cfg.epilogue_split
-        tma_store = tma_ready(y, *([s] if save_for_backward else [])) and (
-            not save_for_backward or pipelined_smem_bytes(cfg, x.element_size()) <= SM90_SMEM_BYTES
+        tma_store = (
+            not cfg.warp_specialize
+            and tma_ready(y, *([s] if save_for_backward else []))
+            and (not save_for_backward or pipelined_smem_bytes(cfg, x.element_size()) <= SM90_SMEM_BYTES)
         )
         y_out = TensorDescriptor.from_tensor(y, [cfg.block_m, width]) if tma_store else y
         s_out = (
@@ -163,7 +165,8 @@ def plan_dense_fwd(
              *operands, nx, nw, y_out, s_out, M, N, K,
              y.stride(0), y.stride(1), N if save_for_backward else 0, 1, alpha_value, eps_value),
             dict(epilogue, INT64=needs_int64(y, s), EPILOGUE_SPLIT=cfg.epilogue_split,
-                 TMA_STORE=tma_store, X_NORMS_IN_LOOP=cfg.norms_in_loop),
+                 TMA_STORE=tma_store, X_NORMS_IN_LOOP=cfg.norms_in_loop,
+                 WARP_SPECIALIZE=cfg.warp_specialize),
             persistent_tiles=tiles,
         ))  # fmt: skip
         return (y, s, nx, nw), calls
@@ -262,7 +265,8 @@ def plan_bwd_gemm(
         call = KernelCall(
             yat_dense_bwd_gemm_tma_kernel, (persistent_programs(e.device, tiles),),
             (a_tma[0], b_tma[0], e, v, c, R, C, KD, *vp, e.stride(0), e.stride(1), c.stride(0), c.stride(1)),
-            dict(shared, INT64=needs_int64(e, c), A_T=a_tma[1], B_T=b_tma[1]),
+            dict(shared, INT64=needs_int64(e, c), A_T=a_tma[1], B_T=b_tma[1],
+                 WARP_SPECIALIZE=cfg.warp_specialize),
             persistent_tiles=tiles,
         )  # fmt: skip
         return c, [call]

@@ -141,7 +141,8 @@ def config_from_dict(d: object) -> TileConfig:
     """A TileConfig from its fields (as `TileConfig.as_dict` writes them), or ValueError.
 
     Blocks are powers of two >= 16 (the MMA minimum), num_warps and epilogue_split powers of
-    two, group_m and num_stages >= 1, norms_in_loop and tma bools.
+    two, group_m and num_stages >= 1, norms_in_loop, tma and warp_specialize bools (the
+    last only on a tile that compiles with it, `TileConfig.warp_specialize_problem`).
     """
     if not isinstance(d, dict):
         raise ValueError(f"config must be an object of TileConfig fields, got {type(d).__name__}")
@@ -152,14 +153,18 @@ def config_from_dict(d: object) -> TileConfig:
     if missing:
         raise ValueError(f"config lacks the fields {missing}")
     for name, value in d.items():
-        if name in ("norms_in_loop", "tma"):
+        if name in ("norms_in_loop", "tma", "warp_specialize"):
             if not isinstance(value, bool):
                 raise ValueError(f"config.{name} must be true or false, got {value!r}")
         elif not _is_int(value) or value < _POW2_MIN.get(name, 1):
             raise ValueError(f"config.{name} must be an int >= {_POW2_MIN.get(name, 1)}, got {value!r}")
         elif name in _POW2_MIN and value & (value - 1):
             raise ValueError(f"config.{name} must be a power of two, got {value}")
-    return TileConfig(**d)
+    config = TileConfig(**d)
+    problem = config.warp_specialize_problem()
+    if problem:
+        raise ValueError(f"config: {problem}")
+    return config
 
 
 def parse_entry(raw: object) -> TunedEntry:
@@ -372,14 +377,14 @@ def pick_dense_config(
     fit, the forced / tuned / default choice follows.
     """
     if override is not None:
-        fitted = prune_dense_configs([override], M, N, K, dtype.itemsize)
+        fitted = prune_dense_configs([override], M, N, K, dtype.itemsize, backward=mode == "bwd")
         if fitted:
             return fitted[0]
     tuned = _CACHE.forced.get(("dense", mode)) or tuned_config(
         "dense", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K}
     )
     if tuned is not None:
-        fitted = prune_dense_configs([tuned], M, N, K, dtype.itemsize)
+        fitted = prune_dense_configs([tuned], M, N, K, dtype.itemsize, backward=mode == "bwd")
         if fitted:
             return fitted[0]
     return dense_default_config(M, N, K, dtype.itemsize, interpreting=INTERPRETING)
