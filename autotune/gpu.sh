@@ -57,7 +57,7 @@ timeout 45 python -m pytest -q -x tests/test_configs.py tests/test_dense.py -k "
   | tee "$OUT/canary.log"
 if [ "${PIPESTATUS[0]}" != 0 ]; then
   WS_FLAG=(--no-warp-specialize) WS_TEST=" or $CANARY"
-  echo "warp specialization failed its canary: its tiles are left out of this run" | tee -a "$OUT/canary.log"
+  echo "warp specialization failed its canary: its tiles are left out of this run (see above)" | tee -a "$OUT/canary.log"
 fi
 
 # Kernel tests first, files named one by one (pytest keeps that order; a directory argument
