@@ -48,6 +48,22 @@ def test_forward_variants_match_oracle(cfg: TileConfig, dtype: torch.dtype, devi
     assert_close(nw, (wd * wd).sum(1), torch.float32, reduction=K, what="||w||^2")
 
 
+def run_and_check_forward(
+    calls: list, outs: tuple, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor
+) -> None:
+    """Run a planned training forward (alpha 1.5, eps 1e-3) and check y, the saved s and
+    both norm vectors against the oracle."""
+    for call in calls:
+        call.run()
+    y, s, nx, nw = outs
+    x, w, b = x.cpu(), w.cpu(), b.cpu()
+    K = x.shape[1]
+    assert_close(y, yat_dense_ref(x, w, b, 1.5, 1e-3), x.dtype, reduction=K, what="y")
+    assert_close(s, x.double() @ w.double().t(), torch.float32, reduction=K, what="saved s")
+    assert_close(nx, (x.double() ** 2).sum(1), torch.float32, reduction=K, what="||x||^2")
+    assert_close(nw, (w.double() ** 2).sum(1), torch.float32, reduction=K, what="||w||^2")
+
+
 @pytest.mark.parametrize("split", [1, 2, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("N", [100, 104])
@@ -74,13 +90,7 @@ def test_tma_persistent_forward_matches_oracle(
     if device == "cpu":  # the interpreter's two programs walk all the tiles
         assert calls[-1].grid == (2,) and calls[-1].launch_grid() == (2,), "not persistent"
     assert calls[0].args[4:6] == ((N, 0) if x_norms_in_loop else (M, N)), "rows of the norm pass"
-    for call in calls:
-        call.run()
-    x, w, b = x.cpu(), w.cpu(), b.cpu()
-    assert_close(y, yat_dense_ref(x, w, b, 1.5, 1e-3), dtype, reduction=K, what="y")
-    assert_close(s, x.double() @ w.double().t(), torch.float32, reduction=K, what="saved s")
-    assert_close(nx, (x.double() ** 2).sum(1), torch.float32, reduction=K, what="||x||^2")
-    assert_close(nw, (w.double() ** 2).sum(1), torch.float32, reduction=K, what="||w||^2")
+    run_and_check_forward(calls, (y, s, nx, nw), x, w, b)
 
 
 @pytest.mark.parametrize("case", ["row-stride-not-16B", "transposed-x", "offset-base", "in-loop-norms"])
@@ -524,13 +534,7 @@ def test_warp_specialized_forward_matches_oracle(dtype: torch.dtype, device: str
     if device == "cuda" and dtype != torch.float32:  # (fp32 has no warp-specialized tiles)
         compiled = fwd.kernel.warmup(*fwd.args, grid=fwd.grid, **fwd.kwargs)
         assert compiled.metadata.num_warps == 12, "Triton did not warp-specialize the main loop"
-    for call in calls:
-        call.run()
-    x, w, b = x.cpu(), w.cpu(), b.cpu()
-    assert_close(y, yat_dense_ref(x, w, b, 1.5, 1e-3), dtype, reduction=K, what="y")
-    assert_close(s, x.double() @ w.double().t(), torch.float32, reduction=K, what="saved s")
-    assert_close(nx, (x.double() ** 2).sum(1), torch.float32, reduction=K, what="||x||^2")
-    assert_close(nw, (w.double() ** 2).sum(1), torch.float32, reduction=K, what="||w||^2")
+    run_and_check_forward(calls, (y, s, nx, nw), x, w, b)
 
 
 def test_warp_specialized_tiles_in_the_space() -> None:
