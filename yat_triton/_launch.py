@@ -200,14 +200,18 @@ def _arg_key(a: object) -> object:
     return type(a).__name__
 
 
+def _specialization(call: KernelCall) -> tuple[Any, ...]:
+    """What one compile of `call`'s kernel is keyed on: the kernel, its constexprs and launch
+    options, and what Triton specializes the arguments on (`_arg_key`)."""
+    return call.kernel, tuple(sorted(call.kwargs.items())), tuple(map(_arg_key, call.args))
+
+
 def resident_programs(call: KernelCall, device: torch.device) -> int:
     """Programs of `call`'s compiled kernel an SM holds at once (`programs_per_sm` of its
     registers and shared memory), cached per kernel, constexprs and what Triton specializes
     the arguments on (`_arg_key`); 1 when the compiled kernel cannot be asked (its
     metadata is Triton's, read as the fused softmax tutorial does)."""
-    key = (
-        call.kernel, _index(device), tuple(sorted(call.kwargs.items())), tuple(map(_arg_key, call.args))
-    )  # fmt: skip
+    key = (_index(device), *_specialization(call))
     known = _RESIDENT.get(key)
     if known is not None:
         return known
@@ -249,7 +253,7 @@ def unless_warp_specialization_fails(call: KernelCall) -> KernelCall:
     device = call.device()
     if not call.kwargs.get("WARP_SPECIALIZE") or INTERPRETING or device is None or device.type != "cuda":
         return call
-    key = (call.kernel, tuple(sorted(call.kwargs.items())), tuple(map(_arg_key, call.args)))
+    key = _specialization(call)
     if key not in _WARP_SPECIALIZE_FAILED:
         try:
             call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
