@@ -9,7 +9,8 @@ whole call (kernels, torch glue such as partial-sum reductions, launch gaps); th
 are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
 Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS);
 "fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG); with --tma,
-op "dense-tma-ws", last: the forward on a warp-specialized tile (`dense_ws_lines`).
+op "dense-tma-ws", last: the forward and the backward on warp-specialized tiles
+(`dense_ws_lines`).
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
 median, L2 flushed; per phase also the whole call as an eager loop runs it); without one
 the kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
@@ -251,7 +252,9 @@ def dense_ws_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> I
     shape = {"M": M, "N": N, "K": K}
     kept, _ = config_space("dense", shape, dtype.itemsize)
     fwd = next((c for c in kept if c.warp_specialize), None)
-    bwd = next((c for c in backward_tiles("dense", shape, kept, dtype.itemsize) if c.warp_specialize), None)
+    ws_bwd = dtype != torch.float16  # fp16's backward GEMMs run the pointer kernel (fp32 gs)
+    bwd_tiles = backward_tiles("dense", shape, kept, dtype.itemsize, warp_specialize=ws_bwd)
+    bwd = next((c for c in bwd_tiles if c.warp_specialize), None)
     if fwd is None and bwd is None:
         return
     p = DenseProblem.make(M, N, K, dtype, device)
@@ -329,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-warp-specialize",
         action="store_true",
-        help="with --tma, leave out the warp-specialized forward (timed last otherwise)",
+        help="with --tma, leave out the forward and backward on warp-specialized tiles (timed last "
+        "otherwise)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line (instead of the table)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON lines to this file (for `report`)")

@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--no-warp-specialize",
         action="store_true",
-        help="leave the warp-specialized forward tiles out (where they fail to compile or hang: the "
-        "GPU script's canary decides)",
+        help="leave the warp-specialized tiles out, forward and backward (where they fail to compile "
+        "or hang: the GPU script's canary decides)",
     )
     sw.set_defaults(func=cmd_sweep)
     sh = sub.add_parser("show", help="best configs and speedups as a table")

@@ -425,7 +425,8 @@ def config_space(
 ) -> tuple[list[TileConfig], list[TileConfig]]:
     """(kept, pruned): configs fitted to the problem, most promising first (`rank_configs`,
     so that `--max-configs` keeps the likely winners), and those that cannot fit on sm_90.
-    `warp_specialize=False` leaves the warp-specialized forwards out of the space."""
+    `warp_specialize=False` leaves the warp-specialized forwards out of the space (the
+    conv's own space has none)."""
     M, N, K = gemm_dims(op, shape)
     dense = op == "dense" or pointwise(op, shape)  # a 1x1 conv runs on the dense kernels
     if dense:
@@ -530,7 +531,8 @@ def run_sweep(
     warp_specialize: bool = True,
 ) -> dict[str, int]:
     """Run every (task, provider, config) not yet in `db`; returns counts by status.
-    `warp_specialize=False`: no warp-specialized forward tiles (`config_space`).
+    `warp_specialize=False`: no warp-specialized tiles, forward or backward (`config_space`,
+    `backward_tiles`).
 
     The run itself (suite, options, start and end, tasks finished) is recorded in the
     database's runs table, also when stopped by Ctrl-C / SIGINT: the report reads how long
@@ -686,7 +688,9 @@ def _run_task(
         configs = [default] + [c for c in kept if c != default]
     else:  # run through the registered op with tuning.forced_config; the first row is the
         # op as it ships
-        configs = [None, *backward_tiles(task.op, task.shape, kept, elem, warp_specialize=warp_specialize)]
+        # fp16's backward GEMMs run the pointer kernel (fp32 gs): no warp-specialized tiles
+        ws = warp_specialize and task.dtype != "float16"
+        configs = [None, *backward_tiles(task.op, task.shape, kept, elem, warp_specialize=ws)]
     if max_configs is not None:
         configs = configs[:max_configs]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import triton
 import triton.language as tl
@@ -89,6 +89,14 @@ class TileConfig:
         of two consumer warpgroups (Triton's Hopper pass; a producer warpgroup comes on top)."""
         return self.num_warps * (2 if self.warp_specialize else 1)
 
+    def unspecialized(self) -> TileConfig:
+        """The tile without warp specialization, on the warps its consumer warpgroups had
+        (what a kernel or path without it runs: the pointer kernels, the conv's, a tile
+        clipped below 128 rows, 32-bit io)."""
+        if not self.warp_specialize:
+            return self
+        return replace(self, warp_specialize=False, num_warps=self.consumer_warps)
+
     def warp_specialize_problem(self) -> str | None:
         """Why this warp-specialized tile cannot compile on Hopper (Triton 3.6's pass), or
         None: it needs the persistent TMA kernels, 4-warp consumers of one 64-row half each,
@@ -133,8 +141,9 @@ def pipelined_smem_bytes(
     not persistent and stores through pointers: its pipeline plus barriers).
     A warp-specialized kernel stores through pointers, but its consumers stage the
     epilogue's layout changes in shared memory: the forward BM*BN*4 bytes when it saves s
-    (BM*BN without), a `backward` GEMM BM*BN*elem_bytes/2 (sm_90 compiles, bf16, 128x64 to
-    128x256 tiles, 2-5 stages: within 250 B of that).
+    (BM*BN without; the model takes the training forward's), a `backward` GEMM
+    BM*BN*elem_bytes/2 (sm_90 compiles, bf16, 128x64 to 128x256 tiles, 2-5 stages: within
+    250 B of that).
     """
     main = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
     if cfg.warp_specialize:

@@ -650,8 +650,11 @@ def conv_config_space(*, include_tma: bool = True) -> list[TileConfig]:
     """Candidate implicit-GEMM tiles: the dense space without the in-loop-norms variant
     (the patch norm is always summed in the loop here). `tma` tiles select
     `yat_conv_fwd_tma_kernel` for stride-1 forwards (`include_tma=False` for problems it
-    cannot take: their TMA tiles would only repeat the pointer ones)."""
-    return dense_config_space(include_norms_in_loop=False, include_tma=include_tma)
+    cannot take: their TMA tiles would only repeat the pointer ones). No warp-specialized
+    tiles: the conv kernels do not take them."""
+    return dense_config_space(
+        include_norms_in_loop=False, include_tma=include_tma, include_warp_specialize=False
+    )
 
 
 def prune_conv_configs(
@@ -659,7 +662,9 @@ def prune_conv_configs(
 ) -> list[TileConfig]:
     """As `prune_dense_configs` with K = C_in/groups: a K tile never spans two taps, so
     BLOCK_K beyond the channels per group is clipped like any oversized tile. The conv's
-    TMA kernel stores through pointers: no staging buffers."""
+    TMA kernel stores through pointers: no staging buffers. The conv kernels are not
+    warp-specialized: such a tile (a winners file's) runs unspecialized."""
+    configs = [c.unspecialized() for c in configs]
     return prune_dense_configs(configs, M, Ng, Cg, elem_bytes, tma_staging=False)
 
 

@@ -1123,7 +1123,8 @@ def prune_dense_configs(
     >= 16 columns a slice); what the clipping makes identical is kept once.
     `tma_staging`, `backward` (tiles of the backward GEMMs): as `pipelined_smem_bytes`
     takes them. Warp-specialized tiles only for 16-bit io (fp32 through FMA or TF32 does
-    not split cleanly: sm_90 compiles of the backward GEMM in fp32 spill thousands).
+    not split cleanly: sm_90 compiles of the backward GEMM in fp32 spill thousands) and
+    128 rows: others run unspecialized (`TileConfig.unspecialized`).
     """
     kept: dict[TileConfig, None] = {}
     for cfg in configs:
@@ -1132,11 +1133,9 @@ def prune_dense_configs(
         bk = min(cfg.block_k, max(16, next_pow2(K)))
         split = max(1, min(cfg.epilogue_split, bn // 16))
         fitted = replace(cfg, block_m=bm, block_n=bn, block_k=bk, epilogue_split=split)
-        # a 128-row tile clipped to fewer rows does not compile warp-specialized
-        compiles = fitted.warp_specialize_problem() is None
-        if fitted.warp_specialize and elem_bytes != 2:
-            compiles = False
-        if compiles and fits_sm90(fitted, elem_bytes, tma_staging=tma_staging, backward=backward):
+        if fitted.warp_specialize_problem() or elem_bytes != 2:  # clipped below 128 rows, or
+            fitted = fitted.unspecialized()  # 32-bit io: the same tile unspecialized
+        if fits_sm90(fitted, elem_bytes, tma_staging=tma_staging, backward=backward):
             kept.setdefault(fitted)
     return list(kept)
 

@@ -135,7 +135,7 @@ def test_time_capped_runs_measure_what_matters_first(tiny_suite: Path, tmp_path:
 
 
 def test_sweep_records_a_warp_specialization_fallback_as_an_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str
 ) -> None:
     """A warp-specialized tile that this Triton runs unspecialized (the launcher's
     WarpSpecializationFallback) becomes an error row saying why, not a timing under a name
@@ -156,7 +156,7 @@ def test_sweep_records_a_warp_specialization_fallback_as_an_error(
     monkeypatch.setattr(sweep, "config_space", lambda *a, **k: ([ws], []))
     task = sweep.Task("dense", {"M": 130, "N": 72, "K": 32}, "bfloat16", "fwd")
     with ResultsDB(tmp_path / "ws.db") as db:
-        rows = [r for r in sweep._run_task(db, task, sweep.environment(), "cpu", 2, "none")]
+        rows = list(sweep._run_task(db, task, sweep.environment(), device, 2, "none"))
     ours = {json.loads(r.config).get("warp_specialize", False): r for r in rows if r.provider == "yat_triton"}
     assert ours[True].status == "error" and "warp specialization does not compile" in ours[True].reason
     assert ours[True].median_ms is None and ours[False].status == "ok"
@@ -353,20 +353,23 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
 
 
 def test_breakdown_times_the_warp_specialized_forward_last(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str
 ) -> None:
     """With --tma the warp-specialized tiles are the breakdown's last phases (the newest
     compiler path: a hang there loses nothing else), and --no-warp-specialize leaves them
-    out; they run the forward and the backward GEMMs on warp-specialized tiles, and a
-    problem too small for one, or in fp32, has none."""
+    out; they run the forward and the backward GEMMs on warp-specialized tiles; a problem
+    too small for one, or in fp32, has none, and fp16 only the forward (its backward GEMMs
+    run the pointer kernel)."""
     from autotune import breakdown
 
-    fwd, bwd = breakdown.dense_ws_lines(130, 72, 32, torch.bfloat16, "cpu")
+    fwd, bwd = breakdown.dense_ws_lines(130, 72, 32, torch.bfloat16, device)
     assert {(ln.op, ln.phase) for ln in fwd + bwd} == {("dense-tma-ws", "fwd"), ("dense-tma-ws", "bwd")}
     assert "yat_dense_fwd_tma_kernel" in {ln.what for ln in fwd}
     assert "yat_dense_bwd_gemm_tma_kernel" in {ln.what for ln in bwd}
-    assert list(breakdown.dense_ws_lines(24, 40, 32, torch.bfloat16, "cpu")) == []
-    assert list(breakdown.dense_ws_lines(130, 72, 32, torch.float32, "cpu")) == []  # 16-bit io only
+    assert list(breakdown.dense_ws_lines(24, 40, 32, torch.bfloat16, device)) == []
+    assert list(breakdown.dense_ws_lines(130, 72, 32, torch.float32, device)) == []  # 16-bit io only
+    (fwd16,) = breakdown.dense_ws_lines(130, 72, 32, torch.float16, device)  # fp16: pointer backward GEMMs
+    assert {ln.phase for ln in fwd16} == {"fwd"}
 
     def stub(op: str) -> object:
         return lambda *a, **k: iter([[breakdown.Line(op, "fwd", "k", "-", 1.0)]])

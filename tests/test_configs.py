@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from oracle import yat_dense_ref
 from tolerances import assert_close
 
 from kernels._common import SM90_SMEM_BYTES, TileConfig, fits_sm90, pipelined_smem_bytes
+from kernels.conv import conv_config_space, prune_conv_configs
 from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
 from yat_triton.dense import dense_fwd, plan_bwd_gemm
 
@@ -406,8 +408,6 @@ def test_default_bf16_forward_uses_wgmma_without_spills(
 
 def test_int64_offsets_path_and_trigger(device: str) -> None:
     """The INT64 code path computes the same result, and is chosen past 2^31 elements."""
-    from dataclasses import replace
-
     from yat_triton._launch import needs_int64
     from yat_triton.dense import plan_dense_fwd
 
@@ -517,7 +517,8 @@ WS_TILE = TileConfig(128, 64, 32, 2, 4, 2, tma=True, warp_specialize=True)
 def test_warp_specialized_forward_matches_oracle(dtype: torch.dtype, device: str) -> None:
     """The warp-specialized TMA forward saving s for backward, with bias, on ragged edges
     (two row tiles, the second 22 rows; 2 column tiles): y, s and both norms against the
-    oracle; it stores through pointers (the pass takes no TMA stores). On a GPU this is
+    oracle; it stores through pointers (the pass takes no TMA stores); fp32 runs the tile
+    unspecialized. On a GPU this is
     the GPU script's canary: the 16-bit kernels must really be split into a producer and
     two consumer warpgroups (3 x 4 warps), and a hang or a wrong result keeps the
     warp-specialized tiles out of that run's sweep."""
@@ -529,8 +530,11 @@ def test_warp_specialized_forward_matches_oracle(dtype: torch.dtype, device: str
     (y, s, nx, nw), calls = plan_dense_fwd(x, w, b, None, 1.5, None, 1e-3, "ieee", True, WS_TILE)
     fwd = calls[-1]
     assert fwd.kernel.fn.__name__ == "yat_dense_fwd_tma_kernel"
-    assert fwd.kwargs["WARP_SPECIALIZE"] is True and fwd.kwargs["TMA_STORE"] is False
-    assert fwd.kwargs["EPILOGUE_SPLIT"] == 1 and fwd.kwargs["num_warps"] == 4
+    if dtype == torch.float32:  # 32-bit io runs the tile unspecialized, on its consumers' warps
+        assert fwd.kwargs["WARP_SPECIALIZE"] is False and fwd.kwargs["num_warps"] == 8
+    else:
+        assert fwd.kwargs["WARP_SPECIALIZE"] is True and fwd.kwargs["TMA_STORE"] is False
+        assert fwd.kwargs["EPILOGUE_SPLIT"] == 1 and fwd.kwargs["num_warps"] == 4
     if device == "cuda" and dtype != torch.float32:  # (fp32 has no warp-specialized tiles)
         compiled = fwd.kernel.warmup(*fwd.args, grid=fwd.grid, **fwd.kwargs)
         assert compiled.metadata.num_warps == 12, "Triton did not warp-specialize the main loop"
@@ -553,7 +557,7 @@ def test_warp_specialized_tiles_in_the_space() -> None:
     assert not any(c.warp_specialize for c in dense_config_space(include_warp_specialize=False))
     five = TileConfig(128, 128, 64, 8, 4, 5, tma=True, warp_specialize=True)
     assert 229712 <= pipelined_smem_bytes(five, 2) <= SM90_SMEM_BYTES
-    assert pipelined_smem_bytes(replace_(five, block_k=128, num_stages=3), 2) > SM90_SMEM_BYTES
+    assert pipelined_smem_bytes(replace(five, block_k=128, num_stages=3), 2) > SM90_SMEM_BYTES
     big = {"M": 4096, "N": 4096, "K": 4096}
     kept, _ = sweep.config_space("dense", big, 2)
     assert any(c.warp_specialize for c in kept[:11])  # a capped sweep (12 with the default) tries some
@@ -568,14 +572,13 @@ def test_warp_specialized_tiles_in_the_space() -> None:
     # fp32 io: none (through FMA or TF32 the pass does not split the backward GEMMs cleanly)
     assert not any(c.warp_specialize for c in sweep.backward_tiles("dense", big, kept, 4))
     assert not any(c.warp_specialize for c in sweep.config_space("dense", big, 4)[0])
-    # clipped below 128 rows a tile would not compile: a small M drops them
-    assert not any(c.warp_specialize for c in prune_dense_configs(space, 64, 4096, 4096, 2))
-
-
-def replace_(cfg: TileConfig, **changes: object) -> TileConfig:
-    from dataclasses import replace
-
-    return replace(cfg, **changes)
+    # clipped below 128 rows a tile would not compile: a small M runs them unspecialized
+    small = prune_dense_configs(ws, 64, 4096, 4096, 2)
+    assert small and not any(c.warp_specialize for c in small) and {c.num_warps for c in small} == {8}
+    assert not any(c.warp_specialize for c in conv_config_space())  # the conv kernels take none
+    assert prune_conv_configs([WS_TILE], 4096, 64, 64, 2) == [
+        replace(WS_TILE, warp_specialize=False, num_warps=8)
+    ]
 
 
 def test_warp_specialize_in_configs_files_and_names() -> None:
@@ -585,7 +588,7 @@ def test_warp_specialize_in_configs_files_and_names() -> None:
 
     plain = TileConfig(128, 128, 64, 8, 4, 4, tma=True)
     assert "warp_specialize" not in plain.as_dict()
-    ws = replace_(plain, warp_specialize=True)
+    ws = replace(plain, warp_specialize=True)
     assert ws.as_dict()["warp_specialize"] is True and ws.name.endswith("_tma_ws")
     assert config_from_dict(ws.as_dict()) == ws and config_from_dict(plain.as_dict()) == plain
     for bad in (
@@ -622,7 +625,7 @@ def test_warp_specialization_falls_back_where_it_does_not_compile(monkeypatch: p
     launched: list[tuple[object, dict]] = []
     monkeypatch.setattr(launch_mod, "INTERPRETING", False)
     monkeypatch.setattr(launch_mod, "launch", lambda k, grid, *a, **kw: launched.append((k, kw)))
-    monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cuda"))
+    monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cuda", 0))
     bad, good = Kernel(True), Kernel(False)
     call = KernelCall(bad, (1,), (3,), {"WARP_SPECIALIZE": True, "num_warps": 4})
     for _ in range(2):

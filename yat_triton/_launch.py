@@ -253,7 +253,7 @@ def unless_warp_specialization_fails(call: KernelCall) -> KernelCall:
     device = call.device()
     if not call.kwargs.get("WARP_SPECIALIZE") or INTERPRETING or device is None or device.type != "cuda":
         return call
-    key = _specialization(call)
+    key = (_index(device), *_specialization(call))
     if key not in _WARP_SPECIALIZE_FAILED:
         try:
             call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
@@ -274,8 +274,8 @@ def unless_warp_specialization_fails(call: KernelCall) -> KernelCall:
 
 def unspecialized(call: KernelCall) -> KernelCall:
     """A warp-specialized launch without warp specialization: the same tile on the warps
-    its two consumer warpgroups had (on its own num_warps alone, a 128x128 tile saving s
-    spills: Triton 3.9 sm_90 compile, 255 registers)."""
+    its two consumer warpgroups had, as `TileConfig.unspecialized` (on its own num_warps
+    alone, a 128x128 tile saving s spills: Triton 3.9 sm_90 compile, 255 registers)."""
     warps = 2 * call.kwargs.get("num_warps", 4)
     return replace(call, kwargs={**call.kwargs, "WARP_SPECIALIZE": False, "num_warps": warps})
 

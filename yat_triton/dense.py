@@ -123,6 +123,8 @@ def plan_dense_fwd(
     cfg = config or pick_dense_config(M, N, K, x.dtype)
     tiles = cdiv(M, cfg.block_m) * cdiv(N, cfg.block_n)
     use_tma = cfg.tma and tma_ready(x, weight)
+    if not use_tma or x.element_size() != 2:  # warp-specialized: the TMA kernel, 16-bit io
+        cfg = cfg.unspecialized()
     calls: list[KernelCall] = []
     if use_tma and cfg.norms_in_loop:  # ||x||^2 from the main loop, ||w||^2 from the pass
         nx = torch.empty((M,), dtype=acc, device=x.device)
@@ -251,6 +253,8 @@ def plan_bwd_gemm(
     tiles = cdiv(R, cfg.block_m) * cdiv(C, cfg.block_n)
     a_tma = _tma_operand(a, cfg.block_m, cfg.block_k) if cfg.tma and a.dtype == b.dtype else None
     b_tma = _tma_operand(b, cfg.block_k, cfg.block_n) if a_tma else None
+    if not (a_tma and b_tma) or a.element_size() != 2:  # warp-specialized: TMA, 16-bit io
+        cfg = cfg.unspecialized()
     shared = dict(
         DOT_PRECISION=precision, UPCAST=upcast_operands(e.dtype), OUT_MAX=0.0, **cfg.launch_options()
     )
