@@ -282,9 +282,10 @@ def yat_dense_fwd_tma_kernel(
     WARP_SPECIALIZE: the main loop is warp-specialized (Triton's Hopper pass): a producer
     warpgroup issues the TMA copies on few registers while two consumer warpgroups of
     num_warps (4) warps, one per 64-row half of the tile, run the MMAs and the epilogue on
-    the registers it gives up, so a 128x256 accumulator fits without spilling. The pass
-    takes neither a flattened tile loop nor TMA stores nor a split epilogue: the launcher
-    passes pointers and EPILOGUE_SPLIT = 1 (`TileConfig.warp_specialize`).
+    the registers it gives up (232 a thread; here up to 128x128 tiles: the ⵟ epilogue of
+    a 64x256 half still spills). The pass takes neither a flattened tile loop nor TMA
+    stores nor a split epilogue: the launcher passes pointers and EPILOGUE_SPLIT = 1
+    (`TileConfig.warp_specialize`).
     The other pointers and constexprs are those of `yat_dense_fwd_kernel` (fp16 / bf16 /
     fp32 io only).
 
