@@ -463,8 +463,9 @@ def backward_tiles(
         if c.epilogue_split == 1 and not c.norms_in_loop and not c.warp_specialize and not (conv and c.tma)
     ]
     M, N, K = gemm_dims(op, shape)
-    if warp_specialize and not conv:
-        tiles += prune_dense_configs(dense_backward_ws_space(), M, N, K, elem_bytes, backward=True)
+    if warp_specialize and not conv:  # (those the problem leaves unspecialized repeat others)
+        ws = prune_dense_configs(dense_backward_ws_space(), M, N, K, elem_bytes, backward=True)
+        tiles += [c for c in ws if c.warp_specialize and c not in tiles]
     return rank_configs(tiles, M, N, K, elem_bytes, backward=True)
 
 

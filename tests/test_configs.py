@@ -563,6 +563,12 @@ def test_warp_specialized_tiles_in_the_space() -> None:
     assert any(c.warp_specialize for c in kept[:11])  # a capped sweep (12 with the default) tries some
     assert not any(c.warp_specialize for c in sweep.config_space("dense", big, 2, warp_specialize=False)[0])
     bwd = sweep.backward_tiles("dense", big, kept, 2)
+    for tiles in (
+        bwd,
+        sweep.backward_tiles("dense", big, kept, 4),
+        sweep.backward_tiles("dense", {**big, "M": 64}, kept, 2),
+    ):
+        assert len(set(tiles)) == len(tiles), "a tile twice in the backward's sweep"
     assert {c.block_n for c in bwd if c.warp_specialize} == {64, 128, 256}
     assert all(fits_sm90(c, 2, backward=True) for c in bwd)
     wide = TileConfig(128, 256, 64, 8, 4, 4, tma=True, warp_specialize=True)  # measured 229,608 B
