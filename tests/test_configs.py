@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -518,10 +519,12 @@ def test_warp_specialized_forward_matches_oracle(dtype: torch.dtype, device: str
     """The warp-specialized TMA forward saving s for backward, with bias, on ragged edges
     (two row tiles, the second 22 rows; 2 column tiles): y, s and both norms against the
     oracle; it stores through pointers (the pass takes no TMA stores); fp32 runs the tile
-    unspecialized. On a GPU this is
-    the GPU script's canary: the 16-bit kernels must really be split into a producer and
-    two consumer warpgroups (3 x 4 warps), and a hang or a wrong result keeps the
-    warp-specialized tiles out of that run's sweep."""
+    unspecialized. On a GPU this is the GPU script's canary: the 16-bit kernels must run
+    warp-specialized, as the sweep will run them (no WarpSpecializationFallback: it would
+    make every such row an error) and really split into a producer and two consumer
+    warpgroups (3 x 4 warps); a failure, a hang or a wrong result keeps the
+    warp-specialized tiles out of that run."""
+    from yat_triton._launch import WarpSpecializationFallback
     from yat_triton.dense import plan_dense_fwd
 
     gen = torch.Generator().manual_seed(13)
@@ -535,10 +538,12 @@ def test_warp_specialized_forward_matches_oracle(dtype: torch.dtype, device: str
     else:
         assert fwd.kwargs["WARP_SPECIALIZE"] is True and fwd.kwargs["TMA_STORE"] is False
         assert fwd.kwargs["EPILOGUE_SPLIT"] == 1 and fwd.kwargs["num_warps"] == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WarpSpecializationFallback)
+        run_and_check_forward(calls, (y, s, nx, nw), x, w, b)
     if device == "cuda" and dtype != torch.float32:  # (fp32 has no warp-specialized tiles)
         compiled = fwd.kernel.warmup(*fwd.args, grid=fwd.grid, **fwd.kwargs)
         assert compiled.metadata.num_warps == 12, "Triton did not warp-specialize the main loop"
-    run_and_check_forward(calls, (y, s, nx, nw), x, w, b)
 
 
 def test_warp_specialized_tiles_in_the_space() -> None:

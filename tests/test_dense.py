@@ -768,14 +768,19 @@ def test_warp_specialized_backward_matches_oracle(dtype, device, launched):
     """The backward GEMMs on a warp-specialized 128x256 TMA tile (dx reads gs, dW gs^T in
     transposed boxes; two row tiles each, ragged), every gradient against the oracle (fp16
     keeps its GEMMs on the pointer kernel, whose gs is fp32). On a GPU, part of the GPU
-    script's canary: the bf16 GEMMs must be split into a producer and two 4-warp consumer
+    script's canary: the bf16 GEMMs must run warp-specialized, as the sweep will run them
+    (no WarpSpecializationFallback), and be split into a producer and two 4-warp consumer
     warpgroups."""
+    import warnings
+
     from kernels._common import TileConfig
+    from yat_triton._launch import WarpSpecializationFallback
     from yat_triton.tuning import forced_config
 
     tile = TileConfig(128, 256, 64, 2, 4, 2, tma=True, warp_specialize=True)
     inp = make_inputs((150,), 136, 72, dtype, device, seed=23)
-    with forced_config("dense", "bwd", tile):
+    with forced_config("dense", "bwd", tile), warnings.catch_warnings():
+        warnings.simplefilter("error", WarpSpecializationFallback)
         check_against_oracle(inp)
     gemms = [c for c in launched if "bwd_gemm" in c.kernel.fn.__name__]
     expected = "yat_dense_bwd_gemm_kernel" if dtype == torch.float16 else "yat_dense_bwd_gemm_tma_kernel"
