@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -168,7 +169,9 @@ class DenseProblem:
     saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
     @classmethod
+    @functools.cache
     def make(cls, M: int, N: int, K: int, dtype: torch.dtype, device: str) -> DenseProblem:
+        """Made once per problem (the dense phases and the warp-specialized ones share it)."""
         from yat_triton.dense import dense_fwd
 
         gen = torch.Generator().manual_seed(0)
