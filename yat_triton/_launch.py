@@ -200,18 +200,12 @@ def _arg_key(a: object) -> object:
     return type(a).__name__
 
 
-def _specialization(call: KernelCall) -> tuple[Any, ...]:
-    """What one compile of `call`'s kernel is keyed on: the kernel, its constexprs and launch
-    options, and what Triton specializes the arguments on (`_arg_key`)."""
-    return call.kernel, tuple(sorted(call.kwargs.items())), tuple(map(_arg_key, call.args))
-
-
 def resident_programs(call: KernelCall, device: torch.device) -> int:
     """Programs of `call`'s compiled kernel an SM holds at once (`programs_per_sm` of its
     registers and shared memory), cached per kernel, constexprs and what Triton specializes
     the arguments on (`_arg_key`); 1 when the compiled kernel cannot be asked (its
     metadata is Triton's, read as the fused softmax tutorial does)."""
-    key = (_index(device), *_specialization(call))
+    key = (_index(device), *call.specialization)
     known = _RESIDENT.get(key)
     if known is not None:
         return known
@@ -253,7 +247,7 @@ def unless_warp_specialization_fails(call: KernelCall) -> KernelCall:
     device = call.device()
     if not call.kwargs.get("WARP_SPECIALIZE") or INTERPRETING or device is None or device.type != "cuda":
         return call
-    key = (_index(device), *_specialization(call))
+    key = (_index(device), *call.specialization)
     if key not in _WARP_SPECIALIZE_FAILED:
         try:
             call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
@@ -296,6 +290,13 @@ class KernelCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
     persistent_tiles: int = 0
+
+    @functools.cached_property
+    def specialization(self) -> tuple[Any, ...]:
+        """What one compile of the kernel is keyed on: the kernel, its constexprs and launch
+        options, and what Triton specializes the arguments on (`_arg_key`); built once per
+        call (the occupancy and the warp-specialization checks of one run both use it)."""
+        return self.kernel, tuple(sorted(self.kwargs.items())), tuple(map(_arg_key, self.args))
 
     def device(self) -> torch.device | None:
         """The device of the first tensor (or TMA descriptor's tensor) among the args."""
