@@ -37,6 +37,8 @@ def next_pow2(n: int) -> int:
 # Hopper (sm_90) limits used to prune configs before any GPU time is spent.
 SM90_SMEM_BYTES = 232448  # opt-in dynamic shared memory per block on H100/H200
 SM90_MAX_THREADS = 1024
+# Consumer warpgroups of a warp-specialized kernel (Triton's Hopper pass), each num_warps wide
+WS_CONSUMER_GROUPS = 2
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class TileConfig:
     def consumer_warps(self) -> int:
         """Warps holding the accumulator: num_warps, or, warp-specialized, num_warps in each
         of two consumer warpgroups (Triton's Hopper pass; a producer warpgroup comes on top)."""
-        return self.num_warps * (2 if self.warp_specialize else 1)
+        return self.num_warps * (WS_CONSUMER_GROUPS if self.warp_specialize else 1)
 
     def unspecialized(self) -> TileConfig:
         """The tile without warp specialization, on the warps its consumer warpgroups had

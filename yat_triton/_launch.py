@@ -17,7 +17,7 @@ from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.library import wrap_triton
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-from kernels._common import FINITE_MAX, INTERPRETING
+from kernels._common import FINITE_MAX, INTERPRETING, WS_CONSUMER_GROUPS
 
 INT32_MAX = 2**31 - 1
 
@@ -270,7 +270,7 @@ def unspecialized(call: KernelCall) -> KernelCall:
     """A warp-specialized launch without warp specialization: the same tile on the warps
     its two consumer warpgroups had, as `TileConfig.unspecialized` (on its own num_warps
     alone, a 128x128 tile saving s spills: Triton 3.9 sm_90 compile, 255 registers)."""
-    warps = 2 * call.kwargs.get("num_warps", 4)
+    warps = WS_CONSUMER_GROUPS * call.kwargs.get("num_warps", 4)
     return replace(call, kwargs={**call.kwargs, "WARP_SPECIALIZE": False, "num_warps": warps})
 
 
