@@ -283,7 +283,7 @@ def rank_configs(
         swizzle = 1.0 if c.block_k * elem_bytes == 128 else 0.95
         acc_regs = c.block_m * c.block_n / (32 * c.consumer_warps)
         tile_regs = c.block_m * c.block_k / (32 * c.num_warps) if norms_from_tile or c.norms_in_loop else 0
-        roomy = 128 if c.warp_specialize else 64  # consumers get 232 registers (setmaxnreg)
+        roomy = 128 if c.warp_specialize else 64  # consumers get the producer's registers (setmaxnreg)
         regs = (1.0 if acc_regs <= roomy else 0.85) * (1.0 if tile_regs <= 32 else 0.85)
         epi = 1.0 if backward or c.block_n // max(c.epilogue_split, 1) <= 64 else 0.9
         bonus = 1.05 if c.tma and not norms_from_tile else 1.0  # the conv's TMA kernel is not persistent

@@ -282,8 +282,8 @@ def yat_dense_fwd_tma_kernel(
     WARP_SPECIALIZE: the main loop is warp-specialized (Triton's Hopper pass): a producer
     warpgroup issues the TMA copies on few registers while two consumer warpgroups of
     num_warps (4) warps, one per 64-row half of the tile, run the MMAs and the epilogue on
-    the registers it gives up (232 a thread; here up to 128x128 tiles: the ⵟ epilogue of
-    a 64x256 half still spills). The pass takes neither a flattened tile loop nor TMA
+    the registers it gives up (`setmaxnreg`: the producer drops to 40; here up to 128x128
+    tiles: the ⵟ epilogue of a 64x256 half still spills). The pass takes neither a flattened tile loop nor TMA
     stores nor a split epilogue: the launcher passes pointers and EPILOGUE_SPLIT = 1
     (`TileConfig.warp_specialize`).
     The other pointers and constexprs are those of `yat_dense_fwd_kernel` (fp16 / bf16 /
@@ -1060,7 +1060,7 @@ def dense_config_space(
     `python -m autotune.inspect --config 128x128x64:4:4:tma:ws`): 4 warps a consumer
     warpgroup, 128-row tiles (one 64-row half per consumer; a 64-row tile fails the pass),
     unsplit and without in-loop norms (both fail the pass), at most 128 columns (a 64x256
-    half spills 82 registers' worth even at the 232 the consumers get).
+    half spills: 82 spill stores, `--config 128x256x64:4:3:tma:ws`).
     """
     variants = [(False, 1, False), (False, 2, False), (False, 4, False)]
     if include_norms_in_loop:
@@ -1102,8 +1102,8 @@ def dense_backward_ws_space() -> list[TileConfig]:
     top of the forward's tiles (`autotune.sweep.backward_tiles`): their epilogue is a plain
     c = acc + 2 e v, so a 128x256 tile, a 64x256 accumulator half on each consumer, fits
     without spills where the forward's ⵟ epilogue does not (sm_90 compiles with Triton
-    3.6 of the bf16 4096^3 dx and dW GEMMs: 232 registers a consumer thread, no spills,
-    229,608 B of shared memory on 4 stages)."""
+    3.6 of the bf16 4096^3 dx and dW GEMMs: no spills, 229,608 B of shared memory on 4
+    stages)."""
     return warp_specialized_tiles((64, 128, 256))
 
 
