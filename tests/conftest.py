@@ -46,3 +46,23 @@ def launched() -> object:
 
     with recording() as calls:
         yield calls
+
+
+@pytest.fixture
+def autocast_state(monkeypatch) -> object:
+    """watch(module, *names): each named function of `module` records, when called,
+    (name, whether CPU autocast is on); returns the shared list of records."""
+    seen: list[tuple[str, bool]] = []
+
+    def watch(module: object, *names: str) -> list[tuple[str, bool]]:
+        for name in names:
+            impl = getattr(module, name)
+
+            def run(*args, _impl=impl, _name=name):  # noqa: ANN002, ANN202
+                seen.append((_name, torch.is_autocast_enabled("cpu")))
+                return _impl(*args)
+
+            monkeypatch.setattr(module, name, run)
+        return seen
+
+    return watch

@@ -575,6 +575,58 @@ def test_tf32_precision(dtype, device):
 
 
 # ---------------------------------------------------------------------------------------
+# torch.autocast
+
+AMP_DTYPES = [pytest.param(torch.bfloat16, id="amp-bf16"), pytest.param(torch.float16, id="amp-fp16")]
+AMP_GEO = Geo(2, 4, 6, 5, 6, (3, 3), padding=1)
+
+
+@pytest.mark.parametrize("amp_dtype", AMP_DTYPES)
+def test_autocast_casts_operands(amp_dtype, device):
+    """Under torch.autocast an fp32 channels_last input and fp32 parameters run in the
+    autocast dtype, as F.conv2d's do: y has that dtype and x's memory format and matches
+    the oracle of the cast operands; the gradients reach the fp32 tensors in fp32."""
+    inp = make_inputs(AMP_GEO, torch.float32, device, channels_last=True, alpha="const", eps="float", seed=61)
+    x, w, b = inp["x"], inp["weight"], inp["bias"]
+    with torch.autocast(torch.device(device).type, dtype=amp_dtype):
+        y = yat_conv2d(x, w, b, **AMP_GEO.conv_args(), alpha=0.75, eps=1e-2)
+    assert y.dtype == amp_dtype and y.is_contiguous(memory_format=CL)
+    ref = [to_oracle(t.to(amp_dtype), requires_grad=True) for t in (x, w, b)]
+    y_ref = yat_conv2d_ref(*ref, 0.75, 1e-2, AMP_GEO.stride, AMP_GEO.padding)
+    K = AMP_GEO.C_in * 9
+    assert_close(y, y_ref, amp_dtype, reduction=K, what="y")
+    gy = upstream(tuple(y.shape), amp_dtype, device)
+    grads = torch.autograd.grad(y, (x, w, b), gy)
+    refs = torch.autograd.grad(y_ref, ref, to_oracle(gy))
+    P = AMP_GEO.B * AMP_GEO.H * AMP_GEO.W
+    for label, t, g, r, n in zip(("dx", "dW", "db"), (x, w, b), grads, refs, (AMP_GEO.C_out * 9, P, P),
+                                 strict=True):  # fmt: skip
+        assert g.dtype == t.dtype, f"{label}: {g.dtype}, its tensor is {t.dtype}"
+        assert_close(g, r, amp_dtype, reduction=n, what=label)
+
+
+def test_autocast_conv1d_mixed_dtypes(device):
+    """conv1d under autocast: a bf16 input (a previous layer's output) against fp32
+    parameters runs in bf16; without autocast the same call is refused."""
+    draw = Draw(62, device)
+    x = draw(2, 4, 9, dtype=torch.bfloat16, scale=0.5)
+    w = draw(5, 4, 3, scale=0.5).requires_grad_()
+    with pytest.raises(TypeError, match=r"weight has dtype torch.float32 but x has dtype torch.bfloat16"):
+        yat_conv1d(x, w, padding=1)
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        y = yat_conv1d(x, w, padding=1)
+    assert y.dtype == torch.bfloat16 and y.shape == (2, 5, 9)
+    w64 = to_oracle(w.to(torch.bfloat16), requires_grad=True)
+    y_ref = yat_conv2d_ref(to_oracle(x).unsqueeze(2), w64.unsqueeze(2), padding=(0, 1)).squeeze(2)
+    assert_close(y, y_ref, torch.bfloat16, reduction=12, what="y")
+    gy = upstream(tuple(y.shape), torch.bfloat16, device)
+    (dw,) = torch.autograd.grad(y, (w,), gy)
+    (dw_ref,) = torch.autograd.grad(y_ref, (w64,), to_oracle(gy))
+    assert dw.dtype == torch.float32
+    assert_close(dw, dw_ref, torch.bfloat16, reduction=18, what="dW")
+
+
+# ---------------------------------------------------------------------------------------
 # conv1d
 
 CONV1D = [
@@ -732,6 +784,26 @@ def test_torch_path_vs_oracle(geo, dtype, channels_last, torch_path):
 def test_torch_path_clamp_active(dtype, torch_path):
     inp, kappa = clamp_inputs(dtype, "cpu", channels_last=True)
     check_against_oracle(inp, CLAMP_GEO, amplification=kappa)
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float16, id="fp16"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_torch_path_under_autocast(dtype, torch_path, autocast_state):
+    """The plain-PyTorch path computes in fp32 also inside an autocast region, whose
+    convolutions would otherwise run in the autocast dtype: forward and backward through
+    autograd, and both ops called there directly (autograd runs the backward with
+    autocast off; a direct call does not)."""
+    geo = TORCH_PATH_GEOS[0].values[0]
+    inp = make_inputs(geo, dtype, "cpu", channels_last=True, seed=94)
+    with torch.autocast("cpu", dtype=dtype):
+        check_against_oracle(inp, geo)
+
+    fwd, bwd = _op_args("cpu", dtype)
+    seen = autocast_state(conv, "_conv_fwd_torch", "_conv_bwd_torch")
+    with torch.autocast("cpu", dtype=dtype):
+        conv._conv2d_fwd_op(*fwd)
+        conv._conv2d_bwd_op(*bwd)
+    assert seen == [("_conv_fwd_torch", False), ("_conv_bwd_torch", False)], seen
 
 
 # ---------------------------------------------------------------------------------------

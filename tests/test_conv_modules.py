@@ -59,9 +59,13 @@ def _pad_explicit(m: nn.Module) -> tuple[int, ...]:
     return (left, right, top, bottom) if spatial == 2 else (left, right)
 
 
-def module_ref(m: nn.Module, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+def module_ref(
+    m: nn.Module, x: Tensor, amp: torch.dtype | None = None
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """The module's math (nmn semantics) in float64 from its parameters. Returns y, the
-    float64 leaves of its parameters and the float64 leaf of x, all requiring grad."""
+    float64 leaves of its parameters and the float64 leaf of x, all requiring grad.
+    `amp`: the module runs under torch.autocast to that dtype, which casts x, weight and
+    bias (not alpha or eps) on their way into the op."""
     dtype = m.compute_dtype or x.dtype
     params = {n: to_oracle(p, requires_grad=True) for n, p in m.named_parameters()}
     x64 = to_oracle(x.to(dtype), requires_grad=True)
@@ -77,6 +81,9 @@ def module_ref(m: nn.Module, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tens
     alpha = _round_to(params["alpha"], dtype) if "alpha" in params else m._constant_alpha_value
     eps = F.softplus(params["epsilon_param"]) if "epsilon_param" in params else m.epsilon
     xin = x64
+    if amp is not None:
+        xin, w = _round_to(x64, amp), _round_to(w, amp)
+        b = _round_to(b, amp) if b is not None else None
     padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
     if m.padding_mode != "zeros":
         xin = F.pad(x64, _pad_explicit(m), mode=m.padding_mode)
@@ -90,11 +97,15 @@ def module_ref(m: nn.Module, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tens
     return y, params, x64
 
 
-def check_module(m: nn.Module, x: Tensor, dtype: torch.dtype, seed: int = 3) -> None:
-    """Forward and the gradients of x and every trainable parameter against module_ref."""
+def check_module(
+    m: nn.Module, x: Tensor, dtype: torch.dtype, seed: int = 3, *, amp: torch.dtype | None = None
+) -> None:
+    """Forward and the gradients of x and every trainable parameter against module_ref
+    (the forward under torch.autocast to `amp`, if given)."""
     x = x.detach().clone().requires_grad_()
-    y = m(x)
-    y_ref, params, x64 = module_ref(m, x)
+    with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        y = m(x)
+    y_ref, params, x64 = module_ref(m, x, amp)
     assert y.dtype == dtype and y.shape == y_ref.shape
     k = math.prod(m.kernel_size)
     assert_close(y, y_ref, dtype, reduction=m.in_channels // m.groups * k, what="y")
@@ -286,6 +297,19 @@ def test_compute_dtype_option(device):
     perturb_(m)
     assert m.weight.dtype == torch.float32
     check_module(m, draw(2, 2, IN, 5, 5, device=device), torch.bfloat16)
+
+
+@pytest.mark.parametrize("amp", [pytest.param(torch.bfloat16, id="amp-bf16"),
+                                 pytest.param(torch.float16, id="amp-fp16")])  # fmt: skip
+@pytest.mark.parametrize("cls", [YatConv2d, YatConv1d])
+def test_autocast(cls, amp, device):
+    """fp32 parameters and input under torch.autocast (mixed-precision training): the
+    forward runs in the autocast dtype, x and every parameter get fp32 gradients."""
+    torch.manual_seed(0)
+    m = cls(IN, OUT, 3, padding=1, learnable_epsilon=True, device=device)
+    perturb_(m)
+    shape = (2, IN, 5, 5) if cls is YatConv2d else (2, IN, 7)
+    check_module(m, draw(4, *shape, device=device), amp, amp=amp)
 
 
 def test_dtype_sets_storage_too(device):

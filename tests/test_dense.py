@@ -448,6 +448,65 @@ def test_clamp_keeps_denominator_positive(dtype, path, device, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------
+# torch.autocast
+
+AMP_DTYPES = [pytest.param(torch.bfloat16, id="amp-bf16"), pytest.param(torch.float16, id="amp-fp16")]
+
+
+@pytest.mark.parametrize("amp_dtype", AMP_DTYPES)
+@pytest.mark.parametrize("x_dtype", [pytest.param(torch.float32, id="x-fp32"),
+                                     pytest.param(torch.bfloat16, id="x-bf16")])  # fmt: skip
+def test_autocast_casts_operands(amp_dtype, x_dtype, device):
+    """Under torch.autocast fp32 parameters (and an fp32 input, or a half input of the other
+    kind, such as a previous layer's output) run in the autocast dtype, as F.linear's do:
+    y has that dtype and matches the oracle of the cast operands, and every gradient
+    reaches its tensor in that tensor's own dtype. Without autocast the same mixed call is
+    refused (test_errors)."""
+    check_autocast(amp_dtype, x_dtype, device)
+
+
+def check_autocast(amp_dtype: torch.dtype, x_dtype: torch.dtype, device: str, layer=None) -> None:  # noqa: ANN001
+    """`layer` (default yat_linear) on an x_dtype input and fp32 weight and bias under
+    autocast to amp_dtype, against the oracle of the cast operands (see
+    test_autocast_casts_operands)."""
+    draw = Draw(41, device)
+    x = draw(2, 9, 24, dtype=x_dtype, scale=0.5).requires_grad_()
+    w = draw(17, 24, scale=0.5).requires_grad_()
+    b = draw(17, scale=0.5).requires_grad_()
+    with torch.autocast(torch.device(device).type, dtype=amp_dtype):
+        y = (layer or yat_linear)(x, w, b, alpha=1.3, eps=1e-2)
+    assert y.dtype == amp_dtype and y.shape == (2, 9, 17)
+    ref = [to_oracle(t.to(amp_dtype), requires_grad=True) for t in (x, w, b)]
+    y_ref = yat_dense_ref(*ref, alpha=1.3, eps=1e-2)
+    assert_close(y, y_ref, amp_dtype, reduction=24, what="y")
+    gy = upstream(tuple(y.shape), amp_dtype, device)
+    grads = torch.autograd.grad(y, (x, w, b), gy)
+    refs = torch.autograd.grad(y_ref, ref, to_oracle(gy))
+    for label, t, g, r, reduction in zip(
+        ("dx", "dW", "db"), (x, w, b), grads, refs, (17, 18, 18), strict=True
+    ):
+        assert g.dtype == t.dtype, f"{label}: {g.dtype}, its tensor is {t.dtype}"
+        assert_close(g, r, amp_dtype, reduction=reduction, what=label)
+
+
+def test_autocast_keeps_float64(device):
+    """float64 operands stay float64 under autocast (autocast leaves float64 alone)."""
+    inp = make_inputs((6,), 11, 9, torch.float64, device, seed=43)
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        check_against_oracle(inp)
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float16, id="fp16"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_autocast_around_forward_and_backward(dtype, device):
+    """Forward and backward both inside the autocast region (the backward is usually run
+    after it): the kernels' results are unchanged by it."""
+    inp = make_inputs((5,), 19, 28, dtype, device, seed=44)
+    with torch.autocast(torch.device(device).type, dtype=dtype):
+        check_against_oracle(inp)
+
+
+# ---------------------------------------------------------------------------------------
 # Saturation, NaN/Inf, empty and degenerate sizes
 
 
@@ -706,6 +765,25 @@ def test_torch_path_vs_oracle(dtype, torch_path):
     check_against_oracle(inp, precision="ieee")
 
 
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float16, id="fp16"),
+                                   pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
+def test_torch_path_under_autocast(dtype, torch_path, autocast_state):
+    """The plain-PyTorch path computes in fp32 also inside an autocast region, whose matmuls
+    would otherwise run in the autocast dtype (a half-precision s fails the forward's
+    check): forward and backward through autograd, and both ops called there directly
+    (autograd runs the backward with autocast off; a direct call does not)."""
+    inp = make_inputs((33,), 40, 64, dtype, "cpu", seed=93)
+    with torch.autocast("cpu", dtype=dtype):
+        check_against_oracle(inp, precision="ieee")
+
+    fwd, bwd = _op_args("cpu", dtype)
+    seen = autocast_state(dense, "_dense_fwd_torch", "_dense_bwd_torch")
+    with torch.autocast("cpu", dtype=dtype):
+        dense._dense_fwd_op(*fwd)
+        dense._dense_bwd_op(*bwd)
+    assert seen == [("_dense_fwd_torch", False), ("_dense_bwd_torch", False)], seen
+
+
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float64, id="fp64"),
                                    pytest.param(torch.float32, id="fp32")])  # fmt: skip
 def test_torch_path_clamp_active(dtype, torch_path):
@@ -742,6 +820,14 @@ def test_torch_compile(dtype, tma, device):
         check_against_oracle(
             make_inputs((37,), 70, 96, dtype, device, seed=101), precision="ieee", layer=compiled
         )
+
+
+@pytest.mark.skipif(not ON_CUDA, reason="torch.compile traces the Triton kernels only on CUDA; "
+                    "under the interpreter tracing is refused by design")  # fmt: skip
+def test_torch_compile_under_autocast(device):
+    """The autocast casts trace into the graph (fullgraph): fp32 operands run in bf16."""
+    torch._dynamo.reset()
+    check_autocast(torch.bfloat16, torch.float32, device, torch.compile(yat_linear, fullgraph=True))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

@@ -46,9 +46,13 @@ def _round_to(t64: Tensor, dtype: torch.dtype) -> Tensor:
     return t64 + (t64.detach().to(dtype).to(torch.float64) - t64.detach())
 
 
-def module_ref(m: YatLinear, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+def module_ref(
+    m: YatLinear, x: Tensor, amp: torch.dtype | None = None
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """The module's math in float64 from its parameters (nmn semantics). Returns y, the
-    float64 leaves of its parameters, and the float64 leaf of x, all requiring grad."""
+    float64 leaves of its parameters, and the float64 leaf of x, all requiring grad.
+    `amp`: the module runs under torch.autocast to that dtype, which casts x, weight and
+    bias (not alpha or eps) on their way into the op."""
     dtype = m.dtype or x.dtype
     params = {n: to_oracle(p, requires_grad=True) for n, p in m.named_parameters()}
     x64 = to_oracle(x.to(dtype), requires_grad=True)
@@ -64,7 +68,11 @@ def module_ref(m: YatLinear, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tens
     else:
         alpha = m._constant_alpha_value
     eps = F.softplus(params["epsilon_param"]) if "epsilon_param" in params else m.epsilon
-    return yat_dense_ref(x64, w, b, alpha, eps), params, x64
+    xin = x64
+    if amp is not None:
+        xin, w = _round_to(x64, amp), _round_to(w, amp)
+        b = _round_to(b, amp) if b is not None else None
+    return yat_dense_ref(xin, w, b, alpha, eps), params, x64
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,10 +149,15 @@ OPTIONS = [
 ]
 
 
-def _check_module(m: YatLinear, x: Tensor, dtype: torch.dtype, seed: int = 3) -> None:
-    y = m(x)
+def _check_module(
+    m: YatLinear, x: Tensor, dtype: torch.dtype, seed: int = 3, *, amp: torch.dtype | None = None
+) -> None:
+    """Forward and every trainable parameter's gradient against module_ref (the forward
+    under torch.autocast to `amp`, if given)."""
+    with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        y = m(x)
     assert y.dtype == dtype and y.shape == (*x.shape[:-1], m.out_features)
-    y_ref, params, _ = module_ref(m, x)
+    y_ref, params, _ = module_ref(m, x, amp)
     M = math.prod(x.shape[:-1])
     assert_close(y, y_ref, dtype, reduction=IN, what="y")
     # a positive upstream gradient: dalpha / deps then sum terms of one sign (no
@@ -178,6 +191,17 @@ def test_computation_dtype_option(device):
     perturb_(m)
     x = draw(2, 6, IN, device=device)
     _check_module(m, x, torch.bfloat16)
+
+
+@pytest.mark.parametrize("amp", [pytest.param(torch.bfloat16, id="amp-bf16"),
+                                 pytest.param(torch.float16, id="amp-fp16")])  # fmt: skip
+def test_autocast(amp, device):
+    """fp32 parameters and input under torch.autocast (mixed-precision training): the
+    forward runs in the autocast dtype, every parameter gets an fp32 gradient."""
+    torch.manual_seed(0)
+    m = YatLinear(IN, OUT, learnable_epsilon=True, device=device)
+    perturb_(m)
+    _check_module(m, draw(6, 3, 4, IN, device=device), amp, amp=amp)
 
 
 @pytest.mark.parametrize("cast", ["half", "bfloat16"])

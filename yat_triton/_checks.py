@@ -1,5 +1,6 @@
 """Validation at the public boundary: every message names the argument, what was expected
-and what was given. Inside the package, arguments are trusted."""
+and what was given. Inside the package, arguments are trusted. Also the one change the
+public functions make to their operands before checking them: autocast's casts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,30 @@ from torch import Tensor
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 PRECISIONS = ("ieee", "tf32")
+# The device types the ops run on (CUDA: the kernels; CPU: the interpreter or plain PyTorch).
+AUTOCAST_DEVICES = ("cuda", "cpu")
+
+
+def autocast_operands(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The operands as torch.autocast casts those of F.linear / F.conv2d: inside an autocast
+    region of x's device type, float16 / bfloat16 / float32 operands are cast to the
+    autocast dtype (float64 stays, as autocast leaves it). The cast is differentiable:
+    fp32 parameters get fp32 gradients. Outside autocast, and for anything that is not a
+    floating tensor (left to the checks), the operands come back unchanged.
+    """
+    if not isinstance(x, Tensor):
+        return x, weight, bias
+    device = x.device.type
+    # torch.amp.is_autocast_available is not traceable by torch.compile (torch 2.11)
+    if device not in AUTOCAST_DEVICES or not torch.is_autocast_enabled(device):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device)
+
+    def cast(t: Tensor | None) -> Tensor | None:
+        eligible = isinstance(t, Tensor) and t.dtype in FLOAT_DTYPES and t.dtype != torch.float64
+        return t.to(dtype) if eligible else t
+
+    return cast(x), cast(weight), cast(bias)
 
 
 def check_float_tensor(name: str, t: object) -> Tensor:

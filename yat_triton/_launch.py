@@ -18,6 +18,7 @@ from torch.library import wrap_triton
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from kernels._common import FINITE_MAX, INTERPRETING, WS_CONSUMER_GROUPS
+from yat_triton._checks import AUTOCAST_DEVICES
 
 INT32_MAX = 2**31 - 1
 
@@ -29,6 +30,15 @@ def use_triton(t: Tensor) -> bool:
     path: the same math and the same saved tensors, written with torch ops.
     """
     return t.device.type == "cuda" or (INTERPRETING and t.device.type == "cpu")
+
+
+def without_autocast(t: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Autocast off on t's device: the plain-PyTorch path computes in the dtypes it chose
+    (fp32 accumulation, as the kernels do) even when it runs inside an autocast region,
+    e.g. an op called there directly. The public functions cast the operands first."""
+    if t.device.type in AUTOCAST_DEVICES:
+        return torch.autocast(t.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -52,6 +52,7 @@ from yat_triton._launch import (
     tma_ready,
     upcast_operands,
     use_triton,
+    without_autocast,
 )
 from yat_triton.dense import (
     _fp64_scalars,
@@ -450,10 +451,11 @@ def conv2d_fwd(
     save_for_backward.
     """
     if not use_triton(x):
-        return _conv_fwd_torch(
-            x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation, groups,
-            save_for_backward,
-        )  # fmt: skip
+        with without_autocast(x):
+            return _conv_fwd_torch(
+                x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation, groups,
+                save_for_backward,
+            )  # fmt: skip
     outputs, calls = plan_conv2d_fwd(
         x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation, groups,
         precision, save_for_backward,
@@ -547,10 +549,11 @@ def conv2d_bwd(
     implicit GEMM split over output positions.
     """
     if not use_triton(x):
-        return _conv_bwd_torch(
-            grad, x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation,
-            groups, needs,
-        )  # fmt: skip
+        with without_autocast(x):
+            return _conv_bwd_torch(
+                grad, x, weight, bias, alpha, alpha_value, eps, eps_value, stride, pads, dilation,
+                groups, needs,
+            )  # fmt: skip
     if _pointwise(x, weight, stride, pads, groups):
         B, C_in, H, W = x.shape
         C_out = weight.shape[0]
@@ -780,8 +783,10 @@ def yat_conv2d(
             an int, a pair, "valid" or "same".
         alpha, eps, precision: as `yat_linear`.
 
-    Returns (B, C_out, OH, OW) in x's dtype and memory format; fp16/bf16 saturate.
+    Returns (B, C_out, OH, OW) in x's dtype and memory format; fp16/bf16 saturate. Under
+    torch.autocast the operands are cast as for F.conv2d (see `yat_linear`).
     """
+    x, weight, bias = _checks.autocast_operands(x, weight, bias)
     _check_conv_args(x, weight, bias, groups, alpha, eps, precision, spatial=2)
     st, pads, dl, _ = conv_geometry(
         (x.shape[2], x.shape[3]), (weight.shape[2], weight.shape[3]), stride, padding, dilation
@@ -817,6 +822,7 @@ def yat_conv1d(
 
     Runs as `yat_conv2d` over a height-1 image; arguments as there (1-D values).
     """
+    x, weight, bias = _checks.autocast_operands(x, weight, bias)
     _check_conv_args(x, weight, bias, groups, alpha, eps, precision, spatial=1)
     # validate in 1-D terms, so that messages speak of the caller's values
     conv_geometry((1, x.shape[2]), (1, weight.shape[2]), _conv1d_pair("stride", stride, 1),

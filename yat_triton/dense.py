@@ -45,6 +45,7 @@ from yat_triton._launch import (
     tma_ready,
     upcast_operands,
     use_triton,
+    without_autocast,
 )
 from yat_triton.tuning import pick_dense_config
 
@@ -203,7 +204,8 @@ def dense_fwd(
     `config` overrides the tuned/default tile (the autotune harness uses it).
     """
     if not use_triton(x):
-        return _dense_fwd_torch(x, weight, bias, alpha, alpha_value, eps, eps_value, save_for_backward)
+        with without_autocast(x):
+            return _dense_fwd_torch(x, weight, bias, alpha, alpha_value, eps, eps_value, save_for_backward)
     outputs, calls = plan_dense_fwd(
         x, weight, bias, alpha, alpha_value, eps, eps_value, precision, save_for_backward, config
     )
@@ -471,7 +473,10 @@ def dense_bwd(
     there are none).
     """
     if not use_triton(x):
-        return _dense_bwd_torch(grad, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw, needs)
+        with without_autocast(x):
+            return _dense_bwd_torch(
+                grad, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw, needs
+            )
     need_dx, need_dw, need_db, need_dalpha, need_deps = needs
     need_db = need_db and bias is not None
     need_dalpha = need_dalpha and alpha is not None
@@ -664,7 +669,12 @@ def yat_linear(
     CUDA tensors run the Triton kernels; CPU tensors run the same kernels through the Triton
     interpreter when TRITON_INTERPRET=1 was set before import, else a plain-PyTorch
     implementation of the same math. Gradients are first order only.
+
+    Under torch.autocast (CUDA or CPU) x, weight and bias are cast to the autocast dtype as
+    for F.linear (float64 excepted), so fp32 parameters train in bf16 / fp16 with fp32
+    gradients; the result has the autocast dtype.
     """
+    x, weight, bias = _checks.autocast_operands(x, weight, bias)
     _checks.check_float_tensor("x", x)
     _checks.check_float_tensor("weight", weight)
     if x.dim() < 1:
