@@ -637,6 +637,7 @@ def test_warp_specialization_falls_back_where_it_does_not_compile(monkeypatch: p
     monkeypatch.setattr(launch_mod, "INTERPRETING", False)
     monkeypatch.setattr(launch_mod, "launch", lambda k, grid, *a, **kw: launched.append((k, kw)))
     monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # the launch's device is current
     bad, good = Kernel(True), Kernel(False)
     call = KernelCall(bad, (1,), (3,), {"WARP_SPECIALIZE": True, "num_warps": 4})
     for _ in range(2):
@@ -651,6 +652,51 @@ def test_warp_specialization_falls_back_where_it_does_not_compile(monkeypatch: p
     monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cpu"))
     KernelCall(bad, (1,), (5,), {"WARP_SPECIALIZE": True, "num_warps": 4}).run()
     assert launched[-1][1]["WARP_SPECIALIZE"] is True and bad.compiles == 1
+
+
+def test_launch_makes_its_cuda_device_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton compiles for and launches on the current CUDA device, whatever device the
+    tensors are on: a call for cuda:1 while cuda:0 is current runs (compile checks
+    included) with cuda:1 made current, and cuda:0 is current again after it; a call for
+    the current device switches nothing."""
+    import yat_triton._launch as launch_mod
+    from yat_triton._launch import KernelCall
+
+    current = [0]
+    switches: list[int] = []
+
+    class Device:  # torch.cuda.device, on a machine without (or with one) GPU
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def __enter__(self) -> None:
+            switches.append(self.index)
+            self.previous, current[0] = current[0], self.index
+
+        def __exit__(self, *exc: object) -> None:
+            current[0] = self.previous
+
+    ran_on: list[tuple[str, int]] = []
+
+    class Kernel:
+        fn = type("Fn", (), {"__name__": "k"})
+
+        def warmup(self, *args: object, **kwargs: object) -> None:
+            ran_on.append(("compile", current[0]))
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(launch_mod, "INTERPRETING", False)
+    monkeypatch.setattr(launch_mod, "launch", lambda k, grid, *a, **kw: ran_on.append(("launch", current[0])))
+    monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cuda", 1))
+    KernelCall(Kernel(), (1,), (7,), {"WARP_SPECIALIZE": True, "num_warps": 4}).run()
+    assert ran_on == [("compile", 1), ("launch", 1)] and switches == [1] and current == [0]
+    current[0] = 1
+    KernelCall(Kernel(), (1,), (8,)).run()
+    assert ran_on[-1] == ("launch", 1) and switches == [1]
+    monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cpu"))
+    KernelCall(Kernel(), (1,), (9,)).run()
+    assert switches == [1]
 
 
 WS_COMPILE = """

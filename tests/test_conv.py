@@ -626,6 +626,15 @@ def test_autocast_conv1d_mixed_dtypes(device):
     assert_close(dw, dw_ref, torch.bfloat16, reduction=18, what="dW")
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_second_gpu_while_the_first_is_current():
+    """A conv layer on cuda:1 while cuda:0 is current runs every kernel on cuda:1."""
+    with torch.cuda.device(0):
+        inp = make_inputs(AMP_GEO, torch.bfloat16, "cuda:1", channels_last=True, seed=63)
+        check_against_oracle(inp, AMP_GEO)
+        assert torch.cuda.current_device() == 0
+
+
 # ---------------------------------------------------------------------------------------
 # conv1d
 

@@ -506,6 +506,16 @@ def test_autocast_around_forward_and_backward(dtype, device):
         check_against_oracle(inp)
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_second_gpu_while_the_first_is_current():
+    """A layer on cuda:1 while cuda:0 is current (a model spread over GPUs without
+    torch.cuda.set_device): every kernel must run on cuda:1 (see test_configs'
+    test_launch_makes_its_cuda_device_current for the mechanism, checked anywhere)."""
+    with torch.cuda.device(0):
+        check_against_oracle(make_inputs((37,), 70, 96, torch.bfloat16, "cuda:1", seed=45))
+        assert torch.cuda.current_device() == 0
+
+
 # ---------------------------------------------------------------------------------------
 # Saturation, NaN/Inf, empty and degenerate sizes
 

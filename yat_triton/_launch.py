@@ -325,8 +325,22 @@ class KernelCall:
         return (max(1, min(self.persistent_tiles, self.grid[0] * per_sm)),)
 
     def run(self) -> None:
-        call = unless_warp_specialization_fails(self) if self.kwargs.get("WARP_SPECIALIZE") else self
-        launch(call.kernel, call.launch_grid(), *call.args, **call.kwargs)
+        with on_device(self.device()):
+            call = unless_warp_specialization_fails(self) if self.kwargs.get("WARP_SPECIALIZE") else self
+            launch(call.kernel, call.launch_grid(), *call.args, **call.kwargs)
+
+
+def on_device(device: torch.device | None) -> contextlib.AbstractContextManager[object]:
+    """The launch's CUDA device made current around it. Triton compiles for, and launches on,
+    the current device, whatever device the tensors are on: a layer on cuda:1 while cuda:0
+    is current (a model spread over GPUs without torch.cuda.set_device) would otherwise run
+    on cuda:0 against cuda:1's memory, an illegal address or wrong values. A no-op where
+    the device is current already (the usual case) and off CUDA."""
+    if device is None or device.type != "cuda" or device.index is None:
+        return contextlib.nullcontext()
+    if device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(device.index)
 
 
 @contextlib.contextmanager
