@@ -196,6 +196,24 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
     return pid_m, pid_n
 
 
+def divmod_magic(d: int) -> tuple[int, int]:
+    """(m, p) such that n // d == (n * m) >> p for every 0 <= n < 2^31 (d >= 1; d < 1, for
+    dims of empty problems that launch nothing, is taken as 1): p = 31 + ceil(log2 d) and
+    m = ceil(2^p / d) < 2^32. With e = m - 2^p / d in [0, 1), n m / 2^p = n / d + n e / 2^p,
+    and n e / 2^p < n / 2^p < 1 / d never carries past the next multiple of 1 / d."""
+    d = max(d, 1)
+    p = 31 + (d - 1).bit_length()
+    return -(-(1 << p) // d), p
+
+
+@triton.jit
+def fast_div(n, m, p):
+    """n // d for int32 0 <= n < 2^31, (m, p) = divmod_magic(d): one 32x32->64-bit multiply
+    and a shift where a division by a runtime int32 takes a dozen instructions or more."""
+    wide = tl.cast(tl.cast(n, tl.uint32), tl.uint64) * tl.cast(tl.cast(m, tl.uint32), tl.uint64)
+    return tl.cast(wide >> p, tl.int32)
+
+
 @triton.jit
 def saturate(y, OUT_MAX: tl.constexpr):
     """Clamp to the finite range of the output dtype (NaN stays NaN); OUT_MAX=0: no-op."""

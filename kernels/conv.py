@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels._common import TileConfig, grouped_tile, load_scalars, next_pow2
+from kernels._common import TileConfig, fast_div, grouped_tile, load_scalars, next_pow2
 from kernels.dense import _bwd_tile, dense_config_space, fwd_store, prune_dense_configs
 
 
@@ -66,6 +66,8 @@ def yat_conv_fwd_kernel(
     dil_w,
     alpha_value,
     eps_value,
+    cb_m,
+    cb_p,
     KH: tl.constexpr,
     KW: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -78,6 +80,7 @@ def yat_conv_fwd_kernel(
     OUT_MAX: tl.constexpr,
     INT64: tl.constexpr,
     EPILOGUE_SPLIT: tl.constexpr,
+    EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -120,37 +123,49 @@ def yat_conv_fwd_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    nx = tl.zeros((BLOCK_M,), dtype=acc.dtype)
+    nx = tl.zeros((BLOCK_M, BLOCK_K // 8), dtype=acc.dtype)
     c_blocks = tl.cdiv(Cg, BLOCK_K)
     # One flat loop over (tap, channel block): a single pipelined loop even when C_in/G
     # fits in one BLOCK_K (nested loops would leave the inner one nothing to pipeline).
+    x_rows = x_base + ih0 * stride_xh + iw0 * stride_xw  # tap (0, 0), channel 0
     for it in range(0, KH * KW * c_blocks):
-        tap = it // c_blocks
+        tap = fast_div(it, cb_m, cb_p)
         c0 = (it - tap * c_blocks) * BLOCK_K
         kh = tap // KW
         kw = tap - kh * KW
-        ih = ih0 + kh * dil_h
-        iw = iw0 + kw * dil_w
-        inside = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        # one unsigned compare per bound: a negative ih wraps past H
+        inside = mask_m & ((ih0 + kh * dil_h).to(tl.uint32) < H) & ((iw0 + kw * dil_w).to(tl.uint32) < W)
+        shift = (kh * dil_h) * stride_xh + (kw * dil_w) * stride_xw + c0 * stride_xc
         cs = c0 + offs_k
-        cmask = cs < Cg
-        a = tl.load(
-            x_base[:, None] + (ih * stride_xh + iw * stride_xw)[:, None] + cs[None, :] * stride_xc,
-            mask=inside[:, None] & cmask[None, :],
-            other=0.0,
-        )
-        b = tl.load(
-            w_base + cs[:, None] * stride_wc + kh * stride_wh + kw * stride_ww,
-            mask=cmask[:, None] & mask_n[None, :],
-            other=0.0,
-        )
+        if EVEN_K:
+            a = tl.load(
+                x_rows[:, None] + shift + offs_k[None, :] * stride_xc, mask=inside[:, None], other=0.0
+            )
+            b = tl.load(
+                w_base + cs[:, None] * stride_wc + kh * stride_wh + kw * stride_ww,
+                mask=mask_n[None, :],
+                other=0.0,
+            )
+        else:
+            cmask = cs < Cg
+            a = tl.load(
+                x_rows[:, None] + shift + offs_k[None, :] * stride_xc,
+                mask=inside[:, None] & cmask[None, :],
+                other=0.0,
+            )
+            b = tl.load(
+                w_base + cs[:, None] * stride_wc + kh * stride_wh + kw * stride_ww,
+                mask=cmask[:, None] & mask_n[None, :],
+                other=0.0,
+            )
         af = a.to(acc.dtype)
-        nx += tl.sum(af * af, axis=1)
+        nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
+    nx = tl.sum(nx, axis=1)
     alpha, eps = load_scalars(
         alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
     )
@@ -193,6 +208,8 @@ def yat_conv_fwd_tma_kernel(
     dil_w,
     alpha_value,
     eps_value,
+    cb_m,
+    cb_p,
     KH: tl.constexpr,
     KW: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -226,8 +243,8 @@ def yat_conv_fwd_tma_kernel(
     w_desc: TMA descriptor of W as (C_out, KH*KW*C_in/G), K ordered (kh, kw, c), block
     (BLOCK_N, BLOCK_K); C_in/G is a multiple of BLOCK_K, so a K tile never spans two taps
     or two groups. The other arguments are those of `yat_conv_fwd_kernel` (fp16 / bf16 /
-    fp32 io); the epilogue stores through pointers, masked to the positions inside the
-    output.
+    fp32 io; (cb_m, cb_p): `divmod_magic` of Cg / BLOCK_K); the epilogue stores through
+    pointers, masked to the positions inside the output.
 
     Not persistent, unlike the dense TMA kernels: ResNet-50's 64-channel 3x3 layers have a
     9-step main loop, and the ⵟ epilogue costs about as much as those steps' MMAs (for a
@@ -237,7 +254,7 @@ def yat_conv_fwd_tma_kernel(
     128x64x64:8:4:e2:tma --save --dump DIR` writes).
     Written persistent (flattened loops, commit 2bca5dd), this kernel took 153 registers at
     that tile (Triton 3.6): one program an SM, whose epilogue nothing overlaps but its next tile's
-    copies. One program a tile takes 105, and two resident programs per SM overlap one's
+    copies. One program a tile takes 106, and two resident programs per SM overlap one's
     epilogue with the other's MMAs.
 
     Triton (3.6 and 3.9) reads a multi-dimensional box back through registers to flatten it
@@ -245,9 +262,18 @@ def yat_conv_fwd_tma_kernel(
     anyway) rather than from shared memory as the pointer kernel's does. Static sm_90
     compiles (Triton 3.6) of a ResNet-50 56x56x64 layer, bf16, saving s, no spills, HGMMA
     (`python -m autotune.inspect --op conv2d --config 128x64x64:8:4:e2[:tma] --save`):
-    128x64x64 tiles take 116 registers and 81,920 B on the pointer kernel, 105 and
-    81,976 B here (two programs fit an SM either way); 128x128x64:8:4:e4, 160 / 114,688 B
-    and 148 / 114,744 B. Which is faster is for the sweep to measure.
+    128x64x64 tiles take 117 registers and 81,920 B on the pointer kernel, 106 and
+    81,976 B here (two programs fit an SM either way); 128x128x64:8:4:e4, 161 / 114,688 B
+    and 143 / 114,744 B. Which is faster is for the sweep to measure.
+
+    The main loop's cost is its instruction issue as much as its MMAs: a 128x64x64 step
+    is 4 HGMMA (~256 tensor-core cycles an SM) among ~200-300 instructions a warp, 8 warps
+    on 4 schedulers. So it decodes the tap with `fast_div` (no integer division) and sums
+    ||x||^2 into 8-wide partials a row (thread-local adds; one cross-thread reduction
+    after the loop): 253 -> 212 SASS instructions a step here, 303 -> 227 in
+    `yat_conv_fwd_kernel` (which also drops the channel masks when EVEN_K and checks each
+    bound with one unsigned compare). Counted in the SASS loop bodies of the kernels that
+    `autotune.inspect --dump` writes, Triton 3.6, bf16, 56x56x64 layer, default tiles.
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -262,10 +288,10 @@ def yat_conv_fwd_tma_kernel(
     n0 = g * Ng + pid_n * BLOCK_N
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    nx = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    nx = tl.zeros((BLOCK_M, BLOCK_K // 8), dtype=tl.float32)
     c_blocks = Cg // BLOCK_K
     for it in range(0, KH * KW * c_blocks):
-        tap = it // c_blocks
+        tap = fast_div(it, cb_m, cb_p)
         c0 = (it - tap * c_blocks) * BLOCK_K
         kh = tap // KW
         kw = tap - kh * KW
@@ -273,12 +299,13 @@ def yat_conv_fwd_tma_kernel(
         a = a.reshape(BLOCK_M, BLOCK_K)
         b = w_desc.load([n0, tap * Cg + c0])
         af = a.to(tl.float32)
-        nx += tl.sum(af * af, axis=1)
+        nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b.T, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
 
+    nx = tl.sum(nx, axis=1)
     alpha, eps = load_scalars(alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False)
     r = tl.arange(0, BLOCK_M)
     bb = b0 + r // (BOX_H * BOX_W)
@@ -297,6 +324,44 @@ def yat_conv_fwd_tma_kernel(
         nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, 0,
         True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False,
     )  # fmt: skip
+
+
+@triton.jit
+def _dgrad_source(
+    ih,
+    iw,
+    bb,
+    o_unit,
+    kh,
+    kw,
+    mask_m,
+    OH,
+    OW,
+    conv_sh,
+    conv_sw,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    UNIT_STRIDE: tl.constexpr,
+):
+    """(hit, o): whether tap (kh, kw) of output position o reads input pixel (ih, iw) of
+    image bb, and o. With stride 1, o is o_unit (tap (0, 0)'s) shifted by the tap, and one
+    unsigned compare a bound checks the range (a negative index wraps past it)."""
+    th = ih + pad_h - kh * dil_h
+    tw = iw + pad_w - kw * dil_w
+    if UNIT_STRIDE:
+        hit = mask_m & (th.to(tl.uint32) < OH) & (tw.to(tl.uint32) < OW)
+        o = o_unit - (kh * dil_h * OW + kw * dil_w)
+    else:
+        oh = th // conv_sh
+        ow = tw // conv_sw
+        hit = (
+            mask_m & (th >= 0) & (tw >= 0) & (oh * conv_sh == th) & (ow * conv_sw == tw)
+            & (oh < OH) & (ow < OW)
+        )  # fmt: skip
+        o = (bb * OH + oh) * OW + ow
+    return hit, o
 
 
 @triton.jit
@@ -333,12 +398,16 @@ def yat_conv_dgrad_kernel(
     pad_w,
     dil_h,
     dil_w,
+    fb_m,
+    fb_p,
     KH: tl.constexpr,
     KW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     IS_FP64: tl.constexpr,
     INT64: tl.constexpr,
+    UNIT_STRIDE: tl.constexpr,
+    EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -352,7 +421,12 @@ def yat_conv_dgrad_kernel(
 
     gs_ptr:   (M, C_out) io dtype, dL/ds (contiguous). rows_ptr: (M, G) acc dtype, R.
     w_ptr:    (C_out, C_in/G, KH, KW) io dtype, strided. x_ptr / dx_ptr: (B, C_in, H, W)
-    io dtype, strided. MX = B*H*W.
+    io dtype, strided. MX = B*H*W. (fb_m, fb_p): `divmod_magic` of cdiv(Ng, BLOCK_K).
+    UNIT_STRIDE: stride 1, where o(p, tap) is p's own output index shifted by the tap, no
+    division. EVEN_K: Ng a multiple of BLOCK_K (no filter mask in the main loop). R is
+    summed over the taps after the main loop, which then reads gs and W only: a step of
+    the 56x56x64 layer's default 128x64x64 tile went from 228 SASS instructions a warp to
+    143 (Triton 3.6, bf16; 4 HGMMA).
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -373,37 +447,38 @@ def yat_conv_dgrad_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    rsum = tl.zeros((BLOCK_M,), dtype=acc.dtype)
     f_blocks = tl.cdiv(Ng, BLOCK_K)
     w_base = w_ptr + offs_n[None, :] * stride_wc  # channel within the group
+    o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # UNIT_STRIDE: o at tap (0, 0)
     for it in range(0, KH * KW * f_blocks):
-        tap = it // f_blocks
+        tap = fast_div(it, fb_m, fb_p)
         f0 = (it - tap * f_blocks) * BLOCK_K
         kh = tap // KW
         kw = tap - kh * KW
-        th = ih + pad_h - kh * dil_h
-        tw = iw + pad_w - kw * dil_w
-        oh = th // conv_sh
-        ow = tw // conv_sw
-        hit = (
-            mask_m & (th >= 0) & (tw >= 0) & (oh * conv_sh == th) & (ow * conv_sw == tw)
-            & (oh < OH) & (ow < OW)
+        hit, o = _dgrad_source(
+            ih, iw, bb, o_unit, kh, kw, mask_m, OH, OW, conv_sh, conv_sw, pad_h, pad_w, dil_h, dil_w,
+            UNIT_STRIDE,
         )  # fmt: skip
-        o = (bb * OH + oh) * OW + ow
         fs = f0 + offs_k
-        fmask = fs < Ng
-        a = tl.load(
-            gs_ptr + o[:, None] * C_out + (g * Ng + fs)[None, :],
-            mask=hit[:, None] & fmask[None, :],
-            other=0.0,
-        )
-        b = tl.load(
-            w_base + (g * Ng + fs)[:, None] * stride_wo + kh * stride_wh + kw * stride_ww,
-            mask=fmask[:, None] & mask_n[None, :],
-            other=0.0,
-        )
-        if f0 == 0:
-            rsum += tl.load(rows_ptr + o * G + g, mask=hit, other=0.0)
+        if EVEN_K:
+            a = tl.load(gs_ptr + o[:, None] * C_out + (g * Ng + fs)[None, :], mask=hit[:, None], other=0.0)
+            b = tl.load(
+                w_base + (g * Ng + fs)[:, None] * stride_wo + kh * stride_wh + kw * stride_ww,
+                mask=mask_n[None, :],
+                other=0.0,
+            )
+        else:
+            fmask = fs < Ng
+            a = tl.load(
+                gs_ptr + o[:, None] * C_out + (g * Ng + fs)[None, :],
+                mask=hit[:, None] & fmask[None, :],
+                other=0.0,
+            )
+            b = tl.load(
+                w_base + (g * Ng + fs)[:, None] * stride_wo + kh * stride_wh + kw * stride_ww,
+                mask=fmask[:, None] & mask_n[None, :],
+                other=0.0,
+            )
         if a.dtype != b.dtype:  # fp16 io: fp32 gs against fp16 operands, as TF32
             b = b.to(a.dtype)
         if UPCAST:
@@ -411,6 +486,15 @@ def yat_conv_dgrad_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
+    rsum = tl.zeros((BLOCK_M,), dtype=acc.dtype)
+    for tap in range(0, KH * KW):
+        kh = tap // KW
+        kw = tap - kh * KW
+        hit, o = _dgrad_source(
+            ih, iw, bb, o_unit, kh, kw, mask_m, OH, OW, conv_sh, conv_sw, pad_h, pad_w, dil_h, dil_w,
+            UNIT_STRIDE,
+        )  # fmt: skip
+        rsum += tl.load(rows_ptr + o * G + g, mask=hit, other=0.0)
     cols = (g * Cg + offs_n)[None, :]
     mask = mask_m[:, None] & mask_n[None, :]
     xv = tl.load(
@@ -451,6 +535,10 @@ def yat_conv_wgrad_kernel(
     dil_h,
     dil_w,
     m_per_split,
+    ohw_m,
+    ohw_p,
+    ow_m,
+    ow_p,
     KW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -467,6 +555,11 @@ def yat_conv_wgrad_kernel(
 
     gs_ptr: (M, C_out) io dtype (contiguous). x_ptr: (B, C_in, H, W) io dtype, strided.
     part_ptr: (splits, C_out, KC) acc dtype, contiguous.
+    (ohw_m, ohw_p), (ow_m, ow_p): `divmod_magic` of OH*OW and OW, which decode the output
+    positions of each step without a division (int32 offsets; INT64 divides): with the
+    column's tap folded into one offset and one unsigned compare a bound, a step of the
+    56x56x64 layer's default 64x128x64 tile went from 367 SASS instructions a warp to 211
+    (Triton 3.6, bf16; 4 HGMMA).
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -480,9 +573,9 @@ def yat_conv_wgrad_kernel(
     cc = offs_j - tap * Cg
     kh = tap // KW
     kw = tap - kh * KW
-    col_off = (g * Cg + cc) * stride_xc
     dh = kh * dil_h
     dw = kw * dil_w
+    col_off = dh * stride_xh + dw * stride_xw + (g * Cg + cc) * stride_xc  # the column's tap and channel
     offs_k = tl.arange(0, BLOCK_K)
     if IS_FP64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
@@ -495,24 +588,30 @@ def yat_conv_wgrad_kernel(
         o = m0 + offs_k
         if INT64:
             o = o.to(tl.int64)
+            bb = o // ohw
+            rem = o - bb * ohw
+            oh = rem // OW
+        else:
+            bb = fast_div(o, ohw_m, ohw_p)
+            rem = o - bb * ohw
+            oh = fast_div(rem, ow_m, ow_p)
         omask = o < m_stop
-        bb = o // ohw
-        rem = o - bb * ohw
-        oh = rem // OW
         ow = rem - oh * OW
-        ih = (oh * conv_sh - pad_h)[:, None] + dh[None, :]
-        iw = (ow * conv_sw - pad_w)[:, None] + dw[None, :]
-        inside = omask[:, None] & mask_j[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        ih0 = oh * conv_sh - pad_h
+        iw0 = ow * conv_sw - pad_w
+        # one unsigned compare a bound: a negative index wraps past it
+        inside = (
+            (omask[:, None] & mask_j[None, :])
+            & ((ih0[:, None] + dh[None, :]).to(tl.uint32) < H)
+            & ((iw0[:, None] + dw[None, :]).to(tl.uint32) < W)
+        )
         a = tl.load(
             gs_ptr + o[None, :] * C_out + (g * Ng + offs_f)[:, None],
             mask=mask_f[:, None] & omask[None, :],
             other=0.0,
         )
-        b = tl.load(
-            x_ptr + (bb * stride_xb)[:, None] + ih * stride_xh + iw * stride_xw + col_off[None, :],
-            mask=inside,
-            other=0.0,
-        )
+        row_off = bb * stride_xb + ih0 * stride_xh + iw0 * stride_xw
+        b = tl.load(x_ptr + row_off[:, None] + col_off[None, :], mask=inside, other=0.0)
         if a.dtype != b.dtype:  # fp16 io: fp32 gs against fp16 operands, as TF32
             b = b.to(a.dtype)
         if UPCAST:
@@ -706,7 +805,7 @@ def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting
     channels per group (a K tile never spans two taps), and 8 warps from 128x64 up: the
     patch norm reads the x tile into registers, BLOCK_M*BLOCK_K/threads values a thread
     (sm_90, bf16, a ResNet-50 3x3 layer, 128x64x64 tile: 219 registers with 4 warps,
-    112 with 8; Triton 3.6: 240 and 116)."""
+    112 with 8; Triton 3.6: 240 and 117)."""
 
     def fit(dim: int, cap: int) -> int:
         return min(cap, max(16, next_pow2(max(dim, 1))))

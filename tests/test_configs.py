@@ -14,10 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 import triton
+import triton.language as tl
 from oracle import yat_dense_ref
 from tolerances import assert_close
 
-from kernels._common import SM90_SMEM_BYTES, TileConfig, fits_sm90, pipelined_smem_bytes
+from kernels._common import (
+    SM90_SMEM_BYTES,
+    TileConfig,
+    divmod_magic,
+    fast_div,
+    fits_sm90,
+    pipelined_smem_bytes,
+)
 from kernels.conv import conv_config_space, prune_conv_configs
 from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
 from yat_triton.dense import dense_fwd, plan_bwd_gemm
@@ -652,6 +660,44 @@ def test_warp_specialization_falls_back_where_it_does_not_compile(monkeypatch: p
     monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cpu"))
     KernelCall(bad, (1,), (5,), {"WARP_SPECIALIZE": True, "num_warps": 4}).run()
     assert launched[-1][1]["WARP_SPECIALIZE"] is True and bad.compiles == 1
+
+
+DIVISORS = [1, 2, 3, 7, 9, 49, 56, 64, 3136, 12544, 100_003, 2**20 + 7, 2**30, 2**31 - 1]
+
+
+def test_divmod_magic_divides_every_int32():
+    """(n * m) >> p == n // d over each divisor's edge cases and random dividends in
+    [0, 2^31), the range `fast_div` promises; m fits 32 bits."""
+    gen = torch.Generator().manual_seed(5)
+    for d in DIVISORS + torch.randint(1, 2**31 - 1, (200,), generator=gen).tolist():
+        m, p = divmod_magic(d)
+        assert 0 < m < 2**32
+        q = d * ((2**31 - 1) // d)
+        edges = [0, 1, d - 1, d, d + 1, q - 1, q, 2**31 - 2, 2**31 - 1]
+        for n in edges + torch.randint(0, 2**31, (200,), generator=gen).tolist():
+            if n >= 0:
+                assert (n * m) >> p == n // d, (n, d, m, p)
+
+
+@triton.jit
+def _fast_div_kernel(n_ptr, q_ptr, m, p, N, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    mask = offs < N
+    n = tl.load(n_ptr + offs, mask=mask, other=0)
+    tl.store(q_ptr + offs, fast_div(n, m, p), mask=mask)
+
+
+def test_fast_div_in_a_kernel(device):
+    """The kernels' division by a runtime int32 (conv position and tap decodes) gives the
+    integer quotient, compiled (GPU) and interpreted."""
+    gen = torch.Generator().manual_seed(6)
+    for d in DIVISORS:
+        q = d * ((2**31 - 1) // d)
+        n = torch.tensor([0, 1, d - 1, d, d + 1, q - 1, q, 2**31 - 1], dtype=torch.int64)
+        n = torch.cat([n, torch.randint(0, 2**31, (56,), generator=gen)]).clamp(0, 2**31 - 1)
+        out = torch.empty(64, dtype=torch.int32, device=device)
+        _fast_div_kernel[(1,)](n.to(device=device, dtype=torch.int32), out, *divmod_magic(d), 64, BLOCK=64)
+        assert torch.equal(out.cpu().long(), n // d), d
 
 
 def test_launch_makes_its_cuda_device_current(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1014,6 +1014,32 @@ def test_pointwise_conv_follows_the_conv_tiles(device, launched):
     assert len(gemms) == 2 and all(c.kwargs["BLOCK_M"] == 16 and c.kwargs["GROUP_M"] == 4 for c in gemms)
 
 
+@pytest.mark.parametrize(
+    "geo, even, unit",
+    [
+        pytest.param(Geo(2, 32, 6, 5, 32, (3, 3), padding=1), True, True, id="even-unit"),
+        pytest.param(Geo(2, 24, 7, 6, 20, (3, 2), stride=2, padding=(1, 2), dilation=(1, 2)), False, False,
+                     id="ragged-strided"),
+    ],
+)  # fmt: skip
+def test_main_loop_variants(geo, even, unit, device, launched):
+    """The forward's and the input gradient's main loops drop the channel / filter masks
+    where the channels a group are a multiple of BLOCK_K (EVEN_K), and the input gradient
+    finds its output positions without a division at stride 1 (UNIT_STRIDE): both ways
+    against the oracle, forward and backward."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    tile = TileConfig(32, 16, 16, 2, 4, 2)
+    inp = make_inputs(geo, torch.bfloat16, device, channels_last=True, seed=64)
+    with forced_config("conv2d", "fwd", tile), forced_config("conv2d", "bwd", tile):
+        check_against_oracle(inp, geo)
+    calls = {c.kernel.fn.__name__: c.kwargs for c in launched}
+    assert calls["yat_conv_fwd_kernel"]["EVEN_K"] is even
+    assert calls["yat_conv_dgrad_kernel"]["EVEN_K"] is even
+    assert calls["yat_conv_dgrad_kernel"]["UNIT_STRIDE"] is unit
+
+
 # ---------------------------------------------------------------------------------------
 # The TMA forward (stride 1: every tap reads a shifted box of x)
 

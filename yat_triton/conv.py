@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.library import triton_op
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels._common import TileConfig, cdiv, next_pow2
+from kernels._common import TileConfig, cdiv, divmod_magic, next_pow2
 from kernels.conv import (
     conv_box,
     tma_conv_tile,
@@ -414,7 +414,8 @@ def plan_conv2d_fwd(
             (TensorDescriptor.from_tensor(xv, [*box, cfg.block_k]),
              TensorDescriptor.from_tensor(wv, [cfg.block_n, cfg.block_k]),
              *operands, B, OH, OW, Cg, Ng, C_out, groups, *_xs(y),
-             pads[0], pads[2], dilation[0], dilation[1], alpha_value, eps_value),
+             pads[0], pads[2], dilation[0], dilation[1], alpha_value, eps_value,
+             *divmod_magic(Cg // cfg.block_k)),
             dict(constexprs, INT64=needs_int64(y, s), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2]),
         ))  # fmt: skip
         return (y, s, nx, nw), calls
@@ -423,8 +424,9 @@ def plan_conv2d_fwd(
         yat_conv_fwd_kernel, grid,
         (xk, wk, *operands, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws, *_xs(y),
          stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
-         alpha_value, eps_value),
-        dict(constexprs, IS_FP64=x.dtype == torch.float64, INT64=needs_int64(xk, y, s)),
+         alpha_value, eps_value, *divmod_magic(cdiv(Cg, cfg.block_k))),
+        dict(constexprs, IS_FP64=x.dtype == torch.float64, INT64=needs_int64(xk, y, s),
+             EVEN_K=Cg % cfg.block_k == 0),
     ))  # fmt: skip
     return (y, s, nx, nw), calls
 
@@ -608,8 +610,9 @@ def conv2d_bwd(
                 yat_conv_dgrad_kernel,
                 (cdiv(MX, cfg.block_m) * cdiv(Cg, cfg.block_n), groups),
                 (gs, rows, wk, xk, dx, MX, H, W, OH, OW, Cg, Ng, C_out, groups,
-                 *ws, *_xs(xk), *_xs(dx), *geo),
+                 *ws, *_xs(xk), *_xs(dx), *geo, *divmod_magic(cdiv(Ng, cfg.block_k))),
                 dict(KH=KH, KW=KW, **dot, INT64=needs_int64(xk, dx, gs),
+                     UNIT_STRIDE=tuple(stride) == (1, 1), EVEN_K=Ng % cfg.block_k == 0,
                      **cfg.launch_options()),
             ).run()  # fmt: skip
         elif MX:
@@ -628,7 +631,8 @@ def conv2d_bwd(
             KernelCall(
                 yat_conv_wgrad_kernel,
                 (cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n), groups, splits),
-                (gs, xk, part, M, H, W, OH, OW, Cg, Ng, C_out, KC, *_xs(xk), *geo, m_per_split),
+                (gs, xk, part, M, H, W, OH, OW, Cg, Ng, C_out, KC, *_xs(xk), *geo, m_per_split,
+                 *divmod_magic(OH * OW), *divmod_magic(OW)),
                 dict(KW=KW, **dot, INT64=needs_int64(xk, gs),
                      **cfg.launch_options()),
             ).run()  # fmt: skip
