@@ -137,27 +137,15 @@ def yat_conv_fwd_kernel(
         inside = mask_m & ((ih0 + kh * dil_h).to(tl.uint32) < H) & ((iw0 + kw * dil_w).to(tl.uint32) < W)
         shift = (kh * dil_h) * stride_xh + (kw * dil_w) * stride_xw + c0 * stride_xc
         cs = c0 + offs_k
-        if EVEN_K:
-            a = tl.load(
-                x_rows[:, None] + shift + offs_k[None, :] * stride_xc, mask=inside[:, None], other=0.0
-            )
-            b = tl.load(
-                w_base + cs[:, None] * stride_wc + kh * stride_wh + kw * stride_ww,
-                mask=mask_n[None, :],
-                other=0.0,
-            )
-        else:
-            cmask = cs < Cg
-            a = tl.load(
-                x_rows[:, None] + shift + offs_k[None, :] * stride_xc,
-                mask=inside[:, None] & cmask[None, :],
-                other=0.0,
-            )
-            b = tl.load(
-                w_base + cs[:, None] * stride_wc + kh * stride_wh + kw * stride_ww,
-                mask=cmask[:, None] & mask_n[None, :],
-                other=0.0,
-            )
+        a_mask = inside[:, None]
+        b_mask = mask_n[None, :]
+        if not EVEN_K:
+            a_mask = a_mask & (cs < Cg)[None, :]
+            b_mask = b_mask & (cs < Cg)[:, None]
+        a = tl.load(x_rows[:, None] + shift + offs_k[None, :] * stride_xc, mask=a_mask, other=0.0)
+        b = tl.load(
+            w_base + cs[:, None] * stride_wc + kh * stride_wh + kw * stride_ww, mask=b_mask, other=0.0
+        )
         af = a.to(acc.dtype)
         nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
         if UPCAST:
@@ -460,25 +448,17 @@ def yat_conv_dgrad_kernel(
             UNIT_STRIDE,
         )  # fmt: skip
         fs = f0 + offs_k
-        if EVEN_K:
-            a = tl.load(gs_ptr + o[:, None] * C_out + (g * Ng + fs)[None, :], mask=hit[:, None], other=0.0)
-            b = tl.load(
-                w_base + (g * Ng + fs)[:, None] * stride_wo + kh * stride_wh + kw * stride_ww,
-                mask=mask_n[None, :],
-                other=0.0,
-            )
-        else:
-            fmask = fs < Ng
-            a = tl.load(
-                gs_ptr + o[:, None] * C_out + (g * Ng + fs)[None, :],
-                mask=hit[:, None] & fmask[None, :],
-                other=0.0,
-            )
-            b = tl.load(
-                w_base + (g * Ng + fs)[:, None] * stride_wo + kh * stride_wh + kw * stride_ww,
-                mask=fmask[:, None] & mask_n[None, :],
-                other=0.0,
-            )
+        a_mask = hit[:, None]
+        b_mask = mask_n[None, :]
+        if not EVEN_K:
+            a_mask = a_mask & (fs < Ng)[None, :]
+            b_mask = b_mask & (fs < Ng)[:, None]
+        a = tl.load(gs_ptr + o[:, None] * C_out + (g * Ng + fs)[None, :], mask=a_mask, other=0.0)
+        b = tl.load(
+            w_base + (g * Ng + fs)[:, None] * stride_wo + kh * stride_wh + kw * stride_ww,
+            mask=b_mask,
+            other=0.0,
+        )
         if a.dtype != b.dtype:  # fp16 io: fp32 gs against fp16 operands, as TF32
             b = b.to(a.dtype)
         if UPCAST:
