@@ -730,6 +730,7 @@ def test_launch_makes_its_cuda_device_current(monkeypatch: pytest.MonkeyPatch) -
         def warmup(self, *args: object, **kwargs: object) -> None:
             ran_on.append(("compile", current[0]))
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
     monkeypatch.setattr(torch.cuda, "device", Device)
     monkeypatch.setattr(launch_mod, "INTERPRETING", False)
@@ -743,6 +744,23 @@ def test_launch_makes_its_cuda_device_current(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(KernelCall, "device", lambda self: torch.device("cpu"))
     KernelCall(Kernel(), (1,), (9,)).run()
     assert switches == [1]
+
+
+def test_fake_cuda_tensors_propagate_shapes_anywhere():
+    """Shape propagation with fake CUDA tensors (torch.export, meta-programming) plans the
+    launches without touching a GPU: it works on a host without a CUDA driver too."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from yat_triton import yat_conv2d, yat_linear
+
+    with FakeTensorMode():
+        x, w = torch.empty(64, 32, device="cuda"), torch.empty(48, 32, device="cuda")
+        assert yat_linear(x, w).shape == (64, 48)
+        # channels_last already (a CPU build of torch cannot copy fake CUDA tensors)
+        xc = torch.empty(2, 8, 8, 16, device="cuda").permute(0, 3, 1, 2)
+        wc = torch.empty(24, 16, 3, 3, device="cuda")
+        y = yat_conv2d(xc, wc, padding=1)
+        assert y.shape == (2, 24, 8, 8) and y.device.type == "cuda"
 
 
 WS_COMPILE = """

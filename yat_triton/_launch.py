@@ -325,20 +325,25 @@ class KernelCall:
         return (max(1, min(self.persistent_tiles, self.grid[0] * per_sm)),)
 
     def run(self) -> None:
-        with on_device(self.device()):
+        with on_device(self):
             call = unless_warp_specialization_fails(self) if self.kwargs.get("WARP_SPECIALIZE") else self
             launch(call.kernel, call.launch_grid(), *call.args, **call.kwargs)
 
 
-def on_device(device: torch.device | None) -> contextlib.AbstractContextManager[object]:
+def on_device(call: KernelCall) -> contextlib.AbstractContextManager[object]:
     """The launch's CUDA device made current around it. Triton compiles for, and launches on,
     the current device, whatever device the tensors are on: a layer on cuda:1 while cuda:0
     is current (a model spread over GPUs without torch.cuda.set_device) would otherwise run
     on cuda:0 against cuda:1's memory, an illegal address or wrong values. A no-op where
-    the device is current already (the usual case) and off CUDA."""
-    if device is None or device.type != "cuda" or device.index is None:
+    the device is current already (the usual case), off CUDA, without a CUDA driver (fake
+    CUDA tensors propagating shapes on a CPU host), and while a trace records the launch
+    (torch.compile's generated code guards the device itself)."""
+    device = call.device()
+    if device is None or device.type != "cuda" or device.index is None or not torch.cuda.is_available():
         return contextlib.nullcontext()
     if device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    if tracing(*(t for t in (getattr(a, "base", a) for a in call.args) if isinstance(t, Tensor))):
         return contextlib.nullcontext()
     return torch.cuda.device(device.index)
 
