@@ -81,6 +81,7 @@ def yat_conv_fwd_kernel(
     INT64: tl.constexpr,
     EPILOGUE_SPLIT: tl.constexpr,
     EVEN_K: tl.constexpr,
+    FAST_DIV: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -129,7 +130,10 @@ def yat_conv_fwd_kernel(
     # fits in one BLOCK_K (nested loops would leave the inner one nothing to pipeline).
     x_rows = x_base + ih0 * stride_xh + iw0 * stride_xw  # tap (0, 0), channel 0
     for it in range(0, KH * KW * c_blocks):
-        tap = fast_div(it, cb_m, cb_p)
+        if FAST_DIV:
+            tap = fast_div(it, cb_m, cb_p)
+        else:  # symbolic sizes (see yat_triton.conv._magic)
+            tap = it // c_blocks
         c0 = (it - tap * c_blocks) * BLOCK_K
         kh = tap // KW
         kw = tap - kh * KW
@@ -396,6 +400,7 @@ def yat_conv_dgrad_kernel(
     INT64: tl.constexpr,
     UNIT_STRIDE: tl.constexpr,
     EVEN_K: tl.constexpr,
+    FAST_DIV: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -439,7 +444,10 @@ def yat_conv_dgrad_kernel(
     w_base = w_ptr + offs_n[None, :] * stride_wc  # channel within the group
     o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # UNIT_STRIDE: o at tap (0, 0)
     for it in range(0, KH * KW * f_blocks):
-        tap = fast_div(it, fb_m, fb_p)
+        if FAST_DIV:
+            tap = fast_div(it, fb_m, fb_p)
+        else:  # symbolic sizes (see yat_triton.conv._magic)
+            tap = it // f_blocks
         f0 = (it - tap * f_blocks) * BLOCK_K
         kh = tap // KW
         kw = tap - kh * KW
@@ -524,6 +532,7 @@ def yat_conv_wgrad_kernel(
     UPCAST: tl.constexpr,
     IS_FP64: tl.constexpr,
     INT64: tl.constexpr,
+    FAST_DIV: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -536,7 +545,8 @@ def yat_conv_wgrad_kernel(
     gs_ptr: (M, C_out) io dtype (contiguous). x_ptr: (B, C_in, H, W) io dtype, strided.
     part_ptr: (splits, C_out, KC) acc dtype, contiguous.
     (ohw_m, ohw_p), (ow_m, ow_p): `divmod_magic` of OH*OW and OW, which decode the output
-    positions of each step without a division (int32 offsets; INT64 divides): with the
+    positions of each step without a division (int32 offsets and FAST_DIV; INT64 and
+    symbolic sizes divide): with the
     column's tap folded into one offset and one unsigned compare a bound, a step of the
     56x56x64 layer's default 64x128x64 tile went from 367 SASS instructions a warp to 211
     (Triton 3.6, bf16; 4 HGMMA).
@@ -568,6 +578,7 @@ def yat_conv_wgrad_kernel(
         o = m0 + offs_k
         if INT64:
             o = o.to(tl.int64)
+        if INT64 or not FAST_DIV:  # offsets past 2^31, or symbolic sizes (yat_triton.conv._magic)
             bb = o // ohw
             rem = o - bb * ohw
             oh = rem // OW

@@ -12,6 +12,7 @@ stay tiny: the interpreter is slow.
 from __future__ import annotations
 
 import math
+import unittest.mock
 from dataclasses import dataclass
 
 import pytest
@@ -1038,6 +1039,37 @@ def test_main_loop_variants(geo, even, unit, device, launched):
     assert calls["yat_conv_fwd_kernel"]["EVEN_K"] is even
     assert calls["yat_conv_dgrad_kernel"]["EVEN_K"] is even
     assert calls["yat_conv_dgrad_kernel"]["UNIT_STRIDE"] is unit
+    kernels = ("yat_conv_fwd_kernel", "yat_conv_dgrad_kernel", "yat_conv_wgrad_kernel")
+    assert all(calls[k]["FAST_DIV"] for k in kernels)
+
+
+def test_symbolic_sizes_divide_in_the_kernels(launched):
+    """Traced with symbolic sizes (torch.compile with dynamic shapes), the conv kernels get
+    no `divmod_magic` numbers, which would pin every size they are made of to its value
+    (a guard a size: a recompile for each resolution), and divide instead (FAST_DIV off)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    geo = Geo(2, 16, 6, 5, 8, (3, 3), padding=1)
+    inp = make_inputs(geo, torch.float32, "cpu", channels_last=True, alpha="none", eps="float", seed=65)
+
+    planned = []
+
+    def fwd_bwd(x, w, b, g):  # noqa: ANN001, ANN202
+        (y, s, nx, nw), fwd = conv.plan_conv2d_fwd(
+            x, w, b, None, 1.0, None, 1e-2, [1, 1], (1, 1, 1, 1), [1, 1], 1, "ieee", True
+        )
+        planned.extend(fwd)
+        return conv.conv2d_bwd(
+            g, x, w, b, None, 1.0, None, 1e-2, s, nx, nw, [1, 1], (1, 1, 1, 1), [1, 1], 1, "ieee",
+            [True, True, False, False, False],
+        )  # fmt: skip
+
+    args = [inp[k].detach() for k in ("x", "weight", "bias")] + [torch.randn(2, 8, 6, 5)]
+    with unittest.mock.patch.object(conv, "use_triton", lambda t: True):
+        make_fx(fwd_bwd, tracing_mode="symbolic")(*args)
+    calls = {c.kernel.fn.__name__: c.kwargs for c in planned + launched}
+    kernels = ("yat_conv_fwd_kernel", "yat_conv_dgrad_kernel", "yat_conv_wgrad_kernel")
+    assert all(k in calls and calls[k]["FAST_DIV"] is False for k in kernels), calls.keys()
 
 
 # ---------------------------------------------------------------------------------------

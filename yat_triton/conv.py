@@ -344,6 +344,16 @@ def plan_weight_operand(
     return (wk, _khwc_strides(wk), nw), calls
 
 
+def _magic(*divisors: int) -> tuple[tuple[int, ...], bool]:
+    """`divmod_magic` of each divisor, flat, and FAST_DIV: whether the kernels may use them.
+    Under symbolic shapes (torch.compile with dynamic sizes) a size is a SymInt, whose
+    magic numbers would pin it to one value (a guard a size, a recompile a resolution):
+    the kernels divide then."""
+    if all(isinstance(d, int) for d in divisors):
+        return tuple(v for d in divisors for v in divmod_magic(d)), True
+    return (1, 0) * len(divisors), False
+
+
 def _xs(t: Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
@@ -420,13 +430,14 @@ def plan_conv2d_fwd(
         ))  # fmt: skip
         return (y, s, nx, nw), calls
     grid = (cdiv(M, cfg.block_m) * cdiv(Ng, cfg.block_n), groups)
+    magic, fast = _magic(cdiv(Cg, cfg.block_k))
     calls.append(KernelCall(
         yat_conv_fwd_kernel, grid,
         (xk, wk, *operands, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws, *_xs(y),
          stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
-         alpha_value, eps_value, *divmod_magic(cdiv(Cg, cfg.block_k))),
+         alpha_value, eps_value, *magic),
         dict(constexprs, IS_FP64=x.dtype == torch.float64, INT64=needs_int64(xk, y, s),
-             EVEN_K=Cg % cfg.block_k == 0),
+             EVEN_K=Cg % cfg.block_k == 0, FAST_DIV=fast),
     ))  # fmt: skip
     return (y, s, nx, nw), calls
 
@@ -606,14 +617,15 @@ def conv2d_bwd(
         if MX and Cg and M:
             wk, ws = _weight_khwc(weight)
             cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem)
+            magic, fast = _magic(cdiv(Ng, cfg.block_k))
             KernelCall(
                 yat_conv_dgrad_kernel,
                 (cdiv(MX, cfg.block_m) * cdiv(Cg, cfg.block_n), groups),
                 (gs, rows, wk, xk, dx, MX, H, W, OH, OW, Cg, Ng, C_out, groups,
-                 *ws, *_xs(xk), *_xs(dx), *geo, *divmod_magic(cdiv(Ng, cfg.block_k))),
+                 *ws, *_xs(xk), *_xs(dx), *geo, *magic),
                 dict(KH=KH, KW=KW, **dot, INT64=needs_int64(xk, dx, gs),
                      UNIT_STRIDE=tuple(stride) == (1, 1), EVEN_K=Ng % cfg.block_k == 0,
-                     **cfg.launch_options()),
+                     FAST_DIV=fast, **cfg.launch_options()),
             ).run()  # fmt: skip
         elif MX:
             dx.zero_()
@@ -628,12 +640,13 @@ def conv2d_bwd(
         launched = bool(M and KC and Ng)
         part = (torch.empty if launched else torch.zeros)((splits, C_out, KC), dtype=acc, device=dev)
         if launched:
+            magic, fast = _magic(OH * OW, OW)
             KernelCall(
                 yat_conv_wgrad_kernel,
                 (cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n), groups, splits),
                 (gs, xk, part, M, H, W, OH, OW, Cg, Ng, C_out, KC, *_xs(xk), *geo, m_per_split,
-                 *divmod_magic(OH * OW), *divmod_magic(OW)),
-                dict(KW=KW, **dot, INT64=needs_int64(xk, gs),
+                 *magic),
+                dict(KW=KW, **dot, INT64=needs_int64(xk, gs), FAST_DIV=fast,
                      **cfg.launch_options()),
             ).run()  # fmt: skip
     if (need_dx or need_dw) and M and C_out:
