@@ -490,10 +490,15 @@ def check_autocast(amp_dtype: torch.dtype, x_dtype: torch.dtype, device: str, la
 
 
 def test_autocast_keeps_float64(device):
-    """float64 operands stay float64 under autocast (autocast leaves float64 alone)."""
+    """float64 operands stay float64 under autocast (autocast leaves float64 alone); one
+    float64 operand among cast ones is refused, the message saying that autocast cast."""
     inp = make_inputs((6,), 11, 9, torch.float64, device, seed=43)
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
         check_against_oracle(inp)
+        x = torch.ones(3, 9, device=device)
+        with pytest.raises(TypeError, match=r"weight has dtype torch.float64 but x has dtype torch.bfloat16 "
+                                            r"\(after torch.autocast cast"):  # fmt: skip
+            yat_linear(x, inp["weight"].detach())
 
 
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float16, id="fp16"),

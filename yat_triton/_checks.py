@@ -54,8 +54,11 @@ def check_same(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
             f"{name} is on {t.device} but {ref_name} is on {ref.device}; move them to the same device"
         )
     if t.dtype != ref.dtype:
+        device = ref.device.type
+        cast = device in AUTOCAST_DEVICES and torch.is_autocast_enabled(device)
         raise TypeError(
-            f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; "
+            f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}"
+            f"{' (after torch.autocast cast the float16/bfloat16/float32 ones)' if cast else ''}; "
             "mixed dtypes are not supported, cast them to one dtype"
         )
 
