@@ -207,11 +207,15 @@ def divmod_magic(d: int) -> tuple[int, int]:
 
 
 @triton.jit
-def fast_div(n, m, p):
-    """n // d for int32 0 <= n < 2^31, (m, p) = divmod_magic(d): one 32x32->64-bit multiply
-    and a shift where a division by a runtime int32 takes a dozen instructions or more."""
-    wide = tl.cast(tl.cast(n, tl.uint32), tl.uint64) * tl.cast(tl.cast(m, tl.uint32), tl.uint64)
-    return tl.cast(wide >> p, tl.int32)
+def fast_div(n, d, m, p, FAST: tl.constexpr):
+    """n // d. FAST (int32 0 <= n < 2^31, (m, p) = divmod_magic(d)): one 32x32->64-bit
+    multiply and a shift where a division by a runtime int32 takes a dozen instructions or
+    more; otherwise (offsets past 2^31, symbolic sizes without magic numbers) n // d."""
+    if FAST:
+        wide = tl.cast(tl.cast(n, tl.uint32), tl.uint64) * tl.cast(tl.cast(m, tl.uint32), tl.uint64)
+        return tl.cast(wide >> p, tl.int32)
+    else:
+        return n // d
 
 
 @triton.jit

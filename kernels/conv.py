@@ -130,10 +130,7 @@ def yat_conv_fwd_kernel(
     # fits in one BLOCK_K (nested loops would leave the inner one nothing to pipeline).
     x_rows = x_base + ih0 * stride_xh + iw0 * stride_xw  # tap (0, 0), channel 0
     for it in range(0, KH * KW * c_blocks):
-        if FAST_DIV:
-            tap = fast_div(it, cb_m, cb_p)
-        else:  # symbolic sizes (see yat_triton.conv._magic)
-            tap = it // c_blocks
+        tap = fast_div(it, c_blocks, cb_m, cb_p, FAST_DIV)
         c0 = (it - tap * c_blocks) * BLOCK_K
         kh = tap // KW
         kw = tap - kh * KW
@@ -283,7 +280,7 @@ def yat_conv_fwd_tma_kernel(
     nx = tl.zeros((BLOCK_M, BLOCK_K // 8), dtype=tl.float32)
     c_blocks = Cg // BLOCK_K
     for it in range(0, KH * KW * c_blocks):
-        tap = fast_div(it, cb_m, cb_p)
+        tap = fast_div(it, c_blocks, cb_m, cb_p, True)
         c0 = (it - tap * c_blocks) * BLOCK_K
         kh = tap // KW
         kw = tap - kh * KW
@@ -444,10 +441,7 @@ def yat_conv_dgrad_kernel(
     w_base = w_ptr + offs_n[None, :] * stride_wc  # channel within the group
     o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # UNIT_STRIDE: o at tap (0, 0)
     for it in range(0, KH * KW * f_blocks):
-        if FAST_DIV:
-            tap = fast_div(it, fb_m, fb_p)
-        else:  # symbolic sizes (see yat_triton.conv._magic)
-            tap = it // f_blocks
+        tap = fast_div(it, f_blocks, fb_m, fb_p, FAST_DIV)
         f0 = (it - tap * f_blocks) * BLOCK_K
         kh = tap // KW
         kw = tap - kh * KW
@@ -578,14 +572,9 @@ def yat_conv_wgrad_kernel(
         o = m0 + offs_k
         if INT64:
             o = o.to(tl.int64)
-        if INT64 or not FAST_DIV:  # offsets past 2^31, or symbolic sizes (yat_triton.conv._magic)
-            bb = o // ohw
-            rem = o - bb * ohw
-            oh = rem // OW
-        else:
-            bb = fast_div(o, ohw_m, ohw_p)
-            rem = o - bb * ohw
-            oh = fast_div(rem, ow_m, ow_p)
+        bb = fast_div(o, ohw, ohw_m, ohw_p, FAST_DIV and not INT64)
+        rem = o - bb * ohw
+        oh = fast_div(rem, OW, ow_m, ow_p, FAST_DIV and not INT64)
         omask = o < m_stop
         ow = rem - oh * OW
         ih0 = oh * conv_sh - pad_h

@@ -680,24 +680,27 @@ def test_divmod_magic_divides_every_int32():
 
 
 @triton.jit
-def _fast_div_kernel(n_ptr, q_ptr, m, p, N, BLOCK: tl.constexpr):
+def _fast_div_kernel(n_ptr, q_ptr, d, m, p, N, FAST: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.arange(0, BLOCK)
     mask = offs < N
     n = tl.load(n_ptr + offs, mask=mask, other=0)
-    tl.store(q_ptr + offs, fast_div(n, m, p), mask=mask)
+    tl.store(q_ptr + offs, fast_div(n, d, m, p, FAST), mask=mask)
 
 
 def test_fast_div_in_a_kernel(device):
     """The kernels' division by a runtime int32 (conv position and tap decodes) gives the
-    integer quotient, compiled (GPU) and interpreted."""
+    integer quotient, compiled (GPU) and interpreted, by multiply-and-shift and (FAST off)
+    by division."""
     gen = torch.Generator().manual_seed(6)
     for d in DIVISORS:
         q = d * ((2**31 - 1) // d)
         n = torch.tensor([0, 1, d - 1, d, d + 1, q - 1, q, 2**31 - 1], dtype=torch.int64)
         n = torch.cat([n, torch.randint(0, 2**31, (56,), generator=gen)]).clamp(0, 2**31 - 1)
-        out = torch.empty(64, dtype=torch.int32, device=device)
-        _fast_div_kernel[(1,)](n.to(device=device, dtype=torch.int32), out, *divmod_magic(d), 64, BLOCK=64)
-        assert torch.equal(out.cpu().long(), n // d), d
+        for fast in (True, False):
+            out = torch.empty(64, dtype=torch.int32, device=device)
+            nd = n.to(device=device, dtype=torch.int32)
+            _fast_div_kernel[(1,)](nd, out, d, *divmod_magic(d), 64, FAST=fast, BLOCK=64)
+            assert torch.equal(out.cpu().long(), n // d), (d, fast)
 
 
 def test_launch_makes_its_cuda_device_current(monkeypatch: pytest.MonkeyPatch) -> None:
