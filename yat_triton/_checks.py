@@ -15,6 +15,14 @@ PRECISIONS = ("ieee", "tf32")
 AUTOCAST_DEVICES = ("cuda", "cpu")
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype torch.autocast casts to on this device type, None outside autocast."""
+    # torch.amp.is_autocast_available is not traceable by torch.compile (torch 2.11)
+    if device_type not in AUTOCAST_DEVICES or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 def autocast_operands(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
     """The operands as torch.autocast casts those of F.linear / F.conv2d: inside an autocast
     region of x's device type, float16 / bfloat16 / float32 operands are cast to the
@@ -22,13 +30,9 @@ def autocast_operands(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[T
     fp32 parameters get fp32 gradients. Outside autocast, and for anything that is not a
     floating tensor (left to the checks), the operands come back unchanged.
     """
-    if not isinstance(x, Tensor):
+    dtype = autocast_dtype(x.device.type) if isinstance(x, Tensor) else None
+    if dtype is None:
         return x, weight, bias
-    device = x.device.type
-    # torch.amp.is_autocast_available is not traceable by torch.compile (torch 2.11)
-    if device not in AUTOCAST_DEVICES or not torch.is_autocast_enabled(device):
-        return x, weight, bias
-    dtype = torch.get_autocast_dtype(device)
 
     def cast(t: Tensor | None) -> Tensor | None:
         eligible = isinstance(t, Tensor) and t.dtype in FLOAT_DTYPES and t.dtype != torch.float64
@@ -54,8 +58,7 @@ def check_same(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
             f"{name} is on {t.device} but {ref_name} is on {ref.device}; move them to the same device"
         )
     if t.dtype != ref.dtype:
-        device = ref.device.type
-        cast = device in AUTOCAST_DEVICES and torch.is_autocast_enabled(device)
+        cast = autocast_dtype(ref.device.type) is not None
         raise TypeError(
             f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}"
             f"{' (after torch.autocast cast the float16/bfloat16/float32 ones)' if cast else ''}; "

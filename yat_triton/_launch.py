@@ -308,11 +308,13 @@ class KernelCall:
         call (the occupancy and the warp-specialization checks of one run both use it)."""
         return self.kernel, tuple(sorted(self.kwargs.items())), tuple(map(_arg_key, self.args))
 
+    def tensors(self) -> Iterator[Tensor]:
+        """The tensor args, a TMA descriptor standing for its tensor."""
+        return (t for t in (getattr(a, "base", a) for a in self.args) if isinstance(t, Tensor))
+
     def device(self) -> torch.device | None:
         """The device of the first tensor (or TMA descriptor's tensor) among the args."""
-        return next(
-            (t.device for t in (getattr(a, "base", a) for a in self.args) if isinstance(t, Tensor)), None
-        )
+        return next((t.device for t in self.tensors()), None)
 
     def launch_grid(self) -> tuple[int, ...]:
         """The grid `run` launches."""
@@ -343,7 +345,7 @@ def on_device(call: KernelCall) -> contextlib.AbstractContextManager[object]:
         return contextlib.nullcontext()
     if device.index == torch.cuda.current_device():
         return contextlib.nullcontext()
-    if tracing(*(t for t in (getattr(a, "base", a) for a in call.args) if isinstance(t, Tensor))):
+    if tracing(*call.tensors()):
         return contextlib.nullcontext()
     return torch.cuda.device(device.index)
 
