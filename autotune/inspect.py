@@ -58,6 +58,8 @@ class KernelReport:
     programs_per_sm: int = 1  # resident at once (registers, shared memory, threads)
     warps: int = 0  # as launched: warp specialization adds a producer and consumer warps
     asked_warps: int = 0  # the call's num_warps
+    loop_step: int = 0  # SASS instructions of one main-loop step (`sass_shape`)
+    after_loop: int = 0  # SASS instructions after the main loop: the epilogue (`sass_shape`)
 
     @property
     def warp_specialized(self) -> bool:
@@ -76,7 +78,13 @@ class KernelReport:
             f"spill stores/loads {self.spill_stores}/{self.spill_loads}, shared "
             f"{self.shared_bytes} B, HGMMA instructions {self.hgmma}, TMA {self.tma}, "
             f"{self.programs_per_sm} programs/SM, {self.warps} warps"
-            f"{' (warp-specialized)' if self.warp_specialized else ''}, compile {self.compile_s:.1f} s"
+            f"{' (warp-specialized)' if self.warp_specialized else ''}"
+            + (
+                f", SASS a main-loop step {self.loop_step}, after the loop {self.after_loop}"
+                if self.hgmma
+                else ""
+            )
+            + f", compile {self.compile_s:.1f} s"
         )
 
 
@@ -127,6 +135,51 @@ def _specialize(call: KernelCall) -> tuple[dict, dict, dict]:
         else:
             raise TypeError(f"cannot specialize argument {name}={value!r}")
     return signature, constexprs, attrs
+
+
+_SASS_LINE = re.compile(r"\s+/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;")
+_SASS_LABEL = re.compile(r"(\.L_x_\d+):")
+_BACK_BRANCH = re.compile(r"\bBRA\s+`\((\.L_x_\d+)\)")
+
+
+def sass_shape(sass: str) -> tuple[int, int]:
+    """(loop_step, after_loop): static SASS instruction counts of a kernel (NOPs left out).
+
+    loop_step: the body of the smallest loop (a backward branch to a label) holding an
+    HGMMA: the instructions each warp issues per main-loop step. after_loop: those laid out
+    after both that loop and the last HGMMA (a pipelined loop's drained MMAs come after
+    it), up to the branch to itself that closes the code: the epilogue. A persistent
+    kernel whose tile and K loops Triton fused into one shows that loop as the step, its
+    conditional epilogue included, and little after it. Both 0 without HGMMA. Counted in
+    the layout, not as executed: a branch's untaken side counts, a loop's repeats do not.
+    What a step costs against its MMAs is for the GPU to measure; these counts show what a
+    change removed."""
+    labels: dict[str, int] = {}
+    ins: list[str] = []
+    for line in sass.splitlines():
+        label = _SASS_LABEL.match(line)
+        if label:
+            labels[label.group(1)] = len(ins)
+            continue
+        m = _SASS_LINE.match(line)
+        if m and not m.group(1).endswith("NOP"):
+            ins.append(m.group(1))
+    mma = [i for i, text in enumerate(ins) if "HGMMA" in text]
+    if not mma:
+        return 0, 0
+    loops = []  # (body length, index of the back-branch)
+    for i, text in enumerate(ins):
+        back = _BACK_BRANCH.search(text)
+        if back and labels.get(back.group(1), i + 1) <= i:
+            start = labels[back.group(1)]
+            if any(start <= j <= i for j in mma):
+                loops.append((i - start + 1, i))
+    end = len(ins)
+    trap = _BACK_BRANCH.search(ins[-1])
+    if trap and labels.get(trap.group(1)) == end - 1:
+        end -= 1  # the branch to itself that closes the code
+    step, loop_end = min(loops, default=(0, -1))
+    return step, end - max(mma[-1], loop_end) - 1
 
 
 def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, bool, int, int, str]:
@@ -183,8 +236,9 @@ def compile_sm90(
     warps = int(getattr(compiled.metadata, "num_warps", asked))  # with the partitions' warps
     per_sm = programs_per_sm(regs, shared, warps)
     return KernelReport(
-        call.kernel.__name__, regs, stack, stl, ldl, shared, hgmma, tma, elapsed, per_sm, warps, asked
-    )
+        call.kernel.__name__, regs, stack, stl, ldl, shared, hgmma, tma, elapsed, per_sm, warps, asked,
+        *sass_shape(sass),
+    )  # fmt: skip
 
 
 def inspect_dense_fwd(

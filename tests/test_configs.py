@@ -476,6 +476,42 @@ def test_inspect_dumps_every_stage(tmp_path: Path) -> None:
     assert "HGMMA" in (tmp_path / "yat_dense_fwd_kernel.sass").read_text()
 
 
+def test_sass_shape_counts_the_mma_loop_and_the_epilogue() -> None:
+    """`sass_shape` on hand-laid SASS listings: the smallest loop holding an HGMMA (not the
+    address loop before it, not the outer loop), and what follows both it and the last
+    HGMMA up to the closing self-branch, NOPs left out."""
+    from autotune.inspect import sass_shape
+
+    def sass(*listing: str) -> str:
+        return "\n".join(
+            line if line.startswith(".L") else f"        /*{16 * n:04x}*/                   {line} ;"
+            for n, line in enumerate(listing)
+        )
+
+    head = (
+        "MOV R1, c[0x0][0x28]",
+        ".L_x_0:", "IADD3 R2, R2, 0x1, RZ", "@P0 BRA `(.L_x_0)",  # a loop without MMA
+        ".L_x_1:", "LDS R4, [R3]",
+        ".L_x_2:", "LDGSTS [R5], [R6.64]", "HGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], R24",
+        "NOP", "IADD3 R7, R7, 0x1, RZ", "@P1 BRA `(.L_x_2)",  # the main-loop step: 4
+    )  # fmt: skip
+    tail = (
+        "FMUL R8, R24, R24",
+        "MUFU.RCP R9, R8",
+        "STG.E [R10.64], R9",
+        "EXIT",
+        ".L_x_3:",
+        "BRA `(.L_x_3)",
+        "NOP",
+    )
+    # the outer loop's latch and 4 epilogue instructions follow the main loop
+    assert sass_shape(sass(*head, "@P2 BRA `(.L_x_1)", *tail)) == (4, 5)
+    # a drained MMA after the loop: the epilogue starts after it
+    drained = ("HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24, gsb0", "WARPGROUP.DEPBAR.LE gsb0, 0x0")
+    assert sass_shape(sass(*head, *drained, *tail)) == (4, 5)
+    assert sass_shape(sass(*head, *tail).replace("HGMMA", "HMMA")) == (0, 0)
+
+
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
 def test_inspect_caps_registers() -> None:
     """--maxnreg 128: the bf16 forward saving s on a 128x128 tile, 8 warps, 3 stages, fits
