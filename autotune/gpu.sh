@@ -74,7 +74,7 @@ SWEEP_CAP=210
 if [ "$SWEEP_ONLY" = 1 ]; then
   SWEEP_CAP=400
 else
-  STATIC="compiles_for_sm90 or uses_wgmma_without_spills or inspect_dumps_every_stage or inspect_caps_registers"
+  STATIC="compiles_for_sm90 or uses_wgmma_without_spills or inspect_dumps_every_stage or inspect_caps_registers or bare_reciprocal"
   timeout 105 python -m pytest -q -ra -k "not ($STATIC or static_prune_flags_spilling_tiles$WS_TEST)" \
     $(for t in dense conv configs modules conv_modules errors; do echo "tests/test_$t.py"; done) \
     $(ls tests/test_*.py | grep -v -E 'test_(dense|conv|configs|modules|conv_modules|errors|autotune)\.py$') \

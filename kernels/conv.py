@@ -80,6 +80,7 @@ def yat_conv_fwd_kernel(
     OUT_MAX: tl.constexpr,
     INT64: tl.constexpr,
     EPILOGUE_SPLIT: tl.constexpr,
+    FAST_RCP: tl.constexpr,
     EVEN_K: tl.constexpr,
     FAST_DIV: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -165,7 +166,7 @@ def yat_conv_fwd_kernel(
     fwd_store(
         acc, nx, nx, y_rows, offs_m * C_out, mask_m, g * Ng + pid_n * BLOCK_N, g * Ng + Ng,
         nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, 0,
-        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False,
+        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False, FAST_RCP,
     )  # fmt: skip
 
 
@@ -210,6 +211,7 @@ def yat_conv_fwd_tma_kernel(
     OUT_MAX: tl.constexpr,
     INT64: tl.constexpr,
     EPILOGUE_SPLIT: tl.constexpr,
+    FAST_RCP: tl.constexpr,
     BOX_B: tl.constexpr,
     BOX_H: tl.constexpr,
     BOX_W: tl.constexpr,
@@ -236,11 +238,12 @@ def yat_conv_fwd_tma_kernel(
     pointers, masked to the positions inside the output.
 
     Not persistent, unlike the dense TMA kernels: ResNet-50's 64-channel 3x3 layers have a
-    9-step main loop, and the ⵟ epilogue costs about as much as those steps' MMAs (for a
-    128x64 tile on 8 warps, 966 SASS instructions follow the last HGMMA, for 32 values a
-    thread: ~1,900 issue cycles on 4 schedulers, against ~2,500 cycles of MMA at peak;
-    Triton 3.6, counted in the SASS that `python -m autotune.inspect --op conv2d --config
-    128x64x64:8:4:e2:tma --save --dump DIR` writes).
+    9-step main loop, and the ⵟ epilogue costs a large part of those steps' MMAs (for a
+    128x64 tile on 8 warps, 772 SASS instructions follow the main loop, for 32 values a
+    thread: ~1,550 issue cycles on 4 schedulers, against ~2,300 cycles of MMA at peak;
+    Triton 3.6, `after_loop` of `python -m autotune.inspect --op conv2d --config
+    128x64x64:8:4:e2:tma --save`; 983 before the epilogue's quotient took a bare
+    reciprocal, `div_plus_eps`).
     Written persistent (flattened loops, commit 2bca5dd), this kernel took 153 registers at
     that tile (Triton 3.6): one program an SM, whose epilogue nothing overlaps but its next tile's
     copies. One program a tile takes 106, and two resident programs per SM overlap one's
@@ -251,9 +254,9 @@ def yat_conv_fwd_tma_kernel(
     anyway) rather than from shared memory as the pointer kernel's does. Static sm_90
     compiles (Triton 3.6) of a ResNet-50 56x56x64 layer, bf16, saving s, no spills, HGMMA
     (`python -m autotune.inspect --op conv2d --config 128x64x64:8:4:e2[:tma] --save`):
-    128x64x64 tiles take 117 registers and 81,920 B on the pointer kernel, 106 and
-    81,976 B here (two programs fit an SM either way); 128x128x64:8:4:e4, 161 / 114,688 B
-    and 143 / 114,744 B. Which is faster is for the sweep to measure.
+    128x64x64 tiles take 118 registers and 81,920 B on the pointer kernel, 105 and
+    81,976 B here (two programs fit an SM either way); 128x128x64:8:4:e4, 160 / 114,688 B
+    and 139 / 114,744 B. Which is faster is for the sweep to measure.
 
     The main loop's cost is its instruction issue as much as its MMAs: a 128x64x64 step
     is 4 HGMMA (~256 tensor-core cycles an SM) among ~200-300 instructions a warp, 8 warps
@@ -261,8 +264,9 @@ def yat_conv_fwd_tma_kernel(
     ||x||^2 into 8-wide partials a row (thread-local adds; one cross-thread reduction
     after the loop): 253 -> 212 SASS instructions a step here, 303 -> 227 in
     `yat_conv_fwd_kernel` (which also drops the channel masks when EVEN_K and checks each
-    bound with one unsigned compare). Counted in the SASS loop bodies of the kernels that
-    `autotune.inspect --dump` writes, Triton 3.6, bf16, 56x56x64 layer, default tiles.
+    bound with one unsigned compare). `loop_step` of `python -m autotune.inspect --op
+    conv2d --dtype bfloat16 [--config 128x64x64:8:4:e2:tma] --save`, Triton 3.6, 56x56x64
+    layer, default tiles.
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -311,7 +315,7 @@ def yat_conv_fwd_tma_kernel(
     fwd_store(
         acc, nx, nx, y_rows, offs_m * C_out, mask_m, n0, g * Ng + Ng,
         nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, 0,
-        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False,
+        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False, FAST_RCP,
     )  # fmt: skip
 
 

@@ -513,6 +513,32 @@ def test_sass_shape_counts_the_mma_loop_and_the_epilogue() -> None:
 
 
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+@pytest.mark.parametrize(
+    ("args", "kernel"),
+    [
+        (("--op", "dense", "--save"), "yat_dense_fwd_kernel"),
+        (("--op", "dense", "--save", "--config", "128x128x64:8:4:e2:tma"), "yat_dense_fwd_tma_kernel"),
+        (("--op", "conv2d", "--save"), "yat_conv_fwd_kernel"),
+        (("--op", "conv2d", "--save", "--config", "128x64x64:8:4:e2:tma"), "yat_conv_fwd_tma_kernel"),
+    ],
+    ids=["dense", "dense-tma", "conv2d", "conv2d-tma"],
+)
+def test_forward_epilogue_divides_by_a_bare_reciprocal(
+    args: tuple[str, ...], kernel: str, tmp_path: Path
+) -> None:
+    """With eps a number >= 2^-124 the forward epilogues divide by q with MUFU.RCP alone
+    (`div_plus_eps`): none of div.full.f32's range checks (|q| against 2^126 and the
+    smallest normal) is left in the SASS."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "autotune.inspect", "--dtype", "bfloat16", *args, "--dump", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sass = (tmp_path / f"{kernel}.sass").read_text()
+    assert "MUFU.RCP" in sass
+    assert "8.50705917302346158658e+37" not in sass and "1.175494350822287508e-38" not in sass
+
+
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
 def test_inspect_caps_registers() -> None:
     """--maxnreg 128: the bf16 forward saving s on a 128x128 tile, 8 warps, 3 stages, fits
     128 registers a thread, so two programs share an SM (96 KB of shared memory each)."""

@@ -475,6 +475,40 @@ def test_clamp_keeps_denominator_positive_torch_path(dtype, torch_path):
     _positive_denominator(dtype, "cpu")
 
 
+@pytest.mark.parametrize(
+    ("xv", "wv", "eps", "fast"),
+    [
+        # patch = filter = 2^-32 e: d = 0, u^2 = 2^-128, q = eps = 2^-126: y = 1/4 there
+        pytest.param(2.0**-32, 2.0**-32, 2.0**-126, False, id="tiny-eps"),
+        # q ~ u^2 = 1.125 2^127, a reciprocal past the normal range: y ~ 1 there
+        pytest.param(1.5 * 2.0**63, 1.0, 1e-5, True, id="huge-distance"),
+    ],
+)
+@pytest.mark.parametrize("tma", [False, True], ids=["pointer", "tma"])
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_quotient_at_the_float32_range_ends(dtype, tma, xv, wv, eps, fast, device, launched):
+    """The forward epilogue's q = max(d, 0) + eps at both ends of the float32 range (see the
+    dense test of the same name): one pixel of x and the centre tap of filter 0 are scaled
+    unit vectors, so the output at that pixel holds the tested quotient, exactly formed."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    x = torch.zeros(1, 16, 5, 5, dtype=torch.float64)
+    x[0, 0, 2, 2] = xv
+    w = torch.zeros(4, 16, 3, 3, dtype=torch.float64)
+    w[0, 0, 1, 1] = wv
+    x = x.to(device=device, dtype=dtype).contiguous(memory_format=CL)
+    w = w.to(device=device, dtype=dtype)
+    with forced_config("conv2d", "fwd", TileConfig(32, 16, 16, 2, 4, 2, tma=tma)):
+        y = yat_conv2d(x, w, padding=1, eps=eps)
+    ref = yat_conv2d_ref(to_oracle(x), to_oracle(w), eps=eps, padding=1)
+    assert ref[0, 0, 2, 2] > 0.1, "the centre pixel is where the quotient is tested"
+    assert_close(y, ref, dtype, reduction=16 * 9, what="y")
+    (fwd,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+    assert fwd.kernel.fn.__name__ == ("yat_conv_fwd_tma_kernel" if tma else "yat_conv_fwd_kernel")
+    assert fwd.kwargs["FAST_RCP"] == fast
+
+
 # ---------------------------------------------------------------------------------------
 # Saturation, NaN, empty batch
 

@@ -17,7 +17,7 @@ from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.library import wrap_triton
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-from kernels._common import FINITE_MAX, INTERPRETING, WS_CONSUMER_GROUPS
+from kernels._common import EPS_FAST_MIN, FINITE_MAX, INTERPRETING, WS_CONSUMER_GROUPS
 from yat_triton._checks import AUTOCAST_DEVICES
 
 INT32_MAX = 2**31 - 1
@@ -54,6 +54,18 @@ def out_max(dtype: torch.dtype) -> float:
 def upcast_operands(dtype: torch.dtype) -> bool:
     """The interpreter's tl.dot multiplies bf16 bit patterns: upcast there only."""
     return INTERPRETING and dtype == torch.bfloat16
+
+
+def fast_quotient(dtype: torch.dtype, eps: Tensor | None, eps_value: float) -> bool:
+    """FAST_RCP constexpr of the forward epilogues (`div_plus_eps`): fp32 accumulation and
+    eps a number >= EPS_FAST_MIN. A tensor eps (a learnable one) is known to the kernel
+    only: its epilogue divides, as does one whose eps is tinier (or symbolic)."""
+    return (
+        dtype != torch.float64
+        and eps is None
+        and isinstance(eps_value, (float, int))
+        and eps_value >= EPS_FAST_MIN
+    )
 
 
 def needs_int64(*tensors: Tensor) -> bool:

@@ -46,6 +46,7 @@ from yat_triton._launch import (
     INTERPRETING,
     KernelCall,
     acc_dtype,
+    fast_quotient,
     needs_int64,
     out_max,
     saturating_cast,
@@ -413,6 +414,7 @@ def plan_conv2d_fwd(
         KH=KH, KW=KW, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
         EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward, DOT_PRECISION=precision,
         UPCAST=upcast_operands(x.dtype), OUT_MAX=out_max(x.dtype),
+        FAST_RCP=fast_quotient(x.dtype, eps, eps_value),
         EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)), **cfg.launch_options(),
     )  # fmt: skip
     xv, wv = xk.permute(0, 2, 3, 1), wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)

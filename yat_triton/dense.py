@@ -37,6 +37,7 @@ from yat_triton._launch import (
     INTERPRETING,
     KernelCall,
     acc_dtype,
+    fast_quotient,
     k_major_if_huge,
     needs_int64,
     out_max,
@@ -145,7 +146,7 @@ def plan_dense_fwd(
     epilogue = dict(
         HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None, EPS_FROM_PTR=eps is not None,
         STORE_S=save_for_backward, DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype),
-        OUT_MAX=out_max(x.dtype), **cfg.launch_options(),
+        OUT_MAX=out_max(x.dtype), FAST_RCP=fast_quotient(x.dtype, eps, eps_value), **cfg.launch_options(),
     )  # fmt: skip
     if use_tma:
         # y and s leave by TMA too when their rows are 16-byte aligned (N a multiple of 8) and
