@@ -259,6 +259,24 @@ def div_plus_eps(a, d, eps, FAST: tl.constexpr):
 
 
 @triton.jit
+def upcast(a, ty: tl.constexpr):
+    """a.to(ty), for bf16 -> fp32 two values a register at a time: the high half by a
+    mask, the low by a shift (2 instructions a pair, where the generic conversion takes
+    3: PRMT to extract the high half, then a shift)."""
+    if a.dtype == tl.bfloat16 and ty == tl.float32 and not _INTERPRETING:
+        return tl.inline_asm_elementwise(
+            "{ shl.b32 $0, $2, 16; and.b32 $1, $2, 0xffff0000; }",
+            "=r,=r,r",
+            [a],
+            dtype=tl.float32,
+            is_pure=True,
+            pack=2,
+        )
+    else:
+        return a.to(ty)
+
+
+@triton.jit
 def saturate(y, OUT_MAX: tl.constexpr):
     """Clamp to the finite range of the output dtype (NaN stays NaN); OUT_MAX=0: no-op."""
     if OUT_MAX > 0:

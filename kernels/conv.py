@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels._common import TileConfig, fast_div, grouped_tile, load_scalars, next_pow2
+from kernels._common import TileConfig, fast_div, grouped_tile, load_scalars, next_pow2, upcast
 from kernels.dense import _bwd_tile, dense_config_space, fwd_store, prune_dense_configs
 
 
@@ -148,7 +148,7 @@ def yat_conv_fwd_kernel(
         b = tl.load(
             w_base + cs[:, None] * stride_wc + kh * stride_wh + kw * stride_ww, mask=b_mask, other=0.0
         )
-        af = a.to(acc.dtype)
+        af = upcast(a, acc.dtype)
         nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
         if UPCAST:
             a = a.to(tl.float32)
@@ -239,7 +239,7 @@ def yat_conv_fwd_tma_kernel(
 
     Not persistent, unlike the dense TMA kernels: ResNet-50's 64-channel 3x3 layers have a
     9-step main loop, and the ⵟ epilogue costs a large part of those steps' MMAs (for a
-    128x64 tile on 8 warps, 772 SASS instructions follow the main loop, for 32 values a
+    128x64 tile on 8 warps, 773 SASS instructions follow the main loop, for 32 values a
     thread: ~1,550 issue cycles on 4 schedulers, against ~2,300 cycles of MMA at peak;
     Triton 3.6, `after_loop` of `python -m autotune.inspect --op conv2d --config
     128x64x64:8:4:e2:tma --save`; 983 before the epilogue's quotient took a bare
@@ -254,7 +254,7 @@ def yat_conv_fwd_tma_kernel(
     anyway) rather than from shared memory as the pointer kernel's does. Static sm_90
     compiles (Triton 3.6) of a ResNet-50 56x56x64 layer, bf16, saving s, no spills, HGMMA
     (`python -m autotune.inspect --op conv2d --config 128x64x64:8:4:e2[:tma] --save`):
-    128x64x64 tiles take 118 registers and 81,920 B on the pointer kernel, 105 and
+    128x64x64 tiles take 118 registers and 81,920 B on the pointer kernel, 102 and
     81,976 B here (two programs fit an SM either way); 128x128x64:8:4:e4, 160 / 114,688 B
     and 139 / 114,744 B. Which is faster is for the sweep to measure.
 
@@ -264,9 +264,10 @@ def yat_conv_fwd_tma_kernel(
     ||x||^2 into 8-wide partials a row (thread-local adds; one cross-thread reduction
     after the loop): 253 -> 212 SASS instructions a step here, 303 -> 227 in
     `yat_conv_fwd_kernel` (which also drops the channel masks when EVEN_K and checks each
-    bound with one unsigned compare). `loop_step` of `python -m autotune.inspect --op
-    conv2d --dtype bfloat16 [--config 128x64x64:8:4:e2:tma] --save`, Triton 3.6, 56x56x64
-    layer, default tiles.
+    bound with one unsigned compare); then 196 and 211, the norm's bf16 read as fp32 two
+    values a register at a time (`upcast`). `loop_step` of `python -m autotune.inspect
+    --op conv2d --dtype bfloat16 [--config 128x64x64:8:4:e2:tma] --save`, Triton 3.6,
+    56x56x64 layer, default tiles.
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -291,7 +292,7 @@ def yat_conv_fwd_tma_kernel(
         a = x_desc.load([b0, oh0 + kh * dil_h - pad_h, ow0 + kw * dil_w - pad_w, g * Cg + c0])
         a = a.reshape(BLOCK_M, BLOCK_K)
         b = w_desc.load([n0, tap * Cg + c0])
-        af = a.to(tl.float32)
+        af = upcast(a, tl.float32)
         nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
         if UPCAST:
             a = a.to(tl.float32)

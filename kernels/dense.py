@@ -47,6 +47,7 @@ from kernels._common import (
     load_scalars,
     next_pow2,
     saturate,
+    upcast,
 )
 
 
@@ -213,7 +214,7 @@ def yat_dense_fwd_kernel(
         a = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
         b = tl.load(w_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
         if NORMS_IN_LOOP:
-            af = a.to(acc.dtype)
+            af = upcast(a, acc.dtype)
             bf = b.to(acc.dtype)
             nx += tl.sum(af * af, axis=1)
             nw += tl.sum(bf * bf, axis=0)
@@ -326,7 +327,7 @@ def yat_dense_fwd_tma_kernel(
             a = x_desc.load([m0, ki * BLOCK_K])
             b = w_desc.load([n0, ki * BLOCK_K])
             if X_NORMS_IN_LOOP:
-                af = a.to(tl.float32)
+                af = upcast(a, tl.float32)
                 nx += tl.sum(af * af, axis=1)
             if UPCAST:
                 a = a.to(tl.float32)
