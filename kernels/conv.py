@@ -144,9 +144,9 @@ def yat_conv_fwd_kernel(
         if not EVEN_K:
             a_mask = a_mask & (cs < Cg)[None, :]
             b_mask = b_mask & (cs < Cg)[:, None]
-        a = tl.load(x_rows[:, None] + shift + offs_k[None, :] * stride_xc, mask=a_mask, other=0.0)
+        a = tl.load(x_rows[:, None] + (shift + offs_k[None, :] * stride_xc), mask=a_mask, other=0.0)
         b = tl.load(
-            w_base + cs[:, None] * stride_wc + kh * stride_wh + kw * stride_ww, mask=b_mask, other=0.0
+            w_base + (cs[:, None] * stride_wc + (kh * stride_wh + kw * stride_ww)), mask=b_mask, other=0.0
         )
         af = upcast(a, acc.dtype)
         nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
@@ -462,7 +462,7 @@ def yat_conv_dgrad_kernel(
             b_mask = b_mask & (fs < Ng)[:, None]
         a = tl.load(gs_ptr + o[:, None] * C_out + (g * Ng + fs)[None, :], mask=a_mask, other=0.0)
         b = tl.load(
-            w_base + (g * Ng + fs)[:, None] * stride_wo + kh * stride_wh + kw * stride_ww,
+            w_base + ((g * Ng + fs)[:, None] * stride_wo + (kh * stride_wh + kw * stride_ww)),
             mask=b_mask,
             other=0.0,
         )
@@ -591,12 +591,12 @@ def yat_conv_wgrad_kernel(
             & ((iw0[:, None] + dw[None, :]).to(tl.uint32) < W)
         )
         a = tl.load(
-            gs_ptr + o[None, :] * C_out + (g * Ng + offs_f)[:, None],
+            gs_ptr + (o[None, :] * C_out + (g * Ng + offs_f)[:, None]),
             mask=mask_f[:, None] & omask[None, :],
             other=0.0,
         )
         row_off = bb * stride_xb + ih0 * stride_xh + iw0 * stride_xw
-        b = tl.load(x_ptr + row_off[:, None] + col_off[None, :], mask=inside, other=0.0)
+        b = tl.load(x_ptr + (row_off[:, None] + col_off[None, :]), mask=inside, other=0.0)
         if a.dtype != b.dtype:  # fp16 io: fp32 gs against fp16 operands, as TF32
             b = b.to(a.dtype)
         if UPCAST:
