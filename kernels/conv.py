@@ -264,8 +264,9 @@ def yat_conv_fwd_tma_kernel(
     ||x||^2 into 8-wide partials a row (thread-local adds; one cross-thread reduction
     after the loop): 253 -> 212 SASS instructions a step here, 303 -> 227 in
     `yat_conv_fwd_kernel` (which also drops the channel masks when EVEN_K and checks each
-    bound with one unsigned compare); then 196 and 211, the norm's bf16 read as fp32 two
-    values a register at a time (`upcast`). `loop_step` of `python -m autotune.inspect
+    bound with one unsigned compare); then 196 and 204, the norm's bf16 read as fp32 two
+    values a register at a time (`upcast`) and the pointer kernel's offsets summed in
+    int32 before they meet the pointer. `loop_step` of `python -m autotune.inspect
     --op conv2d --dtype bfloat16 [--config 128x64x64:8:4:e2:tma] --save`, Triton 3.6,
     56x56x64 layer, default tiles.
     """
@@ -421,7 +422,7 @@ def yat_conv_dgrad_kernel(
     division. EVEN_K: Ng a multiple of BLOCK_K (no filter mask in the main loop). R is
     summed over the taps after the main loop, which then reads gs and W only: a step of
     the 56x56x64 layer's default 128x64x64 tile went from 228 SASS instructions a warp to
-    143 (Triton 3.6, bf16; 4 HGMMA).
+    139 (Triton 3.6, bf16; 4 HGMMA; `loop_step` of `python -m autotune.inspect --all`).
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -547,8 +548,8 @@ def yat_conv_wgrad_kernel(
     positions of each step without a division (int32 offsets and FAST_DIV; INT64 and
     symbolic sizes divide): with the
     column's tap folded into one offset and one unsigned compare a bound, a step of the
-    56x56x64 layer's default 64x128x64 tile went from 367 SASS instructions a warp to 211
-    (Triton 3.6, bf16; 4 HGMMA).
+    56x56x64 layer's default 64x128x64 tile went from 367 SASS instructions a warp to 209
+    (Triton 3.6, bf16; 4 HGMMA; `loop_step` of `python -m autotune.inspect --all`).
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
