@@ -8,7 +8,8 @@ every gradient; per kernel its grid, median time and share of the phase. "launch
 whole call (kernels, torch glue such as partial-sum reductions, launch gaps); the references
 are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
 Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS);
-"fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG); with --tma,
+"fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG); "fwd-store":
+the conv forward kernel again storing through pointers where it stores by TMA; with --tma,
 op "dense-tma-ws", last: the forward and the backward on warp-specialized tiles
 (`dense_ws_lines`).
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
@@ -40,6 +41,7 @@ if not torch.cuda.is_available():
 
 import torch.nn.functional as F  # noqa: E402
 from tabulate import tabulate  # noqa: E402
+from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
 from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
@@ -147,6 +149,22 @@ def maxnreg_lines(op: str, forward: Callable[[], object], kernels: tuple[str, ..
             if kernel in kernels:
                 capped = dataclasses.replace(c, kwargs={**c.kwargs, "maxnreg": cap})
                 out.append(call_line(op, "fwd-maxnreg", f"{kernel} @ maxnreg={cap}", capped))
+    return out
+
+
+def pointer_store_lines(op: str, forward: Callable[[], object]) -> list[Line]:
+    """The launches of one call of `forward` that store y (and s) by TMA (TMA_STORE) timed
+    again storing through pointers, the tensors behind the descriptors handed over in
+    their place: phase "fwd-store", lines "KERNEL @ pointer stores" (the same tile; the
+    shipped store is the "fwd" phase's line)."""
+    with recording() as calls:
+        forward()
+    out = []
+    for c in calls:
+        if c.kwargs.get("TMA_STORE"):
+            args = tuple(a.base if isinstance(a, TensorDescriptor) else a for a in c.args)
+            plain = dataclasses.replace(c, args=args, kwargs={**c.kwargs, "TMA_STORE": False})
+            out.append(call_line(op, "fwd-store", f"{c.kernel.fn.__name__} @ pointer stores", plain))
     return out
 
 
@@ -292,6 +310,7 @@ def conv_lines(
     geo = ((1, 1), (p, p, p, p), (1, 1), 1)
     args = (b, None, 1.0, None, 1e-5)
     yield phase_lines("conv2d", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
+    yield pointer_store_lines("conv2d", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
     y, s, nx, nw = conv2d_fwd(x, w, *args, *geo, "ieee", True)
     g = (
         torch.randn(y.shape, generator=gen)

@@ -312,6 +312,10 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
     assert all(kernels[k][-len(whole) :] == whole for k in kernels if k[1] in ("fwd", "bwd"))
+    # the conv forward (channels_last y, 8 bf16 channels: 16-byte rows) stores by TMA, and is
+    # timed again storing through pointers
+    stored = [(ln["op"], ln["what"]) for ln in lines if ln["phase"] == "fwd-store"]
+    assert stored == [("conv2d", "yat_conv_fwd_kernel @ pointer stores")]
     capped = [ln for ln in lines if ln["phase"] == "fwd-maxnreg"]
     assert [(ln["op"], ln["what"]) for ln in capped] == [
         ("dense", f"yat_dense_fwd_kernel @ maxnreg={cap}") for cap in breakdown.FWD_MAXNREG

@@ -1143,6 +1143,37 @@ def test_tma_forward(geo, dtype, device, launched):
         assert fwd[0].grid == (tiles_m * -(-geo.C_out // geo.groups // 16), geo.groups)
 
 
+STORE_CASES = [
+    # (geo, channels_last, TMA stores for fp32 / bf16)
+    pytest.param(Geo(2, 16, 5, 6, 16, (3, 3), padding=1), True, (True, True), id="cl"),
+    pytest.param(Geo(2, 16, 5, 6, 16, (3, 3), padding=1), False, (False, False), id="nchw"),
+    # 12 channels: 48-byte fp32 rows, 24-byte bf16 ones (TMA needs 16-byte multiples)
+    pytest.param(Geo(2, 16, 5, 6, 12, (3, 3), padding=1), True, (True, False), id="c12"),
+    # groups of 16 filters, the 16-wide tile's columns stay inside their group
+    pytest.param(Geo(2, 16, 5, 6, 32, (3, 3), padding=1, groups=2), True, (True, True), id="g2-ng16"),
+    # groups of 12: the tile's last 4 columns belong to the next group, which a box would overwrite
+    pytest.param(Geo(2, 16, 5, 6, 24, (3, 3), padding=1, groups=2), True, (False, False), id="g2-ng12"),
+]
+
+
+@pytest.mark.parametrize("geo, channels_last, tma_store", STORE_CASES)
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_pointer_forward_stores_by_tma_where_it_can(geo, channels_last, tma_store, dtype, device, launched):
+    """The pointer forward writes y and s through TMA descriptors of their (M, C_out) rows
+    when y is channels_last, 16-byte aligned and no group's tile overhangs into the next
+    group; through pointers otherwise. Forward and backward (from the s it saved) against
+    the oracle either way."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    inp = make_inputs(geo, dtype, device, channels_last=channels_last, seed=23)
+    with forced_config("conv2d", "fwd", TileConfig(32, 16, 16, 2, 4, 2)):
+        check_against_oracle(inp, geo)
+    (fwd,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+    assert fwd.kernel.fn.__name__ == "yat_conv_fwd_kernel"
+    assert fwd.kwargs["TMA_STORE"] == tma_store[dtype == torch.bfloat16]
+
+
 @pytest.mark.parametrize(
     "geo, why",
     [

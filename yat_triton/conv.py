@@ -433,15 +433,36 @@ def plan_conv2d_fwd(
         return (y, s, nx, nw), calls
     grid = (cdiv(M, cfg.block_m) * cdiv(Ng, cfg.block_n), groups)
     magic, fast = _magic(cdiv(Cg, cfg.block_k))
+    width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]
+    y_out, s_out = _store_descriptors(y, s, cfg.block_m, cfg.block_n, width, Ng, groups)
     calls.append(KernelCall(
         yat_conv_fwd_kernel, grid,
-        (xk, wk, *operands, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws, *_xs(y),
-         stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
+        (xk, wk, *operands[:4], y_out, s_out, nx, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws,
+         *_xs(y), stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
          alpha_value, eps_value, *magic),
         dict(constexprs, IS_FP64=x.dtype == torch.float64, INT64=needs_int64(xk, y, s),
-             EVEN_K=Cg % cfg.block_k == 0, FAST_DIV=fast),
+             EVEN_K=Cg % cfg.block_k == 0, FAST_DIV=fast, TMA_STORE=y_out is not y),
     ))  # fmt: skip
     return (y, s, nx, nw), calls
+
+
+def _store_descriptors(
+    y: Tensor, s: Tensor, block_m: int, block_n: int, width: int, Ng: int, groups: int
+) -> tuple[Tensor | TensorDescriptor, Tensor | TensorDescriptor]:
+    """The pointer forward's y and s as TMA store descriptors of (block_m, width) boxes over
+    their (M, C_out) rows, or y and s themselves where TMA cannot store them: y not
+    channels_last, 16-byte alignment missing (`tma_ready`), fp64, or groups whose last
+    column tile would spill into the next group's columns (the box is clipped only at the
+    tensor's edge). s (when saved) is (M, C_out) contiguous."""
+    rows = y.permute(0, 2, 3, 1)
+    if y.dtype == torch.float64 or not rows.is_contiguous() or (groups > 1 and Ng % block_n):
+        return y, s
+    rows = rows.reshape(-1, y.shape[1])
+    saved = [s] if s.numel() else []
+    if not tma_ready(rows, *saved):
+        return y, s
+    y_desc = TensorDescriptor.from_tensor(rows, [block_m, width])
+    return y_desc, (TensorDescriptor.from_tensor(s, [block_m, width]) if saved else s)
 
 
 def conv2d_fwd(
