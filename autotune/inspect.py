@@ -60,6 +60,7 @@ class KernelReport:
     asked_warps: int = 0  # the call's num_warps
     loop_step: int = 0  # SASS instructions of one main-loop step (`sass_shape`)
     after_loop: int = 0  # SASS instructions after the main loop: the epilogue (`sass_shape`)
+    wgmma_serialized: str | None = ""  # ptxas's reason if it serialized the wgmma; None: unchecked
 
     @property
     def warp_specialized(self) -> bool:
@@ -85,6 +86,8 @@ class KernelReport:
                 else ""
             )
             + f", compile {self.compile_s:.1f} s"
+            + (f"; WGMMA SERIALIZED: {self.wgmma_serialized}" if self.wgmma_serialized else "")
+            + ("; wgmma serialization unchecked (ptxas -v failed)" if self.wgmma_serialized is None else "")
         )
 
 
@@ -182,6 +185,38 @@ def sass_shape(sass: str) -> tuple[int, int]:
     return step, end - max(mma[-1], loop_end) - 1
 
 
+def _ptxas() -> str:
+    """The ptxas Triton assembles sm_90 code with (Triton 3.9 ships a newer one next to the
+    older `bin/ptxas`, which cannot read its PTX)."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+    except ImportError:
+        return _nvidia_bin("ptxas")
+    return get_ptxas(90).path
+
+
+def wgmma_serialization(ptxas_notes: str) -> str:
+    """ptxas's reason, in its verbose notes, for serializing a kernel's wgmma instructions
+    (info C7515), or "": serialized, each MMA waits for the one before it, and the main
+    loop loses the tensor cores' overlap with everything else."""
+    m = re.search(r"wgmma\.mma_async instructions are serialized due to (.*?) in the function", ptxas_notes)
+    return m.group(1) if m else ""
+
+
+def _ptxas_notes(ptx: str) -> str | None:
+    """`wgmma_serialization` of the PTX, assembled once more with ptxas's verbose notes
+    (Triton assembles without them); None when that assembly fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "kernel.ptx", Path(tmp) / "kernel.cubin"
+        src.write_text(ptx)
+        target = re.search(r"^\.target\s+(\w+)", ptx, re.MULTILINE)
+        arch = target.group(1) if target else "sm_90a"
+        done = subprocess.run(
+            [_ptxas(), f"-arch={arch}", "-v", str(src), "-o", str(out)], capture_output=True, text=True
+        )
+    return wgmma_serialization(done.stderr) if done.returncode == 0 else None
+
+
 def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, bool, int, int, str]:
     """(registers, stack, static shared, HGMMA count, TMA used, STL, LDL, SASS text)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -235,9 +270,10 @@ def compile_sm90(
     asked = call.kwargs.get("num_warps", 4)
     warps = int(getattr(compiled.metadata, "num_warps", asked))  # with the partitions' warps
     per_sm = programs_per_sm(regs, shared, warps)
+    serialized = _ptxas_notes(compiled.asm["ptx"]) if hgmma else ""
     return KernelReport(
         call.kernel.__name__, regs, stack, stl, ldl, shared, hgmma, tma, elapsed, per_sm, warps, asked,
-        *sass_shape(sass),
+        *sass_shape(sass), serialized,
     )  # fmt: skip
 
 

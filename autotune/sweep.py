@@ -771,7 +771,8 @@ def _recorded(make: Callable[[], Callable[[], object]]) -> list[object]:
 
 def static_reason(calls: list[object]) -> str | None:
     """Why the tile's kernels should not be timed (a stack frame, i.e. spills; more shared
-    memory than an sm_90 block gets), or None."""
+    memory than an sm_90 block gets; wgmma that ptxas serialized, each MMA waiting for the
+    one before), or None."""
     from autotune.inspect import compile_sm90
 
     for call in calls:
@@ -790,6 +791,8 @@ def static_reason(calls: list[object]) -> str | None:
             return (
                 f"{report.kernel} needs {report.shared_bytes} B of shared memory (sm_90: {SM90_SMEM_BYTES})"
             )
+        if report.wgmma_serialized:
+            return f"{report.kernel}: ptxas serializes its wgmma ({report.wgmma_serialized})"
     return None
 
 

@@ -426,12 +426,13 @@ def yat_conv_dgrad_kernel(
 
     gs_ptr:   (M, C_out) io dtype, dL/ds (contiguous). rows_ptr: (M, G) acc dtype, R.
     w_ptr:    (C_out, C_in/G, KH, KW) io dtype, strided. x_ptr / dx_ptr: (B, C_in, H, W)
-    io dtype, strided. MX = B*H*W. (fb_m, fb_p): `divmod_magic` of cdiv(Ng, BLOCK_K).
+    io dtype, strided. MX = B*H*W; Ng >= 1 (without filters dx is zero: no launch).
+    (fb_m, fb_p): `divmod_magic` of cdiv(Ng, BLOCK_K).
     UNIT_STRIDE: stride 1, where o(p, tap) is p's own output index shifted by the tap, no
     division. EVEN_K: Ng a multiple of BLOCK_K (no filter mask in the main loop). R is
     summed over the taps after the main loop, which then reads gs and W only: a step of
     the 56x56x64 layer's default 128x64x64 tile went from 228 SASS instructions a warp to
-    139 (Triton 3.6, bf16; 4 HGMMA; `loop_step` of `python -m autotune.inspect --all`).
+    138 (Triton 3.6, bf16; 4 HGMMA; `loop_step` of `python -m autotune.inspect --all`).
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -455,7 +456,11 @@ def yat_conv_dgrad_kernel(
     f_blocks = tl.cdiv(Ng, BLOCK_K)
     w_base = w_ptr + offs_n[None, :] * stride_wc  # channel within the group
     o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # UNIT_STRIDE: o at tap (0, 0)
-    for it in range(0, KH * KW * f_blocks):
+    # At least one step, as the launcher guarantees (Ng >= 1): told so, LLVM keeps acc's zero
+    # fill off the path that skips the loop, where ptxas counted it against the wgmma
+    # pipeline and serialized it (C7515, `wgmma_serialized` of autotune.inspect; 64x64x64
+    # on 8 warps, 2 stages, Triton 3.6).
+    for it in range(0, tl.maximum(KH * KW * f_blocks, 1)):
         tap = fast_div(it, f_blocks, fb_m, fb_p, FAST_DIV)
         f0 = (it - tap * f_blocks) * BLOCK_K
         kh = tap // KW
@@ -557,7 +562,7 @@ def yat_conv_wgrad_kernel(
     positions of each step without a division (int32 offsets and FAST_DIV; INT64 and
     symbolic sizes divide): with the
     column's tap folded into one offset and one unsigned compare a bound, a step of the
-    56x56x64 layer's default 64x128x64 tile went from 367 SASS instructions a warp to 209
+    56x56x64 layer's default 64x128x64 tile went from 367 SASS instructions a warp to 201
     (Triton 3.6, bf16; 4 HGMMA; `loop_step` of `python -m autotune.inspect --all`).
     """
     pid = tl.program_id(0)
@@ -583,8 +588,12 @@ def yat_conv_wgrad_kernel(
     m_start = split * m_per_split
     m_stop = tl.minimum(m_start + m_per_split, M)
     ohw = OH * OW
-    for m0 in range(m_start, m_stop, BLOCK_K):
-        o = m0 + offs_k
+    # At least one step, also for an empty split (its masked loads leave acc zero): over a
+    # loop that may run zero times LLVM copied acc's zero fill onto the path that skips it,
+    # and ptxas then serialized every wgmma of the loop (C7515, "non wgmma instructions
+    # defining accumulator registers"; `wgmma_serialized` of autotune.inspect).
+    for step in range(0, tl.maximum(tl.cdiv(m_stop - m_start, BLOCK_K), 1)):
+        o = m_start + step * BLOCK_K + offs_k
         if INT64:
             o = o.to(tl.int64)
         bb = fast_div(o, ohw, ohw_m, ohw_p, FAST_DIV and not INT64)

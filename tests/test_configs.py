@@ -461,6 +461,7 @@ def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
     if dtype == "bfloat16":
         for r in reports:
             assert r["stack_bytes"] == 0 and r["spill_stores"] == 0, r
+            assert r["wgmma_serialized"] == "", r  # checked ("", not None) and not serialized
             if "gemm" in r["kernel"] or r["kernel"].endswith(("fwd_kernel", "grad_kernel")):
                 assert r["hgmma"] > 0, r
 
@@ -474,6 +475,24 @@ def test_inspect_dumps_every_stage(tmp_path: Path) -> None:
     stages = {p.suffix for p in tmp_path.glob("yat_dense_fwd_kernel.*")}
     assert {".ttir", ".ttgir", ".llir", ".ptx", ".cubin", ".sass"} <= stages
     assert "HGMMA" in (tmp_path / "yat_dense_fwd_kernel.sass").read_text()
+
+
+def test_wgmma_serialization_reads_ptxas_notes() -> None:
+    """The reason of ptxas's C7515 note (as ptxas 12.8 wrote it for the conv wgrad kernel
+    before its loop was made to run at least once), and "" without one."""
+    from autotune.inspect import wgmma_serialization
+
+    notes = (
+        "ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions are "
+        "serialized due to non wgmma instructions defining accumulator registers of a wgmma "
+        "between start and end of the pipeline stage in the function 'yat_conv_wgrad_kernel'\n"
+        "ptxas info    : Used 74 registers, used 1 barriers\n"
+    )
+    assert wgmma_serialization(notes) == (
+        "non wgmma instructions defining accumulator registers of a wgmma between start and end "
+        "of the pipeline stage"
+    )
+    assert wgmma_serialization(notes.splitlines()[1]) == ""
 
 
 def test_sass_shape_counts_the_mma_loop_and_the_epilogue() -> None:

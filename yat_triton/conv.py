@@ -637,7 +637,7 @@ def conv2d_bwd(
         # R[o, g]: no sum where a group's columns fit one prep tile (a view for one group)
         rows = (row_gd[:, 0] if row_gd.shape[1] == 1 else row_gd.sum(1)).t().contiguous()
         MX = B * H * W
-        if MX and Cg and M:
+        if MX and Cg and M and Ng:
             wk, ws = _weight_khwc(weight)
             cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem)
             magic, fast = _magic(cdiv(Ng, cfg.block_k))
