@@ -297,7 +297,8 @@ def conv_lines(
 ) -> Iterator[list[Line]]:
     """The conv op at its shipped tiles, then cuDNN's conv+relu; with `tma`, also the
     forward with the same tile on the conv's TMA kernel (op "conv2d-tma", stride 1); the
-    prep-block lines last. Yields phase by phase, as `dense_lines`."""
+    forward's pointer-store variant and the prep-block lines last. Yields phase by phase,
+    as `dense_lines`."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -310,7 +311,6 @@ def conv_lines(
     geo = ((1, 1), (p, p, p, p), (1, 1), 1)
     args = (b, None, 1.0, None, 1e-5)
     yield phase_lines("conv2d", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
-    yield pointer_store_lines("conv2d", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
     y, s, nx, nw = conv2d_fwd(x, w, *args, *geo, "ieee", True)
     g = (
         torch.randn(y.shape, generator=gen)
@@ -337,6 +337,7 @@ def conv_lines(
         shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
         with forced_config("conv2d", "fwd", dataclasses.replace(shipped, tma=True)):
             yield phase_lines("conv2d-tma", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
+    yield pointer_store_lines("conv2d", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
     yield prep_block_lines("conv2d", backward)
 
 
