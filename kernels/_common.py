@@ -140,8 +140,10 @@ def pipelined_smem_bytes(
     warpgroups split the columns (more warpgroups than 64-row blocks: 64xN on 8 warps), the
     split epilogue first converts the whole fp32 tile: BM*BN*4 + BM*BN*2/split + 16 KB
     (64x256 in 4 slices saving s: +88 KB, 254 KB in all with 4 stages: too much).
-    `tma_staging=False`: a TMA kernel without that staging (the conv forward's, which is
-    not persistent and stores through pointers: its pipeline plus barriers).
+    `tma_staging=False`: a TMA kernel without that staging (the conv forwards', which are
+    not persistent: their TMA stores reuse the drained pipeline's buffers; sm_90 compiles,
+    bf16, saving s: no more shared memory for the 128x64 and 128x128 tiles, 16 KB more for
+    the pointer kernel's 64x64x64 on 4 warps; the GPU sweep's compile-based prune decides).
     A warp-specialized kernel stores through pointers, but its consumers stage the
     epilogue's layout changes in shared memory: the forward BM*BN*4 bytes when it saves s
     (BM*BN without; the model takes the training forward's), a `backward` GEMM

@@ -386,8 +386,10 @@ def fwd_store(
     Columns are [n0, n0 + BLOCK_N), valid below n_end; y_rows / s_rows are the rows' offsets
     into y and s. nw is a (BLOCK_N,) register vector, or read from nw_ptr (NW_FROM_PTR).
     TMA_STORE: y_ptr and s_ptr are TMA descriptors with (BLOCK_M, BLOCK_N / EPILOGUE_SPLIT)
-    boxes, written at rows [m0, m0 + BLOCK_M) (the hardware clips the edges; y_rows and
-    s_rows are unused).
+    boxes, written at rows [m0, m0 + BLOCK_M), or with (BOX_B, BOX_H, BOX_W, BLOCK_N /
+    EPILOGUE_SPLIT) boxes over (B, OH, OW, C_out), the tile's BLOCK_M rows in that order,
+    written at m0 = (b0, oh0, ow0) (the hardware clips the edges; y_rows and s_rows are
+    unused).
 
     In the wgmma accumulator layout each thread holds 2 rows but BLOCK_N/4 columns, so
     every column vector (||w||^2, bias) costs BLOCK_N/4 registers: the epilogue runs on
@@ -491,9 +493,14 @@ def _fwd_epilogue(
     d = tl.maximum(nx[:, None] + nw[None, :] - 2.0 * s, 0.0, propagate_nan=tl.PropagateNan.ALL)
     y = saturate(div_plus_eps(u * u, d, eps, FAST_RCP) * alpha, OUT_MAX)
     if TMA_STORE:
-        y_ptr.store([m0, n0], y.to(y_ptr.dtype))
-        if STORE_S:
-            s_ptr.store([m0, n0], s)
+        if len(y_ptr.block_shape) == 4:  # a conv box: m0 = (image, row, column) of its corner
+            y_ptr.store([m0[0], m0[1], m0[2], n0], tl.reshape(y, y_ptr.block_shape).to(y_ptr.dtype))
+            if STORE_S:
+                s_ptr.store([m0[0], m0[1], m0[2], n0], tl.reshape(s, s_ptr.block_shape))
+        else:
+            y_ptr.store([m0, n0], y.to(y_ptr.dtype))
+            if STORE_S:
+                s_ptr.store([m0, n0], s)
     else:
         mask = mask_m[:, None] & mask_n[None, :]
         tl.store(

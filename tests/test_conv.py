@@ -1139,6 +1139,10 @@ def test_tma_forward(geo, dtype, device, launched):
         box = conv_box(geo.B, OH, OW, 32)
         assert (fwd[0].kwargs["BOX_B"], fwd[0].kwargs["BOX_H"], fwd[0].kwargs["BOX_W"]) == box
         assert fwd[0].kwargs["STORE_S"]
+        # TMA stores of the tile's box where y is channels_last and no group's last column
+        # tile overhangs into the next group (one group: clipped at C_out)
+        overhang = geo.groups > 1 and (geo.C_out // geo.groups) % 16
+        assert fwd[0].kwargs["TMA_STORE"] == (channels_last and not overhang)
         tiles_m = math.prod(-(-n // b) for n, b in zip((geo.B, OH, OW), box, strict=True))
         assert fwd[0].grid == (tiles_m * -(-geo.C_out // geo.groups // 16), geo.groups)
 

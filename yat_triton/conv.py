@@ -418,23 +418,25 @@ def plan_conv2d_fwd(
         EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)), **cfg.launch_options(),
     )  # fmt: skip
     xv, wv = xk.permute(0, 2, 3, 1), wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
+    width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]
     if tma_conv_tile(cfg, Cg, stride) and tma_ready(xv, wv):
         box = conv_box(B, OH, OW, cfg.block_m)
         tiles_m = math.prod(cdiv(n, b) for n, b in zip((B, OH, OW), box, strict=True))
+        y_out, s_out = _store_descriptors(y, s, list(box), width, cfg.block_n, Ng, groups)
         calls.append(KernelCall(
             yat_conv_fwd_tma_kernel, (tiles_m * cdiv(Ng, cfg.block_n), groups),
             (TensorDescriptor.from_tensor(xv, [*box, cfg.block_k]),
              TensorDescriptor.from_tensor(wv, [cfg.block_n, cfg.block_k]),
-             *operands, B, OH, OW, Cg, Ng, C_out, groups, *_xs(y),
+             *operands[:4], y_out, s_out, nx, B, OH, OW, Cg, Ng, C_out, groups, *_xs(y),
              pads[0], pads[2], dilation[0], dilation[1], alpha_value, eps_value,
              *divmod_magic(Cg // cfg.block_k)),
-            dict(constexprs, INT64=needs_int64(y, s), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2]),
+            dict(constexprs, INT64=needs_int64(y, s), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2],
+                 TMA_STORE=y_out is not y),
         ))  # fmt: skip
         return (y, s, nx, nw), calls
     grid = (cdiv(M, cfg.block_m) * cdiv(Ng, cfg.block_n), groups)
     magic, fast = _magic(cdiv(Cg, cfg.block_k))
-    width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]
-    y_out, s_out = _store_descriptors(y, s, cfg.block_m, cfg.block_n, width, Ng, groups)
+    y_out, s_out = _store_descriptors(y, s, [cfg.block_m], width, cfg.block_n, Ng, groups)
     calls.append(KernelCall(
         yat_conv_fwd_kernel, grid,
         (xk, wk, *operands[:4], y_out, s_out, nx, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws,
@@ -447,22 +449,25 @@ def plan_conv2d_fwd(
 
 
 def _store_descriptors(
-    y: Tensor, s: Tensor, block_m: int, block_n: int, width: int, Ng: int, groups: int
+    y: Tensor, s: Tensor, box: list[int], width: int, block_n: int, Ng: int, groups: int
 ) -> tuple[Tensor | TensorDescriptor, Tensor | TensorDescriptor]:
-    """The pointer forward's y and s as TMA store descriptors of (block_m, width) boxes over
-    their (M, C_out) rows, or y and s themselves where TMA cannot store them: y not
-    channels_last, 16-byte alignment missing (`tma_ready`), fp64, or groups whose last
-    column tile would spill into the next group's columns (the box is clipped only at the
-    tensor's edge). s (when saved) is (M, C_out) contiguous."""
-    rows = y.permute(0, 2, 3, 1)
+    """A forward's y and s as TMA store descriptors, or y and s themselves where TMA cannot
+    store them: y not channels_last, 16-byte alignment missing (`tma_ready`), fp64, or
+    groups whose last column tile would spill into the next group's columns (the box is
+    clipped only at the tensor's edges). box: [BLOCK_M], boxes over the (M, C_out) rows
+    (the pointer kernel's tiles), or [BOX_B, BOX_H, BOX_W] over (B, OH, OW, C_out) (the
+    TMA kernel's); width: the columns of an epilogue slice. s (when saved) is (M, C_out)
+    contiguous."""
+    rows = y.permute(0, 2, 3, 1)  # (B, OH, OW, C_out)
     if y.dtype == torch.float64 or not rows.is_contiguous() or (groups > 1 and Ng % block_n):
         return y, s
-    rows = rows.reshape(-1, y.shape[1])
-    saved = [s] if s.numel() else []
+    shape = rows.shape if len(box) == 3 else (-1, y.shape[1])
+    rows = rows.reshape(shape)
+    saved = [s.view(shape)] if s.numel() else []
     if not tma_ready(rows, *saved):
         return y, s
-    y_desc = TensorDescriptor.from_tensor(rows, [block_m, width])
-    return y_desc, (TensorDescriptor.from_tensor(s, [block_m, width]) if saved else s)
+    descs = [TensorDescriptor.from_tensor(t, [*box, width]) for t in (rows, *saved)]
+    return descs[0], (descs[1] if saved else s)
 
 
 def conv2d_fwd(
