@@ -162,7 +162,11 @@ def pointer_store_lines(op: str, forward: Callable[[], object]) -> list[Line]:
     out = []
     for c in calls:
         if c.kwargs.get("TMA_STORE"):
-            args = tuple(a.base if isinstance(a, TensorDescriptor) else a for a in c.args)
+            outputs = [c.kernel.arg_names.index(name) for name in ("y_ptr", "s_ptr")]
+            args = tuple(
+                a.base if i in outputs and isinstance(a, TensorDescriptor) else a
+                for i, a in enumerate(c.args)
+            )
             plain = dataclasses.replace(c, args=args, kwargs={**c.kwargs, "TMA_STORE": False})
             out.append(call_line(op, "fwd-store", f"{c.kernel.fn.__name__} @ pointer stores", plain))
     return out

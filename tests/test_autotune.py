@@ -329,6 +329,28 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
         ]
 
 
+def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned) -> None:
+    """The pointer-store variant swaps only y's and s's descriptors for their tensors: the
+    TMA conv forward (whose x and W stay descriptors) runs it too."""
+    import torch
+
+    from autotune import breakdown
+    from kernels._common import TileConfig
+    from yat_triton.conv import conv2d_fwd
+    from yat_triton.tuning import forced_config
+
+    x = torch.randn(1, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, 16, 3, 3)
+    geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    with forced_config("conv2d", "fwd", TileConfig(32, 16, 16, 2, 4, 2, tma=True)):
+        lines = breakdown.pointer_store_lines(
+            "conv2d-tma", lambda: conv2d_fwd(x, w, None, None, 1.0, None, 1e-5, *geo, "ieee", True)
+        )
+    assert [(ln.op, ln.phase, ln.what) for ln in lines] == [
+        ("conv2d-tma", "fwd-store", "yat_conv_fwd_tma_kernel @ pointer stores")
+    ]
+
+
 def test_breakdown_keeps_every_phase_measured_before_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
