@@ -329,16 +329,21 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
         ]
 
 
-def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned) -> None:
+def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pointer-store variant swaps only y's and s's descriptors for their tensors: the
-    TMA conv forward (whose x and W stay descriptors) runs it too."""
+    TMA conv forward (whose x and W stay descriptors) runs it too, storing through
+    pointers into the same memory."""
     import torch
+    from triton.tools.tensor_descriptor import TensorDescriptor
 
     from autotune import breakdown
     from kernels._common import TileConfig
     from yat_triton.conv import conv2d_fwd
     from yat_triton.tuning import forced_config
 
+    timed = []
+    call_line = breakdown.call_line
+    monkeypatch.setattr(breakdown, "call_line", lambda *a: timed.append(a[-1]) or call_line(*a))
     x = torch.randn(1, 16, 5, 5).contiguous(memory_format=torch.channels_last)
     w = torch.randn(8, 16, 3, 3)
     geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
@@ -349,6 +354,11 @@ def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned) -> None:
     assert [(ln.op, ln.phase, ln.what) for ln in lines] == [
         ("conv2d-tma", "fwd-store", "yat_conv_fwd_tma_kernel @ pointer stores")
     ]
+    (plain,) = timed
+    kinds = {name: type(a) for name, a in zip(plain.kernel.arg_names, plain.args, strict=False)}
+    assert kinds["x_desc"] is kinds["w_desc"] is TensorDescriptor
+    assert kinds["y_ptr"] is kinds["s_ptr"] is torch.Tensor
+    assert plain.kwargs["TMA_STORE"] is False
 
 
 def test_breakdown_keeps_every_phase_measured_before_a_stop(
