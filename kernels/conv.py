@@ -440,7 +440,7 @@ def yat_conv_dgrad_kernel(
     division. EVEN_K: Ng a multiple of BLOCK_K (no filter mask in the main loop). R is
     summed over the taps after the main loop, which then reads gs and W only: a step of
     the 56x56x64 layer's default 128x64x64 tile went from 228 SASS instructions a warp to
-    138 (Triton 3.6, bf16; 4 HGMMA; `loop_step` of `python -m autotune.inspect --all`).
+    139 (Triton 3.6, bf16; 4 HGMMA; `loop_step` of `python -m autotune.inspect --all`).
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -464,11 +464,11 @@ def yat_conv_dgrad_kernel(
     f_blocks = tl.cdiv(Ng, BLOCK_K)
     w_base = w_ptr + offs_n[None, :] * stride_wc  # channel within the group
     o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # UNIT_STRIDE: o at tap (0, 0)
-    # At least one step, as the launcher guarantees (Ng >= 1): told so, LLVM keeps acc's zero
-    # fill off the path that skips the loop, where ptxas counted it against the wgmma
-    # pipeline and serialized it (C7515, `wgmma_serialized` of autotune.inspect; 64x64x64
-    # on 8 warps, 2 stages, Triton 3.6).
-    for it in range(0, tl.maximum(KH * KW * f_blocks, 1)):
+    # The exact bound: at least one step, as in the wgrad, would spare the sweep-only
+    # 64x64x64 tile on 8 warps, 2 stages its serialized wgmma (Triton 3.6, C7515; the
+    # static prune drops that tile), but cost the default 128x64x64 tile 39 SASS
+    # instructions after the loop.
+    for it in range(0, KH * KW * f_blocks):
         tap = fast_div(it, f_blocks, fb_m, fb_p, FAST_DIV)
         f0 = (it - tap * f_blocks) * BLOCK_K
         kh = tap // KW
