@@ -1160,6 +1160,21 @@ STORE_CASES = [
 ]
 
 
+def test_store_descriptors_keep_row_coordinates_in_int32() -> None:
+    """The pointer kernel's TMA store addresses rows by an int32 coordinate: from 2^31 output
+    positions on, y leaves through pointers; the TMA kernel's (image, row, column) boxes
+    are not affected (meta tensors: nothing is allocated)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    from yat_triton.conv import _store_descriptors
+
+    for B, rows_by_tma in ((2**15 - 1, True), (2**15, False)):  # M = B * 2^16 output positions
+        y = torch.empty(B, 8, 2**8, 2**8, dtype=torch.bfloat16, device="meta").to(memory_format=CL)
+        none = torch.empty(0)
+        assert isinstance(_store_descriptors(y, none, [128], 8, 8, 8, 1)[0], TensorDescriptor) == rows_by_tma
+        assert isinstance(_store_descriptors(y, none, [1, 2, 64], 8, 8, 8, 1)[0], TensorDescriptor)
+
+
 @pytest.mark.parametrize("geo, channels_last, tma_store", STORE_CASES)
 @pytest.mark.parametrize("dtype", FP32_BF16)
 def test_pointer_forward_stores_by_tma_where_it_can(geo, channels_last, tma_store, dtype, device, launched):

@@ -43,6 +43,7 @@ from kernels.dense import elementwise_block
 from yat_triton import _checks
 from yat_triton._autograd import register_yat_autograd
 from yat_triton._launch import (
+    INT32_MAX,
     INTERPRETING,
     KernelCall,
     acc_dtype,
@@ -463,6 +464,8 @@ def _store_descriptors(
         return y, s
     shape = rows.shape if len(box) == 3 else (-1, y.shape[1])
     rows = rows.reshape(shape)
+    if rows.shape[0] > INT32_MAX:  # the kernel's row coordinate is an int32
+        return y, s
     saved = [s.view(shape)] if s.numel() else []
     if not tma_ready(rows, *saved):
         return y, s
