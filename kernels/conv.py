@@ -256,11 +256,11 @@ def yat_conv_fwd_tma_kernel(
 
     Not persistent, unlike the dense TMA kernels: ResNet-50's 64-channel 3x3 layers have a
     9-step main loop, and the ⵟ epilogue costs a large part of those steps' MMAs (for a
-    128x64 tile on 8 warps, 773 SASS instructions follow the main loop, for 32 values a
-    thread: ~1,550 issue cycles on 4 schedulers, against ~2,300 cycles of MMA at peak;
+    128x64 tile on 8 warps, 704 SASS instructions follow the main loop, for 32 values a
+    thread: ~1,400 issue cycles on 4 schedulers, against ~2,300 cycles of MMA at peak;
     Triton 3.6, `after_loop` of `python -m autotune.inspect --op conv2d --config
     128x64x64:8:4:e2:tma --save`; 983 before the epilogue's quotient took a bare
-    reciprocal, `div_plus_eps`).
+    reciprocal, `div_plus_eps`, and its stores went by TMA).
     Written persistent (flattened loops, commit 2bca5dd), this kernel took 153 registers at
     that tile (Triton 3.6): one program an SM, whose epilogue nothing overlaps but its next tile's
     copies. One program a tile takes 106, and two resident programs per SM overlap one's
@@ -271,9 +271,9 @@ def yat_conv_fwd_tma_kernel(
     anyway) rather than from shared memory as the pointer kernel's does. Static sm_90
     compiles (Triton 3.6) of a ResNet-50 56x56x64 layer, bf16, saving s, no spills, HGMMA
     (`python -m autotune.inspect --op conv2d --config 128x64x64:8:4:e2[:tma] --save`):
-    128x64x64 tiles take 118 registers and 81,920 B on the pointer kernel, 102 and
-    81,976 B here (two programs fit an SM either way); 128x128x64:8:4:e4, 160 / 114,688 B
-    and 139 / 114,744 B. Which is faster is for the sweep to measure.
+    128x64x64 tiles take 99 registers and 81,920 B on the pointer kernel, 90 and 81,976 B
+    here; 128x128x64:8:4:e4, 128 / 114,688 B and 122 / 114,744 B (two programs fit an SM
+    in all four; both store by TMA). Which is faster is for the sweep to measure.
 
     The main loop's cost is its instruction issue as much as its MMAs: a 128x64x64 step
     is 4 HGMMA (~256 tensor-core cycles an SM) among ~200-300 instructions a warp, 8 warps
