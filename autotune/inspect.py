@@ -203,7 +203,7 @@ def wgmma_serialization(ptxas_notes: str) -> str:
     return m.group(1) if m else ""
 
 
-def _ptxas_notes(ptx: str) -> str | None:
+def _serialized_wgmma(ptx: str) -> str | None:
     """`wgmma_serialization` of the PTX, assembled once more with ptxas's verbose notes
     (Triton assembles without them); None when that assembly fails."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,7 +212,10 @@ def _ptxas_notes(ptx: str) -> str | None:
         target = re.search(r"^\.target\s+(\w+)", ptx, re.MULTILINE)
         arch = target.group(1) if target else "sm_90a"
         done = subprocess.run(
-            [_ptxas(), f"-arch={arch}", "-v", str(src), "-o", str(out)], capture_output=True, text=True
+            [_ptxas(), f"-arch={arch}", "-v", str(src), "-o", str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
     return wgmma_serialization(done.stderr) if done.returncode == 0 else None
 
@@ -270,7 +273,7 @@ def compile_sm90(
     asked = call.kwargs.get("num_warps", 4)
     warps = int(getattr(compiled.metadata, "num_warps", asked))  # with the partitions' warps
     per_sm = programs_per_sm(regs, shared, warps)
-    serialized = _ptxas_notes(compiled.asm["ptx"]) if hgmma else ""
+    serialized = _serialized_wgmma(compiled.asm["ptx"]) if hgmma else ""
     return KernelReport(
         call.kernel.__name__, regs, stack, stl, ldl, shared, hgmma, tma, elapsed, per_sm, warps, asked,
         *sass_shape(sass), serialized,
