@@ -894,6 +894,7 @@ def yat_conv_bwd_near_kernel(
     ALPHA_FROM_PTR: tl.constexpr,
     EPS_FROM_PTR: tl.constexpr,
     NEAR_TAU: tl.constexpr,
+    FAST_RCP: tl.constexpr,
     IS_FP64: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -937,7 +938,7 @@ def yat_conv_bwd_near_kernel(
             offs_n = grp * Ng + pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
             g, u, r, gu, gq, gd_far, near = _bwd_tile(
                 g_ptr, s_ptr, nx_ptr + grp, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M,
-                grp * Ng + Ng, G, stride_gm, stride_gn, C_out, 1, NEAR_TAU, HAS_BIAS, IS_FP64,
+                grp * Ng + Ng, G, stride_gm, stride_gn, C_out, 1, NEAR_TAU, FAST_RCP, HAS_BIAS, IS_FP64,
             )  # fmt: skip
             gd_near = tl.reshape(tl.where(near, gq, 0.0), (BLOCK_M * BLOCK_N,))
             todo = tl.reshape(near.to(tl.int32), (BLOCK_M * BLOCK_N,))

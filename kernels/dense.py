@@ -529,6 +529,7 @@ def _bwd_tile(
     stride_sm,
     stride_sn,
     NEAR_TAU: tl.constexpr,
+    FAST_RCP: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     IS_FP64: tl.constexpr,
 ):
@@ -541,7 +542,8 @@ def _bwd_tile(
         gu = 2 g alpha r,  gq = -g alpha r^2,  gd = [unclamped distance >= 0] gq,
         near = gd != 0 lanes whose distance is below NEAR_TAU (||x||^2 + ||w||^2),
         gd_far = gd off the near lanes.
-    Shared by the prep and fixup kernels, so both classify lanes identically.
+    Shared by the prep and fixup kernels, so both classify lanes identically (their
+    launchers pass the same FAST_RCP: r by `div_plus_eps`).
     """
     mask_m = offs_m < M
     mask_n = offs_n < n_end
@@ -561,7 +563,7 @@ def _bwd_tile(
     scale = nx[:, None] + nw[None, :]
     d_raw = scale - 2.0 * s
     d = tl.maximum(d_raw, 0.0, propagate_nan=tl.PropagateNan.ALL)
-    r = u / (d + eps)
+    r = div_plus_eps(u, d, eps, FAST_RCP)
     ga = g * alpha
     gu = 2.0 * ga * r
     gq = -ga * r * r
@@ -604,6 +606,7 @@ def yat_dense_bwd_prep_kernel(
     NEED_DALPHA: tl.constexpr,
     NEED_DEPS: tl.constexpr,
     NEAR_TAU: tl.constexpr,
+    FAST_RCP: tl.constexpr,
     IS_FP64: tl.constexpr,
     OUT_MAX: tl.constexpr,
     INT64: tl.constexpr,
@@ -653,7 +656,7 @@ def yat_dense_bwd_prep_kernel(
     n_end = grp * Ng + Ng
     g, u, r, gu, gq, gd_far, near = _bwd_tile(
         g_ptr, s_ptr, nx_ptr + grp, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, n_end,
-        n_groups, stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
+        n_groups, stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, FAST_RCP, HAS_BIAS, IS_FP64,
     )  # fmt: skip
     mask_m = offs_m < M
     mask_n = offs_n < n_end
@@ -714,6 +717,7 @@ def yat_dense_bwd_near_kernel(
     ALPHA_FROM_PTR: tl.constexpr,
     EPS_FROM_PTR: tl.constexpr,
     NEAR_TAU: tl.constexpr,
+    FAST_RCP: tl.constexpr,
     IS_FP64: tl.constexpr,
     OUT_MAX: tl.constexpr,
     INT64: tl.constexpr,
@@ -743,7 +747,7 @@ def yat_dense_bwd_near_kernel(
             pid, g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha_ptr, eps_ptr, tile_near_ptr, x_ptr, w_ptr,
             dx_ptr, M, N, K, stride_gm, stride_gn, stride_sm, stride_sn, stride_xm, stride_xk,
             stride_wn, stride_wk, stride_dxm, stride_dxk, alpha_value, eps_value, True, HAS_BIAS,
-            ALPHA_FROM_PTR, EPS_FROM_PTR, NEAR_TAU, IS_FP64, OUT_MAX, INT64, BLOCK_M, BLOCK_N,
+            ALPHA_FROM_PTR, EPS_FROM_PTR, NEAR_TAU, FAST_RCP, IS_FP64, OUT_MAX, INT64, BLOCK_M, BLOCK_N,
             BLOCK_K, BLOCK_M, BLOCK_T,
         )  # fmt: skip
     else:
@@ -751,7 +755,7 @@ def yat_dense_bwd_near_kernel(
             pid - n_dx_bands, g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha_ptr, eps_ptr, tile_near_ptr,
             x_ptr, w_ptr, dw_ptr, M, N, K, stride_gm, stride_gn, stride_sm, stride_sn, stride_xm,
             stride_xk, stride_wn, stride_wk, stride_dwn, stride_dwk, alpha_value, eps_value, False,
-            HAS_BIAS, ALPHA_FROM_PTR, EPS_FROM_PTR, NEAR_TAU, IS_FP64, OUT_MAX, INT64, BLOCK_M,
+            HAS_BIAS, ALPHA_FROM_PTR, EPS_FROM_PTR, NEAR_TAU, FAST_RCP, IS_FP64, OUT_MAX, INT64, BLOCK_M,
             BLOCK_N, BLOCK_K, BLOCK_N, BLOCK_T,
         )  # fmt: skip
 
@@ -790,6 +794,7 @@ def _near_band(
     ALPHA_FROM_PTR: tl.constexpr,
     EPS_FROM_PTR: tl.constexpr,
     NEAR_TAU: tl.constexpr,
+    FAST_RCP: tl.constexpr,
     IS_FP64: tl.constexpr,
     OUT_MAX: tl.constexpr,
     INT64: tl.constexpr,
@@ -856,7 +861,7 @@ def _near_band(
                     offs_n = offs_n.to(tl.int64)
                 g, u, r, gu, gq, gd_far, near = _bwd_tile(
                     g_ptr, s_ptr, nx_ptr, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M, N,
-                    1, stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, HAS_BIAS, IS_FP64,
+                    1, stride_gm, stride_gn, stride_sm, stride_sn, NEAR_TAU, FAST_RCP, HAS_BIAS, IS_FP64,
                 )  # fmt: skip
                 gd_near = tl.reshape(tl.where(near, gq, 0.0), (BLOCK_M * BLOCK_N,))
                 todo = tl.reshape(near.to(tl.int32), (BLOCK_M * BLOCK_N,))

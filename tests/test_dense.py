@@ -449,42 +449,54 @@ def test_clamp_keeps_denominator_positive(dtype, path, device, monkeypatch):
 
 # The forward epilogue divides by q = max(d, 0) + eps with a bare reciprocal where it may
 # (`div_plus_eps`): these inputs put q where a bare reciprocal breaks. x and w are scaled
-# unit rows, so every product and distance is exact in float32.
+# unit rows (w2: a second entry of w's rows), so every product and distance is exact in
+# float32.
 RANGE_ENDS = [
     # x = w = 2^-32 e_i: d = 0, u^2 = 2^-128 (subnormal), q = eps = 2^-126, the smallest
     # eps a number may be: y = 1/4 on the diagonal. Scaled by 1/4 as a larger q would be,
     # q turns subnormal, whose reciprocal flushes to inf.
-    pytest.param(2.0**-32, 2.0**-32, 2.0**-126, False, id="tiny-eps"),
-    # x = 1.5 2^63 e_i, w = e_i: u^2 = 1.125 2^127 and q ~ 1.125 2^127, whose reciprocal is
-    # subnormal, flushed to 0 unless q is scaled first: y ~ 1 on the diagonal.
-    pytest.param(1.5 * 2.0**63, 1.0, 1e-5, True, id="huge-distance"),
+    pytest.param(2.0**-32, 2.0**-32, 0.0, 2.0**-126, False, id="tiny-eps"),
+    # x = 1.5 2^63 e_i, w = e_i + e_(i+4): u^2 = 1.125 2^127 and q ~ 1.125 2^127, whose
+    # reciprocal is subnormal, flushed to 0 unless q is scaled first: y ~ 1 on the
+    # diagonal, and dx_(i+4) ~ 2 / 1.5 2^63 (without the second 1 in w, dx would cancel).
+    pytest.param(1.5 * 2.0**63, 1.0, 1.0, 1e-5, True, id="huge-distance"),
 ]
 
 
-@pytest.mark.parametrize(("xv", "wv", "eps", "fast"), RANGE_ENDS)
+@pytest.mark.parametrize(("xv", "wv", "w2", "eps", "fast"), RANGE_ENDS)
 @pytest.mark.parametrize("eps_kind", ["number", "tensor"])
 @pytest.mark.parametrize("tma", [False, True], ids=["pointer", "tma"])
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
                                    pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
-def test_quotient_at_the_float32_range_ends(dtype, tma, eps_kind, xv, wv, eps, fast, device, launched):
-    """y against the oracle at both ends of the float32 range, through the pointer and the
-    persistent TMA forward. The reciprocal (FAST_RCP) is taken only for an eps that is a
-    number >= 2^-124; a tensor eps (learnable) or a tinier one divides."""
+def test_quotient_at_the_float32_range_ends(dtype, tma, eps_kind, xv, wv, w2, eps, fast, device, launched):
+    """y and dx against the oracle at both ends of the float32 range, through the pointer
+    and the persistent TMA forward. The reciprocal (FAST_RCP, forward and backward) is
+    taken only for an eps that is a number >= 2^-124; a tensor eps (learnable) or a tinier
+    one divides."""
     from kernels._common import TileConfig
     from yat_triton.tuning import forced_config
 
     x = (torch.eye(4, 16, dtype=torch.float64) * xv).to(device=device, dtype=dtype)
-    w = (torch.eye(4, 16, dtype=torch.float64) * wv).to(device=device, dtype=dtype)
+    unit = torch.eye(4, 16, dtype=torch.float64)
+    w = (unit * wv + unit.roll(4, dims=1) * w2).to(device=device, dtype=dtype)
     eps_arg = eps if eps_kind == "number" else torch.tensor([eps], dtype=torch.float32, device=device)
     cfg = TileConfig(16, 32, 16, 2, 4, 2, epilogue_split=2, tma=tma)
+    x.requires_grad_()
     with forced_config("dense", "fwd", cfg):
         y = yat_linear(x, w, eps=eps_arg)
-    ref = yat_dense_ref(to_oracle(x), to_oracle(w), eps=eps)
+    xr = to_oracle(x, requires_grad=True)
+    ref = yat_dense_ref(xr, to_oracle(w), eps=eps)
     assert ref.diagonal().min() > 0.1, "the diagonal is where the quotient is tested"
     assert_close(y, ref, dtype, reduction=16, what="y")
+    # the backward's prep kernel recomputes r = u / q the same way
+    gy = torch.ones_like(y)
+    (dx,) = torch.autograd.grad(y, (x,), gy)
+    (dx_ref,) = torch.autograd.grad(ref, (xr,), to_oracle(gy))
+    assert_close(dx, dx_ref, dtype, reduction=4, what="dx")
     (fwd,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_dense_fwd")]
     assert fwd.kernel.fn.__name__ == ("yat_dense_fwd_tma_kernel" if tma else "yat_dense_fwd_kernel")
-    assert fwd.kwargs["FAST_RCP"] == (fast and eps_kind == "number")
+    (prep,) = [c for c in launched if c.kernel.fn.__name__ == "yat_dense_bwd_prep_kernel"]
+    assert fwd.kwargs["FAST_RCP"] == prep.kwargs["FAST_RCP"] == (fast and eps_kind == "number")
 
 
 # ---------------------------------------------------------------------------------------

@@ -554,6 +554,7 @@ def near_call(
         dict(KH=KH, KW=KW, NEED_DX=dx is not None, NEED_DW=dw is not None,
              HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(g2.dtype, precision),
+             FAST_RCP=fast_quotient(g2.dtype, eps, eps_value),
              IS_FP64=g2.dtype == torch.float64, BLOCK_M=bm, BLOCK_N=bn,
              BLOCK_K=min(64, max(16, next_pow2(Cg))), BLOCK_T=1024, num_warps=8),
     )  # fmt: skip
