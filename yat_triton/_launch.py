@@ -57,9 +57,10 @@ def upcast_operands(dtype: torch.dtype) -> bool:
 
 
 def fast_quotient(dtype: torch.dtype, eps: Tensor | None, eps_value: float) -> bool:
-    """FAST_RCP constexpr of the forward epilogues (`div_plus_eps`): fp32 accumulation and
-    eps a number >= EPS_FAST_MIN. A tensor eps (a learnable one) is known to the kernel
-    only: its epilogue divides, as does one whose eps is tinier (or symbolic)."""
+    """FAST_RCP constexpr of the forward epilogues and of the backward's prep and near-pair
+    kernels (`div_plus_eps`): fp32 accumulation and eps a number >= EPS_FAST_MIN. A tensor
+    eps (a learnable one) is known to the kernel only: those kernels divide, as they do
+    for a tinier (or symbolic) eps."""
     return (
         dtype != torch.float64
         and eps is None
