@@ -1,8 +1,13 @@
 """Export the tuned winners of a results database as the JSON files the launchers load.
 
 One file per GPU model, `yat_triton/tuned/<slug>.json` (format in `yat_triton.tuning`), with
-the fastest config per (op, mode, dtype, shape) among the yat_triton rows that ran ok,
-passed the correctness check and speak for the GPU (`representative`). Pretty-printed and
+the fastest config per (op, kernel mode, dtype, shape) among the yat_triton rows that ran
+ok, passed the correctness check and speak for the GPU (`representative`). The kernel
+mode is the tile's: "fwd" rows tune the forward; "bwd" rows (else, for a shape swept
+without them, "fwd+bwd" rows) tune the backward kernels, exported as "bwd", the mode the
+launchers look up. Where the first backward row (config "", the op on its default tiles)
+is the fastest, the entry's config is null: the defaults stay at that shape, rather than
+a slower tile or a neighbouring shape's winner. Pretty-printed and
 sorted, so that a re-export reads as a diff. Each file is written to a temporary file next
 to it and moved into place, so an interrupted export leaves the old file or the new one.
 
@@ -43,19 +48,27 @@ def _one(values: Iterable[str]) -> str:
     return ", ".join(sorted(set(values)))
 
 
+def kernel_mode(mode: str) -> str:
+    """The tile's mode of a sweep mode: "fwd" tunes the forward kernel, "bwd" and "fwd+bwd"
+    the backward kernels (the forward in a fwd+bwd row runs its default tile)."""
+    return "fwd" if mode == "fwd" else "bwd"
+
+
 def _entry(r: Result) -> dict[str, object]:
     """The file entry of a winning row, checked as the loader will check it."""
     entry: dict[str, object] = {
         "op": r.op,
-        "mode": r.mode,
+        "mode": kernel_mode(r.mode),
         "dtype": r.dtype,
         "shape": json.loads(r.shape),
-        "config": _tile_fields(json.loads(r.config)),
+        "config": _tile_fields(json.loads(r.config)) if r.config else None,
+        "timed_as": r.mode,
         "median_ms": float(f"{r.median_ms:.4g}"),
         "tflops": round(r.tflops, 1) if r.tflops is not None and math.isfinite(r.tflops) else None,
     }
     try:
-        entry["config"] = tuning.parse_entry(entry).config.as_dict()  # its fields, in field order
+        config = tuning.parse_entry(entry).config
+        entry["config"] = None if config is None else config.as_dict()  # its fields, in field order
     except ValueError as e:
         raise ValueError(
             f"cannot export the winner {r.op}/{r.mode}/{r.dtype} {r.shape} config {r.config} on "
@@ -66,14 +79,22 @@ def _entry(r: Result) -> dict[str, object]:
 
 def winners_document(gpu: str, rows: Iterable[Result], created: str | None = None) -> dict[str, object]:
     """The winners file of one GPU from its candidate rows (already filtered to exportable):
-    per (op, mode, dtype, shape) the fastest, ties to the smaller config string, as
-    `ResultsDB.best` decides."""
+    per (op, kernel mode, dtype, shape) the fastest of the rows timed in one sweep mode
+    ("bwd" before "fwd+bwd": times of different modes do not compare), ties to the smaller
+    config string, as `ResultsDB.best` decides."""
+    rows = list(rows)
+    timed_in: dict[tuple[str, str, str, str], str] = {}
+    for r in rows:
+        key = (r.op, kernel_mode(r.mode), r.dtype, r.shape)
+        timed_in[key] = min(timed_in.get(key, r.mode), r.mode, key=("fwd", "bwd", "fwd+bwd").index)
     winners: dict[tuple[str, str, str, str], Result] = {}
     for r in sorted(rows, key=lambda r: (r.median_ms, r.config)):
-        winners.setdefault((r.op, r.mode, r.dtype, r.shape), r)
+        key = (r.op, kernel_mode(r.mode), r.dtype, r.shape)
+        if r.mode == timed_in[key]:
+            winners.setdefault(key, r)
 
     def order(r: Result) -> tuple[str, str, str, tuple[tuple[str, int], ...]]:
-        return r.op, r.mode, r.dtype, tuple(json.loads(r.shape).items())
+        return r.op, kernel_mode(r.mode), r.dtype, tuple(json.loads(r.shape).items())
 
     chosen = sorted(winners.values(), key=order)
     entries = [_entry(r) for r in chosen]
@@ -91,8 +112,10 @@ def winners_document(gpu: str, rows: Iterable[Result], created: str | None = Non
 
 
 def _exportable(r: Result, include_cpu: bool = False) -> bool:
+    """A candidate: correct, timed, for the GPU (or a CPU export), and a tile or, in the
+    backward modes, the op on its default tiles (config "")."""
     timed = r.median_ms is not None and math.isfinite(r.median_ms) and r.median_ms > 0
-    return bool(r.correct and (r.representative or include_cpu) and timed and r.config)
+    return bool(r.correct and (r.representative or include_cpu) and timed and (r.config or r.mode != "fwd"))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -123,7 +146,7 @@ def export_winners(
     mean nothing, marked "representative": false; never for the package folder).
 
     Raises FileNotFoundError for a missing database, ValueError when no row qualifies (a
-    yat_triton row with status ok, correct, representative, a time and a config) or when a
+    yat_triton row with status ok, correct, representative and a time) or when a
     winner's config or shape would not load; every file is built before the first is written.
     """
     db_file = Path(db_path)

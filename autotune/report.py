@@ -157,10 +157,11 @@ def _timing_summary(g: _Gpu) -> str:
 
 def config_label(config: str) -> str:
     """A config as a reader wants it: a tile by its short name (m128n128k64g8w8s4e4_tma:
-    BLOCK_M/N/K, GROUP_M, warps, stages, epilogue slices, variant), "(shipped)" for the op as
-    it ships, other settings (the baselines' TF32 flags) as key=value."""
+    BLOCK_M/N/K, GROUP_M, warps, stages, epilogue slices, variant), "(default tiles)" for
+    the op on its built-in defaults (the sweep's first backward row), other settings (the
+    baselines' TF32 flags) as key=value."""
     if not config:
-        return "(shipped)"
+        return "(default tiles)"
     try:
         d = json.loads(config)
     except ValueError:
@@ -263,7 +264,7 @@ def _out_numel(op: str, shape: str) -> int:
 
 
 def _memory_targets(g: _Gpu) -> list[list[str]]:
-    """Output-sized tensors the ⵟ op (as shipped) saves for backward beyond what the
+    """Output-sized tensors the ⵟ op (its default tiles) saves for backward beyond what the
     standard layer saves, per bf16 backward problem, from the sweep's saved_bytes."""
     what, want = "memory saved for backward", "<= 1 extra output-sized tensor"
     saved: dict[tuple[Problem, str], float] = {}

@@ -4,12 +4,17 @@ database (so an interrupted sweep resumes where it stopped).
 
 Providers (SPEC.md section 5): `yat_triton` (one row per tile config: of the forward
 kernel in fwd mode, of the backward kernels in bwd and fwd+bwd modes, where the first row,
-config "", is the op as it ships), `linear+relu`,
+config "", is the op on its default tiles), `linear+relu`,
 `addmm_relu`, `conv+relu` (cuDNN, channels_last, benchmark mode), `eager_ref` (the ⵟ layer
 in plain PyTorch, fp32 math as nmn), `compiled_ref` (torch.compile of it, max-autotune
 unless told otherwise; GPU only) and `nmn` where installed. Baseline rows record the TF32
 settings as their config. Every provider is timed alike (`autotune.timing`: do_bench of the
 call captured as a CUDA graph, L2 flushed; a row says how it was timed).
+
+The check compares everything a config computes: y in fwd mode, also as training runs the
+forward (saving s for backward); dx, dW and db in the backward modes, each against its
+float64 reference. The sweep runs without the winners files (`default_tiles_only`): a row
+measures its own tile, or the defaults, never an earlier export.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from kernels.dense import (
     prune_dense_configs,
 )
 from yat_triton._launch import WarpSpecializationFallback
+from yat_triton.tuning import default_tiles_only
 
 SUITES_DIR = Path(__file__).parent / "suites"
 OPS = ("dense", "conv2d")
@@ -50,9 +56,13 @@ SHAPE_KEYS = {
     "dense": ("M", "N", "K"),
     "conv2d": ("B", "C_in", "H", "W", "C_out", "k", "stride", "padding"),
 }
-# Relative-to-max error a config's output may have against the float64 reference.
+# Relative-to-max error a config's output may have against the float64 reference (each
+# output against its own largest value: y; or dx, dW and db).
 CHECK_TOL = {"float32": 1e-4, "tf32": 2e-2, "float16": 5e-3, "bfloat16": 3e-2}
 EPS = 1e-3
+OUTPUT_NAMES = {"fwd": ("y",), "bwd": ("dx", "dW", "db")}
+
+Outputs = torch.Tensor | tuple[torch.Tensor, ...]  # what a provider's callable returns
 
 
 def load_suite(name_or_path: str) -> dict[str, list[dict[str, int]]]:
@@ -83,8 +93,25 @@ def load_suite(name_or_path: str) -> dict[str, list[dict[str, int]]]:
                     f"suite file {path}: [[{op}]] entry {i} must have exactly the non-negative "
                     f"integer keys {keys}, got {entry}"
                 )
+            problem = _shape_problem(op, entry)
+            if problem:
+                raise ValueError(f"suite file {path}: [[{op}]] entry {i} {entry}: {problem}")
         suite[op] = [{k: e[k] for k in SHAPE_KEYS[op]} for e in entries]
     return suite
+
+
+def _shape_problem(op: str, shape: dict[str, int]) -> str:
+    """Why a suite shape cannot be measured, or "": every dim at least 1 (padding 0), and a
+    conv's kernel fits its padded input."""
+    small = [k for k, v in shape.items() if v < (0 if k == "padding" else 1)]
+    if small:
+        return f"{', '.join(small)} must be at least 1"
+    if op == "conv2d":
+        for side in ("H", "W"):
+            if shape[side] + 2 * shape["padding"] < shape["k"]:
+                k, p = shape["k"], shape["padding"]
+                return f"the {k}x{k} kernel does not fit {side}={shape[side]} padded by {p}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -171,7 +198,7 @@ class Problem:
 
     # --- the ⵟ op itself ----------------------------------------------------------------
 
-    def yat(self, config: TileConfig | None) -> Callable[[], torch.Tensor]:
+    def yat(self, config: TileConfig | None) -> Callable[[], Outputs]:
         """The measured callable; its return value is what the check compares."""
         from yat_triton.conv import conv2d_fwd
         from yat_triton.dense import dense_fwd
@@ -225,7 +252,7 @@ class Problem:
             layer(self.x.detach().requires_grad_())
         return float(sum(kept.values()))
 
-    def fwd_for_training(self, config: TileConfig) -> Callable[[], torch.Tensor]:
+    def fwd_for_training(self, config: TileConfig) -> Callable[[], Outputs]:
         """The forward with `config` as training runs it (saving s for backward): a tile the
         inference sweep picks must also fit (registers, shared memory) when it stores s."""
         from yat_triton.conv import conv2d_fwd
@@ -240,16 +267,16 @@ class Problem:
             conv2d_fwd, self.x, self.w, self.b, (st, st), (p, p, p, p), self.precision, config, save=True
         )
 
-    def yat_with(self, config: TileConfig | None) -> Callable[[], torch.Tensor]:
+    def yat_with(self, config: TileConfig | None) -> Callable[[], Outputs]:
         """fwd: the forward kernel with `config`; bwd modes: the op with its backward kernels
-        forced to `config` (None: as shipped, tuned or default)."""
+        forced to `config` (None: its default tiles, the sweep running `default_tiles_only`)."""
         if self.mode == "fwd" or config is None:
             return self.yat(config)
         from yat_triton.tuning import forced_config
 
         fn = self.yat(None)
 
-        def run() -> torch.Tensor:
+        def run() -> Outputs:
             with forced_config(self.op, "bwd", config):
                 return fn()
 
@@ -257,36 +284,38 @@ class Problem:
 
     def _autograd(
         self, layer: Callable[[torch.Tensor], torch.Tensor], params: tuple[torch.Tensor, ...] | None = None
-    ) -> Callable[[], torch.Tensor]:
+    ) -> Callable[[], Outputs]:
         """bwd: the backward (dx and the parameters' gradients) of a forward run outside the
         timing (on the first call, which the sweep makes before timing: building the callable
         costs nothing, so providers already measured are skipped for free); fwd+bwd: both.
-        Returns dx, the value checked."""
+        Returns (dx, dW, db), the values checked; `params`: the layer's own (weight, bias)."""
         x = self.x.detach().requires_grad_()
         leaves = (x, *(params if params is not None else (self.w, self.b)))
         if self.mode == "bwd":
             graph: list[torch.Tensor] = []
 
-            def backward() -> torch.Tensor:
+            def backward() -> Outputs:
                 if not graph:
                     graph.append(layer(x))
-                return torch.autograd.grad(graph[0], leaves, self.g, retain_graph=True)[0]
+                return torch.autograd.grad(graph[0], leaves, self.g, retain_graph=True)
 
             return backward
-        return lambda: torch.autograd.grad(layer(x), leaves, self.g)[0]
+        return lambda: torch.autograd.grad(layer(x), leaves, self.g)
 
     # --- the float64 reference --------------------------------------------------------
 
-    def reference(self) -> torch.Tensor:
-        """y (fwd) or dx (bwd modes) in float64, expanded distance as SPEC, on the inputs'
-        device: float64 GEMMs and convolutions are IEEE on a GPU too, and there they take
-        milliseconds where a CPU takes seconds to a minute (8192^3, forward and backward)."""
-        x = self.x.detach().to(torch.float64).requires_grad_(self.mode != "fwd")
-        w, b = self.w.detach().to(torch.float64), self.b.detach().to(torch.float64)
+    def reference(self) -> tuple[torch.Tensor, ...]:
+        """(y,) (fwd) or (dx, dW, db) (bwd modes) in float64, expanded distance as SPEC, on
+        the inputs' device: float64 GEMMs and convolutions are IEEE on a GPU too, and there
+        they take milliseconds where a CPU takes seconds to a minute (8192^3)."""
+        grads = self.mode != "fwd"
+        x = self.x.detach().to(torch.float64).requires_grad_(grads)
+        w = self.w.detach().to(torch.float64).requires_grad_(grads)
+        b = self.b.detach().to(torch.float64).requires_grad_(grads)
         y = _yat_math(self.op, x, w, b, self.shape)
         if self.mode == "fwd":
-            return y
-        return torch.autograd.grad(y, x, self.g.to(torch.float64))[0]
+            return (y.detach(),)
+        return torch.autograd.grad(y, (x, w, b), self.g.to(torch.float64))
 
     # --- baselines -----------------------------------------------------------------------
 
@@ -336,11 +365,11 @@ class Problem:
         except ImportError:
             return
         module = self._nmn_layer()
-        yield "nmn", self._timed(module, tuple(module.parameters())), True, None
+        yield "nmn", self._timed(module, (module.weight, module.bias)), True, None
 
     def _timed(
         self, layer: Callable[[torch.Tensor], torch.Tensor], params: tuple[torch.Tensor, ...] | None = None
-    ) -> Callable[[], torch.Tensor]:
+    ) -> Callable[[], Outputs]:
         if self.mode == "fwd":
             return lambda: layer(self.x)
         return self._autograd(layer, params)
@@ -552,7 +581,8 @@ def run_sweep(
         for task in bar:
             label = f"{task.op} {task.mode} {task.dtype} {canonical_json(task.shape)}"
             bar.set_description(label)
-            with bench_stream():  # a task's calls, forward and backward, on one capturable stream
+            # a task's calls, forward and backward, on one capturable stream; no winners file
+            with bench_stream(), default_tiles_only():
                 for result in _run_task(db, task, env, device, max_configs, compile_mode, warp_specialize):
                     counts[result.status] = counts.get(result.status, 0) + 1
                     if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
@@ -631,23 +661,41 @@ def _run_task(
         return db.has((task.op, task.mode, provider, task.dtype, shape_json, config, env.gpu))
 
     ref = problem.reference()
-    scale = float(ref.abs().max()) or 1.0
+    names = OUTPUT_NAMES["fwd" if task.mode == "fwd" else "bwd"]
     tol = CHECK_TOL["tf32" if problem.precision == "tf32" else task.dtype]
+
+    def error(*outputs: Outputs) -> tuple[float, str]:
+        """The largest relative-to-max error over the outputs of each call, and what it
+        was; inf where an output is missing or not finite."""
+        worst, what = 0.0, ""
+        for out in outputs:
+            outs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+            for name, o, r in zip(names, outs, ref, strict=True):
+                if o is None:
+                    return math.inf, f"{name} missing"
+                o = o.detach().to(torch.float64)
+                if not bool(torch.isfinite(o).all()):
+                    return math.inf, f"{name} not finite"
+                e = float((o - r).abs().max()) / (float(r.abs().max()) or 1.0) if r.numel() else 0.0
+                if e > worst or not what:
+                    worst, what = e, name
+        return worst, what
 
     def measure(
         provider: str,
         config: str,
-        fn: Callable[[], torch.Tensor],
+        fn: Callable[[], Outputs],
         check: bool,
         layer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        training: Callable[[], Outputs] | None = None,
     ) -> Result:
         try:
             saved = problem.saved_bytes(layer) if layer is not None and task.mode != "fwd" else None
             out = fn()  # a warp-specialized tile that ran unspecialized raises (not its row)
-            err = float((out.detach().to(torch.float64) - ref).abs().max()) / scale if check else None
+            err, what = error(out, *([training()] if training is not None else [])) if check else (None, "")
             correct = None if err is None else bool(err <= tol)
             if correct is False:
-                return row(provider, config, "wrong", reason=f"max rel error {err:.3g} > {tol:g}",
+                return row(provider, config, "wrong", reason=f"max rel error {err:.3g} > {tol:g} ({what})",
                            correct=False, max_rel_err=err)  # fmt: skip
             own_graphs = own_cuda_graphs(provider, compile_mode)
             t = time_call(fn, graph=not own_graphs)
@@ -715,11 +763,13 @@ def _run_task(
         pending = [c for c, k in zip(pending, keep, strict=True) if k]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
             list(pool.map(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k]))
-    for cfg in pending:  # the op as shipped (cfg None, backward modes) also has its saved bytes
+    for cfg in pending:  # the op on its defaults (cfg None, backward modes) also has its saved bytes
         layer = problem.yat_layer() if cfg is None else None
+        # fwd mode: y is checked as inference and as training runs the forward (saving s)
+        training = problem.fwd_for_training(cfg) if cfg is not None and task.mode == "fwd" else None
         with warnings.catch_warnings():
             warnings.simplefilter("error", WarpSpecializationFallback)
-            result = measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True, layer)
+            result = measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True, layer, training)
         yield result
     for provider, fn, check, layer in references:
         yield measure(provider, baseline_cfg, fn, check, layer)

@@ -25,6 +25,11 @@ K = 16
 NO_COMPILE = ["--compile-mode", "none"]
 
 
+CONV_ENTRY = (
+    "[[conv2d]]\nB = 1\nC_in = 4\nH = 2\nW = 6\nC_out = 4\nk = {k}\nstride = {stride}\npadding = {padding}\n"
+)
+
+
 @pytest.fixture
 def tiny_suite(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
@@ -46,8 +51,11 @@ def test_builtin_suites_load() -> None:
         ("[[attention]]\nL = 3\n", "unknown table"),
         ("[[dense]\nM = 1", "not valid TOML"),
         ('[[dense]]\nM = 1\nN = 2\nK = "3"\n', "exactly the non-negative integer keys"),
+        ("[[dense]]\nM = 0\nN = 2\nK = 3\n", "M must be at least 1"),
+        (CONV_ENTRY.format(k=3, stride=0, padding=1), "stride must be at least 1"),
+        (CONV_ENTRY.format(k=7, stride=1, padding=1), "the 7x7 kernel does not fit H=2 padded by 1"),
     ],
-    ids=["missing-key", "unknown-op", "bad-toml", "string-dim"],
+    ids=["missing-key", "unknown-op", "bad-toml", "string-dim", "empty-dim", "stride-0", "kernel-too-big"],
 )
 def test_bad_suite_files_are_refused(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "bad.toml"
@@ -72,7 +80,7 @@ def test_sweep_checks_records_and_resumes(tiny_suite: Path, tmp_path: Path, caps
     rows = _rows(db_path)
     ours = [r for r in rows if r.provider == "yat_triton" and r.status == "ok"]
     assert len([r for r in ours if r.mode == "fwd"]) == 2
-    bwd = [r for r in ours if r.mode == "bwd"]  # the op as shipped, then one forced backward tile
+    bwd = [r for r in ours if r.mode == "bwd"]  # the op on its default tiles, then one forced tile
     assert len(bwd) == 2 and sorted(bool(r.config) for r in bwd) == [False, True]
     assert all(r.correct and r.max_rel_err is not None and r.max_rel_err < 1e-4 for r in ours)
     env = sweep.environment()  # a CPU run is labelled not representative; a GPU run is
@@ -117,6 +125,39 @@ def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Pat
     assert all(json.loads(r.config)["num_stages"] == 3 for r in wrong)
     ok = [r for r in _rows(db_path) if r.provider == "yat_triton" and r.status == "ok"]
     assert ok and all(json.loads(r.config)["num_stages"] != 3 for r in ok)
+
+
+def test_correctness_gate_checks_every_output(tiny_suite: Path, tmp_path: Path, monkeypatch) -> None:
+    """A backward tile is checked on dx, dW and db, a forward tile also as training runs
+    it (saving s): one wrong output makes the row wrong, naming that output."""
+    real_with, real_training = sweep.Problem.yat_with, sweep.Problem.fwd_for_training
+
+    def wrong_dw(self, config):
+        fn = real_with(self, config)
+        if config is None or self.mode == "fwd":
+            return fn
+        return lambda: (lambda dx, dw, db: (dx, dw * 1.01, db))(*fn())
+
+    def wrong_training(self, config):
+        fn = real_training(self, config)
+        return lambda: fn() * 1.01
+
+    monkeypatch.setattr(sweep.Problem, "yat_with", wrong_dw)
+    monkeypatch.setattr(sweep.Problem, "fwd_for_training", wrong_training)
+    db_path = tmp_path / "r.db"
+    with ResultsDB(db_path) as db:
+        sweep.run_sweep(db, sweep.load_suite(str(tiny_suite)), ops=["dense"], modes=["fwd", "bwd"],
+                        dtypes=["float32"], max_configs=2, progress=False, compile_mode="none")  # fmt: skip
+    ours = {
+        (r.mode, r.config): r for r in _rows(db_path) if r.provider == "yat_triton" and r.status != "pruned"
+    }
+    assert len(ours) == 4
+    for (mode, config), r in ours.items():
+        if mode == "bwd" and not config:  # the op on its defaults: not sabotaged
+            assert r.status == "ok" and r.correct and r.max_rel_err < 1e-4
+        else:
+            assert r.status == "wrong" and r.median_ms is None, r
+            assert r.reason.endswith("(dW)" if mode == "bwd" else "(y)"), r.reason
 
 
 def test_time_capped_runs_measure_what_matters_first(tiny_suite: Path, tmp_path: Path) -> None:
@@ -203,6 +244,18 @@ def test_show_and_sweep_report_bad_databases(tmp_path: Path, capsys) -> None:
     assert cli.main(["show", "--db", str(junk)]) == 2
     assert str(junk) in capsys.readouterr().err
     assert junk.read_bytes() == before
+
+
+def test_command_line_refuses_bad_values(tmp_path: Path, capsys) -> None:
+    """Options are checked before anything runs; export of a missing database creates none."""
+    for bad in (["--max-configs", "0"], ["--max-configs", "-1"], ["--compile-mode", "bogus"]):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["sweep", "--db", str(tmp_path / "r.db"), *bad])
+        assert stop.value.code == 2
+        assert bad[0] in capsys.readouterr().err
+    assert cli.main(["export", "--db", str(tmp_path / "typo.db")]) == 2
+    assert "no such results database" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_export_cpu_sweep_and_load_back(tiny_suite: Path, tmp_path: Path, capsys) -> None:
@@ -436,6 +489,27 @@ def test_gpu_script_parses_its_options(tmp_path: Path) -> None:
         ["bash", str(script), str(tmp_path / "o"), "--resume", str(tmp_path / "none.db")], capture_output=True
     )
     assert gone.returncode == 2 and not (tmp_path / "o" / "results.db").exists()
+
+
+def test_gpu_script_writes_under_a_relative_output_dir(tmp_path: Path) -> None:
+    """Called from another folder with a relative OUTPUT_DIR, the script (which changes to
+    the repository) still writes every log there. Its python is a stub here: only the
+    script's own file handling runs."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "python").write_text('#!/bin/sh\necho "stub python $*"\n')
+    (stubs / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", str(script), "out"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    logs = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"env.txt", "canary.log", "tests.log", "inspect_bfloat16.txt", "breakdown.txt", "sweep.log",
+            "show.txt"} <= logs, logs  # fmt: skip
+    assert "stub python -m autotune sweep --suite core" in (tmp_path / "out" / "sweep.log").read_text()
 
 
 def test_conv_tiles_offer_tma_only_where_it_runs() -> None:

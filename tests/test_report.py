@@ -163,7 +163,7 @@ def test_config_labels_are_short() -> None:
 
     tile = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=4, tma=True)
     assert config_label(json.dumps(tile.as_dict())) == "m128n128k64g8w8s4e4_tma"
-    assert config_label("") == "(shipped)"
+    assert config_label("") == "(default tiles)"
     assert (
         config_label('{"matmul_tf32":false,"cudnn_benchmark":true}')
         == "matmul_tf32=false cudnn_benchmark=true"

@@ -140,7 +140,7 @@ def test_export_writes_the_best_qualifying_row_per_shape_one_file_per_gpu(tmp_pa
         fixture_row(CUBE, replace(TINY, num_stages=3), 0.02, status="wrong"),
         fixture_row(CUBE, replace(TINY, num_stages=4), 0.03, correct=False),
         fixture_row(CUBE, replace(TINY, num_stages=5), 0.04, representative=False),
-        fixture_row(CUBE, None, 0.05, mode="bwd"),  # end-to-end rows carry no config
+        fixture_row(CUBE, None, 0.05, mode="bwd", provider="eager_ref"),
     ]
     out = tmp_path / "tuned"
     paths = export_winners(make_db(tmp_path / "r.db", rows), out)
@@ -171,7 +171,11 @@ def test_export_writes_the_best_qualifying_row_per_shape_one_file_per_gpu(tmp_pa
 
 
 def test_export_refuses_when_nothing_qualifies(tmp_path: Path) -> None:
-    rows = [fixture_row(CUBE, BIG, 0.2, representative=False), fixture_row(CUBE, None, 0.2, mode="bwd")]
+    rows = [
+        fixture_row(CUBE, BIG, 0.2, representative=False),
+        fixture_row(CUBE, None, 0.2, mode="bwd", correct=False),
+        fixture_row(CUBE, None, 0.1, mode="fwd"),  # a forward row always names its tile
+    ]
     db = make_db(tmp_path / "r.db", rows)
     out = tmp_path / "tuned"
     with pytest.raises(ValueError, match="nothing to export"):
@@ -214,6 +218,64 @@ def test_export_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     export_winners(db, out)
     assert os.listdir(out) == ["nvidia_h200.json"] and json.loads(old.read_text())["gpu"] == H200
     assert (old.stat().st_mode & 0o777) == 0o644
+
+
+def test_export_tunes_the_backward_from_bwd_or_fwd_bwd_rows(tmp_path: Path, on_h200: Path) -> None:
+    """Backward tiles are timed in the sweep's "bwd" or "fwd+bwd" mode; either is exported
+    as "bwd", the mode the launchers look up (from "bwd" rows where a shape has both: times
+    of two modes do not compare). Where the op on its default tiles (config "") is the
+    fastest, the entry says so (config null): the defaults stay, rather than the slower tile
+    or a neighbouring shape's winner."""
+    rows = [
+        fixture_row(CUBE, SLOW, 0.9, mode="fwd+bwd"),
+        fixture_row(CUBE, MID, 1.1, mode="fwd+bwd"),
+        fixture_row(CUBE, None, 1.0, mode="fwd+bwd"),
+        fixture_row(SMALL, None, 0.05, mode="fwd+bwd"),  # the defaults win here
+        fixture_row(SMALL, MID, 0.06, mode="fwd+bwd"),
+        fixture_row(SMALL, SLOW, 0.02, mode="bwd"),  # timed alone: these decide for SMALL
+        fixture_row(SMALL, TINY, 0.03, mode="bwd"),
+        fixture_row(CONV, None, 0.4, mode="bwd", op="conv2d"),
+        fixture_row(CONV, TINY, 0.5, mode="bwd", op="conv2d"),
+    ]
+    (path,) = export_winners(make_db(tmp_path / "r.db", rows))
+    doc = json.loads(path.read_text())
+    got = [
+        (e["op"], e["mode"], e["timed_as"], e["shape"], e["config"], e["median_ms"]) for e in doc["entries"]
+    ]
+    assert got == [
+        ("conv2d", "bwd", "bwd", CONV, None, 0.4),
+        ("dense", "bwd", "bwd", SMALL, SLOW.as_dict(), 0.02),
+        ("dense", "bwd", "fwd+bwd", CUBE, SLOW.as_dict(), 0.9),
+    ]
+    assert tuned_config("dense", "bwd", BF16, CUBE) == SLOW
+    assert tuned_config("dense", "bwd", BF16, {"M": 1000, "N": 1000, "K": 1000}) == SLOW
+    assert tuned_config("conv2d", "bwd", BF16, {**CONV, "groups": 1}) is None  # the defaults won
+    assert pick_dense_config(4096, 4096, 4096, BF16, "bwd", problem=CUBE) == SLOW
+    with pytest.raises(ValueError, match="mode in"):
+        tuned_config("dense", "fwd+bwd", BF16, CUBE)  # not a kernel's mode
+
+
+def test_default_entries_keep_the_defaults_at_their_shape(on_h200: Path) -> None:
+    """An entry with config null (the defaults won there) is the nearest shape's answer like
+    any other: a launch near it keeps the defaults, one nearer another entry takes that."""
+    write(on_h200 / "nvidia_h200.json", winners([entry(CUBE, BIG), {**entry(SMALL, MID), "config": None}]))
+    assert tuned_config("dense", "fwd", BF16, {"M": 900, "N": 1000, "K": 1000}) is None
+    assert pick_dense_config(1024, 1024, 1024, BF16) == default_dense(1024, 1024, 1024)
+    assert tuned_config("dense", "fwd", BF16, {"M": 8192, "N": 4096, "K": 4096}) == BIG
+
+
+def test_default_tiles_only_turns_the_winners_off(on_h200: Path) -> None:
+    """The sweep measures under default_tiles_only: no winners file, a forced tile still."""
+    from yat_triton.tuning import default_tiles_only, forced_config
+
+    write(on_h200 / "nvidia_h200.json", winners([entry(CUBE, BIG)]))
+    assert pick_dense_config(4096, 4096, 4096, BF16) == BIG
+    with default_tiles_only():
+        assert tuned_config("dense", "fwd", BF16, CUBE) is None
+        assert pick_dense_config(4096, 4096, 4096, BF16) == default_dense(4096, 4096, 4096)
+        with forced_config("dense", "fwd", MID):
+            assert pick_dense_config(4096, 4096, 4096, BF16) == MID
+    assert pick_dense_config(4096, 4096, 4096, BF16) == BIG
 
 
 # ---------------------------------------------------------------------------------------
@@ -424,6 +486,8 @@ BAD_ENTRIES = {
     "shape-not-int": entry({"M": 1024.0, "N": 1024, "K": 1024}, BIG),
     "unknown-op": entry(SMALL, BIG, op="matmul"),
     "unknown-dtype": entry(SMALL, BIG, dtype="int8"),
+    "sweep-mode": entry(SMALL, BIG, mode="fwd+bwd"),
+    "no-config": {k: v for k, v in entry(SMALL, BIG).items() if k != "config"},
 }
 
 

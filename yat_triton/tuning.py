@@ -11,6 +11,9 @@ Winners are data: one pretty-printed JSON file per GPU model, `yat_triton/tuned/
                   "shape": {"M": 4096, "N": 4096, "K": 4096},
                   "config": {TileConfig fields}, "median_ms": 0.21, "tflops": 650.0}, ...]}
 
+An entry's "config" is null where the kernels' built-in default tiles won at that shape (the
+sweep's first backward row, the op on its defaults): a lookup that lands there keeps them.
+
 Which file: the one given to `use_tuned_configs(path)`, else $YAT_TRITON_CONFIGS, else the
 file of the current CUDA device. Nothing is tuned on the CPU or under the Triton interpreter.
 
@@ -21,7 +24,9 @@ clipped to the next power of two of their dimension), so a tile tuned on a large
 sound on a small one. Shapes are those of the layer, as the results database records them:
 
     dense   {"M", "N", "K"}: x (M, K), weight (N, K). mode "fwd": the forward kernel;
-            mode "bwd": both backward GEMMs (dx and dW), each fitted to its own dims.
+            mode "bwd": both backward GEMMs (dx and dW), each fitted to its own dims (the
+            sweep times backward tiles in its "bwd" or "fwd+bwd" mode; either is exported
+            as "bwd", the tile's own mode).
     conv2d  {"B", "C_in", "H", "W", "C_out", "k", "stride", "padding", "groups"}, the sweep's
             dims (autotune/sweep.py) plus groups: k, stride and padding are the larger of
             their height and width values (a conv1d's own; square convs otherwise). Mode
@@ -64,6 +69,7 @@ __all__ = [
     "config_from_dict",
     "conv_shape",
     "current_gpu",
+    "default_tiles_only",
     "parse_entry",
     "pick_conv_config",
     "pick_dense_config",
@@ -78,7 +84,7 @@ ENV_VAR = "YAT_TRITON_CONFIGS"
 TUNED_DIR = Path(__file__).resolve().parent / "tuned"
 
 OPS = ("dense", "conv2d")
-MODES = ("fwd", "bwd", "fwd+bwd")
+MODES = ("fwd", "bwd")  # the kernels' modes: a "fwd+bwd" sweep row tunes the "bwd" tile
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 _MAX_PICKS = 4096  # memoized lookups kept before the memo starts over (dynamic batch sizes)
 
@@ -97,7 +103,7 @@ class TunedEntry:
     mode: str
     dtype: str
     shape: tuple[tuple[str, int], ...]  # dims in the file's order
-    config: TileConfig
+    config: TileConfig | None  # None: the built-in default tiles won here
 
 
 def winners_filename(gpu: str) -> str:
@@ -180,7 +186,9 @@ def parse_entry(raw: object) -> TunedEntry:
     for dim, value in shape.items():
         if not _is_int(value) or value < 0:
             raise ValueError(f"entry shape dim {dim!r} must be an int >= 0, got {value!r}")
-    config = config_from_dict(raw.get("config"))
+    if "config" not in raw:
+        raise ValueError("entry lacks its config (null for the default tiles)")
+    config = None if raw["config"] is None else config_from_dict(raw["config"])
     return TunedEntry(raw["op"], raw["mode"], raw["dtype"], tuple(shape.items()), config)
 
 
@@ -195,6 +203,7 @@ class _Cache:
         self.picks: dict[tuple[object, ...], TileConfig | None] = {}  # memoized lookups
         self.warned: set[Path] = set()  # one warning per file per process
         self.forced: dict[tuple[str, str], TileConfig] = {}  # forced_config(...) blocks
+        self.off = 0  # default_tiles_only() blocks open: every lookup answers None
 
     def forget(self) -> None:
         """Drop loaded files and lookups (not the warnings already given)."""
@@ -300,11 +309,12 @@ def _dtype_name(dtype: torch.dtype | str) -> str:
 
 def tuned_config(op: str, mode: str, dtype: torch.dtype | str, shape: Shape) -> TileConfig | None:
     """The tuned config of the nearest tuned shape (see the module docstring), as stored in
-    the winners file, or None: no CUDA device, interpreter, no usable file or no entry.
+    the winners file, or None: no CUDA device, interpreter, no usable file, no entry, or
+    the nearest entry says the default tiles won there.
 
     Args:
         op: "dense" or "conv2d".
-        mode: "fwd", "bwd" or "fwd+bwd".
+        mode: "fwd" (the forward kernel) or "bwd" (the backward kernels).
         dtype: io dtype, a torch.dtype or its name ("bfloat16").
         shape: the layer's dims, e.g. {"M": 4096, "N": 4096, "K": 4096}: ints (symbolic
             ones, as torch.compile traces dynamic shapes with, get None: no guard per size).
@@ -315,8 +325,8 @@ def tuned_config(op: str, mode: str, dtype: torch.dtype | str, shape: Shape) -> 
         _is_int(v) or isinstance(v, torch.SymInt) for v in shape.values()
     ):
         raise TypeError(f"tuned_config: shape must map dim names to ints, got {shape!r}")
-    if not all(_is_int(v) for v in shape.values()):
-        return None  # symbolic dims (torch.compile, dynamic shapes): the defaults, as before
+    if _CACHE.off or not all(_is_int(v) for v in shape.values()):
+        return None  # default_tiles_only(); symbolic dims (torch.compile, dynamic shapes): the defaults
     gpu = current_gpu()
     if gpu is None:
         return None
@@ -341,6 +351,18 @@ def tuned_config(op: str, mode: str, dtype: torch.dtype | str, shape: Shape) -> 
 
 # ---------------------------------------------------------------------------------------
 # Launcher entries: tuned where tuned, else the kernel's heuristic default.
+
+
+@contextlib.contextmanager
+def default_tiles_only() -> Iterator[None]:
+    """Inside the block no winners file is consulted: the launchers take their built-in
+    default tiles (a `forced_config` still applies). The sweep measures under it, so that
+    its rows, and the winners exported from them, do not depend on an earlier export."""
+    _CACHE.off += 1
+    try:
+        yield
+    finally:
+        _CACHE.off -= 1
 
 
 @contextlib.contextmanager
