@@ -11,21 +11,34 @@ export the winners, show them, and inspect compiled kernels.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
 import torch
 
-# Without a GPU the sweep checks the Triton kernels through the interpreter, which Triton
-# decides when it is first imported: before `autotune.sweep` pulls it in.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from autotune import db as dbmod
 
-from autotune import db as dbmod  # noqa: E402
-from autotune import sweep  # noqa: E402
-from autotune.report import config_label  # noqa: E402
+# torch.compile modes compiled_ref may take, and "none" (no compiled_ref)
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _interpret_without_gpu() -> None:
+    """Without a GPU the sweep, show and breakdown run the Triton kernels through the
+    interpreter, which Triton decides when it is first imported: call this before any
+    import of triton (inspect, which compiles for sm_90 without a GPU, must not)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer of at least 1")
+    return value
 
 
 def _csv(allowed: tuple[str, ...]):  # noqa: ANN202 - an argparse type
@@ -40,6 +53,8 @@ def _csv(allowed: tuple[str, ...]):  # noqa: ANN202 - an argparse type
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from autotune import sweep
+
     suite = sweep.load_suite(args.suite)
     env = sweep.environment()
     if not env.representative:
@@ -60,6 +75,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    from autotune.report import config_label
+
     if not Path(args.db).is_file():
         print(f"{args.db}: no such results database (run `yat-autotune sweep` first)", file=sys.stderr)
         return 2
@@ -71,12 +88,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     table = []
     groups: dict[tuple[str, str, str, str, str], list[dbmod.Result]] = {}
     for r in rows:
-        groups.setdefault((r.gpu, r.op, r.mode, r.dtype, r.shape), []).append(r)
+        if r.median_ms is not None:  # an ok row always has its time; an older file's may not
+            groups.setdefault((r.gpu, r.op, r.mode, r.dtype, r.shape), []).append(r)
     for (gpu, op, mode, dtype, shape), rs in sorted(groups.items()):
         ours = [r for r in rs if r.provider == "yat_triton" and r.correct]
         if not ours:
             continue
-        best = min(ours, key=lambda r: r.median_ms or math.inf)
+        best = min(ours, key=lambda r: r.median_ms)
         base = {r.provider: r.median_ms for r in rs if r.provider != "yat_triton"}
         ref = base.get("linear+relu") or base.get("conv+relu")
         table.append([
@@ -96,6 +114,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autotune.export import export_winners
     from yat_triton.tuning import TUNED_DIR, read_winners
 
+    if not Path(args.db).is_file():  # opening it would create an empty database
+        raise FileNotFoundError(f"{args.db}: no such results database (run `yat-autotune sweep` first)")
     with dbmod.ResultsDB(args.db) as db:
         on_gpu = any(r.representative for r in db.query(provider="yat_triton", status="ok"))
     out = args.out or (TUNED_DIR if on_gpu else Path("tuned"))
@@ -138,6 +158,8 @@ def cmd_inspect(rest: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from autotune import sweep
+
     parser = argparse.ArgumentParser(prog="yat-autotune", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sw = sub.add_parser("sweep", help="try every config and baseline of a shape suite")
@@ -147,11 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--mode", type=_csv(sweep.MODES), default=list(sweep.MODES))
     sw.add_argument("--dtype", type=_csv(sweep.DTYPES), default=["bfloat16", "float32"])
     sw.add_argument("--shard", help="i/n: this process's share of the suite (1-based)")
-    sw.add_argument("--max-configs", type=int, help="configs per problem (default: all; 2 on a CPU)")
+    sw.add_argument(
+        "--max-configs", type=_positive_int, help="configs per problem (default: all; 2 on a CPU)"
+    )
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument(
         "--compile-mode",
         default="max-autotune",
+        choices=COMPILE_MODES,
         help="torch.compile mode of compiled_ref (GPU only); none: leave compiled_ref out (its "
         "compile takes seconds to minutes a problem)",
     )
@@ -191,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["inspect"]:
         return cmd_inspect(argv[1:])
+    _interpret_without_gpu()
     if argv[:1] == ["breakdown"]:
         return cmd_breakdown(argv[1:])
     args = build_parser().parse_args(argv)

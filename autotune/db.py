@@ -194,7 +194,20 @@ def _has_runs(conn: sqlite3.Connection) -> bool:
     )
 
 
+_MEASURES = ("median_ms", "p20_ms", "p80_ms", "tflops", "saved_bytes")
+
+
 def _to_row(r: Result) -> tuple[object, ...]:
+    """The row to store, or ValueError: SQLite would store a NaN as NULL, and an ok row
+    without a time would be a measurement that says nothing."""
+    for name in _MEASURES:
+        v = getattr(r, name)
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"Result.{name} must be None or a finite number >= 0, got {v!r} ({r.key})")
+    if r.max_rel_err is not None and math.isnan(r.max_rel_err):
+        raise ValueError(f"Result.max_rel_err must not be NaN (inf for outputs not finite) ({r.key})")
+    if r.status == "ok" and not (r.median_ms and r.median_ms > 0):
+        raise ValueError(f"a Result with status ok needs its median_ms > 0, got {r.median_ms!r} ({r.key})")
     return tuple(getattr(r, c) for c in _COLUMNS)
 
 

@@ -31,6 +31,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels._common import INTERPRETING, TileConfig
 from yat_triton._launch import KernelCall, programs_per_sm
+from yat_triton.tuning import config_from_dict
 
 TRITON_TYPES = {
     torch.float16: "fp16",
@@ -425,6 +426,29 @@ def add_conv_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+TILE_FORMAT = "BMxBNxBK:warps:stages[:eSPLIT][:nil][:tma][:ws]"
+
+
+def parse_tile(text: str) -> TileConfig:
+    """A tile as --config writes it (TILE_FORMAT, e.g. 128x128x64:8:4:e2:tma), group 8; an
+    argparse error naming the format for anything else."""
+    try:
+        tile, warps, stages, *rest = text.split(":")
+        bm, bn, bk = (int(v) for v in tile.split("x"))
+        split = [int(r[1:]) for r in rest if r.startswith("e")]
+        unknown = [r for r in rest if r not in ("nil", "tma", "ws") and not r.startswith("e")]
+        if unknown or len(split) > 1:
+            raise ValueError(f"unknown or repeated options {unknown or rest}")
+        cfg = TileConfig(
+            bm, bn, bk, 8, int(warps), int(stages), norms_in_loop="nil" in rest,
+            epilogue_split=split[0] if split else 1, tma="tma" in rest, warp_specialize="ws" in rest,
+        )  # fmt: skip
+        config_from_dict(cfg.as_dict())  # powers of two, sizes, a warp-specializable tile
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tile {TILE_FORMAT}: {e}") from e
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--op", default="dense", choices=["dense", "conv2d"])
@@ -435,10 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
     parser.add_argument(
         "--config",
+        type=parse_tile,
         help=(
-            "tile as BMxBNxBK:warps:stages[:eSPLIT][:nil][:tma][:ws] (e.g. 128x128x64:8:4:e2:tma, "
-            "128x256x64:4:3:tma:ws), "
-            "default: heuristic"
+            f"tile as {TILE_FORMAT} (e.g. 128x128x64:8:4:e2:tma, 128x256x64:4:3:tma:ws), default: heuristic"
         ),
     )
     parser.add_argument("--save", action="store_true", help="forward that saves s for backward")
@@ -450,15 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
     parser.add_argument("--json", action="store_true", help="one JSON object per kernel")
     args = parser.parse_args(argv)
-    cfg = None
-    if args.config:
-        tile, warps, stages, *rest = args.config.split(":")
-        bm, bn, bk = (int(v) for v in tile.split("x"))
-        split = next((int(r[1:]) for r in rest if r.startswith("e")), 1)
-        cfg = TileConfig(
-            bm, bn, bk, 8, int(warps), int(stages), norms_in_loop="nil" in rest, epilogue_split=split,
-            tma="tma" in rest, warp_specialize="ws" in rest,
-        )  # fmt: skip
+    cfg = args.config
     dtype = getattr(torch, args.dtype)
     if args.all:
         for label, call in all_calls(dtype):

@@ -3,8 +3,10 @@ filter, the heuristic default, and the static sm_90 check of the default bf16 ti
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -468,13 +470,38 @@ def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
 
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
 def test_inspect_dumps_every_stage(tmp_path: Path) -> None:
+    """Through the `yat-autotune inspect` command, which must not turn the interpreter on
+    without a GPU (the static compile needs compiled kernels)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "autotune.inspect", "--shape", "256", "256", "256", "--dump", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "autotune",
+        "inspect",
+        "--shape",
+        "256",
+        "256",
+        "256",
+        "--dump",
+        str(tmp_path),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     stages = {p.suffix for p in tmp_path.glob("yat_dense_fwd_kernel.*")}
     assert {".ttir", ".ttgir", ".llir", ".ptx", ".cubin", ".sass"} <= stages
     assert "HGMMA" in (tmp_path / "yat_dense_fwd_kernel.sass").read_text()
+
+
+def test_inspect_parses_tiles_and_names_the_format() -> None:
+    from autotune.inspect import TILE_FORMAT, parse_tile
+
+    assert parse_tile("128x128x64:8:4:e2:tma") == TileConfig(
+        128, 128, 64, 8, 8, 4, epilogue_split=2, tma=True
+    )
+    assert parse_tile("64x64x32:4:3:nil") == TileConfig(64, 64, 32, 8, 4, 3, norms_in_loop=True)
+    for bad in ("128x128:8:4", "128x128x64:8:4:foo", "96x128x64:8:4", "128x128x64:8:4:e2:e4", "axbxc:8:4"):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(TILE_FORMAT)):
+            parse_tile(bad)
 
 
 def test_wgmma_serialization_reads_ptxas_notes() -> None:

@@ -4,6 +4,7 @@ of foreign files, and sharding. Pure Python and SQLite: no GPU, no torch."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import signal
@@ -56,7 +57,7 @@ with ResultsDB(db_path) as db:
     for i in range(n):
         db.add(Result(op="dense", mode="fwd", provider="yat_triton", dtype="float16",
                       shape='{"M":%d,"N":64,"K":64}' % i, config='{"w":"%s"}' % tag, status="ok",
-                      median_ms=float(i), correct=True, gpu="g", driver="", torch="", triton="",
+                      median_ms=i + 1.0, correct=True, gpu="g", driver="", torch="", triton="",
                       commit="", representative=False))
         print(i, flush=True)
 """
@@ -154,6 +155,32 @@ def test_add_many_is_all_or_nothing_and_checks_types(tmp_path: Path) -> None:
         assert db.query() == []
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"median_ms": float("nan")}, "median_ms must be None or a finite number"),
+        ({"p80_ms": float("inf")}, "p80_ms must be None or a finite number"),
+        ({"tflops": -1.0}, "tflops must be None or a finite number"),
+        ({"max_rel_err": float("nan")}, "max_rel_err must not be NaN"),
+        ({"median_ms": None}, "status ok needs its median_ms > 0"),
+    ],
+    ids=["median-nan", "p80-inf", "tflops-negative", "err-nan", "ok-untimed"],
+)
+def test_rows_that_would_store_no_measurement_are_refused(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    """SQLite keeps a NaN as NULL: such a row is refused when written, naming its field and
+    key, and the rows already stored stay."""
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        db.add(make(1))
+        with pytest.raises(ValueError, match=message):
+            db.add(make(2, **change))
+        with pytest.raises(ValueError, match=message):
+            db.add_many([make(3), make(4, **change)])
+        db.add(make(5, status="wrong", median_ms=None, correct=False, max_rel_err=float("inf")))
+        assert [json.loads(r.shape)["M"] for r in db.query()] == [1, 5]
+
+
 def test_query_filters(tmp_path: Path) -> None:
     rows = [
         make(1),
@@ -212,7 +239,7 @@ def test_killed_writer_loses_nothing(tmp_path: Path) -> None:
     with ResultsDB(path) as db:
         assert db._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = {r.median_ms for r in db.query()}
-    assert {float(i) for i in reported} <= stored
+    assert {i + 1.0 for i in reported} <= stored
 
 
 def test_concurrent_writers(tmp_path: Path) -> None:
@@ -228,7 +255,7 @@ def test_concurrent_writers(tmp_path: Path) -> None:
         rows = db.query()
     assert len(rows) == 200
     assert {(r.config, r.median_ms) for r in rows} == {
-        (f'{{"w":"w{w}"}}', float(i)) for w in range(4) for i in range(50)
+        (f'{{"w":"w{w}"}}', i + 1.0) for w in range(4) for i in range(50)
     }
 
 
@@ -275,7 +302,7 @@ def test_best(tmp_path: Path) -> None:
         make(1, cfg(64, 32), median_ms=0.1, mode="bwd"),
         make(2, cfg(64), median_ms=3.0),
         make(2, cfg(32), median_ms=3.0),  # tie: the smaller config string wins
-        make(3, cfg(64), median_ms=None, status="ok"),
+        make(3, cfg(64), median_ms=None, status="error"),
     ]
     with ResultsDB(tmp_path / "r.sqlite") as db:
         db.add_many(rows)
