@@ -4,6 +4,7 @@ and parity with `nmn.torch.nmn.YatNMN` (nmn 0.3.5) through a shared state_dict."
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -300,6 +301,49 @@ def test_nmn_parameter_order(kwargs):
     ref = [n for n, _ in YatNMN(IN, OUT, **kwargs).named_parameters()]
     ours = [n for n, _ in YatLinear(IN, OUT, **kwargs).named_parameters()]
     assert ours == ref
+
+
+NMN_POSITIONAL = (4, 3, True, None, False, False, True, None, None, torch.float32, 1e-3, False, False, True)
+
+
+def test_nmn_signature_positional_calls_and_attributes():
+    """nmn's argument names in nmn's order (precision, ours, last): a positional call means
+    the same here; the attributes nmn code reads exist with nmn's values."""
+    pytest.importorskip("nmn.torch")
+    import inspect
+
+    from nmn.torch.nmn import YatNMN
+
+    theirs = list(inspect.signature(YatNMN.__init__).parameters)
+    ours = list(inspect.signature(YatLinear.__init__).parameters)
+    assert ours == [*theirs, "precision"]
+    ref, m = YatNMN(*NMN_POSITIONAL), YatLinear(*NMN_POSITIONAL)  # ..., spherical, positive_init
+    assert m.positive_init and not m.lazy and m.weight.requires_grad and bool((m.weight >= 0).all())
+    for kwargs in ({}, {"bias": False}, {"constant_bias": 0.5}, {"alpha": False},
+                   {"alpha": False, "constant_alpha": True}, {"scalar_bias": True}):  # fmt: skip
+        ref, m = YatNMN(IN, OUT, **kwargs), YatLinear(IN, OUT, **kwargs)
+        for name in ("use_bias", "use_alpha", "constant_bias", "constant_alpha", "scalar_bias", "softplus_bias",
+                     "spherical", "weight_normalized", "tie_kernel_bank", "kernel_bank_size", "kernel_bank_id",
+                     "positive_init", "learnable_epsilon", "epsilon"):  # fmt: skip
+            assert getattr(m, name) == getattr(ref, name), (kwargs, name)
+
+
+@pytest.mark.parametrize("option", ["spherical", "weight_normalized", "tie_kernel_bank"])
+def test_unsupported_nmn_options_are_refused(option):
+    assert getattr(YatLinear(IN, OUT, **{option: False}), option) is False
+    with pytest.raises(NotImplementedError, match=f"YatLinear: {option}=True"):
+        YatLinear(IN, OUT, **{option: True})
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "param_dtype"),
+    [(1e39, torch.float32), (1e-45, torch.float32), (1e-300, torch.bfloat16), (1e-320, torch.float64)],
+)
+def test_learnable_epsilon_outside_its_dtype_is_refused(epsilon, param_dtype):
+    """softplus^-1 of it would overflow, or be a subnormal eps whose gradient vanishes."""
+    with pytest.raises(ValueError, match=re.escape(f"epsilon={epsilon} is outside the normal range")):
+        YatLinear(IN, OUT, epsilon=epsilon, learnable_epsilon=True, param_dtype=param_dtype)
+    assert YatLinear(IN, OUT, epsilon=epsilon, param_dtype=param_dtype).epsilon == epsilon  # a constant
 
 
 def test_nmn_parity_constant_bias_in_param_dtype():

@@ -22,13 +22,12 @@ from yat_triton.modules import (
     YatLinear,
     _apply_keeping_epsilon_dtype,
     _check_epsilon,
-    _inverse_softplus,
+    _epsilon_parameter,
 )
 
 __all__ = ["YatConv1d", "YatConv2d", "convert"]
 
 SQRT2 = math.sqrt(2.0)
-_HALF = (torch.float16, torch.bfloat16)
 
 
 class _YatConvMixin:
@@ -164,17 +163,7 @@ class _YatConvMixin:
         self.epsilon = _check_epsilon(epsilon)
         self.learnable_epsilon = learnable_epsilon
         if learnable_epsilon:
-            eps_dtype = storage_dtype or torch.float32
-            if eps_dtype in _HALF:
-                eps_dtype = torch.float32
-            info = torch.finfo(eps_dtype)
-            if not info.tiny <= self.epsilon <= info.max:
-                raise ValueError(
-                    f"epsilon={self.epsilon} is outside the normal range of the {eps_dtype} "
-                    f"learnable epsilon ([{info.tiny:.3g}, {info.max:.3g}])"
-                )
-            raw = _inverse_softplus(self.epsilon)
-            self.epsilon_param = nn.Parameter(torch.full((1,), raw, dtype=eps_dtype, device=device))
+            self.epsilon_param = _epsilon_parameter(self.epsilon, storage_dtype, device)
         else:
             self.register_parameter("epsilon_param", None)
 

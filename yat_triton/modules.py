@@ -30,6 +30,22 @@ def _check_epsilon(epsilon: float) -> float:
     return epsilon
 
 
+def _epsilon_parameter(
+    epsilon: float, storage: torch.dtype | None, device: torch.device | str | None
+) -> nn.Parameter:
+    """nmn's learnable epsilon, softplus^-1(epsilon), stored in fp32 for half-precision (or
+    no) parameters, else in their dtype; ValueError outside that dtype's normal range,
+    where the stored value could not give epsilon back (or its gradient would vanish)."""
+    dtype = torch.float32 if storage is None or storage in (torch.float16, torch.bfloat16) else storage
+    info = torch.finfo(dtype)
+    if not info.tiny <= epsilon <= info.max:
+        raise ValueError(
+            f"epsilon={epsilon} is outside the normal range of the {dtype} "
+            f"learnable epsilon ([{info.tiny:.3g}, {info.max:.3g}])"
+        )
+    return nn.Parameter(torch.full((1,), _inverse_softplus(epsilon), dtype=dtype, device=device))
+
+
 def _apply_keeping_epsilon_dtype(
     module: nn.Module, fn: Callable[[Tensor], Tensor], super_apply: Callable[..., nn.Module], recurse: bool
 ) -> nn.Module:
@@ -69,8 +85,12 @@ class YatLinear(nn.Module):
         epsilon, learnable_epsilon: eps > 0, or eps = softplus(epsilon_param).
         positive_init: |weight| after init. lazy / freeze_kernel: weight.requires_grad=False.
         dtype: computation dtype (default: the input's); param_dtype: parameter storage.
-        precision: fp32 dot precision on the GPU ("ieee" / "tf32"; None follows torch).
-    The forward casts the parameters to the computation dtype, as nmn does.
+        precision: fp32 dot precision on the GPU ("ieee" / "tf32"; None follows torch);
+            the one argument nmn does not have, last.
+    The forward casts the parameters to the computation dtype, as nmn does. The arguments
+    come in nmn's order, so positional calls carry over; nmn's spherical, weight_normalized
+    and tie_kernel_bank options are accepted at their defaults (kernel_bank_size and
+    kernel_bank_id are kept, unused) and raise NotImplementedError when enabled.
     """
 
     def __init__(
@@ -87,9 +107,14 @@ class YatLinear(nn.Module):
         param_dtype: torch.dtype = torch.float32,
         epsilon: float = 1e-5,
         learnable_epsilon: bool = False,
+        spherical: bool = False,
         positive_init: bool = False,
+        weight_normalized: bool = False,
         lazy: bool = False,
         freeze_kernel: bool = False,
+        tie_kernel_bank: bool = False,
+        kernel_bank_size: int | None = None,
+        kernel_bank_id: str = "default",
         kernel_init: Callable[[Tensor], object] | None = None,
         bias_init: Callable[[Tensor], object] | None = None,
         alpha_init: Callable[[Tensor], object] | None = None,
@@ -101,6 +126,16 @@ class YatLinear(nn.Module):
             raise ValueError(f"in_features and out_features must be >= 0, got {in_features}, {out_features}")
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
+        for name, value, what in (
+            ("spherical", spherical, "spherical=True (normalized rows)"),
+            ("weight_normalized", weight_normalized, "weight_normalized=True"),
+            ("tie_kernel_bank", tie_kernel_bank, "tie_kernel_bank=True (shared kernel banks)"),
+        ):
+            if value:
+                raise NotImplementedError(f"YatLinear: {what} is not supported")
+            setattr(self, name, False)
+        self.kernel_bank_size = kernel_bank_size
+        self.kernel_bank_id = kernel_bank_id
         self.in_features = in_features
         self.out_features = out_features
         self.dtype = dtype
@@ -115,9 +150,7 @@ class YatLinear(nn.Module):
         # Registration order as in nmn (epsilon_param, weight, alpha, bias): optimizer state
         # is stored by parameter position, so the order must match for it to carry over.
         if learnable_epsilon:
-            eps_dtype = torch.float32 if param_dtype in (torch.float16, torch.bfloat16) else param_dtype
-            raw = _inverse_softplus(self.epsilon)
-            self.epsilon_param = nn.Parameter(torch.full((1,), raw, dtype=eps_dtype, device=device))
+            self.epsilon_param = _epsilon_parameter(self.epsilon, param_dtype, device)
         else:
             self.register_parameter("epsilon_param", None)
         self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
@@ -131,6 +164,7 @@ class YatLinear(nn.Module):
         else:
             self.register_parameter("alpha", None)
         self.constant_alpha = constant_alpha
+        self.use_alpha = self._constant_alpha_value is not None or self.alpha is not None
 
         self._constant_bias_value: float | None = None
         if constant_bias is not None and constant_bias is not False:
@@ -140,6 +174,8 @@ class YatLinear(nn.Module):
             self.bias = nn.Parameter(torch.empty((1,) if scalar_bias else (out_features,), **factory))
         else:
             self.register_parameter("bias", None)
+        self.constant_bias = constant_bias
+        self.use_bias = self._constant_bias_value is not None or self.bias is not None
         self.softplus_bias = softplus_bias and self.bias is not None
         self.scalar_bias = scalar_bias and self.bias is not None
 
