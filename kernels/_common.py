@@ -297,7 +297,10 @@ def load_scalars(
     IS_FP64: tl.constexpr,
 ):
     """(alpha, eps) in the accumulation dtype: read from their one-element tensors, or the
-    scalar arguments when the launcher passed plain floats."""
+    scalar arguments when the launcher passed plain floats (checked on the host). An eps
+    tensor on the GPU is not read by the host (that would stall it every call): one that
+    is not finite and > 0 becomes NaN here, so every output it touches is NaN, never a
+    plausible wrong value."""
     if IS_FP64:
         ty = tl.float64
     else:
@@ -308,6 +311,7 @@ def load_scalars(
         alpha = alpha_value
     if EPS_FROM_PTR:
         eps = tl.load(eps_ptr).to(ty)
+        eps = tl.where((eps > 0) & (eps < float("inf")), eps, float("nan"))
     else:
         eps = eps_value
     return alpha, eps

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from yat_triton import YatLinear, yat_linear
+from yat_triton import YatLinear, yat_conv2d, yat_linear
 
 
 @pytest.fixture
@@ -115,6 +115,29 @@ def test_eps_not_finite(xw, eps):
     x, w = xw
     with pytest.raises(ValueError, match=r"eps must be finite, got"):
         yat_linear(x, w, eps=eps)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1.0, math.nan, math.inf], ids=["zero", "negative", "nan", "inf"])
+def test_eps_tensor_not_positive(xw, eps):
+    """A CPU eps tensor is checked like a number. A GPU one is not read by the host (a sync
+    each call): the kernels turn it into NaN, so y is NaN, never a plausible wrong value."""
+    from yat_triton.conv import conv2d_fwd
+    from yat_triton.dense import dense_fwd, use_triton
+
+    x, w = xw
+    bad = torch.tensor([eps], device=x.device)
+    if x.is_cuda:
+        assert torch.isnan(yat_linear(x, w, eps=bad)).all()
+    else:
+        with pytest.raises(ValueError, match=r"eps must hold a finite value > 0, got tensor\("):
+            yat_linear(x, w, eps=bad)
+        with pytest.raises(ValueError, match=r"eps must hold a finite value > 0"):
+            yat_conv2d(x[None, None], w[:2, None, None, :3], eps=bad)
+    if use_triton(x):  # the kernels as the GPU path launches them
+        assert torch.isnan(dense_fwd(x, w, None, None, 1.0, bad, 1.0, "ieee", True)[0]).all()
+        xc, wc = x[None, None], w[:2, None, None, :3].contiguous()
+        y = conv2d_fwd(xc, wc, None, None, 1.0, bad, 1.0, (1, 1), (0, 0, 0, 0), (1, 1), 1, "ieee", False)[0]
+        assert y.numel() and torch.isnan(y).all()
 
 
 @pytest.mark.parametrize("alpha", [math.nan, math.inf], ids=["nan", "inf"])

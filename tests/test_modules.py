@@ -303,6 +303,11 @@ def test_nmn_parameter_order(kwargs):
     assert ours == ref
 
 
+NMN_ATTRIBUTES = (
+    "use_bias", "use_alpha", "constant_bias", "constant_alpha", "scalar_bias", "softplus_bias", "spherical",
+    "weight_normalized", "tie_kernel_bank", "kernel_bank_size", "kernel_bank_id", "positive_init",
+    "learnable_epsilon", "epsilon",
+)  # fmt: skip
 NMN_POSITIONAL = (4, 3, True, None, False, False, True, None, None, torch.float32, 1e-3, False, False, True)
 
 
@@ -322,9 +327,7 @@ def test_nmn_signature_positional_calls_and_attributes():
     for kwargs in ({}, {"bias": False}, {"constant_bias": 0.5}, {"alpha": False},
                    {"alpha": False, "constant_alpha": True}, {"scalar_bias": True}):  # fmt: skip
         ref, m = YatNMN(IN, OUT, **kwargs), YatLinear(IN, OUT, **kwargs)
-        for name in ("use_bias", "use_alpha", "constant_bias", "constant_alpha", "scalar_bias", "softplus_bias",
-                     "spherical", "weight_normalized", "tie_kernel_bank", "kernel_bank_size", "kernel_bank_id",
-                     "positive_init", "learnable_epsilon", "epsilon"):  # fmt: skip
+        for name in NMN_ATTRIBUTES:
             assert getattr(m, name) == getattr(ref, name), (kwargs, name)
 
 

@@ -67,13 +67,19 @@ def check_same(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
 
 
 def check_scalar_arg(name: str, value: object, ref: Tensor, *, positive: bool) -> None:
-    """A Python number or a one-element floating tensor on ref's device."""
+    """A Python number or a one-element floating tensor on ref's device. `positive`: the
+    value must be finite and > 0, checked for a number and for a CPU tensor; a GPU tensor's
+    value is not read (a host sync each call), the kernels make it NaN if it is not."""
     if isinstance(value, Tensor):
         check_float_tensor(name, value)
         if value.numel() != 1:
             raise ValueError(f"{name} must be a one-element tensor, got shape {tuple(value.shape)}")
         if value.device != ref.device:
             raise ValueError(f"{name} is on {value.device} but x is on {ref.device}")
+        if positive and value.device.type == "cpu" and not torch.compiler.is_compiling():
+            v = float(value.detach().reshape(()))
+            if not (math.isfinite(v) and v > 0.0):
+                raise ValueError(f"{name} must hold a finite value > 0, got tensor({v})")
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float or a one-element tensor, got {value!r}")

@@ -659,7 +659,8 @@ def yat_linear(
         alpha: None (no scaling), a Python float (constant) or a one-element tensor
             (learnable; any float dtype, its gradient has its dtype).
         eps: a finite float > 0, or a one-element tensor (e.g. softplus of a learnable raw
-            parameter; its value is not checked, it must be > 0).
+            parameter) holding one: checked on the CPU; on the GPU its value is not read
+            (a host sync each call), and one that is not finite and > 0 makes y NaN.
         precision: for float32 inputs on the GPU, "ieee" (exact fp32) or "tf32" (tensor
             cores); None follows torch.backends.cuda.matmul.allow_tf32. Ignored otherwise:
             fp16/bf16 always accumulate in fp32.
