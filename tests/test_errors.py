@@ -140,6 +140,22 @@ def test_eps_tensor_not_positive(xw, eps):
         assert y.numel() and torch.isnan(y).all()
 
 
+@pytest.mark.parametrize("op", ["yat_linear", "yat_conv2d"])
+def test_double_backward_is_refused_by_name(xw, op):
+    """First-order gradients with create_graph=True are fine; differentiating them again
+    says what is unsupported instead of asking for an autograd registration."""
+    x, w = (t.detach().requires_grad_() for t in xw)
+    if op == "yat_linear":
+        y = yat_linear(x, w)
+    else:
+        x = x[None, None].detach().requires_grad_()
+        y = yat_conv2d(x, w[:2, None, None, :3])
+    (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    assert torch.isfinite(gx).all()
+    with pytest.raises(RuntimeError, match=f"{op}: its gradients are not differentiable .first order only"):
+        gx.sum().backward()
+
+
 @pytest.mark.parametrize("alpha", [math.nan, math.inf], ids=["nan", "inf"])
 def test_alpha_not_finite(xw, alpha):
     x, w = xw

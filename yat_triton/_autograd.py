@@ -42,4 +42,13 @@ def register_yat_autograd(fwd_op: Any, bwd_op: Any, caller: str) -> None:
             out[slot] = grad if needed else None
         return tuple(out)
 
+    def no_double_backward(ctx: Any, *_grads: Tensor) -> tuple[None, ...]:
+        raise RuntimeError(
+            f"{caller}: its gradients are not differentiable (first order only): a second "
+            "backward through them (create_graph=True then backward, gradgradcheck, gradient "
+            "penalties) is not supported"
+        )
+
+    # The backward op's outputs are first-order gradients; differentiating them says so.
+    bwd_op.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
     fwd_op.register_autograd(backward, setup_context=setup_context)
