@@ -172,8 +172,11 @@ def yat_conv_fwd_kernel(
         if pid_n == 0:
             tl.store(nx_ptr + offs_m * G + g, nx, mask=mask_m)
     y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
+    n_first = g * Ng + pid_n * BLOCK_N
+    if INT64 and not TMA_STORE:  # an NCHW y: channel * OH * OW can pass 2^31 in one image
+        n_first = n_first.to(tl.int64)
     fwd_store(
-        acc, nx, nx, y_rows, offs_m * C_out, mask_m, g * Ng + pid_n * BLOCK_N, g * Ng + Ng,
+        acc, nx, nx, y_rows, offs_m * C_out, mask_m, n_first, g * Ng + Ng,
         nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, pid_m * BLOCK_M,
         True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE, FAST_RCP,
     )  # fmt: skip
@@ -331,8 +334,11 @@ def yat_conv_fwd_tma_kernel(
         if pid_n == 0:
             tl.store(nx_ptr + offs_m * G + g, nx, mask=mask_m)
     y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
+    n_first = n0
+    if INT64 and not TMA_STORE:  # an NCHW y: channel * OH * OW can pass 2^31 in one image
+        n_first = n_first.to(tl.int64)
     fwd_store(
-        acc, nx, nx, y_rows, offs_m * C_out, mask_m, n0, g * Ng + Ng,
+        acc, nx, nx, y_rows, offs_m * C_out, mask_m, n_first, g * Ng + Ng,
         nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, (b0, oh0, ow0),
         True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE, FAST_RCP,
     )  # fmt: skip
@@ -506,6 +512,8 @@ def yat_conv_dgrad_kernel(
         )  # fmt: skip
         rsum += tl.load(rows_ptr + o * G + g, mask=hit, other=0.0)
     cols = (g * Cg + offs_n)[None, :]
+    if INT64:  # an NCHW dx: channel * H * W can pass 2^31 in one image
+        cols = cols.to(tl.int64)
     mask = mask_m[:, None] & mask_n[None, :]
     xv = tl.load(
         x_ptr + (bb * stride_xb + ih * stride_xh + iw * stride_xw)[:, None] + cols * stride_xc,
@@ -896,6 +904,7 @@ def yat_conv_bwd_near_kernel(
     NEAR_TAU: tl.constexpr,
     FAST_RCP: tl.constexpr,
     IS_FP64: tl.constexpr,
+    INT64: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -910,7 +919,8 @@ def yat_conv_bwd_near_kernel(
     and visits only tiles that have near lanes, so without near pairs it costs a few vector
     loads. Arguments as in the prep kernel and `yat_conv_dgrad_kernel`; g_ptr / s_ptr are
     the (M, C_out) gradient and saved convolution, nx_ptr (M, G), dx_ptr (strides d*) /
-    dw_ptr (strides v*) the gradients already computed, updated in place.
+    dw_ptr (strides v*) the gradients already computed, updated in place. INT64 widens
+    every offset (a tensor reaching past 2^31 elements).
     """
     if IS_FP64:
         acc_ty = tl.float64
@@ -922,6 +932,8 @@ def yat_conv_bwd_near_kernel(
     lane = tl.arange(0, BLOCK_M * BLOCK_N)
     offs_t = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
+    if INT64:
+        offs_k = offs_k.to(tl.int64)
     ohw = OH * OW
     for t0 in range(0, n_tiles, BLOCK_T):
         counts = tl.load(tile_near_ptr + t0 + offs_t, mask=t0 + offs_t < n_tiles, other=0)
@@ -936,6 +948,9 @@ def yat_conv_bwd_near_kernel(
             pid_n = tile % n_tn
             offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
             offs_n = grp * Ng + pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            if INT64:
+                offs_m = offs_m.to(tl.int64)
+                offs_n = offs_n.to(tl.int64)
             g, u, r, gu, gq, gd_far, near = _bwd_tile(
                 g_ptr, s_ptr, nx_ptr + grp, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M,
                 grp * Ng + Ng, G, stride_gm, stride_gn, C_out, 1, NEAR_TAU, FAST_RCP, HAS_BIAS, IS_FP64,
@@ -948,6 +963,9 @@ def yat_conv_bwd_near_kernel(
                 todo = tl.where(lane == lane_id, 0, todo)
                 o = pid_m * BLOCK_M + lane_id // BLOCK_N
                 f = grp * Ng + pid_n * BLOCK_N + lane_id % BLOCK_N
+                if INT64:
+                    o = o.to(tl.int64)
+                    f = f.to(tl.int64)
                 bb = o // ohw
                 oh = (o - bb * ohw) // OW
                 ow = o - bb * ohw - oh * OW

@@ -591,6 +591,7 @@ def yat_dense_bwd_prep_kernel(
     M,
     N,
     Ng,
+    n_tn,
     stride_gm,
     stride_gn,
     stride_sm,
@@ -637,14 +638,17 @@ def yat_dense_bwd_prep_kernel(
     tile_near_ptr:  same shape, int32 count of near lanes per tile.
     Partials, reduced by the launcher, keep the gradients deterministic (no atomics).
 
-    Groups (convolution): program_id(2) = g covers columns [g Ng, (g + 1) Ng), the row norms
-    are (M, G) and the row partials (G, cdiv(Ng, BLOCK_N), M); the dense op has G = 1.
+    Grid (n_tm * n_tn, G): program_id(0) is a (row tile, column tile) pair, row-major, so
+    that neither count meets the 65535 limit of the grid's other axes. Groups
+    (convolution): program_id(1) = g covers columns [g Ng, (g + 1) Ng), the row norms are
+    (M, G) and the row partials (G, n_tn, M); the dense op has G = 1.
     NEAR_TAU = 0 disables the near-pair split (for callers without the exact pass).
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    grp = tl.program_id(2)
-    n_groups = tl.num_programs(2)
+    pid = tl.program_id(0)
+    pid_m = pid // n_tn
+    pid_n = pid - pid_m * n_tn
+    grp = tl.program_id(1)
+    n_groups = tl.num_programs(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = grp * Ng + pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if INT64:
@@ -667,13 +671,12 @@ def yat_dense_bwd_prep_kernel(
         mask=mask_m[:, None] & mask_n[None, :],
     )
 
-    n_tn = tl.num_programs(1)
     tl.store(row_gd_ptr + (grp * n_tn + pid_n) * M + offs_m, tl.sum(gd_far, axis=1), mask=mask_m)
     col_row = col_ptr + pid_m * (1 + NEED_DB) * N
     tl.store(col_row + offs_n, tl.sum(gd_far, axis=0), mask=mask_n)
     if NEED_DB:
         tl.store(col_row + N + offs_n, tl.sum(gu, axis=0), mask=mask_n)
-    tile = (grp * tl.num_programs(0) + pid_m) * n_tn + pid_n
+    tile = grp * tl.num_programs(0) + pid
     if NEED_DALPHA:
         tl.store(part_alpha_ptr + tile, tl.sum(tl.sum(g * u * r, axis=1), axis=0))
     if NEED_DEPS:

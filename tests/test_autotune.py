@@ -377,7 +377,7 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     for op, (M, N) in (("dense", (24, 40)), ("conv2d", (25, 8))):
         alt = [ln for ln in lines if ln["op"] == op and ln["phase"] == "bwd-prep"]
         assert [(ln["what"], ln["grid"]) for ln in alt] == [
-            (f"yat_dense_bwd_prep_kernel @ {bm}x{bn}/{w}w", f"{-(-M // bm)}x{-(-N // bn)}x1")
+            (f"yat_dense_bwd_prep_kernel @ {bm}x{bn}/{w}w", f"{(-(-M // bm)) * (-(-N // bn))}x1")
             for bm, bn, w in breakdown.PREP_BLOCKS
         ]
 

@@ -1341,10 +1341,12 @@ def test_empty_channels_backward_on_the_gpu_plan(c_in, c_out, device, monkeypatc
         assert g is None or (g.shape == t.shape and torch.all(g == 0 if c_out == 0 else torch.isfinite(g)))
 
 
-def test_int64_offsets_path(device, monkeypatch):
+@pytest.mark.parametrize("case", ["options-cl", "near-pairs-nchw"])
+def test_int64_offsets_path(case, device, monkeypatch):
     """Every conv kernel's 64-bit offset path (taken past 2^31 elements, forced here on a
     small problem, the split weight gradient included) computes the same forward and
-    gradients, against the oracle."""
+    gradients, against the oracle: channels_last with every option, and NCHW x, y and dx
+    (channel offsets of OH*OW / H*W each) with near pairs, which the near-pair pass adds."""
     import dataclasses
 
     from yat_triton._launch import KernelCall
@@ -1360,7 +1362,36 @@ def test_int64_offsets_path(device, monkeypatch):
 
     monkeypatch.setattr(conv, "INTERPRETING", False)  # the launcher's GPU choices
     monkeypatch.setattr(KernelCall, "run", with_int64)
-    inp = make_inputs(OPTION_GEO, torch.float32, device, channels_last=True, seed=9)
-    check_against_oracle(inp, OPTION_GEO)
+    if case == "options-cl":
+        inp = make_inputs(OPTION_GEO, torch.float32, device, channels_last=True, seed=9)
+        check_against_oracle(inp, OPTION_GEO)
+    else:
+        inp, kappa = clamp_inputs(torch.bfloat16, device, channels_last=False)
+        check_against_oracle(inp, CLAMP_GEO, amplification=kappa)
     assert {"yat_conv_weight_prep_kernel", "yat_conv_fwd_kernel", "yat_conv_dgrad_kernel",
-            "yat_conv_wgrad_kernel", "yat_conv_wgrad_finish_kernel"} <= set(forced)  # fmt: skip
+            "yat_conv_wgrad_kernel", "yat_conv_wgrad_finish_kernel", "yat_dense_bwd_prep_kernel",
+            "yat_conv_bwd_near_kernel"} <= set(forced)  # fmt: skip
+
+
+def test_near_pass_widens_offsets_past_2_31_and_groups_are_capped(device):
+    """Plans on meta tensors: the near-pair pass of a conv whose (positions, filters)
+    gradient passes 2^31 elements takes the 64-bit offsets (the prep pass before it does);
+    a small one keeps int32. More groups than a grid axis holds is a clear error."""
+    meta = dict(device="meta")
+
+    def near_int64(M: int, C_out: int) -> bool:
+        g2 = torch.empty((M, C_out), dtype=torch.bfloat16, **meta)
+        s = torch.empty((M, C_out), dtype=torch.float32, **meta)
+        xk = torch.empty((1, 1, 256, M // 256), dtype=torch.bfloat16, **meta).contiguous(memory_format=CL)
+        w = torch.empty((C_out, 1, 3, 3), dtype=torch.bfloat16, **meta)
+        call = conv.near_call(
+            g2, s, torch.empty((M, 1), **meta), torch.empty((C_out,), **meta), None, None, 1.0, None, 1e-3,
+            "ieee", 1, torch.empty((4,), dtype=torch.int32, **meta), xk, w, torch.empty_like(xk), None,
+            (1, 1), (1, 1, 1, 1), (1, 1),
+        )  # fmt: skip
+        return call.kwargs["INT64"]
+
+    assert near_int64(65536, 65536) and not near_int64(65536, 64)
+    x, w = torch.randn(1, 65536, 1, 1, device=device), torch.randn(65536, 1, 1, 1, device=device)
+    with pytest.raises(ValueError, match="groups=65536: the conv kernels launch one grid row per group"):
+        yat_conv2d(x, w, groups=65536)

@@ -999,3 +999,25 @@ def test_bwd_prep_writes_every_partial_slot(groups, device):
             name
         )
         assert torch.isfinite(t.float()).all(), name
+
+
+def test_plans_stay_within_grid_and_int32_limits():
+    """Plans on meta tensors (nothing runs). The backward's elementwise pass puts its tiles
+    on the grid's first axis: a 4.2M-column output has 65,625 column tiles, past the 65535
+    limit of the other axes. The norm pass copies an operand whose K stride times its
+    K block (up to 512) would overflow its int32 pointer step."""
+    meta = dict(device="meta")
+    M, N = 256, 4_200_000
+    grad = torch.empty((M, N), dtype=torch.bfloat16, **meta)
+    s = torch.empty((M, N), dtype=torch.float32, **meta)
+    nx, nw = torch.empty((M,), **meta), torch.empty((N,), **meta)
+    _, (call,) = dense.plan_bwd_prep(grad, s, nx, nw, None, None, 1.0, None, 1e-3, "ieee", True, False, False)
+    bm, bn = call.kwargs["BLOCK_M"], call.kwargs["BLOCK_N"]
+    assert call.grid == (-(-M // bm) * -(-N // bn), 1)
+
+    rows = torch.empty((1024, 5_000_000), dtype=torch.bfloat16, **meta).t()  # K stride 5e6 > 2^31 / 512
+    _, (norms,) = dense.plan_row_sqnorms(rows)
+    assert norms.args[0].stride() == (1024, 1) and norms.args[0].shape == rows.shape
+    small = torch.empty((1024, 4_000_000), dtype=torch.bfloat16, **meta).t()  # within: no copy
+    _, (norms,) = dense.plan_row_sqnorms(small)
+    assert norms.args[0].stride() == small.stride()

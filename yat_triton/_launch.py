@@ -83,9 +83,10 @@ def needs_int64(*tensors: Tensor) -> bool:
 
 def k_major_if_huge(t: Tensor, k_dim: int) -> Tensor:
     """t, or a contiguous copy of it when its K stride would overflow the int32 pointer
-    steps of a GEMM main loop (BLOCK_K * stride_k, BLOCK_K <= 256): only views with more
-    than ~8M rows between consecutive K elements (huge transposed inputs) pay the copy."""
-    return t.contiguous() if abs(t.stride(k_dim)) > INT32_MAX // 256 else t
+    steps of a main loop (BLOCK_K * stride_k, BLOCK_K <= 512: the GEMMs take up to 256,
+    the row-norm pass 512): only views with more than ~4M rows between consecutive K
+    elements (huge transposed inputs) pay the copy."""
+    return t.contiguous() if abs(t.stride(k_dim)) > INT32_MAX // 512 else t
 
 
 def tracing(*tensors: Tensor) -> bool:

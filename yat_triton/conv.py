@@ -360,6 +360,9 @@ def _xs(t: Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
+MAX_GRID_Y = 65535  # CUDA's limit on grid dimensions y and z
+
+
 def plan_conv2d_fwd(
     x: Tensor,
     weight: Tensor,
@@ -377,6 +380,11 @@ def plan_conv2d_fwd(
     config: TileConfig | None = None,
 ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], list[KernelCall]]:
     """Allocate the forward's outputs and plan its launches (see `conv2d_fwd`)."""
+    if groups > MAX_GRID_Y:
+        raise ValueError(
+            f"groups={groups}: the conv kernels launch one grid row per group, at most {MAX_GRID_Y} "
+            "(CUDA's limit on a grid's second axis)"
+        )
     B, _, H, W = x.shape
     C_out, Cg, KH, KW = weight.shape
     OH, OW = _out_hw((H, W), (KH, KW), stride, pads, dilation)
@@ -555,8 +563,9 @@ def near_call(
              HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEAR_TAU=near_tau(g2.dtype, precision),
              FAST_RCP=fast_quotient(g2.dtype, eps, eps_value),
-             IS_FP64=g2.dtype == torch.float64, BLOCK_M=bm, BLOCK_N=bn,
-             BLOCK_K=min(64, max(16, next_pow2(Cg))), BLOCK_T=1024, num_warps=8),
+             IS_FP64=g2.dtype == torch.float64,
+             INT64=needs_int64(g2, s, xk, weight, *(t for t in (dx, dw) if t is not None)),
+             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=min(64, max(16, next_pow2(Cg))), BLOCK_T=1024, num_warps=8),
     )  # fmt: skip
 
 

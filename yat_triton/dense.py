@@ -73,6 +73,8 @@ def plan_row_sqnorms(
     512 programs, ~4 a SM, enough loads in flight for HBM (a 32-row program per SM would
     keep ~1/4 of that and run latency-bound).
     """
+    a = k_major_if_huge(a, 1)  # the pass steps BLOCK_K * stride_k (<= 512) in int32
+    b = k_major_if_huge(b, 1) if b is not None else None
     R, K = a.shape
     RB = b.shape[0] if b is not None else 0
     acc = acc_dtype(a.dtype)
@@ -383,11 +385,11 @@ def plan_bwd_prep(
     if M == 0 or N == 0:
         return buffers, []
     call = KernelCall(
-        yat_dense_bwd_prep_kernel, (tm, tn, groups),
+        yat_dense_bwd_prep_kernel, (tm * tn, groups),
         (grad, s, nx, nw, bias if bias is not None else gs,
          alpha if alpha is not None else gs, eps if eps is not None else gs,
          gs, row_gd, cols, part_alpha, part_eps, tile_near,
-         M, N, Ng, grad.stride(0), grad.stride(1), s.stride(0), s.stride(1),
+         M, N, Ng, tn, grad.stride(0), grad.stride(1), s.stride(0), s.stride(1),
          gs.stride(0), gs.stride(1), alpha_value, eps_value),
         dict(HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
              EPS_FROM_PTR=eps is not None, NEED_DB=need_db, NEED_DALPHA=need_dalpha,
