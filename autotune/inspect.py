@@ -7,18 +7,25 @@ ints divisible by 16 carry `tt.divisibility` attributes, ints equal to 1 become 
 Without them the same kernel shows false spills (GPU.md).
 
     python -m autotune.inspect --dtype bfloat16 --shape 4096 4096 4096
+
+`--mutations` reports, per kernel, the tensors torch.compile's mutation analysis (what
+`triton_op` tracing runs on each launch) takes for outputs: an input it takes for one is
+written back after the call, and a parameter that requires grad cannot be (the compiled
+backward fails), which only a GPU would otherwise show.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import inspect
 import json
 import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -327,6 +334,51 @@ def inspect_conv2d_fwd(
     return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None, maxnreg=maxnreg) for c in calls]
 
 
+class _Sm90Driver:
+    """Stands in for Triton's active driver where there is no GPU: what torch's kernel
+    analysis asks of it (the target it generates TTIR for, the device, the stream)."""
+
+    def get_current_target(self) -> GPUTarget:
+        return GPUTarget("cuda", 90, 32)
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device: int | None = None) -> int:
+        return 0
+
+
+@contextlib.contextmanager
+def _driver_for_analysis() -> Iterator[None]:
+    if torch.cuda.is_available():
+        yield
+        return
+    config = triton.runtime.driver
+    saved = config._active
+    config.set_active(_Sm90Driver())
+    try:
+        yield
+    finally:
+        config._active = saved
+
+
+def torch_compile_outputs(call: KernelCall) -> list[str]:
+    """The tensor arguments of `call` that torch.compile's mutation analysis takes for
+    outputs (torch._higher_order_ops.triton_kernel_wrap: identify_mutated_tensors, or in
+    newer torch the writes of identify_accessed_tensors); all of them when the analysis
+    fails (torch warns)."""
+    import torch._higher_order_ops.triton_kernel_wrap as wrap
+
+    names = list(inspect.signature(call.kernel.fn).parameters)
+    kwargs = dict(zip(names, call.args, strict=False))
+    kwargs.update({k: v for k, v in call.kwargs.items() if k in names})
+    with _driver_for_analysis():
+        if hasattr(wrap, "identify_mutated_tensors"):
+            return list(wrap.identify_mutated_tensors(call.kernel, kwargs, {}))
+        writes = wrap.identify_accessed_tensors(call.kernel, kwargs, {}).read_writes.writes
+        return [w.name for w in writes if isinstance(kwargs.get(w.name), torch.Tensor)]
+
+
 def record_calls(fn: Callable[[], object]) -> list[KernelCall]:
     """The kernel launches `fn` plans, recorded instead of run (meta tensors welcome).
 
@@ -472,9 +524,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
     parser.add_argument("--json", action="store_true", help="one JSON object per kernel")
+    parser.add_argument(
+        "--mutations",
+        action="store_true",
+        help="per kernel of --all (pointer variants: torch.compile runs those), the tensors "
+        "torch.compile's mutation analysis takes for outputs",
+    )
     args = parser.parse_args(argv)
     cfg = args.config
     dtype = getattr(torch, args.dtype)
+    if args.mutations:
+        import yat_triton.conv as conv
+        import yat_triton.dense as dense
+
+        # traced calls never take host TMA descriptors (`tma_ready`): plan as they run
+        with (
+            mock.patch.object(dense, "tma_ready", lambda *t: False),
+            mock.patch.object(conv, "tma_ready", lambda *t: False),
+        ):
+            calls = all_calls(dtype)
+        seen = set()
+        for label, call in calls:
+            name = call.kernel.fn.__name__
+            if (label, name) in seen:
+                continue
+            seen.add((label, name))
+            outputs = torch_compile_outputs(call)
+            print(json.dumps({"op": label, "kernel": name, "outputs": outputs}) if args.json
+                  else f"{label:11s} {name}: {', '.join(outputs)}")  # fmt: skip
+        return 0
     if args.all:
         for label, call in all_calls(dtype):
             report = compile_sm90(call)

@@ -297,20 +297,44 @@ def load_scalars(
     IS_FP64: tl.constexpr,
 ):
     """(alpha, eps) in the accumulation dtype: read from their one-element tensors, or the
-    scalar arguments when the launcher passed plain floats (checked on the host). An eps
-    tensor on the GPU is not read by the host (that would stall it every call): one that
-    is not finite and > 0 becomes NaN here, so every output it touches is NaN, never a
-    plausible wrong value."""
+    scalar arguments when the launcher passed plain floats (see `scalars_from`)."""
+    alpha_in = alpha_value
+    eps_in = eps_value
+    if ALPHA_FROM_PTR:
+        alpha_in = tl.load(alpha_ptr)
+    if EPS_FROM_PTR:
+        eps_in = tl.load(eps_ptr)
+    return scalars_from(alpha_in, eps_in, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64)
+
+
+@triton.jit
+def scalars_from(
+    alpha_in,
+    eps_in,
+    alpha_value,
+    eps_value,
+    ALPHA_FROM_PTR: tl.constexpr,
+    EPS_FROM_PTR: tl.constexpr,
+    IS_FP64: tl.constexpr,
+):
+    """`load_scalars` from values already loaded: no pointers in, so that a kernel whose
+    store addresses depend on alpha or eps (the conv near-pair pass) loads them in its
+    own body. torch.compile's mutation analysis follows a call's results back to all of
+    its arguments: through a call taking the pointers, it would take them for outputs.
+
+    An eps tensor on the GPU is not read by the host (that would stall it every call):
+    one that is not finite and > 0 becomes NaN here, so every output it touches is NaN,
+    never a plausible wrong value."""
     if IS_FP64:
         ty = tl.float64
     else:
         ty = tl.float32
     if ALPHA_FROM_PTR:
-        alpha = tl.load(alpha_ptr).to(ty)
+        alpha = alpha_in.to(ty)
     else:
         alpha = alpha_value
     if EPS_FROM_PTR:
-        eps = tl.load(eps_ptr).to(ty)
+        eps = eps_in.to(ty)
         eps = tl.where((eps > 0) & (eps < float("inf")), eps, float("nan"))
     else:
         eps = eps_value

@@ -22,8 +22,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels._common import TileConfig, fast_div, grouped_tile, load_scalars, next_pow2, upcast
-from kernels.dense import _bwd_tile, dense_config_space, fwd_store, prune_dense_configs
+from kernels._common import TileConfig, fast_div, grouped_tile, load_scalars, next_pow2, scalars_from, upcast
+from kernels.dense import _bwd_math, dense_config_space, fwd_store, prune_dense_configs
 
 
 @triton.jit
@@ -921,14 +921,23 @@ def yat_conv_bwd_near_kernel(
     the (M, C_out) gradient and saved convolution, nx_ptr (M, G), dx_ptr (strides d*) /
     dw_ptr (strides v*) the gradients already computed, updated in place. INT64 widens
     every offset (a tensor reaching past 2^31 elements).
+
+    Its store addresses depend on which lanes are near, so everything that decides them
+    is loaded here in the body and passed to value-only helpers (`_bwd_math`,
+    `scalars_from`): torch.compile's mutation analysis would otherwise take the inputs
+    behind a helper call for outputs (and a bias that requires grad cannot be one).
     """
     if IS_FP64:
         acc_ty = tl.float64
     else:
         acc_ty = tl.float32
-    alpha, eps = load_scalars(
-        alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
-    )
+    alpha_in = alpha_value
+    eps_in = eps_value
+    if ALPHA_FROM_PTR:
+        alpha_in = tl.load(alpha_ptr)
+    if EPS_FROM_PTR:
+        eps_in = tl.load(eps_ptr)
+    alpha, eps = scalars_from(alpha_in, eps_in, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64)
     lane = tl.arange(0, BLOCK_M * BLOCK_N)
     offs_t = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
@@ -951,10 +960,21 @@ def yat_conv_bwd_near_kernel(
             if INT64:
                 offs_m = offs_m.to(tl.int64)
                 offs_n = offs_n.to(tl.int64)
-            g, u, r, gu, gq, gd_far, near = _bwd_tile(
-                g_ptr, s_ptr, nx_ptr + grp, nw_ptr, b_ptr, alpha, eps, offs_m, offs_n, M,
-                grp * Ng + Ng, G, stride_gm, stride_gn, C_out, 1, NEAR_TAU, FAST_RCP, HAS_BIAS, IS_FP64,
-            )  # fmt: skip
+            mask_m = offs_m < M
+            mask_n = offs_n < grp * Ng + Ng
+            mask = mask_m[:, None] & mask_n[None, :]
+            gt = tl.load(
+                g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn, mask=mask, other=0.0
+            )
+            st = tl.load(s_ptr + offs_m[:, None] * C_out + offs_n[None, :], mask=mask, other=0.0)
+            nxt = tl.load(nx_ptr + offs_m * G + grp, mask=mask_m, other=0.0)
+            nwt = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
+            bt = nwt
+            if HAS_BIAS:
+                bt = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0)
+            g, u, r, gu, gq, gd_far, near = _bwd_math(
+                gt, st, nxt, nwt, bt, alpha, eps, mask, NEAR_TAU, FAST_RCP, HAS_BIAS, IS_FP64
+            )
             gd_near = tl.reshape(tl.where(near, gq, 0.0), (BLOCK_M * BLOCK_N,))
             todo = tl.reshape(near.to(tl.int32), (BLOCK_M * BLOCK_N,))
             for _pair in range(0, count):

@@ -536,28 +536,54 @@ def _bwd_tile(
     """Recompute one tile of the elementwise backward from g and the saved s and norms.
 
     Columns valid below n_end; ||x||^2 of row m at nx_ptr + m * stride_nx (the caller
-    offsets nx_ptr to its group).
-
-    Returns (g, u, r, gu, gq, gd_far, near) with r = u/q and
-        gu = 2 g alpha r,  gq = -g alpha r^2,  gd = [unclamped distance >= 0] gq,
-        near = gd != 0 lanes whose distance is below NEAR_TAU (||x||^2 + ||w||^2),
-        gd_far = gd off the near lanes.
-    Shared by the prep and fixup kernels, so both classify lanes identically (their
-    launchers pass the same FAST_RCP: r by `div_plus_eps`).
+    offsets nx_ptr to its group). Loads the tile, then `_bwd_math`.
     """
     mask_m = offs_m < M
     mask_n = offs_n < n_end
     mask = mask_m[:, None] & mask_n[None, :]
     g = tl.load(g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn, mask=mask, other=0.0)
+    s = tl.load(s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn, mask=mask, other=0.0)
+    nx = tl.load(nx_ptr + offs_m * stride_nx, mask=mask_m, other=0.0)
+    nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
+    bias = nw
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0)
+    return _bwd_math(g, s, nx, nw, bias, alpha, eps, mask, NEAR_TAU, FAST_RCP, HAS_BIAS, IS_FP64)
+
+
+@triton.jit
+def _bwd_math(
+    g,
+    s,
+    nx,
+    nw,
+    bias,
+    alpha,
+    eps,
+    mask,
+    NEAR_TAU: tl.constexpr,
+    FAST_RCP: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr,
+):
+    """The elementwise backward of a loaded tile: g and s (BLOCK_M, BLOCK_N), nx (BLOCK_M,),
+    nw and bias (BLOCK_N,; bias read when HAS_BIAS), mask the tile's valid lanes.
+
+    Returns (g, u, r, gu, gq, gd_far, near) with r = u/q and
+        gu = 2 g alpha r,  gq = -g alpha r^2,  gd = [unclamped distance >= 0] gq,
+        near = gd != 0 lanes whose distance is below NEAR_TAU (||x||^2 + ||w||^2),
+        gd_far = gd off the near lanes.
+    Shared by the prep and near-pair kernels, so all classify lanes identically (their
+    launchers pass the same FAST_RCP: r by `div_plus_eps`). Values only, no pointers:
+    a kernel whose store addresses depend on `near` (the conv near-pair pass) loads in
+    its own body (see `scalars_from`).
+    """
     if IS_FP64:
         g = g.to(tl.float64)
     else:
         g = g.to(tl.float32)
-    s = tl.load(s_ptr + offs_m[:, None] * stride_sm + offs_n[None, :] * stride_sn, mask=mask, other=0.0)
-    nx = tl.load(nx_ptr + offs_m * stride_nx, mask=mask_m, other=0.0)
-    nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
     if HAS_BIAS:
-        u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(s.dtype)[None, :]
+        u = s + bias.to(s.dtype)[None, :]
     else:
         u = s
     scale = nx[:, None] + nw[None, :]

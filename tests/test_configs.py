@@ -492,6 +492,41 @@ def test_inspect_dumps_every_stage(tmp_path: Path) -> None:
     assert "HGMMA" in (tmp_path / "yat_dense_fwd_kernel.sass").read_text()
 
 
+# What each kernel writes: torch.compile's mutation analysis must take these, and only
+# these, for its outputs (a read input taken for one is written back after the call, and
+# an input that requires grad, e.g. a bias, makes the compiled backward fail).
+KERNEL_OUTPUTS = {
+    "row_sqnorm_kernel": {"out_a_ptr", "out_b_ptr"},
+    "yat_dense_fwd_kernel": {"y_ptr", "s_ptr", "nx_ptr"},
+    "yat_dense_bwd_prep_kernel": {"gs_ptr", "row_gd_ptr", "col_ptr", "part_alpha_ptr", "part_eps_ptr",
+                                  "tile_near_ptr"},
+    "yat_dense_bwd_gemm_kernel": {"c_ptr"},
+    "yat_dense_bwd_near_kernel": {"dx_ptr", "dw_ptr"},
+    "yat_conv_weight_prep_kernel": {"wk_ptr", "nw_ptr"},
+    "yat_conv_fwd_kernel": {"y_ptr", "s_ptr", "nx_ptr"},
+    "yat_conv_dgrad_kernel": {"dx_ptr"},
+    "yat_conv_wgrad_kernel": {"part_ptr"},
+    "yat_conv_bwd_near_kernel": {"dx_ptr", "dw_ptr"},
+    "yat_conv_wgrad_finish_kernel": {"dw_ptr", "db_ptr"},
+}  # fmt: skip
+
+
+def test_torch_compile_takes_only_outputs_for_outputs() -> None:
+    """`python -m autotune.inspect --mutations` runs torch.compile's mutation analysis on
+    every kernel as traced calls launch it (compiled kernels, sm_90 TTIR, no GPU needed):
+    each reports only what it writes. The conv near-pair pass once reported its read-only
+    inputs too (its store addresses depended on a helper's results that took pointers),
+    and compiled training with a conv bias failed on the GPU."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "autotune.inspect", "--mutations", "--dtype", "bfloat16", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert {r["kernel"] for r in reports} == set(KERNEL_OUTPUTS)
+    for r in reports:
+        assert r["outputs"] and set(r["outputs"]) <= KERNEL_OUTPUTS[r["kernel"]], r
+
+
 def test_inspect_parses_tiles_and_names_the_format() -> None:
     from autotune.inspect import TILE_FORMAT, parse_tile
 
