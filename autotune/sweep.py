@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,8 @@ EPS = 1e-3
 OUTPUT_NAMES = {"fwd": ("y",), "bwd": ("dx", "dW", "db")}
 
 Outputs = torch.Tensor | tuple[torch.Tensor, ...]  # what a provider's callable returns
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def load_suite(name_or_path: str) -> dict[str, list[dict[str, int]]]:
@@ -754,15 +757,13 @@ def _run_task(
         # sm_90 and for this GPU on the host's cores; timing stays one by one.
         recorded = [_record(problem, c) for c in pending]
         training = [_record_training(problem, c) for c in pending]
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
-            reasons = list(pool.map(static_reason, [r + t for r, t in zip(recorded, training, strict=True)]))
+        reasons = _parallel(static_reason, [r + t for r, t in zip(recorded, training, strict=True)])
         for cfg, reason in zip(pending, reasons, strict=True):
             if reason:
                 yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
         keep = [not reason for reason in reasons]
         pending = [c for c, k in zip(pending, keep, strict=True) if k]
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 4) as pool:
-            list(pool.map(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k]))
+        _parallel(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k])
     for cfg in pending:  # the op on its defaults (cfg None, backward modes) also has its saved bytes
         layer = problem.yat_layer() if cfg is None else None
         # fwd mode: y is checked as inference and as training runs the forward (saving s)
@@ -773,6 +774,20 @@ def _run_task(
         yield result
     for provider, fn, check, layer in references:
         yield measure(provider, baseline_cfg, fn, check, layer)
+
+
+def _parallel(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """fn over items on the host's cores (compiles). A Ctrl-C / SIGINT (the GPU script's
+    time cap) cancels the items not started instead of waiting for all of them, so that
+    the sweep stops within the cap's grace period and records its run."""
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 4)
+    try:
+        out = list(pool.map(fn, items))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return out
 
 
 def own_cuda_graphs(provider: str, compile_mode: str) -> str:

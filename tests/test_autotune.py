@@ -4,6 +4,7 @@ correctness gate, resume, shards, merge and the table."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -648,3 +649,25 @@ def test_failed_capture_releases_its_pool_once(monkeypatch: pytest.MonkeyPatch) 
     assert abandoned == []
     timing._after_failed_capture(Invalidated(), (0, 2))
     assert abandoned == [(0, 2)]
+
+
+def test_a_stop_cancels_the_compiles_not_started() -> None:
+    """A Ctrl-C / SIGINT during the sweep's parallel compiles stops within the GPU script's
+    grace period: the items not started are cancelled, not waited for."""
+    import threading
+
+    started, release = [], threading.Event()
+
+    def work(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise KeyboardInterrupt  # as the signal lands while the pool runs
+        release.wait(5)
+        return i
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sweep._parallel(work, list(range(200)))
+    release.set()
+    assert time.monotonic() - t0 < 4 and len(started) < 200
+    assert sweep._parallel(lambda i: 2 * i, [1, 2, 3]) == [2, 4, 6]
