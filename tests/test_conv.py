@@ -603,10 +603,16 @@ def test_precision_none_follows_torch_flag(device):
 
 
 @pytest.mark.parametrize("dtype", FP32_BF16)
-def test_tf32_precision(dtype, device):
-    """precision='tf32' is accepted; fp32 is held to the TF32 entry, bf16 ignores it."""
+def test_tf32_precision(dtype, device, launched):
+    """precision='tf32' is accepted; fp32 is held to the TF32 entry and every implicit
+    GEMM gets it (the interpreter computes TF32 exactly: the oracle alone cannot tell it
+    was dropped), bf16 ignores it."""
     inp = make_inputs(OPTION_GEO, dtype, device, channels_last=True, seed=64)
     check_against_oracle(inp, OPTION_GEO, precision="tf32")
+    gemms = [c for c in launched if "DOT_PRECISION" in c.kwargs]
+    assert gemms or not conv.use_triton(inp["x"])
+    want = "tf32" if dtype == torch.float32 else "ieee"
+    assert {c.kwargs["DOT_PRECISION"] for c in gemms} == ({want} if gemms else set()), gemms
 
 
 # ---------------------------------------------------------------------------------------

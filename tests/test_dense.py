@@ -200,9 +200,17 @@ SHAPES = [
 
 @pytest.mark.parametrize("lead, N, K", SHAPES)
 @pytest.mark.parametrize("dtype, precision", DTYPES)
-def test_forward_backward_shapes(lead, N, K, dtype, precision, device):
+def test_forward_backward_shapes(lead, N, K, dtype, precision, device, launched):
     inp = make_inputs(lead, N, K, dtype, device, seed=K)
     check_against_oracle(inp, precision=precision)
+    # the precision asked for reaches every GEMM (the interpreter computes TF32 exactly,
+    # so the oracle alone cannot tell it was dropped)
+    gemms = [c for c in launched if "DOT_PRECISION" in c.kwargs]
+    assert gemms or not dense.use_triton(inp["x"])
+    asked = precision or "ieee"  # fp16's backward GEMMs run TF32 on their fp32 gs
+    assert {c.kwargs["DOT_PRECISION"] for c in gemms} <= {asked, dense.gemm_precision(dtype, asked)}, gemms
+    if precision == "tf32":
+        assert {c.kwargs["DOT_PRECISION"] for c in gemms} == {"tf32"}, gemms
 
 
 @pytest.mark.parametrize("eps", ["float", "tensor"], ids=["eps-float", "eps-tensor"])
@@ -424,27 +432,78 @@ def test_near_pairs_found_past_the_first_scan_of_a_band(device, monkeypatch, lau
 @pytest.mark.parametrize("path", ["kernels", "torch-path"])
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
                                    pytest.param(torch.bfloat16, id="bf16")])  # fmt: skip
-def test_clamp_keeps_denominator_positive(dtype, path, device, monkeypatch):
-    """x == w exactly and eps far below the cancellation noise of ||x||^2 + ||w||^2 - 2 x.w:
-    without the clamp some q would be <= 0 (negative or infinite y). With it, every
-    0 <= y <= alpha u^2 / eps and the gradients are finite."""
+@pytest.mark.parametrize("eps", [1e-9, 1e-20], ids=["eps1e-9", "eps1e-20"])
+def test_clamp_keeps_denominator_positive(dtype, path, eps, device, monkeypatch):
+    """x == w exactly (rows of magnitudes 1e-2 to 1e2) and eps far below the cancellation
+    noise of ||x||^2 + ||w||^2 - 2 x.w: without the clamp some q would be <= 0 (negative
+    or infinite y). With it, every 0 <= y <= alpha u^2 / eps, the gradients are finite,
+    and the backward divides by the same clamped q: for g >= 0 each term of
+    dL/dalpha = sum g u^2 / q lies in [0, g u^2 / eps] (also where eps = 1e-20 puts the
+    distance gradients past float32's range)."""
     if path == "torch-path":
         monkeypatch.setattr(dense, "use_triton", lambda t: False)
         device = "cpu"
-    M, K, eps = 32, 24, 1e-9
+    M, K = 64, 96
     draw = Draw(21, device)
-    w = draw(M, K, dtype=dtype, scale=1.0)
+    w = draw(M, K, dtype=dtype, scale=1.0) * torch.logspace(-2, 2, M, device=device, dtype=dtype)[:, None]
     x = w.clone().requires_grad_()
     w.requires_grad_()
-    y = yat_linear(x, w, alpha=2.0, eps=eps)
+    alpha = torch.full((1,), 2.0, dtype=dtype, device=device, requires_grad=True)
+    y = yat_linear(x, w, alpha=alpha, eps=eps)
     x64, w64 = to_oracle(x), to_oracle(w)
     bound = 2.0 * (x64 @ w64.t()) ** 2 / eps
     y64 = to_oracle(y)
     assert torch.isfinite(y64).all(), "non-finite output where x == w"
     assert (y64 >= 0).all(), f"negative output {y64.min().item()}: the clamp is missing"
     assert (y64 <= bound * 1.02 + 1e-30).all(), "q < eps somewhere: the clamp is missing"
-    dx, dw = torch.autograd.grad(y, (x, w), upstream(tuple(y.shape), dtype, device))
-    assert torch.isfinite(dx).all() and torch.isfinite(dw).all()
+    g = upstream(tuple(y.shape), dtype, device).abs()
+    dx, dw, da = torch.autograd.grad(y, (x, w, alpha), g)
+    if eps >= 1e-9:  # at 1e-20, g u^2 / q^2 passes float32's range where x == w
+        assert torch.isfinite(dx).all() and torch.isfinite(dw).all()
+    da_bound = (to_oracle(g) * bound / 2.0).sum().item()
+    assert 0.0 <= to_oracle(da).item() <= da_bound * 1.02, "the backward divides by an unclamped q"
+
+
+def _spec_backward(g, x, w, b, alpha, eps, s, nx, nw):  # noqa: ANN001, ANN202 - float64 tensors
+    """SPEC section 2 evaluated in float64 on given saved tensors: q from the clamped
+    expanded distance, gd masked where it is negative (torch.clamp's gradient)."""
+    u = s + b[None, :]
+    d_raw = nx[:, None] + nw[None, :] - 2.0 * s
+    q = d_raw.clamp_min(0.0) + eps
+    gu = 2.0 * g * alpha * u / q
+    gq = -g * alpha * u * u / (q * q)
+    gd = torch.where(d_raw >= 0, gq, torch.zeros_like(gq))
+    gs = gu - 2.0 * gd
+    dx = gs @ w + 2.0 * x * gd.sum(1, keepdim=True)
+    dw = gs.t() @ x + 2.0 * w * gd.sum(0)[:, None]
+    return dx, dw, gu.sum(0), (g * u * u / q).sum().reshape(1), gq.sum().reshape(1)
+
+
+@pytest.mark.parametrize("path", ["kernels", "torch-path"])
+def test_backward_clamps_and_masks_a_negative_expanded_distance(path, device, monkeypatch):
+    """The backward recomputes the distance from the saved s and norms. Where that
+    expanded distance is negative (rounding, x ~ w), SPEC section 2 divides by q = eps and
+    masks the distance gradient. Fed saved tensors that make about half the lanes negative
+    by construction, every gradient matches SPEC's formulas in float64 (the clamp and the
+    mask each change them: dropping either fails this test)."""
+    if path == "torch-path":
+        monkeypatch.setattr(dense, "use_triton", lambda t: False)
+        device = "cpu"
+    M, N, K = 12, 10, 8
+    draw = Draw(5, device)
+    x, w, b, g = draw(M, K), draw(N, K), draw(N), draw(M, N)
+    nx, nw = (x.double() ** 2).sum(1).float(), (w.double() ** 2).sum(1).float()
+    # d_raw = nx + nw - 2 s = -2 c: negative where c > 0, of order 1 either way
+    s = ((nx[:, None] + nw[None, :]) / 2 + draw(M, N, scale=0.5)).float()
+    alpha = torch.full((1,), 1.3, device=device)
+    eps = torch.full((1,), 0.25, device=device)
+    assert 0.3 < ((nx[:, None] + nw[None, :] - 2 * s) < 0).float().mean() < 0.7
+    got = dense._dense_bwd_op(g, x, w, b, alpha, 1.0, eps, 1.0, s, nx, nw, "ieee", [True] * 5)
+    want = _spec_backward(*(to_oracle(t) for t in (g, x, w, b, alpha, eps, s, nx, nw)))
+    for name, a, e, red in zip(
+        ("dx", "dW", "db", "dalpha", "deps"), got, want, (N, M, M, M * N, M * N), strict=True
+    ):
+        assert_close(a, e, torch.float32, reduction=red, what=name)
 
 
 # The forward epilogue divides by q = max(d, 0) + eps with a bare reciprocal where it may
