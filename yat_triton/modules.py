@@ -127,7 +127,7 @@ class YatLinear(nn.Module):
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
         for name, value, what in (
-            ("spherical", spherical, "spherical=True (normalized rows)"),
+            ("spherical", spherical, "spherical=True"),
             ("weight_normalized", weight_normalized, "weight_normalized=True"),
             ("tie_kernel_bank", tie_kernel_bank, "tie_kernel_bank=True (shared kernel banks)"),
         ):
