@@ -475,6 +475,34 @@ def test_clamp_keeps_denominator_positive_torch_path(dtype, torch_path):
     _positive_denominator(dtype, "cpu")
 
 
+def test_torch_path_backward_divides_by_the_clamped_q(torch_path):
+    """The plain-PyTorch backward recomputes the expanded distance in float64 from x; where
+    a patch equals its filter, rounding makes it negative on some lanes. With eps = 1e-20,
+    far below that noise, each such lane's dL/dalpha = g u^2 / q (image b equals filter b,
+    one output each, g on lane (b, b) alone) must lie in [0, u^2 / eps]: a backward that
+    divides by the unclamped q gives a negative term where the distance rounded below 0."""
+    draw = Draw(33, "cpu")
+    n = 48
+    w = (
+        draw(n, 16, 3, 3, dtype=torch.float64)
+        * torch.logspace(-1, 1, n, dtype=torch.float64)[:, None, None, None]
+    )
+    x = w.clone().requires_grad_()  # image b is filter b
+    w.requires_grad_()
+    alpha = torch.full((1,), 1.5, dtype=torch.float64, requires_grad=True)
+    eps = 1e-20
+    y = yat_conv2d(x, w, alpha=alpha, eps=eps)  # (n, n, 1, 1)
+    u = (w.detach().flatten(1) ** 2).sum(1)  # s on lane (b, b): ||w_b||^2
+    terms = []
+    for b in range(n):
+        g = torch.zeros_like(y)
+        g[b, b] = 1.0
+        (da,) = torch.autograd.grad(y, alpha, g, retain_graph=True)
+        terms.append(da.item())
+    bound = (u**2 / eps).tolist()
+    assert all(0.0 <= t <= 1.02 * bd for t, bd in zip(terms, bound, strict=True)), (min(terms), terms[:4])
+
+
 @pytest.mark.parametrize(
     ("xv", "wv", "eps", "fast"),
     [
