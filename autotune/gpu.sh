@@ -21,29 +21,52 @@
 # copies the database a previous run brought back and spends the whole budget (~7.5 min)
 # on the canary, the sweep, export and report. Put that database where git does not ignore it (e.g.
 # autotune/resume.db; /results.db* is ignored) so that it travels with the working tree.
+# --pack ARCHIVE (a .tar.gz outside OUTPUT_DIR) rewrites ARCHIVE with all of OUTPUT_DIR after
+# every step: one file to bring back from a remote machine that returns only a few files (keep
+# it under 16 MiB), holding whatever finished even if the run is cut short. A remote run:
+#   YAT_TRITON_COMMIT=<commit> bash autotune/gpu.sh /tmp/gpu --pack "$OUT/gpu_run.tar.gz"
+# (YAT_TRITON_COMMIT names the commit where the copied checkout has no git history.)
 # The GPU machine cannot download: the project runs from the checkout (PYTHONPATH).
 set -uo pipefail
-OUT=${1:?usage: bash autotune/gpu.sh OUTPUT_DIR [--resume RESULTS_DB] [--sweep-only]}
+USAGE="usage: bash autotune/gpu.sh OUTPUT_DIR [--resume RESULTS_DB] [--sweep-only] [--pack ARCHIVE.tar.gz]"
+OUT=${1:?$USAGE}
 shift
-RESUME="" SWEEP_ONLY=0
+RESUME="" SWEEP_ONLY=0 PACK=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --resume) RESUME=${2:?--resume needs a results database}; shift 2 ;;
     --sweep-only) SWEEP_ONLY=1; shift ;;
+    --pack) PACK=${2:?--pack needs an archive path}; shift 2 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2  # absolute: the script changes directory
+if [ -n "$PACK" ]; then
+  mkdir -p "$(dirname "$PACK")" && PACK="$(cd "$(dirname "$PACK")" && pwd)/$(basename "$PACK")" || exit 2
+  case "$PACK" in
+    "$OUT"/*) echo "--pack: the archive must lie outside OUTPUT_DIR ($OUT)" >&2; exit 2 ;;
+  esac
+fi
 if [ -n "$RESUME" ]; then
   cp "$RESUME" "$OUT/results.db" || exit 2
 fi
+# Rewrite the archive (written aside, then renamed: a cut never leaves half an archive).
+pack() {
+  [ -n "$PACK" ] || return 0
+  tar -czf "$PACK.part" -C "$OUT" . && mv -f "$PACK.part" "$PACK" || return 1
+  local bytes
+  bytes=$(wc -c < "$PACK")
+  echo "packed $OUT into $PACK ($bytes bytes)"
+  [ "$bytes" -le 16777216 ] || echo "warning: $PACK is over 16 MiB" >&2
+}
+trap 'pack; exit 143' TERM
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 status=0
 
 {
   date -u
-  git rev-parse HEAD 2>/dev/null || echo "commit: unknown"
+  git rev-parse HEAD 2>/dev/null || echo "commit: ${YAT_TRITON_COMMIT:-unknown} (no git history here)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
   python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
 } > "$OUT/env.txt" 2>&1
@@ -62,6 +85,7 @@ if [ "${PIPESTATUS[0]}" != 0 ]; then
   WS_FLAG=(--no-warp-specialize) WS_TEST=" or warp_speciali"
   echo "warp specialization failed its canary: its tiles are left out of this run (see above)" | tee -a "$OUT/canary.log"
 fi
+pack
 
 # Kernel tests first, files named one by one (pytest keeps that order; a directory argument
 # would sort them): a fresh machine compiles every kernel, and the cap may stop the harness
@@ -81,13 +105,16 @@ else
     $(ls tests/test_*.py | grep -v -E 'test_(dense|conv|configs|modules|conv_modules|errors|autotune)\.py$') \
     tests/test_autotune.py 2>&1 | tee "$OUT/tests.log"
   status=$(( status | PIPESTATUS[0] ))
+  pack
 
   # fp16 / fp32 compile the same way on a CPU with this Triton version: bf16 is enough here.
   timeout 40 python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1 || status=1
   tail -n 3 "$OUT/inspect_bfloat16.txt"
+  pack
 
   timeout 60 python -m autotune.breakdown --tma ${WS_FLAG[@]+"${WS_FLAG[@]}"} --json-out "$OUT/breakdown.jsonl" 2>&1 \
     | tee "$OUT/breakdown.txt" || status=1
+  pack
 fi
 
 # The sweep resumes where a timeout stopped it (SIGINT to the sweep process alone,
@@ -103,10 +130,12 @@ if [ "$sweep_rc" = 124 ]; then  # its cap: not a failure, the rows so far are sa
 elif [ "$sweep_rc" != 0 ]; then
   status=1
 fi
+pack
 python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
 python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1
 BREAKDOWN=()
 [ -s "$OUT/breakdown.jsonl" ] && BREAKDOWN=(--breakdown "$OUT/breakdown.jsonl")
 python -m autotune report --db "$OUT/results.db" --out "$OUT/reports" ${BREAKDOWN[@]+"${BREAKDOWN[@]}"} 2>&1 \
   | tee -a "$OUT/show.txt" || status=1
+pack || status=1
 exit "$status"

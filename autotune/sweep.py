@@ -129,9 +129,23 @@ class Env:
     representative: bool
 
 
+COMMIT_VAR = "YAT_TRITON_COMMIT"
+
+
+def project_commit(root: Path) -> str:
+    """The commit the measured code comes from: git's HEAD, with "-dirty" when tracked files
+    differ from it; where the checkout has no git history (a copied working tree, as on a
+    lent GPU machine), $YAT_TRITON_COMMIT, which the caller sets from its own checkout."""
+    head = _run(["git", "rev-parse", "--short=12", "HEAD"], root)
+    if not head:
+        return os.environ.get(COMMIT_VAR, "").strip() or "unknown"
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], root)
+    return f"{head}-dirty" if dirty else head
+
+
 def environment() -> Env:
     root = Path(__file__).resolve().parents[1]
-    commit = _run(["git", "rev-parse", "--short=12", "HEAD"], root) or "unknown"
+    commit = project_commit(root)
     if torch.cuda.is_available() and not INTERPRETING:
         driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], root)
         gpu = torch.cuda.get_device_name()

@@ -513,6 +513,72 @@ def test_gpu_script_writes_under_a_relative_output_dir(tmp_path: Path) -> None:
     assert "stub python -m autotune sweep --suite core" in (tmp_path / "out" / "sweep.log").read_text()
 
 
+def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
+    """With --pack, one archive outside OUTPUT_DIR holds all of it (logs, database, winners,
+    report), rewritten after each step; a sweep stopped at its cap (exit 124) is no failure
+    and its resume hint is in the archive. An archive inside OUTPUT_DIR is refused. Stub
+    python and git here: only the script's own file handling runs."""
+    import os
+    import subprocess
+    import tarfile
+
+    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    # writes a file for --db / --json-out and one into --out's folder; the sweep hits its cap
+    (stubs / "python").write_text(
+        '#!/bin/bash\necho "stub python $*"\nargs=("$@")\n'
+        'for i in "${!args[@]}"; do case "${args[$i]}" in\n'
+        '  --db|--json-out) echo data > "${args[$((i+1))]}" ;;\n'
+        '  --out) mkdir -p "${args[$((i+1))]}" && echo data > "${args[$((i+1))]}/made.txt" ;;\n'
+        "esac; done\n"
+        '[ "$3" = sweep ] && exit 124\nexit 0\n'
+    )
+    (stubs / "git").write_text("#!/bin/sh\nexit 128\n")  # a copied checkout: no git history
+    for f in ("python", "git"):
+        (stubs / f).chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "YAT_TRITON_COMMIT": "abc123"}
+    run = subprocess.run(["bash", str(script), "work", "--pack", "back/gpu_run.tar.gz"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("packed ") == 6  # canary, tests, inspect, breakdown, sweep, the end
+    with tarfile.open(tmp_path / "back" / "gpu_run.tar.gz") as tar:
+        names = {n.removeprefix("./") for n in tar.getnames()}
+        assert {"env.txt", "canary.log", "tests.log", "inspect_bfloat16.txt", "breakdown.txt",
+                "breakdown.jsonl", "results.db", "sweep.log", "show.txt", "tuned/made.txt",
+                "reports/made.txt"} <= names, names  # fmt: skip
+        assert "--resume results.db --sweep-only" in tar.extractfile("./sweep.log").read().decode()
+        assert "commit: abc123 (no git history here)" in tar.extractfile("./env.txt").read().decode()
+    assert not list((tmp_path / "back").glob("*.part"))
+    inside = subprocess.run(["bash", str(script), "work", "--pack", "work/a.tar.gz"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert inside.returncode == 2 and "outside OUTPUT_DIR" in inside.stderr
+
+
+def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows name git's HEAD, "-dirty" when tracked files differ; without git history the
+    commit the caller gives in $YAT_TRITON_COMMIT, else "unknown"."""
+    import subprocess
+
+    monkeypatch.delenv(sweep.COMMIT_VAR, raising=False)
+    assert sweep.project_commit(tmp_path) == "unknown"
+    monkeypatch.setenv(sweep.COMMIT_VAR, "abc123")
+    assert sweep.project_commit(tmp_path) == "abc123"
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("commit", "-q", "-m", "c")
+    head = git("rev-parse", "--short=12", "HEAD")
+    assert sweep.project_commit(tmp_path) == head  # git wins over the variable
+    (tmp_path / "f.txt").write_text("b")
+    assert sweep.project_commit(tmp_path) == f"{head}-dirty"
+
+
 def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
     """A stride-1 3x3 conv's forward space holds TMA tiles (the conv's TMA kernel) that fit
     without the dense kernel's store staging, each with a K tile dividing the channels; a
