@@ -4,6 +4,7 @@ export the winners, show them, and inspect compiled kernels.
     yat-autotune sweep --suite quick --db results.db
     yat-autotune show --db results.db
     yat-autotune report --db results.db --out reports
+    yat-autotune import-run gpu_run.tar.gz
     yat-autotune inspect --dtype bfloat16 --all
     yat-autotune breakdown --dense 4096 4096 4096
 """
@@ -145,6 +146,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_run(args: argparse.Namespace) -> int:
+    from autotune.gpurun import import_run
+
+    done = import_run(args.archive, args.reports, args.tuned, allow_cpu=args.allow_cpu)
+    for what, paths in (("database", done.databases), ("log", done.logs), ("winners", done.winners)):
+        for path in paths:
+            print(f"{what}: {path}")
+    print(f"report: {len(done.reports)} files rendered under {args.reports}")
+    for note in done.notes:
+        print(note)
+    return 0
+
+
 def cmd_breakdown(rest: list[str]) -> int:
     from autotune.breakdown import main as breakdown_main
 
@@ -203,6 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", type=Path, default=Path("reports"), help="folder (default: reports)")
     rp.add_argument("--breakdown", type=Path, help="JSON lines of `python -m autotune.breakdown --json-out`")
     rp.set_defaults(func=cmd_report)
+    ir = sub.add_parser(
+        "import-run",
+        help="merge a GPU run's archive (gpu.sh --pack) into reports/<gpu>/, export its winners, "
+        "render its report",
+    )
+    ir.add_argument(
+        "archive", type=Path, help="the .tar.gz written by `bash autotune/gpu.sh OUT --pack FILE`"
+    )
+    ir.add_argument("--reports", type=Path, default=Path("reports"), help="folder (default: reports)")
+    ir.add_argument("--tuned", type=Path, help="winners folder (default: the package's yat_triton/tuned)")
+    ir.add_argument(
+        "--allow-cpu", action="store_true", help="also take rows measured without a GPU (a rehearsal)"
+    )
+    ir.set_defaults(func=cmd_import_run)
     sub.add_parser(
         "inspect", help="compile kernels for sm_90 and report resources (see --help)", add_help=False
     )

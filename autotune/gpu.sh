@@ -26,6 +26,8 @@
 # it under 16 MiB), holding whatever finished even if the run is cut short. A remote run:
 #   YAT_TRITON_COMMIT=<commit> bash autotune/gpu.sh /tmp/gpu --pack "$OUT/gpu_run.tar.gz"
 # (YAT_TRITON_COMMIT names the commit where the copied checkout has no git history.)
+# Back home, `python -m autotune import-run gpu_run.tar.gz` merges its rows into
+# reports/<gpu>/results.db, keeps its logs there, exports the winners and renders the report.
 # The GPU machine cannot download: the project runs from the checkout (PYTHONPATH).
 set -uo pipefail
 USAGE="usage: bash autotune/gpu.sh OUTPUT_DIR [--resume RESULTS_DB] [--sweep-only] [--pack ARCHIVE.tar.gz]"

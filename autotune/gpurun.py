@@ -1,0 +1,156 @@
+"""Bring a GPU run into the repository: the archive of `autotune/gpu.sh OUT --pack FILE`.
+
+    yat-autotune import-run gpu_run.tar.gz
+
+For each GPU measured in the archive's results database:
+- its rows are merged into `reports/<gpu>/results.db` (the committed record of every run on
+  that GPU: earlier rows stay, a re-measured key keeps the newer row);
+- the run's logs (env.txt, canary.log, tests.log, inspect_bfloat16.txt, breakdown.*,
+  sweep.log, show.txt) go to `reports/<gpu>/runs/<UTC start of the run>/`;
+- the winners are exported again from the merged database into `yat_triton/tuned/`;
+- the report is rendered again from the merged database (with this run's breakdown), and the
+  index `reports/README.md` with it.
+
+Nothing is written before the archive has been read whole and its database checked: a
+corrupt archive, one without a database, or one that holds no GPU measurement (a CPU
+rehearsal, unless `allow_cpu`) changes nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from autotune.db import ResultsDB
+from autotune.export import export_winners
+from autotune.report import render_report, slug
+
+DB_NAME = "results.db"
+# files of the run kept with its report; the database is merged, the rest is rendered again
+LOGS = ("env.txt", "canary.log", "tests.log", "inspect_bfloat16.txt", "breakdown.txt", "breakdown.jsonl",
+        "sweep.log", "show.txt")  # fmt: skip
+
+
+@dataclass
+class Imported:
+    """What `import_run` wrote, per GPU, and why any winners file was not."""
+
+    reports: list[Path] = field(default_factory=list)
+    databases: list[Path] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    winners: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath | None:
+    """The member's path inside the archive, None for folders; refuses anything that could
+    write outside the extraction folder or is not a plain file."""
+    path = PurePosixPath(member.name)
+    parts = [p for p in path.parts if p != "."]
+    if path.is_absolute() or ".." in parts:
+        raise ValueError(f"{archive}: member {member.name!r} points outside the archive's folder")
+    if member.isdir():
+        return None
+    if not member.isfile():
+        raise ValueError(f"{archive}: member {member.name!r} is not a plain file (links are refused)")
+    return PurePosixPath(*parts) if parts else None
+
+
+def _unpack(archive: Path, into: Path) -> float:
+    """Unpack the archive's plain files into `into`; return the run's start time (the
+    modification time of its env.txt, written first; else the archive's newest file)."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            started = None
+            newest = 0.0
+            for member in tar.getmembers():
+                rel = _member_path(member, archive)
+                if rel is None:
+                    continue
+                target = into / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None  # a plain file
+                with source, open(target, "wb") as f:
+                    shutil.copyfileobj(source, f)
+                newest = max(newest, float(member.mtime))
+                if rel == PurePosixPath("env.txt"):
+                    started = float(member.mtime)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ValueError(f"{archive}: not a readable .tar.gz archive ({e})") from e
+    return started if started is not None else newest
+
+
+def import_run(
+    archive: str | Path,
+    reports_dir: str | Path = "reports",
+    tuned_dir: str | Path | None = None,
+    allow_cpu: bool = False,
+) -> Imported:
+    """Merge, file, export and render one GPU run's archive (see the module docstring).
+    `tuned_dir`: where the winners go (default: the package's `yat_triton/tuned/`).
+    `allow_cpu`: also take rows measured without a GPU (their report is marked not
+    representative; no winners are exported for them)."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise FileNotFoundError(
+            f"{archive}: no such archive (made by `bash autotune/gpu.sh OUT --pack FILE`)"
+        )
+    reports = Path(reports_dir)
+    done = Imported()
+    with tempfile.TemporaryDirectory(prefix="yat-gpu-run-") as tmp:
+        run_dir = Path(tmp)
+        started = _unpack(archive, run_dir)
+        db_path = run_dir / DB_NAME
+        if not db_path.is_file():
+            raise ValueError(
+                f"{archive}: holds no {DB_NAME} (the run ended before its sweep); nothing imported"
+            )
+        with ResultsDB(db_path) as db:
+            rows = db.query()
+            runs = db.runs()
+        gpus = sorted({r.gpu for r in rows if r.representative or allow_cpu})
+        if not gpus:
+            what = (
+                "no rows at all"
+                if not rows
+                else "only rows measured without a GPU (pass allow_cpu to take them)"
+            )
+            raise ValueError(f"{archive}: its {DB_NAME} holds {what}; nothing imported")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+        for gpu in gpus:
+            folder = reports / slug(gpu)
+            folder.mkdir(parents=True, exist_ok=True)
+            # this GPU's rows and runs alone, merged as one transaction into the record
+            part = run_dir / f"{slug(gpu)}.part.db"
+            with ResultsDB(part) as one:
+                one.add_many(r for r in rows if r.gpu == gpu)
+                for run in runs:
+                    if run.gpu == gpu:
+                        one.add_run(run)
+            record = folder / DB_NAME
+            with ResultsDB(record) as kept:
+                kept.merge_from(part)
+            done.databases.append(record)
+            logs = folder / "runs" / stamp
+            for name in LOGS:
+                if (run_dir / name).is_file():
+                    logs.mkdir(parents=True, exist_ok=True)
+                    done.logs.append(Path(shutil.copy2(run_dir / name, logs / name)))
+            if any(r.representative for r in rows if r.gpu == gpu):
+                try:
+                    done.winners += export_winners(record, tuned_dir, gpu=gpu)
+                except ValueError as e:  # every config failed: the report still says why
+                    done.notes.append(f"{gpu}: no winners exported ({e})")
+            else:
+                done.notes.append(f"{gpu}: measured without a GPU, so no winners are exported")
+            breakdown = logs / "breakdown.jsonl"
+            try:
+                done.reports += render_report(record, reports, breakdown if breakdown.is_file() else None)
+            except ValueError as e:  # nothing ran ok: the rows and logs are kept all the same
+                done.notes.append(f"{gpu}: no report rendered ({e})")
+    return done

@@ -1,0 +1,160 @@
+"""`yat-autotune import-run`: a GPU run's archive (gpu.sh --pack) merged into reports/<gpu>/,
+its winners exported and its report rendered. The rows are the INVENTED fixture rows of
+test_report ("Test GPU"): they check the plumbing, they measure nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib", reason="the report plots need matplotlib")
+
+from test_report import BIG, SMALL, cfg, fixture_rows, invented, make_db  # noqa: E402
+
+from autotune import cli  # noqa: E402
+from autotune.db import ResultsDB, Run  # noqa: E402
+from autotune.gpurun import import_run  # noqa: E402
+from yat_triton.tuning import read_winners  # noqa: E402
+
+STARTED = 1_790_000_000  # 2026-09-21T14:13:20Z: the env.txt time of the first invented run
+
+
+def run_folder(tmp_path: Path, name: str, rows: list, started: int = STARTED) -> Path:
+    """What gpu.sh leaves in OUT: the database, logs with the run's time on env.txt."""
+    out = tmp_path / name
+    out.mkdir()
+    make_db(out / "results.db", rows)
+    gpus = sorted({r.gpu for r in rows})
+    with ResultsDB(out / "results.db") as db:
+        for gpu in gpus:
+            db.add_run(Run("core", "{}", gpu, "testcommit", started, started + 100.0, 2, 2, len(rows)))
+    for log in ("env.txt", "sweep.log", "show.txt", "tests.log"):
+        (out / log).write_text(f"{log} of {name}\n")
+    os.utime(out / "env.txt", (started, started))
+    (out / "tuned").mkdir()
+    (out / "tuned" / "ignored.json").write_text("{}")  # re-exported from the merged record instead
+    return out
+
+
+def pack(folder: Path) -> Path:
+    archive = folder.with_suffix(".tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=".")
+    return archive
+
+
+def test_import_merges_files_exports_and_renders(tmp_path: Path) -> None:
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    first = pack(run_folder(tmp_path, "run1", fixture_rows("Test GPU", True)))
+    done = import_run(first, reports, tuned)
+    folder = reports / "test_gpu"
+    logs = folder / "runs" / "20260921T141320Z"
+    assert done.databases == [folder / "results.db"]
+    assert sorted(p.name for p in done.logs) == ["env.txt", "show.txt", "sweep.log", "tests.log"]
+    assert (logs / "sweep.log").read_text() == "sweep.log of run1\n"
+    assert (folder / "README.md").is_file() and folder / "README.md" in done.reports
+    assert "[test_gpu](test_gpu/README.md)" in (reports / "README.md").read_text()
+    assert "0.8123" in (folder / "README.md").read_text()  # the invented best row, rendered
+    (winners,) = done.winners
+    gpu, entries = read_winners(winners)
+    assert gpu == "Test GPU" and {dict(e.shape)["M"] for e in entries} == {4096, 64}
+    with ResultsDB(folder / "results.db") as db:
+        assert len(db.query()) == len(fixture_rows("Test GPU", True)) and len(db.runs()) == 1
+
+    # a second run, later: a faster row for a key already kept, a new shape; the first
+    # run's rows, run record and logs stay
+    ours = dict(provider="yat_triton", correct=True, timing="cuda-graph")
+    faster = invented("Test GPU", True, shape=BIG, config=cfg(128, 128), median_ms=0.7, created=1.8e9, **ours)
+    wider = SMALL.replace("48", "96")
+    new_shape = invented("Test GPU", True, shape=wider, config=cfg(64, 64), median_ms=0.005, tflops=1, **ours)
+    second = pack(run_folder(tmp_path, "run2", [faster, new_shape], started=STARTED + 86400))
+    import_run(second, reports, tuned)
+    with ResultsDB(folder / "results.db") as db:
+        rows = db.query()
+        assert len(rows) == len(fixture_rows("Test GPU", True)) + 1 and len(db.runs()) == 2
+        (kept,) = [r for r in rows if r.key == faster.key]
+        assert kept.median_ms == 0.7
+    assert (logs / "sweep.log").read_text() == "sweep.log of run1\n"
+    assert (folder / "runs" / "20260922T141320Z" / "sweep.log").read_text() == "sweep.log of run2\n"
+    text = (folder / "README.md").read_text()
+    assert "| 0.7 " in text and "| 0.8123 " not in text
+    assert not list(folder.glob("*.part.db")) and not (reports / "tuned").exists()
+
+
+def test_cpu_rows_are_refused_unless_asked(tmp_path: Path) -> None:
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    archive = pack(run_folder(tmp_path, "cpu", fixture_rows("cpu (Triton interpreter)", False)))
+    with pytest.raises(ValueError, match="only rows measured without a GPU"):
+        import_run(archive, reports, tuned)
+    assert not reports.exists() and not tuned.exists()
+    done = import_run(archive, reports, tuned, allow_cpu=True)
+    assert done.winners == [] and "no winners are exported" in done.notes[0] and not tuned.exists()
+    text = (reports / "cpu_triton_interpreter_" / "README.md").read_text()
+    assert "NOT REPRESENTATIVE" in text
+
+
+def test_bad_archives_change_nothing(tmp_path: Path) -> None:
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    with pytest.raises(FileNotFoundError, match="no such archive"):
+        import_run(tmp_path / "missing.tar.gz", reports, tuned)
+    corrupt = tmp_path / "corrupt.tar.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08 not really gzip")
+    with pytest.raises(ValueError, match="not a readable .tar.gz"):
+        import_run(corrupt, reports, tuned)
+    no_db = tmp_path / "nodb"
+    no_db.mkdir()
+    (no_db / "env.txt").write_text("x")
+    with pytest.raises(ValueError, match="holds no results.db"):
+        import_run(pack(no_db), reports, tuned)
+    bad_db = run_folder(tmp_path, "baddb", fixture_rows("Test GPU", True))
+    (bad_db / "results.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ValueError, match="not a SQLite database"):
+        import_run(pack(bad_db), reports, tuned)
+
+    def crafted(name: str, info: tarfile.TarInfo) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            tar.addfile(info, io.BytesIO(b"x") if info.isfile() else None)
+        return path
+
+    escape = tarfile.TarInfo("../escaped.txt")
+    escape.size = 1
+    with pytest.raises(ValueError, match="points outside"):
+        import_run(crafted("escape.tar.gz", escape), reports, tuned)
+    link = tarfile.TarInfo("results.db")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    with pytest.raises(ValueError, match="not a plain file"):
+        import_run(crafted("link.tar.gz", link), reports, tuned)
+    assert not reports.exists() and not tuned.exists()
+    assert not (Path(tempfile.gettempdir()) / "escaped.txt").exists()  # beside the unpacking folder
+
+
+def test_existing_record_is_kept_when_the_run_holds_nothing_new(tmp_path: Path) -> None:
+    """A run whose every config failed: its rows and logs are filed, the earlier winners
+    and report stay, and the notes say why nothing new was exported."""
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    import_run(pack(run_folder(tmp_path, "good", fixture_rows("Test GPU", True))), reports, tuned)
+    winners_before = (tuned / "test_gpu.json").read_text()
+    failed = [invented("Test GPU", True, shape=BIG, provider="yat_triton", config=cfg(32, 32), status="error",
+                       reason="RuntimeError: invented", created=1_800_000_000.0)]  # fmt: skip
+    done = import_run(pack(run_folder(tmp_path, "bad", failed, started=STARTED + 60)), reports, tuned)
+    assert done.notes == [] and done.winners  # the record still holds the good run's rows
+    assert (tuned / "test_gpu.json").read_text().split('"created"')[0] == winners_before.split('"created"')[0]
+    with sqlite3.connect(reports / "test_gpu" / "results.db") as c:
+        assert c.execute("SELECT count(*) FROM results WHERE status = 'error'").fetchone()[0] == 1
+
+
+def test_cli_import_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    archive = pack(run_folder(tmp_path, "run", fixture_rows("Test GPU", True)))
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    assert cli.main(["import-run", str(archive), "--reports", str(reports), "--tuned", str(tuned)]) == 0
+    out = capsys.readouterr().out
+    assert f"database: {reports / 'test_gpu' / 'results.db'}" in out and "winners: " in out
+    assert cli.main(["import-run", str(tmp_path / "nope.tar.gz")]) == 2
+    assert "no such archive" in capsys.readouterr().err
