@@ -19,8 +19,9 @@
 # under ~8 min; a capped sweep resumes on the next run:
 #   bash autotune/gpu.sh OUTPUT_DIR --resume PATH/results.db --sweep-only
 # copies the database a previous run brought back and spends the whole budget (~7.5 min)
-# on the canary, the sweep, export and report. Put that database where git does not ignore it (e.g.
-# autotune/resume.db; /results.db* is ignored) so that it travels with the working tree.
+# on the canary, the sweep, export and report. Put that database where git does not ignore it
+# so that it travels with the working tree: `import-run` (below) keeps it as
+# reports/<gpu>/results.db (a top-level /results.db* is ignored).
 # --pack ARCHIVE (a .tar.gz outside OUTPUT_DIR) rewrites ARCHIVE with all of OUTPUT_DIR after
 # every step: one file to bring back from a remote machine that returns only a few files (keep
 # it under 16 MiB), holding whatever finished even if the run is cut short. A remote run:
