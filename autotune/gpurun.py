@@ -116,9 +116,7 @@ def import_run(
         gpus = sorted({r.gpu for r in rows if r.representative or allow_cpu})
         if not gpus:
             what = (
-                "no rows at all"
-                if not rows
-                else "only rows measured without a GPU (pass allow_cpu to take them)"
+                "no rows at all" if not rows else "only rows measured without a GPU (--allow-cpu takes them)"
             )
             raise ValueError(f"{archive}: its {DB_NAME} holds {what}; nothing imported")
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
