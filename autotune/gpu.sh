@@ -20,8 +20,9 @@
 #   bash autotune/gpu.sh OUTPUT_DIR --resume PATH/results.db --sweep-only
 # copies the database a previous run brought back and spends the whole budget (~7.5 min)
 # on the canary, the sweep, export and report. Put that database where git does not ignore it
-# so that it travels with the working tree: `import-run` (below) keeps it as
-# reports/<gpu>/results.db (a top-level /results.db* is ignored).
+# so that it travels with the working tree: `import-run` (below) keeps each run's own as
+# reports/<gpu>/runs/<UTC start>/results.db (a top-level /results.db* is ignored). Resume
+# only with the code that measured it: a sweep does not measure a key again.
 # --pack ARCHIVE (a .tar.gz outside OUTPUT_DIR) rewrites ARCHIVE with all of OUTPUT_DIR after
 # every step: one file to bring back from a remote machine that returns only a few files (keep
 # it under 16 MiB), holding whatever finished even if the run is cut short. A remote run:
@@ -47,8 +48,9 @@ mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2  # absolute: the script cha
 if [ -n "$PACK" ]; then
   mkdir -p "$(dirname "$PACK")" && PACK="$(cd "$(dirname "$PACK")" && pwd)/$(basename "$PACK")" || exit 2
   case "$PACK" in
-    "$OUT"/*) echo "--pack: the archive must lie outside OUTPUT_DIR ($OUT)" >&2; exit 2 ;;
+    "$OUT" | "$OUT"/*) echo "--pack: the archive must lie outside OUTPUT_DIR ($OUT)" >&2; exit 2 ;;
   esac
+  if [ -d "$PACK" ]; then echo "--pack: $PACK is a folder, not an archive path" >&2; exit 2; fi
 fi
 if [ -n "$RESUME" ]; then
   cp "$RESUME" "$OUT/results.db" || exit 2
@@ -62,6 +64,9 @@ pack() {
   echo "packed $OUT into $PACK ($bytes bytes)"
   [ "$bytes" -le 16777216 ] || echo "warning: $PACK is over 16 MiB" >&2
 }
+# A TERM to the script packs what it has and stops. It is taken at once during the sweep (run
+# in the foreground); the other steps run in their own process groups under `timeout`, which
+# ends each well inside the run's limit, and the TERM is taken when the step ends.
 trap 'pack; exit 143' TERM
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1

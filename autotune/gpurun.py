@@ -5,8 +5,10 @@
 For each GPU measured in the archive's results database:
 - its rows are merged into `reports/<gpu>/results.db` (the committed record of every run on
   that GPU: earlier rows stay, a re-measured key keeps the newer row);
-- the run's logs (env.txt, canary.log, tests.log, inspect_bfloat16.txt, breakdown.*,
-  sweep.log, show.txt) go to `reports/<gpu>/runs/<UTC start of the run>/`;
+- the run's own rows (its results.db, to resume from) and its logs (env.txt, canary.log,
+  tests.log, inspect_bfloat16.txt, breakdown.*, sweep.log, show.txt) go to
+  `reports/<gpu>/runs/<UTC start of the run>/`, for the GPUs the run measured on (a resumed
+  database may carry older rows of another GPU: they are merged into its record only);
 - the winners are exported again from the merged database into `yat_triton/tuned/`;
 - the report is rendered again from the merged database (with this run's breakdown), and the
   index `reports/README.md` with it.
@@ -60,13 +62,11 @@ def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath | None
     return PurePosixPath(*parts) if parts else None
 
 
-def _unpack(archive: Path, into: Path) -> float:
-    """Unpack the archive's plain files into `into`; return the run's start time (the
-    modification time of its env.txt, written first; else the archive's newest file)."""
+def _unpack(archive: Path, into: Path) -> dict[Path, float]:
+    """Unpack the archive's plain files into `into`; return each file's modification time."""
+    mtimes: dict[Path, float] = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            started = None
-            newest = 0.0
             for member in tar.getmembers():
                 rel = _member_path(member, archive)
                 if rel is None:
@@ -77,12 +77,10 @@ def _unpack(archive: Path, into: Path) -> float:
                 assert source is not None  # a plain file
                 with source, open(target, "wb") as f:
                     shutil.copyfileobj(source, f)
-                newest = max(newest, float(member.mtime))
-                if rel == PurePosixPath("env.txt"):
-                    started = float(member.mtime)
+                mtimes[target] = float(member.mtime)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise ValueError(f"{archive}: not a readable .tar.gz archive ({e})") from e
-    return started if started is not None else newest
+    return mtimes
 
 
 def import_run(
@@ -104,12 +102,19 @@ def import_run(
     done = Imported()
     with tempfile.TemporaryDirectory(prefix="yat-gpu-run-") as tmp:
         run_dir = Path(tmp)
-        started = _unpack(archive, run_dir)
+        mtimes = _unpack(archive, run_dir)
+        if not (run_dir / DB_NAME).is_file():  # an archive of the output folder itself
+            found = sorted(run_dir.glob(f"**/{DB_NAME}"))
+            if len(found) != 1:
+                where = ", ".join(str(p.relative_to(run_dir)) for p in found) or "none"
+                raise ValueError(
+                    f"{archive}: expected one {DB_NAME} at its top or in one folder (found: {where}; "
+                    "a run that ends before its sweep leaves none); nothing imported"
+                )
+            run_dir = found[0].parent
         db_path = run_dir / DB_NAME
-        if not db_path.is_file():
-            raise ValueError(
-                f"{archive}: holds no {DB_NAME} (the run ended before its sweep); nothing imported"
-            )
+        # the run's start: its env.txt, written first (else the archive's newest file)
+        started = mtimes.get(run_dir / "env.txt", max(mtimes.values()))
         with ResultsDB(db_path) as db:
             rows = db.query()
             runs = db.runs()
@@ -120,6 +125,10 @@ def import_run(
             )
             raise ValueError(f"{archive}: its {DB_NAME} holds {what}; nothing imported")
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+        # the GPUs this run measured on (a resumed database also carries older rows, maybe of
+        # another GPU: those are merged into their records, but the logs are not theirs)
+        new_rows = {r.gpu for r in rows if r.created >= started}
+        measured = (new_rows | {run.gpu for run in runs if run.started >= started}) or set(gpus)
         for gpu in gpus:
             folder = reports / slug(gpu)
             folder.mkdir(parents=True, exist_ok=True)
@@ -134,10 +143,15 @@ def import_run(
             with ResultsDB(record) as kept:
                 kept.merge_from(part)
             done.databases.append(record)
+            if gpu not in measured:
+                continue
+            # the run's own rows beside its logs: what a resumed run starts from (the record
+            # mixes every commit measured, and a sweep does not measure a key twice)
             logs = folder / "runs" / stamp
+            logs.mkdir(parents=True, exist_ok=True)
+            done.logs.append(Path(shutil.copy2(part, logs / DB_NAME)))
             for name in LOGS:
                 if (run_dir / name).is_file():
-                    logs.mkdir(parents=True, exist_ok=True)
                     done.logs.append(Path(shutil.copy2(run_dir / name, logs / name)))
             if any(r.representative for r in rows if r.gpu == gpu):
                 try:

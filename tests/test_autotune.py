@@ -550,9 +550,13 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
         assert "--resume results.db --sweep-only" in tar.extractfile("./sweep.log").read().decode()
         assert "commit: abc123 (no git history here)" in tar.extractfile("./env.txt").read().decode()
     assert not list((tmp_path / "back").glob("*.part"))
-    inside = subprocess.run(["bash", str(script), "work", "--pack", "work/a.tar.gz"],
+    for inside in ("work/a.tar.gz", "work", "work/"):
+        refused = subprocess.run(["bash", str(script), "work", "--pack", inside],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+        assert refused.returncode == 2 and "outside OUTPUT_DIR" in refused.stderr, inside
+    folder = subprocess.run(["bash", str(script), "work", "--pack", "back"],
                             cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
-    assert inside.returncode == 2 and "outside OUTPUT_DIR" in inside.stderr
+    assert folder.returncode == 2 and "is a folder" in folder.stderr
 
 
 def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -561,6 +565,7 @@ def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pyt
     import subprocess
 
     monkeypatch.delenv(sweep.COMMIT_VAR, raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # not a checkout around it
     assert sweep.project_commit(tmp_path) == "unknown"
     monkeypatch.setenv(sweep.COMMIT_VAR, "abc123")
     assert sweep.project_commit(tmp_path) == "abc123"

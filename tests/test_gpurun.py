@@ -4,6 +4,7 @@ test_report ("Test GPU"): they check the plumbing, they measure nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sqlite3
@@ -25,15 +26,19 @@ from yat_triton.tuning import read_winners  # noqa: E402
 STARTED = 1_790_000_000  # 2026-09-21T14:13:20Z: the env.txt time of the first invented run
 
 
-def run_folder(tmp_path: Path, name: str, rows: list, started: int = STARTED) -> Path:
-    """What gpu.sh leaves in OUT: the database, logs with the run's time on env.txt."""
+def run_folder(
+    tmp_path: Path, name: str, rows: list, started: int = STARTED, earlier: tuple[str, ...] = ()
+) -> Path:
+    """What gpu.sh leaves in OUT: the database with a run record per GPU (at `started`, or a
+    day before for the GPUs named `earlier`: rows a resumed database carried in), logs with
+    the run's time on env.txt."""
     out = tmp_path / name
     out.mkdir()
     make_db(out / "results.db", rows)
-    gpus = sorted({r.gpu for r in rows})
     with ResultsDB(out / "results.db") as db:
-        for gpu in gpus:
-            db.add_run(Run("core", "{}", gpu, "testcommit", started, started + 100.0, 2, 2, len(rows)))
+        for gpu in sorted({r.gpu for r in rows}):
+            at = started - 86400 if gpu in earlier else started
+            db.add_run(Run("core", "{}", gpu, "testcommit", at, at + 100.0, 2, 2, len(rows)))
     for log in ("env.txt", "sweep.log", "show.txt", "tests.log"):
         (out / log).write_text(f"{log} of {name}\n")
     os.utime(out / "env.txt", (started, started))
@@ -56,7 +61,13 @@ def test_import_merges_files_exports_and_renders(tmp_path: Path) -> None:
     folder = reports / "test_gpu"
     logs = folder / "runs" / "20260921T141320Z"
     assert done.databases == [folder / "results.db"]
-    assert sorted(p.name for p in done.logs) == ["env.txt", "show.txt", "sweep.log", "tests.log"]
+    assert sorted(p.name for p in done.logs) == [
+        "env.txt",
+        "results.db",
+        "show.txt",
+        "sweep.log",
+        "tests.log",
+    ]
     assert (logs / "sweep.log").read_text() == "sweep.log of run1\n"
     assert (folder / "README.md").is_file() and folder / "README.md" in done.reports
     assert "[test_gpu](test_gpu/README.md)" in (reports / "README.md").read_text()
@@ -82,6 +93,8 @@ def test_import_merges_files_exports_and_renders(tmp_path: Path) -> None:
         assert kept.median_ms == 0.7
     assert (logs / "sweep.log").read_text() == "sweep.log of run1\n"
     assert (folder / "runs" / "20260922T141320Z" / "sweep.log").read_text() == "sweep.log of run2\n"
+    with ResultsDB(folder / "runs" / "20260922T141320Z" / "results.db") as own:  # the run's rows alone
+        assert sorted(r.median_ms for r in own.query()) == [0.005, 0.7]
     text = (folder / "README.md").read_text()
     assert "| 0.7 " in text and "| 0.8123 " not in text
     assert not list(folder.glob("*.part.db")) and not (reports / "tuned").exists()
@@ -110,7 +123,7 @@ def test_bad_archives_change_nothing(tmp_path: Path) -> None:
     no_db = tmp_path / "nodb"
     no_db.mkdir()
     (no_db / "env.txt").write_text("x")
-    with pytest.raises(ValueError, match="holds no results.db"):
+    with pytest.raises(ValueError, match=r"expected one results.db .*found: none"):
         import_run(pack(no_db), reports, tuned)
     bad_db = run_folder(tmp_path, "baddb", fixture_rows("Test GPU", True))
     (bad_db / "results.db").write_bytes(b"this is not sqlite" * 100)
@@ -148,6 +161,26 @@ def test_existing_record_is_kept_when_the_run_holds_nothing_new(tmp_path: Path) 
     assert (tuned / "test_gpu.json").read_text().split('"created"')[0] == winners_before.split('"created"')[0]
     with sqlite3.connect(reports / "test_gpu" / "results.db") as c:
         assert c.execute("SELECT count(*) FROM results WHERE status = 'error'").fetchone()[0] == 1
+
+
+def test_resumed_rows_of_another_gpu_are_merged_but_not_filed(tmp_path: Path) -> None:
+    """An H200 run resumed from a database that also holds older rows of another GPU: those
+    rows reach that GPU's record, but the run's logs, its rows and a new report and winners
+    are the H200's alone. An archive of the output folder itself (one level down) is read."""
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    old = fixture_rows("Old GPU", True)  # created before the run started
+    new = [dataclasses.replace(r, created=STARTED + 10.0) for r in fixture_rows("New GPU", True)]
+    out = run_folder(tmp_path, "gpu", old + new, earlier=("Old GPU",))
+    archive = tmp_path / "nested.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(out, arcname="gpu")  # gpu/results.db, gpu/env.txt, ...
+    done = import_run(archive, reports, tuned)
+    assert [p.parent.name for p in done.databases] == ["new_gpu", "old_gpu"]
+    assert {p.parents[2].name for p in done.logs} == {"new_gpu"}
+    assert [p.name for p in done.winners] == ["new_gpu.json"]
+    assert not (reports / "old_gpu" / "runs").exists() and not (reports / "old_gpu" / "README.md").exists()
+    with ResultsDB(reports / "old_gpu" / "results.db") as db:
+        assert len(db.query()) == len(old)
 
 
 def test_cli_import_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
