@@ -19,7 +19,8 @@
 # under ~8 min; a capped sweep resumes on the next run:
 #   bash autotune/gpu.sh OUTPUT_DIR --resume PATH/results.db --sweep-only
 # copies the database a previous run brought back and spends the whole budget (~7.5 min)
-# on the canary, the sweep, export and report. Put that database where git does not ignore it
+# on the canary, the sweep, export and report. --sweep-cap SECONDS sets the sweep's cap
+# (default 200, or 400 with --sweep-only): a shorter second run fits what time is left. Put that database where git does not ignore it
 # so that it travels with the working tree: `import-run` (below) keeps each run's own as
 # reports/<gpu>/runs/<UTC start>/results.db (a top-level /results.db* is ignored). Resume
 # only with the code that measured it: a sweep does not measure a key again.
@@ -32,14 +33,20 @@
 # reports/<gpu>/results.db, keeps its logs there, exports the winners and renders the report.
 # The GPU machine cannot download: the project runs from the checkout (PYTHONPATH).
 set -uo pipefail
-USAGE="usage: bash autotune/gpu.sh OUTPUT_DIR [--resume RESULTS_DB] [--sweep-only] [--pack ARCHIVE.tar.gz]"
+USAGE="usage: bash autotune/gpu.sh OUTPUT_DIR [--resume RESULTS_DB] [--sweep-only] [--sweep-cap SECONDS]
+       [--pack ARCHIVE.tar.gz]"
 OUT=${1:?$USAGE}
 shift
-RESUME="" SWEEP_ONLY=0 PACK=""
+RESUME="" SWEEP_ONLY=0 PACK="" SWEEP_CAP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --resume) RESUME=${2:?--resume needs a results database}; shift 2 ;;
     --sweep-only) SWEEP_ONLY=1; shift ;;
+    --sweep-cap)
+      SWEEP_CAP=${2:?--sweep-cap needs a number of seconds}; shift 2
+      case "$SWEEP_CAP" in
+        '' | *[!0-9]* | 0*) echo "--sweep-cap: $SWEEP_CAP is not a whole number of seconds >= 1" >&2; exit 2 ;;
+      esac ;;
     --pack) PACK=${2:?--pack needs an archive path}; shift 2 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
@@ -103,10 +110,10 @@ pack
 # The sweep gets the larger share: its rows are the report's numbers, and it checks every
 # config against the float64 reference itself; a device session rarely has time for a
 # second (--sweep-only) run after machine start-up.
-SWEEP_CAP=200
 if [ "$SWEEP_ONLY" = 1 ]; then
-  SWEEP_CAP=400
+  SWEEP_CAP=${SWEEP_CAP:-400}
 else
+  SWEEP_CAP=${SWEEP_CAP:-200}
   STATIC="compiles_for_sm90 or uses_wgmma_without_spills or inspect_dumps_every_stage or inspect_caps_registers or bare_reciprocal"
   timeout 100 python -m pytest -q -ra -k "not ($STATIC or static_prune_flags_spilling_tiles$WS_TEST)" \
     $(for t in dense conv configs modules conv_modules errors; do echo "tests/test_$t.py"; done) \

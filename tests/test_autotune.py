@@ -547,7 +547,8 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
         assert {"env.txt", "canary.log", "tests.log", "inspect_bfloat16.txt", "breakdown.txt",
                 "breakdown.jsonl", "results.db", "sweep.log", "show.txt", "tuned/made.txt",
                 "reports/made.txt"} <= names, names  # fmt: skip
-        assert "--resume results.db --sweep-only" in tar.extractfile("./sweep.log").read().decode()
+        sweep_log = tar.extractfile("./sweep.log").read().decode()
+        assert "stopped at its 200 s cap" in sweep_log and "--resume results.db --sweep-only" in sweep_log
         assert "commit: abc123 (no git history here)" in tar.extractfile("./env.txt").read().decode()
     assert not list((tmp_path / "back").glob("*.part"))
     for inside in ("work/a.tar.gz", "work", "work/"):
@@ -557,6 +558,17 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
     folder = subprocess.run(["bash", str(script), "work", "--pack", "back"],
                             cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
     assert folder.returncode == 2 and "is a folder" in folder.stderr
+    # a short second run: the sweep alone, under the cap given
+    again = subprocess.run(["bash", str(script), "again", "--sweep-only", "--sweep-cap", "150"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert (
+        again.returncode == 0 and "stopped at its 150 s cap" in (tmp_path / "again" / "sweep.log").read_text()
+    )
+    assert not (tmp_path / "again" / "tests.log").exists()
+    for bad in ("0", "abc", "-5", "1.5", "007"):
+        refused = subprocess.run(["bash", str(script), "again", "--sweep-cap", bad],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+        assert refused.returncode == 2 and "not a whole number" in refused.stderr, bad
 
 
 def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
