@@ -21,6 +21,22 @@ if not _HAS_CUDA:
 
 import pytest  # noqa: E402
 
+GPU_REASON = ("CUDA", "GPU")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (the GPU script runs these first)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `gpu` every test skipped off a GPU (a skipif whose reason names CUDA or a GPU), so
+    that `-m gpu` picks out what only a GPU machine can check (torch.compile, CUDA graphs,
+    occupancy, two devices): the GPU script runs those before the rest."""
+    for item in items:
+        reasons = (m.kwargs.get("reason", "") for m in item.iter_markers("skipif"))
+        if any(word in reason for reason in reasons for word in GPU_REASON):
+            item.add_marker(pytest.mark.gpu)
+
 
 @pytest.fixture(scope="session")
 def device() -> str:

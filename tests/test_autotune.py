@@ -571,6 +571,29 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
         assert refused.returncode == 2 and "not a whole number" in refused.stderr, bad
 
 
+def test_gpu_marker_picks_out_the_tests_only_a_gpu_runs() -> None:
+    """`-m gpu` (which the GPU script runs first, so that its time cap cannot cut them)
+    selects the tests a CPU machine skips for want of CUDA, and only those."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                             "-m", "gpu", "tests"], cwd=root, capture_output=True, text=True)  # fmt: skip
+    ids = [line for line in listed.stdout.splitlines() if "::" in line]
+    names = {i.split("::")[1].split("[")[0] for i in ids}
+    expected = {
+        "test_torch_compile", "test_torch_compile_under_autocast",
+        "test_sweep_rows_are_timed_from_cuda_graphs", "test_forward_and_backward_replay_from_a_cuda_graph",
+        "test_persistent_kernels_fill_every_resident_slot", "test_second_gpu_while_the_first_is_current",
+    }  # fmt: skip
+    assert names == expected, listed.stdout[-2000:]
+    assert {i.split("::")[0] for i in ids if "test_torch_compile[" in i} == {
+        "tests/test_dense.py",
+        "tests/test_conv.py",
+    }
+
+
 def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows name git's HEAD, "-dirty" when tracked files differ; without git history the
     commit the caller gives in $YAT_TRITON_COMMIT, else "unknown"."""
