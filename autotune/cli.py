@@ -63,11 +63,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
               "timings are stored as not representative")  # fmt: skip
     max_configs = args.max_configs if args.max_configs is not None else (None if env.representative else 2)
     with dbmod.ResultsDB(args.db) as db:
-        counts = sweep.run_sweep(
-            db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
-            max_configs=max_configs, progress=not args.quiet, compile_mode=args.compile_mode,
-            suite_name=args.suite, warp_specialize=not args.no_warp_specialize,
-        )  # fmt: skip
+        try:
+            counts = sweep.run_sweep(
+                db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
+                max_configs=max_configs, progress=not args.quiet, compile_mode=args.compile_mode,
+                suite_name=args.suite, warp_specialize=not args.no_warp_specialize,
+            )  # fmt: skip
+        except KeyboardInterrupt:  # run_sweep said what was saved and how to resume
+            return 130
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new (all done)"
     print(f"{args.db}: {summary}")
     return 0

@@ -582,8 +582,9 @@ def run_sweep(
     `backward_tiles`).
 
     The run itself (suite, options, start and end, tasks finished) is recorded in the
-    database's runs table, also when stopped by Ctrl-C / SIGINT: the report reads how long
-    a whole suite took, compile included, from it.
+    database's runs table, also when stopped by Ctrl-C / SIGINT (which is then raised
+    again, after the record): the report reads how long a whole suite took, compile
+    included, from it.
     """
     env = environment()
     device = "cuda" if env.representative else "cpu"
@@ -593,7 +594,7 @@ def run_sweep(
     counts: dict[str, int] = {}
     bar = _progress(todo, progress)
     best: dict[str, float] = {}
-    started, finished = time.time(), 0
+    started, finished, stopped = time.time(), 0, False
     try:
         for task in bar:
             label = f"{task.op} {task.mode} {task.dtype} {canonical_json(task.shape)}"
@@ -609,6 +610,7 @@ def run_sweep(
     except KeyboardInterrupt:
         bar.close()
         print(f"\nstopped; {sum(counts.values())} rows saved this run. Run the same command to resume.")
+        stopped = True
     args = f"ops={','.join(ops)} modes={','.join(modes)} dtypes={','.join(dtypes)} max_configs={max_configs}"
     if not warp_specialize:
         args += " warp_specialize=off"
@@ -616,6 +618,8 @@ def run_sweep(
         args += f" shard={shard_spec}"
     db.add_run(Run(suite_name or "?", args, env.gpu, env.commit, started, time.time(), len(todo), finished,
                    sum(counts.values())))  # fmt: skip
+    if stopped:
+        raise KeyboardInterrupt
     return counts
 
 

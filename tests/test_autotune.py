@@ -104,6 +104,32 @@ def test_sweep_checks_records_and_resumes(tiny_suite: Path, tmp_path: Path, caps
     assert len(_rows(db_path)) == len(rows)
 
 
+def test_a_stopped_sweep_says_so_and_records_its_run(
+    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C / SIGINT (the GPU script's cap) in the second task: the first task's rows and
+    the run's record are kept, the command says it stopped (not "nothing new") and exits 130."""
+    real = sweep._run_task
+    seen = []
+
+    def stop_in_second(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(1)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "_run_task", stop_in_second)
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", str(tiny_suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd,bwd",
+            "--dtype", "float32", "--max-configs", "1", "--quiet", *NO_COMPILE]  # fmt: skip
+    assert cli.main(argv) == 130
+    out = capsys.readouterr().out
+    assert "stopped; " in out and "Run the same command to resume" in out and "nothing new" not in out
+    with ResultsDB(db_path) as db:
+        (run,) = db.runs()
+        assert (run.tasks_total, run.tasks_done) == (2, 1) and run.rows_added == len(db.query()) > 0
+
+
 def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Path, monkeypatch) -> None:
     """A config whose output is off is recorded as wrong, with its error, and never timed."""
     real = sweep.Problem.yat
