@@ -10,8 +10,8 @@
 # eagerly, the TMA, prep-block and register-cap variants, cuBLAS / cuDNN references;
 # rendered into the report too),
 # results.db + sweep.log + show.txt (the core suite swept in bf16 against the baselines),
-# the exported winners (tuned/*.json) and the rendered report (reports/: commit it
-# together with the winners).
+# the exported winners (tuned/*.json) and the rendered report (reports/); `import-run`
+# (below) files them in the repository.
 # canary.log: whether the warp-specialized forward and backward GEMMs (Triton's Hopper pass,
 # the newest compiler path the sweep tries) compiled, ran and matched the oracle; if not,
 # their tiles are left out of this run.
@@ -20,11 +20,12 @@
 # under ~8 min; a capped sweep resumes on the next run:
 #   bash autotune/gpu.sh OUTPUT_DIR --resume PATH/results.db --sweep-only
 # copies the database a previous run brought back and spends the whole budget (~7.5 min)
-# on the canary, the sweep, export and report. --sweep-cap SECONDS sets the sweep's cap
-# (default 200, or 400 with --sweep-only): a shorter second run fits what time is left. Put that database where git does not ignore it
-# so that it travels with the working tree: `import-run` (below) keeps each run's own as
-# reports/<gpu>/runs/<UTC start>/results.db (a top-level /results.db* is ignored). Resume
-# only with the code that measured it: a sweep does not measure a key again.
+# on the canary, the sweep, export and report. That database must be where git does not
+# ignore it, so that it travels with the working tree: `import-run` (below) keeps each run's
+# own as reports/<gpu>/runs/<UTC start>/results.db (a top-level /results.db* is ignored).
+# Resume only with the code that measured it: a sweep does not measure a key again.
+# --sweep-cap SECONDS sets the sweep's cap (default 200, or 400 with --sweep-only), so that
+# a shorter second run fits the time that is left.
 # --pack ARCHIVE (a .tar.gz outside OUTPUT_DIR) rewrites ARCHIVE with all of OUTPUT_DIR after
 # every step: one file to bring back from a remote machine that returns only a few files (keep
 # it under 16 MiB), holding whatever finished even if the run is cut short. A remote run:
