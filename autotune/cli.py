@@ -159,6 +159,12 @@ def cmd_import_run(args: argparse.Namespace) -> int:
     print(f"report: {len(done.reports)} files rendered under {args.reports}")
     for note in done.notes:
         print(note)
+    for page in done.reports:  # each GPU's verdicts, as its report states them
+        if page.name == "README.md" and page.parent != args.reports:
+            text = page.read_text()
+            if "## Targets" in text:
+                section = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+                print(f"\n{page.parent.name}: Targets{section.rstrip()}")
     return 0
 
 

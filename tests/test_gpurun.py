@@ -189,5 +189,7 @@ def test_cli_import_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["import-run", str(archive), "--reports", str(reports), "--tuned", str(tuned)]) == 0
     out = capsys.readouterr().out
     assert f"database: {reports / 'test_gpu' / 'results.db'}" in out and "winners: " in out
+    targets = out.split("test_gpu: Targets (SPEC.md section 6)")[1]  # the report's verdicts
+    assert "0.903x" in targets and "| met" in targets and "## Failed" not in targets
     assert cli.main(["import-run", str(tmp_path / "nope.tar.gz")]) == 2
     assert "no such archive" in capsys.readouterr().err
