@@ -83,7 +83,8 @@ status=0
 
 {
   date -u
-  git rev-parse HEAD 2>/dev/null || echo "commit: ${YAT_TRITON_COMMIT:-unknown} (no git history here)"
+  if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ]; then git rev-parse HEAD
+  else echo "commit: ${YAT_TRITON_COMMIT:-unknown} (no git history here)"; fi
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
   python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
 } > "$OUT/env.txt" 2>&1

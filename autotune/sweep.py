@@ -135,9 +135,11 @@ COMMIT_VAR = "YAT_TRITON_COMMIT"
 def project_commit(root: Path) -> str:
     """The commit the measured code comes from: git's HEAD, with "-dirty" when tracked files
     differ from it; where the checkout has no git history (a copied working tree, as on a
-    lent GPU machine), $YAT_TRITON_COMMIT, which the caller sets from its own checkout."""
-    head = _run(["git", "rev-parse", "--short=12", "HEAD"], root)
-    if not head:
+    lent GPU machine, or an installed package), $YAT_TRITON_COMMIT, which the caller sets
+    from its own checkout. A git repository that merely contains `root` is not its history."""
+    top = _run(["git", "rev-parse", "--show-toplevel"], root)
+    head = _run(["git", "rev-parse", "--short=12", "HEAD"], root) if top else ""
+    if not head or Path(top).resolve() != root.resolve():
         return os.environ.get(COMMIT_VAR, "").strip() or "unknown"
     dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], root)
     return f"{head}-dirty" if dirty else head

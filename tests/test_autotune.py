@@ -643,6 +643,9 @@ def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pyt
     assert sweep.project_commit(tmp_path) == head  # git wins over the variable
     (tmp_path / "f.txt").write_text("b")
     assert sweep.project_commit(tmp_path) == f"{head}-dirty"
+    inner = tmp_path / "copied"  # a copy of the project inside some other repository
+    inner.mkdir()
+    assert sweep.project_commit(inner) == "abc123"
 
 
 def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
