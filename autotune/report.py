@@ -36,8 +36,10 @@ Problem = tuple[str, str, str, str]  # op, mode, dtype, shape (JSON)
 
 
 def slug(gpu: str) -> str:
-    """The folder name of a GPU model: "NVIDIA H200" -> "nvidia_h200"."""
-    return re.sub(r"[^a-z0-9]+", "_", gpu.lower()) or "unknown"
+    """The folder name of a GPU model: "NVIDIA H200" -> "nvidia_h200". The rule of
+    `yat_triton.tuning.gpu_slug` (winners files), repeated here so that rendering a report
+    does not import torch."""
+    return re.sub(r"[^a-z0-9]+", "_", gpu.lower()).strip("_") or "unknown"
 
 
 def _ms(x: float | None) -> str:

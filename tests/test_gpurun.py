@@ -108,7 +108,7 @@ def test_cpu_rows_are_refused_unless_asked(tmp_path: Path) -> None:
     assert not reports.exists() and not tuned.exists()
     done = import_run(archive, reports, tuned, allow_cpu=True)
     assert done.winners == [] and "no winners are exported" in done.notes[0] and not tuned.exists()
-    text = (reports / "cpu_triton_interpreter_" / "README.md").read_text()
+    text = (reports / "cpu_triton_interpreter" / "README.md").read_text()
     assert "NOT REPRESENTATIVE" in text
 
 

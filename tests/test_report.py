@@ -117,7 +117,7 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
 def test_cpu_report_is_marked_not_representative(cpu_db, tmp_path) -> None:  # noqa: ANN001
     out = tmp_path / "reports"
     render_report(cpu_db, out)
-    folder = out / "cpu_triton_interpreter_"
+    folder = out / "cpu_triton_interpreter"
     text = (folder / "README.md").read_text()
     assert text.startswith(BANNER)
     assert "NOT REPRESENTATIVE: measured without a GPU (Triton interpreter)" in text
@@ -125,7 +125,7 @@ def test_cpu_report_is_marked_not_representative(cpu_db, tmp_path) -> None:  # n
     assert "not judged (not representative)" in targets and "| met" not in targets
     index = (out / "README.md").read_text()
     assert "No GPU report exists yet" in index
-    assert "[cpu_triton_interpreter_](cpu_triton_interpreter_/README.md)" in index
+    assert "[cpu_triton_interpreter](cpu_triton_interpreter/README.md)" in index
 
 
 def test_index_lists_every_folder(gpu_db, cpu_db, tmp_path) -> None:  # noqa: ANN001
@@ -133,7 +133,7 @@ def test_index_lists_every_folder(gpu_db, cpu_db, tmp_path) -> None:  # noqa: AN
     render_report(cpu_db, out)
     render_report(gpu_db, out)
     index = (out / "README.md").read_text()
-    assert "test_gpu/README.md" in index and "cpu_triton_interpreter_/README.md" in index
+    assert "test_gpu/README.md" in index and "cpu_triton_interpreter/README.md" in index
     assert "No GPU report exists yet" not in index
 
 

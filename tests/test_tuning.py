@@ -310,6 +310,23 @@ def test_winners_ship_in_the_package_folder() -> None:
     assert tuning.winners_filename(A100) == "nvidia_a100_sxm4_80gb.json"
 
 
+@pytest.mark.parametrize(
+    ("gpu", "name"),
+    [
+        ("NVIDIA H200", "nvidia_h200"),
+        ("NVIDIA A100-SXM4-80GB", "nvidia_a100_sxm4_80gb"),
+        ("CPU (Triton interpreter)", "cpu_triton_interpreter"),
+        ("  NVIDIA  H100 -- PCIe ", "nvidia_h100_pcie"),
+        ("()", "unknown"),
+    ],
+)
+def test_report_folders_and_winners_files_share_one_name(gpu: str, name: str) -> None:
+    from autotune.report import slug
+
+    assert tuning.gpu_slug(gpu) == slug(gpu) == name
+    assert tuning.winners_filename(gpu) == name + ".json"
+
+
 def test_picks_fit_the_tuned_tile_to_the_launch(on_h200: Path) -> None:
     write(on_h200 / "nvidia_h200.json", winners([entry(CUBE, BIG), entry(CONV, BIG, op="conv2d")]))
     assert pick_dense_config(4096, 4096, 4096, BF16) == BIG

@@ -2,7 +2,7 @@
 heuristic default that lives next to each kernel.
 
 Winners are data: one pretty-printed JSON file per GPU model, `yat_triton/tuned/<slug>.json`
-(slug: the device name lowercased, every non-alphanumeric character made "_"), written by
+(slug: `gpu_slug`, the device name lowercased, each run of other characters one "_"), written by
 `autotune.export` from the results database:
 
     {"format": "yat-triton-winners", "version": 1, "gpu": "NVIDIA H200",
@@ -70,6 +70,7 @@ __all__ = [
     "conv_shape",
     "current_gpu",
     "default_tiles_only",
+    "gpu_slug",
     "parse_entry",
     "pick_conv_config",
     "pick_dense_config",
@@ -106,9 +107,15 @@ class TunedEntry:
     config: TileConfig | None  # None: the built-in default tiles won here
 
 
+def gpu_slug(gpu: str) -> str:
+    """A GPU model's name for files and folders: lowercased, each run of other characters one
+    "_", none at either end: "NVIDIA H200" -> "nvidia_h200"."""
+    return re.sub(r"[^a-z0-9]+", "_", gpu.lower()).strip("_") or "unknown"
+
+
 def winners_filename(gpu: str) -> str:
     """The winners file name of a GPU model: "NVIDIA H200" -> "nvidia_h200.json"."""
-    return re.sub(r"[^a-z0-9]", "_", gpu.lower()) + ".json"
+    return gpu_slug(gpu) + ".json"
 
 
 def current_gpu() -> str | None:
