@@ -12,6 +12,8 @@ Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks
 the conv forward kernel again storing through pointers where it stores by TMA; with --tma,
 op "dense-tma-ws", last: the forward and the backward on warp-specialized tiles
 (`dense_ws_lines`).
+First of all, op "memory": a device copy (`copy_line`), whose bytes over its time are the
+memory bandwidth the report's roofline draws as its memory roof.
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
 median, L2 flushed; per phase also the whole call as an eager loop runs it); without one
 the kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
@@ -175,6 +177,18 @@ def pointer_store_lines(op: str, forward: Callable[[], object]) -> list[Line]:
 def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:
     """A standard layer's timing at the same shape, for comparison."""
     return Line(op, "ref", what, "-", time_us(fn))
+
+
+COPY_WHAT = "device copy (read + write)"
+
+
+def copy_line(mib: int, device: str) -> Line:
+    """`dst.copy_(src)` of `mib` MiB, timed like every kernel: op "memory", phase "ref",
+    shape "bytes=N" with N the bytes read plus written (`autotune.report.copy_bandwidth`)."""
+    n = mib << 20
+    src = torch.ones(n, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return Line("memory", "ref", COPY_WHAT, "-", time_us(lambda: dst.copy_(src)), shape=f"bytes={2 * n}")
 
 
 @dataclass
@@ -362,11 +376,20 @@ def main(argv: list[str] | None = None) -> int:
         help="with --tma, leave out the forward and backward on warp-specialized tiles (timed last "
         "otherwise)",
     )
+    parser.add_argument(
+        "--copy-mib",
+        type=int,
+        help="size of the device copy that measures the memory bandwidth (default: 1024 on a GPU, "
+        "far above its L2; 16 without one)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line (instead of the table)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON lines to this file (for `report`)")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    copy_mib = (1024 if REPRESENTATIVE else 16) if args.copy_mib is None else args.copy_mib
+    if copy_mib < 1:
+        parser.error(f"--copy-mib: {args.copy_mib} is not a whole number of MiB >= 1")
     if args.dtype == "float32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
             False  # ieee, as the ⵟ kernels
@@ -384,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         the run still leaves every phase measured before it for the report."""
         for line in more:
             line.gpu, line.dtype = gpu, args.dtype
-            line.shape = conv_shape if line.op.startswith("conv2d") else dense_shape
+            line.shape = line.shape or (conv_shape if line.op.startswith("conv2d") else dense_shape)
         lines.extend(more)
         text = "\n".join(json.dumps(asdict(line)) for line in lines) + "\n"
         if args.json_out:
@@ -392,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         return text
 
     phases = [
+        lambda: iter([[copy_line(copy_mib, device)]]),  # first: a cap that stops the run keeps it
         lambda: dense_lines(*args.dense, dtype, device, tma=args.tma),
         lambda: conv_lines(*args.conv, dtype, device, tma=args.tma),
     ]

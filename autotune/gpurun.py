@@ -10,7 +10,8 @@ For each GPU measured in the archive's results database:
   `reports/<gpu>/runs/<UTC start of the run>/`, for the GPUs the run measured on (a resumed
   database may carry older rows of another GPU: they are merged into its record only);
 - the winners are exported again from the merged database into `yat_triton/tuned/`;
-- the report is rendered again from the merged database (with this run's breakdown), and the
+- the report is rendered again from the merged database (with this run's breakdown, or the
+  newest an earlier run left where this one has none: a sweep-only run), and the
   index `reports/README.md` with it.
 
 Nothing is written before the archive has been read whole and its database checked: a
@@ -160,9 +161,12 @@ def import_run(
                     done.notes.append(f"{gpu}: no winners exported ({e})")
             else:
                 done.notes.append(f"{gpu}: measured without a GPU, so no winners are exported")
-            breakdown = logs / "breakdown.jsonl"
+            # this run's breakdown; a sweep-only run has none: the newest an earlier run left
+            found = sorted((folder / "runs").glob("*/breakdown.jsonl"))  # by UTC stamp
+            breakdown = logs / "breakdown.jsonl" if (logs / "breakdown.jsonl").is_file() else None
+            breakdown = breakdown or (found[-1] if found else None)
             try:
-                done.reports += render_report(record, reports, breakdown if breakdown.is_file() else None)
+                done.reports += render_report(record, reports, breakdown)
             except ValueError as e:  # nothing ran ok: the rows and logs are kept all the same
                 done.notes.append(f"{gpu}: no report rendered ({e})")
     return done

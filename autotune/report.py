@@ -126,7 +126,7 @@ def _sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p[0], p[1], p[2], sorted(json.loads(p[3]).items())))
 
 
-def _header(g: _Gpu) -> str:
+def _header(g: _Gpu, bandwidth: tuple[float, str] | None = None) -> str:
     def values(name: str) -> str:
         return ", ".join(sorted({str(getattr(r, name)) or "-" for r in g.rows}))
 
@@ -144,6 +144,7 @@ def _header(g: _Gpu) -> str:
         ],
         ["rows", f"{len(g.rows)} ({len(g.ok)} ok)"],
         ["timing", _timing_summary(g)],
+        *([["memory bandwidth", bandwidth[1]]] if bandwidth else []),
         ["representative", "yes" if g.representative else "NO (CPU, Triton interpreter)"],
     ]
     return _table(table, ["machine", ""])
@@ -543,7 +544,8 @@ def _plot_heatmap(g: _Gpu, op: str, dtype: str, shape: str, path: Path) -> Path:
             grid[i, j] = r.tflops if math.isnan(grid[i, j]) else max(grid[i, j], r.tflops)
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(bns) + 2), max(4, 0.9 * len(bms) + 2)))
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", origin="lower", aspect="auto")
-    fig.colorbar(im, ax=ax, label="best TFLOP/s over the other config fields")
+    # plain numbers: an offset or exponent text above the bar would run into the title
+    fig.colorbar(im, ax=ax, label="best TFLOP/s over the other config fields", format="%.3g")
     for i in range(len(bms)):
         for j in range(len(bns)):
             if math.isnan(grid[i, j]) and tried[i, j]:
@@ -598,7 +600,25 @@ def _log_xlim(ax, xs: Iterable[float]) -> None:  # noqa: ANN001 - a matplotlib A
         ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
 
 
-def _plot_roofline(g: _Gpu, path: Path) -> Path:
+def copy_bandwidth(items: Iterable[dict[str, object]]) -> tuple[float, str] | None:
+    """The memory bandwidth (TB/s) the breakdown's device copy reached (op "memory", shape
+    "bytes=N": bytes read plus written; the fastest where there are several), and how it was
+    measured; None without such a line."""
+    best = None
+    for it in items:
+        m = re.fullmatch(r"bytes=(\d+)", str(it["shape"]))
+        if it["op"] == "memory" and m and float(it["us"]) > 0:
+            tbs = int(m[1]) / (float(it["us"]) * 1e-6) / 1e12
+            if best is None or tbs > best[0]:
+                mib = int(m[1]) / 2 / 2**20
+                best = (tbs, f"measured copy bandwidth: {tbs:.3g} TB/s ({mib:.0f} MiB device copy)")
+    return best
+
+
+def _plot_roofline(g: _Gpu, path: Path, bandwidth: tuple[float, str] | None = None) -> Path:
+    """Each provider's best forward per problem at its arithmetic intensity, under the
+    measured cuBLAS peak (compute roof) and, from the breakdown, the measured copy bandwidth
+    (memory roof)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     points: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
@@ -612,10 +632,20 @@ def _plot_roofline(g: _Gpu, path: Path) -> Path:
         color = PROVIDER_COLORS.get(prov, "black")
         ax.scatter(xs, ys, marker=OP_MARKERS.get(op, "^"), edgecolors=color, linewidths=1.5,
                    facecolors=color if dtype == "bfloat16" else "none")  # fmt: skip
-    _log_xlim(ax, [x for pts in points.values() for x, _ in pts])
     peak = _cublas_peak(g)
+    xs = [x for pts in points.values() for x, _ in pts]
+    if peak is not None and bandwidth is not None:
+        xs.append(peak[0] / bandwidth[0])  # the ridge point, where the two roofs meet
+    _log_xlim(ax, xs)
     if peak is not None:
         ax.axhline(peak[0], color="black", linewidth=1, linestyle="-.")
+    if bandwidth is not None and xs:
+        import numpy as np
+
+        ai = np.geomspace(*ax.get_xlim(), 200)
+        roof = ai * bandwidth[0]  # FLOP/byte x TB/s = TFLOP/s
+        ax.plot(ai, roof if peak is None else np.minimum(roof, peak[0]), color="black", linewidth=1,
+                linestyle="--")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte, compulsory fwd traffic)")
@@ -625,6 +655,11 @@ def _plot_roofline(g: _Gpu, path: Path) -> Path:
     if points:
         handles = _legend_handles([k[0] for k in points], [], [k[1] for k in points],
                                   None if peak is None else f"compute roof, {peak[1]}")  # fmt: skip
+        if bandwidth is not None:
+            from matplotlib.lines import Line2D
+
+            handles.append(Line2D([], [], color="black", linewidth=1, linestyle="--",
+                                  label=f"memory roof, {bandwidth[1]}"))  # fmt: skip
         fig.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(fig, path)
 
@@ -687,14 +722,15 @@ def _render_gpu(g: _Gpu, folder: Path, breakdown: list[dict[str, object]] | None
         path = _plot_heatmap(g, op, dtype, shape, folder / f"heatmap_{op}_{dtype}.png")
         heatmaps.append((op, dtype, shape, path))
         written.append(path)
-    written.append(_plot_roofline(g, folder / "roofline.png"))
+    bandwidth = copy_bandwidth(breakdown or [])
+    written.append(_plot_roofline(g, folder / "roofline.png", bandwidth))
 
     targets, _ = _targets(g)
     parts = [BANNER, ""] if not g.representative else []
     parts += [
         f"# Performance report: {g.gpu}", "",
         "Rendered by `yat-autotune report` from the results database; do not edit by hand.", "",
-        _header(g), "",
+        _header(g, bandwidth), "",
         *([] if g.ok else [
             "**No successful measurement on this GPU**: every row failed, was wrong or was pruned "
             "(see below).", "",

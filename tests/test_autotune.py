@@ -390,6 +390,9 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
         and "yat_conv_wgrad_kernel" in kernels["conv2d", "bwd"]
     )
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
+    # first, the device copy the roofline's memory roof comes from: 16 MiB read and written
+    assert lines[0]["op"] == "memory" and kernels["memory", "ref"] == [breakdown.COPY_WHAT]
+    assert lines[0]["shape"] == f"bytes={2 * (16 << 20)}" and lines[1]["shape"] == "24x40x32"
     assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
     assert all(kernels[k][-len(whole) :] == whole for k in kernels if k[1] in ("fwd", "bwd"))
     # the conv forward (channels_last y, 8 bf16 channels: 16-byte rows) stores by TMA, and is
@@ -407,6 +410,16 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
             (f"yat_dense_bwd_prep_kernel @ {bm}x{bn}/{w}w", f"{(-(-M // bm)) * (-(-N // bn))}x1")
             for bm, bn, w in breakdown.PREP_BLOCKS
         ]
+
+
+def test_breakdown_refuses_an_empty_copy(capsys) -> None:  # noqa: ANN001
+    from autotune import breakdown
+
+    with pytest.raises(SystemExit) as exc:
+        breakdown.main(["--copy-mib", "0"])
+    assert (
+        exc.value.code == 2 and "--copy-mib: 0 is not a whole number of MiB >= 1" in capsys.readouterr().err
+    )
 
 
 def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -445,7 +458,7 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--json-out is rewritten after each phase: a run stopped in the conv backward (the GPU
-    script's time cap) leaves the dense lines and the conv forward's for the report."""
+    script's time cap) leaves the copy, the dense lines and the conv forward's for the report."""
     from autotune import breakdown
 
     phase_lines = breakdown.phase_lines
@@ -462,8 +475,8 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
         breakdown.main([*small, "--json-out", str(out)])
     lines = [json.loads(s) for s in out.read_text().splitlines()]
     assert {(ln["op"], ln["phase"]) for ln in lines} == {
-        ("dense", "fwd"), ("dense", "bwd"), ("dense", "ref"), ("dense", "fwd-maxnreg"), ("dense", "bwd-prep"),
-        ("conv2d", "fwd"),
+        ("memory", "ref"), ("dense", "fwd"), ("dense", "bwd"), ("dense", "ref"), ("dense", "fwd-maxnreg"),
+        ("dense", "bwd-prep"), ("conv2d", "fwd"),
     }  # fmt: skip
     assert {ln["shape"] for ln in lines if ln["op"] == "dense"} == {"24x40x32"}
 
@@ -494,9 +507,9 @@ def test_breakdown_times_the_warp_specialized_forward_last(
         monkeypatch.setattr(breakdown, name, stub(op))
     out = tmp_path / "b.jsonl"
     for flags, ops in (
-        (["--tma"], ["dense", "conv2d", "dense-tma-ws"]),
-        (["--tma", "--no-warp-specialize"], ["dense", "conv2d"]),
-        ([], ["dense", "conv2d"]),
+        (["--tma"], ["memory", "dense", "conv2d", "dense-tma-ws"]),
+        (["--tma", "--no-warp-specialize"], ["memory", "dense", "conv2d"]),
+        ([], ["memory", "dense", "conv2d"]),
     ):
         breakdown.main([*flags, "--json-out", str(out)])
         assert [json.loads(s)["op"] for s in out.read_text().splitlines()] == ops, flags

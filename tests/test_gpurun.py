@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import sqlite3
 import tarfile
@@ -98,6 +99,25 @@ def test_import_merges_files_exports_and_renders(tmp_path: Path) -> None:
     text = (folder / "README.md").read_text()
     assert "| 0.7 " in text and "| 0.8123 " not in text
     assert not list(folder.glob("*.part.db")) and not (reports / "tuned").exists()
+
+
+def test_a_sweep_only_run_keeps_the_earlier_breakdown(tmp_path: Path) -> None:
+    """A second, sweep-only run leaves no breakdown: the report rendered after importing it
+    keeps the newest breakdown an earlier run filed (its section, its copy bandwidth)."""
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    first = run_folder(tmp_path, "full", fixture_rows("Test GPU", True))
+    line = {"op": "memory", "phase": "ref", "what": "device copy (read + write)", "grid": "-", "us": 500.0,
+            "share": None, "gpu": "Test GPU", "dtype": "bfloat16", "shape": f"bytes={2 << 30}"}  # fmt: skip
+    (first / "breakdown.jsonl").write_text(json.dumps(line) + "\n")
+    import_run(pack(first), reports, tuned)
+    text = (reports / "test_gpu" / "README.md").read_text()
+    assert "## Where the time goes" in text and "4.29 TB/s" in text
+    ours = dict(provider="yat_triton", correct=True, timing="cuda-graph")
+    faster = invented("Test GPU", True, shape=BIG, config=cfg(128, 128), median_ms=0.7, created=1.8e9, **ours)
+    import_run(pack(run_folder(tmp_path, "sweep_only", [faster], started=STARTED + 86400)), reports, tuned)
+    assert not (reports / "test_gpu" / "runs" / "20260922T141320Z" / "breakdown.jsonl").exists()
+    text = (reports / "test_gpu" / "README.md").read_text()
+    assert "| 0.7 " in text and "## Where the time goes" in text and "4.29 TB/s" in text
 
 
 def test_cpu_rows_are_refused_unless_asked(tmp_path: Path) -> None:

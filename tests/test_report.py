@@ -342,6 +342,26 @@ def test_empty_output_shapes_do_not_break_the_memory_target(tmp_path) -> None:  
     assert ["memory saved for backward", "<= 1 extra output-sized tensor", "-", "-", "n/a"] in cells
 
 
+def test_copy_bandwidth_is_the_memory_roof() -> None:
+    """The breakdown's device copy (bytes read plus written over its time) gives the memory
+    bandwidth: the fastest copy of the GPU's lines, none without one."""
+    from autotune.report import copy_bandwidth
+
+    def copy(us: float, nbytes: int, op: str = "memory") -> dict[str, object]:
+        return {
+            "op": op,
+            "phase": "ref",
+            "what": "device copy (read + write)",
+            "us": us,
+            "shape": f"bytes={nbytes}",
+        }
+
+    tbs, label = copy_bandwidth([copy(500.0, 2 << 30), copy(1000.0, 2 << 30), copy(1.0, 2 << 30, op="dense")])
+    assert tbs == pytest.approx((2 << 30) / 500e-6 / 1e12)
+    assert label == "measured copy bandwidth: 4.29 TB/s (1024 MiB device copy)"
+    assert copy_bandwidth([copy(1.0, 2 << 30, op="dense")]) is None and copy_bandwidth([]) is None
+
+
 def test_breakdown_section(gpu_db, tmp_path) -> None:  # noqa: ANN001
     """A breakdown file renders into its GPU's report; a broken one is refused by line."""
     common = {"op": "dense", "phase": "fwd", "dtype": "bfloat16", "shape": "4096x4096x4096"}
