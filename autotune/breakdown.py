@@ -46,6 +46,7 @@ from tabulate import tabulate  # noqa: E402
 from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
 from autotune.inspect import add_conv_argument  # noqa: E402
+from autotune.report import copy_bandwidth  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
 from autotune.timing import back_to_back_ms, bench_stream, replay_back_to_back_ms, time_call  # noqa: E402
 from kernels._common import TileConfig  # noqa: E402
@@ -186,9 +187,16 @@ def copy_line(mib: int, device: str) -> Line:
     """`dst.copy_(src)` of `mib` MiB, timed like every kernel: op "memory", phase "ref",
     shape "bytes=N" with N the bytes read plus written (`autotune.report.copy_bandwidth`)."""
     n = mib << 20
-    src = torch.ones(n, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    return Line("memory", "ref", COPY_WHAT, "-", time_us(lambda: dst.copy_(src)), shape=f"bytes={2 * n}")
+
+    def timed() -> float:  # the buffers die with this scope
+        src = torch.ones(n, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        return time_us(lambda: dst.copy_(src))
+
+    us = timed()
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the phases after it capture graphs in pools of their own
+    return Line("memory", "ref", COPY_WHAT, "-", us, dtype="uint8", shape=f"bytes={2 * n}")
 
 
 @dataclass
@@ -406,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         """Label the new lines and rewrite --json-out with all so far: a time cap that stops
         the run still leaves every phase measured before it for the report."""
         for line in more:
-            line.gpu, line.dtype = gpu, args.dtype
+            line.gpu, line.dtype = gpu, line.dtype or args.dtype
             line.shape = line.shape or (conv_shape if line.op.startswith("conv2d") else dense_shape)
         lines.extend(more)
         text = "\n".join(json.dumps(asdict(line)) for line in lines) + "\n"
@@ -446,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         for ln in lines
     ]
     print(tabulate(table, headers=["op", "phase", "kernel", "grid", "us", "share"]))
+    bandwidth = copy_bandwidth(asdict(line) for line in lines)
+    if bandwidth is not None:
+        print(bandwidth[1])
     return 0
 
 

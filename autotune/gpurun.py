@@ -10,8 +10,8 @@ For each GPU measured in the archive's results database:
   `reports/<gpu>/runs/<UTC start of the run>/`, for the GPUs the run measured on (a resumed
   database may carry older rows of another GPU: they are merged into its record only);
 - the winners are exported again from the merged database into `yat_triton/tuned/`;
-- the report is rendered again from the merged database (with this run's breakdown, or the
-  newest an earlier run left where this one has none: a sweep-only run), and the
+- the report is rendered again from the merged database (with the breakdown of the newest
+  run that left a readable one: a sweep-only run leaves none), and the
   index `reports/README.md` with it.
 
 Nothing is written before the archive has been read whole and its database checked: a
@@ -21,6 +21,7 @@ rehearsal, unless `allow_cpu`) changes nothing.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tarfile
 import tempfile
@@ -30,7 +31,7 @@ from pathlib import Path, PurePosixPath
 
 from autotune.db import ResultsDB
 from autotune.export import export_winners
-from autotune.report import render_report, slug
+from autotune.report import read_breakdown, render_report, slug
 
 DB_NAME = "results.db"
 # files of the run kept with its report; the database is merged, the rest is rendered again
@@ -47,6 +48,22 @@ class Imported:
     logs: list[Path] = field(default_factory=list)
     winners: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+STAMP = re.compile(r"\d{8}T\d{6}Z")  # a run's folder under runs/: its UTC start
+
+
+def newest_breakdown(runs: Path, gpu: str) -> Path | None:
+    """The breakdown of the newest run (by start) that left a readable one with lines of
+    `gpu`: a sweep-only run has none, and one cut short may have left a broken file."""
+    for path in sorted(runs.glob("*/breakdown.jsonl"), key=lambda p: p.parent.name, reverse=True):
+        if STAMP.fullmatch(path.parent.name):
+            try:
+                if any(item["gpu"] == gpu for item in read_breakdown(path)):
+                    return path
+            except ValueError:
+                continue
+    return None
 
 
 def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath | None:
@@ -161,10 +178,9 @@ def import_run(
                     done.notes.append(f"{gpu}: no winners exported ({e})")
             else:
                 done.notes.append(f"{gpu}: measured without a GPU, so no winners are exported")
-            # this run's breakdown; a sweep-only run has none: the newest an earlier run left
-            found = sorted((folder / "runs").glob("*/breakdown.jsonl"))  # by UTC stamp
-            breakdown = logs / "breakdown.jsonl" if (logs / "breakdown.jsonl").is_file() else None
-            breakdown = breakdown or (found[-1] if found else None)
+            breakdown = newest_breakdown(folder / "runs", gpu)
+            if breakdown is not None and breakdown.parent != logs:
+                done.notes.append(f"{gpu}: the report shows the breakdown of run {breakdown.parent.name}")
             try:
                 done.reports += render_report(record, reports, breakdown)
             except ValueError as e:  # nothing ran ok: the rows and logs are kept all the same

@@ -609,7 +609,7 @@ def copy_bandwidth(items: Iterable[dict[str, object]]) -> tuple[float, str] | No
         m = re.fullmatch(r"bytes=(\d+)", str(it["shape"]))
         if it["op"] == "memory" and m and float(it["us"]) > 0:
             tbs = int(m[1]) / (float(it["us"]) * 1e-6) / 1e12
-            if best is None or tbs > best[0]:
+            if math.isfinite(tbs) and tbs > 0 and (best is None or tbs > best[0]):
                 mib = int(m[1]) / 2 / 2**20
                 best = (tbs, f"measured copy bandwidth: {tbs:.3g} TB/s ({mib:.0f} MiB device copy)")
     return best
@@ -746,7 +746,8 @@ def _render_gpu(g: _Gpu, folder: Path, breakdown: list[dict[str, object]] | None
             "CUDA graph with `triton.testing.do_bench`; \"launcher\" is the whole call, also "
             "in loops of calls back to back, eager and replayed: their difference is the "
             "host's launching; \"ref\" rows are the "
-            "standard layers at the same shape).", "",
+            "standard layers at the same shape, and op \"memory\" the device copy that gives "
+            "the roofline's memory roof).", "",
             _breakdown(breakdown), "",
         ] if breakdown else []),
         "## Failed, wrong and pruned configs", "",

@@ -393,6 +393,7 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     # first, the device copy the roofline's memory roof comes from: 16 MiB read and written
     assert lines[0]["op"] == "memory" and kernels["memory", "ref"] == [breakdown.COPY_WHAT]
     assert lines[0]["shape"] == f"bytes={2 * (16 << 20)}" and lines[1]["shape"] == "24x40x32"
+    assert lines[0]["dtype"] == "uint8" and lines[1]["dtype"] == "bfloat16"
     assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
     assert all(kernels[k][-len(whole) :] == whole for k in kernels if k[1] in ("fwd", "bwd"))
     # the conv forward (channels_last y, 8 bf16 channels: 16-byte rows) stores by TMA, and is

@@ -101,23 +101,43 @@ def test_import_merges_files_exports_and_renders(tmp_path: Path) -> None:
     assert not list(folder.glob("*.part.db")) and not (reports / "tuned").exists()
 
 
-def test_a_sweep_only_run_keeps_the_earlier_breakdown(tmp_path: Path) -> None:
-    """A second, sweep-only run leaves no breakdown: the report rendered after importing it
-    keeps the newest breakdown an earlier run filed (its section, its copy bandwidth)."""
+def test_the_report_keeps_the_newest_readable_breakdown(tmp_path: Path) -> None:
+    """A sweep-only run leaves no breakdown, and a run cut short may leave a broken one: the
+    report rendered after importing them shows the newest readable breakdown (by the runs'
+    start), and the import says whose it is."""
     reports, tuned = tmp_path / "reports", tmp_path / "tuned"
-    first = run_folder(tmp_path, "full", fixture_rows("Test GPU", True))
-    line = {"op": "memory", "phase": "ref", "what": "device copy (read + write)", "grid": "-", "us": 500.0,
-            "share": None, "gpu": "Test GPU", "dtype": "bfloat16", "shape": f"bytes={2 << 30}"}  # fmt: skip
-    (first / "breakdown.jsonl").write_text(json.dumps(line) + "\n")
-    import_run(pack(first), reports, tuned)
-    text = (reports / "test_gpu" / "README.md").read_text()
-    assert "## Where the time goes" in text and "4.29 TB/s" in text
     ours = dict(provider="yat_triton", correct=True, timing="cuda-graph")
-    faster = invented("Test GPU", True, shape=BIG, config=cfg(128, 128), median_ms=0.7, created=1.8e9, **ours)
-    import_run(pack(run_folder(tmp_path, "sweep_only", [faster], started=STARTED + 86400)), reports, tuned)
-    assert not (reports / "test_gpu" / "runs" / "20260922T141320Z" / "breakdown.jsonl").exists()
-    text = (reports / "test_gpu" / "README.md").read_text()
-    assert "| 0.7 " in text and "## Where the time goes" in text and "4.29 TB/s" in text
+
+    def run(name: str, day: int, breakdown: str | None, us: float = 500.0) -> Path:
+        row = invented("Test GPU", True, shape=BIG, config=cfg(128, 128), median_ms=0.9 - day / 10,
+                       created=STARTED + day * 86400 + 10.0, **ours)  # fmt: skip
+        out = run_folder(tmp_path, name, [row], started=STARTED + day * 86400)
+        line = {"op": "memory", "phase": "ref", "what": "device copy (read + write)", "grid": "-", "us": us,
+                "share": None, "gpu": "Test GPU", "dtype": "uint8", "shape": f"bytes={2 << 30}"}  # fmt: skip
+        if breakdown == "good":
+            (out / "breakdown.jsonl").write_text(json.dumps(line) + "\n")
+        elif breakdown == "cut":  # the breakdown's cap stopped it mid-write
+            (out / "breakdown.jsonl").write_text(json.dumps(line)[:30])
+        return pack(out)
+
+    def page() -> str:
+        return (reports / "test_gpu" / "README.md").read_text()
+
+    done = import_run(run("full", 0, "good"), reports, tuned)
+    assert done.notes == [] and "## Where the time goes" in page() and "4.29 TB/s" in page()
+    done = import_run(run("cut", 1, "cut"), reports, tuned)
+    assert done.notes == ["Test GPU: the report shows the breakdown of run 20260921T141320Z"]
+    assert "| 0.8 " in page() and "4.29 TB/s" in page()
+    done = import_run(run("sweep_only", 2, None), reports, tuned)
+    assert done.notes == ["Test GPU: the report shows the breakdown of run 20260921T141320Z"]
+    assert "| 0.7 " in page() and "## Where the time goes" in page() and "4.29 TB/s" in page()
+    (reports / "test_gpu" / "runs" / "manual").mkdir()  # not a run's folder: never taken
+    (reports / "test_gpu" / "runs" / "manual" / "breakdown.jsonl").write_text("not json\n")
+    done = import_run(run("later", 3, "good", us=1000.0), reports, tuned)  # a newer full run
+    assert done.notes == [] and "2.15 TB/s" in page()
+    done = import_run(run("older", -1, "good", us=250.0), reports, tuned)  # an older run, imported last
+    assert done.notes == ["Test GPU: the report shows the breakdown of run 20260924T141320Z"]
+    assert "2.15 TB/s" in page() and "8.59 TB/s" not in page()
 
 
 def test_cpu_rows_are_refused_unless_asked(tmp_path: Path) -> None:

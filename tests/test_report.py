@@ -360,6 +360,9 @@ def test_copy_bandwidth_is_the_memory_roof() -> None:
     assert tbs == pytest.approx((2 << 30) / 500e-6 / 1e12)
     assert label == "measured copy bandwidth: 4.29 TB/s (1024 MiB device copy)"
     assert copy_bandwidth([copy(1.0, 2 << 30, op="dense")]) is None and copy_bandwidth([]) is None
+    # no bandwidth from a line that cannot give one (the ridge point divides by it)
+    for us, nbytes in ((0.0, 2 << 30), (-5.0, 2 << 30), (float("inf"), 2 << 30), (500.0, 0)):
+        assert copy_bandwidth([copy(us, nbytes)]) is None, (us, nbytes)
 
 
 def test_breakdown_section(gpu_db, tmp_path) -> None:  # noqa: ANN001
