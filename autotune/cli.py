@@ -7,6 +7,7 @@ export the winners, show them, and inspect compiled kernels.
     yat-autotune import-run gpu_run.tar.gz
     yat-autotune inspect --dtype bfloat16 --all
     yat-autotune breakdown --dense 4096 4096 4096
+    yat-autotune hostcost
 """
 
 from __future__ import annotations
@@ -174,6 +175,12 @@ def cmd_breakdown(rest: list[str]) -> int:
     return breakdown_main(rest)
 
 
+def cmd_hostcost(rest: list[str]) -> int:
+    from autotune.hostcost import main as hostcost_main
+
+    return hostcost_main(rest)
+
+
 def cmd_inspect(rest: list[str]) -> int:
     from autotune.inspect import main as inspect_main
 
@@ -246,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "breakdown", help="time every kernel of one op call against its standard layer", add_help=False
     )
+    sub.add_parser(
+        "hostcost", help="host time of one small layer call, per route (see --help)", add_help=False
+    )
     return parser
 
 
@@ -256,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     _interpret_without_gpu()
     if argv[:1] == ["breakdown"]:
         return cmd_breakdown(argv[1:])
+    if argv[:1] == ["hostcost"]:
+        return cmd_hostcost(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

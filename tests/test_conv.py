@@ -144,14 +144,16 @@ def check_against_oracle(
     precision: str | None = "ieee",
     amplification: float = 1.0,
     grad_transform=None,  # noqa: ANN001
+    layer=None,  # noqa: ANN001
 ) -> dict[str, float]:
     """yat_conv2d forward + backward on `inp` against the oracle; returns the
     relative-to-max errors (labels y, dx, dW, db, dalpha, deps).
 
-    Also checks dtypes, devices and memory formats: y (and dx) follow x's memory format."""
+    Also checks dtypes, devices and memory formats: y (and dx) follow x's memory format.
+    `layer` replaces `yat_conv2d` (e.g. a torch.compile'd one)."""
     x, weight = inp["x"], inp["weight"]
     dtype = x.dtype
-    y = yat_conv2d(x, weight, inp["bias"], **geo.conv_args(), alpha=inp["alpha"], eps=inp["eps"],
+    y = (layer or yat_conv2d)(x, weight, inp["bias"], **geo.conv_args(), alpha=inp["alpha"], eps=inp["eps"],
                    precision=precision)  # fmt: skip
     ref = {
         k: to_oracle(v, requires_grad=v.requires_grad) if isinstance(v, Tensor) else v for k, v in inp.items()

@@ -4,15 +4,37 @@ Both forward ops take (x, weight, bias, alpha, alpha_value, eps, eps_value, *ext
 and return (y, s, nx, nw); both backward ops take (grad, x, weight, bias, alpha,
 alpha_value, eps, eps_value, s, nx, nw, *extra, needs) and return (dx, dW, db, dalpha, deps),
 `extra` being the op's own non-tensor arguments in the same order.
+
+Two routes to the same launchers: the registered custom ops (`register_yat_autograd`),
+which torch.compile, export, fake tensors, dispatch modes and torch.func see, and, for a
+plain eager call, `YatOp`'s autograd.Function that calls the launchers directly. The
+dispatcher's custom-op machinery costs more host time per call than a launcher itself
+(measured by `python -m autotune.hostcost`), and a small layer trained eagerly is bound
+by host time.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 GRAD_SLOTS = (0, 1, 2, 3, 5)  # x, weight, bias, alpha, eps among the forward's inputs
+
+
+def _gradients(
+    needs: list[bool], grads: tuple[Tensor, ...], n_inputs: int, offset: int = 0
+) -> tuple[Tensor | None, ...]:
+    """The backward's return: each needed gradient in its input's slot, None elsewhere."""
+    out: list[Tensor | None] = [None] * n_inputs
+    for slot, needed, grad in zip(GRAD_SLOTS, needs, grads, strict=True):
+        out[offset + slot] = grad if needed else None
+    return tuple(out)
 
 
 def register_yat_autograd(fwd_op: Any, bwd_op: Any, caller: str) -> None:
@@ -37,10 +59,7 @@ def register_yat_autograd(fwd_op: Any, bwd_op: Any, caller: str) -> None:
         grads = bwd_op(
             grad_y, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw, *ctx.extra, needs
         )
-        out: list[Tensor | None] = [None] * ctx.n_inputs
-        for slot, needed, grad in zip(GRAD_SLOTS, needs, grads, strict=True):
-            out[slot] = grad if needed else None
-        return tuple(out)
+        return _gradients(needs, grads, ctx.n_inputs)
 
     def no_double_backward(ctx: Any, *_grads: Tensor) -> tuple[None, ...]:
         raise RuntimeError(
@@ -52,3 +71,87 @@ def register_yat_autograd(fwd_op: Any, bwd_op: Any, caller: str) -> None:
     # The backward op's outputs are first-order gradients; differentiating them says so.
     bwd_op.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
     fwd_op.register_autograd(backward, setup_context=setup_context)
+
+
+_ROUTES = {"eager": True}
+
+
+@contextlib.contextmanager
+def registered_ops_only() -> Iterator[None]:
+    """Inside the block every call takes the registered custom ops, as traced code does: to
+    test and time that route eagerly (`autotune.hostcost`)."""
+    before = _ROUTES["eager"]
+    _ROUTES["eager"] = False
+    try:
+        yield
+    finally:
+        _ROUTES["eager"] = before
+
+
+def eager(*tensors: Tensor | None) -> bool:
+    """Whether a call may skip the dispatcher: plain eager PyTorch on plain tensors.
+    torch.compile's trace (checked first, and folded to a constant there, so the trace never
+    reaches the other checks), a dispatch mode (fake tensors, make_fx, opcheck, FlopCounterMode),
+    a torch.func transform (vmap, grad) and tensor subclasses take the registered ops."""
+    if torch.compiler.is_compiling() or not _ROUTES["eager"]:
+        return False
+    if is_in_torch_dispatch_mode() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return False
+    return all(t is None or type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
+
+
+def _op_form(value: Any) -> Any:
+    """A registered op's schema takes int[] where the launchers take tuples."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class YatOp:
+    """A ⵟ layer's forward, by the cheapest route that is correct for the call: the
+    launchers themselves when `eager` allows (an autograd.Function around them where a
+    gradient is needed), the registered custom ops otherwise."""
+
+    fwd_op: Any
+    bwd_op: Any
+    fwd: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]
+    bwd: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
+    caller: str
+
+    def __call__(
+        self, x: Tensor, weight: Tensor, bias: Tensor | None, alpha: Tensor | None, alpha_value: float,
+        eps: Tensor | None, eps_value: float, *extra: Any, save: bool,
+    ) -> Tensor:  # fmt: skip
+        """y of the forward op; `save`: a gradient will be asked for (s kept for it)."""
+        args = (x, weight, bias, alpha, alpha_value, eps, eps_value)
+        if not eager(x, weight, bias, alpha, eps):
+            return self.fwd_op(*args, *map(_op_form, extra), save)[0]
+        if not save:
+            return self.fwd(*args, *extra, False)[0]
+        return _EagerFunction.apply(self, extra, *args)
+
+
+class _EagerFunction(torch.autograd.Function):
+    """The forward and backward launchers without the dispatcher, for eager calls (`YatOp`).
+    Saves what the registered op's autograd saves; a backward that builds a graph
+    (create_graph=True) runs the registered backward op, whose own backward refuses a
+    second order with the same error as the op route."""
+
+    @staticmethod
+    def forward(ctx: Any, op: YatOp, extra: tuple[Any, ...], *args: Any) -> Tensor:
+        x, weight, bias, alpha, alpha_value, eps, eps_value = args
+        y, s, nx, nw = op.fwd(*args, *extra, True)
+        ctx.save_for_backward(x, weight, bias, alpha, eps, s, nx, nw)
+        ctx.op, ctx.extra, ctx.scalars = op, extra, (alpha_value, eps_value)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, bias, alpha, eps, s, nx, nw = ctx.saved_tensors
+        alpha_value, eps_value = ctx.scalars
+        needs = [ctx.needs_input_grad[2 + i] for i in GRAD_SLOTS]
+        args = (grad_y, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw)
+        if torch.is_grad_enabled():  # create_graph: the op route, which refuses a second order
+            grads = ctx.op.bwd_op(*args, *map(_op_form, ctx.extra), needs)
+        else:
+            grads = ctx.op.bwd(*args, *ctx.extra, needs)
+        return _gradients(needs, grads, 2 + 7, offset=2)

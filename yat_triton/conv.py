@@ -41,7 +41,7 @@ from kernels.conv import (
 )
 from kernels.dense import elementwise_block
 from yat_triton import _checks
-from yat_triton._autograd import register_yat_autograd
+from yat_triton._autograd import YatOp, register_yat_autograd
 from yat_triton._launch import (
     INT32_MAX,
     INTERPRETING,
@@ -771,6 +771,7 @@ def _conv2d_bwd_op(
 
 
 register_yat_autograd(_conv2d_fwd_op, _conv2d_bwd_op, "yat_conv2d")
+CONV2D = YatOp(_conv2d_fwd_op, _conv2d_bwd_op, conv2d_fwd, conv2d_bwd, "yat_conv2d")
 
 
 # ---------------------------------------------------------------------------------------
@@ -856,11 +857,8 @@ def yat_conv2d(
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias, alpha_t, eps_t)
     )
-    y, _, _, _ = _conv2d_fwd_op(
-        x, weight, bias, alpha_t, alpha_value, eps_t, eps_value, list(st), list(pads),
-        list(dl), groups, _checks.resolve_precision(precision, x.dtype), save,
-    )  # fmt: skip
-    return y
+    return CONV2D(x, weight, bias, alpha_t, alpha_value, eps_t, eps_value, st, pads, dl, groups,
+                  _checks.resolve_precision(precision, x.dtype), save=save)  # fmt: skip
 
 
 def yat_conv1d(

@@ -32,7 +32,7 @@ from kernels.dense import (
     yat_dense_fwd_tma_kernel,
 )
 from yat_triton import _checks
-from yat_triton._autograd import register_yat_autograd
+from yat_triton._autograd import YatOp, register_yat_autograd
 from yat_triton._launch import (
     INTERPRETING,
     KernelCall,
@@ -637,6 +637,7 @@ def _dense_bwd_op(
 
 
 register_yat_autograd(_dense_fwd_op, _dense_bwd_op, "yat_linear")
+DENSE = YatOp(_dense_fwd_op, _dense_bwd_op, dense_fwd, dense_bwd, "yat_linear")
 
 
 # ---------------------------------------------------------------------------------------
@@ -712,8 +713,6 @@ def yat_linear(
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias, alpha_t, eps_t)
     )
-    y, _, _, _ = _dense_fwd_op(
-        x2, weight, bias, alpha_t, alpha_value, eps_t, eps_value,
-        _checks.resolve_precision(precision, x.dtype), save,
-    )  # fmt: skip
+    y = DENSE(x2, weight, bias, alpha_t, alpha_value, eps_t, eps_value,
+              _checks.resolve_precision(precision, x.dtype), save=save)  # fmt: skip
     return y.reshape(*lead, weight.shape[0])
