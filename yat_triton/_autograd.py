@@ -115,7 +115,6 @@ class YatOp:
     bwd_op: Any
     fwd: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]
     bwd: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
-    caller: str
 
     def __call__(
         self, x: Tensor, weight: Tensor, bias: Tensor | None, alpha: Tensor | None, alpha_value: float,

@@ -771,7 +771,7 @@ def _conv2d_bwd_op(
 
 
 register_yat_autograd(_conv2d_fwd_op, _conv2d_bwd_op, "yat_conv2d")
-CONV2D = YatOp(_conv2d_fwd_op, _conv2d_bwd_op, conv2d_fwd, conv2d_bwd, "yat_conv2d")
+CONV2D = YatOp(_conv2d_fwd_op, _conv2d_bwd_op, conv2d_fwd, conv2d_bwd)
 
 
 # ---------------------------------------------------------------------------------------

@@ -637,7 +637,7 @@ def _dense_bwd_op(
 
 
 register_yat_autograd(_dense_fwd_op, _dense_bwd_op, "yat_linear")
-DENSE = YatOp(_dense_fwd_op, _dense_bwd_op, dense_fwd, dense_bwd, "yat_linear")
+DENSE = YatOp(_dense_fwd_op, _dense_bwd_op, dense_fwd, dense_bwd)
 
 
 # ---------------------------------------------------------------------------------------
