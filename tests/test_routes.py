@@ -9,17 +9,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import threading
+import warnings
 
 import pytest
 import test_conv
 import test_dense
 import torch
-from oracle import to_oracle, yat_dense_ref
+from oracle import to_oracle, yat_conv2d_ref, yat_dense_ref
 from tolerances import assert_close
 
 import yat_triton.conv as conv
 import yat_triton.dense as dense
-from yat_triton import yat_conv2d, yat_linear
+from yat_triton import _autograd, yat_conv2d, yat_linear
 from yat_triton._autograd import YatOp, registered_ops_only
 
 GEO = test_conv.OPTION_GEO  # 3x3, padding 1: the conv kernels, not the dense route of a 1x1
@@ -32,15 +34,19 @@ def fails(route: str):  # noqa: ANN201 - a stand-in for the route that must not 
     return call
 
 
+CUTS = {
+    "registered ops": ("fwd_op", "bwd_op"),
+    "eager launchers": ("fwd", "bwd"),
+    "registered forward": ("fwd_op",),
+    "eager backward": ("bwd",),
+}
+
+
 def cut(monkeypatch: pytest.MonkeyPatch, route: str) -> None:
-    """Make `route` ("registered ops" or "eager launchers") fail for both ops."""
+    """Make `route` (a key of CUTS: what of YatOp it replaces) fail for both ops."""
     for module, name in ((dense, "DENSE"), (conv, "CONV2D")):
         op: YatOp = getattr(module, name)
-        if route == "registered ops":
-            op = dataclasses.replace(op, fwd_op=fails(route), bwd_op=fails(route))
-        else:
-            op = dataclasses.replace(op, fwd=fails(route), bwd=fails(route))
-        monkeypatch.setattr(module, name, op)
+        monkeypatch.setattr(module, name, dataclasses.replace(op, **{f: fails(route) for f in CUTS[route]}))
 
 
 def check(op: str, dtype: torch.dtype, device: str, layer=None) -> None:  # noqa: ANN001
@@ -69,11 +75,13 @@ def test_eager_calls_skip_the_registered_ops(op, dtype, device, monkeypatch):
 def test_inference_runs_the_launcher_alone(device, monkeypatch):
     """No gradient wanted: the forward launcher, no autograd.Function and no registered op."""
     cut(monkeypatch, "registered ops")
+    monkeypatch.setattr(_autograd._EagerFunction, "apply", fails("autograd.Function"))
     x, w = torch.randn(3, 4, 6, device=device), torch.randn(5, 6, device=device)
     with torch.no_grad():
         y = yat_linear(x, w)
     assert_close(y, yat_dense_ref(to_oracle(x), to_oracle(w)), torch.float32, reduction=6, what="y")
-    assert y.grad_fn is None
+    with pytest.raises(AssertionError, match="the autograd.Function ran"):
+        yat_linear(x, w.requires_grad_())
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -88,8 +96,10 @@ def test_registered_ops_route(op, dtype, device, monkeypatch):
 
 @pytest.mark.parametrize("route", ["eager", "registered ops"])
 @pytest.mark.parametrize("op", OPS)
-def test_double_backward_is_refused_on_both_routes(op, route, device):
-    """create_graph=True works on both routes; a second backward is refused by name."""
+def test_double_backward_is_refused_on_both_routes(op, route, device, monkeypatch):
+    """create_graph=True works on both routes (the eager one runs its backward through the
+    registered backward op then); a second backward is refused by name."""
+    cut(monkeypatch, "registered forward" if route == "eager" else "eager launchers")
     with registered_ops_only() if route == "registered ops" else contextlib.nullcontext():
         x = torch.randn(2, 4, 5, 6, device=device, requires_grad=True)
         if op == "dense":
@@ -100,6 +110,113 @@ def test_double_backward_is_refused_on_both_routes(op, route, device):
     assert torch.isfinite(gx).all() and gx.requires_grad
     with pytest.raises(RuntimeError, match=f"{name}: its gradients are not differentiable .first order only"):
         gx.sum().backward()
+
+
+def test_batched_gradients_take_the_registered_backward(device, monkeypatch):
+    """is_grads_batched (also jacobian(vectorize=True), gradcheck's batched check) maps the
+    backward over a batch of upstream gradients: the eager forward's backward hands those
+    to the registered op, which the dispatcher maps over. Each row against the oracle."""
+    cut(monkeypatch, "eager backward")
+    x = torch.randn(3, 6, device=device, requires_grad=True)
+    w = torch.randn(4, 6, device=device, requires_grad=True)
+    y = yat_linear(x, w)
+    v = torch.randn(5, *y.shape, device=device)
+    gx, gw = torch.autograd.grad(y, (x, w), v, is_grads_batched=True, retain_graph=True)
+    x64, w64 = to_oracle(x, requires_grad=True), to_oracle(w, requires_grad=True)
+    y64 = yat_dense_ref(x64, w64)
+    for i in range(5):
+        rx, rw = torch.autograd.grad(y64, (x64, w64), to_oracle(v[i]), retain_graph=True)
+        assert_close(gx[i], rx, torch.float32, reduction=4, what=f"dx[{i}]")
+        assert_close(gw[i], rw, torch.float32, reduction=3, what=f"dW[{i}]")
+    with pytest.raises(AssertionError, match="the eager backward ran"):  # unbatched: the eager one
+        y.backward(v[0])
+
+
+def test_jit_trace_records_the_registered_op(device, monkeypatch):
+    """torch.jit.trace cannot see Triton launches: it records the registered op, whose graph
+    then replays on new inputs."""
+    cut(monkeypatch, "eager launchers")
+    w = torch.randn(4, 6, device=device)
+    # check_trace=False: its check reruns the function untraced, on the (cut) eager route
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation and tracer warnings
+        traced = torch.jit.trace(
+            lambda a: yat_linear(a, w), (torch.randn(3, 6, device=device),), check_trace=False
+        )
+    assert "yat_triton::dense_fwd" in str(traced.graph)
+    x = torch.randn(5, 6, device=device)
+    assert_close(traced(x), yat_dense_ref(to_oracle(x), to_oracle(w)), torch.float32, reduction=6, what="y")
+
+
+def test_registered_ops_only_is_per_thread_and_nests():
+    """The forced route holds in the thread that asked for it, for as long as its outermost
+    block is open, whatever other threads enter and leave meanwhile."""
+    seen: dict[str, bool] = {}
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a() -> None:
+        with registered_ops_only():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(5)
+        with registered_ops_only():
+            b_in.set()
+            a_out.wait(5)
+            seen["b inside, after a left"] = _autograd.eager()
+            with registered_ops_only():
+                pass
+            seen["b inside, after a nested block"] = _autograd.eager()
+        seen["b after"] = _autograd.eager()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    a_in.wait(5)
+    seen["main, while a is inside"] = _autograd.eager()
+    for t in threads:
+        t.join(10)
+    assert seen == {"main, while a is inside": True, "b inside, after a left": False,
+                    "b inside, after a nested block": False, "b after": True}  # fmt: skip
+    assert _autograd.eager()
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_forward_mode_ad_is_refused_by_name(op, device):
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(2, 4, 5, 6, device=device)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        name = "yat_linear" if op == "dense" else "yat_conv2d"
+        with pytest.raises(NotImplementedError, match=f"{name}: forward-mode AD .* is not supported"):
+            if op == "dense":
+                yat_linear(dual, torch.randn(3, 6, device=device))
+            else:
+                yat_conv2d(dual, torch.randn(2, 4, 3, 3, device=device))
+        assert yat_linear(x, torch.randn(3, 6, device=device)).shape == (2, 4, 5, 3)  # no tangent: fine
+
+
+@pytest.mark.parametrize("route", ["eager", "registered ops"])
+def test_pointwise_conv_output_takes_in_place_ops(route, device):
+    """A 1x1 channels_last conv runs on the dense kernel; its y is the conv's own tensor,
+    not a view of the dense output, so in-place ops on it work, gradients included."""
+    x = torch.randn(2, 6, 3, 5, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(4, 6, 1, 1, device=device, requires_grad=True)
+    with registered_ops_only() if route == "registered ops" else contextlib.nullcontext():
+        y = yat_conv2d(x, w)
+    assert y.is_contiguous(memory_format=torch.channels_last) and y._base is None
+    y.mul_(2.0)
+    g = torch.randn_like(y)
+    y.backward(g)
+    x64, w64 = to_oracle(x, requires_grad=True), to_oracle(w, requires_grad=True)
+    y64 = 2.0 * yat_conv2d_ref(x64, w64, None, None, 1e-5, 1, 0, 1, 1)
+    rx, rw = torch.autograd.grad(y64, (x64, w64), to_oracle(g))
+    assert_close(y, y64, torch.float32, reduction=6, what="y")
+    assert_close(x.grad, rx, torch.float32, reduction=4, what="dx")
+    assert_close(w.grad, rw, torch.float32, reduction=30, what="dW")
 
 
 def test_vmap_takes_the_registered_ops(device, monkeypatch):

@@ -16,11 +16,13 @@ by host time.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
@@ -73,31 +75,52 @@ def register_yat_autograd(fwd_op: Any, bwd_op: Any, caller: str) -> None:
     fwd_op.register_autograd(backward, setup_context=setup_context)
 
 
-_ROUTES = {"eager": True}
+class _Routes(threading.local):
+    forced = 0  # depth of registered_ops_only blocks open in this thread
+
+
+_ROUTES = _Routes()
 
 
 @contextlib.contextmanager
 def registered_ops_only() -> Iterator[None]:
-    """Inside the block every call takes the registered custom ops, as traced code does: to
-    test and time that route eagerly (`autotune.hostcost`)."""
-    before = _ROUTES["eager"]
-    _ROUTES["eager"] = False
+    """Inside the block, in this thread, every call takes the registered custom ops, as
+    traced code does: to test and time that route eagerly (`autotune.hostcost`)."""
+    _ROUTES.forced += 1
     try:
         yield
     finally:
-        _ROUTES["eager"] = before
+        _ROUTES.forced -= 1
 
 
 def eager(*tensors: Tensor | None) -> bool:
     """Whether a call may skip the dispatcher: plain eager PyTorch on plain tensors.
     torch.compile's trace (checked first, and folded to a constant there, so the trace never
-    reaches the other checks), a dispatch mode (fake tensors, make_fx, opcheck, FlopCounterMode),
-    a torch.func transform (vmap, grad) and tensor subclasses take the registered ops."""
-    if torch.compiler.is_compiling() or not _ROUTES["eager"]:
+    reaches the other checks), torch.jit.trace, a dispatch mode (fake tensors, make_fx,
+    opcheck, FlopCounterMode), a torch.func transform (vmap, grad), batched gradients
+    (`is_grads_batched`, jacobian(vectorize=True)) and tensor subclasses take the registered
+    ops."""
+    if torch.compiler.is_compiling() or _ROUTES.forced or torch.jit.is_tracing():
         return False
     if is_in_torch_dispatch_mode() or torch._C._functorch.peek_interpreter_stack() is not None:
         return False
-    return all(t is None or type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
+    return all(
+        t is None
+        or (type(t) in (Tensor, torch.nn.Parameter) and not torch._C._functorch.is_legacy_batchedtensor(t))
+        for t in tensors
+    )
+
+
+def refuse_forward_ad(caller: str, *tensors: Tensor | None) -> None:
+    """Forward-mode AD has no rule here: a dual input is refused by name instead of giving a
+    tangent-less output (a cheap check: a module global, unless a dual level is open)."""
+    if forward_ad._current_level >= 0 and any(
+        t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors
+    ):
+        raise NotImplementedError(
+            f"{caller}: forward-mode AD (torch.autograd.forward_ad, torch.func.jvp) is not supported; "
+            "use reverse mode (backward / torch.autograd.grad)"
+        )
 
 
 def _op_form(value: Any) -> Any:
@@ -115,6 +138,7 @@ class YatOp:
     bwd_op: Any
     fwd: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]
     bwd: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
+    caller: str  # the public function, for messages
 
     def __call__(
         self, x: Tensor, weight: Tensor, bias: Tensor | None, alpha: Tensor | None, alpha_value: float,
@@ -122,6 +146,7 @@ class YatOp:
     ) -> Tensor:  # fmt: skip
         """y of the forward op; `save`: a gradient will be asked for (s kept for it)."""
         args = (x, weight, bias, alpha, alpha_value, eps, eps_value)
+        refuse_forward_ad(self.caller, x, weight, bias, alpha, eps)
         if not eager(x, weight, bias, alpha, eps):
             return self.fwd_op(*args, *map(_op_form, extra), save)[0]
         if not save:
@@ -149,7 +174,9 @@ class _EagerFunction(torch.autograd.Function):
         alpha_value, eps_value = ctx.scalars
         needs = [ctx.needs_input_grad[2 + i] for i in GRAD_SLOTS]
         args = (grad_y, x, weight, bias, alpha, alpha_value, eps, eps_value, s, nx, nw)
-        if torch.is_grad_enabled():  # create_graph: the op route, which refuses a second order
+        # create_graph: the op route, which refuses a second order; batched gradients and
+        # the like: the op route, which the dispatcher maps over
+        if torch.is_grad_enabled() or not eager(grad_y):
             grads = ctx.op.bwd_op(*args, *map(_op_form, ctx.extra), needs)
         else:
             grads = ctx.op.bwd(*args, *ctx.extra, needs)

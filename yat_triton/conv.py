@@ -396,12 +396,15 @@ def plan_conv2d_fwd(
             "fwd", x.dtype, conv_shape(x.shape, weight.shape, stride, pads, groups)
         )
         cfg = pick_dense_config(M, C_out, Cg, x.dtype, override=override)
-        (y2, s, nx, nw), calls = plan_dense_fwd(
+        # y is made here, channels_last, and the dense kernel writes its (M, C_out) rows: a
+        # permuted view of the dense output would be a view, which in-place ops on y refuse
+        y = torch.empty((B, C_out, H, W), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        (_, s, nx, nw), calls = plan_dense_fwd(
             _rows(x), weight.reshape(C_out, Cg), bias, alpha, alpha_value, eps, eps_value, precision,
-            save_for_backward, cfg,
+            save_for_backward, cfg, y_out=y.permute(0, 2, 3, 1).view(M, C_out),
         )  # fmt: skip
         nx = nx.view(M, 1) if save_for_backward else nx.new_empty((0,))
-        return (y2.view(B, H, W, C_out).permute(0, 3, 1, 2), s, nx, nw), calls
+        return (y, s, nx, nw), calls
     acc = acc_dtype(x.dtype)
     dev = x.device
     y = torch.empty((B, C_out, OH, OW), dtype=x.dtype, device=dev, memory_format=_out_format(x))
@@ -771,7 +774,7 @@ def _conv2d_bwd_op(
 
 
 register_yat_autograd(_conv2d_fwd_op, _conv2d_bwd_op, "yat_conv2d")
-CONV2D = YatOp(_conv2d_fwd_op, _conv2d_bwd_op, conv2d_fwd, conv2d_bwd)
+CONV2D = YatOp(_conv2d_fwd_op, _conv2d_bwd_op, conv2d_fwd, conv2d_bwd, "yat_conv2d")
 
 
 # ---------------------------------------------------------------------------------------

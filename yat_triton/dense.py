@@ -111,12 +111,15 @@ def plan_dense_fwd(
     precision: str,
     save_for_backward: bool,
     config: TileConfig | None = None,
+    y_out: Tensor | None = None,
 ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], list[KernelCall]]:
-    """Allocate the forward's outputs and plan its kernel launches (see `dense_fwd`)."""
+    """Allocate the forward's outputs and plan its kernel launches (see `dense_fwd`).
+    `y_out`: a contiguous (M, N) tensor of x's dtype to write y into (a view of the caller's
+    own output, which then is not a view of one made here)."""
     M, K = x.shape
     N = weight.shape[0]
     acc = acc_dtype(x.dtype)
-    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device) if y_out is None else y_out
     s = torch.empty((M, N) if save_for_backward else (0,), dtype=acc, device=x.device)
     if M == 0 or N == 0:
         zeros = lambda n: torch.zeros((n,), dtype=acc, device=x.device)  # noqa: E731
@@ -637,7 +640,7 @@ def _dense_bwd_op(
 
 
 register_yat_autograd(_dense_fwd_op, _dense_bwd_op, "yat_linear")
-DENSE = YatOp(_dense_fwd_op, _dense_bwd_op, dense_fwd, dense_bwd)
+DENSE = YatOp(_dense_fwd_op, _dense_bwd_op, dense_fwd, dense_bwd, "yat_linear")
 
 
 # ---------------------------------------------------------------------------------------
