@@ -75,6 +75,11 @@ def register_yat_autograd(fwd_op: Any, bwd_op: Any, caller: str) -> None:
     fwd_op.register_autograd(backward, setup_context=setup_context)
 
 
+# private torch helpers, with what to assume where a torch version lacks them
+_interpreters = getattr(torch._C._functorch, "peek_interpreter_stack", lambda: None)
+_legacy_batched = getattr(torch._C._functorch, "is_legacy_batchedtensor", lambda t: False)
+
+
 class _Routes(threading.local):
     forced = 0  # depth of registered_ops_only blocks open in this thread
 
@@ -102,19 +107,17 @@ def eager(*tensors: Tensor | None) -> bool:
     ops."""
     if torch.compiler.is_compiling() or _ROUTES.forced or torch.jit.is_tracing():
         return False
-    if is_in_torch_dispatch_mode() or torch._C._functorch.peek_interpreter_stack() is not None:
+    if is_in_torch_dispatch_mode() or _interpreters() is not None:
         return False
     return all(
-        t is None
-        or (type(t) in (Tensor, torch.nn.Parameter) and not torch._C._functorch.is_legacy_batchedtensor(t))
-        for t in tensors
+        t is None or (type(t) in (Tensor, torch.nn.Parameter) and not _legacy_batched(t)) for t in tensors
     )
 
 
 def refuse_forward_ad(caller: str, *tensors: Tensor | None) -> None:
     """Forward-mode AD has no rule here: a dual input is refused by name instead of giving a
     tangent-less output (a cheap check: a module global, unless a dual level is open)."""
-    if forward_ad._current_level >= 0 and any(
+    if getattr(forward_ad, "_current_level", 0) >= 0 and any(
         t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors
     ):
         raise NotImplementedError(
