@@ -19,6 +19,7 @@ import torch
 from oracle import to_oracle, yat_conv2d_ref, yat_dense_ref
 from tolerances import assert_close
 
+import yat_triton
 import yat_triton.conv as conv
 import yat_triton.dense as dense
 from yat_triton import _autograd, yat_conv2d, yat_linear
@@ -151,6 +152,7 @@ def test_jit_trace_records_the_registered_op(device, monkeypatch):
 def test_registered_ops_only_is_per_thread_and_nests():
     """The forced route holds in the thread that asked for it, for as long as its outermost
     block is open, whatever other threads enter and leave meanwhile."""
+    assert yat_triton.registered_ops_only is registered_ops_only  # public
     seen: dict[str, bool] = {}
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
 

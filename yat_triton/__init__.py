@@ -8,6 +8,7 @@ interpreter; without it, CPU tensors use a plain-PyTorch implementation of the s
 
 from __future__ import annotations
 
+from yat_triton._autograd import registered_ops_only
 from yat_triton.conv import yat_conv1d, yat_conv2d
 from yat_triton.conv_modules import YatConv1d, YatConv2d, convert
 from yat_triton.dense import yat_linear
@@ -20,6 +21,7 @@ __all__ = [
     "YatConv2d",
     "YatLinear",
     "convert",
+    "registered_ops_only",
     "tuned_config",
     "use_tuned_configs",
     "yat_conv1d",
