@@ -145,12 +145,14 @@ class YatOp:
 
     def __call__(
         self, x: Tensor, weight: Tensor, bias: Tensor | None, alpha: Tensor | None, alpha_value: float,
-        eps: Tensor | None, eps_value: float, *extra: Any, save: bool,
+        eps: Tensor | None, eps_value: float, *extra: Any,
     ) -> Tensor:  # fmt: skip
-        """y of the forward op; `save`: a gradient will be asked for (s kept for it)."""
+        """y of the forward; s is saved for the backward where a gradient can be asked for."""
         args = (x, weight, bias, alpha, alpha_value, eps, eps_value)
-        refuse_forward_ad(self.caller, x, weight, bias, alpha, eps)
-        if not eager(x, weight, bias, alpha, eps):
+        tensors = (x, weight, bias, alpha, eps)
+        refuse_forward_ad(self.caller, *tensors)
+        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        if not eager(*tensors):
             return self.fwd_op(*args, *map(_op_form, extra), save)[0]
         if not save:
             return self.fwd(*args, *extra, False)[0]

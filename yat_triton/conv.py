@@ -857,11 +857,8 @@ def yat_conv2d(
     alpha_value = 1.0 if alpha is None or alpha_t is not None else float(alpha)
     eps_t = eps if isinstance(eps, Tensor) else None
     eps_value = 1.0 if eps_t is not None else float(eps)
-    save = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias, alpha_t, eps_t)
-    )
     return CONV2D(x, weight, bias, alpha_t, alpha_value, eps_t, eps_value, st, pads, dl, groups,
-                  _checks.resolve_precision(precision, x.dtype), save=save)  # fmt: skip
+                  _checks.resolve_precision(precision, x.dtype))  # fmt: skip
 
 
 def yat_conv1d(

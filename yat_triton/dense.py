@@ -713,9 +713,6 @@ def yat_linear(
     eps_value = 1.0 if eps_t is not None else float(eps)
     lead = x.shape[:-1]
     x2 = x.reshape(math.prod(lead), x.shape[-1])  # -1 is ambiguous when K == 0
-    save = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias, alpha_t, eps_t)
-    )
     y = DENSE(x2, weight, bias, alpha_t, alpha_value, eps_t, eps_value,
-              _checks.resolve_precision(precision, x.dtype), save=save)  # fmt: skip
+              _checks.resolve_precision(precision, x.dtype))  # fmt: skip
     return y.reshape(*lead, weight.shape[0])
