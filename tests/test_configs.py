@@ -232,6 +232,63 @@ def test_tma_ready_rules() -> None:
     assert not tma_ready(broadcast)
 
 
+def test_tracing_answers_as_is_fake_for_every_kind_of_tensor() -> None:
+    """`tracing` answers plain tensors with two C calls: for every kind of tensor (fake,
+    functional in C++ or Python, functorch-wrapped, wrapper subclasses, and wrappers of
+    fakes) it must still say what `is_fake(t) or isinstance(t, FunctionalTensor)` says."""
+    from torch._subclasses.fake_tensor import FakeTensorMode, is_fake
+    from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    from yat_triton._launch import tracing
+
+    seen: list[tuple[str, bool, bool]] = []
+
+    def check(name: str, t: torch.Tensor) -> None:
+        seen.append((name, tracing(t), is_fake(t) or isinstance(t, FunctionalTensor)))
+
+    real = torch.randn(4, 3)
+    with FakeTensorMode():
+        fake = torch.empty(4, 3)
+    check("plain", real)
+    check("parameter", torch.nn.Parameter(real.clone()))
+    check("fake", fake)
+    check("C++ functional of a real tensor", torch._to_functional_tensor(real))
+    check("C++ functional of a fake", torch._to_functional_tensor(fake))
+    with FunctionalTensorMode():
+        check("FunctionalTensor", FunctionalTensor.to_functional(real))
+    torch.func.vmap(lambda t: (check("vmap-batched", t), t)[1])(real)
+    torch.func.grad(lambda t: (check("grad-wrapped", t), t.sum())[1])(real)
+    check("wrapper subclass of real tensors", TwoTensor(real, real.clone()))
+    check("wrapper subclass of fakes", TwoTensor(fake, fake.clone()))
+    with FakeTensorMode():
+        torch.func.vmap(lambda t: (check("vmap-batched fake", t), t)[1])(torch.empty(4, 3))
+    assert [(name, ours) for name, ours, _ in seen] == [(name, ref) for name, _, ref in seen]
+    assert {name for name, _, ref in seen if ref} == {
+        "fake", "C++ functional of a fake", "FunctionalTensor", "wrapper subclass of fakes",
+        "vmap-batched fake",
+    }  # fmt: skip
+
+
+def test_needs_int64_at_the_int32_boundary() -> None:
+    """The largest offset (sum of (size - 1) * |stride|) decides, for contiguous tensors
+    (numel - 1) and strided ones alike (meta tensors: no memory)."""
+    from yat_triton._launch import needs_int64
+
+    def meta(*shape: int) -> torch.Tensor:
+        return torch.empty(*shape, dtype=torch.uint8, device="meta")
+
+    assert not needs_int64(meta(2**31))  # offsets up to 2^31 - 1
+    assert needs_int64(meta(2**31 + 1))
+    assert needs_int64(meta(2, 2**30 + 1))  # contiguous 2-D past the boundary
+    assert not needs_int64(meta(2**16, 2**15).t())  # transposed: the same offsets, 2^31 - 1
+    assert needs_int64(meta(2**16 + 1, 2**15).t())
+    assert not needs_int64(meta(1).expand(2**40))  # stride 0: one element
+    assert needs_int64(meta(2**20, 2**12)[:, ::2])  # strided: reach (2^20-1)*2^12 + (2^11-1)*2
+    assert not needs_int64(meta(0, 2**40 // 2**20), meta(3, 4))  # empty: nothing to reach
+    assert needs_int64(meta(3, 4), meta(2**31 + 1))  # any tensor of several
+
+
 def test_rank_configs_orders_a_capped_sweep() -> None:
     """Ranking only reorders; for a big bf16 GEMM the first picks are wgmma-sized,
     128-byte K tiles, and the first dozen span several tile shapes, TMA and not."""

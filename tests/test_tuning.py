@@ -546,6 +546,46 @@ def test_symbolic_dims_take_the_defaults(on_h200: Path) -> None:
     assert tuned_config("dense", "fwd", BF16, CUBE) == BIG
 
 
+def test_a_remembered_pick_follows_what_it_depends_on(
+    on_h200: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launchers' picks are memoized: the same question asked again after any of its
+    inputs changed (env var, user file, per-GPU folder, device, forced and default-only
+    blocks) gets the new answer, and the old one once the change is undone."""
+    from yat_triton.tuning import default_tiles_only, forced_config
+
+    def pick() -> TileConfig:
+        return pick_dense_config(4096, 4096, 4096, BF16)
+
+    default = default_dense(4096, 4096, 4096)
+    assert pick() == default  # no winners file for this GPU
+    monkeypatch.setenv(ENV_VAR, str(write(tmp_path / "env.json", winners([entry(CUBE, BIG)]))))
+    assert pick() == BIG
+    with forced_config("dense", "fwd", SLOW):
+        assert pick() == SLOW
+        with default_tiles_only():
+            assert pick() == SLOW  # a forced tile still applies
+    with default_tiles_only():
+        assert pick() == default
+    assert pick() == BIG
+    use_tuned_configs(write(tmp_path / "user.json", winners([entry(CUBE, MID)])))
+    assert pick() == MID
+    use_tuned_configs(write(tmp_path / "user.json", winners([entry(CUBE, TINY)])))  # read again
+    assert pick() == TINY
+    use_tuned_configs(None)
+    monkeypatch.delenv(ENV_VAR)
+    assert pick() == default
+    other = tmp_path / "elsewhere"
+    write(other / "nvidia_h200.json", winners([entry(CUBE, SLOW)]))
+    monkeypatch.setattr(tuning, "TUNED_DIR", other)
+    assert pick() == SLOW
+    monkeypatch.setattr(tuning, "current_gpu", lambda: None)  # no CUDA device
+    assert pick() == default
+    monkeypatch.setattr(tuning, "current_gpu", lambda: H200)
+    assert pick() == SLOW
+    assert pick_dense_config(4096, 4096, 4096, BF16, "bwd") == default  # no bwd entry
+
+
 def test_lookup_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="op must be in"):
         tuned_config("matmul", "fwd", BF16, CUBE)

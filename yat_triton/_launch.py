@@ -73,8 +73,11 @@ def needs_int64(*tensors: Tensor) -> bool:
     """True when some element of some tensor lies past 2^31 - 1 elements from its base
     (the largest offset, sum of (size - 1) * |stride|, is what must fit in int32)."""
     for t in tensors:
-        if t.numel() == 0:
+        n = t.numel()
+        if n == 0:
             continue
+        if type(n) is int and n <= INT32_MAX + 1 and t.is_contiguous():  # reach n - 1 (no
+            continue  # symbolic sizes here: the sum below guards the one comparison)
         reach = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride(), strict=True))
         if reach > INT32_MAX:
             return True
@@ -89,10 +92,26 @@ def k_major_if_huge(t: Tensor, k_dim: int) -> Tensor:
     return t.contiguous() if abs(t.stride(k_dim)) > INT32_MAX // 512 else t
 
 
+# Exact types that are fake or functional only inside a C++ wrapper (functionalization,
+# functorch transforms), which two C calls tell (`_real`); any other type asks is_fake.
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+_is_functional = torch._is_functional_tensor
+_is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+
+def _real(t: Tensor) -> bool:
+    """t is neither fake nor a functional wrapper. A plain tensor that no C++ wrapper holds
+    is answered by two C calls: `is_fake` (Python, ~3.5 µs a tensor on a 2-core CPU) would
+    say False for it, and every launch asks this of every tensor it passes."""
+    if type(t) in _PLAIN_TYPES and not (_is_functional(t) or _is_functorch_wrapped(t)):
+        return True
+    return not (is_fake(t) or isinstance(t, FunctionalTensor))
+
+
 def tracing(*tensors: Tensor) -> bool:
     """True while torch.compile / AOT dispatch / fake-tensor propagation runs the launcher
     (its tensors are fake or functional wrappers, not real data)."""
-    return any(is_fake(t) or isinstance(t, FunctionalTensor) for t in tensors)
+    return not all(map(_real, tensors))
 
 
 _TMA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -110,16 +129,19 @@ def tma_ready(*operands: Tensor) -> bool:
     if tracing(*operands):
         return False
     for t in operands:
-        if t.dtype not in _TMA_DTYPES or t.dim() < 2 or t.numel() == 0 or t.stride(-1) != 1:
+        shape, stride = t.shape, t.stride()
+        if t.dtype not in _TMA_DTYPES or len(shape) < 2 or 0 in shape or stride[-1] != 1:
             return False
-        for d in range(t.dim() - 1):
-            if t.shape[d] > 1 and t.stride(d) < t.stride(d + 1) * t.shape[d + 1]:
+        elem = t.element_size()
+        for d in range(len(shape) - 1):
+            if shape[d] > 1 and stride[d] < stride[d + 1] * shape[d + 1]:
                 return False
-            if (t.stride(d) * t.element_size()) % 16:
+            if (stride[d] * elem) % 16:
                 return False
         if t.data_ptr() % 16:
             return False
-        if t.device.type == "cuda" and _cuda_props(_index(t.device)).major < 9:
+        device = t.device
+        if device.type == "cuda" and _cuda_props(_index(device)).major < 9:
             return False
     return True
 
@@ -214,14 +236,19 @@ def _arg_key(a: object) -> object:
     """What Triton specializes an argument on (so two launches that compile differently
     do not share an occupancy): a tensor's dtype and 16-byte alignment, an int's being 1,
     a multiple of 16, or past int32, a descriptor's dtype and box."""
+    kind = type(a)
+    if kind is int:  # most arguments: sizes and strides
+        return (a == 1, a % 16 == 0, -(2**31) <= a < 2**31)
+    if kind is float or kind is bool or a is None:
+        return kind.__name__
     if isinstance(a, Tensor):
         return (a.dtype, a.data_ptr() % 16 == 0)
-    if isinstance(a, int) and not isinstance(a, bool):
+    if isinstance(a, int):  # an int subclass (not bool)
         return (a == 1, a % 16 == 0, -(2**31) <= a < 2**31)
     base = getattr(a, "base", None)  # a TMA descriptor
     if isinstance(base, Tensor):
         return (base.dtype, tuple(getattr(a, "block_shape", ())))
-    return type(a).__name__
+    return kind.__name__
 
 
 def resident_programs(call: KernelCall, device: torch.device) -> int:

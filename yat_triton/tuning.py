@@ -49,7 +49,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +208,7 @@ class _Cache:
         self.override: Path | None = None  # use_tuned_configs(path)
         self.files: dict[tuple[Path, str], tuple[TunedEntry, ...]] = {}  # (file, device) -> entries
         self.picks: dict[tuple[object, ...], TileConfig | None] = {}  # memoized lookups
+        self.chosen: dict[tuple[object, ...], TileConfig] = {}  # memoized launcher picks
         self.warned: set[Path] = set()  # one warning per file per process
         self.forced: dict[tuple[str, str], TileConfig] = {}  # forced_config(...) blocks
         self.off = 0  # default_tiles_only() blocks open: every lookup answers None
@@ -216,6 +217,7 @@ class _Cache:
         """Drop loaded files and lookups (not the warnings already given)."""
         self.files.clear()
         self.picks.clear()
+        self.chosen.clear()
 
 
 _CACHE = _Cache()
@@ -388,6 +390,36 @@ def forced_config(op: str, mode: str, config: TileConfig) -> Iterator[None]:
             _CACHE.forced[key] = previous
 
 
+def _pick_key(dims: tuple[object, ...], problem: Shape | None, *args: object) -> tuple[object, ...] | None:
+    """The memo key of a launcher's pick: its dims, problem and other arguments, and what
+    else the answer depends on (the device's winners file as `tuned_config` finds it, the
+    forced and default-only blocks open, interpreter or not); None where a dim is symbolic
+    (no memo: the lookup must not guard on sizes)."""
+    if not all(type(d) is int for d in dims):
+        return None
+    if problem is not None and not all(type(d) is int for d in problem.values()):
+        return None
+    state = (
+        current_gpu(), _CACHE.override, os.environ.get(ENV_VAR), TUNED_DIR, INTERPRETING,
+        _CACHE.off > 0, tuple(_CACHE.forced.items()),
+    )  # fmt: skip
+    return (dims, tuple(problem.items()) if problem is not None else None, *args, *state)
+
+
+def _memoized(key: tuple[object, ...] | None, pick: Callable[[], TileConfig]) -> TileConfig:
+    """pick(), remembered under key (a launcher asks the same few shapes over and over:
+    the lookup, fitting and sm_90 checks cost ~20 µs a pick on a 2-core CPU)."""
+    if key is None:
+        return pick()
+    known = _CACHE.chosen.get(key)
+    if known is None:
+        known = pick()
+        if len(_CACHE.chosen) >= _MAX_PICKS:
+            _CACHE.chosen.clear()
+        _CACHE.chosen[key] = known
+    return known
+
+
 def pick_dense_config(
     M: int,
     N: int,
@@ -405,6 +437,13 @@ def pick_dense_config(
     `override` (a 1x1 conv's own tile) comes first, fitted like the others; if it cannot
     fit, the forced / tuned / default choice follows.
     """
+    key = _pick_key((M, N, K), problem, "dense", dtype, mode, override)
+    return _memoized(key, lambda: _pick_dense(M, N, K, dtype, mode, problem, override))
+
+
+def _pick_dense(
+    M: int, N: int, K: int, dtype: torch.dtype, mode: str, problem: Shape | None, override: TileConfig | None
+) -> TileConfig:
     if override is not None:
         fitted = prune_dense_configs([override], M, N, K, dtype.itemsize, backward=mode == "bwd")
         if fitted:
@@ -433,6 +472,11 @@ def pick_conv_config(
     `problem` is the conv's lookup shape (`conv_shape(...)`); without it, {"M", "N", "K"} of
     the implicit GEMM, which only matches winners stored that way.
     """
+    key = _pick_key((M, N, K), problem, "conv2d", dtype, mode)
+    return _memoized(key, lambda: _pick_conv(M, N, K, dtype, mode, problem))
+
+
+def _pick_conv(M: int, N: int, K: int, dtype: torch.dtype, mode: str, problem: Shape | None) -> TileConfig:
     tuned = conv_override(mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K})
     if tuned is not None:
         fitted = prune_conv_configs([tuned], M, N, K, dtype.itemsize)
