@@ -19,6 +19,8 @@ the (M, C_out) output with groups):
 
 from __future__ import annotations
 
+import functools
+
 import triton
 import triton.language as tl
 
@@ -795,6 +797,7 @@ def tma_conv_tile(cfg: TileConfig, Cg: int, stride: tuple[int, int] | list[int])
     return cfg.tma and tuple(stride) == (1, 1) and Cg % cfg.block_k == 0
 
 
+@functools.lru_cache(maxsize=4096)  # a search over box shapes, asked every forward call
 def conv_box(B: int, OH: int, OW: int, block_m: int) -> tuple[int, int, int]:
     """(BOX_B, BOX_H, BOX_W): the output box of `yat_conv_fwd_tma_kernel`'s M tile, powers
     of two whose product is block_m, chosen to waste the fewest lanes on the overhang past

@@ -287,6 +287,11 @@ def test_needs_int64_at_the_int32_boundary() -> None:
     assert needs_int64(meta(2**20, 2**12)[:, ::2])  # strided: reach (2^20-1)*2^12 + (2^11-1)*2
     assert not needs_int64(meta(0, 2**40 // 2**20), meta(3, 4))  # empty: nothing to reach
     assert needs_int64(meta(3, 4), meta(2**31 + 1))  # any tensor of several
+    nhwc = torch.channels_last
+    assert not needs_int64(meta(2**7, 2**8, 2**8, 2**8).contiguous(memory_format=nhwc))  # 2^31
+    assert needs_int64(meta(2**7, 2**8, 2**8, 2**8 + 1).contiguous(memory_format=nhwc))
+    assert needs_int64(meta(2**7, 2**8 + 1, 2**8, 2**8).contiguous(memory_format=nhwc).permute(0, 2, 3, 1))
+    assert needs_int64(meta(2**7, 2**8, 2**8, 2**9)[..., ::2])  # 2^31 elements spread over 2^32
 
 
 def test_rank_configs_orders_a_capped_sweep() -> None:

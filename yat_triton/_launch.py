@@ -69,6 +69,11 @@ def fast_quotient(dtype: torch.dtype, eps: Tensor | None, eps_value: float) -> b
     )
 
 
+def _dense(t: Tensor) -> bool:
+    """t's elements fill its span without gaps or overlap: contiguous, or channels_last (4-D)."""
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+
+
 def needs_int64(*tensors: Tensor) -> bool:
     """True when some element of some tensor lies past 2^31 - 1 elements from its base
     (the largest offset, sum of (size - 1) * |stride|, is what must fit in int32)."""
@@ -76,8 +81,8 @@ def needs_int64(*tensors: Tensor) -> bool:
         n = t.numel()
         if n == 0:
             continue
-        if type(n) is int and n <= INT32_MAX + 1 and t.is_contiguous():  # reach n - 1 (no
-            continue  # symbolic sizes here: the sum below guards the one comparison)
+        if type(n) is int and n <= INT32_MAX + 1 and _dense(t):  # reach n - 1 (no symbolic
+            continue  # sizes here: the sum below guards the one comparison)
         reach = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride(), strict=True))
         if reach > INT32_MAX:
             return True
