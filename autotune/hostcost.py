@@ -1,6 +1,6 @@
 """Host time of one ⵟ layer call: what Python spends before the GPU has the kernels.
 
-    python -m autotune.hostcost [--reps N] [--json]
+    python -m autotune.hostcost [--reps N] [--tile TILE] [--json]
 
 Tiny problems (dense 64x128 -> 96, conv 2x16x8x8 -> 32 with a 3x3 filter), so that the
 device keeps ahead of the host: the wall time per call of a loop of calls, synchronized
@@ -13,6 +13,13 @@ On a GPU the kernels launch for real, so Triton's launch cost is in the times, a
 standard layers (linear+relu, conv+relu) are timed the same way. Without one, every kernel
 launch is a no-op (`KernelCall.run` stubbed): the times are the launchers' Python alone,
 and the standard layers are left out (they would compute on the CPU).
+
+`--tile` (as `autotune.inspect --config` writes one, e.g. 128x128x32:8:3:tma) forces that
+tile on every launch of both ops, fitted to each as a tuned tile is (one that cannot fit a
+launch leaves it on its default, as there: in fp32, the CPU's dtype, 128x128x64 with 4
+stages does not fit sm_90's shared memory). Without a GPU, this is how the TMA paths'
+planning (descriptors, alignment checks) is timed, which the interpreter's default tiles
+never take.
 """
 
 from __future__ import annotations
@@ -36,10 +43,12 @@ if not torch.cuda.is_available():
 import torch.nn.functional as F  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from autotune.inspect import TILE_FORMAT, parse_tile  # noqa: E402
 from autotune.timing import on_gpu  # noqa: E402
 from yat_triton import yat_conv2d, yat_linear  # noqa: E402
 from yat_triton._autograd import registered_ops_only  # noqa: E402
 from yat_triton._launch import KernelCall  # noqa: E402
+from yat_triton.tuning import forced_config  # noqa: E402
 
 ROUTES = {"eager": contextlib.nullcontext, "registered": registered_ops_only}
 
@@ -124,6 +133,11 @@ def measure(reps: int) -> list[dict[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=200, help="calls per timed loop (default 200)")
+    parser.add_argument(
+        "--tile",
+        type=parse_tile,
+        help=f"force this tile ({TILE_FORMAT}) on every launch, fitted to it (default: tuned or heuristic)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line (instead of the table)")
     args = parser.parse_args(argv)
     if args.reps < 1:
@@ -131,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         if not on_gpu():  # the launchers' Python alone: no interpreted kernels
             stack.enter_context(mock.patch.object(KernelCall, "run", lambda self: None))
+        if args.tile is not None:
+            for op in ("dense", "conv2d"):
+                for mode in ("fwd", "bwd"):
+                    stack.enter_context(forced_config(op, mode, args.tile))
         rows = measure(args.reps)
+    tile = "tuned or heuristic" if args.tile is None else f"{args.tile.name} forced"
+    for r in rows:
+        r["tiles"] = tile
     if args.json:
         print("\n".join(json.dumps(r) for r in rows))
         return 0
@@ -140,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if on_gpu()
         else "no GPU: kernel launches stubbed out, the launchers' Python alone"
     )
-    print(f"host time per call, {where} (torch {torch.__version__})")
+    print(f"host time per call, {where} (torch {torch.__version__}; tiles: {tile})")
     table = [[r["op"], r["mode"], r["provider"], f"{r['us']:.1f}"] for r in rows]
     print(tabulate(table, headers=["op", "mode", "provider", "µs per call"]))
     return 0

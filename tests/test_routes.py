@@ -266,3 +266,38 @@ def test_hostcost_times_both_routes(capsys):  # noqa: ANN001
     with pytest.raises(SystemExit):
         cli.main(["hostcost", "--reps", "0"])
     assert "--reps: 0 is not a whole number >= 1" in capsys.readouterr().err
+
+
+def test_hostcost_tile_takes_the_tma_paths(capsys, monkeypatch):  # noqa: ANN001
+    """`hostcost --tile ...:tma` plans every op on that tile: the TMA kernels are the ones
+    planned (the interpreter's default tiles never take them), and the rows say so."""
+    from autotune import cli, hostcost
+    from yat_triton._launch import recording
+
+    planned: dict[str | None, set[str]] = {}
+
+    def record(tile: str | None) -> None:
+        def per_call_us(fn, reps):  # noqa: ANN001, ANN202
+            with recording() as calls:
+                fn()
+            planned.setdefault(tile, set()).update(c.kernel.fn.__name__ for c in calls)
+            return 1.0
+
+        monkeypatch.setattr(hostcost, "per_call_us", per_call_us)
+        args = ["hostcost", "--json"] + (["--tile", tile] if tile else [])
+        assert cli.main(args) == 0
+
+    record("128x128x32:8:3:tma")
+    rows = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert {r["tiles"] for r in rows} == {"m128n128k32g8w8s3_tma forced"}
+    tma = {"yat_dense_fwd_tma_kernel", "yat_dense_bwd_gemm_tma_kernel", "yat_conv_fwd_tma_kernel"}
+    assert tma <= planned["128x128x32:8:3:tma"]
+    if not torch.cuda.is_available():
+        record(None)
+        assert {r["tiles"] for r in map(json.loads, capsys.readouterr().out.splitlines())} == {
+            "tuned or heuristic"
+        }
+        assert not tma & planned[None]
+    with pytest.raises(SystemExit):
+        cli.main(["hostcost", "--tile", "128x128"])
+    assert "is not a tile" in capsys.readouterr().err
