@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yat-autotune", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sw = sub.add_parser("sweep", help="try every config and baseline of a shape suite")
-    sw.add_argument("--suite", default="quick", help="quick, core, or a TOML file (default: quick)")
+    sw.add_argument("--suite", default="quick", help="quick, core, decode, or a TOML file (default: quick)")
     sw.add_argument("--db", default="results.db", help="results database (created if missing)")
     sw.add_argument("--op", type=_csv(sweep.OPS), default=list(sweep.OPS))
     sw.add_argument("--mode", type=_csv(sweep.MODES), default=list(sweep.MODES))

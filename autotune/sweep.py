@@ -69,7 +69,7 @@ R = TypeVar("R")
 
 
 def load_suite(name_or_path: str) -> dict[str, list[dict[str, int]]]:
-    """A shape suite: a name under autotune/suites/ ("quick", "core") or a TOML file path.
+    """A shape suite: a name under autotune/suites/ ("quick", "core", "decode") or a TOML file path.
 
     The file holds [[dense]] tables (M, N, K) and [[conv2d]] tables (B, C_in, H, W, C_out,
     k, stride, padding); anything else is refused with the file and the entry named.

@@ -369,7 +369,8 @@ def rank_configs(
     conv forward; or the `norms_in_loop` variant; > 32 costs ~100 registers, see
     `conv_default_config`) and epilogue columns per slice (> 64 costs registers, see
     `fwd_store`); the persistent TMA kernel gets a small bonus (its next tile's loads
-    overlap the epilogue), and its in-loop x norms the time of the x norm pass they spare;
+    overlap the epilogue), and its in-loop x norms the time of the x norm pass they spare
+    (the pointer kernel's in-loop norms, on one row of programs, the whole pass's time);
     a warp-specialized one another (its accumulator spread over two consumer warpgroups).
 
     `backward`: tiles of the backward GEMMs, whose plain epilogue (c = acc + 2 e v) has no
@@ -403,6 +404,11 @@ def rank_configs(
             c.tma and c.norms_in_loop and not backward
         ):  # spares the x norm pass: M*K bytes at ~4.8 TB/s against
             bonus *= 1.0 + 165.0 / max(N, 1)  # 2*M*N*K flops at ~790 TFLOP/s (+4% at N = 4096)
+        if c.norms_in_loop and not c.tma and not backward and tiles_m == 1:
+            # one row of programs reads W once: the norm pass spared, (M + N) * K bytes,
+            # costs as much as the GEMM's own read of them where that bounds it (small M)
+            pass_s = (M + N) * K * elem_bytes / 4.8e12
+            bonus *= 1.0 + pass_s / max(2.0 * M * N * K / 790e12, pass_s)
         return wave_eff * fill * k_fill * intensity * pipe * swizzle * regs * epi * bonus
 
     # stable: equal scores keep the space order

@@ -43,6 +43,8 @@ def test_builtin_suites_load() -> None:
     assert quick["dense"] and quick["conv2d"]
     assert {4096, 8192} <= {s["M"] for s in core["dense"] if s["M"] == s["N"] == s["K"]}
     assert any(s["C_in"] == 64 and s["H"] == 56 and s["k"] == 3 for s in core["conv2d"])
+    decode = sweep.load_suite("decode")
+    assert decode["dense"] and all(s["M"] <= 128 for s in decode["dense"]) and "conv2d" not in decode
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ VARIANTS = [
     TileConfig(32, 64, 32, 1, 4, 2, epilogue_split=2),
     TileConfig(16, 128, 16, 2, 4, 2, epilogue_split=4),
     TileConfig(32, 32, 16, 8, 4, 2, norms_in_loop=True),
+    TileConfig(16, 64, 64, 8, 4, 4, norms_in_loop=True),  # a small batch's default (K partials of 8)
 ]
 
 
@@ -430,10 +431,41 @@ def test_config_space_is_pruned() -> None:
 def test_default_config_fits_shape() -> None:
     big = dense_default_config(4096, 4096, 4096, 2)
     assert (big.block_m, big.block_n, big.block_k) == (128, 128, 64)
-    assert big.epilogue_split == 4
+    assert big.epilogue_split == 4 and not big.norms_in_loop
     tiny = dense_default_config(1, 3, 5, 2)
     assert (tiny.block_m, tiny.block_n, tiny.block_k) == (16, 16, 16)
     assert dense_default_config(4096, 4096, 4096, 4).block_k == 32
+
+
+def test_default_config_for_small_batches() -> None:
+    """A grid short of one program per SM takes 64-wide N tiles; one row of programs of at
+    most 64 rows sums the norms in the main loop (forward only), unsplit."""
+    decode = dense_default_config(16, 4096, 4096, 2)
+    assert (decode.block_m, decode.block_n, decode.block_k) == (16, 64, 64)
+    assert decode.norms_in_loop and decode.epilogue_split == 1
+    assert not dense_default_config(16, 4096, 4096, 2, backward=True).norms_in_loop
+    assert dense_default_config(64, 4096, 4096, 2).norms_in_loop
+    row128 = dense_default_config(128, 4096, 4096, 2)  # one row, but 128 rows: the norm pass
+    assert row128.block_n == 64 and not row128.norms_in_loop
+    assert dense_default_config(1024, 1024, 1024, 2).block_n == 64  # 64 tiles of 128: 128 of 64
+    assert dense_default_config(2048, 2048, 2048, 2).block_n == 128  # 256 tiles: a full wave
+    assert dense_default_config(16, 100, 4096, 2).block_n == 64  # never below 64 to fill the SMs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_small_batch_default_runs_without_the_norm_pass(dtype: torch.dtype, device: str) -> None:
+    """The GPU's default tile for a small batch plans the forward alone (no norm pass over
+    W) and matches the oracle, saved norms included."""
+    from yat_triton.dense import plan_dense_fwd
+
+    gen = torch.Generator().manual_seed(5)
+    M, N, K = 5, 150, 200
+    x, w, b = (torch.randn(*shape, generator=gen).to(dtype).to(device) for shape in ((M, K), (N, K), (N,)))
+    cfg = dense_default_config(M, N, K, x.element_size())
+    assert cfg.norms_in_loop and cfg.block_n == 64
+    outs, calls = plan_dense_fwd(x, w, b, None, 1.5, None, 1e-3, "ieee", True, cfg)
+    assert [c.kernel.fn.__name__ for c in calls] == ["yat_dense_fwd_kernel"]
+    run_and_check_forward(calls, outs, x, w, b)
 
 
 def _nvidia_tools_present() -> bool:

@@ -455,7 +455,7 @@ def _pick_dense(
         fitted = prune_dense_configs([tuned], M, N, K, dtype.itemsize, backward=mode == "bwd")
         if fitted:
             return fitted[0]
-    return dense_default_config(M, N, K, dtype.itemsize, interpreting=INTERPRETING)
+    return dense_default_config(M, N, K, dtype.itemsize, interpreting=INTERPRETING, backward=mode == "bwd")
 
 
 def conv_override(mode: str, dtype: torch.dtype, problem: Shape) -> TileConfig | None:
