@@ -189,7 +189,7 @@ def yat_dense_fwd_kernel(
     NORMS_IN_LOOP sums the squares into 8-wide partials along K, thread-local adds, and
     reduces across threads once after the loop: SASS instructions a main-loop step, bf16,
     saving s, Triton 3.6 (`python -m autotune.inspect --config 64x64x64:4:4:nil --save`):
-    64x64x64 on 4 warps 328 -> 257 (121 without in-loop norms), 128x64x64 481 -> 369,
+    64x64x64 on 4 warps 328 -> 257 (122 without in-loop norms), 128x64x64 481 -> 369,
     128x128x64 on 8 warps 332 -> 252; registers and shared memory unchanged.
     """
     pid = tl.program_id(0)
@@ -1232,8 +1232,8 @@ def dense_default_config(
       in all, so the forward sums the norms from the main loop's tiles (`norms_in_loop`,
       unsplit epilogue): the norm pass would read all of W a second time, as many bytes as
       the GEMM itself. (sm_90 compiles, Triton 3.6, bf16, K = N = 4096, saving s: 16 rows,
-      66 registers, no spills; 128 rows, 4 warps: 178 registers and 481 SASS instructions
-      a main-loop step against 179 without, the x tile's squares costing issue slots.)
+      64 registers, no spills; 64 rows, 257 SASS instructions a main-loop step against 122
+      without; 128 rows, 369 against 179: the x tile's squares cost issue slots.)
       `backward`: a backward GEMM's tile (no norms there).
     Interpreter: the largest tiles the shape allows, since each program costs Python time.
     """
