@@ -277,7 +277,8 @@ def dense_lines(
     ]
     if tma:
         shipped = pick_dense_config(M, N, K, dtype)
-        yield from op_lines("dense-tma", dataclasses.replace(shipped, tma=True), backward_too=True)
+        plain = dataclasses.replace(shipped, tma=True, norms_in_loop=False)  # (a small batch's
+        yield from op_lines("dense-tma", plain, backward_too=True)  # default sums norms in its loop)
         xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
         yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
     forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
