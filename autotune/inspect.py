@@ -400,7 +400,9 @@ def record_calls(fn: Callable[[], object]) -> list[KernelCall]:
 
 def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     """Every kernel of the dense and conv2d ops, forward and backward, at a large dense shape
-    (4096^3) and a ResNet-50 3x3 layer (batch 64, 64 channels, 56x56, channels_last)."""
+    (4096^3) and a ResNet-50 3x3 layer (batch 64, 64 channels, 56x56, channels_last); and
+    the forward of a 64-row batch through the 4096-wide layer ("dense small"), whose default
+    tile sums the norms in its main loop (`dense_default_config`)."""
     import yat_triton.conv as conv
     import yat_triton.dense as dense
 
@@ -415,6 +417,8 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     x, w, b = meta(n, n), meta(n, n), meta(n)
     args = (b, None, 1.0, None, 1e-5)
     out += [("dense fwd", c) for c in record_calls(lambda: dense.dense_fwd(x, w, *args, prec, True))]
+    small = meta(64, n)
+    out += [("dense small", c) for c in record_calls(lambda: dense.dense_fwd(small, w, *args, prec, True))]
     s, nx, nw = meta(n, n, dt=acc), meta(n, dt=acc), meta(n, dt=acc)
     bwd = record_calls(lambda: dense.dense_bwd(meta(n, n), x, w, *args, s, nx, nw, prec, [True] * 5))
     out += [("dense bwd", c) for c in bwd]

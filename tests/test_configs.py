@@ -591,7 +591,7 @@ def test_inspect_dumps_every_stage(tmp_path: Path) -> None:
 # an input that requires grad, e.g. a bias, makes the compiled backward fail).
 KERNEL_OUTPUTS = {
     "row_sqnorm_kernel": {"out_a_ptr", "out_b_ptr"},
-    "yat_dense_fwd_kernel": {"y_ptr", "s_ptr", "nx_ptr"},
+    "yat_dense_fwd_kernel": {"y_ptr", "s_ptr", "nx_ptr", "nw_ptr"},  # norms: in-loop tiles
     "yat_dense_bwd_prep_kernel": {"gs_ptr", "row_gd_ptr", "col_ptr", "part_alpha_ptr", "part_eps_ptr",
                                   "tile_near_ptr"},
     "yat_dense_bwd_gemm_kernel": {"c_ptr"},
