@@ -2,6 +2,7 @@
 its own, next to the whole launcher call and the standard layer it replaces.
 
     python -m autotune.breakdown [--dtype bfloat16] [--dense M N K] [--conv B C_IN HW C_OUT K] [--tma]
+                                 [--small M]
 
 For each op: the forward as training runs it (s saved for backward) and the backward with
 every gradient; per kernel its grid, median time and share of the phase. "launcher" is the
@@ -10,8 +11,9 @@ are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at th
 Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS);
 "fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG); "fwd-store":
 the conv forward kernel again storing through pointers where it stores by TMA; with --tma,
-op "dense-tma-ws", last: the forward and the backward on warp-specialized tiles
-(`dense_ws_lines`).
+op "dense-small": a small batch's inference forward, its norms both ways, next to
+linear+relu (`small_batch_lines`, --small); with --tma, op "dense-tma-ws", last: the
+forward and the backward on warp-specialized tiles (`dense_ws_lines`).
 First of all, op "memory": a device copy (`copy_line`), whose bytes over its time are the
 memory bandwidth the report's roofline draws as its memory roof.
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
@@ -286,6 +288,43 @@ def dense_lines(
     yield prep_block_lines("dense", p.backward)
 
 
+def small_batch_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> Iterator[list[Line]]:
+    """Op "dense-small": the inference forward (nothing saved) of an M-row batch through
+    the dense layer, on its shipped tile ("fwd"), on the same tile with the norms the other
+    way ("fwd-norms": the norm pass where the tile sums them in its loop, or the reverse),
+    then `x @ W^T` and `linear+relu` at that shape: what the small-batch rules of
+    `dense_default_config` buy, measured. Lines carry their own shape (MxNxK)."""
+    from yat_triton.dense import dense_fwd, pick_dense_config
+    from yat_triton.tuning import forced_config
+
+    p = DenseProblem.make(M, N, K, dtype, device)
+    x, w, b = p.x, p.w, p.args[0]
+    shipped = pick_dense_config(M, N, K, dtype)
+    other = dataclasses.replace(
+        shipped,
+        norms_in_loop=not shipped.norms_in_loop,
+        epilogue_split=1 if not shipped.norms_in_loop else max(1, shipped.block_n // 32),
+    )
+
+    def infer() -> object:
+        return dense_fwd(x, w, *p.args, p.prec, False)
+
+    shape = f"{M}x{N}x{K}"
+
+    def shaped(lines: list[Line]) -> list[Line]:
+        for line in lines:
+            line.shape = shape
+        return lines
+
+    yield shaped(phase_lines("dense-small", "fwd", infer))
+    with forced_config("dense", "fwd", other):
+        yield shaped(phase_lines("dense-small", "fwd-norms", infer))
+    yield shaped([
+        ref_line("dense-small", "x @ W^T (matmul)", lambda: x @ w.t()),
+        ref_line("dense-small", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))),
+    ])  # fmt: skip
+
+
 def dense_ws_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> Iterator[list[Line]]:
     """Op "dense-tma-ws": the training forward on the best-ranked warp-specialized forward
     tile of the problem (`autotune.sweep.config_space`), and the backward on the
@@ -386,6 +425,14 @@ def main(argv: list[str] | None = None) -> int:
         "otherwise)",
     )
     parser.add_argument(
+        "--small",
+        type=int,
+        default=16,
+        metavar="M",
+        help="the inference forward of an M-row batch through the --dense layer's N x K weight, "
+        "norms both ways, next to linear+relu (op dense-small; default 16, 0: left out)",
+    )
+    parser.add_argument(
         "--copy-mib",
         type=int,
         help="size of the device copy that measures the memory bandwidth (default: 1024 on a GPU, "
@@ -399,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     copy_mib = (1024 if REPRESENTATIVE else 16) if args.copy_mib is None else args.copy_mib
     if copy_mib < 1:
         parser.error(f"--copy-mib: {args.copy_mib} is not a whole number of MiB >= 1")
+    if args.small < 0:
+        parser.error(f"--small: {args.small} is not a number of rows >= 0")
     if args.dtype == "float32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
             False  # ieee, as the ⵟ kernels
@@ -428,7 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         lambda: dense_lines(*args.dense, dtype, device, tma=args.tma),
         lambda: conv_lines(*args.conv, dtype, device, tma=args.tma),
     ]
-    if args.tma and not args.no_warp_specialize:
+    if args.small:
+        phases.append(lambda: small_batch_lines(args.small, *args.dense[1:], dtype, device))
+    if args.tma and not args.no_warp_specialize:  # last: the newest compiler path
         phases.append(lambda: dense_ws_lines(*args.dense, dtype, device))
     with bench_stream():  # one capturable stream for the setup and every timed call
         for phase in phases:

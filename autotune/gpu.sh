@@ -7,8 +7,8 @@
 # inspect_bfloat16.txt (registers / spills / shared memory / wgmma / TMA of every kernel, as
 # compiled by this machine's Triton), breakdown.txt / .jsonl (every kernel of the dense
 # 4096^3 and ResNet-50 3x3 ops timed on its own as a CUDA graph, each whole call also
-# eagerly, the TMA, prep-block and register-cap variants, cuBLAS / cuDNN references;
-# rendered into the report too),
+# eagerly, the TMA, prep-block and register-cap variants, cuBLAS / cuDNN references, and a
+# 16-row batch's inference forward with its norms both ways; rendered into the report too),
 # results.db + sweep.log + show.txt (the core suite swept in bf16 against the baselines),
 # the exported winners (tuned/*.json) and the rendered report (reports/); `import-run`
 # (below) files them in the repository.

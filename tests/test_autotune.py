@@ -420,16 +420,29 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
             (f"yat_dense_bwd_prep_kernel @ {bm}x{bn}/{w}w", f"{(-(-M // bm)) * (-(-N // bn))}x1")
             for bm, bn, w in breakdown.PREP_BLOCKS
         ]
+    # a 16-row batch's inference forward through the 40x32 layer, its norms both ways: on a
+    # GPU the shipped tile sums them in its loop, the other line runs the norm pass
+    small = [ln for ln in lines if ln["op"] == "dense-small"]
+    assert small and {ln["shape"] for ln in small} == {"16x40x32"}
+    ships_in_loop = pick_dense_config(16, 40, 32, torch.bfloat16).norms_in_loop
+    assert ships_in_loop == breakdown.REPRESENTATIVE
+    with_pass, in_loop = ("fwd-norms", "fwd") if ships_in_loop else ("fwd", "fwd-norms")
+    assert kernels["dense-small", with_pass][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel"]
+    assert kernels["dense-small", in_loop][0] == "yat_dense_fwd_kernel"
+    assert kernels["dense-small", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd"]
 
 
-def test_breakdown_refuses_an_empty_copy(capsys) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [("--copy-mib", "--copy-mib: 0 is not a whole number of MiB >= 1"),
+     ("--small", "--small: -1 is not a number of rows >= 0")],
+)  # fmt: skip
+def test_breakdown_refuses_bad_sizes(capsys, flag: str, message: str) -> None:  # noqa: ANN001
     from autotune import breakdown
 
     with pytest.raises(SystemExit) as exc:
-        breakdown.main(["--copy-mib", "0"])
-    assert (
-        exc.value.code == 2 and "--copy-mib: 0 is not a whole number of MiB >= 1" in capsys.readouterr().err
-    )
+        breakdown.main([flag, "0" if flag == "--copy-mib" else "-1"])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -513,13 +526,17 @@ def test_breakdown_times_the_warp_specialized_forward_last(
     def stub(op: str) -> object:
         return lambda *a, **k: iter([[breakdown.Line(op, "fwd", "k", "-", 1.0)]])
 
-    for name, op in (("dense_lines", "dense"), ("conv_lines", "conv2d"), ("dense_ws_lines", "dense-tma-ws")):
+    for name, op in (
+        ("dense_lines", "dense"), ("conv_lines", "conv2d"), ("small_batch_lines", "dense-small"),
+        ("dense_ws_lines", "dense-tma-ws"),
+    ):  # fmt: skip
         monkeypatch.setattr(breakdown, name, stub(op))
     out = tmp_path / "b.jsonl"
     for flags, ops in (
-        (["--tma"], ["memory", "dense", "conv2d", "dense-tma-ws"]),
-        (["--tma", "--no-warp-specialize"], ["memory", "dense", "conv2d"]),
-        ([], ["memory", "dense", "conv2d"]),
+        (["--tma"], ["memory", "dense", "conv2d", "dense-small", "dense-tma-ws"]),
+        (["--tma", "--no-warp-specialize"], ["memory", "dense", "conv2d", "dense-small"]),
+        ([], ["memory", "dense", "conv2d", "dense-small"]),
+        (["--small", "0"], ["memory", "dense", "conv2d"]),
     ):
         breakdown.main([*flags, "--json-out", str(out)])
         assert [json.loads(s)["op"] for s in out.read_text().splitlines()] == ops, flags
