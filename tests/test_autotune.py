@@ -420,10 +420,10 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
             (f"yat_dense_bwd_prep_kernel @ {bm}x{bn}/{w}w", f"{(-(-M // bm)) * (-(-N // bn))}x1")
             for bm, bn, w in breakdown.PREP_BLOCKS
         ]
-    # a 16-row batch's inference forward through the 40x32 layer, its norms both ways: on a
-    # GPU the shipped tile sums them in its loop, the other line runs the norm pass
+    # last, a 16-row batch's inference forward through the 40x32 layer, its norms both ways:
+    # on a GPU the shipped tile sums them in its loop, the other line runs the norm pass
     small = [ln for ln in lines if ln["op"] == "dense-small"]
-    assert small and {ln["shape"] for ln in small} == {"16x40x32"}
+    assert small and lines[-len(small) :] == small and {ln["shape"] for ln in small} == {"16x40x32"}
     ships_in_loop = pick_dense_config(16, 40, 32, torch.bfloat16).norms_in_loop
     assert ships_in_loop == breakdown.REPRESENTATIVE
     with_pass, in_loop = ("fwd-norms", "fwd") if ships_in_loop else ("fwd", "fwd-norms")
@@ -507,11 +507,11 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
 def test_breakdown_times_the_warp_specialized_forward_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str
 ) -> None:
-    """With --tma the warp-specialized tiles are the breakdown's last phases (the newest
-    compiler path: a hang there loses nothing else), and --no-warp-specialize leaves them
-    out; they run the forward and the backward GEMMs on warp-specialized tiles; a problem
-    too small for one, or in fp32, has none, and fp16 only the forward (its backward GEMMs
-    run the pointer kernel)."""
+    """With --tma the warp-specialized tiles come after every phase of the headline problems
+    (the newest compiler path: a hang there loses only the small-batch lines, the last and
+    least wanted), and --no-warp-specialize leaves them out; they run the forward and the
+    backward GEMMs on warp-specialized tiles; a problem too small for one, or in fp32, has
+    none, and fp16 only the forward (its backward GEMMs run the pointer kernel)."""
     from autotune import breakdown
 
     fwd, bwd = breakdown.dense_ws_lines(130, 72, 32, torch.bfloat16, device)
@@ -533,7 +533,7 @@ def test_breakdown_times_the_warp_specialized_forward_last(
         monkeypatch.setattr(breakdown, name, stub(op))
     out = tmp_path / "b.jsonl"
     for flags, ops in (
-        (["--tma"], ["memory", "dense", "conv2d", "dense-small", "dense-tma-ws"]),
+        (["--tma"], ["memory", "dense", "conv2d", "dense-tma-ws", "dense-small"]),
         (["--tma", "--no-warp-specialize"], ["memory", "dense", "conv2d", "dense-small"]),
         ([], ["memory", "dense", "conv2d", "dense-small"]),
         (["--small", "0"], ["memory", "dense", "conv2d"]),
