@@ -452,7 +452,7 @@ def test_default_config_for_small_batches() -> None:
     assert dense_default_config(16, 100, 4096, 2).block_n == 64  # never below 64 to fill the SMs
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_small_batch_default_runs_without_the_norm_pass(dtype: torch.dtype, device: str) -> None:
     """The GPU's default tile for a small batch plans the forward alone (no norm pass over
     W) and matches the oracle, saved norms included."""

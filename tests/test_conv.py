@@ -297,6 +297,25 @@ def test_pointwise_conv_options_via_dense(dtype, device):
     check_against_oracle(inp, POINTWISE_GEO)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_pointwise_conv_small_batch_on_the_gpu_default_tile(dtype, device, launched):
+    """A routed 1x1 conv of a small batch (35 rows) on the GPU's default dense tile for it,
+    which sums the norms in its main loop and writes y into the conv's own output: every
+    gradient against the oracle."""
+    from kernels.dense import dense_default_config
+    from yat_triton.tuning import forced_config
+
+    geo = Geo(1, 8, 5, 7, 6, (1, 1))
+    tile = dense_default_config(35, 6, 8, dtype.itemsize)
+    assert tile.norms_in_loop
+    inp = make_inputs(geo, dtype, device, channels_last=True, seed=12)
+    with forced_config("dense", "fwd", tile):
+        check_against_oracle(inp, geo)
+    (fwd,) = [c for c in launched if c.kernel.fn.__name__ == "yat_dense_fwd_kernel"]
+    assert fwd.kwargs["NORMS_IN_LOOP"] and fwd.kwargs["STORE_S"]
+    assert not any(c.kernel.fn.__name__ == "row_sqnorm_kernel" for c in launched)
+
+
 OPTION_GEO = Geo(2, 4, 6, 5, 6, (3, 3), padding=1)
 OPTION_CASES = [
     *[pytest.param(torch.float32, b, a, e, id=f"fp32-{'bias' if b else 'nobias'}-alpha-{a}-eps-{e}")
