@@ -26,6 +26,8 @@ import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
+from yat_triton._launch import PLAIN_TYPES
+
 GRAD_SLOTS = (0, 1, 2, 3, 5)  # x, weight, bias, alpha, eps among the forward's inputs
 
 
@@ -109,9 +111,7 @@ def eager(*tensors: Tensor | None) -> bool:
         return False
     if is_in_torch_dispatch_mode() or _interpreters() is not None:
         return False
-    return all(
-        t is None or (type(t) in (Tensor, torch.nn.Parameter) and not _legacy_batched(t)) for t in tensors
-    )
+    return all(t is None or (type(t) in PLAIN_TYPES and not _legacy_batched(t)) for t in tensors)
 
 
 def refuse_forward_ad(caller: str, *tensors: Tensor | None) -> None:

@@ -97,9 +97,10 @@ def k_major_if_huge(t: Tensor, k_dim: int) -> Tensor:
     return t.contiguous() if abs(t.stride(k_dim)) > INT32_MAX // 512 else t
 
 
-# Exact types that are fake or functional only inside a C++ wrapper (functionalization,
-# functorch transforms), which two C calls tell (`_real`); any other type asks is_fake.
-_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+# Plain tensors: no subclass (`_autograd.eager`). They are fake or functional only inside a
+# C++ wrapper (functionalization, functorch transforms), which two C calls tell (`_real`);
+# any other type asks is_fake.
+PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 _is_functional = torch._is_functional_tensor
 _is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
@@ -108,7 +109,7 @@ def _real(t: Tensor) -> bool:
     """t is neither fake nor a functional wrapper. A plain tensor that no C++ wrapper holds
     is answered by two C calls: `is_fake` (Python, ~3.5 µs a tensor on a 2-core CPU) would
     say False for it, and every launch asks this of every tensor it passes."""
-    if type(t) in _PLAIN_TYPES and not (_is_functional(t) or _is_functorch_wrapped(t)):
+    if type(t) in PLAIN_TYPES and not (_is_functional(t) or _is_functorch_wrapped(t)):
         return True
     return not (is_fake(t) or isinstance(t, FunctionalTensor))
 

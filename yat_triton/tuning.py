@@ -52,6 +52,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -90,6 +91,7 @@ DTYPES = ("float16", "bfloat16", "float32", "float64")
 _MAX_PICKS = 4096  # memoized lookups kept before the memo starts over (dynamic batch sizes)
 
 Shape = Mapping[str, int]
+V = TypeVar("V")
 
 
 class TunedConfigWarning(UserWarning):
@@ -352,10 +354,15 @@ def tuned_config(op: str, mode: str, dtype: torch.dtype | str, shape: Shape) -> 
             d = _distance(shape, e.shape)
             if d is not None and d < best_d:
                 best, best_d = e.config, d
-    if len(_CACHE.picks) >= _MAX_PICKS:
-        _CACHE.picks.clear()
-    _CACHE.picks[key] = best
+    _remember(_CACHE.picks, key, best)
     return best
+
+
+def _remember(memo: dict[tuple[object, ...], V], key: tuple[object, ...], value: V) -> None:
+    """memo[key] = value, the memo started over once it holds _MAX_PICKS entries."""
+    if len(memo) >= _MAX_PICKS:
+        memo.clear()
+    memo[key] = value
 
 
 # ---------------------------------------------------------------------------------------
@@ -414,9 +421,7 @@ def _memoized(key: tuple[object, ...] | None, pick: Callable[[], TileConfig]) ->
     known = _CACHE.chosen.get(key)
     if known is None:
         known = pick()
-        if len(_CACHE.chosen) >= _MAX_PICKS:
-            _CACHE.chosen.clear()
-        _CACHE.chosen[key] = known
+        _remember(_CACHE.chosen, key, known)
     return known
 
 
