@@ -12,9 +12,13 @@ Backward, per SPEC.md section 2 (with gs / gd from the dense elementwise pass, r
 the (M, C_out) output with groups):
 - `yat_conv_dgrad_kernel`: dx = conv_transpose(gs, W) + 2 x * conv_transpose(R, ones),
   R[o, g] = sum_{f in g} gd[o, f]; both sums walk the same (o, tap) pairs, in one pass.
+  `yat_conv_dgrad_tma_kernel` is the same for stride 1, every (tap, filter block) step one
+  TMA copy of a shifted box of gs.
 - `yat_conv_wgrad_kernel`: dW = gs^T @ patches(x), split over output positions into fp32
   partials; `yat_conv_wgrad_finish_kernel` sums the splits, adds the rank-1 term
   2 w * colsum(gd), casts and writes dW in the weight's layout in one pass (and db's cast).
+  `yat_conv_wgrad_tma_kernel` is the same for stride 1, walking the positions box by box:
+  each step one TMA copy of a box of gs and one of x shifted by the tile's tap.
 """
 
 from __future__ import annotations
@@ -385,6 +389,73 @@ def _dgrad_source(
 
 
 @triton.jit
+def _dgrad_epilogue(
+    acc,
+    rows_ptr,
+    x_ptr,
+    dx_ptr,
+    bb,
+    ih,
+    iw,
+    o_unit,
+    mask_m,
+    offs_n,
+    mask_n,
+    g,
+    Cg,
+    G,
+    OH,
+    OW,
+    stride_xb,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    stride_db,
+    stride_dc,
+    stride_dh,
+    stride_dw,
+    conv_sh,
+    conv_sw,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    INT64: tl.constexpr,
+    UNIT_STRIDE: tl.constexpr,
+):
+    """dx = acc + 2 x * sum_tap R[o(p, tap), g] for the tile's input pixels (image bb, row
+    ih, column iw; mask_m: inside x) and channels offs_n of group g, stored through
+    pointers. R is summed over the taps after the main loop, which then reads gs and W
+    only."""
+    rsum = tl.zeros((acc.shape[0],), dtype=acc.dtype)
+    for tap in range(0, KH * KW):
+        kh = tap // KW
+        kw = tap - kh * KW
+        hit, o = _dgrad_source(
+            ih, iw, bb, o_unit, kh, kw, mask_m, OH, OW, conv_sh, conv_sw, pad_h, pad_w, dil_h, dil_w,
+            UNIT_STRIDE,
+        )  # fmt: skip
+        rsum += tl.load(rows_ptr + o * G + g, mask=hit, other=0.0)
+    cols = (g * Cg + offs_n)[None, :]
+    if INT64:  # an NCHW dx: channel * H * W can pass 2^31 in one image
+        cols = cols.to(tl.int64)
+    mask = mask_m[:, None] & mask_n[None, :]
+    xv = tl.load(
+        x_ptr + (bb * stride_xb + ih * stride_xh + iw * stride_xw)[:, None] + cols * stride_xc,
+        mask=mask,
+        other=0.0,
+    )
+    dx = acc + 2.0 * xv.to(acc.dtype) * rsum[:, None]
+    tl.store(
+        dx_ptr + (bb * stride_db + ih * stride_dh + iw * stride_dw)[:, None] + cols * stride_dc,
+        dx.to(dx_ptr.dtype.element_ty),
+        mask=mask,
+    )
+
+
+@triton.jit
 def yat_conv_dgrad_kernel(
     gs_ptr,
     rows_ptr,
@@ -504,30 +575,127 @@ def yat_conv_dgrad_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
-    rsum = tl.zeros((BLOCK_M,), dtype=acc.dtype)
-    for tap in range(0, KH * KW):
+    _dgrad_epilogue(
+        acc, rows_ptr, x_ptr, dx_ptr, bb, ih, iw, o_unit, mask_m, offs_n, mask_n, g, Cg, G, OH, OW,
+        stride_xb, stride_xc, stride_xh, stride_xw, stride_db, stride_dc, stride_dh, stride_dw,
+        conv_sh, conv_sw, pad_h, pad_w, dil_h, dil_w, KH, KW, INT64, UNIT_STRIDE,
+    )  # fmt: skip
+
+
+@triton.jit
+def yat_conv_dgrad_tma_kernel(
+    gs_desc,
+    w_desc,
+    rows_ptr,
+    x_ptr,
+    dx_ptr,
+    B,
+    H,
+    W,
+    OH,
+    OW,
+    Cg,
+    Ng,
+    G,
+    stride_xb,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    stride_db,
+    stride_dc,
+    stride_dh,
+    stride_dw,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    fb_m,
+    fb_p,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    INT64: tl.constexpr,
+    BOX_B: tl.constexpr,
+    BOX_H: tl.constexpr,
+    BOX_W: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """`yat_conv_dgrad_kernel` of a stride-1 conv with TMA loads, for one (BLOCK_M input
+    pixels, BLOCK_N channels) tile of group program_id(1).
+
+    With stride 1 the input-gradient is itself a stride-1 correlation: the output position
+    whose tap (kh, kw) lands on pixel (ih, iw) is (ih + pad_h - kh dil_h, iw + pad_w - kw
+    dil_w). The tile's pixels are a box of BOX_B images, BOX_H rows and BOX_W columns
+    (`conv_box` over (B, H, W)), so every (tap, filter block) step is one TMA copy of the
+    same box of gs shifted by the tap, whose out-of-range positions the hardware fills with
+    zeros (no gather address math, no masks, no bound compares), and one copy of a
+    (BLOCK_K filters, BLOCK_N channels) box of W.
+
+    gs_desc: descriptor of gs as (B, OH, OW, C_out), block (BOX_B, BOX_H, BOX_W, BLOCK_K),
+    of W's dtype (bf16 / fp32: fp16 io keeps an fp32 gs, which runs the pointer kernel).
+    w_desc: descriptor of W as (C_out, KH*KW*C_in/G), columns ordered (kh, kw, c), block
+    (BLOCK_K, BLOCK_N). Ng is a multiple of BLOCK_K, so a filter block never spans two
+    groups; a channel tile past Cg reads the next tap's channels (or zeros past the last),
+    into columns the store masks off. (fb_m, fb_p): `divmod_magic` of Ng / BLOCK_K. The
+    other arguments are those of `yat_conv_dgrad_kernel`, whose epilogue this shares.
+
+    Static sm_90 compiles (Triton 3.6) of the ResNet-50 56x56x64 layer's default
+    128x64x64:8:4 tile (`python -m autotune.inspect --all`), against the pointer kernel:
+    bf16, 101 -> 74 registers and 139 -> 118 SASS instructions a warp issues a main-loop
+    step, most of them now on the uniform datapath (the copies are issued by one elected
+    thread; the gs box reaches the MMA through registers, 4 LDSM a step, as the TMA
+    forward's x box); fp32 (TF32), 123 -> 97 and 152 -> 103. Both fit two programs an SM.
+    Smaller tiles (`python -m autotune.inspect --op conv2d --backward --config
+    TILE[:tma]`): 64x64x64:4:4, 156 -> 122; on 8 warps, 110 -> 123 (the uniform
+    bookkeeping is repeated by every warp). Which is faster is for the sweep to measure
+    (it times each stride-1 backward tile both ways).
+    """
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    tiles_w = tl.cdiv(W, BOX_W)
+    tiles_hw = tl.cdiv(H, BOX_H) * tiles_w
+    tiles_m = tl.cdiv(B, BOX_B) * tiles_hw  # counted in boxes: tiles_m * BLOCK_M could pass 2^31
+    pid_m, pid_n = grouped_tile(pid, tiles_m, tl.cdiv(Cg, BLOCK_N), 1, 1, GROUP_M)
+    b0 = (pid_m // tiles_hw) * BOX_B
+    h0 = ((pid_m % tiles_hw) // tiles_w) * BOX_H
+    w0 = (pid_m % tiles_w) * BOX_W
+    c0 = pid_n * BLOCK_N
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    f_blocks = Ng // BLOCK_K
+    # At least one step in the compiler's eyes (there always is one: Ng >= BLOCK_K): over a
+    # loop that may run zero times ptxas serialized every wgmma (C7515; see the wgrad's)
+    for it in range(0, tl.maximum(KH * KW * f_blocks, 1)):
+        tap = fast_div(it, f_blocks, fb_m, fb_p, True)
+        f = g * Ng + (it - tap * f_blocks) * BLOCK_K
         kh = tap // KW
         kw = tap - kh * KW
-        hit, o = _dgrad_source(
-            ih, iw, bb, o_unit, kh, kw, mask_m, OH, OW, conv_sh, conv_sw, pad_h, pad_w, dil_h, dil_w,
-            UNIT_STRIDE,
-        )  # fmt: skip
-        rsum += tl.load(rows_ptr + o * G + g, mask=hit, other=0.0)
-    cols = (g * Cg + offs_n)[None, :]
-    if INT64:  # an NCHW dx: channel * H * W can pass 2^31 in one image
-        cols = cols.to(tl.int64)
-    mask = mask_m[:, None] & mask_n[None, :]
-    xv = tl.load(
-        x_ptr + (bb * stride_xb + ih * stride_xh + iw * stride_xw)[:, None] + cols * stride_xc,
-        mask=mask,
-        other=0.0,
-    )
-    dx = acc + 2.0 * xv.to(acc.dtype) * rsum[:, None]
-    tl.store(
-        dx_ptr + (bb * stride_db + ih * stride_dh + iw * stride_dw)[:, None] + cols * stride_dc,
-        dx.to(dx_ptr.dtype.element_ty),
-        mask=mask,
-    )
+        a = gs_desc.load([b0, h0 + pad_h - kh * dil_h, w0 + pad_w - kw * dil_w, f])
+        a = a.reshape(BLOCK_M, BLOCK_K)
+        b = w_desc.load([f, tap * Cg + c0])
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+
+    r = tl.arange(0, BLOCK_M)
+    bb = b0 + r // (BOX_H * BOX_W)
+    ih = h0 + (r // BOX_W) % BOX_H
+    iw = w0 + r % BOX_W
+    if INT64:
+        bb = bb.to(tl.int64)
+    mask_m = (bb < B) & (ih < H) & (iw < W)
+    offs_n = c0 + tl.arange(0, BLOCK_N)
+    o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # o at tap (0, 0)
+    _dgrad_epilogue(
+        acc, rows_ptr, x_ptr, dx_ptr, bb, ih, iw, o_unit, mask_m, offs_n, offs_n < Cg, g, Cg, G, OH, OW,
+        stride_xb, stride_xc, stride_xh, stride_xw, stride_db, stride_dc, stride_dh, stride_dw,
+        1, 1, pad_h, pad_w, dil_h, dil_w, KH, KW, INT64, True,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -645,6 +813,109 @@ def yat_conv_wgrad_kernel(
         part_ptr + rows[:, None] * KC + offs_j[None, :],
         acc,
         mask=mask_f[:, None] & mask_j[None, :],
+    )
+
+
+@triton.jit
+def yat_conv_wgrad_tma_kernel(
+    gs_desc,
+    x_desc,
+    part_ptr,
+    B,
+    OH,
+    OW,
+    Cg,
+    Ng,
+    C_out,
+    KC,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    boxes_per_split,
+    hw_m,
+    hw_p,
+    w_m,
+    w_p,
+    KW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BOX_B: tl.constexpr,
+    BOX_H: tl.constexpr,
+    BOX_W: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """`yat_conv_wgrad_kernel` of a stride-1 conv with TMA loads, for one (BLOCK_M filters,
+    BLOCK_N columns) tile of group program_id(1) and box split program_id(2).
+
+    The K walk over output positions goes box by box: BLOCK_K = BOX_B * BOX_H * BOX_W
+    positions (`conv_box` over (B, OH, OW)), flattened in the same order for both
+    operands. A step copies that box of gs (its out-of-range positions arrive as zeros, so
+    they add nothing) and, the tile's columns being BLOCK_N channels of one tap (Cg a
+    multiple of BLOCK_N), the same box of x shifted by the tap, the padding zero-filled:
+    no position decoding, no gather address math, no bound compares.
+
+    gs_desc: descriptor of gs as (B, OH, OW, C_out), block (BOX_B, BOX_H, BOX_W, BLOCK_M).
+    x_desc: descriptor of x as (B, H, W, C_in), block (BOX_B, BOX_H, BOX_W, BLOCK_N); of
+    gs's dtype (bf16 / fp32: fp16 keeps an fp32 gs, which runs the pointer kernel). A
+    filter tile past Ng reads the next group's filters (or zeros past C_out) into rows the
+    store masks off. Split s sums boxes [s * boxes_per_split, (s + 1) * boxes_per_split)
+    into part[s] ((splits, C_out, KC) fp32, as the pointer kernel's, for the finishing
+    pass). (hw_m, hw_p), (w_m, w_p): `divmod_magic` of the boxes an image and a box row.
+
+    Static sm_90 compiles (Triton 3.6, bf16; `python -m autotune.inspect --op conv2d
+    --backward --config TILE[:tma] [--conv 64 128 28 128 3]`): SASS instructions a warp
+    issues a main-loop step, pointer -> TMA. ResNet-50 56x56x64 layer: 64x64x64:4:4,
+    211 -> 125; 64x64x128:4:3, 406 -> 165; 64x64x64:8:4, 133 -> 135 (the TMA loop's
+    bookkeeping is uniform-datapath work every warp repeats, while the pointer loop's
+    address math is spread over more threads). 28x28x128 layer: the default 64x128x64:8:4,
+    201 -> 126; 128x128x64:8:3, 204 -> 139. The gs box reaches the MMA through registers (4
+    LDSM a step: Triton flattens a multi-row box that way), the x box from shared memory.
+    Which is faster is for the sweep to measure.
+    """
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    split = tl.program_id(2)
+    pid_m, pid_n = grouped_tile(pid, Ng, KC, BLOCK_M, BLOCK_N, GROUP_M)
+    f0 = g * Ng + pid_m * BLOCK_M
+    j0 = pid_n * BLOCK_N
+    tap = j0 // Cg
+    kh = tap // KW
+    kw = tap - kh * KW
+    dh = kh * dil_h - pad_h
+    dw = kw * dil_w - pad_w
+    c = g * Cg + j0 - tap * Cg
+    tiles_w = tl.cdiv(OW, BOX_W)
+    tiles_hw = tl.cdiv(OH, BOX_H) * tiles_w
+    start = split * boxes_per_split
+    count = tl.minimum(boxes_per_split, tl.cdiv(B, BOX_B) * tiles_hw - start)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # At least one step in the compiler's eyes (a split holds at least one box): over a loop
+    # that may run zero times ptxas serialized every wgmma (C7515; see the pointer kernel's)
+    for i in range(0, tl.maximum(count, 1)):
+        t = start + i
+        bi = fast_div(t, tiles_hw, hw_m, hw_p, True)
+        r = t - bi * tiles_hw
+        hi = fast_div(r, tiles_w, w_m, w_p, True)
+        b0 = bi * BOX_B
+        oh0 = hi * BOX_H
+        ow0 = (r - hi * tiles_w) * BOX_W
+        a = gs_desc.load([b0, oh0, ow0, f0]).reshape(BLOCK_K, BLOCK_M)
+        b = x_desc.load([b0, oh0 + dh, ow0 + dw, c]).reshape(BLOCK_K, BLOCK_N)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a.T, b, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
+    offs_f = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_j = j0 + tl.arange(0, BLOCK_N)
+    rows = split * C_out + g * Ng + offs_f
+    tl.store(
+        part_ptr + rows[:, None] * KC + offs_j[None, :],
+        acc,
+        mask=(offs_f < Ng)[:, None] & (offs_j < KC)[None, :],
     )
 
 
@@ -767,6 +1038,13 @@ def yat_conv_wgrad_finish_kernel(
         tl.store(db_ptr + offs, gu.to(db_ptr.dtype.element_ty), mask=first)
 
 
+def tma_wgrad_tile(cfg: TileConfig, Cg: int, stride: tuple[int, int] | list[int]) -> bool:
+    """Whether a weight gradient with this (fitted) tile runs `yat_conv_wgrad_tma_kernel`
+    (operands permitting): a `tma` tile, stride 1, and column tiles of one tap each (the
+    channels per group a multiple of BLOCK_N). Otherwise the pointer kernel takes it."""
+    return cfg.tma and tuple(stride) == (1, 1) and Cg % cfg.block_n == 0
+
+
 def conv_config_space(*, include_tma: bool = True) -> list[TileConfig]:
     """Candidate implicit-GEMM tiles: the dense space without the in-loop-norms variant
     (the patch norm is always summed in the loop here). `tma` tiles select
@@ -790,11 +1068,13 @@ def prune_conv_configs(
     return prune_dense_configs(configs, M, Ng, Cg, elem_bytes, tma_staging=False)
 
 
-def tma_conv_tile(cfg: TileConfig, Cg: int, stride: tuple[int, int] | list[int]) -> bool:
-    """Whether a conv forward with this tile runs `yat_conv_fwd_tma_kernel` (operands
-    permitting): a `tma` tile, stride 1, and a K tile that divides the channels per group
-    (never spanning two taps or two groups). Otherwise the pointer kernel takes the tile."""
-    return cfg.tma and tuple(stride) == (1, 1) and Cg % cfg.block_k == 0
+def tma_conv_tile(cfg: TileConfig, k_group: int, stride: tuple[int, int] | list[int]) -> bool:
+    """Whether an implicit GEMM with this tile runs its TMA kernel (operands permitting): a
+    `tma` tile, stride 1, and a K tile that divides k_group, the channels per group its K
+    walks (never spanning two taps or two groups): C_in/G for the forward
+    (`yat_conv_fwd_tma_kernel`), C_out/G for the input gradient
+    (`yat_conv_dgrad_tma_kernel`). Otherwise the pointer kernel takes the tile."""
+    return cfg.tma and tuple(stride) == (1, 1) and k_group % cfg.block_k == 0
 
 
 @functools.lru_cache(maxsize=4096)  # a search over box shapes, asked every forward call

@@ -11,6 +11,7 @@ stay tiny: the interpreter is slow.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import unittest.mock
 from dataclasses import dataclass
@@ -1132,11 +1133,17 @@ def test_main_loop_variants(geo, even, unit, device, launched):
     assert all(calls[k]["FAST_DIV"] for k in kernels)
 
 
-def test_symbolic_sizes_divide_in_the_kernels(launched):
+@pytest.mark.parametrize("tma", [False, True], ids=["default-tiles", "tma-tiles"])
+def test_symbolic_sizes_divide_in_the_kernels(tma, launched):
     """Traced with symbolic sizes (torch.compile with dynamic shapes), the conv kernels get
     no `divmod_magic` numbers, which would pin every size they are made of to its value
-    (a guard a size: a recompile for each resolution), and divide instead (FAST_DIV off)."""
+    (a guard a size: a recompile for each resolution), and divide instead (FAST_DIV off).
+    With TMA tiles forced, the traced call plans the same tiles on the pointer kernels,
+    without asking for a box of symbolic sizes."""
     from torch.fx.experimental.proxy_tensor import make_fx
+
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
 
     geo = Geo(2, 16, 6, 5, 8, (3, 3), padding=1)
     inp = make_inputs(geo, torch.float32, "cpu", channels_last=True, alpha="none", eps="float", seed=65)
@@ -1154,8 +1161,14 @@ def test_symbolic_sizes_divide_in_the_kernels(launched):
         )  # fmt: skip
 
     args = [inp[k].detach() for k in ("x", "weight", "bias")] + [torch.randn(2, 8, 6, 5)]
-    with unittest.mock.patch.object(conv, "use_triton", lambda t: True):
+    tile = TileConfig(16, 16, 16, 2, 4, 2, tma=True) if tma else None
+    with (
+        unittest.mock.patch.object(conv, "use_triton", lambda t: True),
+        forced_config("conv2d", "fwd", tile) if tma else contextlib.nullcontext(),
+        forced_config("conv2d", "bwd", tile) if tma else contextlib.nullcontext(),
+    ):
         make_fx(fwd_bwd, tracing_mode="symbolic")(*args)
+    # traced: the same tiles on the pointer kernels (host descriptors do not trace)
     calls = {c.kernel.fn.__name__: c.kwargs for c in planned + launched}
     kernels = ("yat_conv_fwd_kernel", "yat_conv_dgrad_kernel", "yat_conv_wgrad_kernel")
     assert all(k in calls and calls[k]["FAST_DIV"] is False for k in kernels), calls.keys()
@@ -1200,6 +1213,117 @@ def test_tma_forward(geo, dtype, device, launched):
         assert fwd[0].kwargs["TMA_STORE"] == (channels_last and not overhang)
         tiles_m = math.prod(-(-n // b) for n, b in zip((geo.B, OH, OW), box, strict=True))
         assert fwd[0].grid == (tiles_m * -(-geo.C_out // geo.groups // 16), geo.groups)
+
+
+TMA_BACKWARD_CASES = [
+    # (geo, whether the input gradient and the weight gradient run their TMA kernels with a
+    # 16x16x16 tile: filters a group a multiple of BLOCK_K, channels of BLOCK_N)
+    # 24 channels: the input gradient's 16-wide channel tile past them reads the next tap's
+    # (masked off at the store), the weight gradient's column tiles would span two taps
+    pytest.param(Geo(3, 24, 5, 6, 32, (3, 3), padding=1), True, False, id="k3x3-p1-c24"),
+    # no padding: fewer output rows than input rows, boxes shifted past both ends
+    pytest.param(Geo(2, 16, 6, 7, 16, (3, 3), padding=0), True, True, id="valid"),
+    # asymmetric "same" padding, dilation, groups of 16 filters and 32 channels
+    pytest.param(Geo(2, 64, 6, 7, 32, (3, 2), padding="same", dilation=(2, 1), groups=2), True, True,
+                 id="same-d2-g2"),
+    # a padded 1x1 (not a dense layer): more output rows than input rows
+    pytest.param(Geo(2, 32, 5, 6, 32, (1, 1), padding=1, groups=2), True, True, id="1x1-p1-g2"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("geo, dgrad_tma, wgrad_tma", TMA_BACKWARD_CASES)
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_tma_backward(geo, dgrad_tma, wgrad_tma, dtype, device, launched):
+    """A forced `tma` backward tile runs the TMA input gradient (every tap a shifted box of
+    gs, the pixels a box from `conv_box` over (B, H, W)) and the TMA weight gradient (the
+    positions box by box from `conv_box` over (B, OH, OW), x shifted by the tile's tap)
+    where they take it, for NCHW and channels_last x: every gradient against the oracle."""
+    from kernels._common import TileConfig
+    from kernels.conv import conv_box
+    from yat_triton.tuning import forced_config
+
+    tile = TileConfig(16, 16, 16, 2, 4, 2, tma=True)
+    OH, OW = geo.out_hw()
+    for channels_last in (True, False):
+        launched.clear()
+        inp = make_inputs(geo, dtype, device, channels_last=channels_last, seed=26)
+        with forced_config("conv2d", "bwd", tile):
+            check_against_oracle(inp, geo)
+        calls = {c.kernel.fn.__name__: c for c in launched}
+        grads = sorted(name for name in calls if name.endswith(("grad_kernel", "grad_tma_kernel")))
+        assert grads == [
+            "yat_conv_dgrad_tma_kernel" if dgrad_tma else "yat_conv_dgrad_kernel",
+            "yat_conv_wgrad_tma_kernel" if wgrad_tma else "yat_conv_wgrad_kernel",
+        ]
+        if dgrad_tma:
+            dgrad = calls["yat_conv_dgrad_tma_kernel"]
+            box = conv_box(geo.B, geo.H, geo.W, 16)
+            assert (dgrad.kwargs["BOX_B"], dgrad.kwargs["BOX_H"], dgrad.kwargs["BOX_W"]) == box
+            tiles_m = math.prod(-(-n // b) for n, b in zip((geo.B, geo.H, geo.W), box, strict=True))
+            assert dgrad.grid == (tiles_m * -(-geo.C_in // geo.groups // 16), geo.groups)
+        if wgrad_tma:
+            wgrad = calls["yat_conv_wgrad_tma_kernel"]
+            box = conv_box(geo.B, OH, OW, 16)
+            assert (wgrad.kwargs["BOX_B"], wgrad.kwargs["BOX_H"], wgrad.kwargs["BOX_W"]) == box
+            cols = geo.C_in // geo.groups * math.prod(geo.k)
+            assert wgrad.grid == (-(-geo.C_out // geo.groups // 16) * -(-cols // 16), geo.groups, 1)
+
+
+def test_tma_weight_gradient_split_over_boxes(device, monkeypatch, launched):
+    """The GPU's plan splits the TMA weight gradient's boxes over programs (the interpreter
+    otherwise takes one split): forced here, with NaN-filled fresh buffers (a partial-sum
+    slot no program writes would reach dW), every gradient against the oracle."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    empty = torch.empty
+
+    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
+        t = empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
+
+    monkeypatch.setattr(conv, "INTERPRETING", False)  # the launcher's GPU choices
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    geo = Geo(2, 16, 12, 12, 16, (3, 3), padding=1)  # 18 boxes of 4x4 positions
+    inp = make_inputs(geo, torch.bfloat16, device, channels_last=True, seed=32)
+    with forced_config("conv2d", "bwd", TileConfig(16, 16, 16, 2, 4, 2, tma=True)):
+        check_against_oracle(inp, geo)
+    (wgrad,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_wgrad_tma_kernel"]
+    splits, per_split = wgrad.grid[2], wgrad.args[14]
+    assert splits > 1 and (splits - 1) * per_split < 18 <= splits * per_split, (splits, per_split)
+
+
+@pytest.mark.parametrize(
+    "geo, why, dgrad_tma, wgrad_tma",
+    [
+        (Geo(2, 16, 7, 6, 32, (3, 3), stride=2, padding=1), "stride 2", False, False),
+        # the weight gradient takes ragged filter tiles (rows past them are masked off)
+        (Geo(2, 16, 5, 6, 24, (3, 3), padding=1), "24 filters: not a multiple of BLOCK_K", False, True),
+        (Geo(2, 12, 5, 6, 16, (3, 2), padding=1), "12 channels: a tap's columns start off 16 bytes", False,
+         False),
+        (Geo(2, 32, 5, 6, 8, (3, 3), padding=1, groups=2), "groups of 4 filters: 8-byte group starts", False,
+         False),
+        (Geo(2, 16, 5, 6, 16, (3, 3), padding=1), "fp16: gs in fp32, its operands in fp16", False, False),
+    ],
+    ids=["stride2", "f24", "c12", "g2-f4", "fp16"],
+)  # fmt: skip
+def test_tma_backward_falls_back(geo, why, dgrad_tma, wgrad_tma, device, launched):
+    """Backward kernels whose operands TMA cannot read run the pointer kernel with the same
+    tile, each on its own terms: every gradient against the oracle."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    dtype = torch.float16 if why.startswith("fp16") else torch.bfloat16
+    inp = make_inputs(geo, dtype, device, channels_last=True, seed=27)
+    with forced_config("conv2d", "bwd", TileConfig(32, 16, 16, 2, 4, 2, tma=True)):
+        check_against_oracle(inp, geo)
+    grads = {c.kernel.fn.__name__: c for c in launched}
+    grads = {name: c for name, c in grads.items() if "grad" in name and "finish" not in name}
+    assert sorted(grads) == [
+        "yat_conv_dgrad_tma_kernel" if dgrad_tma else "yat_conv_dgrad_kernel",
+        "yat_conv_wgrad_tma_kernel" if wgrad_tma else "yat_conv_wgrad_kernel",
+    ], why
+    assert grads["yat_conv_dgrad_kernel"].kwargs["BLOCK_M"] == 32
 
 
 STORE_CASES = [

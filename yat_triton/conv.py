@@ -31,13 +31,16 @@ from kernels._common import TileConfig, cdiv, divmod_magic, next_pow2
 from kernels.conv import (
     conv_box,
     tma_conv_tile,
+    tma_wgrad_tile,
     yat_conv_bwd_near_kernel,
     yat_conv_dgrad_kernel,
+    yat_conv_dgrad_tma_kernel,
     yat_conv_fwd_kernel,
     yat_conv_fwd_tma_kernel,
     yat_conv_weight_prep_kernel,
     yat_conv_wgrad_finish_kernel,
     yat_conv_wgrad_kernel,
+    yat_conv_wgrad_tma_kernel,
 )
 from kernels.dense import elementwise_block
 from yat_triton import _checks
@@ -661,34 +664,77 @@ def conv2d_bwd(
         if MX and Cg and M and Ng:
             wk, ws = _weight_khwc(weight)
             cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem)
-            magic, fast = _magic(cdiv(Ng, cfg.block_k))
-            KernelCall(
-                yat_conv_dgrad_kernel,
-                (cdiv(MX, cfg.block_m) * cdiv(Cg, cfg.block_n), groups),
-                (gs, rows, wk, xk, dx, MX, H, W, OH, OW, Cg, Ng, C_out, groups,
-                 *ws, *_xs(xk), *_xs(dx), *geo, *magic),
-                dict(KH=KH, KW=KW, **dot, INT64=needs_int64(xk, dx, gs),
-                     UNIT_STRIDE=tuple(stride) == (1, 1), EVEN_K=Ng % cfg.block_k == 0,
-                     FAST_DIV=fast, **cfg.launch_options()),
-            ).run()  # fmt: skip
+            gsv, wv = gs.view(B, OH, OW, C_out), wk.view(C_out, KH * KW * Cg)
+            # a tap's W columns start at tap * Cg: a box's first column must be 16-byte aligned
+            if (
+                tma_conv_tile(cfg, Ng, stride) and gs.dtype == wk.dtype
+                and Cg * wk.element_size() % 16 == 0 and tma_ready(gsv, wv)
+            ):  # fmt: skip
+                box = conv_box(B, H, W, cfg.block_m)
+                tiles_m = math.prod(cdiv(n, b) for n, b in zip((B, H, W), box, strict=True))
+                KernelCall(
+                    yat_conv_dgrad_tma_kernel, (tiles_m * cdiv(Cg, cfg.block_n), groups),
+                    (TensorDescriptor.from_tensor(gsv, [*box, cfg.block_k]),
+                     TensorDescriptor.from_tensor(wv, [cfg.block_k, cfg.block_n]),
+                     rows, xk, dx, B, H, W, OH, OW, Cg, Ng, groups, *_xs(xk), *_xs(dx),
+                     pads[0], pads[2], dilation[0], dilation[1], *divmod_magic(Ng // cfg.block_k)),
+                    dict(KH=KH, KW=KW, DOT_PRECISION=dot["DOT_PRECISION"], UPCAST=dot["UPCAST"],
+                         INT64=needs_int64(xk, dx, rows), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2],
+                         **cfg.launch_options()),
+                ).run()  # fmt: skip
+            else:
+                magic, fast = _magic(cdiv(Ng, cfg.block_k))
+                KernelCall(
+                    yat_conv_dgrad_kernel,
+                    (cdiv(MX, cfg.block_m) * cdiv(Cg, cfg.block_n), groups),
+                    (gs, rows, wk, xk, dx, MX, H, W, OH, OW, Cg, Ng, C_out, groups,
+                     *ws, *_xs(xk), *_xs(dx), *geo, *magic),
+                    dict(KH=KH, KW=KW, **dot, INT64=needs_int64(xk, dx, gs),
+                         UNIT_STRIDE=tuple(stride) == (1, 1), EVEN_K=Ng % cfg.block_k == 0,
+                         FAST_DIV=fast, **cfg.launch_options()),
+                ).run()  # fmt: skip
         elif MX:
             dx.zero_()
     if need_dw:
         cfg = pick_conv_config(Ng, KC, M, x.dtype, "bwd", problem=problem)
         tiles = cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n) * groups
+        gsv, xv = gs.view(B, OH, OW, C_out), xk.permute(0, 2, 3, 1)  # (B, H, W, C_in)
+        # a box's first channel (filter) must be 16-byte aligned: groups start at g * Cg (g * Ng);
+        # tma_ready refuses traced calls before conv_box would hash symbolic sizes
+        elem = x.element_size()
+        box = (
+            conv_box(B, OH, OW, cfg.block_k)
+            if tma_wgrad_tile(cfg, Cg, stride) and gs.dtype == x.dtype and (Cg * elem) % 16 == 0
+            and (Ng * elem) % 16 == 0 and tma_ready(gsv, xv)
+            else None
+        )  # fmt: skip
+        # the K walk in units: output positions (pointer kernel) or boxes of them (TMA)
+        units = math.prod(cdiv(n, b) for n, b in zip((B, OH, OW), box, strict=True)) if box else M
+        unit = 1 if box else cfg.block_k
         splits = 1 if INTERPRETING else max(1, min(cdiv(264, max(tiles, 1)), cdiv(M, 4 * cfg.block_k)))
-        m_per_split = cdiv(cdiv(max(M, 1), splits), cfg.block_k) * cfg.block_k
-        splits = cdiv(max(M, 1), m_per_split)
+        per_split = cdiv(cdiv(max(units, 1), splits), unit) * unit
+        splits = cdiv(max(units, 1), per_split)
         # every (split, filter, column) slot is stored by one program, its split's sum (0 for
         # an empty range): no memset, unless nothing is launched
         launched = bool(M and KC and Ng)
         part = (torch.empty if launched else torch.zeros)((splits, C_out, KC), dtype=acc, device=dev)
-        if launched:
+        grid = (cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n), groups, splits)
+        if launched and box is not None:
+            tiles_w = cdiv(OW, box[2])
+            KernelCall(
+                yat_conv_wgrad_tma_kernel, grid,
+                (TensorDescriptor.from_tensor(gsv, [*box, cfg.block_m]),
+                 TensorDescriptor.from_tensor(xv, [*box, cfg.block_n]), part,
+                 B, OH, OW, Cg, Ng, C_out, KC, pads[0], pads[2], dilation[0], dilation[1], per_split,
+                 *divmod_magic(cdiv(OH, box[1]) * tiles_w), *divmod_magic(tiles_w)),
+                dict(KW=KW, DOT_PRECISION=dot["DOT_PRECISION"], UPCAST=dot["UPCAST"], BOX_B=box[0],
+                     BOX_H=box[1], BOX_W=box[2], **cfg.launch_options()),
+            ).run()  # fmt: skip
+        elif launched:
             magic, fast = _magic(OH * OW, OW)
             KernelCall(
-                yat_conv_wgrad_kernel,
-                (cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n), groups, splits),
-                (gs, xk, part, M, H, W, OH, OW, Cg, Ng, C_out, KC, *_xs(xk), *geo, m_per_split,
+                yat_conv_wgrad_kernel, grid,
+                (gs, xk, part, M, H, W, OH, OW, Cg, Ng, C_out, KC, *_xs(xk), *geo, per_split,
                  *magic),
                 dict(KW=KW, **dot, INT64=needs_int64(xk, gs), FAST_DIV=fast,
                      **cfg.launch_options()),
