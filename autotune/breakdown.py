@@ -372,9 +372,11 @@ def conv_lines(
     B: int, C_in: int, HW: int, C_out: int, k: int, dtype: torch.dtype, device: str, *, tma: bool = False
 ) -> Iterator[list[Line]]:
     """The conv op at its shipped tiles, then cuDNN's conv+relu; with `tma`, also the
-    forward with the same tile on the conv's TMA kernel (op "conv2d-tma", stride 1); the
-    forward's pointer-store variant and the prep-block lines last. Yields phase by phase,
-    as `dense_lines`."""
+    forward and the backward with the same tiles on the conv's TMA kernels (op
+    "conv2d-tma", stride 1: the forward, and the backward's input and weight gradients
+    where their fitted tiles take them); the forward's
+    pointer-store variant and the prep-block lines last. Yields phase by phase, as
+    `dense_lines`."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -413,6 +415,9 @@ def conv_lines(
         shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
         with forced_config("conv2d", "fwd", dataclasses.replace(shipped, tma=True)):
             yield phase_lines("conv2d-tma", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
+        shipped = pick_conv_config(B * HW * HW, C_in, C_out, dtype, "bwd", problem=problem)
+        with forced_config("conv2d", "bwd", dataclasses.replace(shipped, tma=True)):
+            yield phase_lines("conv2d-tma", "bwd", backward)
     yield pointer_store_lines("conv2d", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
     yield prep_block_lines("conv2d", backward)
 
@@ -426,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tma",
         action="store_true",
         help="also the dense op on its persistent TMA kernels (x norms: both ways), and the "
-        "conv forward on its TMA kernel",
+        "conv forward and backward on their TMA kernels",
     )
     parser.add_argument(
         "--no-warp-specialize",

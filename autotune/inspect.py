@@ -334,6 +334,61 @@ def inspect_conv2d_fwd(
     return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None, maxnreg=maxnreg) for c in calls]
 
 
+def inspect_backward(
+    op: str,
+    dtype: torch.dtype,
+    *,
+    shape: tuple[int, int, int] = (4096, 4096, 4096),
+    conv: tuple[int, int, int, int, int] = (64, 64, 56, 64, 3),
+    stride: int = 1,
+    config: TileConfig | None = None,
+    dump_dir: str | None = None,
+    maxnreg: int | None = None,
+) -> list[KernelReport]:
+    """Compile every backward kernel of the dense problem `shape` (M, N, K) or of the conv2d
+    problem `conv` (B, C_in, HW, C_out, k: channels_last, padding k//2) for sm_90 (meta
+    tensors), with `config` forced as the backward tile (fitted to each GEMM, as a tuned
+    one is) or the shipped ones."""
+    import yat_triton.conv as yconv
+    import yat_triton.dense as ydense
+    from yat_triton.tuning import forced_config
+
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    precision = "tf32" if dtype == torch.float32 else "ieee"
+
+    def meta(*size: int, dt: torch.dtype = dtype) -> torch.Tensor:
+        return torch.empty(size, dtype=dt, device="meta")
+
+    scalars = (None, 1.0, None, 1e-5)  # alpha, alpha_value, eps, eps_value
+    if op == "dense":
+        M, N, K = shape
+        x, w = meta(M, K), meta(N, K)
+        saved = (meta(M, N, dt=acc), meta(M, dt=acc), meta(N, dt=acc))
+
+        def backward() -> object:
+            return ydense.dense_bwd(meta(M, N), x, w, meta(N), *scalars, *saved, precision, [True] * 5)
+    else:
+        B, C_in, HW, C_out, k = conv
+        cl = torch.channels_last
+        x, w = meta(B, C_in, HW, HW).to(memory_format=cl), meta(C_out, C_in, k, k)
+        p = k // 2
+        OH = (HW + 2 * p - k) // stride + 1
+        g = meta(B, C_out, OH, OH).to(memory_format=cl)
+        M = B * OH * OH
+        saved = (meta(M, C_out, dt=acc), meta(M, 1, dt=acc), meta(C_out, dt=acc))
+        geo = ((stride, stride), (p, p, p, p), (1, 1), 1)
+
+        def backward() -> object:
+            return yconv.conv2d_bwd(g, x, w, meta(C_out), *scalars, *saved, *geo, precision, [True] * 5)
+
+    if config is None:
+        calls = record_calls(backward)
+    else:
+        with forced_config(op, "bwd", config):
+            calls = record_calls(backward)
+    return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None, maxnreg=maxnreg) for c in calls]
+
+
 class _Sm90Driver:
     """Stands in for Triton's active driver where there is no GPU: what torch's kernel
     analysis asks of it (the target it generates TTIR for, the device, the stream)."""
@@ -399,7 +454,8 @@ def record_calls(fn: Callable[[], object]) -> list[KernelCall]:
 
 
 def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
-    """Every kernel of the dense and conv2d ops, forward and backward, at a large dense shape
+    """Every kernel of the dense and conv2d ops, forward and backward (the TMA variants at
+    the default tiles), at a large dense shape
     (4096^3) and a ResNet-50 3x3 layer (batch 64, 64 channels, 56x56, channels_last); and
     the forward of a 64-row batch through the 4096-wide layer ("dense small"), whose default
     tile sums the norms in its main loop (`dense_default_config`)."""
@@ -452,21 +508,21 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
             ]
     M = B * HW * HW
     gc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
-    cbwd = record_calls(
-        lambda: conv.conv2d_bwd(
-            gc,
-            xc,
-            wc,
-            *cargs,
-            meta(M, C, dt=acc),
-            meta(M, 1, dt=acc),
-            meta(C, dt=acc),
-            *geo,
-            prec,
-            [True] * 5,
-        )
-    )
-    out += [("conv2d bwd", c) for c in cbwd]
+
+    def conv_bwd() -> list[KernelCall]:
+        saved = (meta(M, C, dt=acc), meta(M, 1, dt=acc), meta(C, dt=acc))
+        return record_calls(lambda: conv.conv2d_bwd(gc, xc, wc, *cargs, *saved, *geo, prec, [True] * 5))
+
+    out += [("conv2d bwd", c) for c in conv_bwd()]
+    if dtype not in (torch.float64, torch.float16):  # the TMA input and weight gradients
+        from yat_triton.tuning import forced_config  # (fp16's gs is fp32: pointer kernels)
+
+        # the input gradient's default tile (128x64x64), fitted to the weight gradient as
+        # 64x64x64: one tap a column tile of these 64 channels
+        ctma = dataclasses.replace(conv.pick_conv_config(B * HW * HW, C, C, dtype, "bwd"), tma=True)
+        with forced_config("conv2d", "bwd", ctma):
+            grads = [c for c in conv_bwd() if c.kernel.fn.__name__.endswith("grad_tma_kernel")]
+            out += [("conv2d bwd", c) for c in grads]
     return out
 
 
@@ -522,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--save", action="store_true", help="forward that saves s for backward")
     parser.add_argument(
+        "--backward",
+        action="store_true",
+        help="the op's backward kernels instead of its forward (--config: the backward tile, "
+        "fitted to each GEMM)",
+    )
+    parser.add_argument(
         "--maxnreg",
         type=int,
         help="cap registers a thread (e.g. 128: two 8-warp programs an SM) to see the spills it costs",
@@ -565,7 +627,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"{label:11s} {report.line()}")
         return 0
-    if args.op == "conv2d":
+    if args.backward:
+        reports = inspect_backward(
+            args.op, dtype, shape=tuple(args.shape), conv=tuple(args.conv), stride=args.stride,
+            config=cfg, dump_dir=args.dump, maxnreg=args.maxnreg,
+        )  # fmt: skip
+    elif args.op == "conv2d":
         B, C_in, HW, C_out, k = args.conv
         reports = inspect_conv2d_fwd(
             B, C_in, HW, C_out, k, dtype, stride=args.stride, config=cfg, save=args.save,

@@ -39,7 +39,13 @@ import triton
 from autotune.db import Result, ResultsDB, Run, canonical_json, shard
 from autotune.timing import bench_stream, time_call
 from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
-from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs, tma_conv_tile
+from kernels.conv import (
+    conv_config_space,
+    conv_default_config,
+    prune_conv_configs,
+    tma_conv_tile,
+    tma_wgrad_tile,
+)
 from kernels.dense import (
     dense_backward_ws_space,
     dense_config_space,
@@ -497,13 +503,23 @@ def config_space(
 
 
 def backward_tiles(
-    op: str, shape: dict[str, int], kept: list[TileConfig], elem_bytes: int, *, warp_specialize: bool = True
+    op: str,
+    shape: dict[str, int],
+    kept: list[TileConfig],
+    elem_bytes: int,
+    *,
+    warp_specialize: bool = True,
+    conv_tma: bool = True,
 ) -> list[TileConfig]:
     """The backward kernels' tiles, ranked: the forward's `kept` ones, less the forward-only
     norms_in_loop, epilogue split and warp specialization, with tma selecting the dense
-    backward's persistent TMA GEMMs (the conv's backward has none: its TMA tiles would
-    repeat); and the dense backward's own warp-specialized TMA tiles
-    (`dense_backward_ws_space`, unless `warp_specialize=False`)."""
+    backward's persistent TMA GEMMs; and the dense backward's own warp-specialized TMA
+    tiles (`dense_backward_ws_space`, unless `warp_specialize=False`). A conv's backward
+    takes the pointer tiles and, where its TMA input gradient or TMA weight gradient runs
+    them (stride 1, and a K tile dividing the filters, `tma_conv_tile`, or column tiles
+    dividing the channels, `tma_wgrad_tile`; `conv_tma=False` for fp16, whose fp32 gs
+    keeps the pointer kernels), their TMA twins; other TMA tiles would repeat the pointer
+    ones."""
     conv = op == "conv2d" and not pointwise(op, shape)
     tiles = [
         c
@@ -511,6 +527,11 @@ def backward_tiles(
         if c.epilogue_split == 1 and not c.norms_in_loop and not c.warp_specialize and not (conv and c.tma)
     ]
     M, N, K = gemm_dims(op, shape)
+    if conv and conv_tma:  # (groups: 1 in a suite) the input gradient's K walks the filters,
+        # the weight gradient's columns the channels of each tap
+        stride = (shape["stride"], shape["stride"])
+        twins = (dataclasses.replace(c, tma=True) for c in tiles)
+        tiles += [c for c in twins if tma_conv_tile(c, N, stride) or tma_wgrad_tile(c, K, stride)]
     if warp_specialize and not conv:  # (those the problem leaves unspecialized repeat others)
         ws = prune_dense_configs(dense_backward_ws_space(), M, N, K, elem_bytes, backward=True)
         tiles += [c for c in ws if c.warp_specialize and c not in tiles]
@@ -760,9 +781,13 @@ def _run_task(
         configs = [default] + [c for c in kept if c != default]
     else:  # run through the registered op with tuning.forced_config; the first row is the
         # op as it ships
-        # fp16's backward GEMMs run the pointer kernel (fp32 gs): no warp-specialized tiles
+        # fp16's backward GEMMs run the pointer kernels (fp32 gs): no warp-specialized tiles,
+        # no TMA input gradient
         ws = warp_specialize and task.dtype != "float16"
-        configs = [None, *backward_tiles(task.op, task.shape, kept, elem, warp_specialize=ws)]
+        tiles = backward_tiles(
+            task.op, task.shape, kept, elem, warp_specialize=ws, conv_tma=task.dtype != "float16"
+        )
+        configs = [None, *tiles]
     if max_configs is not None:
         configs = configs[:max_configs]
 

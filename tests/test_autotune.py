@@ -3,6 +3,7 @@ correctness gate, resume, shards, merge and the table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -365,11 +366,11 @@ def untuned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     """Per phase: every kernel the launcher ran, then the whole call (graph, loops); the standard layers
     as references; the backward's prep kernel at the alternative blocks; the TMA variants
-    of the dense op and the conv forward on request."""
+    of the dense op and of the conv forward and input gradient on request."""
     from autotune import breakdown
 
     assert (
-        breakdown.main(["--dense", "24", "40", "32", "--conv", "1", "16", "5", "8", "3", "--tma", "--json"])
+        breakdown.main(["--dense", "24", "40", "32", "--conv", "1", "16", "5", "16", "3", "--tma", "--json"])
         == 0
     )
     lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
@@ -398,6 +399,12 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
         "yat_conv_dgrad_kernel" in kernels["conv2d", "bwd"]
         and "yat_conv_wgrad_kernel" in kernels["conv2d", "bwd"]
     )
+    # the backward with the same tile (the input gradient's shipped one, 16 channels wide) on
+    # the TMA input and weight gradients
+    assert (
+        "yat_conv_dgrad_tma_kernel" in kernels["conv2d-tma", "bwd"]
+        and "yat_conv_wgrad_tma_kernel" in kernels["conv2d-tma", "bwd"]
+    )
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     # first, the device copy the roofline's memory roof comes from: 16 MiB read and written
     assert lines[0]["op"] == "memory" and kernels["memory", "ref"] == [breakdown.COPY_WHAT]
@@ -405,7 +412,7 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     assert lines[0]["dtype"] == "uint8" and lines[1]["dtype"] == "bfloat16"
     assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
     assert all(kernels[k][-len(whole) :] == whole for k in kernels if k[1] in ("fwd", "bwd"))
-    # the conv forward (channels_last y, 8 bf16 channels: 16-byte rows) stores by TMA, and is
+    # the conv forward (channels_last y, 16 bf16 channels: 32-byte rows) stores by TMA, and is
     # timed again storing through pointers
     stored = [(ln["op"], ln["what"]) for ln in lines if ln["phase"] == "fwd-store"]
     assert stored == [("conv2d", "yat_conv_fwd_kernel @ pointer stores")]
@@ -414,7 +421,7 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
         ("dense", f"yat_dense_fwd_kernel @ maxnreg={cap}") for cap in breakdown.FWD_MAXNREG
     ]
     # the backward's prep kernel again at each alternative block, its grid that block's
-    for op, (M, N) in (("dense", (24, 40)), ("conv2d", (25, 8))):
+    for op, (M, N) in (("dense", (24, 40)), ("conv2d", (25, 16))):
         alt = [ln for ln in lines if ln["op"] == op and ln["phase"] == "bwd-prep"]
         assert [(ln["what"], ln["grid"]) for ln in alt] == [
             (f"yat_dense_bwd_prep_kernel @ {bm}x{bn}/{w}w", f"{(-(-M // bm)) * (-(-N // bn))}x1")
@@ -691,9 +698,9 @@ def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pyt
 def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
     """A stride-1 3x3 conv's forward space holds TMA tiles (the conv's TMA kernel) that fit
     without the dense kernel's store staging, each with a K tile dividing the channels; a
-    strided conv's has none (they would repeat
-    the pointer tiles), and no conv backward tile is a TMA one; the dense backward keeps its
-    TMA GEMMs."""
+    strided conv's has none (they would repeat the pointer tiles). Its backward space
+    holds each pointer tile and, where the TMA input gradient runs it (K tiles dividing the
+    filters, not fp16), its TMA twin; the dense backward keeps its TMA GEMMs."""
     conv3 = {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
     kept, _ = sweep.config_space("conv2d", conv3, 2)
     assert any(c.tma for c in kept)
@@ -701,7 +708,22 @@ def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
     # 96 channels: TMA tiles only with 32-channel K tiles
     kept96, _ = sweep.config_space("conv2d", {**conv3, "C_in": 96}, 2)
     assert {c.block_k for c in kept96 if c.tma} == {32} and {c.block_k for c in kept96} == {32, 64, 128}
-    assert not any(c.tma for c in sweep.backward_tiles("conv2d", conv3, kept, 2))
+    bwd = sweep.backward_tiles("conv2d", conv3, kept, 2)
+    pointer = {c for c in bwd if not c.tma}
+    assert {dataclasses.replace(c, tma=False) for c in bwd if c.tma} == pointer
+    assert len(bwd) == 2 * len(pointer)
+    assert not any(c.tma for c in sweep.backward_tiles("conv2d", conv3, kept, 2, conv_tma=False))
+    # 96 filters (the input gradient's K) and 64 channels (the weight gradient's columns a
+    # tap): TMA twins of 32-filter K tiles and of column tiles dividing 64 channels
+    conv96 = {**conv3, "C_out": 96}
+    bwd96 = sweep.backward_tiles("conv2d", conv96, sweep.config_space("conv2d", conv96, 2)[0], 2)
+    pointer96 = [c for c in bwd96 if not c.tma]
+    assert {c.block_k for c in pointer96} == {32, 64} and {c.block_n for c in pointer96} >= {64, 128}
+    for c in pointer96:
+        assert (dataclasses.replace(c, tma=True) in bwd96) == (c.block_k == 32 or 64 % c.block_n == 0), c
+    strided = {**conv3, "stride": 2}
+    kept2, _ = sweep.config_space("conv2d", strided, 2)
+    assert not any(c.tma for c in sweep.backward_tiles("conv2d", strided, kept2, 2))
     dense = {"M": 4096, "N": 4096, "K": 4096}
     dense_kept, _ = sweep.config_space("dense", dense, 2)
     assert any(c.tma for c in sweep.backward_tiles("dense", dense, dense_kept, 2))

@@ -546,8 +546,12 @@ def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
         "yat_dense_bwd_near_kernel", "yat_conv_fwd_kernel", "yat_conv_dgrad_kernel",
         "yat_conv_wgrad_kernel", "yat_conv_bwd_near_kernel",
     } <= kernels  # fmt: skip
-    # the TMA kernels: none in fp64; fp16's backward GEMMs read fp32 gs with the pointer kernel
-    tma_kernels = {"yat_dense_fwd_tma_kernel", "yat_dense_bwd_gemm_tma_kernel", "yat_conv_fwd_tma_kernel"}
+    # the TMA kernels: none in fp64; fp16's backward GEMMs (and the conv's) read fp32 gs with
+    # the pointer kernels
+    tma_kernels = {
+        "yat_dense_fwd_tma_kernel", "yat_dense_bwd_gemm_tma_kernel", "yat_conv_fwd_tma_kernel",
+        "yat_conv_dgrad_tma_kernel", "yat_conv_wgrad_tma_kernel",
+    }  # fmt: skip
     expected = {
         "float64": set(), "float16": {"yat_dense_fwd_tma_kernel", "yat_conv_fwd_tma_kernel"},
     }.get(dtype, tma_kernels)  # fmt: skip
@@ -558,7 +562,7 @@ def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
         for r in reports:
             assert r["stack_bytes"] == 0 and r["spill_stores"] == 0, r
             assert r["wgmma_serialized"] == "", r  # checked ("", not None) and not serialized
-            if "gemm" in r["kernel"] or r["kernel"].endswith(("fwd_kernel", "grad_kernel")):
+            if "gemm" in r["kernel"] or r["kernel"].endswith(("fwd_kernel", "grad_kernel", "tma_kernel")):
                 assert r["hgmma"] > 0, r
 
 
@@ -724,6 +728,31 @@ def test_inspect_caps_registers() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     fwd = [json.loads(line) for line in done.stdout.splitlines() if "yat_dense_fwd_kernel" in line][0]
     assert fwd["registers"] <= 128 and fwd["programs_per_sm"] == 2, fwd
+
+
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+@pytest.mark.parametrize(
+    "op, problem, kernels",
+    [
+        ("conv2d", ["--conv", "2", "64", "8", "64", "3"],
+         {"yat_conv_dgrad_tma_kernel", "yat_conv_wgrad_tma_kernel"}),
+        ("dense", ["--shape", "256", "256", "256"], {"yat_dense_bwd_gemm_tma_kernel"}),
+    ],
+    ids=["conv2d", "dense"],
+)  # fmt: skip
+def test_inspect_compiles_the_backward_at_a_tile(op, problem, kernels) -> None:
+    """--backward compiles the op's backward kernels with --config forced as the backward
+    tile: a `tma` one runs the TMA GEMMs (wgmma, no spills), every other kernel compiled too."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "autotune.inspect", "--op", op, *problem, "--backward",
+           "--config", "64x32x32:4:3:tma", "--json"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = {r["kernel"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert kernels <= set(reports) and "yat_dense_bwd_prep_kernel" in reports, sorted(reports)
+    for name in kernels:
+        r = reports[name]
+        assert r["tma"] and r["hgmma"] > 0 and r["spill_stores"] == 0 and r["wgmma_serialized"] == "", r
 
 
 def test_tma_stores_fall_back_when_their_staging_does_not_fit() -> None:
