@@ -664,12 +664,13 @@ def conv2d_bwd(
         if MX and Cg and M and Ng:
             wk, ws = _weight_khwc(weight)
             cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem)
-            gsv, wv = gs.view(B, OH, OW, C_out), wk.view(C_out, KH * KW * Cg)
-            # a tap's W columns start at tap * Cg: a box's first column must be 16-byte aligned
-            if (
-                tma_conv_tile(cfg, Ng, stride) and gs.dtype == wk.dtype
-                and Cg * wk.element_size() % 16 == 0 and tma_ready(gsv, wv)
-            ):  # fmt: skip
+            # (gs, W) as the TMA kernel reads them, where it can: a tap's W columns start at
+            # tap * Cg, and a box's first column must be 16-byte aligned
+            operands = None
+            if tma_conv_tile(cfg, Ng, stride) and gs.dtype == wk.dtype and Cg * wk.element_size() % 16 == 0:
+                operands = gs.view(B, OH, OW, C_out), wk.view(C_out, KH * KW * Cg)
+            if operands is not None and tma_ready(*operands):
+                gsv, wv = operands
                 box = conv_box(B, H, W, cfg.block_m)
                 tiles_m = math.prod(cdiv(n, b) for n, b in zip((B, H, W), box, strict=True))
                 KernelCall(
@@ -698,16 +699,14 @@ def conv2d_bwd(
     if need_dw:
         cfg = pick_conv_config(Ng, KC, M, x.dtype, "bwd", problem=problem)
         tiles = cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n) * groups
-        gsv, xv = gs.view(B, OH, OW, C_out), xk.permute(0, 2, 3, 1)  # (B, H, W, C_in)
-        # a box's first channel (filter) must be 16-byte aligned: groups start at g * Cg (g * Ng);
+        # (gs, x as (B, H, W, C_in)) as the TMA kernel reads them, where it can: a box's first
+        # channel (filter) must be 16-byte aligned, and groups start at g * Cg (g * Ng);
         # tma_ready refuses traced calls before conv_box would hash symbolic sizes
-        elem = x.element_size()
-        box = (
-            conv_box(B, OH, OW, cfg.block_k)
-            if tma_wgrad_tile(cfg, Cg, stride) and gs.dtype == x.dtype and (Cg * elem) % 16 == 0
-            and (Ng * elem) % 16 == 0 and tma_ready(gsv, xv)
-            else None
-        )  # fmt: skip
+        elem, box = x.element_size(), None
+        aligned = (Cg * elem) % 16 == 0 and (Ng * elem) % 16 == 0
+        if tma_wgrad_tile(cfg, Cg, stride) and gs.dtype == x.dtype and aligned:
+            gsv, xv = gs.view(B, OH, OW, C_out), xk.permute(0, 2, 3, 1)
+            box = conv_box(B, OH, OW, cfg.block_k) if tma_ready(gsv, xv) else None
         # the K walk in units: output positions (pointer kernel) or boxes of them (TMA)
         units = math.prod(cdiv(n, b) for n, b in zip((B, OH, OW), box, strict=True)) if box else M
         unit = 1 if box else cfg.block_k
