@@ -1215,6 +1215,19 @@ def test_tma_forward(geo, dtype, device, launched):
         assert fwd[0].grid == (tiles_m * -(-geo.C_out // geo.groups // 16), geo.groups)
 
 
+def gpu_plan_with_nan_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launchers' GPU choices (split weight gradients), with every fresh torch.empty
+    buffer NaN-filled (integers -1): a slot no program writes then reaches the result."""
+    empty = torch.empty
+
+    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
+        t = empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
+
+    monkeypatch.setattr(conv, "INTERPRETING", False)
+    monkeypatch.setattr(torch, "empty", nan_empty)
+
+
 TMA_BACKWARD_CASES = [
     # (geo, whether the input gradient and the weight gradient run their TMA kernels with a
     # 16x16x16 tile: filters a group a multiple of BLOCK_K, channels of BLOCK_N)
@@ -1276,14 +1289,7 @@ def test_tma_weight_gradient_split_over_boxes(device, monkeypatch, launched):
     from kernels._common import TileConfig
     from yat_triton.tuning import forced_config
 
-    empty = torch.empty
-
-    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
-        t = empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
-
-    monkeypatch.setattr(conv, "INTERPRETING", False)  # the launcher's GPU choices
-    monkeypatch.setattr(torch, "empty", nan_empty)
+    gpu_plan_with_nan_buffers(monkeypatch)
     geo = Geo(2, 16, 12, 12, 16, (3, 3), padding=1)  # 18 boxes of 4x4 positions
     inp = make_inputs(geo, torch.bfloat16, device, channels_last=True, seed=32)
     with forced_config("conv2d", "bwd", TileConfig(16, 16, 16, 2, 4, 2, tma=True)):
@@ -1426,14 +1432,7 @@ def test_wgrad_split_over_output_positions(device, monkeypatch, launched):
     partial dW (the interpreter otherwise takes one split): forced here, dW against the
     oracle. Buffers are allocated uninitialized: torch.empty hands out NaN-filled memory
     here, so a partial-sum slot no program writes would reach dW."""
-    empty = torch.empty
-
-    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
-        t = empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
-
-    monkeypatch.setattr(conv, "INTERPRETING", False)  # the launcher's GPU choices
-    monkeypatch.setattr(torch, "empty", nan_empty)
+    gpu_plan_with_nan_buffers(monkeypatch)
     geo = Geo(2, 4, 12, 12, 6, (3, 3), padding=1)  # 288 output positions
     inp = make_inputs(geo, torch.float32, device, channels_last=True, seed=31)
     check_against_oracle(inp, geo)
