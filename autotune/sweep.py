@@ -782,7 +782,7 @@ def _run_task(
     else:  # run through the registered op with tuning.forced_config; the first row is the
         # op as it ships
         # fp16's backward GEMMs run the pointer kernels (fp32 gs): no warp-specialized tiles,
-        # no TMA input gradient
+        # no conv TMA gradients
         ws = warp_specialize and task.dtype != "float16"
         tiles = backward_tiles(
             task.op, task.shape, kept, elem, warp_specialize=ws, conv_tma=task.dtype != "float16"
