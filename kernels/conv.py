@@ -24,11 +24,21 @@ the (M, C_out) output with groups):
 from __future__ import annotations
 
 import functools
+import math
 
 import triton
 import triton.language as tl
 
-from kernels._common import TileConfig, fast_div, grouped_tile, load_scalars, next_pow2, scalars_from, upcast
+from kernels._common import (
+    TileConfig,
+    cdiv,
+    fast_div,
+    grouped_tile,
+    load_scalars,
+    next_pow2,
+    scalars_from,
+    upcast,
+)
 from kernels.dense import _bwd_math, dense_config_space, fwd_store, prune_dense_configs
 
 
@@ -189,6 +199,40 @@ def yat_conv_fwd_kernel(
 
 
 @triton.jit
+def _box_tile(
+    pid, B, H, W, N, BOX_B: tl.constexpr, BOX_H: tl.constexpr, BOX_W: tl.constexpr, BLOCK_N: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):  # fmt: skip
+    """(b0, h0, w0, pid_n): the first image, row and column of program pid's box of (B, H,
+    W) positions (grouped order, counted in boxes: boxes * BLOCK_M could pass 2^31), and
+    its tile of N columns."""
+    tiles_w = tl.cdiv(W, BOX_W)
+    tiles_hw = tl.cdiv(H, BOX_H) * tiles_w
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(B, BOX_B) * tiles_hw, tl.cdiv(N, BLOCK_N), 1, 1, GROUP_M)
+    return (
+        (pid_m // tiles_hw) * BOX_B,
+        ((pid_m % tiles_hw) // tiles_w) * BOX_H,
+        (pid_m % tiles_w) * BOX_W,
+        pid_n,
+    )
+
+
+@triton.jit
+def _box_rows(
+    b0, h0, w0, B, H, W, BOX_H: tl.constexpr, BOX_W: tl.constexpr, BLOCK_M: tl.constexpr, INT64: tl.constexpr
+):
+    """(image, row, column, inside (B, H, W)) of the box's BLOCK_M positions, in the order
+    a box load flattens them."""
+    r = tl.arange(0, BLOCK_M)
+    bb = b0 + r // (BOX_H * BOX_W)
+    h = h0 + (r // BOX_W) % BOX_H
+    w = w0 + r % BOX_W
+    if INT64:
+        bb = bb.to(tl.int64)
+    return bb, h, w, (bb < B) & (h < H) & (w < W)
+
+
+@triton.jit
 def yat_conv_fwd_tma_kernel(
     x_desc,
     w_desc,
@@ -298,14 +342,7 @@ def yat_conv_fwd_tma_kernel(
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    tiles_w = tl.cdiv(OW, BOX_W)
-    tiles_hw = tl.cdiv(OH, BOX_H) * tiles_w
-    # counted in tiles (unit blocks): tiles_m * BLOCK_M could pass 2^31
-    tiles_m = tl.cdiv(B, BOX_B) * tiles_hw
-    pid_m, pid_n = grouped_tile(pid, tiles_m, tl.cdiv(Ng, BLOCK_N), 1, 1, GROUP_M)
-    b0 = (pid_m // tiles_hw) * BOX_B
-    oh0 = ((pid_m % tiles_hw) // tiles_w) * BOX_H
-    ow0 = (pid_m % tiles_w) * BOX_W
+    b0, oh0, ow0, pid_n = _box_tile(pid, B, OH, OW, Ng, BOX_B, BOX_H, BOX_W, BLOCK_N, GROUP_M)
     n0 = g * Ng + pid_n * BLOCK_N
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -328,13 +365,7 @@ def yat_conv_fwd_tma_kernel(
 
     nx = tl.sum(nx, axis=1)
     alpha, eps = load_scalars(alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False)
-    r = tl.arange(0, BLOCK_M)
-    bb = b0 + r // (BOX_H * BOX_W)
-    oh = oh0 + (r // BOX_W) % BOX_H
-    ow = ow0 + r % BOX_W
-    if INT64:
-        bb = bb.to(tl.int64)
-    mask_m = (bb < B) & (oh < OH) & (ow < OW)
+    bb, oh, ow, mask_m = _box_rows(b0, oh0, ow0, B, OH, OW, BOX_H, BOX_W, BLOCK_M, INT64)
     offs_m = (bb * OH + oh) * OW + ow
     if STORE_S:
         if pid_n == 0:
@@ -656,13 +687,7 @@ def yat_conv_dgrad_tma_kernel(
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    tiles_w = tl.cdiv(W, BOX_W)
-    tiles_hw = tl.cdiv(H, BOX_H) * tiles_w
-    tiles_m = tl.cdiv(B, BOX_B) * tiles_hw  # counted in boxes: tiles_m * BLOCK_M could pass 2^31
-    pid_m, pid_n = grouped_tile(pid, tiles_m, tl.cdiv(Cg, BLOCK_N), 1, 1, GROUP_M)
-    b0 = (pid_m // tiles_hw) * BOX_B
-    h0 = ((pid_m % tiles_hw) // tiles_w) * BOX_H
-    w0 = (pid_m % tiles_w) * BOX_W
+    b0, h0, w0, pid_n = _box_tile(pid, B, H, W, Cg, BOX_B, BOX_H, BOX_W, BLOCK_N, GROUP_M)
     c0 = pid_n * BLOCK_N
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -682,13 +707,7 @@ def yat_conv_dgrad_tma_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
 
-    r = tl.arange(0, BLOCK_M)
-    bb = b0 + r // (BOX_H * BOX_W)
-    ih = h0 + (r // BOX_W) % BOX_H
-    iw = w0 + r % BOX_W
-    if INT64:
-        bb = bb.to(tl.int64)
-    mask_m = (bb < B) & (ih < H) & (iw < W)
+    bb, ih, iw, mask_m = _box_rows(b0, h0, w0, B, H, W, BOX_H, BOX_W, BLOCK_M, INT64)
     offs_n = c0 + tl.arange(0, BLOCK_N)
     o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # o at tap (0, 0)
     _dgrad_epilogue(
@@ -1102,6 +1121,12 @@ def conv_box(B: int, OH: int, OW: int, block_m: int) -> tuple[int, int, int]:
     assert best is not None
     _, neg_tw, neg_th, tb = best
     return tb, -neg_th, -neg_tw
+
+
+def box_count(sizes: tuple[int, int, int], box: tuple[int, int, int]) -> int:
+    """Boxes of shape `box` (`conv_box`) that cover (B, H, W) `sizes`: the TMA kernels' M
+    tiles, or the TMA weight gradient's K steps."""
+    return math.prod(cdiv(n, b) for n, b in zip(sizes, box, strict=True))
 
 
 def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting: bool = False) -> TileConfig:

@@ -29,6 +29,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels._common import TileConfig, cdiv, divmod_magic, next_pow2
 from kernels.conv import (
+    box_count,
     conv_box,
     tma_conv_tile,
     tma_wgrad_tile,
@@ -436,7 +437,7 @@ def plan_conv2d_fwd(
     width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]
     if tma_conv_tile(cfg, Cg, stride) and tma_ready(xv, wv):
         box = conv_box(B, OH, OW, cfg.block_m)
-        tiles_m = math.prod(cdiv(n, b) for n, b in zip((B, OH, OW), box, strict=True))
+        tiles_m = box_count((B, OH, OW), box)
         y_out, s_out = _store_descriptors(y, s, list(box), width, cfg.block_n, Ng, groups)
         calls.append(KernelCall(
             yat_conv_fwd_tma_kernel, (tiles_m * cdiv(Ng, cfg.block_n), groups),
@@ -672,7 +673,7 @@ def conv2d_bwd(
             if operands is not None and tma_ready(*operands):
                 gsv, wv = operands
                 box = conv_box(B, H, W, cfg.block_m)
-                tiles_m = math.prod(cdiv(n, b) for n, b in zip((B, H, W), box, strict=True))
+                tiles_m = box_count((B, H, W), box)
                 KernelCall(
                     yat_conv_dgrad_tma_kernel, (tiles_m * cdiv(Cg, cfg.block_n), groups),
                     (TensorDescriptor.from_tensor(gsv, [*box, cfg.block_k]),
@@ -708,7 +709,7 @@ def conv2d_bwd(
             gsv, xv = gs.view(B, OH, OW, C_out), xk.permute(0, 2, 3, 1)
             box = conv_box(B, OH, OW, cfg.block_k) if tma_ready(gsv, xv) else None
         # the K walk in units: output positions (pointer kernel) or boxes of them (TMA)
-        units = math.prod(cdiv(n, b) for n, b in zip((B, OH, OW), box, strict=True)) if box else M
+        units = box_count((B, OH, OW), box) if box else M
         unit = 1 if box else cfg.block_k
         splits = 1 if INTERPRETING else max(1, min(cdiv(264, max(tiles, 1)), cdiv(M, 4 * cfg.block_k)))
         per_split = cdiv(cdiv(max(units, 1), splits), unit) * unit
