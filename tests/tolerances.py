@@ -18,6 +18,11 @@ magnitude. An element passes when
   ratio here. It scales only the accumulation term, never the io rounding.
 - `rtol`: a few units in the last place of the io dtype.
 
+`scale` and `amplification` may also be tensors that broadcast to the expected shape, each
+element then held to its own. A test whose rows differ in size or condition by orders of
+magnitude (x ~ w in some rows only) gives each row its own scale (`abs_max` over the row)
+and condition number, so that no row is held to the loosest one.
+
 Calibrated on the interpreter against the float64 oracle (relative-to-max errors measured
 on 5x123x77, 33x17x40, 1x50x30, 1x1x1 with random data: forward fp32 <= 5e-7,
 fp16 <= 3e-4, bf16 <= 5.5e-3; gradients fp32 <= 7e-7, fp16 <= 5e-4, bf16 <= 1.1e-2;
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["TOLERANCES", "Tol", "assert_close", "max_rel_err", "tol_for"]
+__all__ = ["TOLERANCES", "Tol", "abs_max", "assert_close", "max_rel_err", "tol_for"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def assert_close(
     what: str = "",
     precision: str | None = None,
     scale: float | Tensor | None = None,
-    amplification: float = 1.0,
+    amplification: float | Tensor = 1.0,
 ) -> None:
     """Compare `actual` (any dtype/device) to the float64 `expected` per the table entry.
 
@@ -88,7 +93,8 @@ def assert_close(
     key or `precision="tf32"` selects the TF32 entry). Shapes must match exactly; NaNs must
     sit at the same places, and infinities must match exactly. On failure the message gives
     the max abs error, the max rel error (relative to the scale, and elementwise) and the
-    first bad index with both values.
+    first bad index with both values. A tensor `scale` or `amplification` of more than one
+    element sets each element's own (broadcast to the expected shape).
     """
     label = what or "value"
     assert tuple(actual.shape) == tuple(expected.shape), (
@@ -105,19 +111,30 @@ def assert_close(
             f"{label}: NaN mismatch at index {idx}: actual {a[tuple(idx)].item()}, "
             f"expected {e[tuple(idx)].item()}"
         )
-    a, e = a[~nan_e], e[~nan_e]
-    full_index = torch.nonzero(~nan_e)
+    t = tol_for(dtype, precision)
+    finite = e[torch.isfinite(e)]
+    if isinstance(scale, Tensor) and scale.numel() > 1:
+        scale_v = scale.detach().to(device="cpu", dtype=torch.float64).abs().expand_as(e)
+    else:
+        if scale is None:
+            s = finite.abs().max().item() if finite.numel() else 0.0
+        else:
+            s = float(scale.abs().max()) if isinstance(scale, Tensor) else abs(float(scale))
+        scale_v = torch.tensor(s, dtype=torch.float64)
+    # an all-zero expectation (or row): the tolerance becomes absolute
+    scale_v = torch.where(scale_v == 0.0, 1.0, scale_v)
+    amp = (
+        amplification.detach().to(device="cpu", dtype=torch.float64).expand_as(e)
+        if isinstance(amplification, Tensor)
+        else torch.tensor(float(amplification), dtype=torch.float64)
+    )
+    allowed_all = (scale_v * (t.atol + t.acc * math.sqrt(max(reduction, 1)) * amp)).expand_as(e)
+    keep = ~nan_e
+    a, e, allowed = a[keep], e[keep], allowed_all[keep]
+    scale_v, amp = scale_v.expand_as(keep)[keep], amp.expand_as(keep)[keep]
+    full_index = torch.nonzero(keep)
     if e.numel() == 0:
         return
-    t = tol_for(dtype, precision)
-    finite_e = e[torch.isfinite(e)]
-    if scale is None:
-        scale_v = finite_e.abs().max().item() if finite_e.numel() else 0.0
-    else:
-        scale_v = float(scale.abs().max()) if isinstance(scale, Tensor) else abs(float(scale))
-    if scale_v == 0.0:  # all-zero expectation: the tolerance becomes absolute
-        scale_v = 1.0
-    allowed = scale_v * (t.atol + t.acc * math.sqrt(max(reduction, 1)) * amplification)
     err = (a - e).abs()
     # inf matching inf of the same sign is exact; inf against a finite value is an error of inf
     same_inf = torch.isinf(a) & torch.isinf(e) & (torch.sign(a) == torch.sign(e))
@@ -131,13 +148,20 @@ def assert_close(
         key = dtype if isinstance(dtype, tuple) else _name(dtype)
         raise AssertionError(
             f"{label} [{key}{'/' + precision if precision else ''}, reduction={reduction}, "
-            f"amplification={amplification:.3g}]: {int(bad.sum())}/{bad.numel()} elements out "
+            f"amplification={amp[i].item():.3g}]: {int(bad.sum())}/{bad.numel()} elements out "
             f"of tolerance; max abs err {err.max().item():.3e}; max rel err "
-            f"{err.max().item() / scale_v:.3e} relative to scale {scale_v:.3e} "
-            f"(elementwise {rel.max().item():.3e}); allowed {allowed:.3e} + "
-            f"{t.rtol:g}*|expected|; first bad index {first}: actual {a[i].item():.8g}, "
-            f"expected {e[i].item():.8g}"
+            f"{(err / scale_v).max().item():.3e} relative to the scale "
+            f"(elementwise {rel.max().item():.3e}); first bad index {first}: actual "
+            f"{a[i].item():.8g}, expected {e[i].item():.8g}, allowed {allowed[i].item():.3e} + "
+            f"{t.rtol:g}*|expected| at scale {scale_v[i].item():.3e}"
         )
+
+
+def abs_max(t: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """max |t| over `dims` (non-finite values left out), kept as size-1 dims: a per-row
+    scale for `assert_close`."""
+    a = t.detach().to(device="cpu", dtype=torch.float64).abs()
+    return torch.where(torch.isfinite(a), a, 0.0).amax(dim=dims, keepdim=True)
 
 
 def max_rel_err(actual: Tensor, expected: Tensor, scale: float | None = None) -> float:
