@@ -14,9 +14,14 @@ For each GPU measured in the archive's results database:
   run that left a readable one: a sweep-only run leaves none), and the
   index `reports/README.md` with it.
 
+A run that measured nothing on its GPU (cut before its sweep, or a sweep that failed at
+once) still brought back what the GPU told it: when its env.txt names a GPU (nvidia-smi's
+line), its logs alone are filed under `reports/<gpu>/runs/<UTC start>/`, and the record,
+winners and report stay as they were.
+
 Nothing is written before the archive has been read whole and its database checked: a
-corrupt archive, one without a database, or one that holds no GPU measurement (a CPU
-rehearsal, unless `allow_cpu`) changes nothing.
+corrupt archive, or one with neither a GPU measurement nor a GPU named in its env.txt (a
+CPU rehearsal; its rows are taken with `allow_cpu`), changes nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +56,20 @@ class Imported:
 
 
 STAMP = re.compile(r"\d{8}T\d{6}Z")  # a run's folder under runs/: its UTC start
+SMI_HEADER = "name, driver_version"  # gpu.sh's `nvidia-smi --query-gpu=name,driver_version,...`
+
+
+def smi_gpu(env: Path) -> str | None:
+    """The GPU that nvidia-smi named in a run's env.txt (the line under its CSV header), or
+    None: no such file, or no GPU (a CPU rehearsal's env.txt says the command failed)."""
+    if not env.is_file():
+        return None
+    lines = env.read_text(errors="replace").splitlines()
+    for header, line in zip(lines, lines[1:], strict=False):
+        if header.startswith(SMI_HEADER) and line.count(",") >= 1:
+            name = line.split(",")[0].strip()
+            return name or None
+    return None
 
 
 def newest_breakdown(runs: Path, gpu: str) -> Path | None:
@@ -101,6 +120,19 @@ def _unpack(archive: Path, into: Path) -> dict[Path, float]:
     return mtimes
 
 
+def _stamp(started: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+
+
+def _file_logs(run_dir: Path, logs: Path, done: Imported) -> Path:
+    """Copy the run's logs (those of LOGS it has) into the folder `logs`; return it."""
+    logs.mkdir(parents=True, exist_ok=True)
+    for name in LOGS:
+        if (run_dir / name).is_file():
+            done.logs.append(Path(shutil.copy2(run_dir / name, logs / name)))
+    return logs
+
+
 def import_run(
     archive: str | Path,
     reports_dir: str | Path = "reports",
@@ -121,28 +153,45 @@ def import_run(
     with tempfile.TemporaryDirectory(prefix="yat-gpu-run-") as tmp:
         run_dir = Path(tmp)
         mtimes = _unpack(archive, run_dir)
+        found = sorted(run_dir.glob(f"**/{DB_NAME}"))
         if not (run_dir / DB_NAME).is_file():  # an archive of the output folder itself
-            found = sorted(run_dir.glob(f"**/{DB_NAME}"))
-            if len(found) != 1:
+            envs = sorted(run_dir.glob("**/env.txt"))
+            if len(found) == 1:
+                run_dir = found[0].parent
+            elif not found and len(envs) == 1:  # a run that ended before its sweep
+                run_dir = envs[0].parent
+            else:
                 where = ", ".join(str(p.relative_to(run_dir)) for p in found) or "none"
                 raise ValueError(
                     f"{archive}: expected one {DB_NAME} at its top or in one folder (found: {where}; "
                     "a run that ends before its sweep leaves none); nothing imported"
                 )
-            run_dir = found[0].parent
         db_path = run_dir / DB_NAME
         # the run's start: its env.txt, written first (else the archive's newest file)
         started = mtimes.get(run_dir / "env.txt", max(mtimes.values()))
-        with ResultsDB(db_path) as db:
-            rows = db.query()
-            runs = db.runs()
+        rows, runs = [], []
+        if db_path.is_file():
+            with ResultsDB(db_path) as db:
+                rows = db.query()
+                runs = db.runs()
         gpus = sorted({r.gpu for r in rows if r.representative or allow_cpu})
         if not gpus:
-            what = (
-                "no rows at all" if not rows else "only rows measured without a GPU (--allow-cpu takes them)"
-            )
+            gpu = smi_gpu(run_dir / "env.txt")
+            if gpu is not None:  # the GPU's logs are worth keeping even without a row
+                logs = _file_logs(run_dir, reports / slug(gpu) / "runs" / _stamp(started), done)
+                done.notes.append(
+                    f"{gpu}: the run measured nothing (no GPU rows); its logs are filed in {logs}, "
+                    "the record, winners and report are unchanged"
+                )
+                return done
+            if not db_path.is_file():
+                raise ValueError(
+                    f"{archive}: no {DB_NAME} (a run that ends before its sweep leaves none) and no GPU "
+                    "named in its env.txt; nothing imported"
+                )
+            what = "only rows measured without a GPU (--allow-cpu takes them)" if rows else "no rows at all"
             raise ValueError(f"{archive}: its {DB_NAME} holds {what}; nothing imported")
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+        stamp = _stamp(started)
         # the GPUs this run measured on (a resumed database also carries older rows, maybe of
         # another GPU: those are merged into their records, but the logs are not theirs)
         new_rows = {r.gpu for r in rows if r.created >= started}
@@ -165,12 +214,8 @@ def import_run(
                 continue
             # the run's own rows beside its logs: what a resumed run starts from (the record
             # mixes every commit measured, and a sweep does not measure a key twice)
-            logs = folder / "runs" / stamp
-            logs.mkdir(parents=True, exist_ok=True)
+            logs = _file_logs(run_dir, folder / "runs" / stamp, done)
             done.logs.append(Path(shutil.copy2(part, logs / DB_NAME)))
-            for name in LOGS:
-                if (run_dir / name).is_file():
-                    done.logs.append(Path(shutil.copy2(run_dir / name, logs / name)))
             if any(r.representative for r in rows if r.gpu == gpu):
                 try:
                     done.winners += export_winners(record, tuned_dir, gpu=gpu)

@@ -163,6 +163,9 @@ def test_bad_archives_change_nothing(tmp_path: Path) -> None:
     no_db = tmp_path / "nodb"
     no_db.mkdir()
     (no_db / "env.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"no results.db .* no GPU named in its env.txt"):
+        import_run(pack(no_db), reports, tuned)  # a CPU rehearsal cut before its sweep
+    (no_db / "env.txt").unlink()
     with pytest.raises(ValueError, match=r"expected one results.db .*found: none"):
         import_run(pack(no_db), reports, tuned)
     bad_db = run_folder(tmp_path, "baddb", fixture_rows("Test GPU", True))
@@ -186,6 +189,34 @@ def test_bad_archives_change_nothing(tmp_path: Path) -> None:
         import_run(crafted("link.tar.gz", link), reports, tuned)
     assert not reports.exists() and not tuned.exists()
     assert not (Path(tempfile.gettempdir()) / "escaped.txt").exists()  # beside the unpacking folder
+
+
+SMI = "name, driver_version, memory.total [MiB]\nTest GPU, 580.159.03, 143771 MiB\n"
+
+
+@pytest.mark.parametrize("database", ["none", "empty"])
+def test_a_gpu_run_without_rows_files_its_logs(tmp_path: Path, database: str) -> None:
+    """A GPU run cut before its sweep (no database) or whose sweep measured nothing: its
+    logs are filed under the GPU that nvidia-smi named, the record, winners and report of
+    earlier runs stay as they were."""
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    import_run(pack(run_folder(tmp_path, "good", fixture_rows("Test GPU", True))), reports, tuned)
+    before = {p: p.read_bytes() for p in (*reports.rglob("*"), *tuned.rglob("*")) if p.is_file()}
+    out = tmp_path / "cut"
+    out.mkdir()
+    (out / "env.txt").write_text("Mon Sep 21 15:13:20 UTC 2026\ncommit: abc\n" + SMI)
+    (out / "tests.log").write_text("1 failed, 20 passed\n")
+    os.utime(out / "env.txt", (STARTED + 3600, STARTED + 3600))
+    if database == "empty":
+        make_db(out / "results.db", [])
+    done = import_run(pack(out), reports, tuned)
+    logs = reports / "test_gpu" / "runs" / "20260921T151320Z"
+    assert sorted(done.logs) == [logs / "env.txt", logs / "tests.log"]
+    assert (logs / "tests.log").read_text() == "1 failed, 20 passed\n"
+    assert done.databases == done.reports == done.winners == []
+    assert "measured nothing" in done.notes[0] and str(logs) in done.notes[0]
+    after = {p: p.read_bytes() for p in (*reports.rglob("*"), *tuned.rglob("*")) if p.is_file()}
+    assert {p: b for p, b in after.items() if p.parent != logs} == before
 
 
 def test_existing_record_is_kept_when_the_run_holds_nothing_new(tmp_path: Path) -> None:
@@ -233,3 +264,4 @@ def test_cli_import_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "0.903x" in targets and "| met" in targets and "## Failed" not in targets
     assert cli.main(["import-run", str(tmp_path / "nope.tar.gz")]) == 2
     assert "no such archive" in capsys.readouterr().err
+
