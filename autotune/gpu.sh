@@ -15,7 +15,7 @@
 # canary.log: whether the warp-specialized forward and backward GEMMs (Triton's Hopper pass,
 # the newest compiler path the sweep tries) compiled, ran and matched the oracle; if not,
 # their tiles are left out of this run.
-# Time caps (canary 60 s, GPU-only tests 60 s, the other tests 50 s, inspect 40 s, breakdown
+# Time caps (canary 60 s, GPU-only tests 60 s, the other tests 40 s, inspect 50 s, breakdown
 # 60 s, sweep 200 s: 470 s, and about 30 s of start-up, show, export and report) keep it
 # under ~8 min; a capped sweep resumes on the next run:
 #   bash autotune/gpu.sh OUTPUT_DIR --resume PATH/results.db --sweep-only
@@ -73,9 +73,11 @@ pack() {
   echo "packed $OUT into $PACK ($bytes bytes)"
   [ "$bytes" -le 16777216 ] || echo "warning: $PACK is over 16 MiB" >&2
 }
-# A TERM to the script packs what it has and stops. It is taken at once during the sweep (run
-# in the foreground); the other steps run in their own process groups under `timeout`, which
-# ends each well inside the run's limit, and the TERM is taken when the step ends.
+# A TERM to the script packs what it has and stops. Bash takes it when the step running then
+# returns (every step is capped by `timeout`, well inside the run's limit); a TERM to the
+# whole process group also stops that step, the sweep saving every finished row.
+# The test steps stop at their cap with a SIGINT, on which pytest still prints its summary
+# (-ra: each failure's name and reason); a TERM would end it before that, leaving dots.
 trap 'pack; exit 143' TERM
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -97,7 +99,7 @@ WS_FLAG=() WS_TEST=""
 # bf16 only: fp16 shares the forward's path, its backward GEMMs are not warp-specialized,
 # and fp32 gets no such tiles. On failure every warp-specialization test is left out.
 CANARY="(warp_specialized_forward_matches or warp_specialized_backward_matches) and bfloat16"
-timeout -k 5 60 python -m pytest -q -x tests/test_configs.py tests/test_dense.py -k "$CANARY" 2>&1 \
+timeout -s INT -k 10 60 python -m pytest -q -ra -x tests/test_configs.py tests/test_dense.py -k "$CANARY" 2>&1 \
   | tee "$OUT/canary.log"
 if [ "${PIPESTATUS[0]}" != 0 ]; then
   WS_FLAG=(--no-warp-specialize) WS_TEST=" or warp_speciali"
@@ -119,10 +121,11 @@ else
   SWEEP_CAP=${SWEEP_CAP:-200}
   STATIC="compiles_for_sm90 or uses_wgmma_without_spills or inspect_dumps_every_stage or inspect_caps_registers or bare_reciprocal"
   # First what only a GPU checks (marker gpu: torch.compile, CUDA graphs, occupancy), under
-  # its own cap, so that the rest cannot crowd it out.
-  timeout 60 python -m pytest -q -ra -m gpu tests 2>&1 | tee "$OUT/tests.log"
+  # its own cap, so that the rest cannot crowd it out; the fast ones first (conftest's
+  # GPU_FIRST), the sweep's test last.
+  timeout -s INT -k 10 60 python -m pytest -q -ra -m gpu tests 2>&1 | tee "$OUT/tests.log"
   status=$(( status | PIPESTATUS[0] ))
-  timeout 50 python -m pytest -q -ra -m "not gpu" -k "not ($STATIC or static_prune_flags_spilling_tiles$WS_TEST)" \
+  timeout -s INT -k 10 40 python -m pytest -q -ra -m "not gpu" -k "not ($STATIC or static_prune_flags_spilling_tiles$WS_TEST)" \
     $(for t in dense conv configs modules conv_modules errors; do echo "tests/test_$t.py"; done) \
     $(ls tests/test_*.py | grep -v -E 'test_(dense|conv|configs|modules|conv_modules|errors|autotune)\.py$') \
     tests/test_autotune.py 2>&1 | tee -a "$OUT/tests.log"
@@ -130,7 +133,7 @@ else
   pack
 
   # fp16 / fp32 compile the same way on a CPU with this Triton version: bf16 is enough here.
-  timeout 40 python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1 || status=1
+  timeout 50 python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1 || status=1
   tail -n 3 "$OUT/inspect_bfloat16.txt"
   pack
 
@@ -141,13 +144,14 @@ fi
 
 # The sweep resumes where a timeout stopped it (SIGINT to the sweep process alone,
 # --foreground, so compiler subprocesses are not killed mid-row: it stops cleanly between
-# rows, every finished row saved): rerunning this script finishes the work.
-timeout --foreground -s INT -k 10 "$SWEEP_CAP" python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
+# rows, every finished row saved): rerunning this script finishes the work. The 30 s grace
+# covers the compiles already running when the SIGINT lands (Python waits for them).
+timeout --foreground -s INT -k 30 "$SWEEP_CAP" python -m autotune sweep --suite core --dtype bfloat16 --mode fwd,fwd+bwd \
   --max-configs 12 --compile-mode default ${WS_FLAG[@]+"${WS_FLAG[@]}"} --db "$OUT/results.db" 2>&1 \
   | tee "$OUT/sweep.log"
 sweep_rc=${PIPESTATUS[0]}
-if [ "$sweep_rc" = 124 ]; then  # its cap: not a failure, the rows so far are saved
-  echo "the sweep stopped at its ${SWEEP_CAP} s cap; to finish it: bash autotune/gpu.sh OUT --resume results.db --sweep-only" \
+if [ "$sweep_rc" = 124 ] || [ "$sweep_rc" = 137 ]; then  # its cap: not a failure, the rows so far are saved
+  echo "the sweep stopped at its ${SWEEP_CAP} s cap$([ "$sweep_rc" = 137 ] && echo ', killed after its grace (its run record may be missing)'); to finish it: bash autotune/gpu.sh OUT --resume results.db --sweep-only" \
     | tee -a "$OUT/sweep.log"
 elif [ "$sweep_rc" != 0 ]; then
   status=1

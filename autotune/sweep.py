@@ -802,7 +802,8 @@ def _run_task(
         # sm_90 and for this GPU on the host's cores; timing stays one by one.
         recorded = [_record(problem, c) for c in pending]
         training = [_record_training(problem, c) for c in pending]
-        reasons = _parallel(static_reason, [r + t for r, t in zip(recorded, training, strict=True)])
+        checked = [swept_calls(r + t, task.mode) for r, t in zip(recorded, training, strict=True)]
+        reasons = _parallel(static_reason, checked)
         for cfg, reason in zip(pending, reasons, strict=True):
             if reason:
                 yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
@@ -853,6 +854,18 @@ STANDARD_LAYERS = ("linear+relu", "addmm_relu", "conv+relu")
 
 # Kernels whose launch does not depend on the swept tile (their spills are not its fault).
 _TILE_INDEPENDENT = ("row_sqnorm", "prep", "near", "finish")
+# The kernels a backward tile runs (the backward modes force it on these alone).
+_BACKWARD_KERNELS = ("bwd", "dgrad", "wgrad")
+
+
+def swept_calls(calls: list[object], mode: str) -> list[object]:
+    """The recorded launches whose tile is the swept one: in the backward modes the
+    backward's alone, since the forward they also record runs on its default tile (checking
+    it again for every backward tile would cost a compile report each, and a default that
+    spilled would prune every backward tile in its name)."""
+    if mode == "fwd":
+        return calls
+    return [c for c in calls if any(tag in c.kernel.__name__ for tag in _BACKWARD_KERNELS)]
 
 
 def _record(problem: Problem, config: TileConfig | None) -> list[object]:

@@ -349,6 +349,28 @@ def test_static_prune_flags_spilling_tiles() -> None:
     assert good == "None"
 
 
+@pytest.mark.parametrize("op, shape", [
+    ("dense", {"M": 40, "N": 24, "K": 32}),
+    ("conv2d", {"B": 2, "C_in": 16, "H": 6, "W": 6, "C_out": 16, "k": 3, "stride": 1, "padding": 1}),
+])  # fmt: skip
+def test_static_prune_checks_a_backward_tile_on_the_backward_kernels(op: str, shape: dict) -> None:
+    """In the backward modes the recorded run holds the forward on its default tile too:
+    the static prune checks only the kernels the swept backward tile runs."""
+    from autotune.sweep import Problem, _record, swept_calls
+    from kernels._common import TileConfig
+
+    tile = TileConfig(32, 32, 32, 8, 4, 2)
+    fwd = _record(Problem(op, shape, "float32", "fwd", "cpu"), tile)
+    assert fwd and swept_calls(fwd, "fwd") == fwd
+    calls = _record(Problem(op, shape, "float32", "fwd+bwd", "cpu"), tile)
+    names = [c.kernel.__name__ for c in swept_calls(calls, "fwd+bwd")]
+    assert any("fwd" in c.kernel.__name__ for c in calls)  # recorded, not checked
+    assert names and not any("fwd" in n for n in names), names
+    gemms = {"dense": {"yat_dense_bwd_gemm_kernel"},
+             "conv2d": {"yat_conv_dgrad_kernel", "yat_conv_wgrad_kernel"}}  # fmt: skip
+    assert gemms[op] <= set(names), names
+
+
 @pytest.fixture
 def untuned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """The launchers on their default tiles: no winners file (the package's own, committed
@@ -605,7 +627,7 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
         '  --db|--json-out) echo data > "${args[$((i+1))]}" ;;\n'
         '  --out) mkdir -p "${args[$((i+1))]}" && echo data > "${args[$((i+1))]}/made.txt" ;;\n'
         "esac; done\n"
-        '[ "$3" = sweep ] && exit 124\nexit 0\n'
+        '[ "$3" = sweep ] && exit "${SWEEP_RC:-124}"\nexit 0\n'
     )
     (stubs / "git").write_text("#!/bin/sh\nexit 128\n")  # a copied checkout: no git history
     for f in ("python", "git"):
@@ -637,6 +659,14 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
     assert (
         again.returncode == 0 and "stopped at its 150 s cap" in (tmp_path / "again" / "sweep.log").read_text()
     )
+    # killed after the cap's grace (SIGKILL, 137): still the cap, not a failure
+    killed = subprocess.run(["bash", str(script), "killed", "--sweep-only"], cwd=tmp_path,
+                            env={**env, "SWEEP_RC": "137"}, capture_output=True, text=True)  # fmt: skip
+    log = (tmp_path / "killed" / "sweep.log").read_text()
+    assert killed.returncode == 0 and "stopped at its 400 s cap, killed after its grace" in log
+    failed = subprocess.run(["bash", str(script), "failed", "--sweep-only"], cwd=tmp_path,
+                            env={**env, "SWEEP_RC": "1"}, capture_output=True, text=True)  # fmt: skip
+    assert failed.returncode == 1 and "stopped at" not in (tmp_path / "failed" / "sweep.log").read_text()
     assert not (tmp_path / "again" / "tests.log").exists()
     for bad in ("0", "abc", "-5", "1.5", "007"):
         refused = subprocess.run(["bash", str(script), "again", "--sweep-cap", bad],
