@@ -374,9 +374,10 @@ def conv_lines(
     """The conv op at its shipped tiles, then cuDNN's conv+relu; with `tma`, also the
     forward and the backward with the same tiles on the conv's TMA kernels (op
     "conv2d-tma", stride 1: the forward, and the backward's input and weight gradients
-    where their fitted tiles take them); the forward's
-    pointer-store variant and the prep-block lines last. Yields phase by phase, as
-    `dense_lines`."""
+    where their fitted tiles take them); then the forward with its patch norms the other
+    way (phase "fwd-norms": the pixel-norm pass for an in-loop tile, or the reverse), on
+    the pointer kernel and, with `tma`, the TMA one; the forward's pointer-store variant
+    and the prep-block lines last. Yields phase by phase, as `dense_lines`."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -410,14 +411,18 @@ def conv_lines(
             "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
         ),
     ]
+    problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
+    shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
     if tma:
-        problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
-        shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
         with forced_config("conv2d", "fwd", dataclasses.replace(shipped, tma=True)):
             yield phase_lines("conv2d-tma", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
-        shipped = pick_conv_config(B * HW * HW, C_in, C_out, dtype, "bwd", problem=problem)
-        with forced_config("conv2d", "bwd", dataclasses.replace(shipped, tma=True)):
+        bwd_tile = pick_conv_config(B * HW * HW, C_in, C_out, dtype, "bwd", problem=problem)
+        with forced_config("conv2d", "bwd", dataclasses.replace(bwd_tile, tma=True)):
             yield phase_lines("conv2d-tma", "bwd", backward)
+    for op, on_tma in (("conv2d", False), ("conv2d-tma", True))[: 2 if tma else 1]:
+        other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)
+        with forced_config("conv2d", "fwd", other):
+            yield phase_lines(op, "fwd-norms", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
     yield pointer_store_lines("conv2d", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
     yield prep_block_lines("conv2d", backward)
 

@@ -456,9 +456,11 @@ def record_calls(fn: Callable[[], object]) -> list[KernelCall]:
 def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     """Every kernel of the dense and conv2d ops, forward and backward (the TMA variants at
     the default tiles), at a large dense shape
-    (4096^3) and a ResNet-50 3x3 layer (batch 64, 64 channels, 56x56, channels_last); and
-    the forward of a 64-row batch through the 4096-wide layer ("dense small"), whose default
-    tile sums the norms in its main loop (`dense_default_config`)."""
+    (4096^3) and a ResNet-50 3x3 layer (batch 64, 64 channels, 56x56, channels_last); the
+    conv forwards with their patch norms the other way ("conv2d pass": the default sums
+    them in the loop); and the forward of a 64-row batch through the 4096-wide layer
+    ("dense small"), whose default tile sums the norms in its main loop
+    (`dense_default_config`)."""
     import yat_triton.conv as conv
     import yat_triton.dense as dense
 
@@ -496,16 +498,21 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     out += [
         ("conv2d fwd", c) for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, True))
     ]
-    if dtype != torch.float64:  # the conv's TMA forward, at the default tile
+    if dtype != torch.float64:  # the conv's TMA forward, at the default tile; then both
+        # forwards with the patch norms from the pixel-norm pass ("conv2d pass")
         from yat_triton.tuning import forced_config
 
         M = B * HW * HW
-        ctma = dataclasses.replace(conv.pick_conv_config(M, C, C, dtype), tma=True)
-        with forced_config("conv2d", "fwd", ctma):
-            out += [
-                ("conv2d fwd", c)
-                for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, True))[-1:]
-            ]
+        ctile = conv.pick_conv_config(M, C, C, dtype)
+        nil = ctile.norms_in_loop
+        variants = (("conv2d fwd", True, nil), ("conv2d pass", False, not nil),
+                    ("conv2d pass", True, not nil))  # fmt: skip
+        for label, tma, in_loop in variants:
+            with forced_config("conv2d", "fwd", dataclasses.replace(ctile, tma=tma, norms_in_loop=in_loop)):
+                out += [
+                    (label, c)
+                    for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, True))[-1:]
+                ]
     M = B * HW * HW
     gc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
 

@@ -496,9 +496,7 @@ def config_space(
             if not c.tma or tma_conv_tile(c, K, stride)
         ]
     pruned = [c for c in space if not fits_sm90(c, elem_bytes, tma_staging=dense)]
-    ranked = rank_configs(
-        kept, M, N, K, elem_bytes, norms_from_tile=op == "conv2d" and not pointwise(op, shape)
-    )
+    ranked = rank_configs(kept, M, N, K, elem_bytes, conv_taps=0 if dense else shape["k"] ** 2)
     return ranked, pruned
 
 

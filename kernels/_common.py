@@ -46,9 +46,11 @@ WS_CONSUMER_GROUPS = 2
 class TileConfig:
     """One launch configuration of a GEMM-like kernel.
 
-    `norms_in_loop` and `epilogue_split` only matter for the dense forward: True sums ||x||^2
-    and ||w||^2 inside the main loop, False reads them from a cheap separate pass; the
-    epilogue runs on `epilogue_split` column slices of the tile (fewer live registers).
+    `norms_in_loop` and `epilogue_split` only matter for the forwards: True sums ||x||^2
+    and ||w||^2 inside the main loop, False reads them from a cheap separate pass (the
+    conv: the patch norms in the loop, or summed over the taps from a pass of pixel norms;
+    ||w||^2 always from its pass); the epilogue runs on `epilogue_split` column slices of
+    the tile (fewer live registers).
     `warp_specialize` (with `tma`, the dense kernels only): a producer warpgroup feeds two
     consumer warpgroups (`yat_dense_fwd_tma_kernel`, `yat_dense_bwd_gemm_tma_kernel`;
     `warp_specialize_problem` says which tiles compile). Other kernels ignore it.
@@ -353,7 +355,7 @@ def rank_configs(
     elem_bytes: int,
     *,
     sms: int = SM90_SMS,
-    norms_from_tile: bool = False,
+    conv_taps: int = 0,
     backward: bool = False,
 ) -> list[TileConfig]:
     """The configs ordered most promising first, by a static estimate, so that a sweep capped
@@ -365,13 +367,15 @@ def rank_configs(
     tile's, square-rooted: L2 absorbs part of it); pipeline depth ((stages-1)*BK >= 192
     keeps wgmma fed, square-rooted); a K tile of one 128-byte swizzle row (BK=64 in 16-bit); accumulator
     registers per thread (> 64 leaves the epilogue little room), x-tile values a thread
-    reads into registers when the kernel sums norms from the tile (`norms_from_tile`: the
-    conv forward; or the `norms_in_loop` variant; > 32 costs ~100 registers, see
-    `conv_default_config`) and epilogue columns per slice (> 64 costs registers, see
-    `fwd_store`); the persistent TMA kernel gets a small bonus (its next tile's loads
-    overlap the epilogue), and its in-loop x norms the time of the x norm pass they spare
-    (the pointer kernel's in-loop norms, on one row of programs, the whole pass's time);
-    a warp-specialized one another (its accumulator spread over two consumer warpgroups).
+    reads into registers when the kernel sums norms from the tile (`norms_in_loop`; > 32
+    costs ~100 registers, see `conv_default_config`) and epilogue columns per slice (> 64
+    costs registers, see `fwd_store`); the persistent TMA kernel gets a small bonus (its
+    next tile's loads overlap the epilogue), and its in-loop x norms the time of the x norm
+    pass they spare (the pointer kernel's in-loop norms, on one row of programs, the whole
+    pass's time); a warp-specialized one another (its accumulator spread over two consumer
+    warpgroups). `conv_taps` (KH*KW of a conv forward, K its channels): a tile that takes
+    the patch norms from the pixel-norm pass is charged that pass (M*K values read at ~4.8
+    TB/s against the conv's 2*M*N*K*taps flops at ~790 TFLOP/s).
 
     `backward`: tiles of the backward GEMMs, whose plain epilogue (c = acc + 2 e v) has no
     slices and no norms: those factors are left out.
@@ -393,18 +397,22 @@ def rank_configs(
         pipe = min(1.0, max(c.num_stages - 1, 0.5) * c.block_k / 192) ** 0.5
         swizzle = 1.0 if c.block_k * elem_bytes == 128 else 0.95
         acc_regs = c.block_m * c.block_n / (32 * c.consumer_warps)
-        tile_regs = c.block_m * c.block_k / (32 * c.num_warps) if norms_from_tile or c.norms_in_loop else 0
+        tile_regs = c.block_m * c.block_k / (32 * c.num_warps) if c.norms_in_loop else 0
         roomy = 128 if c.warp_specialize else 64  # consumers get the producer's registers (setmaxnreg)
         regs = (1.0 if acc_regs <= roomy else 0.85) * (1.0 if tile_regs <= 32 else 0.85)
         epi = 1.0 if backward or c.block_n // max(c.epilogue_split, 1) <= 64 else 0.9
-        bonus = 1.05 if c.tma and not norms_from_tile else 1.0  # the conv's TMA kernel is not persistent
+        bonus = 1.05 if c.tma and not conv_taps else 1.0  # the conv's TMA kernel is not persistent
         if c.warp_specialize:  # a producer warpgroup keeps the MMAs fed (unmeasured: a guess
             bonus *= 1.1  # that keeps a few in a dozen picks; the sweep decides)
-        if (
+        if conv_taps and not backward:
+            if not c.norms_in_loop:  # the pixel-norm pass: M*K*elem bytes against the conv
+                pass_s = M * K * elem_bytes / 4.8e12
+                bonus *= 1.0 / (1.0 + pass_s / (2.0 * M * N * K * conv_taps / 790e12))
+        elif (
             c.tma and c.norms_in_loop and not backward
         ):  # spares the x norm pass: M*K bytes at ~4.8 TB/s against
             bonus *= 1.0 + 165.0 / max(N, 1)  # 2*M*N*K flops at ~790 TFLOP/s (+4% at N = 4096)
-        if c.norms_in_loop and not c.tma and not backward and tiles_m == 1:
+        if c.norms_in_loop and not c.tma and not backward and tiles_m == 1 and not conv_taps:
             # one row of programs reads W once: the norm pass spared, (M + N) * K bytes,
             # costs as much as the GEMM's own read of them where that bounds it (small M)
             pass_s = (M + N) * K * elem_bytes / 4.8e12

@@ -3,8 +3,11 @@
 GEMM view of the forward, per group g: M = B*OH*OW output positions, N = C_out/groups
 filters, K = kH*kW*C_in/groups taps, ordered (kh, kw, c) with c fastest so that a K tile is
 BLOCK_K contiguous channels of a channels_last input. The patch norm ||x_patch||^2 is
-summed from the very x tiles the main loop loads (it differs per output position, so
-there is no cheaper separate pass); ||w_f||^2 comes from the dense row-norm kernel.
+summed one of two ways (the tile's `norms_in_loop`): from the very x tiles the main loop
+loads (squares of every value, KH*KW times a pixel), or after the loop from a pass of
+pixel norms ||x[b, :, h, w]||^2 (`row_sqnorm_kernel` over the channels_last rows, one read
+of x), KH*KW gathered loads a row (`_patch_norm`). ||w_f||^2 comes from the dense row-norm
+kernel.
 `yat_conv_fwd_tma_kernel` is the same forward for stride 1, with every (tap, channel block)
 step one TMA copy of a shifted box of x (`conv_box`), the padding zero-filled by the copy.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import triton
 import triton.language as tl
@@ -53,6 +57,7 @@ def yat_conv_fwd_kernel(
     y_ptr,
     s_ptr,
     nx_ptr,
+    pn_ptr,
     M,
     H,
     W,
@@ -86,6 +91,7 @@ def yat_conv_fwd_kernel(
     cb_p,
     KH: tl.constexpr,
     KW: tl.constexpr,
+    NORM_PASS: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     ALPHA_FROM_PTR: tl.constexpr,
     EPS_FROM_PTR: tl.constexpr,
@@ -115,6 +121,9 @@ def yat_conv_fwd_kernel(
     y_ptr:  (B, C_out, OH, OW) io dtype output, any strides.
     s_ptr:  (M, C_out) acc dtype, the convolution saved for backward (STORE_S).
     nx_ptr: (M, G) acc dtype patch norms, written when STORE_S (by the pid_n == 0 tiles).
+    pn_ptr: (B, H, W, G) acc dtype pixel norms ||x[b, :, h, w]||^2 of each group, read when
+    NORM_PASS: the patch norm is then their sum over the taps, after the main loop
+    (`_patch_norm`), instead of squares summed from every x tile the loop loads.
     Geometry: M = B*OH*OW, Cg = C_in/G, Ng = C_out/G; stride / pad (top, left) / dilation.
     Constexprs as in `yat_dense_fwd_kernel`; KH, KW unroll the tap decode. TMA_STORE: y_ptr
     and s_ptr are TMA descriptors of the (M, C_out) rows of a channels_last y and of s,
@@ -173,14 +182,18 @@ def yat_conv_fwd_kernel(
         b = tl.load(
             w_base + (cs[:, None] * stride_wc + (kh * stride_wh + kw * stride_ww)), mask=b_mask, other=0.0
         )
-        af = upcast(a, acc.dtype)
-        nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
+        if not NORM_PASS:
+            af = upcast(a, acc.dtype)
+            nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
-    nx = tl.sum(nx, axis=1)
+    if NORM_PASS:
+        nx = _patch_norm(pn_ptr, bb, ih0, iw0, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
+    else:
+        nx = tl.sum(nx, axis=1)
     alpha, eps = load_scalars(
         alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
     )
@@ -233,6 +246,24 @@ def _box_rows(
 
 
 @triton.jit
+def _patch_norm(pn_ptr, bb, ih0, iw0, mask_m, H, W, G, g, dil_h, dil_w, KH: tl.constexpr, KW: tl.constexpr):
+    """||x_patch||^2 of each row from the pixel norms pn (B, H, W, G): the sum over the KH*KW
+    taps of the pixels each reads (the padding's count 0). Row r's patch starts at pixel
+    (bb[r], ih0[r], iw0[r]); KH*KW gathered loads a row, where the in-loop sum squares
+    every x value the main loop loads."""
+    pn_rows = pn_ptr + (bb * H) * W * G + g
+    nx = tl.zeros(ih0.shape, dtype=pn_ptr.dtype.element_ty)
+    for kh in tl.static_range(KH):
+        ih = ih0 + kh * dil_h
+        row_ok = mask_m & (ih.to(tl.uint32) < H)  # one unsigned compare: a negative ih wraps
+        for kw in tl.static_range(KW):
+            iw = iw0 + kw * dil_w
+            inside = row_ok & (iw.to(tl.uint32) < W)
+            nx += tl.load(pn_rows + (ih * W + iw) * G, mask=inside, other=0.0)
+    return nx
+
+
+@triton.jit
 def yat_conv_fwd_tma_kernel(
     x_desc,
     w_desc,
@@ -243,7 +274,10 @@ def yat_conv_fwd_tma_kernel(
     y_ptr,
     s_ptr,
     nx_ptr,
+    pn_ptr,
     B,
+    H,
+    W,
     OH,
     OW,
     Cg,
@@ -264,6 +298,7 @@ def yat_conv_fwd_tma_kernel(
     cb_p,
     KH: tl.constexpr,
     KW: tl.constexpr,
+    NORM_PASS: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     ALPHA_FROM_PTR: tl.constexpr,
     EPS_FROM_PTR: tl.constexpr,
@@ -356,16 +391,20 @@ def yat_conv_fwd_tma_kernel(
         a = x_desc.load([b0, oh0 + kh * dil_h - pad_h, ow0 + kw * dil_w - pad_w, g * Cg + c0])
         a = a.reshape(BLOCK_M, BLOCK_K)
         b = w_desc.load([n0, tap * Cg + c0])
-        af = upcast(a, tl.float32)
-        nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
+        if not NORM_PASS:
+            af = upcast(a, tl.float32)
+            nx += tl.sum(tl.reshape(af * af, (BLOCK_M, BLOCK_K // 8, 8)), axis=2)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b.T, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
 
-    nx = tl.sum(nx, axis=1)
     alpha, eps = load_scalars(alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False)
     bb, oh, ow, mask_m = _box_rows(b0, oh0, ow0, B, OH, OW, BOX_H, BOX_W, BLOCK_M, INT64)
+    if NORM_PASS:
+        nx = _patch_norm(pn_ptr, bb, oh - pad_h, ow - pad_w, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
+    else:
+        nx = tl.sum(nx, axis=1)
     offs_m = (bb * OH + oh) * OW + ow
     if STORE_S:
         if pid_n == 0:
@@ -1065,14 +1104,16 @@ def tma_wgrad_tile(cfg: TileConfig, Cg: int, stride: tuple[int, int] | list[int]
 
 
 def conv_config_space(*, include_tma: bool = True) -> list[TileConfig]:
-    """Candidate implicit-GEMM tiles: the dense space without the in-loop-norms variant
-    (the patch norm is always summed in the loop here). `tma` tiles select
-    `yat_conv_fwd_tma_kernel` for stride-1 forwards (`include_tma=False` for problems it
-    cannot take: their TMA tiles would only repeat the pointer ones). No warp-specialized
-    tiles: the conv kernels do not take them."""
-    return dense_config_space(
+    """Candidate implicit-GEMM tiles: the dense space's tiles, each with the patch norm
+    summed in the main loop (`norms_in_loop`, any epilogue split: the conv's norm is a row
+    vector) and from the pixel-norm pass. `tma` tiles select `yat_conv_fwd_tma_kernel` for
+    stride-1 forwards (`include_tma=False` for problems it cannot take: their TMA tiles
+    would only repeat the pointer ones). No warp-specialized tiles: the conv kernels do not
+    take them."""
+    tiles = dense_config_space(
         include_norms_in_loop=False, include_tma=include_tma, include_warp_specialize=False
     )
+    return [replace(c, norms_in_loop=nil) for c in tiles for nil in (True, False)]
 
 
 def prune_conv_configs(
@@ -1131,23 +1172,26 @@ def box_count(sizes: tuple[int, int, int], box: tuple[int, int, int]) -> int:
 
 def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting: bool = False) -> TileConfig:
     """Heuristic implicit-GEMM tile: as the dense default, with BLOCK_K capped by the
-    channels per group (a K tile never spans two taps), and 8 warps from 128x64 up: the
-    patch norm reads the x tile into registers, BLOCK_M*BLOCK_K/threads values a thread
-    (sm_90, bf16, a ResNet-50 3x3 layer, 128x64x64 tile: 220 registers with 4 warps,
-    114 with 8; Triton 3.6: 241 and 117)."""
+    channels per group (a K tile never spans two taps), the patch norm summed in the main
+    loop (`norms_in_loop`: no extra read of x; whether the pixel-norm pass pays instead is
+    for the sweep to measure), and 8 warps from 128x64 up: the in-loop patch norm reads
+    the x tile into registers, BLOCK_M*BLOCK_K/threads values a thread (sm_90, bf16, a
+    ResNet-50 3x3 layer, 128x64x64 tile: 220 registers with 4 warps, 114 with 8; Triton
+    3.6: 241 and 117)."""
 
     def fit(dim: int, cap: int) -> int:
         return min(cap, max(16, next_pow2(max(dim, 1))))
 
     if interpreting:
-        return TileConfig(fit(M, 64), fit(N, 64), fit(K, 32), 8, 4, 1)
+        return TileConfig(fit(M, 64), fit(N, 64), fit(K, 32), 8, 4, 1, norms_in_loop=True)
     if elem_bytes >= 8:  # fp64 (gradcheck): no tensor cores, twice the registers a value
-        return TileConfig(fit(M, 64), fit(N, 32), fit(K, 16), 8, 4, 2)
+        return TileConfig(fit(M, 64), fit(N, 32), fit(K, 16), 8, 4, 2, norms_in_loop=True)
     bk = 64 if elem_bytes <= 2 else 32
     bm, bn = fit(M, 128), fit(N, 128)
     warps = 8 if bm * bn >= 128 * 64 else 4
     stages = 4 if elem_bytes <= 2 else 3
-    return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, epilogue_split=max(1, bn // 32))
+    split = max(1, bn // 32)
+    return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, norms_in_loop=True, epilogue_split=split)
 
 
 @triton.jit

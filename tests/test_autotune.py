@@ -427,6 +427,12 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
         "yat_conv_dgrad_tma_kernel" in kernels["conv2d-tma", "bwd"]
         and "yat_conv_wgrad_tma_kernel" in kernels["conv2d-tma", "bwd"]
     )
+    # the conv forward with its patch norms the other way: the shipped tile sums them in its
+    # loop, the "fwd-norms" lines take them from the pixel-norm pass, on both kernels
+    assert kernels["conv2d", "fwd"][:2] == ["yat_conv_weight_prep_kernel", "yat_conv_fwd_kernel"]
+    for op, kernel in (("conv2d", "yat_conv_fwd_kernel"), ("conv2d-tma", "yat_conv_fwd_tma_kernel")):
+        assert kernels[op, "fwd-norms"] == ["yat_conv_weight_prep_kernel", "row_sqnorm_kernel", kernel,
+                                             *whole]  # fmt: skip
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     # first, the device copy the roofline's memory roof comes from: 16 MiB read and written
     assert lines[0]["op"] == "memory" and kernels["memory", "ref"] == [breakdown.COPY_WHAT]

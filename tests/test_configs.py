@@ -4,6 +4,7 @@ filter, the heuristic default, and the static sm_90 check of the default bf16 ti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -310,12 +311,22 @@ def test_rank_configs_orders_a_capped_sweep() -> None:
     # a small GEMM (64 tiles of 128x128 cannot fill 132 SMs) prefers smaller tiles first
     small = rank_configs(prune_dense_configs(dense_config_space(), 1024, 1024, 1024, 2), 1024, 1024, 1024, 2)
     assert small[0].block_m * small[0].block_n < 128 * 128
+    # a ResNet-50 layer's conv: the first dozen time the patch norms both ways
+    from autotune.sweep import config_space
+
+    layer = {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
+    conv_top = config_space("conv2d", layer, 2)[0][:12]
+    assert {c.norms_in_loop for c in conv_top} == {True, False} and any(c.tma for c in conv_top)
 
 
-CONV_VARIANTS = [
-    TileConfig(32, 16, 16, 4, 4, 2),
-    TileConfig(16, 32, 16, 1, 4, 2, epilogue_split=2),
-    TileConfig(64, 64, 32, 8, 4, 2, epilogue_split=4),
+CONV_VARIANTS = [  # patch norms from the pixel-norm pass, and summed in the loop
+    tile
+    for base in (
+        TileConfig(32, 16, 16, 4, 4, 2),
+        TileConfig(16, 32, 16, 1, 4, 2, epilogue_split=2),
+        TileConfig(64, 64, 32, 8, 4, 2, epilogue_split=4),
+    )
+    for tile in (base, dataclasses.replace(base, norms_in_loop=True))
 ]
 
 
@@ -347,8 +358,12 @@ def test_conv_config_space_is_pruned() -> None:
     from kernels.conv import conv_config_space, prune_conv_configs
 
     kept = prune_conv_configs(conv_config_space(), 64 * 56 * 56, 64, 64, 2)
-    assert kept and all(c.block_k <= 64 and c.block_n <= 64 and not c.norms_in_loop for c in kept)
+    assert kept and all(c.block_k <= 64 and c.block_n <= 64 for c in kept)
     assert any(c.tma for c in kept) and not any(c.tma for c in conv_config_space(include_tma=False))
+    # every tile both ways: the patch norms summed in the loop, and from the pixel-norm pass
+    for nil in (True, False):
+        both = {dataclasses.replace(c, norms_in_loop=nil) for c in kept}
+        assert both == {c for c in kept if c.norms_in_loop == nil}
 
 
 def test_conv_tma_tiles_need_no_store_staging() -> None:
@@ -556,6 +571,10 @@ def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
         "float64": set(), "float16": {"yat_dense_fwd_tma_kernel", "yat_conv_fwd_tma_kernel"},
     }.get(dtype, tma_kernels)  # fmt: skip
     assert kernels & tma_kernels == expected
+    # both conv forwards also with the patch norms from the pixel-norm pass (no fp64 TMA)
+    passes = {r["kernel"] for r in reports if r["op"] == "conv2d pass"}
+    assert passes == ({"yat_conv_fwd_kernel"} | (expected & {"yat_conv_fwd_tma_kernel"}) if dtype != "float64"
+                      else set()), passes  # fmt: skip
     for r in reports:
         assert r["tma"] == (r["kernel"] in tma_kernels), r
     if dtype == "bfloat16":

@@ -490,13 +490,22 @@ CLAMP_CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("norms", ["in-loop", "pass"])
 @pytest.mark.parametrize("dtype, channels_last", CLAMP_CASES)
-def test_clamp_active(dtype, channels_last, device):
+def test_clamp_active(dtype, channels_last, norms, device, launched):
     """Forward and every gradient where patches equal filters (clamp active, distance <<
     eps) and at a range of small distances; accumulation errors may be amplified by kappa
-    (the norm expansion), io rounding is held to the plain table."""
+    (the norm expansion), io rounding is held to the plain table. The patch norms summed
+    in the main loop (the default tile) and from the pixel-norm pass."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
     inp, kappa = clamp_inputs(dtype, device, channels_last)
-    check_against_oracle(inp, CLAMP_GEO, amplification=kappa)
+    tile = TileConfig(32, 16, 16, 8, 4, 1)  # norms_in_loop off: the pass
+    with forced_config("conv2d", "fwd", tile) if norms == "pass" else contextlib.nullcontext():
+        check_against_oracle(inp, CLAMP_GEO, amplification=kappa)
+    (fwd,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_fwd_kernel"]
+    assert fwd.kwargs["NORM_PASS"] == (norms == "pass")
 
 
 def _positive_denominator(dtype: torch.dtype, device: str) -> None:
@@ -1243,6 +1252,56 @@ def test_tma_forward(geo, dtype, device, launched):
         assert fwd[0].kwargs["TMA_STORE"] == (channels_last and not overhang)
         tiles_m = math.prod(-(-n // b) for n, b in zip((geo.B, OH, OW), box, strict=True))
         assert fwd[0].grid == (tiles_m * -(-geo.C_out // geo.groups // 16), geo.groups)
+
+
+NORM_GEOS = [
+    *TMA_GEOS,
+    # stride 2, padding past one side only: the pointer kernel's tap sums at strided pixels
+    pytest.param(Geo(2, 16, 9, 8, 16, (3, 3), stride=2, padding=1), id="k3x3-s2-p1"),
+    # a 1x1 conv with padding (not a dense layer): the border rows' patches are all padding
+    pytest.param(Geo(2, 16, 4, 5, 16, (1, 1), padding=1), id="1x1-p1"),
+]
+
+
+@pytest.mark.parametrize("tma", [False, True], ids=["pointer", "tma"])
+@pytest.mark.parametrize("geo", NORM_GEOS)
+@pytest.mark.parametrize("dtype", IO_DTYPES)
+def test_patch_norms_from_the_pixel_norm_pass(geo, dtype, tma, device, launched):
+    """A tile without `norms_in_loop` sums each patch norm after the main loop from a pass
+    of pixel norms (one row-norm launch over the (B*H*W*G, C_in/G) rows of the channels_last
+    x), in both forward kernels: forward, and the backward from the patch norms it saved,
+    against the oracle. The pass's rows and the flag are checked on the launches."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    tile = TileConfig(32, 16, 16, 2, 4, 2, tma=tma)
+    inp = make_inputs(geo, dtype, device, channels_last=True, seed=23)
+    with forced_config("conv2d", "fwd", tile):
+        check_against_oracle(inp, geo)
+    fwd = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+    takes_tma = tma and geo.stride in (1, (1, 1))
+    assert [c.kernel.fn.__name__ for c in fwd] == [f"yat_conv_fwd{'_tma' if takes_tma else ''}_kernel"]
+    assert fwd[0].kwargs["NORM_PASS"]
+    norms = [c for c in launched if c.kernel.fn.__name__ == "row_sqnorm_kernel"]
+    rows = (geo.B * geo.H * geo.W * geo.groups, geo.C_in // geo.groups)  # (R, K) of the pass
+    assert [c.args[4:7:2] for c in norms].count(rows) == 1, [c.args[4:7:2] for c in norms]
+
+
+def test_patch_norms_in_the_loop_where_x_is_no_channels_last_block(device, launched):
+    """x with contiguous channels whose pixels do not form one (B*H*W, C) block (a slice of
+    a wider channels_last image): no pixel-norm rows to read, so a pass tile sums the patch
+    norms in the loop, and the result is still right."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    geo = Geo(2, 16, 6, 5, 16, (3, 3), padding=1)
+    inp = make_inputs(Geo(2, 16, 6, 9, 16, (3, 3)), torch.float32, device, channels_last=True, seed=24)
+    inp["x"] = inp["x"].detach()[:, :, :, :5].requires_grad_()
+    assert inp["x"].stride(1) == 1 and not inp["x"].permute(0, 2, 3, 1).is_contiguous()
+    with forced_config("conv2d", "fwd", TileConfig(32, 16, 16, 2, 4, 2)):
+        check_against_oracle(inp, geo)
+    (fwd,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_fwd_kernel"]
+    assert not fwd.kwargs["NORM_PASS"]
 
 
 def gpu_plan_with_nan_buffers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,8 @@ strides and are fastest on channels_last input (a K tile is BLOCK_K contiguous c
 NCHW input is converted to channels_last once per call (one read and one write of x) rather
 than gathered channel by channel. The output has the input's memory format. The forward's
 launches: one for the weight operand (its (kh, kw, c) copy and the filter norms, or the
-norms alone for a channels_last weight), one for the convolution.
+norms alone for a channels_last weight), one for the convolution, and, for a tile without
+`norms_in_loop`, one for the pixel norms whose sums over the taps give the patch norms.
 
 1x1, stride-1, unpadded, ungrouped convs of channels_last inputs run on the dense kernels
 (`_pointwise`): they are a dense layer over the (B*H*W, C_in) view of x.
@@ -426,14 +427,21 @@ def plan_conv2d_fwd(
         bias if bias is not None else y, alpha if alpha is not None else y,
         eps if eps is not None else y, nw, y, s, nx,
     )  # fmt: skip
+    pixels = xk.permute(0, 2, 3, 1)  # (B, H, W, C_in)
+    norm_pass = not cfg.norms_in_loop and pixels.is_contiguous()
+    if norm_pass:  # the pixel norms of each group, (B, H, W, G), for the epilogue's tap sums
+        (pn, _), norm_calls = plan_row_sqnorms(pixels.reshape(B * H * W * groups, Cg))  # a view
+        calls += norm_calls
+    else:
+        pn = nx  # unread
     constexprs = dict(
-        KH=KH, KW=KW, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
+        KH=KH, KW=KW, NORM_PASS=norm_pass, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
         EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward, DOT_PRECISION=precision,
         UPCAST=upcast_operands(x.dtype), OUT_MAX=out_max(x.dtype),
         FAST_RCP=fast_quotient(x.dtype, eps, eps_value),
         EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)), **cfg.launch_options(),
     )  # fmt: skip
-    xv, wv = xk.permute(0, 2, 3, 1), wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
+    xv, wv = pixels, wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
     width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]
     if tma_conv_tile(cfg, Cg, stride) and tma_ready(xv, wv):
         box = conv_box(B, OH, OW, cfg.block_m)
@@ -443,10 +451,10 @@ def plan_conv2d_fwd(
             yat_conv_fwd_tma_kernel, (tiles_m * cdiv(Ng, cfg.block_n), groups),
             (TensorDescriptor.from_tensor(xv, [*box, cfg.block_k]),
              TensorDescriptor.from_tensor(wv, [cfg.block_n, cfg.block_k]),
-             *operands[:4], y_out, s_out, nx, B, OH, OW, Cg, Ng, C_out, groups, *_xs(y),
+             *operands[:4], y_out, s_out, nx, pn, B, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(y),
              pads[0], pads[2], dilation[0], dilation[1], alpha_value, eps_value,
              *divmod_magic(Cg // cfg.block_k)),
-            dict(constexprs, INT64=needs_int64(y, s), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2],
+            dict(constexprs, INT64=needs_int64(y, s, pn), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2],
                  TMA_STORE=y_out is not y),
         ))  # fmt: skip
         return (y, s, nx, nw), calls
@@ -455,7 +463,7 @@ def plan_conv2d_fwd(
     y_out, s_out = _store_descriptors(y, s, [cfg.block_m], width, cfg.block_n, Ng, groups)
     calls.append(KernelCall(
         yat_conv_fwd_kernel, grid,
-        (xk, wk, *operands[:4], y_out, s_out, nx, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws,
+        (xk, wk, *operands[:4], y_out, s_out, nx, pn, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws,
          *_xs(y), stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
          alpha_value, eps_value, *magic),
         dict(constexprs, IS_FP64=x.dtype == torch.float64, INT64=needs_int64(xk, y, s),
