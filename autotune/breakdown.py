@@ -376,8 +376,9 @@ def conv_lines(
     "conv2d-tma", stride 1: the forward, and the backward's input and weight gradients
     where their fitted tiles take them); then the forward with its patch norms the other
     way (phase "fwd-norms": the pixel-norm pass for an in-loop tile, or the reverse), on
-    the pointer kernel and, with `tma`, the TMA one; the forward's pointer-store variant
-    and the prep-block lines last. Yields phase by phase, as `dense_lines`."""
+    the shipped tile's kernel and, with `tma`, on the TMA one ("conv2d-tma") where that is
+    another; the forward's pointer-store variant and the prep-block lines last. Yields
+    phase by phase, as `dense_lines`."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -419,7 +420,8 @@ def conv_lines(
         bwd_tile = pick_conv_config(B * HW * HW, C_in, C_out, dtype, "bwd", problem=problem)
         with forced_config("conv2d", "bwd", dataclasses.replace(bwd_tile, tma=True)):
             yield phase_lines("conv2d-tma", "bwd", backward)
-    for op, on_tma in (("conv2d", False), ("conv2d-tma", True))[: 2 if tma else 1]:
+    # the shipped kernel first (op "conv2d"), then, with `tma`, the TMA one if that is another
+    for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)
         with forced_config("conv2d", "fwd", other):
             yield phase_lines(op, "fwd-norms", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))

@@ -457,8 +457,8 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     """Every kernel of the dense and conv2d ops, forward and backward (the TMA variants at
     the default tiles), at a large dense shape
     (4096^3) and a ResNet-50 3x3 layer (batch 64, 64 channels, 56x56, channels_last); the
-    conv forwards with their patch norms the other way ("conv2d pass": the default sums
-    them in the loop); and the forward of a 64-row batch through the 4096-wide layer
+    conv forwards with their patch norms the other way (labelled "conv2d pass" where they
+    come from the pixel-norm pass); and the forward of a 64-row batch through the 4096-wide layer
     ("dense small"), whose default tile sums the norms in its main loop
     (`dense_default_config`)."""
     import yat_triton.conv as conv
@@ -505,9 +505,8 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
         M = B * HW * HW
         ctile = conv.pick_conv_config(M, C, C, dtype)
         nil = ctile.norms_in_loop
-        variants = (("conv2d fwd", True, nil), ("conv2d pass", False, not nil),
-                    ("conv2d pass", True, not nil))  # fmt: skip
-        for label, tma, in_loop in variants:
+        for tma, in_loop in ((True, nil), (False, not nil), (True, not nil)):
+            label = "conv2d fwd" if in_loop else "conv2d pass"
             with forced_config("conv2d", "fwd", dataclasses.replace(ctile, tma=tma, norms_in_loop=in_loop)):
                 out += [
                     (label, c)

@@ -496,7 +496,8 @@ def config_space(
             if not c.tma or tma_conv_tile(c, K, stride)
         ]
     pruned = [c for c in space if not fits_sm90(c, elem_bytes, tma_staging=dense)]
-    ranked = rank_configs(kept, M, N, K, elem_bytes, conv_taps=0 if dense else shape["k"] ** 2)
+    taps, pixels = (0, 0) if dense else (shape["k"] ** 2, shape["B"] * shape["H"] * shape["W"])
+    ranked = rank_configs(kept, M, N, K, elem_bytes, conv_taps=taps, conv_pixels=pixels)
     return ranked, pruned
 
 

@@ -356,6 +356,7 @@ def rank_configs(
     *,
     sms: int = SM90_SMS,
     conv_taps: int = 0,
+    conv_pixels: int = 0,
     backward: bool = False,
 ) -> list[TileConfig]:
     """The configs ordered most promising first, by a static estimate, so that a sweep capped
@@ -373,9 +374,10 @@ def rank_configs(
     next tile's loads overlap the epilogue), and its in-loop x norms the time of the x norm
     pass they spare (the pointer kernel's in-loop norms, on one row of programs, the whole
     pass's time); a warp-specialized one another (its accumulator spread over two consumer
-    warpgroups). `conv_taps` (KH*KW of a conv forward, K its channels): a tile that takes
-    the patch norms from the pixel-norm pass is charged that pass (M*K values read at ~4.8
-    TB/s against the conv's 2*M*N*K*taps flops at ~790 TFLOP/s).
+    warpgroups). `conv_taps`, `conv_pixels` (KH*KW and the input's B*H*W of a conv forward,
+    K its channels): a tile that takes the patch norms from the pixel-norm pass is charged
+    that pass (pixels*K values read at ~4.8 TB/s against the conv's 2*M*N*K*taps flops at
+    ~790 TFLOP/s).
 
     `backward`: tiles of the backward GEMMs, whose plain epilogue (c = acc + 2 e v) has no
     slices and no norms: those factors are left out.
@@ -406,7 +408,7 @@ def rank_configs(
             bonus *= 1.1  # that keeps a few in a dozen picks; the sweep decides)
         if conv_taps and not backward:
             if not c.norms_in_loop:  # the pixel-norm pass: M*K*elem bytes against the conv
-                pass_s = M * K * elem_bytes / 4.8e12
+                pass_s = conv_pixels * K * elem_bytes / 4.8e12
                 bonus *= 1.0 / (1.0 + pass_s / (2.0 * M * N * K * conv_taps / 790e12))
         elif (
             c.tma and c.norms_in_loop and not backward

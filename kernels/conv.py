@@ -129,11 +129,11 @@ def yat_conv_fwd_kernel(
     and s_ptr are TMA descriptors of the (M, C_out) rows of a channels_last y and of s,
     (BLOCK_M, BLOCK_N / EPILOGUE_SPLIT) boxes, which the hardware clips at M; the launcher
     takes them where it can (`_store_descriptors`). Against pointer stores, static sm_90
-    compiles (Triton 3.6, bf16, 56x56x64 layer, saving s, `python -m autotune.inspect
-    --op conv2d --save [--config ...]`): 128x64x64:8:4:e2, 117 -> 99 registers and 787 ->
-    679 SASS instructions after the main loop; 128x128x64:8:4:e4, 157 -> 128 registers
-    (two programs an SM instead of one); 64x64x64:4:4, 126 -> 112 registers but 57,344 ->
-    73,728 B of shared memory, four programs an SM -> three.
+    compiles (Triton 3.6, bf16, 56x56x64 layer, saving s, in-loop patch norms, `python -m
+    autotune.inspect --op conv2d --save [--config ...:nil]`): 128x64x64:8:4:e2, 117 -> 99
+    registers and 787 -> 679 SASS instructions after the main loop; 128x128x64:8:4:e4,
+    157 -> 128 registers (two programs an SM instead of one); 64x64x64:4:4, 126 -> 112
+    registers but 57,344 -> 73,728 B of shared memory, four programs an SM -> three.
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -338,7 +338,7 @@ def yat_conv_fwd_tma_kernel(
     edges as the loads' boxes are zero-filled there (`_store_descriptors`: a channels_last
     y); otherwise the epilogue stores through pointers, masked to the positions inside the
     output. Against pointer stores (Triton 3.6, bf16, 56x56x64 layer saving s, `python
-    -m autotune.inspect --op conv2d --save --config ...:tma`): 128x64x64:8:4:e2, 102 ->
+    -m autotune.inspect --op conv2d --save --config ...:nil:tma`): 128x64x64:8:4:e2, 102 ->
     90 registers and 773 -> 704 SASS instructions after the main loop; 128x128x64:8:4:e4,
     139 -> 122 registers (two programs an SM instead of one); 64x64x64:4:4, 830 -> 668.
 
@@ -347,7 +347,7 @@ def yat_conv_fwd_tma_kernel(
     128x64 tile on 8 warps, 704 SASS instructions follow the main loop, for 32 values a
     thread: ~1,400 issue cycles on 4 schedulers, against ~2,300 cycles of MMA at peak;
     Triton 3.6, `after_loop` of `python -m autotune.inspect --op conv2d --config
-    128x64x64:8:4:e2:tma --save`; 983 before the epilogue's quotient took a bare
+    128x64x64:8:4:e2:nil:tma --save`; 983 before the epilogue's quotient took a bare
     reciprocal, `div_plus_eps`, and its stores went by TMA).
     Written persistent (flattened loops, commit 2bca5dd), this kernel took 153 registers at
     that tile (Triton 3.6): one program an SM, whose epilogue nothing overlaps but its next tile's
@@ -355,10 +355,10 @@ def yat_conv_fwd_tma_kernel(
     epilogue with the other's MMAs.
 
     Triton (3.6 and 3.9) reads a multi-dimensional box back through registers to flatten it
-    to (BLOCK_M, BLOCK_K): the MMA takes x from registers (which the patch norm loads
-    anyway) rather than from shared memory as the pointer kernel's does. Static sm_90
+    to (BLOCK_M, BLOCK_K): the MMA takes x from registers (which the in-loop patch norm
+    loads anyway) rather than from shared memory as the pointer kernel's does. Static sm_90
     compiles (Triton 3.6) of a ResNet-50 56x56x64 layer, bf16, saving s, no spills, HGMMA
-    (`python -m autotune.inspect --op conv2d --config 128x64x64:8:4:e2[:tma] --save`):
+    (`python -m autotune.inspect --op conv2d --config 128x64x64:8:4:e2:nil[:tma] --save`):
     128x64x64 tiles take 99 registers and 81,920 B on the pointer kernel, 90 and 81,976 B
     here; 128x128x64:8:4:e4, 128 / 114,688 B and 122 / 114,744 B (two programs fit an SM
     in all four; both store by TMA). Which is faster is for the sweep to measure.
@@ -372,8 +372,11 @@ def yat_conv_fwd_tma_kernel(
     bound with one unsigned compare); then 196 and 204, the norm's bf16 read as fp32 two
     values a register at a time (`upcast`) and the pointer kernel's offsets summed in
     int32 before they meet the pointer. `loop_step` of `python -m autotune.inspect
-    --op conv2d --dtype bfloat16 [--config 128x64x64:8:4:e2:tma] --save`, Triton 3.6,
-    56x56x64 layer, default tiles.
+    --op conv2d --dtype bfloat16 [--config 128x64x64:8:4:e2:nil:tma] --save`, Triton 3.6,
+    56x56x64 layer, default tiles (in-loop norms). With the patch norms from the
+    pixel-norm pass (NORM_PASS, the same commands without `:nil`): 122 and 123 a step, 866
+    and 865 after the loop (the tap sums), the pointer kernel's x tile left in shared
+    memory (98,304 B) and the TMA kernel at 80 registers.
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)

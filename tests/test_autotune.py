@@ -665,11 +665,11 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
     assert (
         again.returncode == 0 and "stopped at its 150 s cap" in (tmp_path / "again" / "sweep.log").read_text()
     )
-    # killed after the cap's grace (SIGKILL, 137): still the cap, not a failure
-    killed = subprocess.run(["bash", str(script), "killed", "--sweep-only"], cwd=tmp_path,
-                            env={**env, "SWEEP_RC": "137"}, capture_output=True, text=True)  # fmt: skip
-    log = (tmp_path / "killed" / "sweep.log").read_text()
-    assert killed.returncode == 0 and "stopped at its 400 s cap, killed after its grace" in log
+    # a 137 before the cap is an out-of-memory kill: a failure (after the cap, the kill that
+    # follows its grace, it counts as the cap)
+    oom = subprocess.run(["bash", str(script), "oom", "--sweep-only"], cwd=tmp_path,
+                         env={**env, "SWEEP_RC": "137"}, capture_output=True, text=True)  # fmt: skip
+    assert oom.returncode == 1 and "stopped at" not in (tmp_path / "oom" / "sweep.log").read_text()
     failed = subprocess.run(["bash", str(script), "failed", "--sweep-only"], cwd=tmp_path,
                             env={**env, "SWEEP_RC": "1"}, capture_output=True, text=True)  # fmt: skip
     assert failed.returncode == 1 and "stopped at" not in (tmp_path / "failed" / "sweep.log").read_text()

@@ -501,8 +501,8 @@ def test_clamp_active(dtype, channels_last, norms, device, launched):
     from yat_triton.tuning import forced_config
 
     inp, kappa = clamp_inputs(dtype, device, channels_last)
-    tile = TileConfig(32, 16, 16, 8, 4, 1)  # norms_in_loop off: the pass
-    with forced_config("conv2d", "fwd", tile) if norms == "pass" else contextlib.nullcontext():
+    tile = TileConfig(32, 16, 16, 8, 4, 1, norms_in_loop=norms == "in-loop")
+    with forced_config("conv2d", "fwd", tile):
         check_against_oracle(inp, CLAMP_GEO, amplification=kappa)
     (fwd,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_fwd_kernel"]
     assert fwd.kwargs["NORM_PASS"] == (norms == "pass")
@@ -1229,12 +1229,13 @@ TMA_GEOS = [
 def test_tma_forward(geo, dtype, device, launched):
     """A forced `tma` tile runs `yat_conv_fwd_tma_kernel` (boxes from `conv_box`, one
     program a tile) on stride-1 convs, NCHW x included (it reads the channels_last copy):
-    forward, and the backward from the s and patch norms it saved, against the oracle."""
+    forward, and the backward from the s and patch norms it saved, against the oracle.
+    The patch norms summed in the loop here (the pass: `test_patch_norms_from_the_pixel_norm_pass`)."""
     from kernels._common import TileConfig
     from kernels.conv import conv_box
     from yat_triton.tuning import forced_config
 
-    tile = TileConfig(32, 16, 16, 2, 4, 2, tma=True)
+    tile = TileConfig(32, 16, 16, 2, 4, 2, norms_in_loop=True, tma=True)
     for channels_last in (True, False):
         launched.clear()
         inp = make_inputs(geo, dtype, device, channels_last=channels_last, seed=21)
@@ -1242,6 +1243,7 @@ def test_tma_forward(geo, dtype, device, launched):
             check_against_oracle(inp, geo)
         fwd = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
         assert [c.kernel.fn.__name__ for c in fwd] == ["yat_conv_fwd_tma_kernel"]
+        assert not fwd[0].kwargs["NORM_PASS"]
         OH, OW = geo.out_hw()
         box = conv_box(geo.B, OH, OW, 32)
         assert (fwd[0].kwargs["BOX_B"], fwd[0].kwargs["BOX_H"], fwd[0].kwargs["BOX_W"]) == box

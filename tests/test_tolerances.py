@@ -34,3 +34,13 @@ def test_per_row_amplification_loosens_only_its_row():
     with pytest.raises(AssertionError, match=r"amplification=1\b"):
         assert_close(actual, expected, torch.bfloat16, reduction=16, scale=scale,
                      amplification=torch.tensor([[3e4], [1.0]]))  # fmt: skip
+
+
+def test_an_all_zero_row_takes_the_whole_tensors_scale():
+    """A row whose expectation is all zero has no scale of its own: it takes the tensor's
+    (here 1e-3), not an absolute 1, which would let a 1e-4 error through."""
+    expected = torch.tensor([[1e-3, 5e-4], [0.0, 0.0]], dtype=torch.float64)
+    actual = expected.clone()
+    actual[1, 1] = 1e-4
+    with pytest.raises(AssertionError, match=r"first bad index \[1, 1\]"):
+        assert_close(actual, expected, torch.bfloat16, scale=abs_max(expected, (1,)))
