@@ -682,9 +682,13 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
 
 def test_gpu_marker_picks_out_the_tests_only_a_gpu_runs() -> None:
     """`-m gpu` (which the GPU script runs first, so that its time cap cannot cut them)
-    selects the tests a CPU machine skips for want of CUDA, and only those."""
+    selects the tests a CPU machine skips for want of CUDA, and only those. The step is
+    capped: the occupancy, CUDA graph and one torch.compile check per op come first (each
+    name in conftest's GPU_FIRST still matches a test), the sweep's test last."""
     import subprocess
     import sys
+
+    from conftest import GPU_FIRST, GPU_LAST
 
     root = Path(__file__).resolve().parents[1]
     listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
@@ -701,6 +705,9 @@ def test_gpu_marker_picks_out_the_tests_only_a_gpu_runs() -> None:
         "tests/test_dense.py",
         "tests/test_conv.py",
     }
+    firsts = [next(i for i, nodeid in enumerate(ids) if name in nodeid) for name in GPU_FIRST]
+    assert firsts == sorted(firsts) and max(firsts) < len(GPU_FIRST) + 1, ids  # one name covers 2 ids
+    assert all(name in ids[-1] for name in GPU_LAST), ids
 
 
 def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

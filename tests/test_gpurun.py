@@ -264,22 +264,3 @@ def test_cli_import_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "0.903x" in targets and "| met" in targets and "## Failed" not in targets
     assert cli.main(["import-run", str(tmp_path / "nope.tar.gz")]) == 2
     assert "no such archive" in capsys.readouterr().err
-
-
-def test_gpu_only_tests_run_cheap_checks_first() -> None:
-    """gpu.sh caps its `-m gpu` step: the occupancy, CUDA graph and one torch.compile check
-    per op come first (each name in GPU_FIRST still matches a test), the sweep's test last."""
-    import subprocess
-    import sys
-
-    from conftest import GPU_FIRST, GPU_LAST
-
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
-                           "-m", "gpu", "tests"], capture_output=True, text=True, cwd=root, timeout=300,
-                          check=False)  # fmt: skip
-    ids = [line for line in done.stdout.splitlines() if "::" in line]
-    assert ids, done.stdout[-2000:] + done.stderr[-2000:]
-    firsts = [next(i for i, nodeid in enumerate(ids) if name in nodeid) for name in GPU_FIRST]
-    assert firsts == sorted(firsts) and max(firsts) < len(GPU_FIRST) + 1, ids  # one name covers 2 ids
-    assert all(name in ids[-1] for name in GPU_LAST), ids
