@@ -153,8 +153,8 @@ def import_run(
     with tempfile.TemporaryDirectory(prefix="yat-gpu-run-") as tmp:
         run_dir = Path(tmp)
         mtimes = _unpack(archive, run_dir)
-        found = sorted(run_dir.glob(f"**/{DB_NAME}"))
         if not (run_dir / DB_NAME).is_file():  # an archive of the output folder itself
+            found = sorted(run_dir.glob(f"**/{DB_NAME}"))
             envs = sorted(run_dir.glob("**/env.txt"))
             if len(found) == 1:
                 run_dir = found[0].parent

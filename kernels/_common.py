@@ -407,7 +407,7 @@ def rank_configs(
         if c.warp_specialize:  # a producer warpgroup keeps the MMAs fed (unmeasured: a guess
             bonus *= 1.1  # that keeps a few in a dozen picks; the sweep decides)
         if conv_taps and not backward:
-            if not c.norms_in_loop:  # the pixel-norm pass: M*K*elem bytes against the conv
+            if not c.norms_in_loop:  # the pixel-norm pass: pixels*K*elem bytes against the conv
                 pass_s = conv_pixels * K * elem_bytes / 4.8e12
                 bonus *= 1.0 / (1.0 + pass_s / (2.0 * M * N * K * conv_taps / 790e12))
         elif (

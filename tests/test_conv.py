@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from oracle import conv_out_size, resolve_conv_padding, to_oracle, yat_conv2d_ref
-from tolerances import abs_max, assert_close, max_rel_err
+from tolerances import assert_close, max_rel_err, row_checker
 from torch import Tensor
 
 import yat_triton.conv as conv
@@ -194,14 +194,7 @@ def check_against_oracle(
         rows = {"y": ((1,), per_position[:, None]), "dx": ((1,), geo.pixel_max(per_position)),
                 "dW": ((1, 2, 3), amplification.amax((0, 2, 3))[:, None, None, None])}  # fmt: skip
         amplification = amplification.max().item()
-
-    def check(label: str, value: Tensor, ref: Tensor, tdtype: torch.dtype, **kw) -> None:
-        if label in rows:
-            dims, amp = rows[label]
-            kw |= {"scale": abs_max(ref, dims), "amplification": amp}
-        else:
-            kw.setdefault("amplification", amplification)
-        assert_close(value, ref, tdtype, what=label, **kw)
+    check = row_checker(rows, amplification)
 
     check("y", y, y_ref, dtype, reduction=K, precision=io_prec)
 
@@ -496,7 +489,7 @@ def test_clamp_active(dtype, channels_last, norms, device, launched):
     """Forward and every gradient where patches equal filters (clamp active, distance <<
     eps) and at a range of small distances; accumulation errors may be amplified by kappa
     (the norm expansion), io rounding is held to the plain table. The patch norms summed
-    in the main loop (the default tile) and from the pixel-norm pass."""
+    in the main loop (an in-loop tile, as the default) and from the pixel-norm pass."""
     from kernels._common import TileConfig
     from yat_triton.tuning import forced_config
 

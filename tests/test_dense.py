@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 from oracle import to_oracle, yat_dense_ref
-from tolerances import abs_max, assert_close, max_rel_err
+from tolerances import assert_close, max_rel_err, row_checker
 from torch import Tensor
 
 import yat_triton.dense as dense
@@ -143,20 +143,13 @@ def check_against_oracle(
     M = math.prod(x.shape[:-1])
     io_prec = (tol_precision or precision) if dtype == torch.float32 else None
     errors = {"y": max_rel_err(y, y_ref)}
-    rows = {}  # label -> (2-D view of the value, dim of its rows, amplification of each row)
+    rows = {}  # label -> (dims a row's scale is taken over, amplification of each row)
     if isinstance(amplification, Tensor):
-        rows = {"y": (N, amplification.amax(1)), "dx": (K, amplification.amax(1)),
-                "dW": (K, amplification.amax(0))}  # fmt: skip
+        per_x_row = amplification.amax(1).reshape(*x.shape[:-1], 1)  # y and dx rows
+        per_w_row = amplification.amax(0)[:, None]  # dW rows
+        rows = {"y": ((-1,), per_x_row), "dx": ((-1,), per_x_row), "dW": ((-1,), per_w_row)}
         amplification = amplification.max().item()
-
-    def check(label: str, value: Tensor, ref: Tensor, tdtype: torch.dtype, **kw) -> None:
-        if label in rows:
-            width, amp = rows[label]
-            value, ref = value.reshape(-1, width), ref.reshape(-1, width)
-            kw |= {"scale": abs_max(ref, (1,)), "amplification": amp[:, None]}
-        else:
-            kw.setdefault("amplification", amplification)
-        assert_close(value, ref, tdtype, what=label, **kw)
+    check = row_checker(rows, amplification)
 
     if "y" not in skip:
         check("y", y, y_ref, dtype, reduction=K, precision=io_prec)

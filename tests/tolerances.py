@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["TOLERANCES", "Tol", "abs_max", "assert_close", "max_rel_err", "tol_for"]
+__all__ = ["TOLERANCES", "Tol", "abs_max", "assert_close", "max_rel_err", "row_checker", "tol_for"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,23 @@ def abs_max(t: Tensor, dims: tuple[int, ...]) -> Tensor:
     scale for `assert_close`."""
     a = t.detach().to(device="cpu", dtype=torch.float64).abs()
     return torch.where(torch.isfinite(a), a, 0.0).amax(dim=dims, keepdim=True)
+
+
+def row_checker(rows: dict[str, tuple[tuple[int, ...], Tensor]], amplification: float):  # noqa: ANN201
+    """check(label, value, ref, dtype, **assert_close kwargs): `assert_close` with what=label,
+    where `rows` maps a label to (dims, amp): that value is held row by row, each row's
+    scale the max of |ref| over `dims` (`abs_max`), its amplification `amp` (broadcast
+    against the value); other labels are held to `amplification`."""
+
+    def check(label: str, value: Tensor, ref: Tensor, dtype: torch.dtype, **kw) -> None:
+        if label in rows:
+            dims, amp = rows[label]
+            kw |= {"scale": abs_max(ref, dims), "amplification": amp}
+        else:
+            kw.setdefault("amplification", amplification)
+        assert_close(value, ref, dtype, what=label, **kw)
+
+    return check
 
 
 def max_rel_err(actual: Tensor, expected: Tensor, scale: float | None = None) -> float:
