@@ -620,6 +620,7 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
     and its resume hint is in the archive. An archive inside OUTPUT_DIR is refused. Stub
     python and git here: only the script's own file handling runs."""
     import os
+    import shutil
     import subprocess
     import tarfile
 
@@ -670,6 +671,20 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
     oom = subprocess.run(["bash", str(script), "oom", "--sweep-only"], cwd=tmp_path,
                          env={**env, "SWEEP_RC": "137"}, capture_output=True, text=True)  # fmt: skip
     assert oom.returncode == 1 and "stopped at" not in (tmp_path / "oom" / "sweep.log").read_text()
+    # the kill after the grace (timeout's 137, stubbed: the sweep's call takes 2 s, past a 1 s
+    # cap) is the cap, its resume hint saying the run record may be missing
+    real_timeout = shutil.which("timeout")
+    killed = tmp_path / "killed_bin"
+    killed.mkdir()
+    (killed / "timeout").write_text(
+        f'#!/bin/bash\ncase " $* " in *" sweep "*) sleep 2; exit 137 ;; esac\nexec {real_timeout} "$@"\n'
+    )
+    (killed / "timeout").chmod(0o755)
+    late = subprocess.run(["bash", str(script), "late", "--sweep-only", "--sweep-cap", "1"], cwd=tmp_path,
+                          env={**env, "PATH": f"{killed}:{env['PATH']}"},
+                          capture_output=True, text=True)  # fmt: skip
+    late_log = (tmp_path / "late" / "sweep.log").read_text()
+    assert late.returncode == 0 and "stopped at its 1 s cap, killed after its grace" in late_log, late_log
     failed = subprocess.run(["bash", str(script), "failed", "--sweep-only"], cwd=tmp_path,
                             env={**env, "SWEEP_RC": "1"}, capture_output=True, text=True)  # fmt: skip
     assert failed.returncode == 1 and "stopped at" not in (tmp_path / "failed" / "sweep.log").read_text()
