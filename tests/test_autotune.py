@@ -612,6 +612,18 @@ def test_gpu_script_writes_under_a_relative_output_dir(tmp_path: Path) -> None:
     assert {"env.txt", "canary.log", "tests.log", "inspect_bfloat16.txt", "breakdown.txt", "sweep.log",
             "show.txt"} <= logs, logs  # fmt: skip
     assert "stub python -m autotune sweep --suite core" in (tmp_path / "out" / "sweep.log").read_text()
+    # the rest of the suite on 8 workers where pytest-xdist imports (the stub imports
+    # anything), in one process where it does not
+    tests_log = (tmp_path / "out" / "tests.log").read_text()
+    assert "the rest of the suite: 8 workers" in tests_log
+    assert "stub python -m pytest -q -ra -n 8 -m not gpu" in tests_log, tests_log
+    (stubs / "python").write_text('#!/bin/sh\n[ "$1" = -c ] && exit 1\necho "stub python $*"\n')
+    plain = subprocess.run(
+        ["bash", str(script), "plain"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    tests_log = (tmp_path / "plain" / "tests.log").read_text()
+    assert plain.returncode == 0 and "the rest of the suite: one process (no pytest-xdist here)" in tests_log
+    assert "stub python -m pytest -q -ra -m not gpu" in tests_log, tests_log
 
 
 def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
