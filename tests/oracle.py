@@ -126,7 +126,10 @@ def yat_conv2d_ref(
     xp = F.pad(x64, (left, right, top, bottom))
     og = C_out // groups
     s_parts, d_parts = [], []
-    for g in range(groups):
+    if cg == 0:  # no input channels: empty patches, every sum 0 (F.unfold refuses them);
+        # x and w stay in the graph, for their (empty) gradients
+        s_parts = d_parts = [xp.new_zeros((B, C_out, OH * OW)) + 0.0 * (xp.sum() + w64.sum())]
+    for g in range(groups if cg else 0):
         patches = F.unfold(xp[:, g * cg : (g + 1) * cg], (kh, kw), dilation=dl, stride=st)
         wg = w64[g * og : (g + 1) * og].reshape(og, cg * kh * kw)  # (og, K)
         s_parts.append(torch.einsum("bkl,ok->bol", patches, wg))

@@ -1082,6 +1082,19 @@ def test_zero_output_channels(device):
     assert torch.equal(dx, torch.zeros_like(x)) and dw.shape == w.shape
 
 
+@pytest.mark.parametrize("path", ["kernels", "torch"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_no_input_channels(groups, path, device, monkeypatch):
+    """C_in = 0: every patch is empty, so y = alpha b^2 / eps, on both paths (torch's own
+    conv gives no output channels there); gradients against the oracle."""
+    if path == "torch":
+        if device != "cpu":
+            pytest.skip("the plain-PyTorch path runs for CPU tensors")
+        monkeypatch.setattr(conv, "use_triton", lambda t: False)
+    geo = Geo(2, 0, 5, 4, 4, (3, 3), padding=1, groups=groups)
+    check_against_oracle(make_inputs(geo, torch.float32, device, channels_last=True), geo)
+
+
 @pytest.mark.skipif(
     not torch.cuda.is_available(),
     reason="torch.compile traces the Triton kernels only on CUDA; under the interpreter "

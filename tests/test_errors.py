@@ -228,8 +228,105 @@ def test_yatlinear_bad_precision():
 
 
 def test_yatlinear_negative_features():
-    with pytest.raises(ValueError, match=r"in_features and out_features must be >= 0"):
+    with pytest.raises(ValueError, match=r"in_features must be >= 0, got -1"):
         YatLinear(-1, 3)
+    with pytest.raises(ValueError, match=r"out_features must be >= 0, got -2"):
+        YatLinear(3, -2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"in_features": 2.5}, TypeError, r"in_features must be an int, got 2.5"),
+        ({"out_features": "3"}, TypeError, r"out_features must be an int, got '3'"),
+        ({"in_features": None}, TypeError, r"in_features must be an int, got None"),
+        ({"param_dtype": torch.int32}, TypeError, r"param_dtype must be None or a floating dtype.*int32"),
+        ({"dtype": torch.complex64}, TypeError, r"dtype must be None or a floating dtype.*complex64"),
+        ({"constant_bias": math.nan}, ValueError, r"constant_bias must be finite, got nan"),
+        ({"constant_alpha": math.inf}, ValueError, r"constant_alpha must be finite, got inf"),
+        ({"constant_alpha": "x"}, TypeError, r"constant_alpha must be a finite number, got 'x'"),
+        ({"epsilon": "a"}, TypeError, r"epsilon must be a finite number, got 'a'"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_module_constructor_arguments(kwargs, exc, match):
+    """Wrong types and values name the argument at construction, in both module families."""
+    from yat_triton import YatConv2d
+
+    linear = {"in_features": 4, "out_features": 3} | kwargs
+    with pytest.raises(exc, match=match):
+        YatLinear(**linear)
+    renamed = {k.replace("_features", "_channels"): v for k, v in linear.items()}
+    with pytest.raises(exc, match=match.replace("_features", "_channels")):
+        YatConv2d(kernel_size=3, **renamed)
+
+
+@pytest.mark.parametrize("kernel_size", [0, (3, 0), 2.0], ids=["zero", "zero-width", "float"])
+def test_conv_module_kernel_size(kernel_size):
+    from yat_triton import YatConv1d, YatConv2d
+
+    exc, match = (TypeError, "kernel_size must be an int") if kernel_size == 2.0 else (ValueError, ">= 1")
+    with pytest.raises(exc, match=match):
+        YatConv2d(4, 4, kernel_size)
+    if not isinstance(kernel_size, tuple):
+        with pytest.raises(exc, match=match):
+            YatConv1d(4, 4, kernel_size)
+
+
+def test_module_input_not_a_tensor():
+    from yat_triton import YatConv2d
+
+    with pytest.raises(TypeError, match=r"YatLinear: input must be a torch.Tensor, got list"):
+        YatLinear(4, 3)([[1.0, 2.0, 3.0, 4.0]])
+    with pytest.raises(TypeError, match=r"YatConv2d: input must be a torch.Tensor, got list"):
+        YatConv2d(1, 2, 1)([[[1.0]]])
+
+
+def test_convert_needs_a_module():
+    from yat_triton import convert
+
+    with pytest.raises(TypeError, match=r"convert: model must be an nn.Module, got NoneType"):
+        convert(None)
+
+
+@pytest.mark.parametrize("k", [(0, 3), (3, 0)], ids=["kH0", "kW0"])
+def test_conv_kernel_size_zero(k, device):
+    """A weight with no taps is refused (the interpreter used to give a larger, all-zero
+    output), in 1-D too."""
+    from yat_triton import yat_conv1d
+
+    with pytest.raises(ValueError, match=r"weight's kernel size \(kH, kW\) must be >= 1, got shape \(3, 4, "):
+        yat_conv2d(torch.randn(1, 4, 6, 6, device=device), torch.randn(3, 4, *k, device=device))
+    with pytest.raises(ValueError, match=r"weight's kernel size \(k\) must be >= 1"):
+        yat_conv1d(torch.randn(1, 3, 7, device=device), torch.randn(4, 3, 0, device=device))
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Sparse CSR tensor support is in beta", "ignore:The PyTorch API of nested tensors"
+)
+def test_sparse_and_nested_tensors_are_refused(xw):
+    x, w = xw
+    with pytest.raises(
+        TypeError, match=r"weight must be a dense \(strided\) tensor, got layout torch.sparse_coo"
+    ):
+        yat_linear(x, w.to_sparse())
+    with pytest.raises(TypeError, match=r"x must be a dense \(strided\) tensor, got layout torch.sparse_csr"):
+        yat_linear(x.to_sparse_csr(), w)
+    nested = torch.nested.nested_tensor([x[:2], x[:3]])
+    with pytest.raises(TypeError, match=r"x must be a dense \(strided\) tensor, got a nested tensor"):
+        yat_linear(nested, w)
+
+
+def test_out_of_range_numbers_name_their_argument(xw):
+    x, w = xw
+    with pytest.raises(ValueError, match=r"eps must be finite, got 1000.* \(too large for a float\)"):
+        yat_linear(x, w, eps=10**400)
+    xc, wc = torch.randn(1, 2, 5, 5, device=x.device), torch.randn(3, 2, 3, 3, device=x.device)
+    for name in ("stride", "padding", "dilation"):
+        with pytest.raises(
+            ValueError, match=rf"{name} must be at most 2\*\*31 - 1, got 18446744073709551616"
+        ):
+            yat_conv2d(xc, wc, **{name: 2**64})
 
 
 def test_yatlinear_wrong_input_features(device):
@@ -251,3 +348,19 @@ def test_scalars_outside_float32_range(kwargs, match, device):
         yat_linear(x, w, **kwargs)
     y = yat_linear(x.double(), w.double(), **kwargs)
     assert y.dtype == torch.float64
+
+
+def test_numpy_numbers_are_taken_as_numbers(device):
+    """NumPy scalars (what array code hands over) work where Python numbers do: alpha and
+    eps as np.float32, stride / padding / dilation / groups as np.int64; against the oracle."""
+    np = pytest.importorskip("numpy")
+    from oracle import yat_conv2d_ref
+    from tolerances import assert_close
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 7, 6, generator=gen).to(device)
+    w = torch.randn(6, 2, 3, 3, generator=gen).to(device)
+    y = yat_conv2d(x, w, None, np.int64(2), (np.int64(1), 2), np.int64(1), np.int64(2),
+                   alpha=np.float32(1.5), eps=np.float32(0.25))  # fmt: skip
+    ref = yat_conv2d_ref(x, w, None, alpha=1.5, eps=0.25, stride=2, padding=(1, 2), groups=2)
+    assert_close(y, ref, torch.float32, reduction=18, what="y")

@@ -5,6 +5,7 @@ public functions make to their operands before checking them: autocast's casts."
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -44,6 +45,9 @@ def autocast_operands(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[T
 def check_float_tensor(name: str, t: object) -> Tensor:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.is_nested or t.layout != torch.strided:
+        kind = "a nested tensor" if t.is_nested else f"layout {t.layout}"
+        raise TypeError(f"{name} must be a dense (strided) tensor, got {kind}; convert it with .to_dense()")
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), got {t.dtype}"
@@ -81,9 +85,12 @@ def check_scalar_arg(name: str, value: object, ref: Tensor, *, positive: bool) -
             if not (math.isfinite(v) and v > 0.0):
                 raise ValueError(f"{name} must hold a finite value > 0, got tensor({v})")
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float or a one-element tensor, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got {value} (too large for a float)") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     if positive and v <= 0.0:
@@ -97,6 +104,13 @@ def check_scalar_arg(name: str, value: object, ref: Tensor, *, positive: bool) -
                 f"{name}={v} is below float32's normal range, the kernels' scalar type for "
                 f"{ref.dtype} (smallest: {f32.tiny})"
             )
+
+
+def check_index(name: str, value: object) -> int:
+    """A whole number argument (a Python or NumPy integer, not a bool or a tensor) as an int."""
+    if isinstance(value, (bool, Tensor)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return int(value)
 
 
 def check_precision(precision: object) -> None:

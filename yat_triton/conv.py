@@ -21,6 +21,7 @@ output-sized tensor, like the dense op), the patch norms (B, OH, OW, groups) and
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -77,18 +78,25 @@ __all__ = ["conv_geometry", "yat_conv1d", "yat_conv2d"]
 Pair = tuple[int, int]
 
 
+# Geometry values past int32 overflow the launch's sizes (a padding, the output's allocation)
+GEOMETRY_MAX = 2**31 - 1
+
+
 def _pair(name: str, v: int | tuple[int, ...] | list[int], n: int = 2) -> tuple[int, ...]:
-    if isinstance(v, bool):
+    """An int (Python or NumPy, not a bool) or n of them, as a tuple of n ints."""
+
+    def whole(i: object) -> bool:
+        return isinstance(i, numbers.Integral) and not isinstance(i, (bool, Tensor))
+
+    if whole(v):
+        values = (int(v),) * n
+    elif isinstance(v, (tuple, list)) and len(v) == n and all(whole(i) for i in v):
+        values = tuple(int(i) for i in v)
+    else:
         raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {v!r}")
-    if isinstance(v, int):
-        return (v,) * n
-    if (
-        isinstance(v, (tuple, list))
-        and len(v) == n
-        and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
-    ):
-        return tuple(v)
-    raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {v!r}")
+    if max(values) > GEOMETRY_MAX:
+        raise ValueError(f"{name} must be at most 2**31 - 1, got {v!r}")
+    return values
 
 
 def _conv1d_pair(name: str, v: int | tuple[int, ...] | list[int], height: int) -> tuple[int, int]:
@@ -154,6 +162,16 @@ def conv_geometry(
 # Plain-PyTorch path: CPU tensors without TRITON_INTERPRET=1 and non-CUDA devices.
 
 
+def _conv_padded(xp: Tensor, weight: Tensor, stride: Pair, dilation: Pair, groups: int) -> Tensor:
+    """F.conv2d of an already padded x, also without input channels: torch then gives no
+    output channels, where each output is the sum over an empty patch, 0."""
+    if weight.shape[1] > 0:
+        return F.conv2d(xp, weight, None, stride, 0, dilation, groups)
+    hw, k = (xp.shape[2], xp.shape[3]), (weight.shape[2], weight.shape[3])
+    oh, ow = _out_hw(hw, k, stride, (0, 0, 0, 0), dilation)
+    return xp.new_zeros((xp.shape[0], weight.shape[0], oh, ow))
+
+
 def _conv_math(
     x: Tensor,
     weight: Tensor,
@@ -167,10 +185,10 @@ def _conv_math(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, s, patch norms, filter norms) in x's dtype, NCHW, with the expanded distance."""
     xp = F.pad(x, (pads[2], pads[3], pads[0], pads[1]))
-    s = F.conv2d(xp, weight, None, stride, 0, dilation, groups)
+    s = _conv_padded(xp, weight, stride, dilation, groups)
     C_out, cg, kh, kw = weight.shape
     ones = torch.ones((groups, cg, kh, kw), dtype=x.dtype, device=x.device)
-    nx = F.conv2d(xp * xp, ones, None, stride, 0, dilation, groups)  # (B, G, OH, OW)
+    nx = _conv_padded(xp * xp, ones, stride, dilation, groups)  # (B, G, OH, OW)
     nw = (weight * weight).sum((1, 2, 3))
     u = s + bias.to(s.dtype)[None, :, None, None] if bias is not None else s
     nx_f = nx.repeat_interleave(C_out // groups, dim=1)
@@ -232,9 +250,9 @@ def _conv_bwd_torch(
     xw, ww = x.to(wide), weight.to(wide)
     xp = F.pad(xw, (pads[2], pads[3], pads[0], pads[1]))
     C_out, cg, kh, kw = weight.shape
-    s = F.conv2d(xp, ww, None, stride, 0, dilation, groups)
+    s = _conv_padded(xp, ww, stride, dilation, groups)
     ones = torch.ones((groups, cg, kh, kw), dtype=wide, device=x.device)
-    nx = F.conv2d(xp * xp, ones, None, stride, 0, dilation, groups)
+    nx = _conv_padded(xp * xp, ones, stride, dilation, groups)
     nw = (ww * ww).sum((1, 2, 3))
     u = s + bias.to(wide)[None, :, None, None] if bias is not None else s
     d_raw = nx.repeat_interleave(C_out // groups, dim=1) + nw[None, :, None, None] - 2.0 * s
@@ -250,6 +268,9 @@ def _conv_bwd_torch(
         return x.new_empty((0,))
 
     dx = dw = db = dalpha = deps = None
+    if cg == 0:  # no input channels: x and w have no entries to differentiate
+        dx, dw = (torch.zeros_like(x) if needs[0] else None), (torch.zeros_like(weight) if needs[1] else None)
+        needs = [False, False, *needs[2:]]
     if needs[0]:
         B, _, OH, OW = gs.shape
         rows = gd.reshape(B, groups, C_out // groups, OH, OW).sum(2)  # sum_j gd per group
@@ -854,8 +875,11 @@ def _check_conv_args(
         names = "(C_out, C_in/groups, kH, kW)" if spatial == 2 else "(C_out, C_in/groups, k)"
         raise ValueError(f"weight must have shape {names}, got shape {tuple(weight.shape)}")
     _checks.check_same("weight", weight, "x", x)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+    if isinstance(groups, (bool, Tensor)) or not isinstance(groups, numbers.Integral) or groups <= 0:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if min(weight.shape[2:]) < 1:
+        size = "kH, kW" if spatial == 2 else "k"
+        raise ValueError(f"weight's kernel size ({size}) must be >= 1, got shape {tuple(weight.shape)}")
     C_in, C_out = x.shape[1], weight.shape[0]
     if C_in % groups or C_out % groups:
         raise ValueError(f"groups={groups} must divide both C_in={C_in} and C_out={C_out}")
@@ -904,6 +928,7 @@ def yat_conv2d(
     """
     x, weight, bias = _checks.autocast_operands(x, weight, bias)
     _check_conv_args(x, weight, bias, groups, alpha, eps, precision, spatial=2)
+    groups = int(groups)  # a NumPy one too
     st, pads, dl, _ = conv_geometry(
         (x.shape[2], x.shape[3]), (weight.shape[2], weight.shape[3]), stride, padding, dilation
     )

@@ -15,13 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from yat_triton._checks import PRECISIONS
+from yat_triton._checks import PRECISIONS, check_index
 from yat_triton._launch import acc_dtype
 from yat_triton.conv import yat_conv1d, yat_conv2d
 from yat_triton.modules import (
     YatLinear,
     _apply_keeping_epsilon_dtype,
+    _check_dtypes,
     _check_epsilon,
+    _check_input,
+    _check_sizes,
+    _constant,
     _epsilon_parameter,
 )
 
@@ -74,6 +78,12 @@ class _YatConvMixin:
         self._check_unsupported(
             use_dropconnect, drop_rate, mask, weight_normalized, tie_kernel_bank, precision
         )
+        _check_sizes(in_channels=in_channels, out_channels=out_channels)
+        in_channels, out_channels = int(in_channels), int(out_channels)
+        _check_dtypes(dtype=dtype, param_dtype=param_dtype)
+        sizes = (kernel_size,) if not isinstance(kernel_size, (tuple, list)) else tuple(kernel_size)
+        if any(check_index("kernel_size", k) < 1 for k in sizes):
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size!r}")
         storage_dtype = param_dtype if param_dtype is not None else dtype
         parent_bias = bias and not (constant_bias is not None or scalar_bias)
         conv_base.__init__(
@@ -147,7 +157,7 @@ class _YatConvMixin:
 
         self._constant_bias_value: float | None = None
         if constant_bias is not None and constant_bias is not False:
-            self._constant_bias_value = float(constant_bias)
+            self._constant_bias_value = _constant("constant_bias", constant_bias)
             bias = True
         self.constant_bias = constant_bias
         if scalar_bias and constant_bias is None and bias:
@@ -169,7 +179,9 @@ class _YatConvMixin:
 
         self._constant_alpha_value: float | None = None
         if constant_alpha is not None and constant_alpha is not False:
-            self._constant_alpha_value = SQRT2 if constant_alpha is True else float(constant_alpha)
+            self._constant_alpha_value = (
+                SQRT2 if constant_alpha is True else _constant("constant_alpha", constant_alpha)
+            )
             self.register_parameter("alpha", None)
             use_alpha = True
         elif use_alpha:
@@ -204,6 +216,7 @@ class _YatConvMixin:
         """input (B, C_in, *spatial) or unbatched (C_in, *spatial). `deterministic` is
         accepted for nmn compatibility; nothing here is random."""
         del deterministic
+        _check_input(self, input)
         unbatched = input.dim() == self._spatial + 1
         x = input.unsqueeze(0) if unbatched else input
         dtype = self.compute_dtype or x.dtype
@@ -467,6 +480,8 @@ def convert(model: nn.Module, *, precision: str | None = None) -> nn.Module:
             for subclasses of the nmn layers (their forward may differ), and for layers
             with parametrized weights. Nothing is replaced when anything is refused.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert: model must be an nn.Module, got {type(model).__name__}")
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
     try:

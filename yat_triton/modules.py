@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from yat_triton._checks import PRECISIONS
+from yat_triton._checks import FLOAT_DTYPES, PRECISIONS, check_index
 from yat_triton._launch import acc_dtype
 from yat_triton.dense import yat_linear
 
@@ -24,10 +24,41 @@ def _inverse_softplus(y: float) -> float:
 
 
 def _check_epsilon(epsilon: float) -> float:
-    epsilon = float(epsilon)
-    if not math.isfinite(epsilon) or epsilon <= 0.0:
-        raise ValueError(f"epsilon must be finite and > 0, got {epsilon}")
-    return epsilon
+    return _constant("epsilon", epsilon, positive=True)
+
+
+def _constant(name: str, value: object, *, positive: bool = False) -> float:
+    """A constant option (epsilon, constant_alpha, constant_bias) as a finite float
+    (> 0 where `positive`)."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"{name} must be a finite number, got {value!r}") from None
+    if not math.isfinite(v) or (positive and v <= 0.0):
+        raise ValueError(f"{name} must be finite{' and > 0' if positive else ''}, got {v}")
+    return v
+
+
+def _check_sizes(**sizes: object) -> None:
+    """Feature / channel counts: whole numbers >= 0."""
+    for name, value in sizes.items():
+        if check_index(name, value) < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _check_dtypes(**dtypes: object) -> None:
+    """The dtype / param_dtype options: None or a floating dtype the ops take."""
+    for name, value in dtypes.items():
+        if value is not None and value not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{name} must be None or a floating dtype (float16, bfloat16, float32 or float64), "
+                f"got {value!r}"
+            )
+
+
+def _check_input(module: nn.Module, x: object) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{type(module).__name__}: input must be a torch.Tensor, got {type(x).__name__}")
 
 
 def _epsilon_parameter(
@@ -122,8 +153,9 @@ class YatLinear(nn.Module):
         precision: str | None = None,
     ) -> None:
         super().__init__()
-        if in_features < 0 or out_features < 0:
-            raise ValueError(f"in_features and out_features must be >= 0, got {in_features}, {out_features}")
+        _check_sizes(in_features=in_features, out_features=out_features)
+        in_features, out_features = int(in_features), int(out_features)
+        _check_dtypes(dtype=dtype, param_dtype=param_dtype)
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
         for name, value, what in (
@@ -157,7 +189,9 @@ class YatLinear(nn.Module):
 
         self._constant_alpha_value: float | None = None
         if constant_alpha is not None and constant_alpha is not False:
-            self._constant_alpha_value = SQRT2 if constant_alpha is True else float(constant_alpha)
+            self._constant_alpha_value = (
+                SQRT2 if constant_alpha is True else _constant("constant_alpha", constant_alpha)
+            )
             self.register_parameter("alpha", None)
         elif alpha:
             self.alpha = nn.Parameter(torch.ones((1,), **factory))
@@ -168,7 +202,7 @@ class YatLinear(nn.Module):
 
         self._constant_bias_value: float | None = None
         if constant_bias is not None and constant_bias is not False:
-            self._constant_bias_value = float(constant_bias)
+            self._constant_bias_value = _constant("constant_bias", constant_bias)
             self.register_parameter("bias", None)
         elif bias:
             self.bias = nn.Parameter(torch.empty((1,) if scalar_bias else (out_features,), **factory))
@@ -229,6 +263,7 @@ class YatLinear(nn.Module):
         return F.softplus(p.to(torch.promote_types(acc_dtype(dtype), p.dtype)))
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_input(self, x)
         dtype = self.dtype or x.dtype
         x = x.to(dtype)
         alpha = self.alpha.to(dtype) if self.alpha is not None else self._constant_alpha_value
