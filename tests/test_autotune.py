@@ -723,7 +723,7 @@ def test_gpu_marker_picks_out_the_tests_only_a_gpu_runs() -> None:
     ids = [line for line in listed.stdout.splitlines() if "::" in line]
     names = {i.split("::")[1].split("[")[0] for i in ids}
     expected = {
-        "test_torch_compile", "test_torch_compile_under_autocast",
+        "test_torch_compile", "test_torch_compile_under_autocast", "test_torch_compile_dynamic",
         "test_sweep_rows_are_timed_from_cuda_graphs", "test_forward_and_backward_replay_from_a_cuda_graph",
         "test_persistent_kernels_fill_every_resident_slot", "test_second_gpu_while_the_first_is_current",
     }  # fmt: skip

@@ -1095,6 +1095,19 @@ def test_no_input_channels(groups, path, device, monkeypatch):
     check_against_oracle(make_inputs(geo, torch.float32, device, channels_last=True), geo)
 
 
+@pytest.mark.parametrize("alpha, eps", [("const", "float"), ("tensor", "tensor")], ids=["floats", "tensors"])
+def test_torch_path_traces_with_dynamic_shapes(alpha, eps, torch_path):
+    """As the dense test of that name: yat_conv2d's checks and routing trace whole with
+    symbolic sizes and scalars on the plain-PyTorch path, two shapes through one compile,
+    against the oracle."""
+    torch._dynamo.reset()
+    compiled = torch.compile(yat_conv2d, fullgraph=True, dynamic=True, backend="eager")
+    for seed, geo in ((113, Geo(2, 4, 6, 5, 6, (3, 3), stride=2, padding=1, groups=2)),
+                      (114, Geo(3, 4, 8, 7, 6, (3, 3), stride=2, padding=1, groups=2))):  # fmt: skip
+        inp = make_inputs(geo, torch.float32, "cpu", channels_last=True, alpha=alpha, eps=eps, seed=seed)
+        check_against_oracle(inp, geo, layer=compiled)
+
+
 @pytest.mark.skipif(
     not torch.cuda.is_available(),
     reason="torch.compile traces the Triton kernels only on CUDA; under the interpreter "

@@ -928,6 +928,19 @@ def test_torch_path_clamp_active(dtype, torch_path):
 # torch.compile
 
 
+@pytest.mark.parametrize("alpha, eps", [("const", "float"), ("tensor", "tensor")], ids=["floats", "tensors"])
+def test_torch_path_traces_with_dynamic_shapes(alpha, eps, torch_path):
+    """The public function's checks and routing trace whole (fullgraph) with symbolic sizes
+    and scalars (dynamic=True: a float argument arrives as a SymFloat), on a CPU too: the
+    plain-PyTorch path under torch.compile, two shapes through one compile, against the
+    oracle."""
+    torch._dynamo.reset()
+    compiled = torch.compile(yat_linear, fullgraph=True, dynamic=True, backend="eager")
+    for seed, lead in ((111, (5,)), (112, (3, 7))):
+        inp = make_inputs(lead, 12, 9, torch.float32, "cpu", alpha=alpha, eps=eps, seed=seed)
+        check_against_oracle(inp, precision="ieee", layer=compiled)
+
+
 @pytest.mark.skipif(not ON_CUDA, reason="torch.compile traces the Triton kernels only on CUDA; "
                     "under the interpreter tracing is refused by design")  # fmt: skip
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
@@ -953,6 +966,18 @@ def test_torch_compile(dtype, tma, device):
         check_against_oracle(
             make_inputs((37,), 70, 96, dtype, device, seed=101), precision="ieee", layer=compiled
         )
+
+
+@pytest.mark.skipif(not ON_CUDA, reason="torch.compile traces the Triton kernels only on CUDA; "
+                    "under the interpreter tracing is refused by design")  # fmt: skip
+def test_torch_compile_dynamic(device):
+    """dynamic=True: symbolic sizes and float alpha / eps arriving as SymFloats reach the
+    kernels through one compile for two shapes (the CPU twin: the torch path's test)."""
+    torch._dynamo.reset()
+    compiled = torch.compile(yat_linear, fullgraph=True, dynamic=True)
+    for seed, lead in ((115, (37,)), (116, (5, 9))):
+        inp = make_inputs(lead, 70, 96, torch.bfloat16, device, alpha="const", eps="float", seed=seed)
+        check_against_oracle(inp, precision="ieee", layer=compiled)
 
 
 @pytest.mark.skipif(not ON_CUDA, reason="torch.compile traces the Triton kernels only on CUDA; "

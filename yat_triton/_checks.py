@@ -91,7 +91,8 @@ def check_scalar_arg(name: str, value: object, ref: Tensor, *, positive: bool) -
         v = float(value)
     except OverflowError:
         raise ValueError(f"{name} must be finite, got {value} (too large for a float)") from None
-    if not math.isfinite(v):
+    # comparisons, not math.isfinite: under torch.compile(dynamic=True) v is a SymFloat
+    if not -math.inf < v < math.inf:
         raise ValueError(f"{name} must be finite, got {v}")
     if positive and v <= 0.0:
         raise ValueError(f"{name} must be > 0, got {v}")
