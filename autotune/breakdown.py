@@ -48,6 +48,7 @@ import torch.nn.functional as F  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
+from autotune.args import positive_int  # noqa: E402
 from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.report import copy_bandwidth  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
@@ -432,7 +433,9 @@ def conv_lines(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32"])
-    parser.add_argument("--dense", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
+    parser.add_argument(
+        "--dense", nargs=3, type=positive_int, default=[4096, 4096, 4096], metavar=("M", "N", "K")
+    )
     add_conv_argument(parser)
     parser.add_argument(
         "--tma",
@@ -470,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--copy-mib: {args.copy_mib} is not a whole number of MiB >= 1")
     if args.small < 0:
         parser.error(f"--small: {args.small} is not a number of rows >= 0")
+    if args.json_out is not None and not args.json_out.parent.is_dir():  # before any measuring
+        parser.error(f"--json-out: the folder {args.json_out.parent} does not exist")
     if args.dtype == "float32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
             False  # ieee, as the ⵟ kernels

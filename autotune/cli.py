@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
 import torch
 
 from autotune import db as dbmod
+from autotune.args import positive_int
 
 # torch.compile modes compiled_ref may take, and "none" (no compiled_ref)
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -31,16 +33,6 @@ def _interpret_without_gpu() -> None:
     import of triton (inspect, which compiles for sm_90 without a GPU, must not)."""
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer of at least 1")
-    return value
 
 
 def _csv(allowed: tuple[str, ...]):  # noqa: ANN202 - an argparse type
@@ -58,6 +50,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from autotune import sweep
 
     suite = sweep.load_suite(args.suite)
+    if args.shard is not None:  # refused before the database file is made
+        dbmod.shard([], args.shard)
     env = sweep.environment()
     if not env.representative:
         print("no CUDA device: running through the Triton interpreter for correctness; "
@@ -82,10 +76,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     from autotune.report import config_label
 
-    if not Path(args.db).is_file():
+    if not Path(args.db).exists():
         print(f"{args.db}: no such results database (run `yat-autotune sweep` first)", file=sys.stderr)
         return 2
-    with dbmod.ResultsDB(args.db) as db:
+    with dbmod.ResultsDB(args.db, read_only=True) as db:
         rows = db.query(status="ok")
     if not rows:
         print(f"{args.db}: no successful measurements yet", file=sys.stderr)
@@ -119,9 +113,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autotune.export import export_winners
     from yat_triton.tuning import TUNED_DIR, read_winners
 
-    if not Path(args.db).is_file():  # opening it would create an empty database
+    if not Path(args.db).exists():  # a folder or an empty file: ResultsDB says so
         raise FileNotFoundError(f"{args.db}: no such results database (run `yat-autotune sweep` first)")
-    with dbmod.ResultsDB(args.db) as db:
+    with dbmod.ResultsDB(args.db, read_only=True) as db:
         on_gpu = any(r.representative for r in db.query(provider="yat_triton", status="ok"))
     out = args.out or (TUNED_DIR if on_gpu else Path("tuned"))
     if not on_gpu:
@@ -134,6 +128,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    for src in args.sources:  # every source readable before anything is written
+        dbmod.ResultsDB(src, read_only=True).close()
     with dbmod.ResultsDB(args.db) as db:
         for src in args.sources:
             print(f"{src}: {db.merge_from(src)} rows merged into {args.db}")
@@ -199,9 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--mode", type=_csv(sweep.MODES), default=list(sweep.MODES))
     sw.add_argument("--dtype", type=_csv(sweep.DTYPES), default=["bfloat16", "float32"])
     sw.add_argument("--shard", help="i/n: this process's share of the suite (1-based)")
-    sw.add_argument(
-        "--max-configs", type=_positive_int, help="configs per problem (default: all; 2 on a CPU)"
-    )
+    sw.add_argument("--max-configs", type=positive_int, help="configs per problem (default: all; 2 on a CPU)")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument(
         "--compile-mode",
@@ -260,19 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input (a value, a file, a folder, a database that cannot be
+    read or written) ends it with one line naming the problem and exit status 2; anything
+    else is a bug, and keeps its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["inspect"]:
-        return cmd_inspect(argv[1:])
-    _interpret_without_gpu()
-    if argv[:1] == ["breakdown"]:
-        return cmd_breakdown(argv[1:])
-    if argv[:1] == ["hostcost"]:
-        return cmd_hostcost(argv[1:])
-    args = build_parser().parse_args(argv)
+    command = argv[0] if argv else ""
     try:
+        if command == "inspect":
+            return cmd_inspect(argv[1:])
+        _interpret_without_gpu()
+        if command == "breakdown":
+            return cmd_breakdown(argv[1:])
+        if command == "hostcost":
+            return cmd_hostcost(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"yat-autotune {args.command}: {e}", file=sys.stderr)
+    except (ValueError, OSError, sqlite3.Error) as e:
+        if isinstance(e, BrokenPipeError):  # output piped into `head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        print(f"yat-autotune {command}: {e}", file=sys.stderr)
         return 2
 
 

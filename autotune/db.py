@@ -248,6 +248,11 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> int:
     except sqlite3.OperationalError as e:
         if _is_lock_error(e):
             raise
+        if "unable to open" in str(e) and not os.access(path.parent, os.W_OK):
+            raise ValueError(
+                f"{path}: cannot be opened in a folder that is not writable (SQLite keeps its WAL "
+                "index next to the file); copy it to a writable folder. The file was left untouched"
+            ) from e
         raise ValueError(f"{path}: not a readable SQLite database ({e}); the file was left untouched") from e
     except sqlite3.DatabaseError as e:
         raise ValueError(f"{path}: not a SQLite database ({e}); the file was left untouched") from e
@@ -281,7 +286,10 @@ def _result_select(conn: sqlite3.Connection) -> str:
 def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves, so each write takes
     # the lock up front (no read-to-write upgrade deadlock that busy_timeout cannot resolve).
-    target, uri = (path.resolve().as_uri() + "?mode=ro", True) if read_only else (os.fspath(path), False)
+    # read_only: a file that must exist (mode=rw never creates one), which this code then
+    # only reads; not mode=ro, whose connection leaves the WAL's -shm and -wal files behind
+    # where a read-write one removes them as it closes.
+    target, uri = (path.resolve().as_uri() + "?mode=rw", True) if read_only else (os.fspath(path), False)
     try:
         conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, uri=uri)
     except sqlite3.Error as e:
@@ -293,13 +301,23 @@ def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
 class ResultsDB:
     """A results database file; see the module docstring. Use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        """`read_only`: for commands that only read (show, export, report): the file must
+        already be a results database, and is neither set up, switched to WAL nor upgraded
+        (an older schema reads its missing columns as NULL)."""
         self.path = Path(path)
+        self.read_only = read_only
+        if self.path.is_dir():
+            raise ValueError(f"{self.path}: a folder, not a results database file")
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"{self.path}: the folder {self.path.parent} does not exist")
-        self._conn = _connect(self.path)
+        if read_only and not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such results database (run `yat-autotune sweep` first)")
+        if read_only and self.path.stat().st_size == 0:
+            raise ValueError(f"{self.path}: an empty file, not a results database (sweep into it first)")
+        self._conn = _connect(self.path, read_only=read_only)
         try:
-            _retry(self._open)
+            _retry(self._open if not read_only else lambda: _check_schema(self._conn, self.path))
         except BaseException:
             self._conn.close()
             raise
@@ -482,7 +500,9 @@ class ResultsDB:
         self._write(lambda c: c.execute(_RUN_INSERT, dataclasses.astuple(run)))
 
     def runs(self, suite: str | None = None) -> list[Run]:
-        """Recorded sweep invocations, oldest first."""
+        """Recorded sweep invocations, oldest first (none in a file without the table)."""
+        if not _has_runs(self._conn):
+            return []
         where, params = ('WHERE "suite" = ?', (suite,)) if suite is not None else ("", ())
         sql = f'SELECT {_RUN_COLS} FROM runs {where} ORDER BY "started"'
         return [Run(*row) for row in self._conn.execute(sql, params)]

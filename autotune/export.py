@@ -150,9 +150,9 @@ def export_winners(
     winner's config or shape would not load; every file is built before the first is written.
     """
     db_file = Path(db_path)
-    if not db_file.is_file():
+    if not db_file.exists():  # a folder: ResultsDB says so
         raise FileNotFoundError(f"export_winners: no results database at {db_file}")
-    with ResultsDB(db_file) as db:
+    with ResultsDB(db_file, read_only=True) as db:
         rows = [
             r for r in db.query(provider="yat_triton", status="ok", gpu=gpu) if _exportable(r, include_cpu)
         ]

@@ -36,6 +36,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from autotune.args import positive_int
 from kernels._common import INTERPRETING, TileConfig
 from yat_triton._launch import KernelCall, programs_per_sm
 from yat_triton.tuning import config_from_dict
@@ -537,7 +538,7 @@ def add_conv_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--conv",
         nargs=5,
-        type=int,
+        type=positive_int,
         default=[64, 64, 56, 64, 3],
         metavar=("B", "C_IN", "HW", "C_OUT", "K"),
         help="conv2d problem (channels_last, padding K//2; default: a ResNet-50 3x3 layer)",
@@ -572,9 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--op", default="dense", choices=["dense", "conv2d"])
     parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32", "float64"])
     add_conv_argument(parser)
-    parser.add_argument("--stride", type=int, default=1, help="conv2d stride")
+    parser.add_argument("--stride", type=positive_int, default=1, help="conv2d stride")
     parser.add_argument("--all", action="store_true", help="every kernel of both ops, forward and backward")
-    parser.add_argument("--shape", nargs=3, type=int, default=[4096, 4096, 4096], metavar=("M", "N", "K"))
+    parser.add_argument(
+        "--shape", nargs=3, type=positive_int, default=[4096, 4096, 4096], metavar=("M", "N", "K")
+    )
     parser.add_argument(
         "--config",
         type=parse_tile,
@@ -591,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--maxnreg",
-        type=int,
+        type=positive_int,
         help="cap registers a thread (e.g. 128: two 8-warp programs an SM) to see the spills it costs",
     )
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
@@ -625,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"op": label, "kernel": name, "outputs": outputs}) if args.json
                   else f"{label:11s} {name}: {', '.join(outputs)}")  # fmt: skip
         return 0
+    if INTERPRETING:  # the compiles below would fail on the first kernel
+        parser.error("static compilation needs compiled kernels, but TRITON_INTERPRET=1 is set: unset it")
     if args.all:
         for label, call in all_calls(dtype):
             report = compile_sm90(call)

@@ -679,8 +679,12 @@ def read_breakdown(path: str | Path) -> list[dict[str, object]]:
         raise FileNotFoundError(
             f"{p}: no such breakdown file (write one with `python -m autotune.breakdown --json-out`)"
         )
+    try:
+        content = p.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not a text file of JSON lines ({e.reason} at byte {e.start})") from e
     lines = []
-    for n, text in enumerate(p.read_text().splitlines(), 1):
+    for n, text in enumerate(content.splitlines(), 1):
         if not text.strip():
             continue
         try:
@@ -785,10 +789,10 @@ def render_report(
     refresh `out_dir`/README.md (the index), and return every file written. `breakdown`:
     a file of `autotune.breakdown --json-out`, rendered into the report of its GPU."""
     path = Path(db_path)
-    if not path.is_file():
+    if not path.exists():  # a folder: ResultsDB says so
         raise FileNotFoundError(f"{path}: no such results database (run `yat-autotune sweep` first)")
     timed = read_breakdown(breakdown) if breakdown is not None else []
-    with ResultsDB(path) as db:
+    with ResultsDB(path, read_only=True) as db:
         rows = db.query()
         runs = db.runs()
     if not rows:

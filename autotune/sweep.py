@@ -91,10 +91,14 @@ def load_suite(name_or_path: str) -> dict[str, list[dict[str, int]]]:
         raise ValueError(f"suite file {path} is not valid TOML: {e}") from e
     suite: dict[str, list[dict[str, int]]] = {}
     for op, entries in data.items():
-        if op not in SHAPE_KEYS or not isinstance(entries, list):
+        if op not in SHAPE_KEYS:
             raise ValueError(f"suite file {path}: unknown table [[{op}]] (known: {list(SHAPE_KEYS)})")
+        if not isinstance(entries, list):
+            raise ValueError(f"suite file {path}: {op} must be an array of tables [[{op}]], got {entries!r}")
         for i, entry in enumerate(entries):
             keys = SHAPE_KEYS[op]
+            if not isinstance(entry, dict):
+                raise ValueError(f"suite file {path}: [[{op}]] entry {i} must be a table, got {entry!r}")
             if set(entry) != set(keys) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in entry.values()
             ):
@@ -106,6 +110,8 @@ def load_suite(name_or_path: str) -> dict[str, list[dict[str, int]]]:
             if problem:
                 raise ValueError(f"suite file {path}: [[{op}]] entry {i} {entry}: {problem}")
         suite[op] = [{k: e[k] for k in SHAPE_KEYS[op]} for e in entries]
+    if not any(suite.values()):
+        raise ValueError(f"suite file {path} holds no shapes (add [[dense]] or [[conv2d]] tables)")
     return suite
 
 

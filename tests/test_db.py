@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -466,3 +467,75 @@ def test_runs_merge_once(tmp_path: Path) -> None:
         db.merge_from(tmp_path / "a.sqlite")
         db.merge_from(tmp_path / "a.sqlite")
         assert db.runs() == [run]
+
+
+def test_read_only_opening_writes_nothing(tmp_path: Path) -> None:
+    """What show, export and report open: a version 1 file is read as it is (no upgrade, no
+    WAL switch: its bytes stay the same, no runs table reads as no runs); an empty file, a
+    folder or a missing file are refused by name and left as they were."""
+    import hashlib
+
+    old = make(created=3.0)
+    v1 = tmp_path / "v1.sqlite"
+    _v1_database(v1, old)
+    digest = hashlib.sha256(v1.read_bytes()).hexdigest()
+    with ResultsDB(v1, read_only=True) as db:
+        assert db.query() == [old] and db.runs() == []
+    assert hashlib.sha256(v1.read_bytes()).hexdigest() == digest
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(ValueError, match="empty.db: an empty file, not a results database"):
+        ResultsDB(empty, read_only=True)
+    assert empty.stat().st_size == 0
+    with pytest.raises(ValueError, match="a folder, not a results database file"):
+        ResultsDB(tmp_path, read_only=True)
+    with pytest.raises(FileNotFoundError, match="none.db: no such results database"):
+        ResultsDB(tmp_path / "none.db", read_only=True)
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_cli_refusals_change_nothing(tmp_path: Path) -> None:
+    """The harness's commands end bad input with one line and exit 2, leaving every file as
+    it was: reads of an empty file, a merge whose second source is corrupt (nothing merged,
+    no target made), a bad shard or an empty suite (no database made), an output path that
+    is a file."""
+    import hashlib
+
+    from kernels._common import TileConfig
+
+    good = tmp_path / "good.db"
+    with ResultsDB(good) as db:
+        db.add(make(config=canonical_json(TileConfig(64, 64, 32, 8, 4, 3).as_dict())))
+    (tmp_path / "empty.db").touch()
+    (tmp_path / "junk.db").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "empty.toml").write_text("")
+    (tmp_path / "ints.toml").write_text("dense = [1, 2]\n")
+    (tmp_path / "afile").write_text("x")
+
+    def digests() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir() if p.is_file()}
+
+    before = digests()
+    cases = [
+        (["show", "--db", "empty.db"], "empty.db: an empty file, not a results database"),
+        (["export", "--db", "empty.db"], "empty.db: an empty file"),
+        (["report", "--db", "empty.db"], "empty.db: an empty file"),
+        (["merge", "--db", "new.db", "good.db", "junk.db"], "junk.db: not a SQLite database"),
+        (["sweep", "--suite", "quick", "--shard", "0/2", "--db", "new.db"], "shard spec must be 'i/n'"),
+        (["sweep", "--suite", "empty.toml", "--db", "new.db"], "empty.toml holds no shapes"),
+        (
+            ["sweep", "--suite", "ints.toml", "--db", "new.db"],
+            r"\[\[dense\]\] entry 0 must be a table, got 1",
+        ),
+        (["export", "--db", "good.db", "--out", "afile"], "afile"),
+        (["report", "--db", "good.db", "--out", "afile"], "afile"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args, message in cases:
+        done = subprocess.run([sys.executable, "-m", "autotune", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"yat-autotune {args[0]}: "), (args, done.stderr)
+        assert re.search(message, lines[0]), (args, lines[0])
+        assert digests() == before and not (tmp_path / "new.db").exists(), args

@@ -500,7 +500,10 @@ BAD_ENTRIES = {
     "unknown-field": entry(SMALL, {**BIG.as_dict(), "BLOCK_M": 128}),
     "missing-field": entry(SMALL, {"block_m": 64, "block_n": 64}),
     "config-not-object": entry(SMALL, [128, 128, 64]),
+    "block-too-big": entry(SMALL, {**BIG.as_dict(), "block_n": 2**40}),
+    "warps-too-many": entry(SMALL, {**BIG.as_dict(), "num_warps": 64}),
     "shape-not-int": entry({"M": 1024.0, "N": 1024, "K": 1024}, BIG),
+    "shape-too-big": entry({"M": 10**400, "N": 1024, "K": 1024}, BIG),  # log2 of it: a math error
     "unknown-op": entry(SMALL, BIG, op="matmul"),
     "unknown-dtype": entry(SMALL, BIG, dtype="int8"),
     "sweep-mode": entry(SMALL, BIG, mode="fwd+bwd"),

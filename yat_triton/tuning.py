@@ -146,6 +146,10 @@ def conv_shape(
 _FIELDS = {f.name: f for f in dataclasses.fields(TileConfig)}
 _REQUIRED = {name for name, f in _FIELDS.items() if f.default is dataclasses.MISSING}
 _POW2_MIN = {"block_m": 16, "block_n": 16, "block_k": 16, "num_warps": 1, "epilogue_split": 1}
+# Far above any tile that fits a GPU (1024 threads a program: 32 warps), so that a corrupt
+# file's tile is refused here, not by the compiler at call time.
+_MAX = {"block_m": 1024, "block_n": 1024, "block_k": 1024, "num_warps": 32, "num_stages": 16,
+        "group_m": 2**16, "epilogue_split": 64}  # fmt: skip
 
 
 def _is_int(v: object) -> bool:
@@ -156,7 +160,7 @@ def config_from_dict(d: object) -> TileConfig:
     """A TileConfig from its fields (as `TileConfig.as_dict` writes them), or ValueError.
 
     Blocks are powers of two >= 16 (the MMA minimum), num_warps and epilogue_split powers of
-    two, group_m and num_stages >= 1, norms_in_loop, tma and warp_specialize bools (the
+    two, group_m and num_stages >= 1, all within `_MAX`, norms_in_loop, tma and warp_specialize bools (the
     last only on a tile that compiles with it, `TileConfig.warp_specialize_problem`).
     """
     if not isinstance(d, dict):
@@ -175,6 +179,8 @@ def config_from_dict(d: object) -> TileConfig:
             raise ValueError(f"config.{name} must be an int >= {_POW2_MIN.get(name, 1)}, got {value!r}")
         elif name in _POW2_MIN and value & (value - 1):
             raise ValueError(f"config.{name} must be a power of two, got {value}")
+        elif value > _MAX.get(name, value):
+            raise ValueError(f"config.{name} must be at most {_MAX[name]}, got {value}")
     config = TileConfig(**d)
     problem = config.warp_specialize_problem()
     if problem:
@@ -193,8 +199,8 @@ def parse_entry(raw: object) -> TunedEntry:
     if not isinstance(shape, dict) or not shape:
         raise ValueError(f"entry shape must be a non-empty object of dims, got {shape!r}")
     for dim, value in shape.items():
-        if not _is_int(value) or value < 0:
-            raise ValueError(f"entry shape dim {dim!r} must be an int >= 0, got {value!r}")
+        if not _is_int(value) or not 0 <= value < 2**63:  # a tensor's dims fit int64
+            raise ValueError(f"entry shape dim {dim!r} must be an int in [0, 2**63), got {value!r}")
     if "config" not in raw:
         raise ValueError("entry lacks its config (null for the default tiles)")
     config = None if raw["config"] is None else config_from_dict(raw["config"])
@@ -259,7 +265,7 @@ def read_winners(path: str | os.PathLike[str]) -> tuple[str, tuple[TunedEntry, .
     p = Path(path)
     try:
         gpu = json.loads(p.read_text(encoding="utf-8")).get("gpu", "")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         gpu = ""
     return str(gpu), _load(p, str(gpu), True)
 
