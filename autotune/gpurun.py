@@ -171,9 +171,13 @@ def import_run(
         started = mtimes.get(run_dir / "env.txt", max(mtimes.values()))
         rows, runs = [], []
         if db_path.is_file():
-            with ResultsDB(db_path) as db:
-                rows = db.query()
-                runs = db.runs()
+            try:
+                with ResultsDB(db_path, read_only=True) as db:
+                    rows = db.query()
+                    runs = db.runs()
+            except ValueError as e:  # named by the archive, not the temporary folder
+                why = str(e).replace(f"{db_path}: ", "")
+                raise ValueError(f"{archive}: its {DB_NAME} cannot be read ({why}); nothing imported") from e
         gpus = sorted({r.gpu for r in rows if r.representative or allow_cpu})
         if not gpus:
             gpu = smi_gpu(run_dir / "env.txt")
@@ -191,6 +195,13 @@ def import_run(
                 )
             what = "only rows measured without a GPU (--allow-cpu takes them)" if rows else "no rows at all"
             raise ValueError(f"{archive}: its {DB_NAME} holds {what}; nothing imported")
+        # before any write: every output a folder, every record there already readable
+        for out in (reports, Path(tuned_dir) if tuned_dir is not None else None):
+            if out is not None and out.exists() and not out.is_dir():
+                raise ValueError(f"{out}: a file, not a folder to write into; nothing imported")
+        for gpu in gpus:
+            if (reports / slug(gpu) / DB_NAME).exists():
+                ResultsDB(reports / slug(gpu) / DB_NAME, read_only=True).close()
         stamp = _stamp(started)
         # the GPUs this run measured on (a resumed database also carries older rows, maybe of
         # another GPU: those are merged into their records, but the logs are not theirs)

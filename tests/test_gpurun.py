@@ -170,7 +170,9 @@ def test_bad_archives_change_nothing(tmp_path: Path) -> None:
         import_run(pack(no_db), reports, tuned)
     bad_db = run_folder(tmp_path, "baddb", fixture_rows("Test GPU", True))
     (bad_db / "results.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(ValueError, match="not a SQLite database"):
+    with pytest.raises(
+        ValueError, match=r"baddb.tar.gz: its results.db cannot be read \(not a SQLite database"
+    ):
         import_run(pack(bad_db), reports, tuned)
 
     def crafted(name: str, info: tarfile.TarInfo) -> Path:
@@ -252,6 +254,34 @@ def test_resumed_rows_of_another_gpu_are_merged_but_not_filed(tmp_path: Path) ->
     assert not (reports / "old_gpu" / "runs").exists() and not (reports / "old_gpu" / "README.md").exists()
     with ResultsDB(reports / "old_gpu" / "results.db") as db:
         assert len(db.query()) == len(old)
+
+
+def test_a_refused_import_writes_nothing(tmp_path: Path) -> None:
+    """A run of two GPUs where one's record is corrupt, or a --tuned path that is a file:
+    refused before anything is written, not half imported (the other GPU's record, logs,
+    winners and report untouched)."""
+    import hashlib
+
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    archive = pack(run_folder(tmp_path, "two", fixture_rows("New GPU", True) + fixture_rows("Old GPU", True)))
+    (reports / "old_gpu").mkdir(parents=True)
+    (reports / "old_gpu" / "results.db").write_bytes(b"not sqlite" * 100)
+    (tmp_path / "afile").write_text("x")
+
+    def tree() -> dict[str, str]:
+        return {
+            str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()
+        }
+
+    before = tree()
+    with pytest.raises(ValueError, match=r"old_gpu/results.db: not a SQLite database"):
+        import_run(archive, reports, tuned)
+    assert tree() == before and not (reports / "new_gpu").exists() and not tuned.exists()
+    (reports / "old_gpu" / "results.db").unlink()
+    before = tree()
+    with pytest.raises(ValueError, match=r"afile: a file, not a folder to write into; nothing imported"):
+        import_run(archive, reports, tmp_path / "afile")
+    assert tree() == before and not (reports / "new_gpu").exists() and not tuned.exists()
 
 
 def test_cli_import_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
