@@ -306,7 +306,6 @@ class ResultsDB:
         already be a results database, and is neither set up, switched to WAL nor upgraded
         (an older schema reads its missing columns as NULL)."""
         self.path = Path(path)
-        self.read_only = read_only
         if self.path.is_dir():
             raise ValueError(f"{self.path}: a folder, not a results database file")
         if not self.path.parent.is_dir():
