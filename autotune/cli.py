@@ -102,6 +102,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"{base['eager_ref'] / best.median_ms:.2f}x" if base.get("eager_ref") else "-",
             config_label(best.config), "yes" if best.representative else "NO (CPU)",
         ])  # fmt: skip
+    if not table:
+        print(f"{args.db}: no yat_triton config ran ok and passed its correctness check", file=sys.stderr)
+        return 2
     headers = ["gpu", "op", "mode", "dtype", "shape", "ms", "TFLOP/s", "vs std layer", "vs eager_ref",
                "config", "representative"]  # fmt: skip
     print(tabulate(table, headers=headers))
@@ -115,8 +118,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not Path(args.db).exists():  # a folder or an empty file: ResultsDB says so
         raise FileNotFoundError(f"{args.db}: no such results database (run `yat-autotune sweep` first)")
-    with dbmod.ResultsDB(args.db, read_only=True) as db:
-        on_gpu = any(r.representative for r in db.query(provider="yat_triton", status="ok"))
+    with dbmod.ResultsDB(args.db, read_only=True) as db:  # a GPU's rows, even if none passed
+        on_gpu = any(r.representative for r in db.query(provider="yat_triton"))
     out = args.out or (TUNED_DIR if on_gpu else Path("tuned"))
     if not on_gpu:
         print("no GPU measurements: exporting the CPU sweep's configs (correct, but their timings "

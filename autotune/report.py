@@ -698,6 +698,9 @@ def read_breakdown(path: str | Path) -> list[dict[str, object]]:
         ]
         if bad:
             raise ValueError(f"{p}:{n}: a breakdown line needs the fields {bad} (see autotune.breakdown)")
+        share = item.get("share")
+        if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float))):
+            raise ValueError(f"{p}:{n}: a breakdown line's share must be a number or null, got {share!r}")
         lines.append(item)
     return lines
 

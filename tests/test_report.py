@@ -400,3 +400,25 @@ def test_breakdown_section(gpu_db, tmp_path) -> None:  # noqa: ANN001
     assert (
         cli.main(["report", "--db", str(gpu_db), "--out", str(tmp_path / "r"), "--breakdown", str(path)]) == 2
     )
+    for share in ([1], "x", True):  # a wrong share type, and a file that is not text
+        path.write_text(json.dumps({**lines[0], "share": share}) + "\n")
+        with pytest.raises(
+            ValueError, match=r"bd.jsonl:1: a breakdown line's share must be a number or null"
+        ):
+            render_report(gpu_db, tmp_path / "r", breakdown=path)
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match=r"bd.jsonl: not a text file of JSON lines"):
+        render_report(gpu_db, tmp_path / "r", breakdown=path)
+
+
+def test_show_and_export_without_a_correct_row(tmp_path, capsys) -> None:  # noqa: ANN001
+    """A GPU database where every ⵟ config failed its check: show has nothing to show (exit
+    2, saying why), and export tries the GPU's winners (not a CPU export) and says none passed."""
+    rows = [r for r in fixture_rows("Test GPU", True) if not (r.provider == "yat_triton" and r.correct)]
+    db = make_db(tmp_path / "wrong.db", rows)
+    assert cli.main(["show", "--db", str(db)]) == 2
+    assert "no yat_triton config ran ok and passed its correctness check" in capsys.readouterr().err
+    assert cli.main(["export", "--db", str(db), "--out", str(tmp_path / "tuned")]) == 2
+    out = capsys.readouterr()
+    assert "no GPU measurements" not in out.out and "nothing to export" in out.err, out
+    assert not (tmp_path / "tuned").exists()
