@@ -76,10 +76,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     from autotune.report import config_label
 
-    if not Path(args.db).exists():
-        print(f"{args.db}: no such results database (run `yat-autotune sweep` first)", file=sys.stderr)
-        return 2
-    with dbmod.ResultsDB(args.db, read_only=True) as db:
+    with dbmod.ResultsDB(args.db, read_only=True) as db:  # a missing file: FileNotFoundError, named
         rows = db.query(status="ok")
     if not rows:
         print(f"{args.db}: no successful measurements yet", file=sys.stderr)
@@ -116,8 +113,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autotune.export import export_winners
     from yat_triton.tuning import TUNED_DIR, read_winners
 
-    if not Path(args.db).exists():  # a folder or an empty file: ResultsDB says so
-        raise FileNotFoundError(f"{args.db}: no such results database (run `yat-autotune sweep` first)")
     with dbmod.ResultsDB(args.db, read_only=True) as db:  # a GPU's rows, even if none passed
         on_gpu = any(r.representative for r in db.query(provider="yat_triton"))
     out = args.out or (TUNED_DIR if on_gpu else Path("tuned"))

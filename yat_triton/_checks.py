@@ -107,9 +107,14 @@ def check_scalar_arg(name: str, value: object, ref: Tensor, *, positive: bool) -
             )
 
 
+def is_whole(value: object) -> bool:
+    """A whole number: a Python or NumPy integer, not a bool or a tensor."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, Tensor))
+
+
 def check_index(name: str, value: object) -> int:
-    """A whole number argument (a Python or NumPy integer, not a bool or a tensor) as an int."""
-    if isinstance(value, (bool, Tensor)) or not isinstance(value, numbers.Integral):
+    """A whole number argument (`is_whole`) as an int."""
+    if not is_whole(value):
         raise TypeError(f"{name} must be an int, got {value!r}")
     return int(value)
 

@@ -21,7 +21,6 @@ output-sized tensor, like the dense op), the patch norms (B, OH, OW, groups) and
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
@@ -84,13 +83,9 @@ GEOMETRY_MAX = 2**31 - 1
 
 def _pair(name: str, v: int | tuple[int, ...] | list[int], n: int = 2) -> tuple[int, ...]:
     """An int (Python or NumPy, not a bool) or n of them, as a tuple of n ints."""
-
-    def whole(i: object) -> bool:
-        return isinstance(i, numbers.Integral) and not isinstance(i, (bool, Tensor))
-
-    if whole(v):
+    if _checks.is_whole(v):
         values = (int(v),) * n
-    elif isinstance(v, (tuple, list)) and len(v) == n and all(whole(i) for i in v):
+    elif isinstance(v, (tuple, list)) and len(v) == n and all(_checks.is_whole(i) for i in v):
         values = tuple(int(i) for i in v)
     else:
         raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {v!r}")
@@ -875,7 +870,7 @@ def _check_conv_args(
         names = "(C_out, C_in/groups, kH, kW)" if spatial == 2 else "(C_out, C_in/groups, k)"
         raise ValueError(f"weight must have shape {names}, got shape {tuple(weight.shape)}")
     _checks.check_same("weight", weight, "x", x)
-    if isinstance(groups, (bool, Tensor)) or not isinstance(groups, numbers.Integral) or groups <= 0:
+    if not _checks.is_whole(groups) or groups <= 0:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     if min(weight.shape[2:]) < 1:
         size = "kH, kW" if spatial == 2 else "k"
