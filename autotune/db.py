@@ -182,7 +182,8 @@ class Run:
         return self.ended - self.started
 
 
-_RUN_COLS = ", ".join(f'"{f.name}"' for f in dataclasses.fields(Run))
+_RUN_FIELDS = dataclasses.fields(Run)
+_RUN_COLS = ", ".join(f'"{f.name}"' for f in _RUN_FIELDS)
 _UPSERT = f"INSERT OR REPLACE INTO results ({_COLS}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _RUN_INSERT = f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join('?' * len(dataclasses.fields(Run)))})"
 
@@ -197,9 +198,9 @@ def _has_runs(conn: sqlite3.Connection) -> bool:
 _MEASURES = ("median_ms", "p20_ms", "p80_ms", "tflops", "saved_bytes")
 
 
-def _to_row(r: Result) -> tuple[object, ...]:
-    """The row to store, or ValueError: SQLite would store a NaN as NULL, and an ok row
-    without a time would be a measurement that says nothing."""
+def _check_measures(r: Result) -> None:
+    """ValueError unless the numbers of `r` are storable: SQLite would store a NaN as NULL,
+    and an ok row without a time would be a measurement that says nothing."""
     for name in _MEASURES:
         v = getattr(r, name)
         if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -208,15 +209,59 @@ def _to_row(r: Result) -> tuple[object, ...]:
         raise ValueError(f"Result.max_rel_err must not be NaN (inf for outputs not finite) ({r.key})")
     if r.status == "ok" and not (r.median_ms and r.median_ms > 0):
         raise ValueError(f"a Result with status ok needs its median_ms > 0, got {r.median_ms!r} ({r.key})")
+
+
+def _to_row(r: Result) -> tuple[object, ...]:
+    """The row to store, or ValueError (see `_check_measures`)."""
+    _check_measures(r)
     return tuple(getattr(r, c) for c in _COLUMNS)
 
 
-def _from_row(row: Sequence[object]) -> Result:
+def _type_error(annotation: str, v: object) -> str | None:
+    """Why a stored value does not fit a field annotated `annotation`, or None where it does.
+    SQLite keeps whatever a hand edit wrote (text in a REAL column, a REAL in an INTEGER one)."""
+    kind, _, optional = annotation.partition(" | ")
+    if v is None:
+        return None if optional else "NULL"
+    fits = {
+        "str": isinstance(v, str),
+        "float": isinstance(v, (int, float)) and not isinstance(v, bool),
+        "int": type(v) is int,
+        "bool": type(v) is int and v in (0, 1),
+    }[kind]
+    return None if fits else f"{v!r} ({type(v).__name__})"
+
+
+def _check_types(
+    path: Path, table: str, fields: Sequence[dataclasses.Field[object]], row: Sequence[object]
+) -> None:
+    for f, v in zip(fields, row, strict=True):
+        why = _type_error(str(f.type), v)
+        if why is not None:
+            raise ValueError(
+                f"{path}: a row of table {table} holds {why} in column {f.name}, which must be "
+                f"{f.type}; the file is damaged or was edited by hand (row: {tuple(row)!r})"
+            )
+
+
+def _from_row(row: Sequence[object], path: Path) -> Result:
+    """The Result a stored row holds, or ValueError naming the file and the bad value."""
+    _check_types(path, "results", _FIELDS, row)
     values = dict(zip(_COLUMNS, row, strict=True))
     for name in _BOOLS:
         if values[name] is not None:
             values[name] = bool(values[name])
-    return Result(**values)  # type: ignore[arg-type]
+    try:
+        r = Result(**values)  # type: ignore[arg-type]
+        _check_measures(r)
+    except ValueError as e:
+        raise ValueError(f"{path}: a damaged or hand-edited row of table results: {e}") from e
+    return r
+
+
+def _run_from_row(row: Sequence[object], path: Path) -> Run:
+    _check_types(path, "runs", _RUN_FIELDS, row)
+    return Run(*row)  # type: ignore[arg-type]
 
 
 def _is_lock_error(e: sqlite3.OperationalError) -> bool:
@@ -435,7 +480,7 @@ class ResultsDB:
     ) -> list[Result]:
         """Rows matching every given filter (None: any), in key order."""
         filters = {"op": op, "mode": mode, "dtype": dtype, "provider": provider, "status": status, "gpu": gpu}
-        return [_from_row(row) for row in self._select(_result_select(self._conn), filters)]
+        return [_from_row(row, self.path) for row in self._select(_result_select(self._conn), filters)]
 
     def best(self, op: str, mode: str, dtype: str, *, gpu: str | None = None) -> dict[str, Result]:
         """Per shape, the fastest yat_triton row that ran ok and passed the correctness check.
@@ -465,9 +510,11 @@ class ResultsDB:
         conn = _connect(other, read_only=True)
         try:
             _check_schema(conn, other)
-            incoming = [_from_row(row) for row in conn.execute(f"SELECT {_result_select(conn)} FROM results")]
+            incoming = [
+                _from_row(row, other) for row in conn.execute(f"SELECT {_result_select(conn)} FROM results")
+            ]
             runs = (
-                [Run(*row) for row in conn.execute(f"SELECT {_RUN_COLS} FROM runs")]
+                [_run_from_row(row, other) for row in conn.execute(f"SELECT {_RUN_COLS} FROM runs")]
                 if _has_runs(conn)
                 else []
             )
@@ -504,7 +551,7 @@ class ResultsDB:
             return []
         where, params = ('WHERE "suite" = ?', (suite,)) if suite is not None else ("", ())
         sql = f'SELECT {_RUN_COLS} FROM runs {where} ORDER BY "started"'
-        return [Run(*row) for row in self._conn.execute(sql, params)]
+        return [_run_from_row(row, self.path) for row in self._conn.execute(sql, params)]
 
     def close(self) -> None:
         self._conn.close()

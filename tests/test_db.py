@@ -539,3 +539,57 @@ def test_cli_refusals_change_nothing(tmp_path: Path) -> None:
         assert len(lines) == 1 and lines[0].startswith(f"yat-autotune {args[0]}: "), (args, done.stderr)
         assert re.search(message, lines[0]), (args, lines[0])
         assert digests() == before and not (tmp_path / "new.db").exists(), args
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "message", "cli"),
+    [
+        ("results", "median_ms", "'fast'", r"'fast' \(str\) in column median_ms, which must be float", True),
+        ("results", "correct", "'yes'", r"holds 'yes' \(str\) in column correct, which must be bool", False),
+        ("results", "correct", "2", r"holds 2 \(int\) in column correct", False),
+        ("results", "gpu", "X'41'", r"holds b'A' \(bytes\) in column gpu, which must be str", False),
+        ("results", "median_ms", "-1.0", r"median_ms must be None or a finite number >= 0, got -1.0", False),
+        ("results", "status", "'fine'", r"Result.status must be one of", False),
+        ("runs", "tasks_done", "'many'", r"runs holds 'many' \(str\) in column tasks_done, which must", True),
+        ("runs", "started", "X'00'", r"holds b'\\x00' \(bytes\) in column started, which must be", False),
+    ],
+)
+def test_hand_edited_values_are_named(
+    tmp_path: Path, table: str, column: str, value: str, message: str, cli: bool
+) -> None:
+    """SQLite keeps any value in any column, so a hand edit can leave text where a time
+    belongs. Every read (query, runs, merge, and the commands on top) names the file, the
+    column and the value, and changes nothing; it does not fail later with a TypeError."""
+    import hashlib
+
+    from autotune.db import Run
+
+    path = tmp_path / "edited.db"
+    with ResultsDB(path) as db:
+        db.add(make())
+        db.add_run(Run("core", "modes=fwd", "NVIDIA H200", "abc", 10.0, 70.0, 20, 5, 40))
+    conn = sqlite3.connect(path)
+    conn.execute(f'UPDATE {table} SET "{column}" = {value}')
+    conn.commit()
+    conn.close()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with ResultsDB(path, read_only=True) as db:
+        with pytest.raises(ValueError, match=rf"edited\.db: .*{message}"):
+            db.query() if table == "results" else db.runs()
+    target = tmp_path / "target.db"
+    with ResultsDB(target) as db:
+        db.add(make(m=64))
+        with pytest.raises(ValueError, match=message):
+            db.merge_from(path)
+        assert [r.shape for r in db.query()] == [make(m=64).shape] and db.runs() == []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    commands = [["show"], ["export", "--out", "tuned"], ["report", "--out", "reports"]]
+    if table == "runs":
+        commands = commands[2:]  # show and export do not read the runs table
+    for command in commands if cli else []:
+        done = subprocess.run([sys.executable, "-m", "autotune", *command, "--db", str(path)], cwd=tmp_path,
+                              env=env, capture_output=True, text=True)  # fmt: skip
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, (command, done.stdout, done.stderr)
+        assert re.search(message, lines[0]), (command, lines[0])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
