@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -808,8 +811,36 @@ def render_report(
         counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in rows).items()))
         raise ValueError(f"{path}: no successful (status ok) measurements ({counts}); nothing to report")
     out = Path(out_dir)
-    written: list[Path] = []
-    for g in gpus:
-        written += _render_gpu(g, out / slug(g.gpu), [it for it in timed if it["gpu"] == g.gpu])
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: a file, not a folder for reports")
+    out.mkdir(parents=True, exist_ok=True)
+    # Render every page into a staging folder first, then move the files into place: a render
+    # that fails half-way (a plot's error, a full disk) leaves the report that was there whole,
+    # not new plots next to an old README.
+    staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out))
+    try:
+        staged = {
+            slug(g.gpu): _render_gpu(g, staging / slug(g.gpu), [it for it in timed if it["gpu"] == g.gpu])
+            for g in gpus
+        }
+        written: list[Path] = []
+        for name, files in staged.items():
+            written += _publish(files, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     written.append(_render_index(out))
     return written
+
+
+def _publish(files: list[Path], folder: Path) -> list[Path]:
+    """Move freshly rendered `files` into `folder`, each by an atomic rename, and remove the
+    plots of an earlier render that this one did not make (a heatmap of a dtype no longer
+    measured); files that are not the report's (import-run's results and logs) stay."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {f.name for f in files}
+    for old in folder.glob("heatmap_*.png"):
+        if old.name not in names:
+            old.unlink()
+    for f in files:
+        os.replace(f, folder / f.name)
+    return [folder / f.name for f in files]

@@ -422,3 +422,40 @@ def test_show_and_export_without_a_correct_row(tmp_path, capsys) -> None:  # noq
     out = capsys.readouterr()
     assert "no GPU measurements" not in out.out and "nothing to export" in out.err, out
     assert not (tmp_path / "tuned").exists()
+
+
+def test_failed_render_keeps_the_old_report_and_stale_heatmaps_go(gpu_db, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A render that fails half-way leaves the report that was there, every file of it, and
+    no staging folder; a later render removes the heatmap of a dtype the database no longer
+    holds but keeps files that are not the report's (import-run's results and logs)."""
+    import hashlib
+
+    from autotune import report
+
+    out = tmp_path / "reports"
+    render_report(gpu_db, out)
+    folder = out / "test_gpu"
+    (folder / "heatmap_dense_float16.png").write_bytes(PNG_SIGNATURE + b"\0" * 2000)  # an older dtype
+    (folder / "results.db").write_bytes(b"import-run's own")
+
+    def digests() -> dict[str, str]:
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(out.rglob("*")) if p.is_file()}  # fmt: skip
+
+    before = digests()
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("invented plotting failure")
+
+    monkeypatch.setattr(report, "_plot_roofline", broken)  # the last plot: the others are made by then
+    with pytest.raises(RuntimeError, match="invented plotting failure"):
+        render_report(gpu_db, out)
+    assert digests() == before
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "test_gpu"]  # no staging folder left
+    monkeypatch.undo()
+    written = render_report(gpu_db, out)
+    assert not (folder / "heatmap_dense_float16.png").exists()
+    assert (folder / "heatmap_dense_bfloat16.png") in written and (
+        folder / "results.db"
+    ).read_bytes() == b"import-run's own"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "test_gpu"]
