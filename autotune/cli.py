@@ -126,11 +126,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    for src in args.sources:  # every source readable before anything is written
-        dbmod.ResultsDB(src, read_only=True).close()
+    sources = [dbmod.read_database(src) for src in args.sources]  # all read before anything is written
     with dbmod.ResultsDB(args.db) as db:
-        for src in args.sources:
-            print(f"{src}: {db.merge_from(src)} rows merged into {args.db}")
+        for src, n in zip(args.sources, db.merge(sources), strict=True):
+            print(f"{src}: {n} rows merged into {args.db}")
     return 0
 
 

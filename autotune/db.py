@@ -504,40 +504,35 @@ class ResultsDB:
     def merge_from(self, other_path: str | os.PathLike[str]) -> int:
         """Copy in the rows of another results database (read only); on a shared key the newer
         `created` wins, a tie keeps ours. Returns how many rows were added or replaced."""
-        other = Path(other_path)
-        if not other.is_file():
-            raise FileNotFoundError(f"merge_from: no database file at {other}")
-        conn = _connect(other, read_only=True)
-        try:
-            _check_schema(conn, other)
-            incoming = [
-                _from_row(row, other) for row in conn.execute(f"SELECT {_result_select(conn)} FROM results")
-            ]
-            runs = (
-                [_run_from_row(row, other) for row in conn.execute(f"SELECT {_RUN_COLS} FROM runs")]
-                if _has_runs(conn)
-                else []
-            )
-        finally:
-            conn.close()
+        return self.merge([read_database(other_path)])[0]
 
-        def merge(c: sqlite3.Connection) -> int:
-            changed = 0
-            for r in incoming:
-                mine = c.execute(f"SELECT created FROM results WHERE {_KEY_WHERE}", tuple(r.key)).fetchone()
-                if mine is None or mine[0] < r.created:
-                    c.execute(_UPSERT, _to_row(r))
-                    changed += 1
-            for run in runs:  # a run is the same run when it started at the same instant
-                where = '"suite" = ? AND "gpu" = ? AND "started" = ?'
-                if (
-                    c.execute(
-                        f"SELECT 1 FROM runs WHERE {where}", (run.suite, run.gpu, run.started)
+    def merge(self, sources: Sequence[tuple[list[Result], list[Run]]]) -> list[int]:
+        """Merge databases read by `read_database` in one transaction, in order (on a shared
+        key the newer `created` wins; a tie keeps what is there). Returns, per source, how
+        many rows it added or replaced."""
+
+        def merge(c: sqlite3.Connection) -> list[int]:
+            counts = []
+            for incoming, runs in sources:
+                changed = 0
+                for r in incoming:
+                    mine = c.execute(
+                        f"SELECT created FROM results WHERE {_KEY_WHERE}", tuple(r.key)
                     ).fetchone()
-                    is None
-                ):
-                    c.execute(_RUN_INSERT, dataclasses.astuple(run))
-            return changed
+                    if mine is None or mine[0] < r.created:
+                        c.execute(_UPSERT, _to_row(r))
+                        changed += 1
+                for run in runs:  # a run is the same run when it started at the same instant
+                    where = '"suite" = ? AND "gpu" = ? AND "started" = ?'
+                    if (
+                        c.execute(
+                            f"SELECT 1 FROM runs WHERE {where}", (run.suite, run.gpu, run.started)
+                        ).fetchone()
+                        is None
+                    ):
+                        c.execute(_RUN_INSERT, dataclasses.astuple(run))
+                counts.append(changed)
+            return counts
 
         return self._write(merge)
 
@@ -561,6 +556,30 @@ class ResultsDB:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_database(path: str | os.PathLike[str]) -> tuple[list[Result], list[Run]]:
+    """Every row and run of the results database at `path`, read without writing to it and
+    checked value by value (ValueError naming the file for anything that is not one)."""
+    other = Path(path)
+    if not other.is_file():
+        raise FileNotFoundError(f"{other}: no such results database file")
+    if other.stat().st_size == 0:
+        raise ValueError(f"{other}: an empty file, not a results database")
+    conn = _connect(other, read_only=True)
+    try:
+        _check_schema(conn, other)
+        incoming = [
+            _from_row(row, other) for row in conn.execute(f"SELECT {_result_select(conn)} FROM results")
+        ]
+        runs = (
+            [_run_from_row(row, other) for row in conn.execute(f"SELECT {_RUN_COLS} FROM runs")]
+            if _has_runs(conn)
+            else []
+        )
+    finally:
+        conn.close()
+    return incoming, runs
 
 
 def shard(items: Sequence[T], spec: str) -> list[T]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.db import SCHEMA_VERSION, Key, Result, ResultsDB, canonical_json, shard
+from autotune.db import SCHEMA_VERSION, Key, Result, ResultsDB, canonical_json, read_database, shard
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"gpu": "NVIDIA H200", "driver": "570.86", "torch": "2.11.0", "triton": "3.6.0", "commit": "abc1234"}
@@ -278,7 +278,7 @@ def test_merge_newer_wins(tmp_path: Path) -> None:
         assert mine.merge_from(theirs_path) == 2
         assert mine.merge_from(theirs_path) == 0  # idempotent
         got = {r.shape: r.median_ms for r in mine.query()}
-        with pytest.raises(FileNotFoundError, match="no database file"):
+        with pytest.raises(FileNotFoundError, match="no such results database file"):
             mine.merge_from(tmp_path / "missing.sqlite")
     assert got == {make(m).shape: ms for m, ms in [(1, 1.5), (2, 2.0), (3, 3.0), (4, 4.0)]}
     assert theirs_path.read_bytes() == before
@@ -576,20 +576,29 @@ def test_hand_edited_values_are_named(
     with ResultsDB(path, read_only=True) as db:
         with pytest.raises(ValueError, match=rf"edited\.db: .*{message}"):
             db.query() if table == "results" else db.runs()
+    good = tmp_path / "good.db"
+    with ResultsDB(good) as db:
+        db.add(make(m=32))
     target = tmp_path / "target.db"
     with ResultsDB(target) as db:
         db.add(make(m=64))
         with pytest.raises(ValueError, match=message):
-            db.merge_from(path)
+            db.merge([read_database(good), read_database(path)])
         assert [r.shape for r in db.query()] == [make(m=64).shape] and db.runs() == []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    commands = [["show"], ["export", "--out", "tuned"], ["report", "--out", "reports"]]
+    commands = [
+        ["show", "--db", str(path)],
+        ["export", "--out", "tuned", "--db", str(path)],
+        ["merge", "--db", "new.db", str(good), str(path)],  # the good source is not merged either
+        ["report", "--out", "reports", "--db", str(path)],
+    ]
     if table == "runs":
         commands = commands[2:]  # show and export do not read the runs table
     for command in commands if cli else []:
-        done = subprocess.run([sys.executable, "-m", "autotune", *command, "--db", str(path)], cwd=tmp_path,
-                              env=env, capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "autotune", *command], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)  # fmt: skip
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1, (command, done.stdout, done.stderr)
         assert re.search(message, lines[0]), (command, lines[0])
+    assert not (tmp_path / "new.db").exists()
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
