@@ -149,6 +149,39 @@ def test_jit_trace_records_the_registered_op(device, monkeypatch):
     assert_close(traced(x), yat_dense_ref(to_oracle(x), to_oracle(w)), torch.float32, reduction=6, what="y")
 
 
+@pytest.mark.parametrize("op", ["dense", "conv2d"])
+def test_jit_trace_of_a_module_checks_and_trains(device, op):
+    """A module traces with torch.jit.trace's own check on (it reruns the module under
+    no_grad and compares the graphs), and a module traced under no_grad still trains: the
+    traced graph saves for the backward whatever grad mode it was traced in."""
+    torch.manual_seed(0)
+    if op == "dense":
+        layer, x = yat_triton.YatLinear(6, 4, device=device), torch.randn(3, 6, device=device)
+    else:
+        layer, x = (
+            yat_triton.YatConv2d(3, 4, 3, padding=1, device=device),
+            torch.randn(2, 3, 5, 5, device=device),
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation and tracer warnings
+        checked = torch.jit.trace(layer, (x,))
+        with torch.no_grad():
+            inference_traced = torch.jit.trace(layer, (x,))
+    assert f"yat_triton::{op}_fwd" in str(checked.graph)
+    w64, b64, x64 = to_oracle(layer.weight, requires_grad=True), to_oracle(layer.bias), to_oracle(x)
+    if op == "dense":
+        y64 = yat_dense_ref(x64, w64, b64, alpha=to_oracle(layer.alpha))
+    else:
+        y64 = yat_conv2d_ref(x64, w64, b64, padding=(1, 1), alpha=to_oracle(layer.alpha))
+    (gw64,) = torch.autograd.grad(y64.sum(), w64)
+    for traced in (checked, inference_traced):
+        layer.zero_grad()
+        y = traced(x)
+        assert_close(y, y64, torch.float32, reduction=6 if op == "dense" else 27, what="y")
+        y.sum().backward()
+        assert_close(layer.weight.grad, gw64, torch.float32, reduction=3 * 8, what="dW")
+
+
 def test_registered_ops_only_is_per_thread_and_nests():
     """The forced route holds in the thread that asked for it, for as long as its outermost
     block is open, whatever other threads enter and leave meanwhile."""

@@ -147,11 +147,16 @@ class YatOp:
         self, x: Tensor, weight: Tensor, bias: Tensor | None, alpha: Tensor | None, alpha_value: float,
         eps: Tensor | None, eps_value: float, *extra: Any,
     ) -> Tensor:  # fmt: skip
-        """y of the forward; s is saved for the backward where a gradient can be asked for."""
+        """y of the forward; s is saved for the backward where a gradient can be asked for.
+        torch.jit.trace fixes that choice in its graph as a constant, so a traced call always
+        saves: its graph then serves calls with and without grad (trace's own check reruns
+        the function under no_grad and compares the graphs)."""
         args = (x, weight, bias, alpha, alpha_value, eps, eps_value)
         tensors = (x, weight, bias, alpha, eps)
         refuse_forward_ad(self.caller, *tensors)
-        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        save = torch.jit.is_tracing() or (
+            torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        )
         if not eager(*tensors):
             return self.fwd_op(*args, *map(_op_form, extra), save)[0]
         if not save:
