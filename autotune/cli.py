@@ -118,10 +118,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = args.out or (TUNED_DIR if on_gpu else Path("tuned"))
     if not on_gpu:
         print("no GPU measurements: exporting the CPU sweep's configs (correct, but their timings "
-              f"mean nothing) to {out}, not into the package")  # fmt: skip
+              f"mean nothing) to {out}, not into the package; the ops never use them, since "
+              "nothing is tuned on the CPU")  # fmt: skip
     for path in export_winners(args.db, out, include_cpu=not on_gpu):
         gpu, entries = read_winners(path)
-        print(f"{path}: {len(entries)} winners for {gpu}, loaded back by yat_triton.tuning")
+        print(f"{path}: {len(entries)} winners for {gpu} (read back and checked by yat_triton.tuning)")
     return 0
 
 

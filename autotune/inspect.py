@@ -21,8 +21,10 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -254,6 +256,47 @@ def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, bool, int, int, s
     )  # fmt: skip
 
 
+class CompileFailure(RuntimeError):
+    """A kernel that this Triton does not compile for sm_90 at the asked tile, with the
+    compiler's first error line (its IR dump and traceback are left out)."""
+
+    def __init__(self, kernel: str, error: BaseException, diagnostics: str) -> None:
+        found = [ln.split("error:", 1)[1].strip() for ln in diagnostics.splitlines() if "error:" in ln]
+        first = found[0] if found else (str(error).strip().splitlines() or [type(error).__name__])[0]
+        super().__init__(
+            f"{kernel} does not compile for sm_90 with Triton {triton.__version__}: {first} "
+            f"({type(error).__name__})"
+        )
+
+
+@contextlib.contextmanager
+def _compiler_stderr() -> Iterator[Callable[[], str]]:
+    """Hold what the compiler writes to file descriptor 2 (MLIR prints a failing pass's
+    whole module there) and give it back as a string on request; it is written out again
+    after the block unless the block failed, so warnings still show."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+
+        def text() -> str:
+            held.seek(0)
+            return held.read().decode(errors="replace")
+
+        failed = False
+        try:
+            yield text
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                sys.stderr.write(text())
+
+
 def compile_sm90(
     call: KernelCall, *, dump_dir: Path | None = None, maxnreg: int | None = None
 ) -> KernelReport:
@@ -265,7 +308,11 @@ def compile_sm90(
     if maxnreg:
         options["maxnreg"] = maxnreg
     t0 = time.perf_counter()
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+    with _compiler_stderr() as diagnostics:
+        try:
+            compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+        except Exception as e:  # noqa: BLE001 - whatever the compiler raises, named in one line
+            raise CompileFailure(call.kernel.__name__, e, diagnostics()) from e
     elapsed = time.perf_counter() - t0
     regs, stack, shared_static, hgmma, tma, stl, ldl, sass = _resource_usage(compiled.asm["cubin"])
     if dump_dir is not None:  # TTIR, TTGIR, LLIR, PTX, cubin as Triton keeps them, and the SASS
@@ -606,7 +653,6 @@ def main(argv: list[str] | None = None) -> int:
         "torch.compile's mutation analysis takes for outputs",
     )
     args = parser.parse_args(argv)
-    cfg = args.config
     dtype = getattr(torch, args.dtype)
     if args.mutations:
         import yat_triton.conv as conv
@@ -631,13 +677,31 @@ def main(argv: list[str] | None = None) -> int:
     if INTERPRETING:  # the compiles below would fail on the first kernel
         parser.error("static compilation needs compiled kernels, but TRITON_INTERPRET=1 is set: unset it")
     if args.all:
+        failures = 0
         for label, call in all_calls(dtype):
-            report = compile_sm90(call)
+            try:
+                report = compile_sm90(call)
+            except CompileFailure as e:
+                failures += 1
+                print(json.dumps({"op": label, "error": str(e)}) if args.json else f"{label:11s} {e}")
+                continue
             if args.json:
                 print(json.dumps({"op": label, **dataclasses.asdict(report)}))
             else:
                 print(f"{label:11s} {report.line()}")
-        return 0
+        return 1 if failures else 0
+    try:
+        reports = _inspect_one(args, dtype)
+    except CompileFailure as e:
+        print(f"autotune.inspect: {e}", file=sys.stderr)
+        return 1
+    for report in reports:
+        print(json.dumps(dataclasses.asdict(report)) if args.json else report.line())
+    return 0
+
+
+def _inspect_one(args: argparse.Namespace, dtype: torch.dtype) -> list[KernelReport]:
+    cfg = args.config
     if args.backward:
         reports = inspect_backward(
             args.op, dtype, shape=tuple(args.shape), conv=tuple(args.conv), stride=args.stride,
@@ -654,9 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         reports = inspect_dense_fwd(
             M, N, K, dtype, cfg, save=args.save, dump_dir=args.dump, maxnreg=args.maxnreg
         )
-    for report in reports:
-        print(json.dumps(dataclasses.asdict(report)) if args.json else report.line())
-    return 0
+    return reports
 
 
 if __name__ == "__main__":

@@ -305,7 +305,7 @@ def test_export_cpu_sweep_and_load_back(tiny_suite: Path, tmp_path: Path, capsys
     assert doc["representative"] is env.representative and doc["gpu"] == env.gpu
     gpu, entries = read_winners(path)
     assert gpu == doc["gpu"] and len(entries) == len(doc["entries"]) == 1
-    assert "loaded back by yat_triton" in capsys.readouterr().out
+    assert "read back and checked by yat_triton.tuning" in capsys.readouterr().out
 
 
 def test_quick_suite_runs_on_cpu(tmp_path: Path, capsys) -> None:

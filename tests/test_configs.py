@@ -1092,3 +1092,56 @@ def test_warp_specialized_forward_compiles_for_sm90_or_runs_plain() -> None:
         assert r["kernel"] == "yat_dense_fwd_tma_kernel" and r["hgmma"] > 0, r
         assert r["stack_bytes"] == 0 and r["spill_stores"] == 0, r
     assert plain["warps"] == plain["asked_warps"] == 8, plain
+
+
+FAILING_COMPILE = """
+import os, sys
+import triton
+import autotune.inspect as ins
+
+def failing(*args, **kwargs):
+    os.write(2, b'module {\\n  tt.func @k() {}\\n}\\nloc("k.py":3:4): error: invented failure\\n')
+    raise RuntimeError("PassManager::run failed")
+
+triton.compile = failing
+sys.exit(ins.main(sys.argv[1:]))
+"""
+
+
+def test_inspect_names_a_compile_failure_in_one_line(capfd) -> None:  # noqa: ANN001
+    """A tile the installed Triton does not compile ends `inspect` with one line naming the
+    kernel and the compiler's error line, not the IR dump MLIR writes to fd 2 nor a
+    traceback; with --all every kernel is still tried, its line saying it failed. Output a
+    compile writes to fd 2 without failing (a warning) still shows."""
+    from autotune.inspect import CompileFailure, _compiler_stderr
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT)
+    one = subprocess.run([sys.executable, "-c", FAILING_COMPILE, "--shape", "64", "64", "64", "--config",
+                          "64x64x32:4:2"], env=env, capture_output=True, text=True)  # fmt: skip
+    assert one.returncode == 1 and one.stdout == "", (one.stdout, one.stderr)
+    version = re.escape(triton.__version__)
+    last = one.stderr.strip().splitlines()[-1]  # after Triton's own import-time warnings, if any
+    assert re.fullmatch(
+        rf"autotune\.inspect: \w+_kernel does not compile for sm_90 with Triton {version}: "
+        r"invented failure \(RuntimeError\)",
+        last,
+    ), one.stderr
+    every = subprocess.run([sys.executable, "-c", FAILING_COMPILE, "--all", "--json"], env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    lines = [json.loads(line) for line in every.stdout.splitlines()]
+    assert every.returncode == 1 and len(lines) > 10, (every.stdout, every.stderr)
+    assert all("invented failure" in line["error"] for line in lines), every.stdout
+    for err in (one.stderr, every.stderr):
+        assert "module {" not in err and "Traceback" not in err
+
+    failure = CompileFailure("k", RuntimeError("PassManager::run failed\nmore"), "no error line here")
+    assert str(failure).endswith(": PassManager::run failed (RuntimeError)")
+    with _compiler_stderr():
+        os.write(2, b"a compiler warning\n")
+    assert capfd.readouterr().err == "a compiler warning\n"
+    with pytest.raises(ValueError), _compiler_stderr() as held:
+        os.write(2, b"held back\n")
+        assert held() == "held back\n"
+        raise ValueError
+    assert capfd.readouterr().err == ""
