@@ -172,12 +172,38 @@ def test_config_labels_are_short() -> None:
     )
 
 
+FULL = (
+    "ops=dense,conv2d modes=fwd,bwd,fwd+bwd dtypes=bfloat16,float32 max_configs=None"  # as sweep records it
+)
+RESTRICTED = "ops=dense,conv2d modes=fwd,fwd+bwd dtypes=bfloat16 max_configs=12"
+
+
 @pytest.mark.parametrize(
     ("ours_saved", "runs", "memory", "sweep"),
     [
         (2.0, [(0.0, 100.0, 5), (200.0, 380.0, 20)], ("1.000 beyond linear+relu", "met"), ("280 s", "met")),
         (3.0, [(0.0, 400.0, 20)], ("2.000 beyond linear+relu", "not met"), ("400 s", "not met")),
-        (2.0, [(0.0, 100.0, 5)], ("1.000 beyond linear+relu", "met"), ("> 100 s (incomplete)", "not met")),
+        (
+            2.0,
+            [(0.0, 100.0, 5)],
+            ("1.000 beyond linear+relu", "met"),
+            ("> 100 s (incomplete)", "not judged (incomplete)"),
+        ),
+        (2.0, [(0.0, 400.0, 5)], ("1.000 beyond linear+relu", "met"), ("> 400 s (incomplete)", "not met")),
+        # gpu.sh's capped sweep: bf16, two modes, a dozen configs; a full sweep is preferred
+        (
+            2.0,
+            [(0.0, 200.0, 20, 9, RESTRICTED)],
+            ("1.000 beyond linear+relu", "met"),
+            ("200 s", "not judged (restricted options)"),
+        ),
+        (2.0, [(0.0, 400.0, 20, 9, RESTRICTED)], ("1.000 beyond linear+relu", "met"), ("400 s", "not met")),
+        (
+            2.0,
+            [(0.0, 250.0, 20), (300.0, 350.0, 20, 9, RESTRICTED)],
+            ("1.000 beyond linear+relu", "met"),
+            ("250 s", "met"),
+        ),
         # a complete campaign, a rerun that found nothing to do, then a newer campaign
         (
             2.0,
@@ -190,14 +216,24 @@ def test_config_labels_are_short() -> None:
             2.0,
             [
                 (0.0, 200.0, 20),
-                (300.0, 310.0, 20, 9, "ops=dense modes=fwd"),
-                (400.0, 420.0, 20, 9, "ops=dense,conv2d modes=fwd shard=1/4"),
+                (300.0, 310.0, 20, 9, FULL.replace("ops=dense,conv2d", "ops=dense")),
+                (400.0, 420.0, 20, 9, FULL + " shard=1/4"),
             ],
             ("1.000 beyond linear+relu", "met"),
             ("200 s", "met"),
         ),
     ],
-    ids=["both-met", "both-missed", "sweep-incomplete", "newest-campaign", "partial-runs-ignored"],
+    ids=[
+        "both-met",
+        "both-missed",
+        "sweep-incomplete",
+        "incomplete-too-slow",
+        "restricted",
+        "restricted-too-slow",
+        "full-preferred",
+        "newest-campaign",
+        "partial-runs-ignored",
+    ],  # fmt: skip
 )
 def test_memory_and_sweep_time_targets(tmp_path, ours_saved, runs, memory, sweep) -> None:  # noqa: ANN001
     """Saved bytes (in bf16 outputs: 4096^2 x 2 bytes) beyond linear+relu, and the core
@@ -214,7 +250,7 @@ def test_memory_and_sweep_time_targets(tmp_path, ours_saved, runs, memory, sweep
     path = make_db(tmp_path / "r.db", rows)
     with ResultsDB(path) as db:
         for start, end, done, *more in runs:
-            added, args = (more + [9, "ops=dense,conv2d modes=fwd,fwd+bwd max_configs=12"][len(more) :])[:2]
+            added, args = (more + [9, FULL][len(more) :])[:2]
             db.add_run(Run("core", args, "Test GPU", "c", start, end, 20, done, added))
         db.add_run(Run("quick", "-", "Test GPU", "c", 0.0, 1.0, 1, 1, 1))  # another suite: ignored
     render_report(path, tmp_path / "reports")
@@ -459,3 +495,25 @@ def test_failed_render_keeps_the_old_report_and_stale_heatmaps_go(gpu_db, tmp_pa
         folder / "results.db"
     ).read_bytes() == b"import-run's own"
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "test_gpu"]
+
+
+def test_a_problem_with_only_baselines_is_not_measured_not_missed(tmp_path) -> None:  # noqa: ANN001
+    """A capped sweep measures a problem's baselines before its tiles: a target problem with
+    no yat_triton row at all is "n/a" (not measured), one whose every tile failed "not met"."""
+    big2 = canonical_json({"M": 8192, "N": 8192, "K": 8192})
+    rows = [
+        invented("Test GPU", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), status="error",
+                 reason="RuntimeError: invented"),
+        invented("Test GPU", True, shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=1.0,
+                 status="ok", correct=True),
+        invented("Test GPU", True, shape=big2, provider="linear+relu", config=BASELINE_CFG, median_ms=8.0,
+                 status="ok", correct=True),
+    ]  # fmt: skip
+    render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
+    text = (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    lines = [[c.strip() for c in ln.split("|")[1:-1]] for ln in text.split("## Targets")[1].splitlines()]
+    dense_fwd = {row[2]: row[3:] for row in lines if row and row[0].startswith("ⵟ-dense fwd,")}
+    assert dense_fwd == {
+        "dense 4096x4096x4096": ["no correct yat_triton row (1 wrong or failed)", "not met"],
+        "dense 8192x8192x8192": ["yat_triton not measured", "n/a"],
+    }
