@@ -36,6 +36,16 @@ OPS = ("dense", "conv2d")
 MODES = ("fwd", "bwd", "fwd+bwd")
 STATUSES = ("ok", "wrong", "compile_error", "out_of_resources", "pruned", "error")
 TIMINGS = ("cuda-graph", "eager", "wall")  # see autotune.timing
+# A problem's shape, per op: these keys in this order, non-negative whole numbers (the sweep's
+# suites; one spelling per problem, so that a problem is one key and one winners entry).
+SHAPE_KEYS = {
+    "dense": ("M", "N", "K"),
+    "conv2d": ("B", "C_in", "H", "W", "C_out", "k", "stride", "padding"),
+}
+LATEST_CREATED = 1e10  # unix seconds (year 2286): anything later is not a time.time() value
+MAX_MS = 1e9  # milliseconds (11 days): a longer "median" is not a measurement
+MIN_OK_MS = 1e-6  # a nanosecond: no call runs faster
+MAX_TFLOPS = 1e6
 
 T = TypeVar("T")
 
@@ -121,10 +131,26 @@ class Result:
         for name in ("provider", "dtype"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"Result.{name} must be a non-empty string, got {getattr(self, name)!r}")
+        for f in _FIELDS:
+            why = _type_error(str(f.type), getattr(self, f.name), stored=False)
+            if why is not None:
+                raise ValueError(f"Result.{f.name} must be {f.type}, got {why}")
         _check_json("shape", self.shape, allow_empty=False)
         _check_json("config", self.config, allow_empty=True)
-        if not isinstance(self.created, (int, float)) or not math.isfinite(self.created):
-            raise ValueError(f"Result.created must be a finite unix time, got {self.created!r}")
+        shape = json.loads(self.shape)
+        if tuple(shape) != SHAPE_KEYS[self.op] or not all(_is_count(v) for v in shape.values()):
+            raise ValueError(
+                f"Result.shape of a {self.op} row must have the keys {SHAPE_KEYS[self.op]} in that "
+                f"order, each a whole number >= 0, got {self.shape}"
+            )
+        if self.provider == "yat_triton" and not all(
+            isinstance(v, (int, bool)) for v in json.loads(self.config or "{}").values()
+        ):
+            raise ValueError(
+                f"Result.config of a yat_triton row holds tile sizes and flags, got {self.config}"
+            )
+        if not (math.isfinite(self.created) and 0 <= self.created <= LATEST_CREATED):
+            raise ValueError(f"Result.created must be a unix time in seconds, got {self.created!r}")
 
     @property
     def key(self) -> Key:
@@ -205,10 +231,15 @@ def _check_measures(r: Result) -> None:
         v = getattr(r, name)
         if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"Result.{name} must be None or a finite number >= 0, got {v!r} ({r.key})")
+        top = {"tflops": MAX_TFLOPS, "saved_bytes": math.inf}.get(name, MAX_MS)
+        if v is not None and v > top:
+            raise ValueError(f"Result.{name} must be at most {top:g}, got {v!r} ({r.key})")
     if r.max_rel_err is not None and math.isnan(r.max_rel_err):
         raise ValueError(f"Result.max_rel_err must not be NaN (inf for outputs not finite) ({r.key})")
-    if r.status == "ok" and not (r.median_ms and r.median_ms > 0):
-        raise ValueError(f"a Result with status ok needs its median_ms > 0, got {r.median_ms!r} ({r.key})")
+    if r.status == "ok" and not (r.median_ms and r.median_ms >= MIN_OK_MS):
+        raise ValueError(
+            f"a Result with status ok needs its median_ms >= {MIN_OK_MS:g}, got {r.median_ms!r} ({r.key})"
+        )
 
 
 def _to_row(r: Result) -> tuple[object, ...]:
@@ -217,17 +248,22 @@ def _to_row(r: Result) -> tuple[object, ...]:
     return tuple(getattr(r, c) for c in _COLUMNS)
 
 
-def _type_error(annotation: str, v: object) -> str | None:
-    """Why a stored value does not fit a field annotated `annotation`, or None where it does.
-    SQLite keeps whatever a hand edit wrote (text in a REAL column, a REAL in an INTEGER one)."""
+def _is_count(v: object) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _type_error(annotation: str, v: object, stored: bool = True) -> str | None:
+    """Why a value does not fit a field annotated `annotation`, or None where it does:
+    a Python value (stored=False), or one read from SQLite, which keeps whatever a hand edit
+    wrote (text in a REAL column, a REAL in an INTEGER one) and holds a bool as 0 or 1."""
     kind, _, optional = annotation.partition(" | ")
     if v is None:
-        return None if optional else "NULL"
+        return None if optional else ("NULL" if stored else "None")
     fits = {
         "str": isinstance(v, str),
         "float": isinstance(v, (int, float)) and not isinstance(v, bool),
         "int": type(v) is int,
-        "bool": type(v) is int and v in (0, 1),
+        "bool": type(v) is int and v in (0, 1) if stored else type(v) is bool,
     }[kind]
     return None if fits else f"{v!r} ({type(v).__name__})"
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from autotune.db import Result, ResultsDB, Run, canonical_json, shard
+from autotune.db import SHAPE_KEYS, Result, ResultsDB, Run, canonical_json, shard
 from autotune.timing import bench_stream, time_call
 from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
 from kernels.conv import (
@@ -59,10 +59,6 @@ SUITES_DIR = Path(__file__).parent / "suites"
 OPS = ("dense", "conv2d")
 MODES = ("fwd", "bwd", "fwd+bwd")
 DTYPES = ("bfloat16", "float16", "float32")
-SHAPE_KEYS = {
-    "dense": ("M", "N", "K"),
-    "conv2d": ("B", "C_in", "H", "W", "C_out", "k", "stride", "padding"),
-}
 # Relative-to-max error a config's output may have against the float64 reference (each
 # output against its own largest value: y; or dx, dW and db).
 CHECK_TOL = {"float32": 1e-4, "tf32": 2e-2, "float16": 5e-3, "bfloat16": 3e-2}

@@ -42,6 +42,11 @@ def make(m: int = 4096, config: str = "", provider: str = "yat_triton", **kw: ob
     return Result(**fields)  # type: ignore[arg-type]
 
 
+CONV_SHAPE = canonical_json(
+    {"B": 8, "C_in": 64, "H": 56, "W": 56, "C_out": 128, "k": 3, "stride": 1, "padding": 1}
+)
+
+
 def cfg(bm: int, bn: int = 128) -> str:
     return canonical_json({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3})
 
@@ -56,7 +61,7 @@ while go and not Path(go).exists():
     time.sleep(0.005)
 with ResultsDB(db_path) as db:
     for i in range(n):
-        db.add(Result(op="dense", mode="fwd", provider="yat_triton", dtype="float16",
+        db.add(Result(op="dense", mode="fwd", provider="eager_ref", dtype="float16",
                       shape='{"M":%d,"N":64,"K":64}' % i, config='{"w":"%s"}' % tag, status="ok",
                       median_ms=i + 1.0, correct=True, gpu="g", driver="", torch="", triton="",
                       commit="", representative=False))
@@ -78,7 +83,7 @@ def test_round_trip_every_field(tmp_path: Path) -> None:
         mode="fwd+bwd",
         provider="yat_triton",
         dtype="float16",
-        shape=canonical_json({"B": 8, "C_in": 64, "H": 56, "W": 56, "C_out": 128, "kH": 3, "kW": 3}),
+        shape=CONV_SHAPE,
         config=cfg(64),
         status="wrong",
         reason="max rel err 0.3 > 0.01",
@@ -163,9 +168,21 @@ def test_add_many_is_all_or_nothing_and_checks_types(tmp_path: Path) -> None:
         ({"p80_ms": float("inf")}, "p80_ms must be None or a finite number"),
         ({"tflops": -1.0}, "tflops must be None or a finite number"),
         ({"max_rel_err": float("nan")}, "max_rel_err must not be NaN"),
-        ({"median_ms": None}, "status ok needs its median_ms > 0"),
+        ({"median_ms": None}, "status ok needs its median_ms >= 1e-06"),
+        ({"median_ms": 5e-324}, "status ok needs its median_ms >= 1e-06"),
+        ({"median_ms": 1e300}, "median_ms must be at most 1e"),
+        ({"tflops": 1e300}, "tflops must be at most 1e"),
     ],
-    ids=["median-nan", "p80-inf", "tflops-negative", "err-nan", "ok-untimed"],
+    ids=[
+        "median-nan",
+        "p80-inf",
+        "tflops-negative",
+        "err-nan",
+        "ok-untimed",
+        "ok-denormal",
+        "median-huge",
+        "tflops-huge",
+    ],  # fmt: skip
 )
 def test_rows_that_would_store_no_measurement_are_refused(
     tmp_path: Path, change: dict[str, object], message: str
@@ -189,7 +206,7 @@ def test_query_filters(tmp_path: Path) -> None:
         make(3, dtype="float16"),
         make(4, provider="eager_ref"),
         make(5, status="pruned", reason="smem"),
-        make(6, op="conv2d"),
+        make(6, op="conv2d", shape=CONV_SHAPE),
     ]
     with ResultsDB(tmp_path / "r.sqlite") as db:
         db.add_many(rows)
@@ -215,9 +232,38 @@ def test_query_filters(tmp_path: Path) -> None:
         ({"shape": '{"M": 1}'}, "Result.shape must be a JSON object"),
         ({"shape": ""}, "Result.shape must be a JSON object"),
         ({"config": "[1,2]"}, 'Result.config must be "" or a JSON object'),
-        ({"created": float("nan")}, "Result.created must be a finite"),
+        ({"created": float("nan")}, "Result.created must be a unix time in seconds"),
+        ({"created": 1.7e18}, "Result.created must be a unix time in seconds"),
+        ({"shape": '{"N":4096,"M":4096,"K":4096}'}, r"keys \('M', 'N', 'K'\) in that order"),
+        ({"shape": '{"M":4096,"N":4096,"K":-1}'}, "each a whole number >= 0"),
+        ({"shape": '{"M":4096,"N":4096,"K":true}'}, "each a whole number >= 0"),
+        ({"op": "conv2d"}, r"a conv2d row must have the keys \('B', 'C_in'"),
+        ({"config": '{"BLOCK_M":"64"}'}, "Result.config of a yat_triton row holds tile sizes"),
+        ({"representative": "yes"}, r"Result.representative must be bool, got 'yes' \(str\)"),
+        ({"correct": 0.5}, r"Result.correct must be bool \| None, got 0.5 \(float\)"),
+        ({"gpu": None}, r"Result.gpu must be str, got None"),
+        ({"median_ms": "1.0"}, r"Result.median_ms must be float \| None, got '1.0' \(str\)"),
     ],
-    ids=["op", "mode", "status", "provider", "shape-spaces", "shape-empty", "config-list", "created-nan"],
+    ids=[
+        "op",
+        "mode",
+        "status",
+        "provider",
+        "shape-spaces",
+        "shape-empty",
+        "config-list",
+        "created-nan",
+        "created-ns",
+        "shape-order",
+        "shape-negative",
+        "shape-bool",
+        "conv-dense-shape",
+        "config-str",
+        "representative-str",
+        "correct-float",
+        "gpu-none",
+        "median-str",
+    ],  # fmt: skip
 )
 def test_result_validation_names_the_field(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
