@@ -74,31 +74,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from autotune.report import config_label
+    from autotune.report import STANDARD, Gpu, config_label, sorted_problems
 
     with dbmod.ResultsDB(args.db, read_only=True) as db:  # a missing file: FileNotFoundError, named
         rows = db.query(status="ok")
     if not rows:
         print(f"{args.db}: no successful measurements yet", file=sys.stderr)
         return 2
-    table = []
-    groups: dict[tuple[str, str, str, str, str], list[dbmod.Result]] = {}
+    by_gpu: dict[str, list[dbmod.Result]] = {}
     for r in rows:
-        if r.median_ms is not None:  # an ok row always has its time; an older file's may not
-            groups.setdefault((r.gpu, r.op, r.mode, r.dtype, r.shape), []).append(r)
-    for (gpu, op, mode, dtype, shape), rs in sorted(groups.items()):
-        ours = [r for r in rs if r.provider == "yat_triton" and r.correct]
-        if not ours:
-            continue
-        best = min(ours, key=lambda r: r.median_ms)
-        base = {r.provider: r.median_ms for r in rs if r.provider != "yat_triton"}
-        ref = base.get("linear+relu") or base.get("conv+relu")
-        table.append([
-            gpu, op, mode, dtype, shape, f"{best.median_ms:.4g}", f"{best.tflops or 0:.3g}",
-            f"{ref / best.median_ms:.2f}x" if ref else "-",
-            f"{base['eager_ref'] / best.median_ms:.2f}x" if base.get("eager_ref") else "-",
-            config_label(best.config), "yes" if best.representative else "NO (CPU)",
-        ])  # fmt: skip
+        by_gpu.setdefault(r.gpu, []).append(r)
+    table = []
+    for gpu, gpu_rows in sorted(by_gpu.items()):
+        g = Gpu(gpu, gpu_rows)  # the report's choice: fastest correct config, fastest correct baseline
+        for p in sorted_problems(g.best):
+            best = g.best[p]
+            vs = [g.speedup(p, provider) for provider in (STANDARD[p[0]], "eager_ref")]
+            table.append([
+                gpu, *p, f"{best.median_ms:.4g}", "-" if best.tflops is None else f"{best.tflops:.3g}",
+                *("-" if x is None else f"{x:.3g}x" for x in vs), config_label(best.config),
+                "yes" if best.representative else "NO (CPU)",
+            ])  # fmt: skip
     if not table:
         print(f"{args.db}: no yat_triton config ran ok and passed its correctness check", file=sys.stderr)
         return 2

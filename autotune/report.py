@@ -102,7 +102,7 @@ def _plt():  # noqa: ANN202 - matplotlib.pyplot, imported late so the Agg backen
     return plt
 
 
-class _Gpu:
+class Gpu:
     """The rows of one GPU model and the views of them the report needs."""
 
     def __init__(self, gpu: str, rows: list[Result], runs: list[Run] | None = None) -> None:
@@ -125,11 +125,11 @@ class _Gpu:
         return base.median_ms / ours.median_ms
 
 
-def _sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
+def sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p[0], p[1], p[2], sorted(json.loads(p[3]).items())))
 
 
-def _header(g: _Gpu, bandwidth: tuple[float, str] | None = None) -> str:
+def _header(g: Gpu, bandwidth: tuple[float, str] | None = None) -> str:
     def values(name: str) -> str:
         return ", ".join(sorted({str(getattr(r, name)) or "-" for r in g.rows}))
 
@@ -153,7 +153,7 @@ def _header(g: _Gpu, bandwidth: tuple[float, str] | None = None) -> str:
     return _table(table, ["machine", ""])
 
 
-def _timing_summary(g: _Gpu) -> str:
+def _timing_summary(g: Gpu) -> str:
     """How the ok rows were timed (autotune.timing), with the providers timed eagerly named:
     "cuda-graph 40, eager 2 (compiled_ref)"; "-" for files from before the column."""
     counts: dict[str, int] = {}
@@ -189,9 +189,9 @@ def config_label(config: str) -> str:
 MIXED_TIMING = "†: the two rows were timed differently (`timing`: CUDA graph against eager)."
 
 
-def _summary(g: _Gpu) -> str:
+def _summary(g: Gpu) -> str:
     table, mixed = [], False
-    for p in _sorted_problems(g.best):
+    for p in sorted_problems(g.best):
         ours = g.best[p]
         present = [b for b in BASELINES if (p, b) in g.baseline]
         for b in present or [None]:
@@ -265,7 +265,7 @@ def _mixed_software(a: Result | None, b: Result | None) -> bool:
     return bool(a and b and any(getattr(a, f) != getattr(b, f) for f in fields))
 
 
-def _failed_count(g: _Gpu, p: Problem) -> int:
+def _failed_count(g: Gpu, p: Problem) -> int:
     return sum(
         1
         for r in g.rows
@@ -273,7 +273,7 @@ def _failed_count(g: _Gpu, p: Problem) -> int:
     )
 
 
-def _targets(g: _Gpu) -> tuple[str, list[str]]:
+def _targets(g: Gpu) -> tuple[str, list[str]]:
     """The SPEC section 6 table, and the statuses in order. Every problem a target names
     that the database holds a row of gets a line: "not met" where no yat_triton row is
     correct, "n/a" where yat_triton or the baseline was not measured, and "not judged" for rows measured
@@ -282,7 +282,7 @@ def _targets(g: _Gpu) -> tuple[str, list[str]]:
     table, statuses, marks = [], [], set()
     for what, op, mode, baseline, keep, kind, limit in TARGETS:
         want = f"time <= {limit:.2f}x {baseline}" if kind == "time" else f">= {limit:g}x faster"
-        problems = _sorted_problems({
+        problems = sorted_problems({
             (r.op, r.mode, r.dtype, r.shape) for r in g.rows
             if r.mode == mode and r.dtype == "bfloat16" and (op is None or r.op == op)
             and r.status != "pruned" and keep((r.op, r.mode, r.dtype, r.shape))
@@ -328,7 +328,7 @@ def _out_numel(op: str, shape: str) -> int:
     return d["B"] * d["C_out"] * oh * ow
 
 
-def _memory_targets(g: _Gpu) -> list[list[str]]:
+def _memory_targets(g: Gpu) -> list[list[str]]:
     """Output-sized tensors the ⵟ op (its default tiles) saves for backward beyond what the
     standard layer saves, per bf16 backward problem, from the sweep's saved_bytes."""
     what, want = "memory saved for backward", "<= 1 extra output-sized tensor"
@@ -337,7 +337,7 @@ def _memory_targets(g: _Gpu) -> list[list[str]]:
         if r.saved_bytes is not None and r.dtype == "bfloat16" and (r.provider != OURS or r.config == ""):
             saved[((r.op, r.mode, r.dtype, r.shape), r.provider)] = r.saved_bytes
     rows = []
-    for p in _sorted_problems({p for p, prov in saved if prov == OURS}):
+    for p in sorted_problems({p for p, prov in saved if prov == OURS}):
         base = saved.get((p, STANDARD[p[0]]))
         out_bytes = _out_numel(p[0], p[3]) * DTYPE_BYTES[p[2]]
         if base is None or out_bytes == 0:  # an empty output saves nothing to count in
@@ -370,7 +370,7 @@ def _full_options(args: str) -> bool:
     )
 
 
-def _sweep_target(g: _Gpu) -> list[list[str]]:
+def _sweep_target(g: Gpu) -> list[list[str]]:
     """Wall time of the core suite, compile included, from the newest campaign of `sweep
     --suite core` runs on this GPU with full options (else the newest with any options):
     runs with the same options, each resuming the one before, added up to the one that
@@ -411,7 +411,7 @@ def _sweep_target(g: _Gpu) -> list[list[str]]:
     return [[what, want, label, measured, status]]
 
 
-def _failures(g: _Gpu) -> str:
+def _failures(g: Gpu) -> str:
     failed = [r for r in g.rows if r.status in FAILED]
     table = [
         [r.op, r.mode, r.dtype, _shape_label(r.shape), r.provider, config_label(r.config), r.status,
@@ -430,7 +430,7 @@ def _failures(g: _Gpu) -> str:
             reasons.setdefault(p, set()).add(r.reason or "-")
     out += ["", "### Pruned configs (count per problem)", ""]
     ptable = [[*p[:3], _shape_label(p[3]), pruned[p], "; ".join(sorted(reasons[p]))]
-              for p in _sorted_problems(pruned)]  # fmt: skip
+              for p in sorted_problems(pruned)]  # fmt: skip
     headers = ["op", "mode", "dtype", "shape", "pruned", "reasons"]
     out.append(_table(ptable, headers))
     return "\n".join(out)
@@ -447,11 +447,11 @@ def _save(fig, path: Path) -> Path:  # noqa: ANN001 - a matplotlib Figure
     return path
 
 
-def _title(g: _Gpu, what: str) -> str:
+def _title(g: Gpu, what: str) -> str:
     return f"{what} - {g.gpu}" + ("" if g.representative else " (NOT REPRESENTATIVE)")
 
 
-def _best_per_provider(g: _Gpu) -> dict[tuple[str, Problem], Result]:
+def _best_per_provider(g: Gpu) -> dict[tuple[str, Problem], Result]:
     """Per (provider, problem): the best correct yat_triton row or the baseline row."""
     out: dict[tuple[str, Problem], Result] = {(OURS, p): r for p, r in g.best.items()}
     out.update({(b, p): r for (p, b), r in g.baseline.items()})
@@ -469,7 +469,7 @@ OP_MARKERS = {"dense": "o", "conv2d": "s"}
 MODE_ORDER = ("fwd", "bwd", "fwd+bwd")
 
 
-def _cublas_peak(g: _Gpu) -> tuple[float, str] | None:
+def _cublas_peak(g: Gpu) -> tuple[float, str] | None:
     """The highest throughput cuBLAS reached in this database (the dense standard layers'
     forward rows, bf16 where there are some), and what it was measured as."""
     rows = [
@@ -482,7 +482,7 @@ def _cublas_peak(g: _Gpu) -> tuple[float, str] | None:
     return best.tflops, f"measured cuBLAS peak: {best.tflops:.4g} TFLOP/s ({best.provider} {best.dtype})"
 
 
-def _plot_tflops(g: _Gpu, path: Path) -> Path:
+def _plot_tflops(g: Gpu, path: Path) -> Path:
     """TFLOP/s against problem size, one panel per (op, mode), with the measured cuBLAS
     peak as a line in each."""
     plt = _plt()
@@ -530,10 +530,10 @@ def _plot_tflops(g: _Gpu, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _plot_speedup(g: _Gpu, path: Path) -> Path:
+def _plot_speedup(g: Gpu, path: Path) -> Path:
     plt = _plt()
     labels, values = [], []
-    for p in _sorted_problems(g.best):
+    for p in sorted_problems(g.best):
         sp = g.speedup(p, STANDARD.get(p[0], ""))
         if sp is not None:
             labels.append(f"{p[0]} {p[1]} {p[2]}\n{_shape_label(p[3])}")
@@ -553,7 +553,7 @@ def _plot_speedup(g: _Gpu, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _plot_heatmap(g: _Gpu, op: str, dtype: str, shape: str, path: Path) -> Path:
+def _plot_heatmap(g: Gpu, op: str, dtype: str, shape: str, path: Path) -> Path:
     import numpy as np
 
     plt = _plt()
@@ -643,7 +643,7 @@ def copy_bandwidth(items: Iterable[dict[str, object]]) -> tuple[float, str] | No
     return best
 
 
-def _plot_roofline(g: _Gpu, path: Path, bandwidth: tuple[float, str] | None = None) -> Path:
+def _plot_roofline(g: Gpu, path: Path, bandwidth: tuple[float, str] | None = None) -> Path:
     """Each provider's best forward per problem at its arithmetic intensity, under the
     measured cuBLAS peak (compute roof) and, from the breakdown, the measured copy bandwidth
     (memory roof)."""
@@ -744,7 +744,7 @@ def _breakdown(items: list[dict[str, object]]) -> str:
     return _table(table, headers)
 
 
-def _render_gpu(g: _Gpu, folder: Path, breakdown: list[dict[str, object]] | None = None) -> list[Path]:
+def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None = None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = [_plot_tflops(g, folder / "tflops.png"), _plot_speedup(g, folder / "speedup.png")]
     heatmaps = []
@@ -831,7 +831,7 @@ def render_report(
     by_gpu: dict[str, list[Result]] = {}
     for r in rows:
         by_gpu.setdefault(r.gpu, []).append(r)
-    gpus = [_Gpu(name, rs, [run for run in runs if run.gpu == name]) for name, rs in sorted(by_gpu.items())]
+    gpus = [Gpu(name, rs, [run for run in runs if run.gpu == name]) for name, rs in sorted(by_gpu.items())]
     if not any(g.ok for g in gpus):
         counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in rows).items()))
         raise ValueError(f"{path}: no successful (status ok) measurements ({counts}); nothing to report")

@@ -359,7 +359,7 @@ def test_failed_gpu_heatmap_shape_and_peak_line(tmp_path) -> None:  # noqa: ANN0
         "![dense fwd bfloat16 4096x4096x4096 tile heatmap]"
         in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
     )
-    g = report._Gpu("Test GPU", [r for r in rows if r.gpu == "Test GPU"])
+    g = report.Gpu("Test GPU", [r for r in rows if r.gpu == "Test GPU"])
     assert report._cublas_peak(g) == (733.0, "measured cuBLAS peak: 733 TFLOP/s (linear+relu bfloat16)")
     for png in (p for p in written if p.suffix == ".png"):
         check_png(png)
@@ -517,3 +517,26 @@ def test_a_problem_with_only_baselines_is_not_measured_not_missed(tmp_path) -> N
         "dense 4096x4096x4096": ["no correct yat_triton row (1 wrong or failed)", "not met"],
         "dense 8192x8192x8192": ["yat_triton not measured", "n/a"],
     }
+
+
+def test_show_takes_the_reports_baseline(tmp_path, capsys) -> None:  # noqa: ANN001
+    """show and the report compare against the same baseline row: the fastest correct one
+    (here linear+relu measured twice, the faster one also correct, and a faster wrong one),
+    not whichever row sorts last; a missing TFLOP/s shows as "-"."""
+    rows = [
+        invented("Test GPU", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), median_ms=1.0,
+                 correct=True, status="ok", tflops=None),
+        invented("Test GPU", True, shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=0.5,
+                 correct=True, status="ok"),
+        invented("Test GPU", True, shape=BIG, provider="linear+relu", config='{"matmul_tf32":true}',
+                 median_ms=2.0, correct=True, status="ok"),
+        invented("Test GPU", True, shape=BIG, provider="linear+relu", config='{"zzz":1}', median_ms=0.1,
+                 correct=False, status="ok"),
+    ]  # fmt: skip
+    db = make_db(tmp_path / "r.db", rows)
+    assert cli.main(["show", "--db", str(db)]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Test GPU")]
+    assert re.search(r"\b1 +- +0\.5x +- +m64n64", line), line
+    render_report(db, tmp_path / "reports")
+    assert "0.500x" not in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()  # time ratio 2.000x
+    assert "2.000x" in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
