@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from autotune.db import ResultsDB
 from autotune.export import export_winners
-from autotune.report import read_breakdown, render_report, slug
+from autotune.report import check_folders, read_breakdown, render_report, slug
 
 DB_NAME = "results.db"
 # files of the run kept with its report; the database is merged, the rest is rendered again
@@ -199,9 +199,16 @@ def import_run(
         for out in (reports, Path(tuned_dir) if tuned_dir is not None else None):
             if out is not None and out.exists() and not out.is_dir():
                 raise ValueError(f"{out}: a file, not a folder to write into; nothing imported")
+        check_folders(gpus, reports)
         for gpu in gpus:
             if (reports / slug(gpu) / DB_NAME).exists():
-                ResultsDB(reports / slug(gpu) / DB_NAME, read_only=True).close()
+                with ResultsDB(reports / slug(gpu) / DB_NAME, read_only=True) as kept:
+                    others = sorted({r.gpu for r in kept.query()} - {gpu})
+                if others:
+                    raise ValueError(
+                        f"{reports / slug(gpu) / DB_NAME}: the record of {others}, which share its folder "
+                        f"with {gpu!r}; nothing imported"
+                    )
         stamp = _stamp(started)
         # the GPUs this run measured on (a resumed database also carries older rows, maybe of
         # another GPU: those are merged into their records, but the logs are not theirs)

@@ -36,6 +36,7 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 BANNER = "> **NOT REPRESENTATIVE: measured without a GPU (Triton interpreter).** Timings below say nothing about kernel speed."  # noqa: E501
 
 Problem = tuple[str, str, str, str]  # op, mode, dtype, shape (JSON)
+INDEX_TITLE = "# Performance reports"
 
 
 def slug(gpu: str) -> str:
@@ -43,6 +44,25 @@ def slug(gpu: str) -> str:
     `yat_triton.tuning.gpu_slug` (winners files), repeated here so that rendering a report
     does not import torch."""
     return re.sub(r"[^a-z0-9]+", "_", gpu.lower()).strip("_") or "unknown"
+
+
+def check_folders(gpus: Iterable[str], out: Path) -> None:
+    """ValueError where GPU names would share a report folder (and a winners file): two of
+    `gpus` with one slug, or one whose folder under `out` already holds another GPU's report."""
+    by_slug: dict[str, set[str]] = {}
+    for gpu in gpus:
+        by_slug.setdefault(slug(gpu), set()).add(gpu)
+    for name, names in sorted(by_slug.items()):
+        readme = out / name / "README.md"
+        if readme.is_file():
+            title = re.search(r"^# Performance report: (.*)$", readme.read_text(errors="replace"), re.M)
+            if title and title.group(1) not in names:
+                names = names | {title.group(1)}
+        if len(names) > 1:
+            raise ValueError(
+                f"GPU names {sorted(names)} share the report folder {out / name} and winners file "
+                f"{name}.json; rename one (its rows' gpu) before rendering: nothing written"
+            )
 
 
 def _ms(x: float | None) -> str:
@@ -801,7 +821,7 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
 def _render_index(out: Path) -> Path:
     folders = sorted(p.parent for p in out.glob("*/README.md"))
     gpu_reports = [f for f in folders if BANNER not in (f / "README.md").read_text()]
-    lines = ["# Performance reports", "", "Rendered by `yat-autotune report`; one folder per GPU model.", ""]
+    lines = [INDEX_TITLE, "", "Rendered by `yat-autotune report`; one folder per GPU model.", ""]
     if not gpu_reports:
         lines += ["**No GPU report exists yet**: every report below was measured without a GPU "
                   "(Triton interpreter) and is NOT REPRESENTATIVE.", ""]  # fmt: skip
@@ -838,6 +858,10 @@ def render_report(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: a file, not a folder for reports")
+    check_folders((g.gpu for g in gpus), out)
+    index = out / "README.md"
+    if index.is_file() and not index.read_text(errors="replace").startswith(INDEX_TITLE):
+        raise ValueError(f"{index}: not a report index that this command wrote; render into another folder")
     out.mkdir(parents=True, exist_ok=True)
     # Render every page into a staging folder first, then move the files into place: a render
     # that fails half-way (a plot's error, a full disk) leaves the report that was there whole,

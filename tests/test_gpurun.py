@@ -294,3 +294,33 @@ def test_cli_import_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "0.903x" in targets and "| met" in targets and "## Failed" not in targets
     assert cli.main(["import-run", str(tmp_path / "nope.tar.gz")]) == 2
     assert "no such archive" in capsys.readouterr().err
+
+
+def test_gpu_names_sharing_a_folder_are_refused(tmp_path: Path) -> None:
+    """ "Test GPU" and "test-gpu" share the folder test_gpu and the winners file
+    test_gpu.json: an archive with both, or one whose GPU's folder already holds the other's
+    record, imports nothing, and neither report nor winners is overwritten."""
+    import hashlib
+
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    both = pack(run_folder(tmp_path, "both", fixture_rows("Test GPU", True) + fixture_rows("test-gpu", True)))
+    with pytest.raises(ValueError, match=r"GPU names \['Test GPU', 'test-gpu'\] share the report folder"):
+        import_run(both, reports, tuned)
+    assert not reports.exists() and not tuned.exists()
+    import_run(pack(run_folder(tmp_path, "first", fixture_rows("Test GPU", True))), reports, tuned)
+
+    def digests() -> dict[str, str]:
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+                for d in (reports, tuned) for p in sorted(d.rglob("*")) if p.is_file()}  # fmt: skip
+
+    before = digests()
+    other = pack(run_folder(tmp_path, "other", fixture_rows("test-gpu", True), started=STARTED + 3600))
+    with pytest.raises(ValueError, match=r"\['Test GPU', 'test-gpu'\] share the report folder"):
+        import_run(other, reports, tuned)
+    (reports / "test_gpu" / "README.md").unlink()  # the record alone still tells
+    before = digests()
+    with pytest.raises(
+        ValueError, match=r"the record of \['Test GPU'\], which share its folder with 'test-gpu'"
+    ):
+        import_run(other, reports, tuned)
+    assert digests() == before

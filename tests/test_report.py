@@ -540,3 +540,29 @@ def test_show_takes_the_reports_baseline(tmp_path, capsys) -> None:  # noqa: ANN
     render_report(db, tmp_path / "reports")
     assert "0.500x" not in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()  # time ratio 2.000x
     assert "2.000x" in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+
+
+def test_report_refuses_gpu_names_sharing_a_folder_and_a_foreign_index(tmp_path) -> None:  # noqa: ANN001
+    """Two GPU names with one folder name would overwrite one report with the other: refused,
+    nothing written; so is rendering over a README.md this command did not write."""
+    out = tmp_path / "reports"
+    clash = make_db(
+        tmp_path / "clash.db", fixture_rows("NVIDIA H200", True) + fixture_rows("nvidia-h200", True)
+    )
+    with pytest.raises(
+        ValueError, match=r"GPU names \['NVIDIA H200', 'nvidia-h200'\] share the report folder"
+    ):
+        render_report(clash, out)
+    assert not out.exists() or not any(out.iterdir())
+    render_report(make_db(tmp_path / "a.db", fixture_rows("NVIDIA H200", True)), out)
+    with pytest.raises(ValueError, match="share the report folder"):
+        render_report(make_db(tmp_path / "b.db", fixture_rows("nvidia-h200", True)), out)
+    assert "# Performance report: NVIDIA H200" in (out / "nvidia_h200" / "README.md").read_text()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "README.md").write_text("# My project\n")
+    with pytest.raises(ValueError, match="not a report index that this command wrote"):
+        render_report(tmp_path / "a.db", docs)
+    assert (docs / "README.md").read_text() == "# My project\n" and sorted(docs.iterdir()) == [
+        docs / "README.md"
+    ]
