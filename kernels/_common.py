@@ -9,8 +9,20 @@ import triton
 import triton.language as tl
 
 # Triton decides at decoration time whether `@triton.jit` builds a compiled kernel or an
-# interpreted one, so this must be read when this module is imported, like Triton does.
-INTERPRETING: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# interpreted one, so this must be read when this module is imported, as Triton reads it
+# (its knob takes 1, true, on, yes in any case; older Tritons without knobs took only "1").
+_knobs = getattr(triton, "knobs", None)
+INTERPRETING: bool = (
+    bool(_knobs.runtime.interpret) if _knobs is not None else os.environ.get("TRITON_INTERPRET", "0") == "1"
+)
+if INTERPRETING and type(getattr(tl.standard, "cdiv", None)).__name__ == "JITFunction":
+    # Triton's own jit functions were built, compiled, when triton was imported: an
+    # interpreted kernel calling them fails with "Cannot call @triton.jit'd outside of the
+    # scope of a kernel" at its first launch
+    raise ImportError(
+        "TRITON_INTERPRET is set, but triton was imported before it was set, so Triton built its "
+        "own functions for the GPU; set TRITON_INTERPRET=1 before the first import of triton"
+    )
 _INTERPRETING = tl.constexpr(INTERPRETING)  # for kernels: jit code reads constexpr globals only
 
 # Largest finite value per io dtype name: the saturating cast clamps to +-this.

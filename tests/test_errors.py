@@ -364,3 +364,55 @@ def test_numpy_numbers_are_taken_as_numbers(device):
                    alpha=np.float32(1.5), eps=np.float32(0.25))  # fmt: skip
     ref = yat_conv2d_ref(x, w, None, alpha=1.5, eps=0.25, stride=2, padding=(1, 2), groups=2)
     assert_close(y, ref, torch.float32, reduction=18, what="y")
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        # Triton's own spellings of "on" turn the interpreter on here too
+        (
+            "import os; os.environ['TRITON_INTERPRET'] = 'true'\n"
+            "from kernels._common import INTERPRETING; print(INTERPRETING)",
+            "True",
+        ),
+        (
+            "import os; os.environ['TRITON_INTERPRET'] = 'off'\n"
+            "from kernels._common import INTERPRETING; print(INTERPRETING)",
+            "False",
+        ),
+        # set after triton was imported: named at import, not a puzzle at the first call
+        (
+            "import os, triton; os.environ['TRITON_INTERPRET'] = '1'\n"
+            "try:\n    import yat_triton\nexcept ImportError as e:\n    print(e)",
+            "TRITON_INTERPRET is set, but triton was imported before it was set, so Triton built its own "
+            "functions for the GPU; set TRITON_INTERPRET=1 before the first import of triton",
+        ),
+    ],
+    ids=["true", "off", "after-triton"],
+)
+def test_triton_interpret_is_read_as_triton_reads_it(code: str, expected: str) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == expected, (done.stdout, done.stderr)
+
+
+def test_demo_names_the_route_it_runs() -> None:
+    """With TRITON_INTERPRET=0 given, the demo runs (and says it runs) the plain-PyTorch path;
+    every dtype's errors are printed against its float64 reference."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "yat_triton.demo"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "plain PyTorch on the CPU (TRITON_INTERPRET is off)" in lines[0], lines[0]
+    assert sum("max rel. error" in ln for ln in lines) == 3, done.stdout

@@ -17,6 +17,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import yat_triton  # noqa: E402  (after TRITON_INTERPRET is decided)
+from kernels._common import INTERPRETING  # noqa: E402
 
 
 def reference(
@@ -34,7 +35,12 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    mode = "CUDA kernels" if device == "cuda" else "Triton interpreter on the CPU"
+    if device == "cuda":
+        mode = "CUDA kernels"
+    elif INTERPRETING:
+        mode = "Triton interpreter on the CPU"
+    else:  # TRITON_INTERPRET=0 given: the CPU path
+        mode = "plain PyTorch on the CPU (TRITON_INTERPRET is off)"
     print(f"yat_triton {yat_triton.__version__}: {mode}, torch {torch.__version__}")
     torch.manual_seed(0)
     M, K, N = 64, 96, 80
