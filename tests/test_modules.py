@@ -412,3 +412,30 @@ def test_forward_and_backward_replay_from_a_cuda_graph(op: str) -> None:
         assert_close(outs[0], y_ref, torch.float32, reduction=sums["y"], what=f"{op} y (replayed)")
         for name, got, want in zip(("dx", "dW", "db"), outs[1:], grads_ref, strict=True):
             assert_close(got, want, torch.float32, reduction=sums[name], what=f"{op} {name} (replayed)")
+
+
+def test_repr_and_nmn_attributes():
+    """The repr shows every option that changes the layer (as YatConv2d's does), and the
+    attributes nmn's layers carry are there: YatNMN's DEFAULT_CONSTANT_ALPHA, the conv
+    layers' mask (None, and not in the state_dict, as nmn's without a mask)."""
+    import math
+
+    from yat_triton import YatConv1d, YatConv2d
+
+    plain = repr(YatLinear(16, 8))
+    assert plain == (
+        "YatLinear(in_features=16, out_features=8, bias=True, alpha=True, constant_alpha=None, "
+        "epsilon=1e-05, learnable_epsilon=False, param_dtype=torch.float32)"
+    )
+    full = repr(
+        YatLinear(16, 8, constant_bias=0.5, softplus_bias=True, dtype=torch.float64, precision="ieee")
+    )
+    assert "constant_bias=0.5" in full and "dtype=torch.float64" in full and "precision=ieee" in full
+    assert "softplus_bias" not in full  # a constant bias has no parameter to softplus
+    assert "softplus_bias=True, scalar_bias=True" in repr(
+        YatLinear(16, 8, softplus_bias=True, scalar_bias=True)
+    )
+    assert YatLinear.DEFAULT_CONSTANT_ALPHA == math.sqrt(2.0)
+    assert YatLinear(4, 2, constant_alpha=True)._constant_alpha_value == math.sqrt(2.0)
+    for layer in (YatConv2d(3, 4, 3), YatConv1d(3, 4, 3)):
+        assert layer.mask is None and "mask" not in layer.state_dict()

@@ -169,6 +169,7 @@ class _YatConvMixin:
         self.param_dtype = storage_dtype
         self.use_dropconnect = use_dropconnect
         self.drop_rate = drop_rate
+        self.register_buffer("mask", None)  # as nmn's layers without a mask (a mask is refused)
 
         self.epsilon = _check_epsilon(epsilon)
         self.learnable_epsilon = learnable_epsilon

@@ -124,6 +124,8 @@ class YatLinear(nn.Module):
     kernel_bank_id are kept, unused) and raise NotImplementedError when enabled.
     """
 
+    DEFAULT_CONSTANT_ALPHA = SQRT2  # as nmn's YatNMN: the constant_alpha=True value
+
     def __init__(
         self,
         in_features: int,
@@ -190,7 +192,9 @@ class YatLinear(nn.Module):
         self._constant_alpha_value: float | None = None
         if constant_alpha is not None and constant_alpha is not False:
             self._constant_alpha_value = (
-                SQRT2 if constant_alpha is True else _constant("constant_alpha", constant_alpha)
+                self.DEFAULT_CONSTANT_ALPHA
+                if constant_alpha is True
+                else _constant("constant_alpha", constant_alpha)
             )
             self.register_parameter("alpha", None)
         elif alpha:
@@ -277,9 +281,18 @@ class YatLinear(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (
+        s = (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None or self._constant_bias_value is not None}, "
             f"alpha={self.alpha is not None}, constant_alpha={self.constant_alpha}, "
             f"epsilon={self.epsilon}, learnable_epsilon={self.learnable_epsilon}"
         )
+        if self._constant_bias_value is not None:
+            s += f", constant_bias={self._constant_bias_value}"
+        for flag in ("softplus_bias", "scalar_bias", "lazy"):
+            if getattr(self, flag):
+                s += f", {flag}=True"
+        for name in ("dtype", "param_dtype", "precision"):
+            if getattr(self, name) is not None:
+                s += f", {name}={getattr(self, name)}"
+        return s
