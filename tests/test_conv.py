@@ -971,8 +971,8 @@ ERRORS_2D = [
                  id="weight-3d"),
     pytest.param((2, 4, 5, 5), (6, 4, 3, 3, 1), {}, ValueError,
                  r"weight must have shape \(C_out, C_in/groups, kH, kW\)", id="weight-5d"),
-    pytest.param((4, 5, 5), (6, 4, 3, 3), {}, ValueError,
-                 r"x must have shape \(B, C_in, H, W\), got shape \(4, 5, 5\)", id="x-3d"),
+    pytest.param((4, 5), (6, 4, 3, 3), {}, ValueError,
+                 r"x must have shape \(B, C_in, H, W\) or \(C_in, H, W\), got shape \(4, 5\)", id="x-2d"),
     pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"stride": 0}, ValueError,
                  r"stride must be positive, got \(0, 0\)", id="stride-0"),
     pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"stride": (1, -1)}, ValueError,
@@ -1035,8 +1035,8 @@ def test_wrong_bias_shape(device):
 
 
 ERRORS_1D = [
-    pytest.param((2, 4, 5, 5), (6, 4, 3), {}, r"x must have shape \(B, C_in, L\), got shape \(2, 4, 5, 5\)",
-                 id="x-4d"),
+    pytest.param((2, 4, 5, 5), (6, 4, 3), {},
+                 r"x must have shape \(B, C_in, L\) or \(C_in, L\), got shape \(2, 4, 5, 5\)", id="x-4d"),
     pytest.param((2, 4, 9), (6, 4, 3, 3), {}, r"weight must have shape \(C_out, C_in/groups, k\)",
                  id="weight-4d"),
     pytest.param((2, 4, 9), (6, 4, 3), {"stride": 0}, r"stride must be positive", id="stride-0"),
@@ -1683,3 +1683,33 @@ def test_near_pass_widens_offsets_past_2_31_and_groups_are_capped(device):
     x, w = torch.randn(1, 65536, 1, 1, device=device), torch.randn(65536, 1, 1, 1, device=device)
     with pytest.raises(ValueError, match="groups=65536: the conv kernels launch one grid row per group"):
         yat_conv2d(x, w, groups=65536)
+
+
+def test_unbatched_input_as_f_conv(device):
+    """An unbatched x, (C_in, H, W) or (C_in, L), gives an unbatched output, as F.conv2d /
+    F.conv1d do: value and gradients against the oracle on a batch of one."""
+    torch.manual_seed(0)
+    x, w, b = (
+        torch.randn(4, 6, 6, device=device),
+        torch.randn(6, 2, 3, 3, device=device),
+        torch.randn(6, device=device),
+    )
+    for t in (x, w, b):
+        t.requires_grad_()
+    y = yat_conv2d(x, w, b, padding=1, groups=2)
+    x64, w64, b64 = (to_oracle(t, requires_grad=True) for t in (x, w, b))
+    y64 = yat_conv2d_ref(x64.unsqueeze(0), w64, b64, padding=(1, 1), groups=2).squeeze(0)
+    assert y.shape == y64.shape == (6, 6, 6)
+    assert_close(y, y64, torch.float32, reduction=18, what="y")
+    v = torch.randn_like(y)
+    grads, grads64 = (
+        torch.autograd.grad(y, (x, w, b), v),
+        torch.autograd.grad(y64, (x64, w64, b64), to_oracle(v)),
+    )
+    for name, g, g64 in zip(("dx", "dW", "db"), grads, grads64, strict=True):
+        assert_close(g, g64, torch.float32, reduction=18 * 36, what=name)
+    y1 = yat_conv1d(x[:, 0], w[:, :, 0], b, padding=1, groups=2)
+    ref1 = yat_conv2d_ref(to_oracle(x[:, 0]).unsqueeze(0).unsqueeze(2), to_oracle(w[:, :, 0]).unsqueeze(2),
+                          to_oracle(b), padding=(0, 1), groups=2)  # fmt: skip
+    assert y1.shape == (6, 6)
+    assert_close(y1, ref1.squeeze(2).squeeze(0), torch.float32, reduction=6, what="y (1-D)")

@@ -416,3 +416,22 @@ def test_demo_names_the_route_it_runs() -> None:
     lines = done.stdout.splitlines()
     assert "plain PyTorch on the CPU (TRITON_INTERPRET is off)" in lines[0], lines[0]
     assert sum("max rel. error" in ln for ln in lines) == 3, done.stdout
+
+
+def test_readme_snippets_run() -> None:
+    """The README's Use snippets run as written on a machine without a GPU (the plain
+    PyTorch route: the interpreter would take minutes at these sizes)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    code = "\n".join(blocks) + "\nprint(tuple(y.shape), y.is_contiguous(memory_format=torch.channels_last))\n"
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "(32, 128, 28, 28) True"  # as the snippet's comment says

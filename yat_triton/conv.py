@@ -864,7 +864,7 @@ def _check_conv_args(
     _checks.check_float_tensor("x", x)
     _checks.check_float_tensor("weight", weight)
     if x.dim() != 2 + spatial:
-        names = "(B, C_in, H, W)" if spatial == 2 else "(B, C_in, L)"
+        names = "(B, C_in, H, W) or (C_in, H, W)" if spatial == 2 else "(B, C_in, L) or (C_in, L)"
         raise ValueError(f"x must have shape {names}, got shape {tuple(x.shape)}")
     if weight.dim() != 2 + spatial:
         names = "(C_out, C_in/groups, kH, kW)" if spatial == 2 else "(C_out, C_in/groups, k)"
@@ -919,8 +919,13 @@ def yat_conv2d(
         alpha, eps, precision: as `yat_linear`.
 
     Returns (B, C_out, OH, OW) in x's dtype and memory format; fp16/bf16 saturate. Under
-    torch.autocast the operands are cast as for F.conv2d (see `yat_linear`).
+    torch.autocast the operands are cast as for F.conv2d (see `yat_linear`). An unbatched
+    x (C_in, H, W) gives (C_out, OH, OW), as with F.conv2d.
     """
+    if isinstance(x, Tensor) and x.dim() == 3:  # unbatched, as F.conv2d takes it
+        y = yat_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, alpha=alpha, eps=eps,
+                       precision=precision)  # fmt: skip
+        return y.squeeze(0)
     x, weight, bias = _checks.autocast_operands(x, weight, bias)
     _check_conv_args(x, weight, bias, groups, alpha, eps, precision, spatial=2)
     groups = int(groups)  # a NumPy one too
@@ -950,8 +955,13 @@ def yat_conv1d(
 ) -> Tensor:
     """ⵟ-convolution over sequences: x (B, C_in, L), weight (C_out, C_in / groups, k).
 
-    Runs as `yat_conv2d` over a height-1 image; arguments as there (1-D values).
+    Runs as `yat_conv2d` over a height-1 image; arguments as there (1-D values). An
+    unbatched x (C_in, L) gives (C_out, OL), as with F.conv1d.
     """
+    if isinstance(x, Tensor) and x.dim() == 2:  # unbatched, as F.conv1d takes it
+        y = yat_conv1d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, alpha=alpha, eps=eps,
+                       precision=precision)  # fmt: skip
+        return y.squeeze(0)
     x, weight, bias = _checks.autocast_operands(x, weight, bias)
     _check_conv_args(x, weight, bias, groups, alpha, eps, precision, spatial=1)
     # validate in 1-D terms, so that messages speak of the caller's values
