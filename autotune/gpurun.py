@@ -26,6 +26,7 @@ CPU rehearsal; its rows are taken with `allow_cpu`), changes nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tarfile
@@ -42,6 +43,10 @@ DB_NAME = "results.db"
 # files of the run kept with its report; the database is merged, the rest is rendered again
 LOGS = ("env.txt", "canary.log", "tests.log", "inspect_bfloat16.txt", "breakdown.txt", "breakdown.jsonl",
         "sweep.log", "show.txt")  # fmt: skip
+# what an import unpacks: the database (with the WAL of a sweep killed before its checkpoint)
+# and the logs
+UNPACKED = (DB_NAME, f"{DB_NAME}-wal", *LOGS)
+MAX_UNPACKED_BYTES = 1 << 30
 
 
 @dataclass
@@ -100,23 +105,36 @@ def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath | None
 
 
 def _unpack(archive: Path, into: Path) -> dict[Path, float]:
-    """Unpack the archive's plain files into `into`; return each file's modification time."""
+    """Unpack the archive's files that an import reads (the database with its WAL, the logs:
+    UNPACKED) into `into`, each with its modification time; return those times. The rest
+    (the run's own export and report, rendered again here) is not unpacked, and the files
+    read may hold MAX_UNPACKED_BYTES in all."""
     mtimes: dict[Path, float] = {}
+    total = 0
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar.getmembers():
                 rel = _member_path(member, archive)
-                if rel is None:
+                if rel is None or rel.name not in UNPACKED:
                     continue
+                total += member.size
+                if total > MAX_UNPACKED_BYTES:
+                    raise ValueError(
+                        f"{archive}: its databases and logs hold more than {MAX_UNPACKED_BYTES >> 20} MiB "
+                        f"(at {member.name!r}); a GPU run leaves a few MiB: nothing imported"
+                    )
                 target = into / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 assert source is not None  # a plain file
                 with source, open(target, "wb") as f:
                     shutil.copyfileobj(source, f)
+                os.utime(target, (member.mtime, member.mtime))
                 mtimes[target] = float(member.mtime)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise ValueError(f"{archive}: not a readable .tar.gz archive ({e})") from e
+    if not mtimes:
+        raise ValueError(f"{archive}: holds none of {', '.join(UNPACKED)}; nothing imported")
     return mtimes
 
 
@@ -124,12 +142,23 @@ def _stamp(started: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
 
 
+def _file(source: Path, target: Path, mtime: float, done: Imported) -> None:
+    """Copy `source` to `target` with the time `mtime`, unless `target` is newer: an earlier
+    copy of a run (an archive packed before the run ended) does not overwrite a later one."""
+    if target.is_file() and target.stat().st_mtime > mtime:
+        done.notes.append(f"{target}: kept, newer than this archive's copy")
+        return
+    shutil.copyfile(source, target)
+    os.utime(target, (mtime, mtime))
+    done.logs.append(target)
+
+
 def _file_logs(run_dir: Path, logs: Path, done: Imported) -> Path:
     """Copy the run's logs (those of LOGS it has) into the folder `logs`; return it."""
     logs.mkdir(parents=True, exist_ok=True)
     for name in LOGS:
         if (run_dir / name).is_file():
-            done.logs.append(Path(shutil.copy2(run_dir / name, logs / name)))
+            _file(run_dir / name, logs / name, (run_dir / name).stat().st_mtime, done)
     return logs
 
 
@@ -233,7 +262,7 @@ def import_run(
             # the run's own rows beside its logs: what a resumed run starts from (the record
             # mixes every commit measured, and a sweep does not measure a key twice)
             logs = _file_logs(run_dir, folder / "runs" / stamp, done)
-            done.logs.append(Path(shutil.copy2(part, logs / DB_NAME)))
+            _file(part, logs / DB_NAME, mtimes.get(db_path, started), done)
             if any(r.representative for r in rows if r.gpu == gpu):
                 try:
                     done.winners += export_winners(record, tuned_dir, gpu=gpu)

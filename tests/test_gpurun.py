@@ -166,6 +166,11 @@ def test_bad_archives_change_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no results.db .* no GPU named in its env.txt"):
         import_run(pack(no_db), reports, tuned)  # a CPU rehearsal cut before its sweep
     (no_db / "env.txt").unlink()
+    with pytest.raises(ValueError, match=r"holds none of results.db, results.db-wal, env.txt"):
+        import_run(pack(no_db), reports, tuned)
+    (no_db / "sub").mkdir()
+    (no_db / "sub" / "env.txt").write_text("x")
+    (no_db / "env.txt").write_text("x")
     with pytest.raises(ValueError, match=r"expected one results.db .*found: none"):
         import_run(pack(no_db), reports, tuned)
     bad_db = run_folder(tmp_path, "baddb", fixture_rows("Test GPU", True))
@@ -324,3 +329,44 @@ def test_gpu_names_sharing_a_folder_are_refused(tmp_path: Path) -> None:
     ):
         import_run(other, reports, tuned)
     assert digests() == before
+
+
+def test_only_what_an_import_reads_is_unpacked_within_a_cap(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Files an import does not read (the run's own export and report, anything else) are
+    not unpacked, so their size does not count; the database and logs are capped."""
+    from autotune import gpurun
+
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    folder = run_folder(tmp_path, "run", fixture_rows("Test GPU", True))
+    (folder / "huge.bin").write_bytes(b"\0" * (1 << 20))
+    archive = pack(folder)
+    monkeypatch.setattr(gpurun, "MAX_UNPACKED_BYTES", (folder / "results.db").stat().st_size + 4096)
+    done = import_run(archive, reports, tuned)  # huge.bin is not unpacked: within the cap
+    assert done.databases and not list(reports.rglob("huge.bin"))
+    monkeypatch.setattr(gpurun, "MAX_UNPACKED_BYTES", 1024)
+    with pytest.raises(ValueError, match=r"its databases and logs hold more than 0 MiB"):
+        import_run(archive, tmp_path / "other", tuned)
+    assert not (tmp_path / "other").exists()
+
+
+def test_an_earlier_copy_of_a_run_does_not_overwrite_its_filed_files(tmp_path: Path) -> None:
+    """gpu.sh packs after every step: an archive packed mid-run, imported after the final
+    one, adds no rows the record lacks and leaves the run's filed logs and database as the
+    final archive left them."""
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    rows = fixture_rows("Test GPU", True)
+    early = run_folder(tmp_path, "early", rows[:2])
+    final = run_folder(tmp_path, "final", rows)
+    for name in ("sweep.log", "results.db"):  # the final copy was written later
+        os.utime(early / name, (STARTED + 60, STARTED + 60))
+        os.utime(final / name, (STARTED + 600, STARTED + 600))
+    import_run(pack(final), reports, tuned)
+    logs = reports / "test_gpu" / "runs" / "20260921T141320Z"
+    before = {p.name: p.read_bytes() for p in logs.iterdir()}
+    done = import_run(pack(early), reports, tuned)
+    after = {p.name: p.read_bytes() for p in logs.iterdir()}
+    assert after["sweep.log"] == before["sweep.log"] == b"sweep.log of final\n"
+    assert after["results.db"] == before["results.db"]
+    assert any("sweep.log: kept, newer than this archive's copy" in n for n in done.notes), done.notes
+    with ResultsDB(logs / "results.db") as db:
+        assert len(db.query()) == len(rows)
