@@ -3,9 +3,9 @@
 One file per GPU model, `yat_triton/tuned/<slug>.json` (format in `yat_triton.tuning`), with
 the fastest config per (op, kernel mode, dtype, shape) among the yat_triton rows that ran
 ok, passed the correctness check and speak for the GPU (`representative`). The kernel
-mode is the tile's: "fwd" rows tune the forward; "bwd" rows (else, for a shape swept
-without them, "fwd+bwd" rows) tune the backward kernels, exported as "bwd", the mode the
-launchers look up. Where the first backward row (config "", the op on its default tiles)
+mode is the tile's: "fwd" rows tune the forward; "bwd" or "fwd+bwd" rows (of a shape,
+the mode that timed more configs, "bwd" on a tie) tune the backward kernels, exported as
+"bwd", the mode the launchers look up. Where the first backward row (config "", the op on its default tiles)
 is the fastest, the entry's config is null: the defaults stay at that shape, rather than
 a slower tile or a neighbouring shape's winner. Pretty-printed and
 sorted, so that a re-export reads as a diff. Each file is written to a temporary file next
@@ -77,16 +77,25 @@ def _entry(r: Result) -> dict[str, object]:
     return entry
 
 
+MODE_ORDER = ("fwd", "bwd", "fwd+bwd")
+
+
 def winners_document(gpu: str, rows: Iterable[Result], created: str | None = None) -> dict[str, object]:
     """The winners file of one GPU from its candidate rows (already filtered to exportable):
     per (op, kernel mode, dtype, shape) the fastest of the rows timed in one sweep mode
-    ("bwd" before "fwd+bwd": times of different modes do not compare), ties to the smaller
-    config string, as `ResultsDB.best` decides."""
+    (times of different modes do not compare): the mode that timed the most configs, "bwd"
+    before "fwd+bwd" on a tie (a record that merges a run of every mode with gpu.sh's
+    fwd,fwd+bwd one may hold the default tiles alone in "bwd"); ties on time to the
+    smaller config string, as `ResultsDB.best` decides."""
     rows = list(rows)
-    timed_in: dict[tuple[str, str, str, str], str] = {}
+    configs: dict[tuple[str, str, str, str], dict[str, set[str]]] = {}
     for r in rows:
         key = (r.op, kernel_mode(r.mode), r.dtype, r.shape)
-        timed_in[key] = min(timed_in.get(key, r.mode), r.mode, key=("fwd", "bwd", "fwd+bwd").index)
+        configs.setdefault(key, {}).setdefault(r.mode, set()).add(r.config)
+    timed_in = {
+        key: min(modes, key=lambda m: (-len(modes[m]), MODE_ORDER.index(m)))
+        for key, modes in configs.items()
+    }
     winners: dict[tuple[str, str, str, str], Result] = {}
     for r in sorted(rows, key=lambda r: (r.median_ms, r.config)):
         key = (r.op, kernel_mode(r.mode), r.dtype, r.shape)

@@ -255,6 +255,21 @@ def test_export_tunes_the_backward_from_bwd_or_fwd_bwd_rows(tmp_path: Path, on_h
         tuned_config("dense", "fwd+bwd", BF16, CUBE)  # not a kernel's mode
 
 
+def test_export_takes_the_backward_from_the_mode_that_timed_the_tiles(tmp_path: Path, on_h200: Path) -> None:
+    """A record that merges a run of every mode (the defaults alone timed in "bwd", say) with
+    gpu.sh's fwd,fwd+bwd sweep of a dozen tiles: the backward's winner comes from the mode
+    that timed the tiles, not from the default-only "bwd" rows."""
+    rows = [
+        fixture_row(CUBE, None, 1.0, mode="bwd"),
+        fixture_row(CUBE, None, 2.0, mode="fwd+bwd"),
+        fixture_row(CUBE, MID, 1.0, mode="fwd+bwd"),
+        fixture_row(CUBE, SLOW, 1.5, mode="fwd+bwd"),
+    ]
+    (path,) = export_winners(make_db(tmp_path / "r.db", rows))
+    (entry,) = json.loads(path.read_text())["entries"]
+    assert (entry["mode"], entry["timed_as"], entry["config"]) == ("bwd", "fwd+bwd", MID.as_dict())
+
+
 def test_default_entries_keep_the_defaults_at_their_shape(on_h200: Path) -> None:
     """An entry with config null (the defaults won there) is the nearest shape's answer like
     any other: a launch near it keeps the defaults, one nearer another entry takes that."""
