@@ -93,8 +93,7 @@ def winners_document(gpu: str, rows: Iterable[Result], created: str | None = Non
         key = (r.op, kernel_mode(r.mode), r.dtype, r.shape)
         configs.setdefault(key, {}).setdefault(r.mode, set()).add(r.config)
     timed_in = {
-        key: min(modes, key=lambda m: (-len(modes[m]), MODE_ORDER.index(m)))
-        for key, modes in configs.items()
+        key: min(modes, key=lambda m: (-len(modes[m]), MODE_ORDER.index(m))) for key, modes in configs.items()
     }
     winners: dict[tuple[str, str, str, str], Result] = {}
     for r in sorted(rows, key=lambda r: (r.median_ms, r.config)):

@@ -227,7 +227,27 @@ def _summary(g: Gpu) -> str:
     headers = ["op", "mode", "dtype", "shape", "yat_triton ms", "yat_triton TFLOP/s", "baseline",
                "baseline ms", "baseline TFLOP/s", "speedup", "yat_triton config"]  # fmt: skip
     text = _table(table, headers, "_No correct yat_triton rows._")
-    return text + ("\n\n" + MIXED_TIMING if mixed else "")
+    tf32 = _tf32_note(g)
+    return text + ("\n\n" + MIXED_TIMING if mixed else "") + (f"\n\n{tf32}" if tf32 else "")
+
+
+def _tf32_note(g: Gpu) -> str:
+    """SPEC section 5: the TF32 settings of the float32 rows, stated (the sweep records them
+    as each baseline row's config; yat_triton's float32 kernels follow the matmul one)."""
+    settings = set()
+    for r in g.ok:
+        if r.dtype == "float32" and r.provider != OURS and r.config:
+            cfg = json.loads(r.config)
+            if "matmul_tf32" in cfg:
+                settings.add((bool(cfg["matmul_tf32"]), bool(cfg.get("cudnn_tf32", cfg["matmul_tf32"]))))
+    if not settings:
+        return ""
+    said = "; ".join(
+        f"matmul TF32 {'on' if mm else 'off'} (cuBLAS, and yat_triton's float32 kernels: "
+        f"{'tf32' if mm else 'ieee'}), cuDNN TF32 {'on' if dnn else 'off'}"
+        for mm, dnn in sorted(settings)
+    )
+    return f"float32 rows ran with {said}."
 
 
 def _square_4096(p: Problem) -> bool:

@@ -566,3 +566,23 @@ def test_report_refuses_gpu_names_sharing_a_folder_and_a_foreign_index(tmp_path)
     assert (docs / "README.md").read_text() == "# My project\n" and sorted(docs.iterdir()) == [
         docs / "README.md"
     ]
+
+
+def test_report_states_the_tf32_settings_of_float32_rows(tmp_path) -> None:  # noqa: ANN001
+    """SPEC section 5 asks for the TF32 setting stated: read from the float32 baselines'
+    recorded configs (absent where there is no float32 row)."""
+    tf32 = canonical_json({"matmul_tf32": False, "cudnn_tf32": True, "cudnn_benchmark": False})
+    rows = [
+        invented("Test GPU", True, dtype="float32", shape=BIG, provider="yat_triton", config=cfg(64, 64),
+                 median_ms=2.0, correct=True, status="ok"),
+        invented("Test GPU", True, dtype="float32", shape=BIG, provider="linear+relu", config=tf32,
+                 median_ms=1.5, correct=True, status="ok"),
+    ]  # fmt: skip
+    render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
+    text = (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    assert (
+        "float32 rows ran with matmul TF32 off (cuBLAS, and yat_triton's float32 kernels: ieee), "
+        "cuDNN TF32 on." in text
+    )
+    render_report(make_db(tmp_path / "bf16.db", fixture_rows("Test GPU", True)), tmp_path / "other")
+    assert "TF32" not in (tmp_path / "other" / "test_gpu" / "README.md").read_text()
