@@ -257,15 +257,22 @@ def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, bool, int, int, s
 
 
 class CompileFailure(RuntimeError):
-    """A kernel that this Triton does not compile for sm_90 at the asked tile, with the
-    compiler's first error line (its IR dump and traceback are left out)."""
+    """A kernel that this Triton does not compile for sm_90 at the asked tile. `describe`
+    names it in one line, with the compiler's first error line where the compiler's stderr
+    was held (`_compiler_stderr`; its IR dump and the traceback are left out)."""
 
-    def __init__(self, kernel: str, error: BaseException, diagnostics: str) -> None:
+    def __init__(self, kernel: str, error: BaseException) -> None:
+        self.kernel, self.error = kernel, error
+        super().__init__(self.describe(""))
+
+    def describe(self, diagnostics: str) -> str:
         found = [ln.split("error:", 1)[1].strip() for ln in diagnostics.splitlines() if "error:" in ln]
-        first = found[0] if found else (str(error).strip().splitlines() or [type(error).__name__])[0]
-        super().__init__(
-            f"{kernel} does not compile for sm_90 with Triton {triton.__version__}: {first} "
-            f"({type(error).__name__})"
+        first = (
+            found[0] if found else (str(self.error).strip().splitlines() or [type(self.error).__name__])[0]
+        )
+        return (
+            f"{self.kernel} does not compile for sm_90 with Triton {triton.__version__}: {first} "
+            f"({type(self.error).__name__})"
         )
 
 
@@ -273,13 +280,17 @@ class CompileFailure(RuntimeError):
 def _compiler_stderr() -> Iterator[Callable[[], str]]:
     """Hold what the compiler writes to file descriptor 2 (MLIR prints a failing pass's
     whole module there) and give it back as a string on request; it is written out again
-    after the block unless the block failed, so warnings still show."""
+    after the block unless the block failed, so warnings still show. It swaps the process's
+    fd 2: for the single-threaded command line only (the sweep compiles in threads)."""
     sys.stderr.flush()
     saved = os.dup(2)
+    kept: list[str] = []  # the text, once the block is over (readable after it)
     with tempfile.TemporaryFile(mode="w+b") as held:
         os.dup2(held.fileno(), 2)
 
         def text() -> str:
+            if kept:
+                return kept[0]
             held.seek(0)
             return held.read().decode(errors="replace")
 
@@ -293,8 +304,9 @@ def _compiler_stderr() -> Iterator[Callable[[], str]]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+            kept.append(text())
             if not failed:
-                sys.stderr.write(text())
+                sys.stderr.write(kept[0])
 
 
 def compile_sm90(
@@ -308,11 +320,10 @@ def compile_sm90(
     if maxnreg:
         options["maxnreg"] = maxnreg
     t0 = time.perf_counter()
-    with _compiler_stderr() as diagnostics:
-        try:
-            compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
-        except Exception as e:  # noqa: BLE001 - whatever the compiler raises, named in one line
-            raise CompileFailure(call.kernel.__name__, e, diagnostics()) from e
+    try:
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+    except Exception as e:  # noqa: BLE001 - whatever the compiler raises, named in one line
+        raise CompileFailure(call.kernel.__name__, e) from e
     elapsed = time.perf_counter() - t0
     regs, stack, shared_static, hgmma, tma, stl, ldl, sass = _resource_usage(compiled.asm["cubin"])
     if dump_dir is not None:  # TTIR, TTGIR, LLIR, PTX, cubin as Triton keeps them, and the SASS
@@ -680,10 +691,12 @@ def main(argv: list[str] | None = None) -> int:
         failures = 0
         for label, call in all_calls(dtype):
             try:
-                report = compile_sm90(call)
+                with _compiler_stderr() as diagnostics:
+                    report = compile_sm90(call)
             except CompileFailure as e:
                 failures += 1
-                print(json.dumps({"op": label, "error": str(e)}) if args.json else f"{label:11s} {e}")
+                why = e.describe(diagnostics())
+                print(json.dumps({"op": label, "error": why}) if args.json else f"{label:11s} {why}")
                 continue
             if args.json:
                 print(json.dumps({"op": label, **dataclasses.asdict(report)}))
@@ -691,9 +704,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label:11s} {report.line()}")
         return 1 if failures else 0
     try:
-        reports = _inspect_one(args, dtype)
+        with _compiler_stderr() as diagnostics:
+            reports = _inspect_one(args, dtype)
     except CompileFailure as e:
-        print(f"autotune.inspect: {e}", file=sys.stderr)
+        print(f"autotune.inspect: {e.describe(diagnostics())}", file=sys.stderr)
         return 1
     for report in reports:
         print(json.dumps(dataclasses.asdict(report)) if args.json else report.line())

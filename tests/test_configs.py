@@ -1135,8 +1135,10 @@ def test_inspect_names_a_compile_failure_in_one_line(capfd) -> None:  # noqa: AN
     for err in (one.stderr, every.stderr):
         assert "module {" not in err and "Traceback" not in err
 
-    failure = CompileFailure("k", RuntimeError("PassManager::run failed\nmore"), "no error line here")
+    failure = CompileFailure("k", RuntimeError("PassManager::run failed\nmore"))
     assert str(failure).endswith(": PassManager::run failed (RuntimeError)")
+    assert failure.describe("no error line here") == str(failure)
+    assert failure.describe("x\nloc(a): error: the reason\n").endswith(": the reason (RuntimeError)")
     with _compiler_stderr():
         os.write(2, b"a compiler warning\n")
     assert capfd.readouterr().err == "a compiler warning\n"
@@ -1144,4 +1146,47 @@ def test_inspect_names_a_compile_failure_in_one_line(capfd) -> None:  # noqa: AN
         os.write(2, b"held back\n")
         assert held() == "held back\n"
         raise ValueError
-    assert capfd.readouterr().err == ""
+    assert capfd.readouterr().err == "" and held() == "held back\n"  # readable after the block
+
+
+def test_static_compiles_leave_stderr_alone_in_threads() -> None:
+    """The sweep's static prune calls compile_sm90 from a thread pool: a compile failure there
+    is a CompileFailure, and file descriptor 2 is never swapped (threads swapping it would
+    leave it pointing at a deleted file)."""
+    import threading
+    from unittest import mock
+
+    import autotune.inspect as ins
+
+    before = os.fstat(2)
+
+    together = threading.Barrier(8, timeout=30)
+
+    def failing(*args: object, **kwargs: object) -> None:
+        together.wait()  # every thread inside its compile at once, as in the pool
+        raise RuntimeError("invented failure")
+
+    call = mock.Mock()
+    call.kernel.__name__ = "k"
+    call.kwargs = {"num_warps": 4, "num_stages": 2}
+    errors: list[BaseException] = []
+
+    def compile_one() -> None:
+        try:
+            ins.compile_sm90(call)
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    with (
+        mock.patch.object(ins, "_specialize", lambda c: ({}, {}, {})),
+        mock.patch.object(ins, "ASTSource", lambda *a: None),
+        mock.patch.object(ins.triton, "compile", failing),
+    ):
+        threads = [threading.Thread(target=compile_one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(errors) == 8 and all(isinstance(e, ins.CompileFailure) for e in errors)
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
