@@ -53,10 +53,10 @@ from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.report import copy_bandwidth  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
 from autotune.timing import back_to_back_ms, bench_stream, replay_back_to_back_ms, time_call  # noqa: E402
-from kernels._common import TileConfig  # noqa: E402
+from kernels._common import INTERPRETING, TileConfig  # noqa: E402
 from yat_triton._launch import KernelCall, WarpSpecializationFallback, recording  # noqa: E402
 
-REPRESENTATIVE = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
+REPRESENTATIVE = torch.cuda.is_available() and not INTERPRETING
 
 
 @dataclass

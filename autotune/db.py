@@ -224,9 +224,10 @@ def _has_runs(conn: sqlite3.Connection) -> bool:
 _MEASURES = ("median_ms", "p20_ms", "p80_ms", "tflops", "saved_bytes")
 
 
-def _check_measures(r: Result) -> None:
+def _check_measures(r: Result, stored: bool = False) -> None:
     """ValueError unless the numbers of `r` are storable: SQLite would store a NaN as NULL,
-    and an ok row without a time would be a measurement that says nothing."""
+    and an ok row without a time would be a measurement that says nothing (one already
+    `stored` by older code is read as it is: the commands skip an untimed row)."""
     for name in _MEASURES:
         v = getattr(r, name)
         if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -236,7 +237,11 @@ def _check_measures(r: Result) -> None:
             raise ValueError(f"Result.{name} must be at most {top:g}, got {v!r} ({r.key})")
     if r.max_rel_err is not None and math.isnan(r.max_rel_err):
         raise ValueError(f"Result.max_rel_err must not be NaN (inf for outputs not finite) ({r.key})")
-    if r.status == "ok" and not (r.median_ms and r.median_ms >= MIN_OK_MS):
+    if (
+        r.status == "ok"
+        and not (r.median_ms and r.median_ms >= MIN_OK_MS)
+        and not (stored and r.median_ms is None)
+    ):
         raise ValueError(
             f"a Result with status ok needs its median_ms >= {MIN_OK_MS:g}, got {r.median_ms!r} ({r.key})"
         )
@@ -289,7 +294,7 @@ def _from_row(row: Sequence[object], path: Path) -> Result:
             values[name] = bool(values[name])
     try:
         r = Result(**values)  # type: ignore[arg-type]
-        _check_measures(r)
+        _check_measures(r, stored=True)
     except ValueError as e:
         raise ValueError(f"{path}: a damaged or hand-edited row of table results: {e}") from e
     return r

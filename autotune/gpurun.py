@@ -211,6 +211,7 @@ def import_run(
         if not gpus:
             gpu = smi_gpu(run_dir / "env.txt")
             if gpu is not None:  # the GPU's logs are worth keeping even without a row
+                check_folders([gpu], reports)
                 logs = _file_logs(run_dir, reports / slug(gpu) / "runs" / _stamp(started), done)
                 done.notes.append(
                     f"{gpu}: the run measured nothing (no GPU rows); its logs are filed in {logs}, "
@@ -262,7 +263,9 @@ def import_run(
             # the run's own rows beside its logs: what a resumed run starts from (the record
             # mixes every commit measured, and a sweep does not measure a key twice)
             logs = _file_logs(run_dir, folder / "runs" / stamp, done)
-            _file(part, logs / DB_NAME, mtimes.get(db_path, started), done)
+            # the database's time: its WAL's where a killed sweep left rows only there
+            db_time = max(mtimes.get(db_path, started), mtimes.get(run_dir / f"{DB_NAME}-wal", 0.0))
+            _file(part, logs / DB_NAME, db_time, done)
             if any(r.representative for r in rows if r.gpu == gpu):
                 try:
                     done.winners += export_winners(record, tuned_dir, gpu=gpu)

@@ -395,19 +395,23 @@ def _whole_suite(run: Run) -> bool:
     return bool(ops) and {"dense", "conv2d"} <= set(ops.group(1).split(",")) and "shard=" not in run.args
 
 
-FULL_SWEEP = {"modes": {"fwd", "bwd", "fwd+bwd"}, "dtypes": {"bfloat16", "float32"}}
+# A full sweep (SPEC section 6) as `sweep` records its options: every mode, the default
+# dtypes, every config, compiled_ref compiled in max-autotune, warp-specialized tiles included
+FULL_SWEEP = {
+    "ops": {"dense", "conv2d"},
+    "modes": {"fwd", "bwd", "fwd+bwd"},
+    "dtypes": {"bfloat16", "float32"},
+    "max_configs": {"None"},
+    "compile_mode": {"max-autotune"},
+}
 
 
 def _full_options(args: str) -> bool:
-    """Whether a run's options make it a full sweep (SPEC section 6): every mode, the default
-    dtypes, every config, warp-specialized tiles included. gpu.sh's time-capped sweep
-    restricts them (bf16, two modes, a dozen configs a problem)."""
-    values = dict(token.partition("=")[::2] for token in args.split())
-    return (
-        all(want <= set(values.get(name, "").split(",")) for name, want in FULL_SWEEP.items())
-        and values.get("max_configs") == "None"
-        and "warp_specialize" not in values
-    )
+    """Whether a run's options make it a full sweep (FULL_SWEEP, no more and no fewer; runs
+    recorded before compile_mode was are not). gpu.sh's time-capped sweep restricts them
+    (bf16, two modes, a dozen configs a problem, compile mode default)."""
+    values = {k: set(v.split(",")) for k, _, v in (token.partition("=") for token in args.split())}
+    return values == FULL_SWEEP
 
 
 def _sweep_target(g: Gpu) -> list[list[str]]:

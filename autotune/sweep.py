@@ -635,7 +635,10 @@ def run_sweep(
         bar.close()
         print(f"\nstopped; {sum(counts.values())} rows saved this run. Run the same command to resume.")
         stopped = True
-    args = f"ops={','.join(ops)} modes={','.join(modes)} dtypes={','.join(dtypes)} max_configs={max_configs}"
+    args = (
+        f"ops={','.join(ops)} modes={','.join(modes)} dtypes={','.join(dtypes)} max_configs={max_configs} "
+        f"compile_mode={compile_mode}"
+    )
     if not warp_specialize:
         args += " warp_specialize=off"
     if shard_spec:

@@ -370,3 +370,31 @@ def test_an_earlier_copy_of_a_run_does_not_overwrite_its_filed_files(tmp_path: P
     assert any("sweep.log: kept, newer than this archive's copy" in n for n in done.notes), done.notes
     with ResultsDB(logs / "results.db") as db:
         assert len(db.query()) == len(rows)
+
+
+def test_a_final_copy_whose_rows_sit_in_the_wal_is_kept(tmp_path: Path) -> None:
+    """A sweep killed before its checkpoint leaves its newest rows in results.db-wal, the main
+    file's time unchanged: the WAL's time is the database's, so an earlier copy (same main
+    file time, no WAL) imported after the final one does not replace the filed database."""
+    reports, tuned = tmp_path / "reports", tmp_path / "tuned"
+    rows = fixture_rows("Test GPU", True)
+    early = run_folder(tmp_path, "early", rows[:2])
+    final = run_folder(tmp_path, "final", rows[:2])
+    writer = ResultsDB(final / "results.db")  # held open: its rows stay in the WAL
+    try:
+        writer.add_many(rows[2:])
+        assert (final / "results.db-wal").stat().st_size > 0
+        for folder in (early, final):
+            os.utime(folder / "results.db", (STARTED + 60, STARTED + 60))
+        os.utime(final / "results.db-wal", (STARTED + 600, STARTED + 600))
+        final_archive = pack(final)
+    finally:
+        writer.close()
+    import_run(final_archive, reports, tuned)
+    logs = reports / "test_gpu" / "runs" / "20260921T141320Z"
+    with ResultsDB(logs / "results.db", read_only=True) as db:
+        assert len(db.query()) == len(rows)
+    done = import_run(pack(early), reports, tuned)
+    assert any("results.db: kept, newer than this archive's copy" in n for n in done.notes), done.notes
+    with ResultsDB(logs / "results.db", read_only=True) as db:
+        assert len(db.query()) == len(rows)

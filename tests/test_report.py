@@ -6,6 +6,7 @@ only check that the report shows what the database holds, they measure nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -172,10 +173,12 @@ def test_config_labels_are_short() -> None:
     )
 
 
+# as sweep records a default core run's options, and gpu.sh's
 FULL = (
-    "ops=dense,conv2d modes=fwd,bwd,fwd+bwd dtypes=bfloat16,float32 max_configs=None"  # as sweep records it
+    "ops=dense,conv2d modes=fwd,bwd,fwd+bwd dtypes=bfloat16,float32 max_configs=None "
+    "compile_mode=max-autotune"
 )
-RESTRICTED = "ops=dense,conv2d modes=fwd,fwd+bwd dtypes=bfloat16 max_configs=12"
+RESTRICTED = "ops=dense,conv2d modes=fwd,fwd+bwd dtypes=bfloat16 max_configs=12 compile_mode=default"
 
 
 @pytest.mark.parametrize(
@@ -204,6 +207,19 @@ RESTRICTED = "ops=dense,conv2d modes=fwd,fwd+bwd dtypes=bfloat16 max_configs=12"
             ("1.000 beyond linear+relu", "met"),
             ("250 s", "met"),
         ),
+        # an extra dtype or a cheaper compile mode is not the full sweep either
+        (
+            2.0,
+            [(0.0, 250.0, 20, 9, FULL.replace("float32", "float32,float16"))],
+            ("1.000 beyond linear+relu", "met"),
+            ("250 s", "not judged (restricted options)"),
+        ),
+        (
+            2.0,
+            [(0.0, 250.0, 20, 9, FULL.replace("max-autotune", "none"))],
+            ("1.000 beyond linear+relu", "met"),
+            ("250 s", "not judged (restricted options)"),
+        ),
         # a complete campaign, a rerun that found nothing to do, then a newer campaign
         (
             2.0,
@@ -231,6 +247,8 @@ RESTRICTED = "ops=dense,conv2d modes=fwd,fwd+bwd dtypes=bfloat16 max_configs=12"
         "restricted",
         "restricted-too-slow",
         "full-preferred",
+        "extra-dtype",
+        "no-compile",
         "newest-campaign",
         "partial-runs-ignored",
     ],  # fmt: skip
@@ -483,9 +501,12 @@ def test_failed_render_keeps_the_old_report_and_stale_heatmaps_go(gpu_db, tmp_pa
     def broken(*args: object) -> None:
         raise RuntimeError("invented plotting failure")
 
+    # new rows (every time halved), so that a page written before the failure would differ
+    faster = [dataclasses.replace(r, median_ms=r.median_ms / 2 if r.median_ms else None)
+              for r in fixture_rows("Test GPU", True)]  # fmt: skip
     monkeypatch.setattr(report, "_plot_roofline", broken)  # the last plot: the others are made by then
     with pytest.raises(RuntimeError, match="invented plotting failure"):
-        render_report(gpu_db, out)
+        render_report(make_db(tmp_path / "faster.db", faster), out)
     assert digests() == before
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "test_gpu"]  # no staging folder left
     monkeypatch.undo()
