@@ -648,3 +648,23 @@ def test_hand_edited_values_are_named(
         assert re.search(message, lines[0]), (command, lines[0])
     assert not (tmp_path / "new.db").exists()
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_an_older_files_untimed_ok_row_is_read(tmp_path: Path) -> None:
+    """Files written before every ok row needed its time may hold one without: it is read
+    (the commands skip an untimed row), though no such row is written any more."""
+    path = tmp_path / "old.db"
+    with ResultsDB(path) as db:
+        db.add(make())
+    conn = sqlite3.connect(path)
+    conn.execute('UPDATE results SET "median_ms" = NULL')
+    conn.commit()
+    conn.close()
+    with ResultsDB(path, read_only=True) as db:
+        (row,) = db.query()
+    assert row.status == "ok" and row.median_ms is None
+    with (
+        ResultsDB(tmp_path / "new.db") as db,
+        pytest.raises(ValueError, match="status ok needs its median_ms"),
+    ):
+        db.add(row)
