@@ -74,7 +74,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from autotune.report import STANDARD, Gpu, config_label, sorted_problems
+    from autotune.report import STANDARD, Gpu, config_label, sorted_problems, speedup_label
 
     with dbmod.ResultsDB(args.db, read_only=True) as db:  # a missing file: FileNotFoundError, named
         rows = db.query(status="ok")
@@ -92,7 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             vs = [g.speedup(p, provider) for provider in (STANDARD[p[0]], "eager_ref")]
             table.append([
                 gpu, *p, f"{best.median_ms:.4g}", "-" if best.tflops is None else f"{best.tflops:.3g}",
-                *("-" if x is None else f"{x:.3g}x" for x in vs), config_label(best.config),
+                *("-" if x is None else speedup_label(x) for x in vs), config_label(best.config),
                 "yes" if best.representative else "NO (CPU)",
             ])  # fmt: skip
     if not table:

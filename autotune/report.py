@@ -209,6 +209,12 @@ def config_label(config: str) -> str:
 MIXED_TIMING = "†: the two rows were timed differently (`timing`: CUDA graph against eager)."
 
 
+def speedup_label(x: float) -> str:
+    """A speedup as the tables print it: two decimals, two significant digits below 0.01
+    (an interpreted kernel against a compiled baseline)."""
+    return f"{x:.2f}x" if x >= 0.01 else f"{x:.2g}x"
+
+
 def _summary(g: Gpu) -> str:
     table, mixed = [], False
     for p in sorted_problems(g.best):
@@ -222,7 +228,7 @@ def _summary(g: Gpu) -> str:
             table.append([
                 *p[:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), b or "-",
                 _ms(base.median_ms if base else None), _tf(base.tflops if base else None),
-                "-" if sp is None else f"{sp:.2f}x{mark}", config_label(ours.config),
+                "-" if sp is None else f"{speedup_label(sp)}{mark}", config_label(ours.config),
             ])  # fmt: skip
     headers = ["op", "mode", "dtype", "shape", "yat_triton ms", "yat_triton TFLOP/s", "baseline",
                "baseline ms", "baseline TFLOP/s", "speedup", "yat_triton config"]  # fmt: skip

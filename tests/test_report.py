@@ -160,6 +160,14 @@ def test_cli_report(gpu_db, tmp_path, capsys) -> None:  # noqa: ANN001
     assert "no such results database" in capsys.readouterr().err
 
 
+def test_speedup_labels() -> None:
+    from autotune.report import speedup_label
+
+    assert [speedup_label(x) for x in (11.7, 1.114, 0.5, 0.01, 0.00123, 2.5e-7)] == [
+        "11.70x", "1.11x", "0.50x", "0.01x", "0.0012x", "2.5e-07x",
+    ]  # fmt: skip
+
+
 def test_config_labels_are_short() -> None:
     from autotune.report import config_label
     from kernels._common import TileConfig
@@ -557,7 +565,7 @@ def test_show_takes_the_reports_baseline(tmp_path, capsys) -> None:  # noqa: ANN
     db = make_db(tmp_path / "r.db", rows)
     assert cli.main(["show", "--db", str(db)]) == 0
     (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Test GPU")]
-    assert re.search(r"\b1 +- +0\.5x +- +m64n64", line), line
+    assert re.search(r"\b1 +- +0\.50x +- +m64n64", line), line
     render_report(db, tmp_path / "reports")
     assert "0.500x" not in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()  # time ratio 2.000x
     assert "2.000x" in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
