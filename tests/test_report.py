@@ -61,6 +61,12 @@ def fixture_rows(gpu: str, representative: bool) -> list[Result]:
     return rows
 
 
+def rendered_page(tmp_path, rows: list[Result], gpu: str = "test_gpu") -> str:  # noqa: ANN001
+    """The report page of `gpu` (a folder name) rendered from `rows` under tmp_path/reports."""
+    render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
+    return (tmp_path / "reports" / gpu / "README.md").read_text()
+
+
 def make_db(path, rows: list[Result]):  # noqa: ANN001, ANN201
     with ResultsDB(path) as db:
         for row in rows:
@@ -302,8 +308,7 @@ def test_targets_mark_ratios_between_rows_timed_differently(tmp_path) -> None:  
         invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="eager_ref", config=BASELINE_CFG,
                  median_ms=36.0, correct=True, timing="cuda-graph"),
     ]  # fmt: skip
-    render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
-    text = (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    text = rendered_page(tmp_path, rows)
     targets = text.split("## Targets")[1].split("##")[0]
     measured = {}
     for line in targets.splitlines():
@@ -348,8 +353,7 @@ def test_targets_name_every_problem_they_cover(tmp_path) -> None:  # noqa: ANN00
         r(op="conv2d", shape=tiny_conv, median_ms=1.0, tflops=0.5, **{**base, "provider": "conv+relu"}),
         r(mode="fwd+bwd", shape=BIG, median_ms=3.0, tflops=130.0, **ours),  # no baseline in this mode
     ]  # fmt: skip
-    render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
-    text = (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    text = rendered_page(tmp_path, rows)
     got = {(c[0].split(",")[0], c[2]): (c[3], c[4]) for c in _target_cells(text)}
     assert got[("ⵟ-dense fwd", "dense 4096x4096x4096")] == ("1.104x", "not met")
     assert got[("ⵟ-dense fwd", "dense 8192x8192x8192")] == (
@@ -399,8 +403,7 @@ def test_empty_output_shapes_do_not_break_the_memory_target(tmp_path) -> None:  
         invented("Test GPU", True, mode="fwd+bwd", shape=empty, provider="linear+relu", config=BASELINE_CFG,
                  median_ms=0.01, tflops=0.0, saved_bytes=0.0),
     ]  # fmt: skip
-    render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
-    cells = _target_cells((tmp_path / "reports" / "test_gpu" / "README.md").read_text())
+    cells = _target_cells(rendered_page(tmp_path, rows))
     assert ["memory saved for backward", "<= 1 extra output-sized tensor", "-", "-", "n/a"] in cells
 
 
@@ -538,8 +541,7 @@ def test_a_problem_with_only_baselines_is_not_measured_not_missed(tmp_path) -> N
         invented("Test GPU", True, shape=big2, provider="linear+relu", config=BASELINE_CFG, median_ms=8.0,
                  status="ok", correct=True),
     ]  # fmt: skip
-    render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
-    text = (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    text = rendered_page(tmp_path, rows)
     lines = [[c.strip() for c in ln.split("|")[1:-1]] for ln in text.split("## Targets")[1].splitlines()]
     dense_fwd = {row[2]: row[3:] for row in lines if row and row[0].startswith("ⵟ-dense fwd,")}
     assert dense_fwd == {
@@ -607,8 +609,7 @@ def test_report_states_the_tf32_settings_of_float32_rows(tmp_path) -> None:  # n
         invented("Test GPU", True, dtype="float32", shape=BIG, provider="linear+relu", config=tf32,
                  median_ms=1.5, correct=True, status="ok"),
     ]  # fmt: skip
-    render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
-    text = (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    text = rendered_page(tmp_path, rows)
     assert (
         "float32 rows ran with matmul TF32 off (cuBLAS, and yat_triton's float32 kernels: ieee), "
         "cuDNN TF32 on." in text
