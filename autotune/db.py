@@ -602,25 +602,8 @@ class ResultsDB:
 def read_database(path: str | os.PathLike[str]) -> tuple[list[Result], list[Run]]:
     """Every row and run of the results database at `path`, read without writing to it and
     checked value by value (ValueError naming the file for anything that is not one)."""
-    other = Path(path)
-    if not other.is_file():
-        raise FileNotFoundError(f"{other}: no such results database file")
-    if other.stat().st_size == 0:
-        raise ValueError(f"{other}: an empty file, not a results database")
-    conn = _connect(other, read_only=True)
-    try:
-        _check_schema(conn, other)
-        incoming = [
-            _from_row(row, other) for row in conn.execute(f"SELECT {_result_select(conn)} FROM results")
-        ]
-        runs = (
-            [_run_from_row(row, other) for row in conn.execute(f"SELECT {_RUN_COLS} FROM runs")]
-            if _has_runs(conn)
-            else []
-        )
-    finally:
-        conn.close()
-    return incoming, runs
+    with ResultsDB(path, read_only=True) as db:
+        return db.query(), db.runs()
 
 
 def shard(items: Sequence[T], spec: str) -> list[T]:

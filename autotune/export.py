@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from autotune.db import Result, ResultsDB
+from autotune.db import MODES, Result, ResultsDB
 from kernels._common import TileConfig
 from yat_triton import tuning
 
@@ -77,9 +77,6 @@ def _entry(r: Result) -> dict[str, object]:
     return entry
 
 
-MODE_ORDER = ("fwd", "bwd", "fwd+bwd")
-
-
 def winners_document(gpu: str, rows: Iterable[Result], created: str | None = None) -> dict[str, object]:
     """The winners file of one GPU from its candidate rows (already filtered to exportable):
     per (op, kernel mode, dtype, shape) the fastest of the rows timed in one sweep mode
@@ -93,7 +90,7 @@ def winners_document(gpu: str, rows: Iterable[Result], created: str | None = Non
         key = (r.op, kernel_mode(r.mode), r.dtype, r.shape)
         configs.setdefault(key, {}).setdefault(r.mode, set()).add(r.config)
     timed_in = {
-        key: min(modes, key=lambda m: (-len(modes[m]), MODE_ORDER.index(m))) for key, modes in configs.items()
+        key: min(modes, key=lambda m: (-len(modes[m]), MODES.index(m))) for key, modes in configs.items()
     }
     winners: dict[tuple[str, str, str, str], Result] = {}
     for r in sorted(rows, key=lambda r: (r.median_ms, r.config)):

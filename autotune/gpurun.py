@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from autotune.db import ResultsDB
+from autotune.db import ResultsDB, read_database
 from autotune.export import export_winners
 from autotune.report import check_folders, read_breakdown, render_report, slug
 
@@ -201,9 +201,7 @@ def import_run(
         rows, runs = [], []
         if db_path.is_file():
             try:
-                with ResultsDB(db_path, read_only=True) as db:
-                    rows = db.query()
-                    runs = db.runs()
+                rows, runs = read_database(db_path)
             except ValueError as e:  # named by the archive, not the temporary folder
                 why = str(e).replace(f"{db_path}: ", "")
                 raise ValueError(f"{archive}: its {DB_NAME} cannot be read ({why}); nothing imported") from e

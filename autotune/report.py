@@ -395,10 +395,15 @@ def _memory_targets(g: Gpu) -> list[list[str]]:
     return rows or [[what, want, "-", "-", "n/a"]]
 
 
+def _options(args: str) -> dict[str, set[str]]:
+    """A run's recorded options ("ops=dense,conv2d modes=fwd ..."), each as its set of values."""
+    return {k: set(v.split(",")) for k, _, v in (token.partition("=") for token in args.split())}
+
+
 def _whole_suite(run: Run) -> bool:
     """A run over the whole core suite: both ops, not a shard of it."""
-    ops = re.search(r"\bops=(\S+)", run.args)
-    return bool(ops) and {"dense", "conv2d"} <= set(ops.group(1).split(",")) and "shard=" not in run.args
+    options = _options(run.args)
+    return {"dense", "conv2d"} <= options.get("ops", set()) and "shard" not in options
 
 
 # A full sweep (SPEC section 6) as `sweep` records its options: every mode, the default
@@ -416,8 +421,7 @@ def _full_options(args: str) -> bool:
     """Whether a run's options make it a full sweep (FULL_SWEEP, no more and no fewer; runs
     recorded before compile_mode was are not). gpu.sh's time-capped sweep restricts them
     (bf16, two modes, a dozen configs a problem, compile mode default)."""
-    values = {k: set(v.split(",")) for k, _, v in (token.partition("=") for token in args.split())}
-    return values == FULL_SWEEP
+    return _options(args) == FULL_SWEEP
 
 
 def _sweep_target(g: Gpu) -> list[list[str]]:

@@ -324,7 +324,10 @@ def test_merge_newer_wins(tmp_path: Path) -> None:
         assert mine.merge_from(theirs_path) == 2
         assert mine.merge_from(theirs_path) == 0  # idempotent
         got = {r.shape: r.median_ms for r in mine.query()}
-        with pytest.raises(FileNotFoundError, match="no such results database file"):
+        with pytest.raises(
+            FileNotFoundError,
+            match=r"missing.sqlite: no such results database \(run `yat-autotune sweep` first\)",
+        ):
             mine.merge_from(tmp_path / "missing.sqlite")
     assert got == {make(m).shape: ms for m, ms in [(1, 1.5), (2, 2.0), (3, 3.0), (4, 4.0)]}
     assert theirs_path.read_bytes() == before

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from yat_triton._checks import PRECISIONS, check_index
+from yat_triton._checks import check_index, check_precision
 from yat_triton._launch import acc_dtype
 from yat_triton.conv import yat_conv1d, yat_conv2d
 from yat_triton.modules import (
@@ -121,8 +121,7 @@ class _YatConvMixin:
             raise NotImplementedError(f"{name}: weight_normalized=True is not supported")
         if tie_kernel_bank:
             raise NotImplementedError(f"{name}: tie_kernel_bank=True (shared kernel banks) is not supported")
-        if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
+        check_precision(precision)
 
     def _setup_yat(
         self,
@@ -483,8 +482,7 @@ def convert(model: nn.Module, *, precision: str | None = None) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: model must be an nn.Module, got {type(model).__name__}")
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
+    check_precision(precision)
     try:
         from nmn.torch.layers import YatConv1D, YatConv2D
         from nmn.torch.nmn import YatNMN

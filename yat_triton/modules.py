@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from yat_triton._checks import FLOAT_DTYPES, PRECISIONS, check_index
+from yat_triton._checks import FLOAT_DTYPES, check_index, check_precision
 from yat_triton._launch import acc_dtype
 from yat_triton.dense import yat_linear
 
@@ -158,8 +158,7 @@ class YatLinear(nn.Module):
         _check_sizes(in_features=in_features, out_features=out_features)
         in_features, out_features = int(in_features), int(out_features)
         _check_dtypes(dtype=dtype, param_dtype=param_dtype)
-        if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
+        check_precision(precision)
         for name, value, what in (
             ("spherical", spherical, "spherical=True"),
             ("weight_normalized", weight_normalized, "weight_normalized=True"),
