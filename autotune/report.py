@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from autotune.db import Result, ResultsDB, Run
+from autotune.db import MODES, Result, ResultsDB, Run
 from kernels._common import TileConfig
 
 OURS = "yat_triton"
@@ -520,7 +520,6 @@ PROVIDER_COLORS = {
 }  # fmt: skip
 DTYPE_STYLES = {"bfloat16": "-", "float16": "--", "float32": ":"}
 OP_MARKERS = {"dense": "o", "conv2d": "s"}
-MODE_ORDER = ("fwd", "bwd", "fwd+bwd")
 
 
 def _cublas_peak(g: Gpu) -> tuple[float, str] | None:
@@ -545,7 +544,7 @@ def _plot_tflops(g: Gpu, path: Path) -> Path:
         gf = _gflop(r)
         if gf and r.tflops is not None:
             series.setdefault((p[0], p[1], prov, p[2]), []).append((gf, r.tflops))
-    panels = sorted({k[:2] for k in series}, key=lambda k: (k[0], MODE_ORDER.index(k[1]))) or [("", "")]
+    panels = sorted({k[:2] for k in series}, key=lambda k: (k[0], MODES.index(k[1]))) or [("", "")]
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols + 2.5, 4.0 * rows), squeeze=False)
