@@ -62,7 +62,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             counts = sweep.run_sweep(
                 db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
                 max_configs=max_configs, progress=not args.quiet, compile_mode=args.compile_mode,
-                suite_name=args.suite, warp_specialize=not args.no_warp_specialize,
+                suite_name=args.suite, warp_specialize=not args.no_warp_specialize, search=args.search,
             )  # fmt: skip
         except KeyboardInterrupt:  # run_sweep said what was saved and how to resume
             return 130
@@ -178,18 +178,28 @@ def cmd_inspect(rest: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from autotune import sweep
+    from autotune import search, sweep
 
     parser = argparse.ArgumentParser(prog="yat-autotune", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sw = sub.add_parser("sweep", help="try every config and baseline of a shape suite")
+    sw = sub.add_parser("sweep", help="time tile configs and the baselines on a shape suite")
     sw.add_argument("--suite", default="quick", help="quick, core, decode, or a TOML file (default: quick)")
     sw.add_argument("--db", default="results.db", help="results database (created if missing)")
     sw.add_argument("--op", type=_csv(sweep.OPS), default=list(sweep.OPS))
     sw.add_argument("--mode", type=_csv(sweep.MODES), default=list(sweep.MODES))
     sw.add_argument("--dtype", type=_csv(sweep.DTYPES), default=["bfloat16", "float32"])
     sw.add_argument("--shard", help="i/n: this process's share of the suite (1-based)")
-    sw.add_argument("--max-configs", type=positive_int, help="configs per problem (default: all; 2 on a CPU)")
+    sw.add_argument(
+        "--search",
+        choices=search.SEARCHES,
+        default="guided",
+        help="which tiles a problem times: guided (default: the shipped tile, the statically best "
+        "ranked ones, then neighbours of the fastest; at most 21) or exhaustive (every tile that "
+        "fits, ranked)",
+    )
+    sw.add_argument(
+        "--max-configs", type=positive_int, help="tiles a problem at most (default: the search's; 2 on a CPU)"
+    )
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument(
         "--compile-mode",

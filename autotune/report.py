@@ -407,7 +407,8 @@ def _whole_suite(run: Run) -> bool:
 
 
 # A full sweep (SPEC section 6) as `sweep` records its options: every mode, the default
-# dtypes, every config, compiled_ref compiled in max-autotune, warp-specialized tiles included
+# dtypes, the tiles of either search (`autotune.search`: the guided default, or every tile)
+# uncapped, compiled_ref compiled in max-autotune, warp-specialized tiles included
 FULL_SWEEP = {
     "ops": {"dense", "conv2d"},
     "modes": {"fwd", "bwd", "fwd+bwd"},
@@ -415,13 +416,17 @@ FULL_SWEEP = {
     "max_configs": {"None"},
     "compile_mode": {"max-autotune"},
 }
+FULL_SEARCHES = ({"guided"}, {"exhaustive"})
 
 
 def _full_options(args: str) -> bool:
-    """Whether a run's options make it a full sweep (FULL_SWEEP, no more and no fewer; runs
-    recorded before compile_mode was are not). gpu.sh's time-capped sweep restricts them
-    (bf16, two modes, a dozen configs a problem, compile mode default)."""
-    return _options(args) == FULL_SWEEP
+    """Whether a run's options make it a full sweep (FULL_SWEEP and one of FULL_SEARCHES, no
+    more and no fewer; a run recorded before the search was timed every tile; runs recorded
+    before compile_mode was are not full). gpu.sh's time-capped sweep restricts them (bf16,
+    two modes, a dozen tiles a problem, compile mode default)."""
+    options = _options(args)
+    search = options.pop("search", {"exhaustive"})
+    return options == FULL_SWEEP and search in FULL_SEARCHES
 
 
 def _sweep_target(g: Gpu) -> list[list[str]]:

@@ -1,6 +1,7 @@
-"""The sweep: every config of the search space and every baseline, per problem, checked
-against a float64 reference before its time counts, written row by row to the results
-database (so an interrupted sweep resumes where it stopped).
+"""The sweep: the tile configs a search picks (`autotune.search`: guided by default, or
+every config of the search space) and every baseline, per problem, each checked against a
+float64 reference before its time counts, written row by row to the results database (so
+an interrupted sweep resumes where it stopped).
 
 Providers (SPEC.md section 5): `yat_triton` (one row per tile config: of the forward
 kernel in fwd mode, of the backward kernels in bwd and fwd+bwd modes, where the first row,
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
+from autotune import search as tile_search
 from autotune.db import SHAPE_KEYS, Result, ResultsDB, Run, canonical_json, shard
 from autotune.timing import bench_stream, time_call
 from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
@@ -600,10 +602,12 @@ def run_sweep(
     compile_mode: str = "max-autotune",
     suite_name: str = "",
     warp_specialize: bool = True,
+    search: str = "guided",
 ) -> dict[str, int]:
     """Run every (task, provider, config) not yet in `db`; returns counts by status.
     `warp_specialize=False`: no warp-specialized tiles, forward or backward (`config_space`,
-    `backward_tiles`).
+    `backward_tiles`). `search`: which tiles a problem times (`autotune.search`: "guided",
+    or "exhaustive"), `max_configs` capping them.
 
     The run itself (suite, options, start and end, tasks finished) is recorded in the
     database's runs table, also when stopped by Ctrl-C / SIGINT (which is then raised
@@ -612,6 +616,8 @@ def run_sweep(
     """
     env = environment()
     device = "cuda" if env.representative else "cpu"
+    if search not in tile_search.SEARCHES:
+        raise ValueError(f"search must be one of {tile_search.SEARCHES}, got {search!r}")
     todo = tasks(suite, ops, modes, dtypes)
     if shard_spec:
         todo = shard(todo, shard_spec)
@@ -625,7 +631,9 @@ def run_sweep(
             bar.set_description(label)
             # a task's calls, forward and backward, on one capturable stream; no winners file
             with bench_stream(), default_tiles_only():
-                for result in _run_task(db, task, env, device, max_configs, compile_mode, warp_specialize):
+                for result in _run_task(
+                    db, task, env, device, max_configs, compile_mode, warp_specialize, search
+                ):
                     counts[result.status] = counts.get(result.status, 0) + 1
                     if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
                         best[label] = min(best.get(label, math.inf), result.median_ms)
@@ -637,7 +645,7 @@ def run_sweep(
         stopped = True
     args = (
         f"ops={','.join(ops)} modes={','.join(modes)} dtypes={','.join(dtypes)} max_configs={max_configs} "
-        f"compile_mode={compile_mode}"
+        f"compile_mode={compile_mode} search={search}"
     )
     if not warp_specialize:
         args += " warp_specialize=off"
@@ -689,6 +697,7 @@ def _run_task(
     max_configs: int | None,
     compile_mode: str,
     warp_specialize: bool = True,
+    search: str = "guided",
 ) -> Iterator[Result]:
     problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
     shape_json = canonical_json(task.shape)
@@ -781,47 +790,67 @@ def _run_task(
         if not done("yat_triton", key):
             yield row("yat_triton", key, "pruned", reason="shared memory or registers exceed sm_90")
     if task.mode == "fwd":
-        default = default_config(task.op, task.shape, elem)
-        configs = [default] + [c for c in kept if c != default]
+        first: list[TileConfig | None] = [default_config(task.op, task.shape, elem)]
+        ranked = kept
     else:  # run through the registered op with tuning.forced_config; the first row is the
         # op as it ships
         # fp16's backward GEMMs run the pointer kernels (fp32 gs): no warp-specialized tiles,
         # no conv TMA gradients
         ws = warp_specialize and task.dtype != "float16"
-        tiles = backward_tiles(
+        ranked = backward_tiles(
             task.op, task.shape, kept, elem, warp_specialize=ws, conv_tma=task.dtype != "float16"
         )
-        configs = [None, *tiles]
-    if max_configs is not None:
-        configs = configs[:max_configs]
+        first = [None]
 
     def key_of(cfg: TileConfig | None) -> str:
         return "" if cfg is None else canonical_json(cfg.as_dict())
 
-    pending = [c for c in configs if not done("yat_triton", key_of(c))]
-    if env.representative:
-        # Static prune: a tile whose kernels spill or overflow shared memory (the forward
-        # also as training runs it) cannot win. The launches are recorded one config at a
-        # time (backward tiles are forced through process-wide state), then compiled for
-        # sm_90 and for this GPU on the host's cores; timing stays one by one.
-        recorded = [_record(problem, c) for c in pending]
-        training = [_record_training(problem, c) for c in pending]
-        checked = [swept_calls(r + t, task.mode) for r, t in zip(recorded, training, strict=True)]
-        reasons = _parallel(static_reason, checked)
-        for cfg, reason in zip(pending, reasons, strict=True):
-            if reason:
-                yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
-        keep = [not reason for reason in reasons]
-        pending = [c for c, k in zip(pending, keep, strict=True) if k]
-        _parallel(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k])
-    for cfg in pending:  # the op on its defaults (cfg None, backward modes) also has its saved bytes
-        layer = problem.yat_layer() if cfg is None else None
-        # fwd mode: y is checked as inference and as training runs the forward (saving s)
-        training = problem.fwd_for_training(cfg) if cfg is not None and task.mode == "fwd" else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", WarpSpecializationFallback)
-            result = measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True, layer, training)
-        yield result
+    tiles = {key_of(c): c for c in (*first, *ranked) if c is not None}
+
+    def _time_tiles(batch: list[TileConfig | None]) -> Iterator[Result]:
+        pending = [c for c in batch if not done("yat_triton", key_of(c))]
+        if env.representative:
+            # Static prune: a tile whose kernels spill or overflow shared memory (the forward
+            # also as training runs it) cannot win. The launches are recorded one config at a
+            # time (backward tiles are forced through process-wide state), then compiled for
+            # sm_90 and for this GPU on the host's cores; timing stays one by one.
+            recorded = [_record(problem, c) for c in pending]
+            training = [_record_training(problem, c) for c in pending]
+            checked = [swept_calls(r + t, task.mode) for r, t in zip(recorded, training, strict=True)]
+            reasons = _parallel(static_reason, checked)
+            for cfg, reason in zip(pending, reasons, strict=True):
+                if reason:
+                    yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
+            keep = [not reason for reason in reasons]
+            pending = [c for c, k in zip(pending, keep, strict=True) if k]
+            _parallel(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k])
+        for cfg in pending:  # the op on its defaults (cfg None, backward modes) also has its saved bytes
+            layer = problem.yat_layer() if cfg is None else None
+            # fwd mode: y is checked as inference and as training runs the forward (saving s)
+            training = problem.fwd_for_training(cfg) if cfg is not None and task.mode == "fwd" else None
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", WarpSpecializationFallback)
+                result = measure("yat_triton", key_of(cfg), problem.yat_with(cfg), True, layer, training)
+            yield result
+
+    def times(mode: str) -> dict[TileConfig, float]:
+        """The median ms of every correct tile of this problem timed in `mode` so far."""
+        rows = db.query(task.op, mode, task.dtype, provider="yat_triton", status="ok", gpu=env.gpu)
+        return {
+            tiles[r.config]: r.median_ms
+            for r in rows
+            if r.shape == shape_json and r.correct and r.median_ms is not None and r.config in tiles
+        }
+
+    if search == "exhaustive":
+        batches = tile_search.exhaustive(first, ranked, max_configs)
+    elif task.mode == "fwd+bwd" and (bwd := times("bwd")):
+        batches = tile_search.from_bwd(first, bwd, max_configs)
+    else:
+        batches = tile_search.guided(first, ranked, lambda: times(task.mode), max_configs)
+    for batch in batches:  # each batch timed before the search proposes the next
+        yield from _time_tiles(batch)
+
     for provider, fn, check, layer in references:
         yield measure(provider, baseline_cfg, fn, check, layer)
 

@@ -707,6 +707,48 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
         assert refused.returncode == 2 and "not a whole number" in refused.stderr, bad
 
 
+def test_gpu_script_full_sweep_times_the_default_sweep_from_scratch(tmp_path: Path) -> None:
+    """--full-sweep: the canary, then `sweep --suite core` with the default options (what the
+    5-minute target times) into an empty database, export and report; no tests. It refuses
+    --resume and an OUTPUT_DIR that already holds a database. Stub python."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "python").write_text(
+        '#!/bin/sh\necho "stub python $*"\n[ "$3" = sweep ] && exit "${SWEEP_RC:-0}"\nexit 0\n'
+    )
+    (stubs / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", str(script), "full", "--full-sweep"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    sweep_log = (tmp_path / "full" / "sweep.log").read_text()
+    assert f"stub python -m autotune sweep --suite core --db {tmp_path}/full/results.db" in sweep_log, (
+        sweep_log
+    )
+    assert not (tmp_path / "full" / "tests.log").exists() and (tmp_path / "full" / "canary.log").exists()
+    capped = subprocess.run(["bash", str(script), "capped", "--full-sweep"], cwd=tmp_path,
+                            env={**env, "SWEEP_RC": "124"}, capture_output=True, text=True)  # fmt: skip
+    capped_log = (tmp_path / "capped" / "sweep.log").read_text()
+    assert capped.returncode == 0 and "stopped at its 420 s cap; the full sweep took longer" in capped_log
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "results.db").write_text("earlier rows")
+    for argv, why in (
+        (["kept", "--full-sweep"], "kept/results.db exists"),
+        (["new", "--full-sweep", "--resume", "kept/results.db"], "it takes no --resume"),
+        (["new", "--resume", "kept/results.db", "--full-sweep"], "it takes no --resume"),
+    ):
+        refused = subprocess.run(["bash", str(script), *argv], cwd=tmp_path, env=env, capture_output=True,
+                                 text=True)  # fmt: skip
+        assert refused.returncode == 2 and why in refused.stderr, (argv, refused.stderr)
+    assert (tmp_path / "kept" / "results.db").read_text() == "earlier rows" and not (
+        tmp_path / "new"
+    ).exists()
+
+
 def test_gpu_marker_picks_out_the_tests_only_a_gpu_runs() -> None:
     """`-m gpu` (which the GPU script runs first, so that its time cap cannot cut them)
     selects the tests a CPU machine skips for want of CUDA, and only those. The step is

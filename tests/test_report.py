@@ -187,7 +187,8 @@ def test_config_labels_are_short() -> None:
     )
 
 
-# as sweep records a default core run's options, and gpu.sh's
+# as sweep recorded a default core run's options before it recorded the search (then every
+# tile), and gpu.sh's
 FULL = (
     "ops=dense,conv2d modes=fwd,bwd,fwd+bwd dtypes=bfloat16,float32 max_configs=None "
     "compile_mode=max-autotune"
@@ -234,6 +235,25 @@ RESTRICTED = "ops=dense,conv2d modes=fwd,fwd+bwd dtypes=bfloat16 max_configs=12 
             ("1.000 beyond linear+relu", "met"),
             ("250 s", "not judged (restricted options)"),
         ),
+        # the guided search (the default) and the exhaustive one are full; another is not
+        (
+            2.0,
+            [(0.0, 250.0, 20, 9, FULL + " search=guided")],
+            ("1.000 beyond linear+relu", "met"),
+            ("250 s", "met"),
+        ),
+        (
+            2.0,
+            [(0.0, 250.0, 20, 9, FULL + " search=exhaustive")],
+            ("1.000 beyond linear+relu", "met"),
+            ("250 s", "met"),
+        ),
+        (
+            2.0,
+            [(0.0, 250.0, 20, 9, FULL + " search=guided,exhaustive")],
+            ("1.000 beyond linear+relu", "met"),
+            ("250 s", "not judged (restricted options)"),
+        ),
         # a complete campaign, a rerun that found nothing to do, then a newer campaign
         (
             2.0,
@@ -263,6 +283,9 @@ RESTRICTED = "ops=dense,conv2d modes=fwd,fwd+bwd dtypes=bfloat16 max_configs=12 
         "full-preferred",
         "extra-dtype",
         "no-compile",
+        "guided",
+        "exhaustive",
+        "unknown-search",
         "newest-campaign",
         "partial-runs-ignored",
     ],  # fmt: skip

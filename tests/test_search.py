@@ -1,0 +1,179 @@
+"""The sweep's tile search (`autotune.search`): neighbours, the guided rounds, the fwd+bwd
+shortcut and the cap, on synthetic timings; then a guided sweep through the interpreter."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from autotune import cli, search, sweep
+from autotune.db import ResultsDB
+from kernels._common import TileConfig, rank_configs
+from kernels.dense import dense_config_space, prune_dense_configs
+
+
+def grid(stages: tuple[int, ...] = (3, 4, 5)) -> list[TileConfig]:
+    return [
+        TileConfig(m, n, 64, num_warps=4, num_stages=s)
+        for m, n, s in itertools.product((64, 128, 256), (64, 128), stages)
+    ]
+
+
+def test_neighbours_move_one_knob_a_step_first() -> None:
+    tile = TileConfig(128, 64, 64, num_warps=4, num_stages=4)
+    found = search.neighbours(tile, grid())
+    one = {(c.block_m, c.block_n, c.num_stages) for c in found[:5]}
+    assert one == {(64, 64, 4), (256, 64, 4), (128, 128, 4), (128, 64, 3), (128, 64, 5)}
+    two = {(c.block_m, c.block_n, c.num_stages) for c in found[5:]}
+    assert (256, 128, 4) in two and (64, 64, 3) in two and (128, 128, 5) in two
+    assert tile not in found
+    assert all(abs(c.block_m - tile.block_m) < 192 for c in found)  # 64 -> 256 is two steps
+    assert (256, 128, 5) not in one | two  # three knobs
+    assert len(search.neighbours(tile, grid(), max_moves=1)) == 5
+
+
+def test_neighbours_step_over_values_the_space_lacks() -> None:
+    """A step goes to the next value the space holds: stages 3 -> 5 where 4 is absent, and
+    a default tile outside the space still has neighbours; a flag steps by flipping."""
+    space = grid(stages=(3, 5))
+    tile = TileConfig(128, 64, 64, num_warps=4, num_stages=4)  # not in the space
+    assert tile not in space
+    one = search.neighbours(tile, space, max_moves=1)
+    assert {(c.block_m, c.block_n, c.num_stages) for c in one} == {(128, 64, 3), (128, 64, 5)}
+    flipped = replace(space[0], tma=True)
+    assert search.neighbours(space[0], [*space, flipped], max_moves=1)[-1] == flipped
+
+
+def test_neighbours_keep_the_ranked_order() -> None:
+    space = grid()
+    ranked = list(reversed(space))
+    tile = TileConfig(128, 64, 64, num_warps=4, num_stages=4)
+    ones = search.neighbours(tile, ranked, max_moves=1)
+    assert ones == [c for c in ranked if c in ones]
+
+
+def _run(batches, times: dict[TileConfig, float], timed: dict[TileConfig, float]) -> list[list]:
+    """Drive a search as the sweep does: time each batch (here: look its tiles up) before
+    asking for the next."""
+    out = []
+    for batch in batches:
+        out.append(batch)
+        for c in batch:
+            if c is not None and c in times:
+                timed[c] = times[c]
+    return out
+
+
+def core_space() -> list[TileConfig]:
+    """The ranked bf16 space of the 4096 cube: what the guided search walks."""
+    M = N = K = 4096
+    kept = prune_dense_configs(dense_config_space(), M, N, K, 2)
+    return rank_configs(kept, M, N, K, 2)
+
+
+def test_guided_search_walks_to_a_faster_tile_outside_the_seeds() -> None:
+    """Seeds from the ranking, then rounds of neighbours of the fastest: a tile two rounds of
+    one-knob steps away from the best seed is found, within 1 + 8 + 2 * 6 tiles."""
+    ranked = core_space()
+    default = ranked[20]
+    seeds = ranked[:8]
+    start = seeds[3]
+    proposed = {default, *seeds}
+    round1 = [c for c in search.neighbours(start, ranked) if c not in proposed][: search.REFINE]
+    hop = round1[-1]
+    target = next(c for c in search.neighbours(hop, ranked) if c not in proposed | set(round1))
+    # every tile 1.0 ms, the walk's steps faster: start 0.9, hop 0.8, target 0.5
+    times = dict.fromkeys(ranked, 1.0) | {default: 1.0, start: 0.9, hop: 0.8, target: 0.5}
+    timed: dict[TileConfig, float] = {}
+    batches = _run(search.guided([default], ranked, lambda: dict(timed), None), times, timed)
+    assert batches[0] == [default, *seeds]
+    assert min(timed, key=timed.get) == target
+    assert sum(map(len, batches)) <= 1 + search.SEEDS + search.ROUNDS * search.REFINE
+    flat = [c for b in batches for c in b]
+    assert len(flat) == len(set(flat))  # no tile proposed twice
+
+
+def test_guided_search_stops_when_a_round_finds_nothing_faster() -> None:
+    ranked = core_space()
+    times = dict.fromkeys(ranked, 1.0) | {ranked[0]: 0.5}
+    timed: dict[TileConfig, float] = {}
+    batches = _run(search.guided([None], ranked, lambda: dict(timed), None), times, timed)
+    assert len(batches) == 2 and batches[0][0] is None  # seeds, one round around ranked[0]
+    round1 = [c for c in search.neighbours(ranked[0], ranked) if c not in batches[0]]
+    assert batches[1] == round1[: search.REFINE]
+
+
+def test_guided_search_keeps_to_its_cap_and_repeats_itself_on_resume() -> None:
+    ranked = core_space()
+    times = {c: 1.0 + i / 1000 for i, c in enumerate(reversed(ranked))}  # the last ranked fastest
+    timed: dict[TileConfig, float] = {}
+    capped = _run(search.guided([None], ranked, lambda: dict(timed), 12), times, timed)
+    assert sum(map(len, capped)) == 12 and len(capped[0]) == 9
+    assert len(_run(search.guided([None], ranked, lambda: dict(timed), 3), times, {})[0]) == 3
+    # resume: the database already holds the first run's times; the same tiles come back
+    again = _run(search.guided([None], ranked, lambda: dict(timed), 12), times, dict(timed))
+    assert again == capped
+
+
+def test_fwd_bwd_mode_takes_the_fastest_backward_tiles() -> None:
+    ranked = core_space()
+    bwd = {ranked[5]: 2.0, ranked[1]: 1.0, ranked[7]: 3.0, ranked[2]: 1.5}
+    (batch,) = search.from_bwd([None], bwd, None)
+    assert batch == [None, ranked[1], ranked[2], ranked[5]]
+    (capped,) = search.from_bwd([None], bwd, 2)
+    assert capped == [None, ranked[1]]
+
+
+def test_exhaustive_search_takes_every_tile_in_ranked_order() -> None:
+    ranked = core_space()
+    default = ranked[3]
+    (batch,) = search.exhaustive([default], ranked, None)
+    assert batch == [default, *(c for c in ranked if c != default)]
+    (capped,) = search.exhaustive([default], ranked, 4)
+    assert capped == [default, *ranked[:3]]
+
+
+TINY = """
+[[dense]]
+M = 20
+N = 12
+K = 16
+"""
+
+
+def test_guided_sweep_through_the_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guided sweep (a small search: 2 seeds, rounds of 2) times the default, the seeds,
+    then neighbours of tiles it timed; fwd+bwd times the op and bwd's fastest tile; the run
+    records its search; a rerun times nothing."""
+    guided = search.guided
+    monkeypatch.setattr(search, "guided", lambda *a, **k: guided(*a, **k, seeds=2, refine=2))
+    monkeypatch.setattr(search, "FROM_BWD", 1)
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(TINY)
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", str(suite), "--db", str(db_path), "--op", "dense",
+            "--mode", "fwd,bwd,fwd+bwd", "--dtype", "float32", "--max-configs", "7", "--quiet",
+            "--compile-mode", "none"]  # fmt: skip
+    assert cli.main(argv) == 0
+    with ResultsDB(db_path) as db:  # (no compile-based prune off a GPU: every proposed tile runs)
+        rows = [r for r in db.query(provider="yat_triton") if r.status != "pruned"]
+        (run,) = db.runs()
+    assert "search=guided" in run.args.split()
+    fwd = [TileConfig(**json.loads(r.config)) for r in rows if r.mode == "fwd"]
+    assert 1 + 2 < len(fwd) <= 7  # the default and 2 seeds, then at least one round
+    kept, _ = sweep.config_space("dense", {"M": 20, "N": 12, "K": 16}, 4)
+    seeds = [sweep.default_config("dense", {"M": 20, "N": 12, "K": 16}, 4), *kept[:2]]
+    assert set(fwd[:3]) == set(seeds) or set(seeds) <= set(fwd)
+    for c in (c for c in fwd if c not in seeds):  # each later tile steps from one timed
+        assert any(c in search.neighbours(t, kept) for t in fwd if t != c), c
+    bwd = {r.config: r.median_ms for r in rows if r.mode == "bwd" and r.status == "ok" and r.config}
+    assert 1 + 2 < len(bwd) + 1 <= 7
+    both = [r.config for r in rows if r.mode == "fwd+bwd"]
+    assert sorted(both) == sorted(["", min(bwd, key=bwd.get)])
+    assert cli.main(argv) == 0  # resume: nothing left to time
+    with ResultsDB(db_path) as db:
+        assert db.runs()[-1].rows_added == 0
