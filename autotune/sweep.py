@@ -20,6 +20,7 @@ measures its own tile, or the defaults, never an earlier export.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -622,6 +623,7 @@ def run_sweep(
     if shard_spec:
         todo = shard(todo, shard_spec)
     counts: dict[str, int] = {}
+    spent: dict[str, float] = {}
     bar = _progress(todo, progress)
     best: dict[str, float] = {}
     started, finished, stopped = time.time(), 0, False
@@ -632,7 +634,7 @@ def run_sweep(
             # a task's calls, forward and backward, on one capturable stream; no winners file
             with bench_stream(), default_tiles_only():
                 for result in _run_task(
-                    db, task, env, device, max_configs, compile_mode, warp_specialize, search
+                    db, task, env, device, max_configs, compile_mode, warp_specialize, search, spent
                 ):
                     counts[result.status] = counts.get(result.status, 0) + 1
                     if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
@@ -651,11 +653,22 @@ def run_sweep(
         args += " warp_specialize=off"
     if shard_spec:
         args += f" shard={shard_spec}"
-    db.add_run(Run(suite_name or "?", args, env.gpu, env.commit, started, time.time(), len(todo), finished,
+    ended = time.time()
+    db.add_run(Run(suite_name or "?", args, env.gpu, env.commit, started, ended, len(todo), finished,
                    sum(counts.values())))  # fmt: skip
+    if spent:
+        print(spent_line(spent, ended - started))
     if stopped:
         raise KeyboardInterrupt
     return counts
+
+
+def spent_line(spent: dict[str, float], total: float) -> str:
+    """Where a sweep's wall time went, largest first: each provider's rows (checks and
+    timing; compiled_ref's torch.compile included), the ⵟ tiles' compile-based prune and
+    compile, and the setup (inputs, the float64 reference)."""
+    parts = ", ".join(f"{what} {sec:.0f} s" for what, sec in sorted(spent.items(), key=lambda kv: -kv[1]))
+    return f"sweep time: {total:.0f} s ({parts}; the rest: writing rows, progress)"
 
 
 class _Lines:
@@ -698,26 +711,44 @@ def _run_task(
     compile_mode: str,
     warp_specialize: bool = True,
     search: str = "guided",
+    spent: dict[str, float] | None = None,
 ) -> Iterator[Result]:
-    problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
+    """The rows of one task, each written to `db` as it is made. `spent` adds up the wall
+    seconds by what they went to (`SPENT`)."""
+    spent = {} if spent is None else spent
+
+    @contextlib.contextmanager
+    def clock(what: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent[what] = spent.get(what, 0.0) + time.perf_counter() - t0
+
+    with clock("setup"):
+        problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
     shape_json = canonical_json(task.shape)
     elem = problem.dtype.itemsize
     flop = flops(task.op, task.shape, task.mode)
 
-    def row(provider: str, config: str, status: str, **kw: object) -> Result:
-        r = Result(
+    def make_row(provider: str, config: str, status: str, **kw: object) -> Result:
+        return Result(
             op=task.op, mode=task.mode, provider=provider, dtype=task.dtype, shape=shape_json,
             config=config, status=status, reason=str(kw.pop("reason", "")),
             gpu=env.gpu, driver=env.driver, torch=env.torch, triton=env.triton,
             commit=env.commit, representative=env.representative, **kw,
         )  # fmt: skip
+
+    def row(provider: str, config: str, status: str, **kw: object) -> Result:
+        r = make_row(provider, config, status, **kw)
         db.add(r)
         return r
 
     def done(provider: str, config: str) -> bool:
         return db.has((task.op, task.mode, provider, task.dtype, shape_json, config, env.gpu))
 
-    ref = problem.reference()
+    with clock("setup"):
+        ref = problem.reference()
     names = OUTPUT_NAMES["fwd" if task.mode == "fwd" else "bwd"]
     tol = CHECK_TOL["tf32" if problem.precision == "tf32" else task.dtype]
 
@@ -745,6 +776,17 @@ def _run_task(
         check: bool,
         layer: Callable[[torch.Tensor], torch.Tensor] | None = None,
         training: Callable[[], Outputs] | None = None,
+    ) -> Result:
+        with clock(provider):
+            return _measure(provider, config, fn, check, layer, training)
+
+    def _measure(
+        provider: str,
+        config: str,
+        fn: Callable[[], Outputs],
+        check: bool,
+        layer: Callable[[torch.Tensor], torch.Tensor] | None,
+        training: Callable[[], Outputs] | None,
     ) -> Result:
         try:
             saved = problem.saved_bytes(layer) if layer is not None and task.mode != "fwd" else None
@@ -785,10 +827,16 @@ def _run_task(
             references.append((provider, fn, check, layer))
 
     kept, pruned = config_space(task.op, task.shape, elem, warp_specialize=warp_specialize)  # best first
-    for cfg in pruned:
-        key = canonical_json(cfg.as_dict())
-        if not done("yat_triton", key):
-            yield row("yat_triton", key, "pruned", reason="shared memory or registers exceed sm_90")
+    # (hundreds a problem: one transaction, one lookup of what is stored)
+    stored = {k.config for k in db.done_keys(task.op, task.mode, task.dtype, "yat_triton", gpu=env.gpu)
+              if k.shape == shape_json}  # fmt: skip
+    unfit = [
+        make_row("yat_triton", key, "pruned", reason="shared memory or registers exceed sm_90")
+        for key in (canonical_json(cfg.as_dict()) for cfg in pruned)
+        if key not in stored
+    ]
+    db.add_many(unfit)
+    yield from unfit
     if task.mode == "fwd":
         first: list[TileConfig | None] = [default_config(task.op, task.shape, elem)]
         ranked = kept
@@ -814,16 +862,18 @@ def _run_task(
             # also as training runs it) cannot win. The launches are recorded one config at a
             # time (backward tiles are forced through process-wide state), then compiled for
             # sm_90 and for this GPU on the host's cores; timing stays one by one.
-            recorded = [_record(problem, c) for c in pending]
-            training = [_record_training(problem, c) for c in pending]
-            checked = [swept_calls(r + t, task.mode) for r, t in zip(recorded, training, strict=True)]
-            reasons = _parallel(static_reason, checked)
+            with clock("yat_triton static prune"):
+                recorded = [_record(problem, c) for c in pending]
+                training = [_record_training(problem, c) for c in pending]
+                checked = [swept_calls(r + t, task.mode) for r, t in zip(recorded, training, strict=True)]
+                reasons = _parallel(static_reason, checked)
             for cfg, reason in zip(pending, reasons, strict=True):
                 if reason:
                     yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
             keep = [not reason for reason in reasons]
             pending = [c for c, k in zip(pending, keep, strict=True) if k]
-            _parallel(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k])
+            with clock("yat_triton compile"):
+                _parallel(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k])
         for cfg in pending:  # the op on its defaults (cfg None, backward modes) also has its saved bytes
             layer = problem.yat_layer() if cfg is None else None
             # fwd mode: y is checked as inference and as training runs the forward (saving s)

@@ -145,10 +145,12 @@ K = 16
 """
 
 
-def test_guided_sweep_through_the_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_guided_sweep_through_the_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A guided sweep (a small search: 2 seeds, rounds of 2) times the default, the seeds,
     then neighbours of tiles it timed; fwd+bwd times the op and bwd's fastest tile; the run
-    records its search; a rerun times nothing."""
+    records its search and says where its time went; a rerun times nothing."""
     guided = search.guided
     monkeypatch.setattr(search, "guided", lambda *a, **k: guided(*a, **k, seeds=2, refine=2))
     monkeypatch.setattr(search, "FROM_BWD", 1)
@@ -159,6 +161,8 @@ def test_guided_sweep_through_the_interpreter(tmp_path: Path, monkeypatch: pytes
             "--mode", "fwd,bwd,fwd+bwd", "--dtype", "float32", "--max-configs", "7", "--quiet",
             "--compile-mode", "none"]  # fmt: skip
     assert cli.main(argv) == 0
+    spent = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sweep time: "))
+    assert all(f"{what} " in spent for what in ("yat_triton", "linear+relu", "eager_ref", "setup")), spent
     with ResultsDB(db_path) as db:  # (no compile-based prune off a GPU: every proposed tile runs)
         rows = [r for r in db.query(provider="yat_triton") if r.status != "pruned"]
         (run,) = db.runs()
