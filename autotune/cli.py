@@ -52,6 +52,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     suite = sweep.load_suite(args.suite)
     if args.shard is not None:  # refused before the database file is made
         dbmod.shard([], args.shard)
+    if args.plan:
+        return _print_plan(sweep, suite, args)
     env = sweep.environment()
     if not env.representative:
         print("no CUDA device: running through the Triton interpreter for correctness; "
@@ -68,6 +70,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             return 130
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new (all done)"
     print(f"{args.db}: {summary}")
+    return 0
+
+
+def _print_plan(sweep: object, suite: dict[str, list[dict[str, int]]], args: argparse.Namespace) -> int:
+    """`sweep --plan`: per problem, the tiles that fit and the most the search times; nothing
+    runs, no database is opened (the cap a CPU sweep applies is left out: this is the plan of
+    a GPU sweep with the options given)."""
+    from tabulate import tabulate
+
+    rows = sweep.plan(
+        suite, ops=args.op, modes=args.mode, dtypes=args.dtype, search=args.search,
+        max_configs=args.max_configs, warp_specialize=not args.no_warp_specialize,
+    )  # fmt: skip
+    if args.shard is not None:
+        rows = dbmod.shard(rows, args.shard)
+    table = [[t.op, t.mode, t.dtype, dbmod.canonical_json(t.shape), fit, most] for t, fit, most in rows]
+    print(
+        tabulate(table, headers=["op", "mode", "dtype", "shape", "tiles that fit", f"{args.search}: at most"])
+    )
+    fit, most = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    print(
+        f"{len(rows)} problems: {most} tile timings at most ({args.search} search), of {fit} tiles that fit"
+    )
     return 0
 
 
@@ -201,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-configs", type=positive_int, help="tiles a problem at most (default: the search's; 2 on a CPU)"
     )
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument(
+        "--plan",
+        action="store_true",
+        help="print per problem how many tiles the search times at most; run nothing",
+    )
     sw.add_argument(
         "--compile-mode",
         default="max-autotune",

@@ -118,3 +118,18 @@ def from_bwd(first: Sequence[Tile], bwd_times: dict[TileConfig, float], limit: i
     tiles fastest there."""
     fastest = sorted(bwd_times, key=lambda c: (bwd_times[c], c.name))[:FROM_BWD]
     yield [*first, *(c for c in fastest if c not in first)][:limit]
+
+
+def most(
+    search: str, first: Sequence[Tile], ranked: Sequence[TileConfig], limit: int | None, *, after_bwd: bool
+) -> int:
+    """The most tiles `search` times for a problem (`after_bwd`: a fwd+bwd problem whose bwd
+    mode is swept too, so `from_bwd` picks them, unless no bwd tile came out correct)."""
+    every = len(first) + sum(c not in first for c in ranked)
+    if search == "exhaustive":
+        bound = every
+    elif after_bwd:
+        bound = len(first) + FROM_BWD
+    else:
+        bound = len(first) + SEEDS + ROUNDS * REFINE
+    return min(bound, every, limit if limit is not None else every)

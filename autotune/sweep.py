@@ -728,7 +728,6 @@ def _run_task(
     with clock("setup"):
         problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
     shape_json = canonical_json(task.shape)
-    elem = problem.dtype.itemsize
     flop = flops(task.op, task.shape, task.mode)
 
     def make_row(provider: str, config: str, status: str, **kw: object) -> Result:
@@ -826,7 +825,7 @@ def _run_task(
         else:
             references.append((provider, fn, check, layer))
 
-    kept, pruned = config_space(task.op, task.shape, elem, warp_specialize=warp_specialize)  # best first
+    first, ranked, pruned = task_tiles(task, warp_specialize)
     # (hundreds a problem: one transaction, one lookup of what is stored)
     stored = {k.config for k in db.done_keys(task.op, task.mode, task.dtype, "yat_triton", gpu=env.gpu)
               if k.shape == shape_json}  # fmt: skip
@@ -837,18 +836,6 @@ def _run_task(
     ]
     db.add_many(unfit)
     yield from unfit
-    if task.mode == "fwd":
-        first: list[TileConfig | None] = [default_config(task.op, task.shape, elem)]
-        ranked = kept
-    else:  # run through the registered op with tuning.forced_config; the first row is the
-        # op as it ships
-        # fp16's backward GEMMs run the pointer kernels (fp32 gs): no warp-specialized tiles,
-        # no conv TMA gradients
-        ws = warp_specialize and task.dtype != "float16"
-        ranked = backward_tiles(
-            task.op, task.shape, kept, elem, warp_specialize=ws, conv_tma=task.dtype != "float16"
-        )
-        first = [None]
 
     def key_of(cfg: TileConfig | None) -> str:
         return "" if cfg is None else canonical_json(cfg.as_dict())
@@ -903,6 +890,46 @@ def _run_task(
 
     for provider, fn, check, layer in references:
         yield measure(provider, baseline_cfg, fn, check, layer)
+
+
+def task_tiles(
+    task: Task, warp_specialize: bool = True
+) -> tuple[list[TileConfig | None], list[TileConfig], list[TileConfig]]:
+    """(first, ranked, unfit) of a task: what its search times first (fwd: the default tile;
+    the backward modes: None, the op as it ships), the fitted tiles of its mode's kernels
+    best first, and the tiles that cannot fit on sm_90."""
+    elem = getattr(torch, task.dtype).itemsize
+    kept, pruned = config_space(task.op, task.shape, elem, warp_specialize=warp_specialize)  # best first
+    if task.mode == "fwd":
+        return [default_config(task.op, task.shape, elem)], kept, pruned
+    # run through the registered op with tuning.forced_config; fp16's backward GEMMs run the
+    # pointer kernels (fp32 gs): no warp-specialized tiles, no conv TMA gradients
+    ws = warp_specialize and task.dtype != "float16"
+    ranked = backward_tiles(
+        task.op, task.shape, kept, elem, warp_specialize=ws, conv_tma=task.dtype != "float16"
+    )
+    return [None], ranked, pruned
+
+
+def plan(
+    suite: dict[str, list[dict[str, int]]],
+    *,
+    ops: list[str],
+    modes: list[str],
+    dtypes: list[str],
+    search: str = "guided",
+    max_configs: int | None = None,
+    warp_specialize: bool = True,
+) -> list[tuple[Task, int, int]]:
+    """Without running anything: per task, the tiles that fit and the most its search times."""
+    rows = []
+    for task in tasks(suite, ops, modes, dtypes):
+        first, ranked, _ = task_tiles(task, warp_specialize)
+        after_bwd = task.mode == "fwd+bwd" and "bwd" in modes
+        rows.append(
+            (task, len(ranked), tile_search.most(search, first, ranked, max_configs, after_bwd=after_bwd))
+        )
+    return rows
 
 
 def _parallel(fn: Callable[[T], R], items: list[T]) -> list[R]:

@@ -181,3 +181,25 @@ def test_guided_sweep_through_the_interpreter(
     assert cli.main(argv) == 0  # resume: nothing left to time
     with ResultsDB(db_path) as db:
         assert db.runs()[-1].rows_added == 0
+
+
+def test_sweep_plan_counts_the_tiles_without_running_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sweep --plan`: the core suite's 60 problems take at most 21 tiles each in fwd and bwd
+    and 4 in fwd+bwd under the guided search, every fitted tile under the exhaustive one;
+    no database is made."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["sweep", "--suite", "core", "--plan"]) == 0
+    guided = capsys.readouterr().out.splitlines()[-1]
+    per_shape_dtype = 2 * (1 + search.SEEDS + search.ROUNDS * search.REFINE) + 1 + search.FROM_BWD
+    assert guided.startswith(f"60 problems: {20 * per_shape_dtype} tile timings at most (guided search), of ")
+    fit = int(guided.split(" of ")[1].split()[0])
+    assert fit > 20_000
+    argv = ["sweep", "--suite", "core", "--plan", "--search", "exhaustive", "--mode", "fwd,bwd"]
+    assert cli.main(argv) == 0
+    exhaustive = capsys.readouterr().out.splitlines()[-1]
+    assert exhaustive.startswith("40 problems: ") and "(exhaustive search)" in exhaustive
+    most, fit = int(exhaustive.split()[2]), int(exhaustive.split(" of ")[1].split()[0])
+    assert fit <= most <= fit + 40  # every tile, and the default where the space lacks it
+    assert not list(tmp_path.iterdir())
