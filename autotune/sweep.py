@@ -196,23 +196,29 @@ class Problem:
         self.op, self.shape, self.dtype_name, self.mode = op, shape, dtype, mode
         dt = getattr(torch, dtype)
         self.dtype = dt
-        gen = torch.Generator().manual_seed(0)
+        # drawn where they are used: a CPU draws the largest core problem's in ~2 s, a GPU in
+        # milliseconds (other values than a CPU's, as deterministic)
+        gen = torch.Generator(device=device).manual_seed(0)
+
+        def randn(*size: int) -> torch.Tensor:
+            return torch.randn(*size, generator=gen, device=device)
+
         if op == "dense":
             M, N, K = shape["M"], shape["N"], shape["K"]
-            x = torch.randn(M, K, generator=gen) / math.sqrt(K)
-            w = torch.randn(N, K, generator=gen) / math.sqrt(K)
+            x = randn(M, K) / math.sqrt(K)
+            w = randn(N, K) / math.sqrt(K)
         else:
             B, C, H, W, F_, k = (shape[n] for n in ("B", "C_in", "H", "W", "C_out", "k"))
-            x = torch.randn(B, C, H, W, generator=gen)
-            w = torch.randn(F_, C, k, k, generator=gen) / math.sqrt(C * k * k)
-        b = 0.1 * torch.randn(w.shape[0], generator=gen)
+            x = randn(B, C, H, W)
+            w = randn(F_, C, k, k) / math.sqrt(C * k * k)
+        b = 0.1 * randn(w.shape[0])
         self.x = x.to(device=device, dtype=dt)
         if op == "conv2d":
             self.x = self.x.contiguous(memory_format=torch.channels_last)
         # in bwd modes the weights are trained too: every provider computes dx, dW and db
         self.w = w.to(device=device, dtype=dt).requires_grad_(mode != "fwd")
         self.b = b.to(device=device, dtype=dt).requires_grad_(mode != "fwd")
-        self.g = torch.randn(self._out_shape(), generator=gen).to(device=device, dtype=dt)
+        self.g = randn(*self._out_shape()).to(dtype=dt)
         self.precision = (
             "ieee" if dt != torch.float32 or not torch.backends.cuda.matmul.allow_tf32 else "tf32"
         )
