@@ -81,10 +81,8 @@ def _print_plan(sweep: object, suite: dict[str, list[dict[str, int]]], args: arg
 
     rows = sweep.plan(
         suite, ops=args.op, modes=args.mode, dtypes=args.dtype, search=args.search,
-        max_configs=args.max_configs, warp_specialize=not args.no_warp_specialize,
+        max_configs=args.max_configs, warp_specialize=not args.no_warp_specialize, shard_spec=args.shard,
     )  # fmt: skip
-    if args.shard is not None:
-        rows = dbmod.shard(rows, args.shard)
     table = [[t.op, t.mode, t.dtype, dbmod.canonical_json(t.shape), fit, most] for t, fit, most in rows]
     print(
         tabulate(table, headers=["op", "mode", "dtype", "shape", "tiles that fit", f"{args.search}: at most"])

@@ -31,7 +31,8 @@
 # `sweep --suite core` with its default options (every mode, bf16 and fp32, the guided
 # search, compiled_ref in max-autotune), into a fresh database (no --resume: rows measured
 # before would shorten it), then export and report. Cut at its cap, past the 5 minutes, the
-# report marks the target "not met"; finished, it gives the time.
+# report marks the target "not met"; finished, it gives the time. A failed canary leaves the
+# warp-specialized tiles out (warp_specialize=off): a restricted sweep, the target not judged.
 # --pack ARCHIVE (a .tar.gz outside OUTPUT_DIR) rewrites ARCHIVE with all of OUTPUT_DIR after
 # every step: one file to bring back from a remote machine that returns only a few files (keep
 # it under 16 MiB), holding whatever finished even if the run is cut short. A remote run:

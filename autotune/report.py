@@ -396,8 +396,11 @@ def _memory_targets(g: Gpu) -> list[list[str]]:
 
 
 def _options(args: str) -> dict[str, set[str]]:
-    """A run's recorded options ("ops=dense,conv2d modes=fwd ..."), each as its set of values."""
-    return {k: set(v.split(",")) for k, _, v in (token.partition("=") for token in args.split())}
+    """A run's recorded options ("ops=dense,conv2d modes=fwd ..."), each as its set of values;
+    a run recorded before the search was (`search=`) timed every tile."""
+    options = {k: set(v.split(",")) for k, _, v in (token.partition("=") for token in args.split())}
+    options.setdefault("search", {"exhaustive"})
+    return options
 
 
 def _whole_suite(run: Run) -> bool:
@@ -421,11 +424,11 @@ FULL_SEARCHES = ({"guided"}, {"exhaustive"})
 
 def _full_options(args: str) -> bool:
     """Whether a run's options make it a full sweep (FULL_SWEEP and one of FULL_SEARCHES, no
-    more and no fewer; a run recorded before the search was timed every tile; runs recorded
-    before compile_mode was are not full). gpu.sh's time-capped sweep restricts them (bf16,
-    two modes, a dozen tiles a problem, compile mode default)."""
+    more and no fewer; runs recorded before compile_mode was are not full). gpu.sh's
+    time-capped sweep restricts them (bf16, two modes, a dozen tiles a problem, compile mode
+    default); so does a failed warp-specialization canary (warp_specialize=off)."""
     options = _options(args)
-    search = options.pop("search", {"exhaustive"})
+    search = options.pop("search")
     return options == FULL_SWEEP and search in FULL_SEARCHES
 
 
@@ -441,7 +444,7 @@ def _sweep_target(g: Gpu) -> list[list[str]]:
     for run in sorted((r for r in g.runs if r.suite == "core" and _whole_suite(r)), key=lambda r: r.started):
         current = campaigns[-1] if campaigns else None
         complete = bool(current) and current[-1].tasks_done == current[-1].tasks_total
-        if current and not complete and current[-1].args == run.args:
+        if current and not complete and _options(current[-1].args) == _options(run.args):
             current.append(run)
         elif run.rows_added > 0 or run.tasks_done < run.tasks_total:
             campaigns.append([run])

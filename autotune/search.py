@@ -15,12 +15,14 @@ times, per problem:
    finds nothing faster.
 
 That is at most 1 + 8 + 2 * 6 = 21 tiles a problem. In `fwd+bwd` mode, which times the
-same backward tiles as `bwd` with the forward on its default tile, it times the op as it
-ships and the `FROM_BWD` fastest correct tiles of the problem's `bwd` rows, where there
-are any (a guided search otherwise). `exhaustive` times every tile, in ranked order. Both
-take `--max-configs` as a cap on the tiles a problem, and both resume: a tile already in
-the database is not timed again, and the guided search, reading its progress from the
-database, picks the same tiles again on a rerun.
+same backward tiles as `bwd` with the forward on its default tile, a run that sweeps the
+problem's `bwd` mode first (in the same process: `sweep.fwd_bwd_after_bwd`) times the op as
+it ships and the `FROM_BWD` fastest correct tiles it found there (a guided search where
+none came out correct, or where `bwd` is not swept first). `exhaustive` times every tile,
+in ranked order. Both take `--max-configs` as a cap on the tiles a problem, and both
+resume: a tile already in the database is not timed again, and a rerun of the same sweep
+picks the same tiles (the guided search steps from the tiles it proposed itself, whose
+times it reads from the database).
 """
 
 from __future__ import annotations

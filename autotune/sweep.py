@@ -611,7 +611,8 @@ def run_sweep(
     warp_specialize: bool = True,
     search: str = "guided",
 ) -> dict[str, int]:
-    """Run every (task, provider, config) not yet in `db`; returns counts by status.
+    """Run every (task, provider) and the tiles each task's search picks, where not yet in
+    `db`; returns counts by status.
     `warp_specialize=False`: no warp-specialized tiles, forward or backward (`config_space`,
     `backward_tiles`). `search`: which tiles a problem times (`autotune.search`: "guided",
     or "exhaustive"), `max_configs` capping them.
@@ -640,7 +641,16 @@ def run_sweep(
             # a task's calls, forward and backward, on one capturable stream; no winners file
             with bench_stream(), default_tiles_only():
                 for result in _run_task(
-                    db, task, env, device, max_configs, compile_mode, warp_specialize, search, spent
+                    db,
+                    task,
+                    env,
+                    device,
+                    max_configs,
+                    compile_mode,
+                    warp_specialize,
+                    search,
+                    spent,
+                    after_bwd=fwd_bwd_after_bwd(modes, shard_spec),
                 ):
                     counts[result.status] = counts.get(result.status, 0) + 1
                     if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
@@ -674,7 +684,7 @@ def spent_line(spent: dict[str, float], total: float) -> str:
     timing; compiled_ref's torch.compile included), the ⵟ tiles' compile-based prune and
     compile, and the setup (inputs, the float64 reference)."""
     parts = ", ".join(f"{what} {sec:.0f} s" for what, sec in sorted(spent.items(), key=lambda kv: -kv[1]))
-    return f"sweep time: {total:.0f} s ({parts}; the rest: writing rows, progress)"
+    return f"sweep time: {total:.0f} s ({parts}; the rest: the unfit tiles' rows, progress)"
 
 
 class _Lines:
@@ -718,9 +728,12 @@ def _run_task(
     warp_specialize: bool = True,
     search: str = "guided",
     spent: dict[str, float] | None = None,
+    *,
+    after_bwd: bool = False,
 ) -> Iterator[Result]:
     """The rows of one task, each written to `db` as it is made. `spent` adds up the wall
-    seconds by what they went to (`SPENT`)."""
+    seconds by what they went to (`spent_line`). `after_bwd`: this run swept the problem's
+    bwd mode before its fwd+bwd mode (`fwd_bwd_after_bwd`)."""
     spent = {} if spent is None else spent
 
     @contextlib.contextmanager
@@ -887,7 +900,7 @@ def _run_task(
 
     if search == "exhaustive":
         batches = tile_search.exhaustive(first, ranked, max_configs)
-    elif task.mode == "fwd+bwd" and (bwd := times("bwd")):
+    elif task.mode == "fwd+bwd" and after_bwd and (bwd := times("bwd")):
         batches = tile_search.from_bwd(first, bwd, max_configs)
     else:
         batches = tile_search.guided(first, ranked, lambda: times(task.mode), max_configs)
@@ -896,6 +909,18 @@ def _run_task(
 
     for provider, fn, check, layer in references:
         yield measure(provider, baseline_cfg, fn, check, layer)
+
+
+def fwd_bwd_after_bwd(modes: list[str], shard_spec: str | None) -> bool:
+    """Whether a run's fwd+bwd tasks take the bwd search's fastest tiles (`search.from_bwd`):
+    where the same process sweeps each problem's bwd mode first (listed before fwd+bwd, no
+    shard), so that what it finds there is complete, and the same on a rerun."""
+    return (
+        "bwd" in modes
+        and "fwd+bwd" in modes
+        and modes.index("bwd") < modes.index("fwd+bwd")
+        and not shard_spec
+    )
 
 
 def task_tiles(
@@ -926,12 +951,15 @@ def plan(
     search: str = "guided",
     max_configs: int | None = None,
     warp_specialize: bool = True,
+    shard_spec: str | None = None,
 ) -> list[tuple[Task, int, int]]:
-    """Without running anything: per task, the tiles that fit and the most its search times."""
+    """Without running anything: per task (of the shard), the tiles that fit and the most its
+    search times."""
     rows = []
-    for task in tasks(suite, ops, modes, dtypes):
+    todo = tasks(suite, ops, modes, dtypes)
+    for task in shard(todo, shard_spec) if shard_spec else todo:
         first, ranked, _ = task_tiles(task, warp_specialize)
-        after_bwd = task.mode == "fwd+bwd" and "bwd" in modes
+        after_bwd = task.mode == "fwd+bwd" and fwd_bwd_after_bwd(modes, shard_spec)
         rows.append(
             (task, len(ranked), tile_search.most(search, first, ranked, max_configs, after_bwd=after_bwd))
         )

@@ -254,6 +254,13 @@ RESTRICTED = "ops=dense,conv2d modes=fwd,fwd+bwd dtypes=bfloat16 max_configs=12 
             ("1.000 beyond linear+relu", "met"),
             ("250 s", "not judged (restricted options)"),
         ),
+        # a campaign recorded before the search was, resumed with the search named: one
+        (
+            2.0,
+            [(0.0, 250.0, 5), (300.0, 500.0, 20, 9, FULL + " search=exhaustive")],
+            ("1.000 beyond linear+relu", "met"),
+            ("450 s", "not met"),
+        ),
         # a complete campaign, a rerun that found nothing to do, then a newer campaign
         (
             2.0,
@@ -286,6 +293,7 @@ RESTRICTED = "ops=dense,conv2d modes=fwd,fwd+bwd dtypes=bfloat16 max_configs=12 
         "guided",
         "exhaustive",
         "unknown-search",
+        "search-named-on-resume",
         "newest-campaign",
         "partial-runs-ignored",
     ],  # fmt: skip

@@ -4,14 +4,13 @@ shortcut and the cap, on synthetic timings; then a guided sweep through the inte
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from autotune import cli, search, sweep
-from autotune.db import ResultsDB
+from autotune.db import ResultsDB, canonical_json
 from kernels._common import TileConfig, rank_configs
 from kernels.dense import dense_config_space, prune_dense_configs
 
@@ -148,11 +147,20 @@ K = 16
 def test_guided_sweep_through_the_interpreter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A guided sweep (a small search: 2 seeds, rounds of 2) times the default, the seeds,
-    then neighbours of tiles it timed; fwd+bwd times the op and bwd's fastest tile; the run
-    records its search and says where its time went; a rerun times nothing."""
+    """A guided sweep (a small search: 2 seeds, rounds of 2) times exactly the tiles its
+    batches hold: the default and the 2 best ranked, then the untried neighbours of the
+    fastest of those the database holds; fwd+bwd times the op and bwd's fastest tile; the
+    run records its search and says where its time went; a rerun times nothing."""
     guided = search.guided
-    monkeypatch.setattr(search, "guided", lambda *a, **k: guided(*a, **k, seeds=2, refine=2))
+    batches: dict[str, list[list]] = {}
+
+    def spy(first, ranked, timed, limit, **kw):  # noqa: ANN001, ANN003, ANN202
+        mode = "fwd" if first[0] is not None else "bwd"
+        for batch in guided(first, ranked, timed, limit, seeds=2, refine=2):
+            batches.setdefault(mode, []).append(batch)
+            yield batch
+
+    monkeypatch.setattr(search, "guided", spy)
     monkeypatch.setattr(search, "FROM_BWD", 1)
     suite = tmp_path / "tiny.toml"
     suite.write_text(TINY)
@@ -167,20 +175,35 @@ def test_guided_sweep_through_the_interpreter(
         rows = [r for r in db.query(provider="yat_triton") if r.status != "pruned"]
         (run,) = db.runs()
     assert "search=guided" in run.args.split()
-    fwd = [TileConfig(**json.loads(r.config)) for r in rows if r.mode == "fwd"]
-    assert 1 + 2 < len(fwd) <= 7  # the default and 2 seeds, then at least one round
-    kept, _ = sweep.config_space("dense", {"M": 20, "N": 12, "K": 16}, 4)
-    seeds = [sweep.default_config("dense", {"M": 20, "N": 12, "K": 16}, 4), *kept[:2]]
-    assert set(fwd[:3]) == set(seeds) or set(seeds) <= set(fwd)
-    for c in (c for c in fwd if c not in seeds):  # each later tile steps from one timed
-        assert any(c in search.neighbours(t, kept) for t in fwd if t != c), c
+    shape = {"M": 20, "N": 12, "K": 16}
+    for mode in ("fwd", "bwd"):
+        timed = {r.config: r.median_ms for r in rows if r.mode == mode}
+        proposed = batches[mode]
+        key = {c: "" if c is None else canonical_json(c.as_dict()) for b in proposed for c in b}
+        assert sorted(timed) == sorted(key.values()), mode  # what the batches held, no more
+        assert len(proposed) >= 2 and sum(map(len, proposed)) <= 7, mode  # at least one round
+        first, ranked, _ = sweep.task_tiles(sweep.Task("dense", shape, "float32", mode))
+        assert proposed[0] == [*first, *[c for c in ranked if c not in first][:2]]
+        seen = list(proposed[0])
+        for batch in proposed[1:]:  # the neighbours of the fastest tile timed before it
+            base = min((c for c in seen if c is not None), key=lambda c: (timed[key[c]], c.name))
+            assert batch == [c for c in search.neighbours(base, ranked) if c not in seen][:2], mode
+            seen += batch
     bwd = {r.config: r.median_ms for r in rows if r.mode == "bwd" and r.status == "ok" and r.config}
-    assert 1 + 2 < len(bwd) + 1 <= 7
     both = [r.config for r in rows if r.mode == "fwd+bwd"]
     assert sorted(both) == sorted(["", min(bwd, key=bwd.get)])
     assert cli.main(argv) == 0  # resume: nothing left to time
     with ResultsDB(db_path) as db:
         assert db.runs()[-1].rows_added == 0
+
+
+def test_fwd_bwd_takes_bwd_tiles_only_after_bwd_in_the_same_process() -> None:
+    """The shortcut depends on this run alone (a rerun must pick the same tiles): bwd listed
+    before fwd+bwd and no shard, which could leave bwd to another process."""
+    assert sweep.fwd_bwd_after_bwd(["fwd", "bwd", "fwd+bwd"], None)
+    assert not sweep.fwd_bwd_after_bwd(["fwd+bwd", "bwd"], None)
+    assert not sweep.fwd_bwd_after_bwd(["fwd", "fwd+bwd"], None)
+    assert not sweep.fwd_bwd_after_bwd(["bwd", "fwd+bwd"], "1/2")
 
 
 def test_sweep_plan_counts_the_tiles_without_running_anything(
@@ -203,3 +226,30 @@ def test_sweep_plan_counts_the_tiles_without_running_anything(
     most, fit = int(exhaustive.split()[2]), int(exhaustive.split(" of ")[1].split()[0])
     assert fit <= most <= fit + 40  # every tile, and the default where the space lacks it
     assert not list(tmp_path.iterdir())
+
+
+def test_fwd_bwd_listed_first_searches_on_its_own(tmp_path: Path) -> None:
+    """fwd+bwd listed before bwd takes its own search even where the database already holds
+    bwd rows (an earlier run's: this run's bwd comes after it), so that a rerun, which finds
+    this run's bwd rows, picks the same tiles and times nothing new."""
+    import sqlite3
+
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(TINY)
+    db_path = tmp_path / "r.db"
+    common = ["--suite", str(suite), "--db", str(db_path), "--op", "dense", "--dtype", "float32", "--quiet",
+              "--compile-mode", "none"]  # fmt: skip
+    assert cli.main(["sweep", *common, "--mode", "bwd", "--max-configs", "5"]) == 0
+    _, ranked, _ = sweep.task_tiles(sweep.Task("dense", {"M": 20, "N": 12, "K": 16}, "float32", "fwd+bwd"))
+    seeds = [canonical_json(c.as_dict()) for c in ranked[:2]]
+    with sqlite3.connect(db_path) as c:  # the guided seeds the slowest bwd tiles
+        c.execute("UPDATE results SET median_ms = CASE WHEN config IN (?, ?) THEN 9.0 ELSE 1.0 END "
+                  "WHERE mode = 'bwd' AND provider = 'yat_triton' AND status = 'ok'", seeds)  # fmt: skip
+    argv = ["sweep", *common, "--mode", "fwd+bwd,bwd", "--max-configs", "3"]
+    assert cli.main(argv) == 0
+    with ResultsDB(db_path) as db:
+        both = {r.config for r in db.query(mode="fwd+bwd", provider="yat_triton") if r.status != "pruned"}
+    assert both == {"", *seeds}
+    assert cli.main(argv) == 0
+    with ResultsDB(db_path) as db:
+        assert db.runs()[-1].rows_added == 0
