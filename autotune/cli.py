@@ -83,13 +83,18 @@ def _print_plan(sweep: object, suite: dict[str, list[dict[str, int]]], args: arg
         suite, ops=args.op, modes=args.mode, dtypes=args.dtype, search=args.search,
         max_configs=args.max_configs, warp_specialize=not args.no_warp_specialize, shard_spec=args.shard,
     )  # fmt: skip
-    table = [[t.op, t.mode, t.dtype, dbmod.canonical_json(t.shape), fit, most] for t, fit, most in rows]
-    print(
-        tabulate(table, headers=["op", "mode", "dtype", "shape", "tiles that fit", f"{args.search}: at most"])
+    table = [
+        [t.op, t.mode, t.dtype, dbmod.canonical_json(t.shape), fit, most, usual]
+        for t, fit, most, usual in rows
+    ]
+    headers = ["op", "mode", "dtype", "shape", "tiles that fit", "at most", "where bwd found a correct tile"]
+    print(tabulate(table, headers=headers))
+    fit, most, usual = (sum(r[i] for r in rows) for i in (1, 2, 3))
+    where = (
+        f" ({usual} where each bwd search finds a correct tile for fwd+bwd to take)" if usual != most else ""
     )
-    fit, most = sum(r[1] for r in rows), sum(r[2] for r in rows)
     print(
-        f"{len(rows)} problems: {most} tile timings at most ({args.search} search), of {fit} tiles that fit"
+        f"{len(rows)} problems, {args.search} search: {most} tile timings at most{where}, of {fit} that fit"
     )
     return 0
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one GPU script: everything a GPU session should run, in one call of at most ~8 min.
+# The one GPU script: everything a GPU session should run, in one call of ~8.5 min (caps below).
 #   bash autotune/gpu.sh OUTPUT_DIR
 # Leaves in OUTPUT_DIR: env.txt (GPU, driver, CUDA, torch, Triton, commit), tests.log (the
 # tests only a GPU runs (marker gpu: torch.compile, CUDA graphs, occupancy), then the rest of

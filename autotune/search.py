@@ -124,14 +124,13 @@ def from_bwd(first: Sequence[Tile], bwd_times: dict[TileConfig, float], limit: i
 
 def most(
     search: str, first: Sequence[Tile], ranked: Sequence[TileConfig], limit: int | None, *, after_bwd: bool
-) -> int:
-    """The most tiles `search` times for a problem (`after_bwd`: a fwd+bwd problem whose bwd
-    mode is swept too, so `from_bwd` picks them, unless no bwd tile came out correct)."""
+) -> tuple[int, int]:
+    """The most tiles `search` times for a problem, and the most where `after_bwd` (a
+    fwd+bwd problem whose bwd mode the run sweeps first) holds its promise: `from_bwd` then
+    takes bwd's fastest tiles, unless no bwd tile came out correct (a guided search then)."""
     every = len(first) + sum(c not in first for c in ranked)
+    cap = min(every, limit if limit is not None else every)
     if search == "exhaustive":
-        bound = every
-    elif after_bwd:
-        bound = len(first) + FROM_BWD
-    else:
-        bound = len(first) + SEEDS + ROUNDS * REFINE
-    return min(bound, every, limit if limit is not None else every)
+        return cap, cap
+    bound = min(cap, len(first) + SEEDS + ROUNDS * REFINE)
+    return bound, min(cap, len(first) + FROM_BWD) if after_bwd else bound

@@ -952,16 +952,16 @@ def plan(
     max_configs: int | None = None,
     warp_specialize: bool = True,
     shard_spec: str | None = None,
-) -> list[tuple[Task, int, int]]:
-    """Without running anything: per task (of the shard), the tiles that fit and the most its
-    search times."""
+) -> list[tuple[Task, int, int, int]]:
+    """Without running anything: per task (of the shard), the tiles that fit, the most its
+    search times, and the most where each bwd search finds a correct tile (`search.most`)."""
     rows = []
     todo = tasks(suite, ops, modes, dtypes)
     for task in shard(todo, shard_spec) if shard_spec else todo:
         first, ranked, _ = task_tiles(task, warp_specialize)
         after_bwd = task.mode == "fwd+bwd" and fwd_bwd_after_bwd(modes, shard_spec)
         rows.append(
-            (task, len(ranked), tile_search.most(search, first, ranked, max_configs, after_bwd=after_bwd))
+            (task, len(ranked), *tile_search.most(search, first, ranked, max_configs, after_bwd=after_bwd))
         )
     return rows
 
