@@ -796,9 +796,9 @@ def _run_task(
         training: Callable[[], Outputs] | None = None,
     ) -> Result:
         with clock(provider):
-            return _measure(provider, config, fn, check, layer, training)
+            return run_and_time(provider, config, fn, check, layer, training)
 
-    def _measure(
+    def run_and_time(
         provider: str,
         config: str,
         fn: Callable[[], Outputs],
@@ -861,7 +861,7 @@ def _run_task(
 
     tiles = {key_of(c): c for c in (*first, *ranked) if c is not None}
 
-    def _time_tiles(batch: list[TileConfig | None]) -> Iterator[Result]:
+    def time_tiles(batch: list[TileConfig | None]) -> Iterator[Result]:
         pending = [c for c in batch if not done("yat_triton", key_of(c))]
         if env.representative:
             # Static prune: a tile whose kernels spill or overflow shared memory (the forward
@@ -905,7 +905,7 @@ def _run_task(
     else:
         batches = tile_search.guided(first, ranked, lambda: times(task.mode), max_configs)
     for batch in batches:  # each batch timed before the search proposes the next
-        yield from _time_tiles(batch)
+        yield from time_tiles(batch)
 
     for provider, fn, check, layer in references:
         yield measure(provider, baseline_cfg, fn, check, layer)
