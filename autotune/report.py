@@ -217,6 +217,11 @@ def speedup_label(x: float) -> str:
 
 def _summary(g: Gpu) -> str:
     table, mixed = [], False
+    tried: dict[Problem, int] = {}  # the yat_triton tiles a search ran (pruned ones never ran)
+    for r in g.rows:
+        if r.provider == OURS and r.status != "pruned":
+            p = (r.op, r.mode, r.dtype, r.shape)
+            tried[p] = tried.get(p, 0) + 1
     for p in sorted_problems(g.best):
         ours = g.best[p]
         present = [b for b in BASELINES if (p, b) in g.baseline]
@@ -228,10 +233,10 @@ def _summary(g: Gpu) -> str:
             table.append([
                 *p[:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), b or "-",
                 _ms(base.median_ms if base else None), _tf(base.tflops if base else None),
-                "-" if sp is None else f"{speedup_label(sp)}{mark}", config_label(ours.config),
+                "-" if sp is None else f"{speedup_label(sp)}{mark}", config_label(ours.config), tried[p],
             ])  # fmt: skip
     headers = ["op", "mode", "dtype", "shape", "yat_triton ms", "yat_triton TFLOP/s", "baseline",
-               "baseline ms", "baseline TFLOP/s", "speedup", "yat_triton config"]  # fmt: skip
+               "baseline ms", "baseline TFLOP/s", "speedup", "yat_triton config", "tiles tried"]  # fmt: skip
     text = _table(table, headers, "_No correct yat_triton rows._")
     tf32 = _tf32_note(g)
     return text + ("\n\n" + MIXED_TIMING if mixed else "") + (f"\n\n{tf32}" if tf32 else "")
@@ -832,7 +837,9 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
             "(see below).", "",
         ]),
         "## Summary: best correct yat_triton config vs each baseline", "",
-        "Speedup = baseline time / yat_triton time (> 1 means yat_triton is faster).", "",
+        "Speedup = baseline time / yat_triton time (> 1 means yat_triton is faster). Tiles tried: "
+        "the yat_triton tiles the sweep's search ran for the problem (`--search guided`: at most 21; "
+        "pruned ones excluded).", "",
         _summary(g), "",
         "## Targets (SPEC.md section 6)", "",
         targets, "",

@@ -108,6 +108,8 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
     # best correct config of the big shape: 0.8123 ms; linear+relu 0.9 ms -> 0.9 / 0.8123 = 1.11x
     assert "| 0.8123 " in text and "0.9456" not in text.split("## Targets")[0]
     assert re.search(r"1\.11x +\|", text) and "11.70x †" in text  # eager_ref: 9.5 / 0.8123, timed eagerly
+    # the tiles the search ran: two ok, one wrong (the pruned one never ran)
+    assert re.search(r"\| m128n128k64g8w4s3 +\| 3 +\|", text), text
     assert text.count("†: the two rows were timed differently") == 1
     assert "## Targets (SPEC.md section 6)" in text
     assert "0.903x" in text and "| met" in text  # dense fwd bf16 4096: 0.8123 / 0.9 <= 1.00
