@@ -25,7 +25,7 @@
 # ignore it, so that it travels with the working tree: `import-run` (below) keeps each run's
 # own as reports/<gpu>/runs/<UTC start>/results.db (a top-level /results.db* is ignored).
 # Resume only with the code that measured it: a sweep does not measure a key again.
-# --sweep-cap SECONDS sets the sweep's cap (default 200, or 400 with --sweep-only, 420 with
+# --sweep-cap SECONDS sets the sweep's cap (default 200, or 400 with --sweep-only, 360 with
 # --full-sweep), so that a shorter second run fits the time that is left.
 # --full-sweep spends the budget (after the canary) on what SPEC's 5-minute target times:
 # `sweep --suite core` with its default options (every mode, bf16 and fp32, the guided
@@ -131,7 +131,7 @@ pack
 # config against the float64 reference itself; a device session rarely has time for a
 # second (--sweep-only) run after machine start-up.
 if [ "$FULL_SWEEP" = 1 ]; then
-  SWEEP_CAP=${SWEEP_CAP:-420}
+  SWEEP_CAP=${SWEEP_CAP:-360}
 elif [ "$SWEEP_ONLY" = 1 ]; then
   SWEEP_CAP=${SWEEP_CAP:-400}
 else

@@ -733,7 +733,7 @@ def test_gpu_script_full_sweep_times_the_default_sweep_from_scratch(tmp_path: Pa
     capped = subprocess.run(["bash", str(script), "capped", "--full-sweep"], cwd=tmp_path,
                             env={**env, "SWEEP_RC": "124"}, capture_output=True, text=True)  # fmt: skip
     capped_log = (tmp_path / "capped" / "sweep.log").read_text()
-    assert capped.returncode == 0 and "stopped at its 420 s cap; the full sweep took longer" in capped_log
+    assert capped.returncode == 0 and "stopped at its 360 s cap; the full sweep took longer" in capped_log
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "results.db").write_text("earlier rows")
     for argv, why in (
