@@ -133,6 +133,12 @@ class Gpu:
         for r in sorted(self.ok, key=lambda r: (r.median_ms, r.config)):
             if r.provider == OURS and r.correct:
                 self.best.setdefault((r.op, r.mode, r.dtype, r.shape), r)
+        # per problem, the yat_triton tiles the sweep's search ran (pruned ones never ran)
+        self.tried: dict[Problem, int] = {}
+        for r in rows:
+            if r.provider == OURS and r.status != "pruned":
+                p = (r.op, r.mode, r.dtype, r.shape)
+                self.tried[p] = self.tried.get(p, 0) + 1
         self.baseline: dict[tuple[Problem, str], Result] = {}
         for r in sorted(self.ok, key=lambda r: r.median_ms):
             if r.provider != OURS and r.correct is not False:
@@ -217,11 +223,6 @@ def speedup_label(x: float) -> str:
 
 def _summary(g: Gpu) -> str:
     table, mixed = [], False
-    tried: dict[Problem, int] = {}  # the yat_triton tiles a search ran (pruned ones never ran)
-    for r in g.rows:
-        if r.provider == OURS and r.status != "pruned":
-            p = (r.op, r.mode, r.dtype, r.shape)
-            tried[p] = tried.get(p, 0) + 1
     for p in sorted_problems(g.best):
         ours = g.best[p]
         present = [b for b in BASELINES if (p, b) in g.baseline]
@@ -233,7 +234,7 @@ def _summary(g: Gpu) -> str:
             table.append([
                 *p[:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), b or "-",
                 _ms(base.median_ms if base else None), _tf(base.tflops if base else None),
-                "-" if sp is None else f"{speedup_label(sp)}{mark}", config_label(ours.config), tried[p],
+                "-" if sp is None else f"{speedup_label(sp)}{mark}", config_label(ours.config), g.tried[p],
             ])  # fmt: skip
     headers = ["op", "mode", "dtype", "shape", "yat_triton ms", "yat_triton TFLOP/s", "baseline",
                "baseline ms", "baseline TFLOP/s", "speedup", "yat_triton config", "tiles tried"]  # fmt: skip
@@ -316,14 +317,6 @@ def _mixed_software(a: Result | None, b: Result | None) -> bool:
     return bool(a and b and any(getattr(a, f) != getattr(b, f) for f in fields))
 
 
-def _failed_count(g: Gpu, p: Problem) -> int:
-    return sum(
-        1
-        for r in g.rows
-        if r.provider == OURS and (r.op, r.mode, r.dtype, r.shape) == p and r.status != "pruned"
-    )
-
-
 def _targets(g: Gpu) -> tuple[str, list[str]]:
     """The SPEC section 6 table, and the statuses in order. Every problem a target names
     that the database holds a row of gets a line: "not met" where no yat_triton row is
@@ -348,7 +341,7 @@ def _targets(g: Gpu) -> tuple[str, list[str]]:
             if ours is None and not tried:  # only baselines so far (a capped sweep)
                 measured, status = "yat_triton not measured", "n/a"
             elif ours is None:
-                measured = f"no correct yat_triton row ({_failed_count(g, p)} wrong or failed)"
+                measured = f"no correct yat_triton row ({g.tried.get(p, 0)} wrong or failed)"
                 status = "not met" if g.representative else NOT_JUDGED
             elif base is None:
                 measured, status = f"no {baseline} row", "n/a"
