@@ -53,7 +53,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.shard is not None:  # refused before the database file is made
         dbmod.shard([], args.shard)
     if args.plan:
-        return _print_plan(sweep, suite, args)
+        return _print_plan(suite, args)
     env = sweep.environment()
     if not env.representative:
         print("no CUDA device: running through the Triton interpreter for correctness; "
@@ -73,11 +73,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(sweep: object, suite: dict[str, list[dict[str, int]]], args: argparse.Namespace) -> int:
+def _print_plan(suite: dict[str, list[dict[str, int]]], args: argparse.Namespace) -> int:
     """`sweep --plan`: per problem, the tiles that fit and the most the search times; nothing
     runs, no database is opened (the cap a CPU sweep applies is left out: this is the plan of
     a GPU sweep with the options given)."""
     from tabulate import tabulate
+
+    from autotune import sweep
 
     rows = sweep.plan(
         suite, ops=args.op, modes=args.mode, dtypes=args.dtype, search=args.search,

@@ -579,14 +579,18 @@ class Task:
 
 
 def tasks(
-    suite: dict[str, list[dict[str, int]]], ops: list[str], modes: list[str], dtypes: list[str]
+    suite: dict[str, list[dict[str, int]]],
+    ops: list[str],
+    modes: list[str],
+    dtypes: list[str],
+    shard_spec: str | None = None,
 ) -> list[Task]:
     """Every (op, shape, dtype, mode), the ops interleaved by shape (first dense shape, first
     conv shape, second dense shape, ...): a run stopped early has measured both ops, starting
-    with the first shape the suite lists for each."""
+    with the first shape the suite lists for each. `shard_spec` ("i/n"): this share of them."""
     shapes = {op: suite.get(op, []) for op in ops}
     depth = max((len(v) for v in shapes.values()), default=0)
-    return [
+    every = [
         Task(op, shapes[op][i], dtype, mode)
         for i in range(depth)
         for op in ops
@@ -594,6 +598,7 @@ def tasks(
         for dtype in dtypes
         for mode in modes
     ]
+    return shard(every, shard_spec) if shard_spec else every
 
 
 def run_sweep(
@@ -626,9 +631,8 @@ def run_sweep(
     device = "cuda" if env.representative else "cpu"
     if search not in tile_search.SEARCHES:
         raise ValueError(f"search must be one of {tile_search.SEARCHES}, got {search!r}")
-    todo = tasks(suite, ops, modes, dtypes)
-    if shard_spec:
-        todo = shard(todo, shard_spec)
+    todo = tasks(suite, ops, modes, dtypes, shard_spec)
+    after_bwd = fwd_bwd_after_bwd(modes, shard_spec)
     counts: dict[str, int] = {}
     spent: dict[str, float] = {}
     bar = _progress(todo, progress)
@@ -650,7 +654,7 @@ def run_sweep(
                     warp_specialize,
                     search,
                     spent,
-                    after_bwd=fwd_bwd_after_bwd(modes, shard_spec),
+                    after_bwd=after_bwd,
                 ):
                     counts[result.status] = counts.get(result.status, 0) + 1
                     if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
@@ -956,12 +960,17 @@ def plan(
     """Without running anything: per task (of the shard), the tiles that fit, the most its
     search times, and the most where each bwd search finds a correct tile (`search.most`)."""
     rows = []
-    todo = tasks(suite, ops, modes, dtypes)
-    for task in shard(todo, shard_spec) if shard_spec else todo:
+    after_bwd = fwd_bwd_after_bwd(modes, shard_spec)
+    for task in tasks(suite, ops, modes, dtypes, shard_spec):
         first, ranked, _ = task_tiles(task, warp_specialize)
-        after_bwd = task.mode == "fwd+bwd" and fwd_bwd_after_bwd(modes, shard_spec)
         rows.append(
-            (task, len(ranked), *tile_search.most(search, first, ranked, max_configs, after_bwd=after_bwd))
+            (
+                task,
+                len(ranked),
+                *tile_search.most(
+                    search, first, ranked, max_configs, after_bwd=after_bwd and task.mode == "fwd+bwd"
+                ),
+            )
         )
     return rows
 

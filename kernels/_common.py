@@ -435,8 +435,8 @@ def rank_configs(
         return wave_eff * fill * k_fill * intensity * pipe * swizzle * regs * epi * bonus
 
     # stable: equal scores keep the space order
-    left = sorted(configs, key=score, reverse=True)
-    scores = [score(c) for c in left]
+    scored = sorted(((score(c), c) for c in configs), key=lambda sc: sc[0], reverse=True)
+    scores, left = [s for s, _ in scored], [c for _, c in scored]
     # each family's tiles in that order: a family's next pick is always its queue's head, so
     # a pick compares the heads alone (a few dozen families, not the whole space: ~1,000
     # tiles a problem took ~1 s scanned), the earliest in `left` on a tie, as a scan would
