@@ -1,10 +1,11 @@
 """Which tiles a sweep times for one problem: a guided search (the default) or all of them.
 
 The fitted search space holds hundreds of tiles a problem (the dense forward ~1,000 in
-bf16; the core suite ~24,000 over its modes and dtypes), far more than a sweep can time
-within the SPEC's 5 minutes for the core suite: timing alone takes ~0.1-0.3 s a tile
-(capture, `do_bench`'s warm-up and repetitions, the correctness check). The guided search
-times, per problem:
+bf16; the core suite ~24,000 over its modes and dtypes: `yat-autotune sweep --suite core
+--plan --search exhaustive`), far more than a sweep can time within the SPEC's 5 minutes
+for the core suite: timing alone takes an estimated (not yet measured) ~0.1-0.3 s a tile
+on a GPU (capture, `do_bench`'s 25 ms of warm-up and 100 ms of repetitions, the
+correctness check). The guided search times, per problem:
 
 1. the tile the op ships with (the default, or the op on its defaults in the backward
    modes), then the first `SEEDS` tiles of the static ranking (`rank_configs`, which

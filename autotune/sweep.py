@@ -196,8 +196,8 @@ class Problem:
         self.op, self.shape, self.dtype_name, self.mode = op, shape, dtype, mode
         dt = getattr(torch, dtype)
         self.dtype = dt
-        # drawn where they are used: a CPU draws the largest core problem's in ~2 s, a GPU in
-        # milliseconds (other values than a CPU's, as deterministic)
+        # drawn where they are used: a 2-core CPU drew the largest core problem's in ~2 s (ad
+        # hoc timing), a GPU takes milliseconds (other values than a CPU's, as deterministic)
         gen = torch.Generator(device=device).manual_seed(0)
 
         def randn(*size: int) -> torch.Tensor:
