@@ -3,8 +3,9 @@
     render_report("results.db", "reports")  # reports/nvidia_h200/README.md + PNGs, reports/README.md
 
 Everything shown is read from the database (SPEC.md sections 5-6): the machine header, the
-best correct `yat_triton` row per problem against every baseline present, the section 6
-targets where the rows can decide them, the failed, wrong and pruned configs, and the plots.
+section 6 targets where the rows can decide them, the best correct `yat_triton` row per
+problem against every baseline present (a line per problem, a table per op), the failed,
+wrong and pruned configs, and the plots.
 Problem sizes in GFLOP come from the rows themselves (TFLOP/s x median ms), so the report
 counts flops exactly as the sweep did. A database measured without a GPU renders too, but
 every page of it opens with a NOT REPRESENTATIVE banner.
@@ -222,25 +223,54 @@ def speedup_label(x: float) -> str:
 
 
 def _summary(g: Gpu) -> str:
-    table, mixed = [], False
+    """Per op, one line per problem: the best correct yat_triton row (time, TFLOP/s, tile,
+    tiles tried), then a column per baseline of the op, its speedup and time; below, the
+    full table (every baseline's time and TFLOP/s, a line each), folded."""
+    if not g.best:
+        return "_No correct yat_triton rows._"
+    parts, mixed = [], False
+    for op in sorted({p[0] for p in g.best}):
+        problems = sorted_problems(p for p in g.best if p[0] == op)
+        present = [b for b in BASELINES if any((p, b) in g.baseline for p in problems)]
+        table = []
+        for p in problems:
+            ours, cells = g.best[p], []
+            for b in present:
+                base, sp = g.baseline.get((p, b)), g.speedup(p, b)
+                mark = " †" if _mixed(ours, base) else ""
+                mixed = mixed or bool(mark and sp is not None)
+                cells.append("-" if sp is None else f"{speedup_label(sp)}{mark} ({_ms(base.median_ms)} ms)")
+            table.append([
+                *p[1:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), *cells,
+                config_label(ours.config), g.tried[p],
+            ])  # fmt: skip
+        headers = ["mode", "dtype", "shape", "yat_triton ms", "TFLOP/s", *(f"vs {b}" for b in present),
+                   "yat_triton config", "tiles tried"]  # fmt: skip
+        parts += [f"### {op}", "", _table(table, headers), ""]
+    parts += [
+        "<details><summary>Every baseline's time and TFLOP/s, a line each</summary>", "",
+        _long_summary(g), "", "</details>",
+    ]  # fmt: skip
+    tf32 = _tf32_note(g)
+    return "\n".join(parts) + ("\n\n" + MIXED_TIMING if mixed else "") + (f"\n\n{tf32}" if tf32 else "")
+
+
+def _long_summary(g: Gpu) -> str:
+    table = []
     for p in sorted_problems(g.best):
         ours = g.best[p]
-        present = [b for b in BASELINES if (p, b) in g.baseline]
-        for b in present or [None]:
+        for b in [b for b in BASELINES if (p, b) in g.baseline] or [None]:
             base = g.baseline.get((p, b)) if b else None
             sp = g.speedup(p, b) if b else None
             mark = " †" if _mixed(ours, base) else ""
-            mixed = mixed or bool(mark and sp is not None)
             table.append([
                 *p[:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), b or "-",
                 _ms(base.median_ms if base else None), _tf(base.tflops if base else None),
-                "-" if sp is None else f"{speedup_label(sp)}{mark}", config_label(ours.config), g.tried[p],
+                "-" if sp is None else f"{speedup_label(sp)}{mark}",
             ])  # fmt: skip
     headers = ["op", "mode", "dtype", "shape", "yat_triton ms", "yat_triton TFLOP/s", "baseline",
-               "baseline ms", "baseline TFLOP/s", "speedup", "yat_triton config", "tiles tried"]  # fmt: skip
-    text = _table(table, headers, "_No correct yat_triton rows._")
-    tf32 = _tf32_note(g)
-    return text + ("\n\n" + MIXED_TIMING if mixed else "") + (f"\n\n{tf32}" if tf32 else "")
+               "baseline ms", "baseline TFLOP/s", "speedup"]  # fmt: skip
+    return _table(table, headers)
 
 
 def _tf32_note(g: Gpu) -> str:
@@ -829,13 +859,14 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
             "**No successful measurement on this GPU**: every row failed, was wrong or was pruned "
             "(see below).", "",
         ]),
-        "## Summary: best correct yat_triton config vs each baseline", "",
-        "Speedup = baseline time / yat_triton time (> 1 means yat_triton is faster). Tiles tried: "
-        "the yat_triton tiles the sweep's search ran for the problem (`--search guided`: at most 21; "
-        "pruned ones excluded).", "",
-        _summary(g), "",
         "## Targets (SPEC.md section 6)", "",
         targets, "",
+        "## Summary: best correct yat_triton config vs each baseline", "",
+        "Per problem, the fastest correct yat_triton tile, and against each baseline the speedup "
+        "(baseline time / yat_triton time: > 1 means yat_triton is faster) with the baseline's "
+        "median time. Tiles tried: the yat_triton tiles the sweep's search ran for the problem "
+        "(`--search guided`: at most 21; pruned ones excluded).", "",
+        _summary(g), "",
         *([
             "## Where the time goes: one call, kernel by kernel", "",
             "Measured by `python -m autotune.breakdown` (each kernel timed on its own, as a "

@@ -105,11 +105,24 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
     for value in ("Test GPU", "999.1", "2.99", "9.9", "testcommit", "2023-11-14"):
         assert value in text
     assert re.search(r"\| timing +\| cuda-graph 6, eager 2 \(eager_ref\) +\|", text)
-    # best correct config of the big shape: 0.8123 ms; linear+relu 0.9 ms -> 0.9 / 0.8123 = 1.11x
-    assert "| 0.8123 " in text and "0.9456" not in text.split("## Targets")[0]
-    assert re.search(r"1\.11x +\|", text) and "11.70x †" in text  # eager_ref: 9.5 / 0.8123, timed eagerly
-    # the tiles the search ran: two ok, one wrong (the pruned one never ran)
-    assert re.search(r"\| m128n128k64g8w4s3 +\| 3 +\|", text), text
+    # the summary: a line per problem, targets above it; the slower correct tile is not shown
+    assert text.index("## Targets") < text.index("## Summary")
+    summary = text.split("## Summary")[1].split("\n## ")[0]
+    compact, full = summary.split("<details>")
+    assert "0.9456" not in summary
+    # best correct config of the big shape: 0.8123 ms; linear+relu 0.9 ms -> 0.9 / 0.8123 = 1.11x;
+    # eager_ref: 9.5 / 0.8123, timed eagerly (†); the tiles the search ran: two ok, one wrong
+    # (the pruned one never ran)
+    assert re.search(
+        r"\| fwd +\| bfloat16 +\| 4096x4096x4096 +\| 0\.8123 +\| 169 +\| 1\.11x \(0\.9 ms\) +"
+        r"\| 11\.70x † \(9\.5 ms\) +\| m128n128k64g8w4s3 +\| 3 +\|",
+        compact,
+    ), compact
+    assert "vs linear+relu" in compact and "vs eager_ref" in compact and "vs conv+relu" not in compact
+    assert len(re.findall(r"^\| fwd ", compact, re.M)) == 2  # one line per problem
+    # folded below: every baseline a line, with its TFLOP/s (2 * 4096^3 flop / 0.9 ms = 153)
+    assert re.search(r"\| linear\+relu +\| 0\.9 +\| 153 +\| 1\.11x +\|", full), full
+    assert len(re.findall(r"^\| dense ", full, re.M)) == 4
     assert text.count("†: the two rows were timed differently") == 1
     assert "## Targets (SPEC.md section 6)" in text
     assert "0.903x" in text and "| met" in text  # dense fwd bf16 4096: 0.8123 / 0.9 <= 1.00
