@@ -619,26 +619,94 @@ def _plot_tflops(g: Gpu, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _plot_label(shape: str) -> str:
+    """A shape short enough for a plot's tick: MxN over xK, or a conv's batch, channels (in→out),
+    size, kernel and every other setting (s: stride, p: padding, ...) by its initial."""
+    dims = json.loads(shape)
+    if set(dims) == {"M", "N", "K"}:
+        return f"{dims['M']}x{dims['N']}\nx{dims['K']}"
+    if not {"B", "C_in", "H", "W", "C_out", "k"} <= set(dims):
+        return _shape_label(shape)
+    rest = " ".join(f"{k[0]}{v}" for k, v in dims.items() if k not in {"B", "C_in", "H", "W", "C_out", "k"})
+    return f"B{dims['B']} {dims['C_in']}→{dims['C_out']}\n{dims['H']}x{dims['W']} k{dims['k']} {rest}".strip()
+
+
+def _target_speedup(op: str, mode: str) -> float | None:
+    """The speedup over the standard layer that SPEC section 6 asks of (op, mode) in bf16
+    (1 / its time ratio), or None where it sets none."""
+    for _, t_op, t_mode, baseline, _, kind, limit in TARGETS:
+        if (t_op, t_mode, baseline, kind) == (op, mode, STANDARD.get(op), "time"):
+            return 1.0 / limit
+    return None
+
+
 def _plot_speedup(g: Gpu, path: Path) -> Path:
+    """Speedup over the standard layer: a panel per (op, mode), a group of bars per shape
+    (one bar a dtype), the parity line and, where SPEC section 6 sets one, the bf16 target."""
+    import numpy as np
+
     plt = _plt()
-    labels, values = [], []
-    for p in sorted_problems(g.best):
-        sp = g.speedup(p, STANDARD.get(p[0], ""))
-        if sp is not None:
-            labels.append(f"{p[0]} {p[1]} {p[2]}\n{_shape_label(p[3])}")
-            values.append(sp)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 2), 5))
-    bars = ax.bar(range(len(values)), values, color=["tab:green" if v >= 1 else "tab:red" for v in values],
-                  label="yat_triton vs linear+relu / conv+relu")  # fmt: skip
-    ax.bar_label(bars, fmt="%.2fx", fontsize=8)
-    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="parity (1.0x)")
-    ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30, ha="right")
-    ax.set_xlabel("problem (op, mode, dtype, shape)")
-    ax.set_ylabel("speedup (baseline time / yat_triton time, x)")
-    ax.set_title(_title(g, "Speedup over the standard layer"))
-    if not values:
+    compared = [p for p in sorted_problems(g.best) if g.speedup(p, STANDARD.get(p[0], "")) is not None]
+    panels = sorted({(p[0], p[1]) for p in compared}, key=lambda k: (k[0], MODES.index(k[1])))
+    ops = sorted({op for op, _ in panels})
+    modes = [m for m in MODES if any(mode == m for _, mode in panels)]
+    rows, cols = max(1, len(ops)), max(1, len(modes))
+    widest = max([len({p[3] for p in compared if p[:2] == k}) for k in panels] or [1])
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(max(5.0, 0.9 * widest + 2) * cols, 4.2 * rows), squeeze=False
+    )
+    dtypes = [d for d in ("bfloat16", "float16", "float32") if any(p[2] == d for p in compared)]
+    dtypes += sorted({p[2] for p in compared} - set(dtypes))
+    colors = dict(
+        zip(dtypes, ("tab:blue", "tab:orange", "tab:gray", "tab:purple", "tab:olive"), strict=False)
+    )
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for op, mode in panels:
+        ax = axes[ops.index(op)][modes.index(mode)]
+        ax.set_visible(True)
+        probs = [p for p in compared if p[:2] == (op, mode)]
+        flop = {p[3]: _gflop(g.best[p]) or _size(g.best[p]) for p in probs}  # smallest first
+        shapes = sorted(flop, key=lambda s: (float(f"{flop[s]:.3g}"), sorted(json.loads(s).items())))
+        width = 0.8 / len(dtypes)
+        for i, dtype in enumerate(dtypes):
+            xs, vs = [], []
+            for j, shape in enumerate(shapes):
+                sp = (
+                    g.speedup((op, mode, dtype, shape), STANDARD[op])
+                    if (op, mode, dtype, shape) in probs
+                    else None
+                )
+                if sp is not None:
+                    xs.append(j + (i - (len(dtypes) - 1) / 2) * width)
+                    vs.append(sp)
+            if vs:
+                bars = ax.bar(np.array(xs), vs, width, color=colors[dtype], label=dtype)
+                ax.bar_label(bars, labels=[speedup_label(v) for v in vs], fontsize=7)
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="parity (1.0x)")
+        target = _target_speedup(op, mode)
+        if target is not None:
+            ax.axhline(target, color="tab:red", linestyle=":", linewidth=1.5,
+                       label="SPEC target, bf16, on its shapes")  # fmt: skip
+            ax.annotate(
+                f"target {target:.2f}x", (1.0, target), xycoords=("axes fraction", "data"), xytext=(2, 0),
+                textcoords="offset points", va="center", fontsize=7, color="tab:red",
+            )  # fmt: skip
+        ax.set_xticks(range(len(shapes)), [_plot_label(s) for s in shapes], fontsize=7)
+        ax.set_title(f"{op} {mode}: vs {STANDARD[op]}", fontsize=10)
+        ax.set_ylabel("speedup (x, > 1: yat_triton faster)")
+    handles = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncols=len(handles), fontsize=8)  # fmt: skip
+    else:
+        ax = axes[0][0]
+        ax.set_visible(True)
         ax.text(0.5, 0.5, "no linear+relu / conv+relu rows to compare", ha="center", transform=ax.transAxes)
-    ax.legend(fontsize=8)
+    fig.suptitle(_title(g, "Speedup over the standard layer (baseline time / yat_triton time)"))
     return _save(fig, path)
 
 

@@ -662,3 +662,20 @@ def test_report_states_the_tf32_settings_of_float32_rows(tmp_path) -> None:  # n
     )
     render_report(make_db(tmp_path / "bf16.db", fixture_rows("Test GPU", True)), tmp_path / "other")
     assert "TF32" not in (tmp_path / "other" / "test_gpu" / "README.md").read_text()
+
+
+def test_speedup_plot_targets_and_labels() -> None:
+    """The speedup plot's target lines are SPEC section 6's time ratios inverted, only where
+    one is set against the standard layer; its tick labels keep every setting of a shape."""
+    from autotune.report import _plot_label, _target_speedup
+
+    assert _target_speedup("dense", "fwd") == pytest.approx(1.0)
+    assert _target_speedup("dense", "fwd+bwd") == pytest.approx(1 / 1.1)
+    assert _target_speedup("conv2d", "fwd") == pytest.approx(1 / 1.1)
+    assert _target_speedup("conv2d", "fwd+bwd") == pytest.approx(1 / 1.3)
+    assert _target_speedup("dense", "bwd") is None and _target_speedup("conv2d", "bwd") is None
+    assert _plot_label(BIG) == "4096x4096\nx4096"
+    conv = canonical_json(
+        {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 128, "k": 3, "stride": 2, "padding": 1}
+    )
+    assert _plot_label(conv) == "B64 64→128\n56x56 k3 s2 p1"
