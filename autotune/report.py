@@ -554,7 +554,7 @@ PROVIDER_COLORS = {
     OURS: "tab:red", "linear+relu": "tab:blue", "addmm_relu": "tab:cyan", "conv+relu": "tab:green",
     "eager_ref": "tab:gray", "compiled_ref": "tab:purple", "nmn": "tab:brown",
 }  # fmt: skip
-DTYPE_STYLES = {"bfloat16": "-", "float16": "--", "float32": ":"}
+DTYPE_MARKERS = {"bfloat16": "o", "float16": "^", "float32": "s"}
 OP_MARKERS = {"dense": "o", "conv2d": "s"}
 
 
@@ -572,8 +572,9 @@ def _cublas_peak(g: Gpu) -> tuple[float, str] | None:
 
 
 def _plot_tflops(g: Gpu, path: Path) -> Path:
-    """TFLOP/s against problem size, one panel per (op, mode), with the measured cuBLAS
-    peak as a line in each."""
+    """TFLOP/s against problem size, one panel per (op, mode), a colour per provider and a
+    marker per dtype, with the measured cuBLAS peak as a line in each. Points only: shapes of
+    one size (ResNet-50's 3x3 layers, an MLP's up and down projections) share an x."""
     plt = _plt()
     series: dict[tuple[str, str, str, str], list[tuple[float, float]]] = {}
     for (prov, p), r in _best_per_provider(g).items():
@@ -589,14 +590,10 @@ def _plot_tflops(g: Gpu, path: Path) -> Path:
         for (sop, smode, prov, dtype), pts in sorted(series.items()):
             if (sop, smode) == (op, mode):
                 xs, ys = zip(*sorted(pts), strict=True)
-                style = DTYPE_STYLES.get(dtype, "-.")
                 ax.plot(
-                    xs,
-                    ys,
-                    color=PROVIDER_COLORS.get(prov, "black"),
-                    linestyle=style,
-                    marker=OP_MARKERS.get(op, "^"),
-                )
+                    xs, ys, color=PROVIDER_COLORS.get(prov, "black"), linestyle="none",
+                    marker=DTYPE_MARKERS.get(dtype, "D"), markersize=7, alpha=0.85,
+                )  # fmt: skip
         if peak is not None:
             ax.axhline(peak[0], color="black", linewidth=1, linestyle="-.")
         _log_xlim(ax, [x for k, pts in series.items() if k[:2] == (op, mode) for x, _ in pts])
@@ -608,10 +605,7 @@ def _plot_tflops(g: Gpu, path: Path) -> Path:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles = _legend_handles(
-        [k[2] for k in series],
-        [k[3] for k in series],
-        [k[0] for k in series],
-        None if peak is None else peak[1],
+        [k[2] for k in series], [k[3] for k in series], [], None if peak is None else peak[1]
     )
     if series:
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
@@ -757,8 +751,8 @@ def _plot_heatmap(g: Gpu, op: str, dtype: str, shape: str, path: Path) -> Path:
 def _legend_handles(
     providers: Iterable[str], dtypes: Iterable[str], ops: Iterable[str], peak: str | None
 ) -> list:
-    """Legend entries by look: a colour per provider, a line style per dtype (tflops), a
-    marker per op, the peak line."""
+    """Legend entries by look: a colour per provider, a marker per dtype (tflops) or per op
+    (roofline), the peak line."""
     from matplotlib.lines import Line2D
 
     handles = [
@@ -766,7 +760,7 @@ def _legend_handles(
         for p in sorted(set(providers), key=lambda p: (p != OURS, p))
     ]
     handles += [
-        Line2D([], [], color="black", linestyle=DTYPE_STYLES.get(d, "-."), label=d)
+        Line2D([], [], color="black", marker=DTYPE_MARKERS.get(d, "D"), linestyle="none", label=d)
         for d in sorted(set(dtypes))
     ]
     handles += [
