@@ -153,7 +153,10 @@ class Gpu:
 
 
 def sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
-    return sorted(problems, key=lambda p: (p[0], p[1], p[2], sorted(json.loads(p[3]).items())))
+    """By op, mode (fwd, bwd, fwd+bwd), dtype and shape."""
+    order = {m: i for i, m in enumerate(MODES)}
+    return sorted(problems, key=lambda p: (p[0], order.get(p[1], len(order)), p[1], p[2],
+                                           sorted(json.loads(p[3]).items())))  # fmt: skip
 
 
 def _header(g: Gpu, bandwidth: tuple[float, str] | None = None) -> str:

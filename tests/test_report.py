@@ -679,3 +679,14 @@ def test_speedup_plot_targets_and_labels() -> None:
         {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 128, "k": 3, "stride": 2, "padding": 1}
     )
     assert _plot_label(conv) == "B64 64→128\n56x56 k3 s2 p1"
+
+
+def test_problems_sorted_in_mode_order() -> None:
+    from autotune.report import sorted_problems
+
+    problems = [("dense", m, "bfloat16", BIG) for m in ("fwd+bwd", "bwd", "fwd")] + [
+        ("conv2d", "fwd", "float32", BIG)
+    ]
+    assert [p[:2] for p in sorted_problems(problems)] == [
+        ("conv2d", "fwd"), ("dense", "fwd"), ("dense", "bwd"), ("dense", "fwd+bwd"),
+    ]  # fmt: skip
