@@ -396,6 +396,13 @@ def _targets(g: Gpu) -> tuple[str, list[str]]:
     return _table(table, headers) + "".join("\n\n" + n for n in notes), statuses
 
 
+def _tally(statuses: list[str]) -> str:
+    """The target lines counted by status, in one bold line: met, not met, then the rest."""
+    counts = Counter(statuses)
+    order = sorted(counts, key=lambda s: (s != "met", s != "not met", s))
+    return "**" + ", ".join(f"{counts[s]} {s}" for s in order) + f"** (of {len(statuses)} lines)"
+
+
 def _out_numel(op: str, shape: str) -> int:
     d = json.loads(shape)
     if op == "dense":
@@ -914,7 +921,7 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
     bandwidth = copy_bandwidth(breakdown or [])
     written.append(_plot_roofline(g, folder / "roofline.png", bandwidth))
 
-    targets, _ = _targets(g)
+    targets, statuses = _targets(g)
     parts = [BANNER, ""] if not g.representative else []
     parts += [
         f"# Performance report: {g.gpu}", "",
@@ -925,6 +932,7 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
             "(see below).", "",
         ]),
         "## Targets (SPEC.md section 6)", "",
+        _tally(statuses), "",
         targets, "",
         "## Summary: best correct yat_triton config vs each baseline", "",
         "Per problem, the fastest correct yat_triton tile, and against each baseline the speedup "

@@ -126,6 +126,7 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
     assert text.count("†: the two rows were timed differently") == 1
     assert "## Targets (SPEC.md section 6)" in text
     assert "0.903x" in text and "| met" in text  # dense fwd bf16 4096: 0.8123 / 0.9 <= 1.00
+    assert "**1 met, 7 n/a** (of 8 lines)" in text  # the rest: no conv2d, fwd+bwd or sweep rows
     assert "n/a" in text  # no conv2d, no fwd+bwd rows
     assert "max rel error 0.5 > 0.03 (invented)" in text
     assert "shared memory exceeds sm_90 (invented)" in text
