@@ -396,6 +396,9 @@ def _targets(g: Gpu) -> tuple[str, list[str]]:
     return _table(table, headers) + "".join("\n\n" + n for n in notes), statuses
 
 
+TALLY = re.compile(r"^\*\*(.+?)\*\* \(of \d+ lines\)$", re.M)  # _tally's line, for the index
+
+
 def _tally(statuses: list[str]) -> str:
     """The target lines counted by status, in one bold line: met, not met, then the rest."""
     counts = Counter(statuses)
@@ -972,7 +975,8 @@ def _render_index(out: Path) -> Path:
                   "(Triton interpreter) and is NOT REPRESENTATIVE.", ""]  # fmt: skip
     for f in folders:
         tag = "" if f in gpu_reports else " (NOT REPRESENTATIVE: measured without a GPU)"
-        lines.append(f"- [{f.name}]({f.name}/README.md){tag}")
+        tally = TALLY.search((f / "README.md").read_text())  # a page rendered before the tally has none
+        lines.append(f"- [{f.name}]({f.name}/README.md){tag}" + (f": targets {tally[1]}" if tally else ""))
     index = out / "README.md"
     index.write_text("\n".join(lines) + "\n")
     return index

@@ -133,7 +133,7 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
     for name in expected[1:]:
         assert f"]({name})" in text
     index = (out / "README.md").read_text()
-    assert "[test_gpu](test_gpu/README.md)" in index
+    assert "[test_gpu](test_gpu/README.md): targets 1 met, 7 n/a" in index
     assert "No GPU report exists yet" not in index
 
 
