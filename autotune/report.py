@@ -653,7 +653,9 @@ def _plot_speedup(g: Gpu, path: Path) -> Path:
     import numpy as np
 
     plt = _plt()
-    compared = [p for p in sorted_problems(g.best) if g.speedup(p, STANDARD.get(p[0], "")) is not None]
+    compared = {  # problem -> speedup over its standard layer, where both were measured
+        p: sp for p in sorted_problems(g.best) if (sp := g.speedup(p, STANDARD.get(p[0], ""))) is not None
+    }
     panels = sorted({(p[0], p[1]) for p in compared}, key=lambda k: (k[0], MODES.index(k[1])))
     ops = sorted({op for op, _ in panels})
     modes = [m for m in MODES if any(mode == m for _, mode in panels)]
@@ -679,11 +681,7 @@ def _plot_speedup(g: Gpu, path: Path) -> Path:
         for i, dtype in enumerate(dtypes):
             xs, vs = [], []
             for j, shape in enumerate(shapes):
-                sp = (
-                    g.speedup((op, mode, dtype, shape), STANDARD[op])
-                    if (op, mode, dtype, shape) in probs
-                    else None
-                )
+                sp = compared.get((op, mode, dtype, shape))
                 if sp is not None:
                     xs.append(j + (i - (len(dtypes) - 1) / 2) * width)
                     vs.append(sp)
@@ -967,15 +965,16 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
 
 
 def _render_index(out: Path) -> Path:
-    folders = sorted(p.parent for p in out.glob("*/README.md"))
-    gpu_reports = [f for f in folders if BANNER not in (f / "README.md").read_text()]
+    pages = {p.parent: p.read_text() for p in sorted(out.glob("*/README.md"))}
+    folders = list(pages)
+    gpu_reports = [f for f in folders if BANNER not in pages[f]]
     lines = [INDEX_TITLE, "", "Rendered by `yat-autotune report`; one folder per GPU model.", ""]
     if not gpu_reports:
         lines += ["**No GPU report exists yet**: every report below was measured without a GPU "
                   "(Triton interpreter) and is NOT REPRESENTATIVE.", ""]  # fmt: skip
     for f in folders:
         tag = "" if f in gpu_reports else " (NOT REPRESENTATIVE: measured without a GPU)"
-        tally = TALLY.search((f / "README.md").read_text())  # a page rendered before the tally has none
+        tally = TALLY.search(pages[f])  # a page rendered before the tally has none
         lines.append(f"- [{f.name}]({f.name}/README.md){tag}" + (f": targets {tally[1]}" if tally else ""))
     index = out / "README.md"
     index.write_text("\n".join(lines) + "\n")
