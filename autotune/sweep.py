@@ -212,12 +212,12 @@ class Problem:
             x = randn(B, C, H, W)
             w = randn(F_, C, k, k) / math.sqrt(C * k * k)
         b = 0.1 * randn(w.shape[0])
-        self.x = x.to(device=device, dtype=dt)
+        self.x = x.to(dt)  # drawn on `device` already
         if op == "conv2d":
             self.x = self.x.contiguous(memory_format=torch.channels_last)
         # in bwd modes the weights are trained too: every provider computes dx, dW and db
-        self.w = w.to(device=device, dtype=dt).requires_grad_(mode != "fwd")
-        self.b = b.to(device=device, dtype=dt).requires_grad_(mode != "fwd")
+        self.w = w.to(dt).requires_grad_(mode != "fwd")
+        self.b = b.to(dt).requires_grad_(mode != "fwd")
         self.g = randn(*self._out_shape()).to(dtype=dt)
         self.precision = (
             "ieee" if dt != torch.float32 or not torch.backends.cuda.matmul.allow_tf32 else "tf32"
