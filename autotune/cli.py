@@ -13,6 +13,7 @@ export the winners, show them, and inspect compiled kernels.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sqlite3
 import sys
@@ -46,6 +47,17 @@ def _csv(allowed: tuple[str, ...]):  # noqa: ANN202 - an argparse type
     return parse
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds >= 0, refused by argparse otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds >= 0")
+    return value
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from autotune import sweep
 
@@ -59,15 +71,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("no CUDA device: running through the Triton interpreter for correctness; "
               "timings are stored as not representative")  # fmt: skip
     max_configs = args.max_configs if args.max_configs is not None else (None if env.representative else 2)
+    hang_after = args.hang_after
+    if hang_after is None:  # the watchdog watches kernels that may hang: a GPU's
+        hang_after = sweep.HANG_AFTER_S if env.representative else 0
     with dbmod.ResultsDB(args.db) as db:
         try:
             counts = sweep.run_sweep(
                 db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
                 max_configs=max_configs, progress=not args.quiet, compile_mode=args.compile_mode,
                 suite_name=args.suite, warp_specialize=not args.no_warp_specialize, search=args.search,
+                hang_after=hang_after or None,
             )  # fmt: skip
         except KeyboardInterrupt:  # run_sweep said what was saved and how to resume
             return 130
+        except sweep.ContextLost:  # likewise; a fresh process resumes
+            return sweep.RESTART_EXIT
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new (all done)"
     print(f"{args.db}: {summary}")
     return 0
@@ -248,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave the warp-specialized tiles out, forward and backward (where they fail to compile "
         "or hang: the GPU script's canary decides)",
+    )
+    sw.add_argument(
+        "--hang-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"a row (compiled_ref's excepted) running longer is recorded as hung and the process exits "
+        f"with status {sweep.RESTART_EXIT}, to be resumed by the same command (default: "
+        f"{sweep.HANG_AFTER_S:g} on a GPU, off on a CPU; 0: off)",
     )
     sw.set_defaults(func=cmd_sweep)
     sh = sub.add_parser("show", help="best configs and speedups as a table")

@@ -25,6 +25,9 @@
 # ignore it, so that it travels with the working tree: `import-run` (below) keeps each run's
 # own as reports/<gpu>/runs/<UTC start>/results.db (a top-level /results.db* is ignored).
 # Resume only with the code that measured it: a sweep does not measure a key again.
+# A sweep whose process cannot go on (a kernel that faulted and lost the CUDA context, or a
+# row hung past the sweep's watchdog, `--hang-after`) records that row as an error and exits
+# with status 3: the script restarts it in a fresh process, which resumes after that row.
 # --sweep-cap SECONDS sets the sweep's cap (default 200, or 400 with --sweep-only, 360 with
 # --full-sweep), so that a shorter second run fits the time that is left.
 # --full-sweep spends the budget (after the canary) on what SPEC's 5-minute target times:
@@ -175,9 +178,30 @@ sweep_start=$SECONDS
 # problem, compiled_ref in the default compile mode. --full-sweep: the defaults.
 SWEEP_OPTIONS=(--dtype bfloat16 --mode fwd,fwd+bwd --max-configs 12 --compile-mode default)
 [ "$FULL_SWEEP" = 1 ] && SWEEP_OPTIONS=()
-timeout --foreground -s INT -k 30 "$SWEEP_CAP" python -m autotune sweep --suite core ${SWEEP_OPTIONS[@]+"${SWEEP_OPTIONS[@]}"} \
-  ${WS_FLAG[@]+"${WS_FLAG[@]}"} --db "$OUT/results.db" 2>&1 | tee "$OUT/sweep.log"
-sweep_rc=${PIPESTATUS[0]}
+# Exit status 3: the sweep's process could not go on (a row lost the CUDA context, or hung
+# past the sweep's watchdog) and recorded that row: a fresh process resumes after it, in the
+# time left under the cap (at most RESTARTS times).
+: > "$OUT/sweep.log"
+RESTARTS=10 restarts=0
+while :; do
+  left=$(( SWEEP_CAP - (SECONDS - sweep_start) ))
+  timeout --foreground -s INT -k 30 "$left" python -m autotune sweep --suite core \
+    ${SWEEP_OPTIONS[@]+"${SWEEP_OPTIONS[@]}"} ${WS_FLAG[@]+"${WS_FLAG[@]}"} --db "$OUT/results.db" 2>&1 \
+    | tee -a "$OUT/sweep.log"
+  sweep_rc=${PIPESTATUS[0]}
+  [ "$sweep_rc" = 3 ] || break
+  pack
+  left=$(( SWEEP_CAP - (SECONDS - sweep_start) ))
+  if [ "$restarts" -ge "$RESTARTS" ]; then
+    echo "the sweep's process could not go on $((restarts + 1)) times: not restarted again (see above)" \
+      | tee -a "$OUT/sweep.log"
+    break
+  fi
+  if [ "$left" -lt 20 ]; then sweep_rc=124; break; fi  # the cap, as good as reached
+  restarts=$((restarts + 1))
+  echo "the sweep's process could not go on (above); restart $restarts: a fresh process resumes it, $left s of its cap left" \
+    | tee -a "$OUT/sweep.log"
+done
 # its cap (a kill after the grace counts too, once the cap has passed; earlier, a 137 is an
 # out-of-memory kill): not a failure, the rows so far are saved
 if [ "$sweep_rc" = 124 ] || { [ "$sweep_rc" = 137 ] && [ $((SECONDS - sweep_start)) -ge "$SWEEP_CAP" ]; }; then

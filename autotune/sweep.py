@@ -25,6 +25,7 @@ import dataclasses
 import math
 import os
 import subprocess
+import threading
 import time
 import tomllib
 import warnings
@@ -40,7 +41,7 @@ import triton
 
 from autotune import search as tile_search
 from autotune.db import SHAPE_KEYS, Result, ResultsDB, Run, canonical_json, shard
-from autotune.timing import bench_stream, time_call
+from autotune.timing import bench_stream, context_lost, time_call
 from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
 from kernels.conv import (
     conv_config_space,
@@ -570,6 +571,92 @@ def _status_of(e: BaseException) -> str:
     return "error"
 
 
+# Exit status of `yat-autotune sweep` where its process cannot go on (the CUDA context lost,
+# a row that never finished): that row is recorded as an error, and the same command, in a
+# fresh process, resumes after it (gpu.sh restarts the sweep while its cap allows).
+RESTART_EXIT = 3
+# Seconds a row may run on a GPU before the watchdog calls it hung (`Watchdog`). A ⵟ tile's
+# kernels are compiled before its row, in parallel; the row runs the call, checks it and
+# times it (~1 s at the core suite's largest shapes). The default tiles' row compiles its
+# own (a dense fwd+bwd: 6 kernels, seconds each). compiled_ref is not watched: its
+# max-autotune compile takes minutes where it must.
+HANG_AFTER_S = 90.0
+UNWATCHED = ("compiled_ref",)
+
+
+class ContextLost(RuntimeError):
+    """A row failed and took the process's CUDA context with it (`context_lost`): the sweep
+    recorded that row and stopped, since every later row would fail the same way."""
+
+
+class Watchdog:
+    """Ends the sweep's process where a row has run `limit` seconds. A kernel that never
+    finishes (a deadlock) blocks the host in a CUDA call that no signal interrupts: a time
+    cap would kill the process with that row unrecorded, and every resumed sweep would run
+    it again, and hang again. Here the row is recorded as an error, and the run's record
+    (`run_record`) added, from this thread's own connection to the database; then the
+    process exits with RESTART_EXIT (`exit`: os._exit, which no blocked thread delays).
+    The same command resumes after that row."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        limit: float,
+        run_record: Callable[[], Run],
+        exit: Callable[[int], object] = os._exit,  # noqa: A002 - the process's exit
+    ) -> None:
+        self.path, self.limit, self.run_record, self.exit = db_path, limit, run_record, exit
+        self._lock = threading.Lock()
+        self._row: tuple[float, Callable[[str], Result]] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="sweep watchdog", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def watching(self, hung_row: Callable[[str], Result]) -> Iterator[None]:
+        """The block is one row's run: `hung_row(reason)` is that row as an error."""
+        with self._lock:
+            self._row = (time.monotonic(), hung_row)
+        try:
+            yield
+        finally:
+            with self._lock:  # a row that ends while the watchdog records it waits for the exit
+                self._row = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.limit / 4)):
+            with self._lock:
+                row = self._row
+                if row is not None and time.monotonic() - row[0] > self.limit:
+                    self._fire(row[1])
+                    return
+
+    def _fire(self, hung_row: Callable[[str], Result]) -> None:
+        reason = (
+            f"hung: no result after {self.limit:g} s; the sweep's process was ended "
+            "(a kernel that never finishes blocks the host)"
+        )
+        row = hung_row(reason)
+        try:
+            with ResultsDB(self.path) as db:
+                db.add(row)
+                record = self.run_record()
+                db.add_run(dataclasses.replace(record, rows_added=record.rows_added + 1))  # and its row
+            saved = "recorded as an error"
+        except Exception as e:  # noqa: BLE001 - the process must end all the same
+            saved = f"NOT recorded ({type(e).__name__}: {e})"
+        print(
+            f"\nstopped: {row.op} {row.mode} {row.dtype} {row.shape} {row.provider} "
+            f"{row.config or '(defaults)'}: {reason}; {saved}. Run the same command to resume after it.",
+            flush=True,
+        )
+        self.exit(RESTART_EXIT)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @dataclass
 class Task:
     op: str
@@ -615,16 +702,19 @@ def run_sweep(
     suite_name: str = "",
     warp_specialize: bool = True,
     search: str = "guided",
+    hang_after: float | None = None,
 ) -> dict[str, int]:
     """Run every (task, provider) and the tiles each task's search picks, where not yet in
     `db`; returns counts by status.
     `warp_specialize=False`: no warp-specialized tiles, forward or backward (`config_space`,
     `backward_tiles`). `search`: which tiles a problem times (`autotune.search`: "guided",
-    or "exhaustive"), `max_configs` capping them.
+    or "exhaustive"), `max_configs` capping them. `hang_after` (seconds): a `Watchdog`
+    ends the process where a row (compiled_ref's excepted) runs longer.
 
     The run itself (suite, options, start and end, tasks finished) is recorded in the
     database's runs table, also when stopped by Ctrl-C / SIGINT (which is then raised
-    again, after the record): the report reads how long a whole suite took, compile
+    again, after the record), by a lost CUDA context (`ContextLost`, raised again
+    likewise) or by the watchdog: the report reads how long a whole suite took, compile
     included, from it.
     """
     env = environment()
@@ -637,7 +727,22 @@ def run_sweep(
     spent: dict[str, float] = {}
     bar = _progress(todo, progress)
     best: dict[str, float] = {}
-    started, finished, stopped = time.time(), 0, False
+    started, finished = time.time(), 0
+    stopped: BaseException | None = None
+    args = (
+        f"ops={','.join(ops)} modes={','.join(modes)} dtypes={','.join(dtypes)} max_configs={max_configs} "
+        f"compile_mode={compile_mode} search={search}"
+    )
+    if not warp_specialize:
+        args += " warp_specialize=off"
+    if shard_spec:
+        args += f" shard={shard_spec}"
+
+    def run_record() -> Run:  # what the run did so far (`finished`, `counts`: as they are now)
+        return Run(suite_name or "?", args, env.gpu, env.commit, started, time.time(), len(todo), finished,
+                   sum(counts.values()))  # fmt: skip
+
+    watchdog = Watchdog(db.path, hang_after, run_record) if hang_after else None
     try:
         for task in bar:
             label = f"{task.op} {task.mode} {task.dtype} {canonical_json(task.shape)}"
@@ -655,31 +760,35 @@ def run_sweep(
                     search,
                     spent,
                     after_bwd=after_bwd,
+                    watchdog=watchdog,
                 ):
                     counts[result.status] = counts.get(result.status, 0) + 1
                     if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
                         best[label] = min(best.get(label, math.inf), result.median_ms)
                         bar.set_postfix_str(f"best {best[label]:.4g} ms")
             finished += 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         bar.close()
         print(f"\nstopped; {sum(counts.values())} rows saved this run. Run the same command to resume.")
-        stopped = True
-    args = (
-        f"ops={','.join(ops)} modes={','.join(modes)} dtypes={','.join(dtypes)} max_configs={max_configs} "
-        f"compile_mode={compile_mode} search={search}"
-    )
-    if not warp_specialize:
-        args += " warp_specialize=off"
-    if shard_spec:
-        args += f" shard={shard_spec}"
-    ended = time.time()
-    db.add_run(Run(suite_name or "?", args, env.gpu, env.commit, started, ended, len(todo), finished,
-                   sum(counts.values())))  # fmt: skip
+        stopped = e
+    except ContextLost as e:
+        bar.close()
+        counts["error"] = counts.get("error", 0) + 1  # its row
+        print(
+            f"\nstopped: {e}\nThat row is recorded as an error; every later CUDA call of this process "
+            f"would fail. {sum(counts.values())} rows saved this run, that one included. Run the same "
+            "command to resume in a fresh process, after that row."
+        )
+        stopped = e
+    finally:
+        if watchdog is not None:
+            watchdog.close()
+    record = run_record()
+    db.add_run(record)
     if spent:
-        print(spent_line(spent, ended - started))
-    if stopped:
-        raise KeyboardInterrupt
+        print(spent_line(spent, record.ended - started))
+    if stopped is not None:
+        raise stopped
     return counts
 
 
@@ -734,10 +843,13 @@ def _run_task(
     spent: dict[str, float] | None = None,
     *,
     after_bwd: bool = False,
+    watchdog: Watchdog | None = None,
 ) -> Iterator[Result]:
     """The rows of one task, each written to `db` as it is made. `spent` adds up the wall
     seconds by what they went to (`spent_line`). `after_bwd`: this run swept the problem's
-    bwd mode before its fwd+bwd mode (`fwd_bwd_after_bwd`)."""
+    bwd mode before its fwd+bwd mode (`fwd_bwd_after_bwd`). `watchdog`: watches each row
+    but compiled_ref's. A row whose failure loses the CUDA context (`context_lost`) is
+    recorded, then `ContextLost` is raised."""
     spent = {} if spent is None else spent
 
     @contextlib.contextmanager
@@ -799,7 +911,12 @@ def _run_task(
         layer: Callable[[torch.Tensor], torch.Tensor] | None = None,
         training: Callable[[], Outputs] | None = None,
     ) -> Result:
-        with clock(provider):
+        watched = (
+            watchdog.watching(lambda reason: make_row(provider, config, "error", reason=reason))
+            if watchdog is not None and provider not in UNWATCHED
+            else contextlib.nullcontext()
+        )
+        with clock(provider), watched:
             return run_and_time(provider, config, fn, check, layer, training)
 
     def run_and_time(
@@ -823,7 +940,15 @@ def _run_task(
             if own_graphs and t.method == "eager":
                 t = dataclasses.replace(t, note=own_graphs)
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
-            return row(provider, config, _status_of(e), reason=f"{type(e).__name__}: {e}"[:500])
+            reason = f"{type(e).__name__}: {e}"
+            lost = context_lost(device)
+            if lost:  # the sweep cannot go on in this process
+                row(provider, config, "error", reason=f"lost the CUDA context: {reason}"[:500])
+                raise ContextLost(
+                    f"{task.op} {task.mode} {task.dtype} {shape_json} {provider} {config or '(defaults)'} "
+                    f"failed and lost the CUDA context ({reason[:300]}; a probe then: {lost[:200]})"
+                ) from e
+            return row(provider, config, _status_of(e), reason=reason[:500])
         return row(provider, config, "ok", median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
                    tflops=flop / (t.median_ms * 1e-3) / 1e12, correct=correct, max_rel_err=err,
                    saved_bytes=saved, timing=t.method, reason=t.note)  # fmt: skip

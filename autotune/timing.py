@@ -38,6 +38,21 @@ def on_gpu() -> bool:
     return torch.cuda.is_available() and not INTERPRETING
 
 
+def context_lost(device: str) -> str:
+    """Why this process's CUDA context no longer works (a probe fails), or "". A kernel that
+    faults (an illegal address, a trap) leaves the context unusable: every later CUDA call
+    in the process fails with the same error (every later row of a sweep, which a resumed
+    sweep would not measure again; every later test of a pytest process). Off a GPU, ""."""
+    if device != "cuda":
+        return ""
+    try:
+        torch.cuda.synchronize()
+        torch.ones(1, device=device).add_(1).cpu()
+    except Exception as e:  # noqa: BLE001 - any failure of the probe is the answer
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
 @dataclass(frozen=True)
 class Timing:
     """Milliseconds (median, 20th and 80th percentiles), how they were taken (TIMINGS), and

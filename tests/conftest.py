@@ -40,6 +40,24 @@ GPU_FIRST = (
 GPU_LAST = ("test_sweep_rows_are_timed_from_cuda_graphs",)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """On a GPU, a failed test that lost the CUDA context (a kernel that faulted) stops the
+    session, naming that test: every later test of the process would fail with the same
+    error, burying it (under pytest-xdist the controller stops the other workers too)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _HAS_CUDA and not item.session.shouldstop:
+        from autotune.timing import context_lost
+
+        lost = context_lost("cuda")
+        if lost:
+            item.session.shouldstop = (
+                f"{item.nodeid} lost the CUDA context (a probe then: {lost[:300]}); "
+                "every later test of this process would fail"
+            )
+
+
 def gpu_order(nodeid: str) -> int:
     """Where a `gpu` test runs among them: GPU_FIRST's place, then the rest, then GPU_LAST."""
     for i, name in enumerate(GPU_FIRST):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from autotune import cli, sweep
-from autotune.db import ResultsDB
+from autotune.db import Result, ResultsDB
 
 TINY = """
 [[dense]]
@@ -131,6 +131,132 @@ def test_a_stopped_sweep_says_so_and_records_its_run(
     with ResultsDB(db_path) as db:
         (run,) = db.runs()
         assert (run.tasks_total, run.tasks_done) == (2, 1) and run.rows_added == len(db.query()) > 0
+
+
+FAULT = "CUDA error: an illegal memory access was encountered"
+
+
+def test_a_row_that_loses_the_cuda_context_stops_the_sweep(
+    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tile whose kernel faults leaves the process's CUDA context unusable (stubbed here:
+    the tile raises, and from then on the probe fails, as on a GPU). Its row is recorded as
+    an error saying so, nothing after it runs (every later row would record the same
+    failure, and a resume would not measure them again), the run's record is kept and the
+    command exits 3. A fresh process resumes after that row, which it does not run again."""
+    real = sweep.Problem.yat
+    faulted: list[str] = []
+
+    def faulting(self, config):  # noqa: ANN001, ANN202 - the first tile timed faults
+        fn = real(self, config)
+        if config is None or (faulted and faulted[0] != sweep.canonical_json(config.as_dict())):
+            return fn
+
+        def fault() -> object:
+            faulted[:] = [sweep.canonical_json(config.as_dict())]
+            raise RuntimeError(FAULT)
+
+        return fault
+
+    monkeypatch.setattr(sweep.Problem, "yat", faulting)
+    monkeypatch.setattr(sweep, "context_lost", lambda device: FAULT if faulted else "")
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", str(tiny_suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd,bwd",
+            "--dtype", "float32", "--max-configs", "2", "--quiet", *NO_COMPILE]  # fmt: skip
+    assert cli.main(argv) == sweep.RESTART_EXIT
+    out = capsys.readouterr().out
+    assert "lost the CUDA context" in out and "Run the same command to resume in a fresh process" in out
+    assert f"{len(_rows(db_path))} rows saved this run, that one included" in out
+    rows = _rows(db_path)
+    (bad,) = [r for r in rows if r.status != "ok" and r.status != "pruned"]
+    assert bad.config == faulted[0] and bad.status == "error" and bad.mode == "fwd"
+    assert bad.reason.startswith("lost the CUDA context: RuntimeError: " + FAULT)
+    # the standard layers came before it; the other tile, the references and the bwd task did not run
+    assert "linear+relu" in {r.provider for r in rows if r.status == "ok"} <= set(sweep.STANDARD_LAYERS)
+    assert "bwd" not in {r.mode for r in rows}
+    with ResultsDB(db_path) as db:
+        (run,) = db.runs()
+        assert (run.tasks_total, run.tasks_done) == (2, 0) and run.rows_added == len(rows)
+    # a fresh process: the context works; the row that faulted is kept and not run again
+    faulted_config = faulted[0]
+    faulted[:] = []
+    monkeypatch.setattr(sweep.Problem, "yat", real)
+    assert cli.main(argv) == 0
+    again = _rows(db_path)
+    assert [r.reason for r in again if r.config == faulted_config and r.mode == "fwd"] == [bad.reason]
+    assert {"linear+relu", "eager_ref", "yat_triton"} <= {r.provider for r in again if r.status == "ok"}
+    assert {r.mode for r in again if r.provider == "yat_triton" and r.status == "ok"} == {"fwd", "bwd"}
+
+
+def test_a_hung_row_is_recorded_and_ends_the_process(tiny_suite: Path, tmp_path: Path) -> None:
+    """A row that never finishes (a kernel in a deadlock blocks the host in a CUDA call no
+    signal interrupts; a sleep here) is recorded as hung by the sweep's watchdog, with the
+    run's record, and the process exits 3 at once: a time cap's kill would leave the row
+    unrecorded, to hang every resumed sweep again. A row that finishes in time is not
+    touched."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import sys, time\n"
+        "from autotune import sweep\n"
+        "from autotune.db import ResultsDB\n"
+        "real = sweep.Problem.yat\n"
+        "def hanging(self, config):\n"
+        "    fn = real(self, config)\n"
+        "    return fn if config is None else (lambda: time.sleep(600))\n"
+        "sweep.Problem.yat = hanging\n"
+        "with ResultsDB(sys.argv[1]) as db:\n"
+        "    sweep.run_sweep(db, sweep.load_suite(sys.argv[2]), ops=['dense'], modes=['fwd'],\n"
+        "                    dtypes=['float32'], max_configs=1, progress=False, compile_mode='none',\n"
+        "                    suite_name='tiny', hang_after=2.0)\n"
+        "print('the sweep went on')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    db_path = tmp_path / "r.db"
+    run = subprocess.run([sys.executable, str(script), str(db_path), str(tiny_suite)], cwd=root,
+                         env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)},
+                         capture_output=True, text=True, timeout=150)  # fmt: skip
+    assert run.returncode == sweep.RESTART_EXIT, run.stdout + run.stderr
+    assert "hung: no result after 2 s" in run.stdout and "the sweep went on" not in run.stdout
+    rows = _rows(db_path)
+    (hung,) = [r for r in rows if r.provider == "yat_triton" and r.status != "pruned"]
+    assert hung.status == "error" and hung.reason.startswith("hung: no result after 2 s") and hung.config
+    assert [r.status for r in rows if r.provider == "linear+relu"] == ["ok"]  # measured in time
+    with ResultsDB(db_path) as db:
+        (record,) = db.runs()
+        assert (record.suite, record.tasks_total, record.tasks_done) == ("tiny", 1, 0)
+        assert record.rows_added == len(rows)
+
+
+def test_the_watchdog_leaves_rows_that_end_in_time(tmp_path: Path) -> None:
+    """Only a row still running at the limit is recorded as hung; the exit is asked once."""
+    exits: list[int] = []
+    db_path = tmp_path / "w.db"
+    ResultsDB(db_path).close()
+    shape = sweep.canonical_json({"M": 20, "N": 12, "K": 16})
+    row = Result(op="dense", mode="fwd", provider="yat_triton", dtype="float32", shape=shape, config="{}",
+                 status="ok", gpu="cpu", driver="", torch=torch.__version__, triton="", commit="abc1234",
+                 representative=False)  # fmt: skip
+
+    def record() -> object:
+        return sweep.Run("tiny", "args", row.gpu, row.commit, 0.0, 1.0, 1, 0, 0)
+
+    dog = sweep.Watchdog(db_path, 0.3, record, exit=exits.append)
+    try:
+        with dog.watching(lambda reason: dataclasses.replace(row, status="error", reason=reason)):
+            time.sleep(0.05)
+        time.sleep(0.6)
+        assert exits == [] and _rows(db_path) == []
+        with dog.watching(lambda reason: dataclasses.replace(row, status="error", reason=reason)):
+            time.sleep(1.2)
+    finally:
+        dog.close()
+    assert exits == [sweep.RESTART_EXIT]
+    (hung,) = _rows(db_path)
+    assert hung.status == "error" and "no result after 0.3 s" in hung.reason
 
 
 def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Path, monkeypatch) -> None:
@@ -278,7 +404,8 @@ def test_show_and_sweep_report_bad_databases(tmp_path: Path, capsys) -> None:
 
 def test_command_line_refuses_bad_values(tmp_path: Path, capsys) -> None:
     """Options are checked before anything runs; export of a missing database creates none."""
-    for bad in (["--max-configs", "0"], ["--max-configs", "-1"], ["--compile-mode", "bogus"]):
+    for bad in (["--max-configs", "0"], ["--max-configs", "-1"], ["--compile-mode", "bogus"],
+                ["--hang-after", "-1"], ["--hang-after", "soon"], ["--hang-after", "inf"]):  # fmt: skip
         with pytest.raises(SystemExit) as stop:
             cli.main(["sweep", "--db", str(tmp_path / "r.db"), *bad])
         assert stop.value.code == 2
@@ -747,6 +874,74 @@ def test_gpu_script_full_sweep_times_the_default_sweep_from_scratch(tmp_path: Pa
     assert (tmp_path / "kept" / "results.db").read_text() == "earlier rows" and not (
         tmp_path / "new"
     ).exists()
+
+
+def test_gpu_script_restarts_a_sweep_that_cannot_go_on(tmp_path: Path) -> None:
+    """A sweep that exits 3 (a row lost the CUDA context or hung, and is recorded) is
+    restarted in a fresh process while its cap leaves time, at most 10 times; near the cap
+    the run ends as a capped one. Stub python here: its sweep exits 3 the first FAULTS times."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "python").write_text(
+        '#!/bin/bash\necho "stub python $*"\n'
+        'if [ "$3" = sweep ]; then\n'
+        '  n=$(cat "$COUNTER" 2> /dev/null || echo 0); echo $((n + 1)) > "$COUNTER"\n'
+        '  [ "$n" -lt "$FAULTS" ] && { echo "stopped: a row lost the CUDA context"; exit 3; }\n'
+        "fi\nexit 0\n"
+    )
+    (stubs / "python").chmod(0o755)
+
+    def run(name: str, faults: int, *options: str) -> tuple[int, str, int]:
+        counter = tmp_path / f"{name}.count"
+        env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "COUNTER": str(counter),
+               "FAULTS": str(faults)}  # fmt: skip
+        done = subprocess.run(["bash", str(script), name, "--sweep-only", *options], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        return done.returncode, (tmp_path / name / "sweep.log").read_text(), int(counter.read_text())
+
+    rc, log, sweeps = run("once", 1)
+    assert (rc, sweeps) == (0, 2) and "restart 1: a fresh process resumes it" in log, log
+    assert log.count("stub python -m autotune sweep --suite core") == 2 and "stopped at its" not in log
+    rc, log, sweeps = run("always", 99)
+    assert (rc, sweeps) == (1, 11) and "could not go on 11 times: not restarted again" in log, log
+    rc, log, sweeps = run("late", 1, "--sweep-cap", "15")  # under 20 s of the cap left: not restarted
+    assert (rc, sweeps) == (0, 1) and "stopped at its 15 s cap" in log and "restart 1" not in log, log
+
+
+def test_a_test_that_loses_the_cuda_context_stops_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU (stubbed), a failed test after which the CUDA context no longer works stops
+    the pytest session, naming it (every later test would fail with its error); a passed
+    test is not probed, and a failure that leaves the context working stops nothing."""
+    from types import SimpleNamespace
+
+    import conftest
+
+    from autotune import timing
+
+    probe = [""]
+    probed: list[str] = []
+    monkeypatch.setattr(conftest, "_HAS_CUDA", True)
+    monkeypatch.setattr(timing, "context_lost", lambda device: probed.append(device) or probe[0])
+    item = SimpleNamespace(nodeid="tests/test_x.py::test_fault", session=SimpleNamespace(shouldstop=False))
+
+    def report(failed: bool) -> None:
+        hook = conftest.pytest_runtest_makereport(item, None)
+        next(hook)
+        with pytest.raises(StopIteration):
+            hook.send(SimpleNamespace(get_result=lambda: SimpleNamespace(failed=failed)))
+
+    report(False)
+    assert probed == [] and item.session.shouldstop is False
+    report(True)  # the context still works
+    assert probed == ["cuda"] and item.session.shouldstop is False
+    probe[0] = FAULT
+    report(True)
+    assert item.session.shouldstop.startswith("tests/test_x.py::test_fault lost the CUDA context")
+    assert FAULT in item.session.shouldstop
 
 
 def test_gpu_marker_picks_out_the_tests_only_a_gpu_runs() -> None:
