@@ -47,6 +47,9 @@ def _csv(allowed: tuple[str, ...]):  # noqa: ANN202 - an argparse type
     return parse
 
 
+exit_now = os._exit  # the process's immediate end (tests stand in for it)
+
+
 def _seconds(text: str) -> float:
     """A number of seconds >= 0, refused by argparse otherwise."""
     try:
@@ -74,6 +77,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     hang_after = args.hang_after
     if hang_after is None:  # the watchdog watches kernels that may hang: a GPU's
         hang_after = sweep.HANG_AFTER_S if env.representative else 0
+    lost = False
     with dbmod.ResultsDB(args.db) as db:
         try:
             counts = sweep.run_sweep(
@@ -85,7 +89,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # run_sweep said what was saved and how to resume
             return 130
         except sweep.ContextLost:  # likewise; a fresh process resumes
-            return sweep.RESTART_EXIT
+            lost = True
+    if lost:
+        # Everything is saved and the database closed. With the CUDA context lost, PyTorch's
+        # destructors at interpreter exit (CUDA tensors, graphs) can abort the process (status
+        # 134, which the GPU script would not restart): it ends here, at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        exit_now(sweep.RESTART_EXIT)
+        return sweep.RESTART_EXIT
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new (all done)"
     print(f"{args.db}: {summary}")
     return 0

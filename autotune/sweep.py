@@ -576,10 +576,11 @@ def _status_of(e: BaseException) -> str:
 # fresh process, resumes after it (gpu.sh restarts the sweep while its cap allows).
 RESTART_EXIT = 3
 # Seconds a row may run on a GPU before the watchdog calls it hung (`Watchdog`). A ⵟ tile's
-# kernels are compiled before its row, in parallel; the row runs the call, checks it and
-# times it (~1 s at the core suite's largest shapes). The default tiles' row compiles its
-# own (a dense fwd+bwd: 6 kernels, seconds each). compiled_ref is not watched: its
-# max-autotune compile takes minutes where it must.
+# kernels (in fwd mode, the forward as training runs it too) are compiled before its row,
+# in parallel; the row runs the call, checks it and times it (~1 s at the core suite's
+# largest shapes). The default tiles' row compiles its own (a dense fwd+bwd: 6 kernels,
+# seconds each). compiled_ref is not watched: its max-autotune compile takes minutes
+# where it must.
 HANG_AFTER_S = 90.0
 UNWATCHED = ("compiled_ref",)
 
@@ -596,7 +597,8 @@ class Watchdog:
     it again, and hang again. Here the row is recorded as an error, and the run's record
     (`run_record`) added, from this thread's own connection to the database; then the
     process exits with RESTART_EXIT (`exit`: os._exit, which no blocked thread delays).
-    The same command resumes after that row."""
+    The same command resumes after that row. The row is written after its watched run
+    (`_run_task`), so the watchdog never overwrites a stored result."""
 
     def __init__(
         self,
@@ -632,25 +634,26 @@ class Watchdog:
                     return
 
     def _fire(self, hung_row: Callable[[str], Result]) -> None:
-        reason = (
-            f"hung: no result after {self.limit:g} s; the sweep's process was ended "
-            "(a kernel that never finishes blocks the host)"
-        )
-        row = hung_row(reason)
+        """Record the row and the run, say so, and end the process: with RESTART_EXIT where
+        the row is stored (a fresh process resumes after it), else with 1 (a fresh one
+        would run it, and hang, again). The exit comes whatever fails before it."""
+        status, reason = 1, f"hung: no result after {self.limit:g} s"
         try:
+            reason += "; the sweep's process was ended (a kernel that never finishes blocks the host)"
+            row = hung_row(reason)
             with ResultsDB(self.path) as db:
                 db.add(row)
                 record = self.run_record()
                 db.add_run(dataclasses.replace(record, rows_added=record.rows_added + 1))  # and its row
-            saved = "recorded as an error"
+            status = RESTART_EXIT
+            what = f"{row.op} {row.mode} {row.dtype} {row.shape} {row.provider} {row.config or '(defaults)'}"
+            print(f"\nstopped: {what}: {reason}; recorded as an error. Run the same command to resume "
+                  "after it.", flush=True)  # fmt: skip
         except Exception as e:  # noqa: BLE001 - the process must end all the same
-            saved = f"NOT recorded ({type(e).__name__}: {e})"
-        print(
-            f"\nstopped: {row.op} {row.mode} {row.dtype} {row.shape} {row.provider} "
-            f"{row.config or '(defaults)'}: {reason}; {saved}. Run the same command to resume after it.",
-            flush=True,
-        )
-        self.exit(RESTART_EXIT)
+            with contextlib.suppress(Exception):
+                print(f"\nstopped: a row {reason}; NOT recorded ({type(e).__name__}: {e}).", flush=True)
+        finally:
+            self.exit(status)
 
     def close(self) -> None:
         self._stop.set()
@@ -911,13 +914,28 @@ def _run_task(
         layer: Callable[[torch.Tensor], torch.Tensor] | None = None,
         training: Callable[[], Outputs] | None = None,
     ) -> Result:
+        """The provider's row, written to `db` after the watched run (a wait for the database,
+        held by another sweep into the same file, is not the row's run time; a row the
+        watchdog records is never one already stored)."""
         watched = (
             watchdog.watching(lambda reason: make_row(provider, config, "error", reason=reason))
             if watchdog is not None and provider not in UNWATCHED
             else contextlib.nullcontext()
         )
-        with clock(provider), watched:
-            return run_and_time(provider, config, fn, check, layer, training)
+        with clock(provider):
+            with watched:
+                result, failure = run_and_time(provider, config, fn, check, layer, training)
+            lost = context_lost(device) if failure is not None else ""
+            if lost:  # the sweep cannot go on in this process
+                why = f"lost the CUDA context: {failure}"
+                result = dataclasses.replace(result, status="error", reason=why[:500])
+            db.add(result)
+        if lost:
+            raise ContextLost(
+                f"{task.op} {task.mode} {task.dtype} {shape_json} {provider} {config or '(defaults)'} "
+                f"failed and lost the CUDA context ({failure[:300]}; a probe then: {lost[:200]})"
+            )
+        return result
 
     def run_and_time(
         provider: str,
@@ -926,32 +944,30 @@ def _run_task(
         check: bool,
         layer: Callable[[torch.Tensor], torch.Tensor] | None,
         training: Callable[[], Outputs] | None,
-    ) -> Result:
+    ) -> tuple[Result, str | None]:
+        """The row (not yet written), and what the run raised where that may have faulted a
+        kernel (the caller probes the context once the exception and its frames are gone:
+        probing amid the failed call's tensors could itself run out of memory), else None."""
         try:
             saved = problem.saved_bytes(layer) if layer is not None and task.mode != "fwd" else None
             out = fn()  # a warp-specialized tile that ran unspecialized raises (not its row)
             err, what = error(out, *([training()] if training is not None else [])) if check else (None, "")
             correct = None if err is None else bool(err <= tol)
             if correct is False:
-                return row(provider, config, "wrong", reason=f"max rel error {err:.3g} > {tol:g} ({what})",
-                           correct=False, max_rel_err=err)  # fmt: skip
+                why = f"max rel error {err:.3g} > {tol:g} ({what})"
+                return make_row(provider, config, "wrong", reason=why, correct=False, max_rel_err=err), None
             own_graphs = own_cuda_graphs(provider, compile_mode)
             t = time_call(fn, graph=not own_graphs)
             if own_graphs and t.method == "eager":
                 t = dataclasses.replace(t, note=own_graphs)
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
             reason = f"{type(e).__name__}: {e}"
-            lost = context_lost(device)
-            if lost:  # the sweep cannot go on in this process
-                row(provider, config, "error", reason=f"lost the CUDA context: {reason}"[:500])
-                raise ContextLost(
-                    f"{task.op} {task.mode} {task.dtype} {shape_json} {provider} {config or '(defaults)'} "
-                    f"failed and lost the CUDA context ({reason[:300]}; a probe then: {lost[:200]})"
-                ) from e
-            return row(provider, config, _status_of(e), reason=reason[:500])
-        return row(provider, config, "ok", median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
-                   tflops=flop / (t.median_ms * 1e-3) / 1e12, correct=correct, max_rel_err=err,
-                   saved_bytes=saved, timing=t.method, reason=t.note)  # fmt: skip
+            # out of memory leaves the context working (and a probe amid it could fail too)
+            fault = None if isinstance(e, torch.OutOfMemoryError) else reason
+            return make_row(provider, config, _status_of(e), reason=reason[:500]), fault
+        return make_row(provider, config, "ok", median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
+                        tflops=flop / (t.median_ms * 1e-3) / 1e12, correct=correct, max_rel_err=err,
+                        saved_bytes=saved, timing=t.method, reason=t.note), None  # fmt: skip
 
     # The standard layers first, the ⵟ configs next, the ⵟ references (eager, compiled,
     # nmn) last: a run stopped by a time cap still leaves every problem it reached with
@@ -1007,8 +1023,9 @@ def _run_task(
                     yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
             keep = [not reason for reason in reasons]
             pending = [c for c, k in zip(pending, keep, strict=True) if k]
-            with clock("yat_triton compile"):
-                _parallel(_warm, [calls for calls, k in zip(recorded, keep, strict=True) if k])
+            with clock("yat_triton compile"):  # fwd mode: also the forward as training runs it
+                both = [r + t for r, t, k in zip(recorded, training, keep, strict=True) if k]
+                _parallel(_warm, both)
         for cfg in pending:  # the op on its defaults (cfg None, backward modes) also has its saved bytes
             layer = problem.yat_layer() if cfg is None else None
             # fwd mode: y is checked as inference and as training runs the forward (saving s)

@@ -40,22 +40,35 @@ GPU_FIRST = (
 GPU_LAST = ("test_sweep_rows_are_timed_from_cuda_graphs",)
 
 
+def _end_worker(message: str) -> None:
+    """End this pytest-xdist worker at once: the controller reports the test it was running
+    as crashed, names it, and runs the worker's other tests on a fresh one."""
+    os.write(2, message.encode(errors="replace"))
+    os._exit(1)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    """On a GPU, a failed test that lost the CUDA context (a kernel that faulted) stops the
-    session, naming that test: every later test of the process would fail with the same
-    error, burying it (under pytest-xdist the controller stops the other workers too)."""
+    """On a GPU, a failed test that lost the CUDA context (a kernel that faulted) ends its
+    process, naming the test: every later test there would fail with the same error,
+    burying it. A pytest-xdist worker ends at once, its failure written to stderr (the
+    controller replaces it and runs the rest); a single process stops its session."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _HAS_CUDA and not item.session.shouldstop:
-        from autotune.timing import context_lost
+    if not (report.failed and _HAS_CUDA and torch.cuda.is_initialized()) or item.session.shouldstop:
+        return
+    from autotune.timing import context_lost
 
-        lost = context_lost("cuda")
-        if lost:
-            item.session.shouldstop = (
-                f"{item.nodeid} lost the CUDA context (a probe then: {lost[:300]}); "
-                "every later test of this process would fail"
-            )
+    lost = context_lost("cuda")
+    if not lost:
+        return
+    why = (
+        f"{item.nodeid} lost the CUDA context (a probe then: {lost[:300]}); "
+        "every later test of this process would fail"
+    )
+    if hasattr(item.config, "workerinput"):
+        _end_worker(f"\n{why}\n{report.longreprtext}\n")
+    item.session.shouldstop = why
 
 
 def gpu_order(nodeid: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -160,10 +161,12 @@ def test_a_row_that_loses_the_cuda_context_stops_the_sweep(
 
     monkeypatch.setattr(sweep.Problem, "yat", faulting)
     monkeypatch.setattr(sweep, "context_lost", lambda device: FAULT if faulted else "")
+    exits: list[int] = []  # the process would end at once (os._exit), its database closed
+    monkeypatch.setattr(cli, "exit_now", exits.append)
     db_path = tmp_path / "r.db"
     argv = ["sweep", "--suite", str(tiny_suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd,bwd",
             "--dtype", "float32", "--max-configs", "2", "--quiet", *NO_COMPILE]  # fmt: skip
-    assert cli.main(argv) == sweep.RESTART_EXIT
+    assert cli.main(argv) == sweep.RESTART_EXIT and exits == [sweep.RESTART_EXIT]
     out = capsys.readouterr().out
     assert "lost the CUDA context" in out and "Run the same command to resume in a fresh process" in out
     assert f"{len(_rows(db_path))} rows saved this run, that one included" in out
@@ -181,7 +184,7 @@ def test_a_row_that_loses_the_cuda_context_stops_the_sweep(
     faulted_config = faulted[0]
     faulted[:] = []
     monkeypatch.setattr(sweep.Problem, "yat", real)
-    assert cli.main(argv) == 0
+    assert cli.main(argv) == 0 and exits == [sweep.RESTART_EXIT]
     again = _rows(db_path)
     assert [r.reason for r in again if r.config == faulted_config and r.mode == "fwd"] == [bad.reason]
     assert {"linear+relu", "eager_ref", "yat_triton"} <= {r.provider for r in again if r.status == "ok"}
@@ -244,19 +247,111 @@ def test_the_watchdog_leaves_rows_that_end_in_time(tmp_path: Path) -> None:
     def record() -> object:
         return sweep.Run("tiny", "args", row.gpu, row.commit, 0.0, 1.0, 1, 0, 0)
 
-    dog = sweep.Watchdog(db_path, 0.3, record, exit=exits.append)
+    fired = threading.Event()
+
+    def exit_now(code: int) -> None:
+        exits.append(code)
+        fired.set()
+
+    dog = sweep.Watchdog(db_path, 0.3, record, exit=exit_now)
     try:
         with dog.watching(lambda reason: dataclasses.replace(row, status="error", reason=reason)):
             time.sleep(0.05)
         time.sleep(0.6)
         assert exits == [] and _rows(db_path) == []
         with dog.watching(lambda reason: dataclasses.replace(row, status="error", reason=reason)):
-            time.sleep(1.2)
+            assert fired.wait(60)
     finally:
         dog.close()
     assert exits == [sweep.RESTART_EXIT]
     (hung,) = _rows(db_path)
     assert hung.status == "error" and "no result after 0.3 s" in hung.reason
+    # a row it cannot record: the process still ends, with 1 (a restart would hang on it again)
+    for path, hung_row in ((tmp_path / "gone" / "w.db", lambda reason: row), (db_path, lambda reason: 1 / 0)):
+        fired.clear()
+        dog = sweep.Watchdog(path, 0.1, record, exit=exit_now)
+        try:
+            with dog.watching(hung_row):
+                assert fired.wait(60)
+        finally:
+            dog.close()
+    assert exits == [sweep.RESTART_EXIT, 1, 1] and len(_rows(db_path)) == 1
+
+
+def test_waiting_for_the_database_is_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog times a row's run, not the write of its result: a write waiting on
+    another sweep into the same file (stubbed: the first write takes 4 s, past a 3 s limit)
+    is no hang, and a result is never recorded as hung after it was measured."""
+    exits: list[int] = []
+    real_add = ResultsDB.add
+    waits = [4.0]
+
+    def contended_add(self: ResultsDB, result: Result) -> None:
+        time.sleep(waits.pop() if waits else 0.0)
+        real_add(self, result)
+
+    monkeypatch.setattr(ResultsDB, "add", contended_add)
+    task = sweep.Task("dense", {"M": 20, "N": 12, "K": 16}, "float32", "fwd")
+    env = sweep.environment()
+    with ResultsDB(tmp_path / "w.db") as db:
+        dog = sweep.Watchdog(db.path, 3.0, lambda: sweep.Run("t", "", env.gpu, env.commit, 0, 1, 1, 0, 0),
+                             exit=exits.append)  # fmt: skip
+        try:
+            rows = list(sweep._run_task(db, task, env, "cpu", 1, "none", watchdog=dog))
+        finally:
+            dog.close()
+    assert exits == [] and waits == [] and rows
+    assert all(r.status in ("ok", "pruned") for r in rows), [(r.provider, r.reason) for r in rows]
+
+
+def test_out_of_memory_is_no_lost_context(
+    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tile that runs out of GPU memory is an error row like any other: the context still
+    works, and it is not probed (a probe amid the failed call's tensors could fail too)."""
+    real = sweep.Problem.yat
+    probed: list[str] = []
+
+    def hungry(self, config):  # noqa: ANN001, ANN202
+        fn = real(self, config)
+        if config is None or config.num_stages != 3:
+            return fn
+
+        def oom() -> object:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB")
+
+        return oom
+
+    monkeypatch.setattr(sweep.Problem, "yat", hungry)
+    monkeypatch.setattr(sweep, "context_lost", lambda device: probed.append(device) or FAULT)
+    with ResultsDB(tmp_path / "r.db") as db:
+        counts = sweep.run_sweep(db, sweep.load_suite(str(tiny_suite)), ops=["dense"], modes=["fwd"],
+                                 dtypes=["float32"], max_configs=None, progress=False,
+                                 compile_mode="none")  # fmt: skip
+    errors = [r for r in _rows(tmp_path / "r.db") if r.status == "error"]
+    assert errors and all(r.reason.startswith("OutOfMemoryError: CUDA out of memory") for r in errors)
+    assert probed == [] and counts["ok"] > len(errors)
+
+
+def test_the_compile_phase_warms_what_each_fwd_row_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU, a fwd-mode tile's kernels are compiled before its row, on the host's cores:
+    the forward as inference runs it and as training runs it (saving s), which the row runs
+    for its check, so that no compile falls inside the row (one by one, and under the
+    watchdog's limit). The GPU's path, with the sm_90 checks and the compiles stubbed."""
+    warmed: list[list[object]] = []
+    monkeypatch.setattr(sweep, "static_reason", lambda calls: None)
+    monkeypatch.setattr(sweep, "_warm", warmed.append)
+    gpu_env = dataclasses.replace(sweep.environment(), representative=True)
+    task = sweep.Task("dense", {"M": 20, "N": 12, "K": 16}, "float32", "fwd")
+    with ResultsDB(tmp_path / "w.db") as db:
+        rows = list(sweep._run_task(db, task, gpu_env, "cpu", 2, "none"))
+    timed = [r for r in rows if r.provider == "yat_triton" and r.status == "ok"]
+    assert len(warmed) == len(timed) == 2
+    for calls in warmed:
+        fwd = [c.kwargs["STORE_S"] for c in calls if c.kernel.__name__.startswith("yat_dense_fwd")]
+        assert sorted(fwd) == [False, True], [c.kernel.__name__ for c in calls]
 
 
 def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Path, monkeypatch) -> None:
@@ -881,6 +976,7 @@ def test_gpu_script_restarts_a_sweep_that_cannot_go_on(tmp_path: Path) -> None:
     restarted in a fresh process while its cap leaves time, at most 10 times; near the cap
     the run ends as a capped one. Stub python here: its sweep exits 3 the first FAULTS times."""
     import os
+    import shutil
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
@@ -890,21 +986,33 @@ def test_gpu_script_restarts_a_sweep_that_cannot_go_on(tmp_path: Path) -> None:
         '#!/bin/bash\necho "stub python $*"\n'
         'if [ "$3" = sweep ]; then\n'
         '  n=$(cat "$COUNTER" 2> /dev/null || echo 0); echo $((n + 1)) > "$COUNTER"\n'
-        '  [ "$n" -lt "$FAULTS" ] && { echo "stopped: a row lost the CUDA context"; exit 3; }\n'
+        '  [ "$n" -lt "$FAULTS" ] && { sleep "$NAP"; echo "stopped: a row lost the CUDA context"; exit 3; }\n'
         "fi\nexit 0\n"
     )
     (stubs / "python").chmod(0o755)
 
-    def run(name: str, faults: int, *options: str) -> tuple[int, str, int]:
+    # timeout, stubbed to log the cap each sweep process gets
+    real_timeout = shutil.which("timeout")
+    (stubs / "timeout").write_text(f'#!/bin/bash\necho "$*" >> "$TIMEOUTS"\nexec {real_timeout} "$@"\n')
+    (stubs / "timeout").chmod(0o755)
+
+    def run(name: str, faults: int, *options: str, nap: int = 0) -> tuple[int, str, int]:
         counter = tmp_path / f"{name}.count"
         env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "COUNTER": str(counter),
-               "FAULTS": str(faults)}  # fmt: skip
+               "FAULTS": str(faults), "NAP": str(nap),
+               "TIMEOUTS": str(tmp_path / f"{name}.timeouts")}  # fmt: skip
         done = subprocess.run(["bash", str(script), name, "--sweep-only", *options], cwd=tmp_path, env=env,
                               capture_output=True, text=True)  # fmt: skip
         return done.returncode, (tmp_path / name / "sweep.log").read_text(), int(counter.read_text())
 
-    rc, log, sweeps = run("once", 1)
+    rc, log, sweeps = run("once", 1, nap=2)
     assert (rc, sweeps) == (0, 2) and "restart 1: a fresh process resumes it" in log, log
+    caps = [
+        int(line.split()[5])
+        for line in (tmp_path / "once.timeouts").read_text().splitlines()
+        if " sweep " in line
+    ]
+    assert len(caps) == 2 and 398 <= caps[0] <= 400 and 380 < caps[1] < caps[0], caps  # what is left
     assert log.count("stub python -m autotune sweep --suite core") == 2 and "stopped at its" not in log
     rc, log, sweeps = run("always", 99)
     assert (rc, sweeps) == (1, 11) and "could not go on 11 times: not restarted again" in log, log
@@ -913,35 +1021,49 @@ def test_gpu_script_restarts_a_sweep_that_cannot_go_on(tmp_path: Path) -> None:
 
 
 def test_a_test_that_loses_the_cuda_context_stops_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a GPU (stubbed), a failed test after which the CUDA context no longer works stops
-    the pytest session, naming it (every later test would fail with its error); a passed
-    test is not probed, and a failure that leaves the context working stops nothing."""
+    """On a GPU (stubbed), a failed test after which the CUDA context no longer works ends
+    its process, naming it (every later test would fail with its error): a single process
+    stops its session, a pytest-xdist worker ends at once with its failure on stderr (the
+    controller replaces it). A passed test is not probed, nor one that left CUDA untouched,
+    and a failure that leaves the context working stops nothing."""
     from types import SimpleNamespace
 
     import conftest
 
     from autotune import timing
 
-    probe = [""]
-    probed: list[str] = []
+    probe, probed, ended = [""], [], []
+    cuda_used = [False]
     monkeypatch.setattr(conftest, "_HAS_CUDA", True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: cuda_used[0])
     monkeypatch.setattr(timing, "context_lost", lambda device: probed.append(device) or probe[0])
-    item = SimpleNamespace(nodeid="tests/test_x.py::test_fault", session=SimpleNamespace(shouldstop=False))
+    monkeypatch.setattr(conftest, "_end_worker", ended.append)
 
-    def report(failed: bool) -> None:
+    def report(failed: bool, worker: bool = False) -> SimpleNamespace:
+        config = SimpleNamespace(workerinput={"workerid": "gw0"}) if worker else SimpleNamespace()
+        session = SimpleNamespace(shouldstop=False)
+        item = SimpleNamespace(nodeid="tests/test_x.py::test_fault", session=session, config=config)
         hook = conftest.pytest_runtest_makereport(item, None)
         next(hook)
         with pytest.raises(StopIteration):
-            hook.send(SimpleNamespace(get_result=lambda: SimpleNamespace(failed=failed)))
+            hook.send(
+                SimpleNamespace(get_result=lambda: SimpleNamespace(failed=failed, longreprtext="Trace"))
+            )
+        return item
 
-    report(False)
-    assert probed == [] and item.session.shouldstop is False
-    report(True)  # the context still works
-    assert probed == ["cuda"] and item.session.shouldstop is False
+    assert report(True).session.shouldstop is False and probed == []  # CUDA never initialized
+    cuda_used[0] = True
+    assert report(False).session.shouldstop is False and probed == []
+    assert report(True).session.shouldstop is False and probed == ["cuda"]  # the context still works
     probe[0] = FAULT
-    report(True)
-    assert item.session.shouldstop.startswith("tests/test_x.py::test_fault lost the CUDA context")
-    assert FAULT in item.session.shouldstop
+    stopped = report(True).session.shouldstop
+    assert stopped.startswith("tests/test_x.py::test_fault lost the CUDA context") and FAULT in stopped
+    assert ended == []
+    report(True, worker=True)
+    (message,) = ended
+    assert "tests/test_x.py::test_fault lost the CUDA context" in message and message.rstrip().endswith(
+        "Trace"
+    )
 
 
 def test_gpu_marker_picks_out_the_tests_only_a_gpu_runs() -> None:
