@@ -799,11 +799,24 @@ def test_breakdown_times_the_warp_specialized_forward_last(
         assert [json.loads(s)["op"] for s in out.read_text().splitlines()] == ops, flags
 
 
+GPU_SCRIPT = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
+
+
+def _stub_commands(folder: Path, **commands: str) -> Path:
+    """A folder of stub commands (name: script text), executable, to put first on PATH: only
+    the GPU script's own logic runs."""
+    folder.mkdir()
+    for name, text in commands.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return folder
+
+
 def test_gpu_script_parses_its_options(tmp_path: Path) -> None:
     """The GPU script is valid bash and refuses bad options before running anything."""
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
+    script = GPU_SCRIPT
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
     bad = subprocess.run(
         ["bash", str(script), str(tmp_path / "o"), "--bogus"], capture_output=True, text=True
@@ -822,11 +835,8 @@ def test_gpu_script_writes_under_a_relative_output_dir(tmp_path: Path) -> None:
     import os
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
-    (stubs / "python").write_text('#!/bin/sh\necho "stub python $*"\n')
-    (stubs / "python").chmod(0o755)
+    script = GPU_SCRIPT
+    stubs = _stub_commands(tmp_path / "bin", python='#!/bin/sh\necho "stub python $*"\n')
     env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
     run = subprocess.run(["bash", str(script), "out"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -858,21 +868,18 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
     import subprocess
     import tarfile
 
-    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
-    # writes a file for --db / --json-out and one into --out's folder; the sweep hits its cap
-    (stubs / "python").write_text(
-        '#!/bin/bash\necho "stub python $*"\nargs=("$@")\n'
+    script = GPU_SCRIPT
+    stubs = _stub_commands(
+        tmp_path / "bin",
+        # writes a file for --db / --json-out and one into --out's folder; the sweep hits its cap
+        python='#!/bin/bash\necho "stub python $*"\nargs=("$@")\n'
         'for i in "${!args[@]}"; do case "${args[$i]}" in\n'
         '  --db|--json-out) echo data > "${args[$((i+1))]}" ;;\n'
         '  --out) mkdir -p "${args[$((i+1))]}" && echo data > "${args[$((i+1))]}/made.txt" ;;\n'
         "esac; done\n"
-        '[ "$3" = sweep ] && exit "${SWEEP_RC:-124}"\nexit 0\n'
+        '[ "$3" = sweep ] && exit "${SWEEP_RC:-124}"\nexit 0\n',
+        git="#!/bin/sh\nexit 128\n",  # a copied checkout: no git history
     )
-    (stubs / "git").write_text("#!/bin/sh\nexit 128\n")  # a copied checkout: no git history
-    for f in ("python", "git"):
-        (stubs / f).chmod(0o755)
     env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "YAT_TRITON_COMMIT": "abc123"}
     run = subprocess.run(["bash", str(script), "work", "--pack", "back/gpu_run.tar.gz"],
                          cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
@@ -936,13 +943,11 @@ def test_gpu_script_full_sweep_times_the_default_sweep_from_scratch(tmp_path: Pa
     import os
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
-    (stubs / "python").write_text(
-        '#!/bin/sh\necho "stub python $*"\n[ "$3" = sweep ] && exit "${SWEEP_RC:-0}"\nexit 0\n'
+    script = GPU_SCRIPT
+    stubs = _stub_commands(
+        tmp_path / "bin",
+        python='#!/bin/sh\necho "stub python $*"\n[ "$3" = sweep ] && exit "${SWEEP_RC:-0}"\nexit 0\n',
     )
-    (stubs / "python").chmod(0o755)
     env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
     run = subprocess.run(["bash", str(script), "full", "--full-sweep"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)  # fmt: skip
@@ -979,22 +984,17 @@ def test_gpu_script_restarts_a_sweep_that_cannot_go_on(tmp_path: Path) -> None:
     import shutil
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "autotune" / "gpu.sh"
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
-    (stubs / "python").write_text(
-        '#!/bin/bash\necho "stub python $*"\n'
+    script = GPU_SCRIPT
+    stubs = _stub_commands(
+        tmp_path / "bin",
+        python='#!/bin/bash\necho "stub python $*"\n'
         'if [ "$3" = sweep ]; then\n'
         '  n=$(cat "$COUNTER" 2> /dev/null || echo 0); echo $((n + 1)) > "$COUNTER"\n'
         '  [ "$n" -lt "$FAULTS" ] && { sleep "$NAP"; echo "stopped: a row lost the CUDA context"; exit 3; }\n'
-        "fi\nexit 0\n"
+        "fi\nexit 0\n",
+        # logs the cap each sweep process gets
+        timeout=f'#!/bin/bash\necho "$*" >> "$TIMEOUTS"\nexec {shutil.which("timeout")} "$@"\n',
     )
-    (stubs / "python").chmod(0o755)
-
-    # timeout, stubbed to log the cap each sweep process gets
-    real_timeout = shutil.which("timeout")
-    (stubs / "timeout").write_text(f'#!/bin/bash\necho "$*" >> "$TIMEOUTS"\nexec {real_timeout} "$@"\n')
-    (stubs / "timeout").chmod(0o755)
 
     def run(name: str, faults: int, *options: str, nap: int = 0) -> tuple[int, str, int]:
         counter = tmp_path / f"{name}.count"
