@@ -20,6 +20,8 @@ memory bandwidth the report's roofline draws as its memory roof.
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
 median, L2 flushed; per phase also the whole call as an eager loop runs it); without one
 the kernels run once through the Triton interpreter and the times are NOT REPRESENTATIVE.
+A phase that raises is left out (`left_out`: said on stderr, exit status 1) and the rest
+measured; a failure that lost the CUDA context stops the run (exit status 3).
 """
 
 from __future__ import annotations
@@ -52,7 +54,13 @@ from autotune.args import positive_int  # noqa: E402
 from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.report import copy_bandwidth  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
-from autotune.timing import back_to_back_ms, bench_stream, replay_back_to_back_ms, time_call  # noqa: E402
+from autotune.timing import (  # noqa: E402
+    back_to_back_ms,
+    bench_stream,
+    context_lost,
+    replay_back_to_back_ms,
+    time_call,
+)
 from kernels._common import INTERPRETING, TileConfig  # noqa: E402
 from yat_triton._launch import KernelCall, WarpSpecializationFallback, recording  # noqa: E402
 
@@ -86,7 +94,59 @@ def call_line(op: str, phase: str, what: str, call: KernelCall) -> Line:
     return Line(op, phase, what, "x".join(map(str, call.launch_grid())), time_us(call.run))
 
 
+# Exit status of a breakdown stopped by a lost CUDA context (`ContextLostStop`).
+CONTEXT_LOST_EXIT = 3
+_FAILED: list[str] = []  # the phases of this run that raised and were left out (main's status)
+
+
+class ContextLostStop(RuntimeError):
+    """A phase failed and took the CUDA context with it: nothing more can run in this
+    process (every later CUDA call fails the same way)."""
+
+
+def _context_probe(e: Exception) -> str:
+    """`autotune.timing.context_lost` after the failure `e`, where CUDA is in use ("" for an
+    out-of-memory error, which leaves the context working)."""
+    if isinstance(e, torch.OutOfMemoryError) or not (
+        torch.cuda.is_available() and torch.cuda.is_initialized()
+    ):
+        return ""
+    return context_lost("cuda")
+
+
+def left_out(what: str, e: Exception) -> list[Line]:
+    """A phase (or group of phases) that raised: no lines, said on stderr and in main's exit
+    status, so that the phases after it are still measured (a TMA variant failing on its
+    first hardware run costs its own lines, not the conv's); `ContextLostStop` where the
+    failure lost the CUDA context."""
+    reason = f"{type(e).__name__}: {e}"[:500]
+    lost = _context_probe(e)
+    if lost:
+        raise ContextLostStop(
+            f"{what} failed and lost the CUDA context ({reason}; a probe then: {lost[:200]})"
+        )
+    print(f"breakdown: {what}: not timed ({reason})", file=sys.stderr, flush=True)
+    _FAILED.append(what)
+    return []
+
+
+def guarded(what: str, measure: Callable[[], list[Line]]) -> list[Line]:
+    """measure(), or, where it raises, no lines (`left_out`; a warp-specialization fallback
+    is raised as it is, for `dense_ws_lines`)."""
+    try:
+        return measure()
+    except WarpSpecializationFallback:
+        raise
+    except Exception as e:  # noqa: BLE001 - said and counted by left_out
+        return left_out(what, e)
+
+
 def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:
+    """`measure_phase`, guarded (`guarded`)."""
+    return guarded(f"{op} {phase}", lambda: measure_phase(op, phase, launcher))
+
+
+def measure_phase(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:
     """Run the launcher once recording its kernels, then time each kernel and the whole
     call (graph replays, L2 flushed), and the whole call in two loops of calls back to back
     (`autotune.timing.back_to_back_ms`, L2 as warm in both): eagerly, and as its graph's
@@ -294,8 +354,8 @@ def dense_lines(
         xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
         yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
     forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
-    yield maxnreg_lines("dense", p.forward, forward_kernels)
-    yield prep_block_lines("dense", p.backward)
+    yield guarded("dense fwd-maxnreg", lambda: maxnreg_lines("dense", p.forward, forward_kernels))
+    yield guarded("dense bwd-prep", lambda: prep_block_lines("dense", p.backward))
 
 
 def small_batch_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> Iterator[list[Line]]:
@@ -426,8 +486,9 @@ def conv_lines(
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)
         with forced_config("conv2d", "fwd", other):
             yield phase_lines(op, "fwd-norms", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
-    yield pointer_store_lines("conv2d", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
-    yield prep_block_lines("conv2d", backward)
+    forward = lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True)  # noqa: E731
+    yield guarded("conv2d fwd-store", lambda: pointer_store_lines("conv2d", forward))
+    yield guarded("conv2d bwd-prep", lambda: prep_block_lines("conv2d", backward))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,21 +561,33 @@ def main(argv: list[str] | None = None) -> int:
         return text
 
     phases = [
-        lambda: iter([[copy_line(copy_mib, device)]]),  # first: a cap that stops the run keeps it
-        lambda: dense_lines(*args.dense, dtype, device, tma=args.tma),
-        lambda: conv_lines(*args.conv, dtype, device, tma=args.tma),
+        ("memory", lambda: iter([[copy_line(copy_mib, device)]])),  # first: a cap that stops the run keeps it
+        ("dense", lambda: dense_lines(*args.dense, dtype, device, tma=args.tma)),
+        ("conv2d", lambda: conv_lines(*args.conv, dtype, device, tma=args.tma)),
     ]
     if args.tma and not args.no_warp_specialize:  # the newest compiler path: late
-        phases.append(lambda: dense_ws_lines(*args.dense, dtype, device))
+        phases.append(("dense-tma-ws", lambda: dense_ws_lines(*args.dense, dtype, device)))
     if args.small:  # the least wanted (no SPEC target): last
-        phases.append(lambda: small_batch_lines(args.small, *args.dense[1:], dtype, device))
-    with bench_stream():  # one capturable stream for the setup and every timed call
-        for phase in phases:
-            for more in phase():
-                text = add(more)
+        phases.append(("dense-small", lambda: small_batch_lines(args.small, *args.dense[1:], dtype, device)))
+    _FAILED.clear()
+    text = ""
+    try:
+        with bench_stream():  # one capturable stream for the setup and every timed call
+            for name, phase in phases:
+                try:
+                    for more in phase():
+                        text = add(more)
+                except ContextLostStop:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a group's own code (inputs, references)
+                    left_out(f"{name} (the rest of its phases)", e)
+    except ContextLostStop as e:
+        print(f"breakdown stopped: {e}; the lines measured before it are kept", file=sys.stderr)
+        return CONTEXT_LOST_EXIT
+    status = 1 if _FAILED else 0
     if args.json:
         print(text, end="")
-        return 0
+        return status
     if not REPRESENTATIVE:
         print("NOT REPRESENTATIVE: no GPU, kernels timed through the Triton interpreter")
     print(
@@ -536,7 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth = copy_bandwidth(asdict(line) for line in lines)
     if bandwidth is not None:
         print(bandwidth[1])
-    return 0
+    if _FAILED:
+        print(f"not timed (see above): {', '.join(_FAILED)}")
+    return status
 
 
 if __name__ == "__main__":

@@ -761,6 +761,62 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
     assert {ln["shape"] for ln in lines if ln["op"] == "dense"} == {"24x40x32"}
 
 
+def test_breakdown_leaves_out_a_failing_phase_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A phase that raises (a TMA variant's first run on hardware, a register cap that does
+    not compile) costs its own lines: the phases after it are measured, the failures are
+    named on stderr and under the table, and the exit status is 1."""
+    from autotune import breakdown
+
+    measure_phase = breakdown.measure_phase
+
+    def failing(op: str, phase: str, launcher: object) -> list:
+        if (op, phase) == ("dense-tma", "fwd"):
+            raise RuntimeError("boom")
+        return measure_phase(op, phase, launcher)
+
+    def no_caps(*args: object) -> list:
+        raise ValueError("maxnreg refused")
+
+    monkeypatch.setattr(breakdown, "measure_phase", failing)
+    monkeypatch.setattr(breakdown, "maxnreg_lines", no_caps)
+    out = tmp_path / "breakdown.jsonl"
+    small = ["--dense", "24", "40", "32", "--conv", "1", "16", "5", "8", "3", "--tma", "--small", "0"]
+    assert breakdown.main([*small, "--json-out", str(out)]) == 1
+    phases = {(ln["op"], ln["phase"]) for ln in map(json.loads, out.read_text().splitlines())}
+    assert ("dense-tma", "fwd") not in phases and ("dense", "fwd-maxnreg") not in phases
+    assert {("dense-tma", "bwd"), ("dense", "bwd-prep"), ("conv2d", "fwd"), ("conv2d-tma", "bwd")} <= phases
+    captured = capsys.readouterr()
+    assert "breakdown: dense-tma fwd: not timed (RuntimeError: boom)" in captured.err
+    assert "breakdown: dense fwd-maxnreg: not timed (ValueError: maxnreg refused)" in captured.err
+    assert "not timed (see above): dense-tma fwd, dense fwd-maxnreg" in captured.out
+
+
+def test_breakdown_stops_where_the_cuda_context_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A phase whose failure lost the CUDA context (stubbed: the probe says so) stops the
+    breakdown with status 3, saying which; the lines measured before it are kept."""
+    from autotune import breakdown
+
+    measure_phase = breakdown.measure_phase
+
+    def faulting(op: str, phase: str, launcher: object) -> list:
+        if (op, phase) == ("conv2d", "fwd"):
+            raise RuntimeError(FAULT)
+        return measure_phase(op, phase, launcher)
+
+    monkeypatch.setattr(breakdown, "measure_phase", faulting)
+    monkeypatch.setattr(breakdown, "_context_probe", lambda e: FAULT)
+    out = tmp_path / "breakdown.jsonl"
+    small = ["--dense", "24", "40", "32", "--conv", "1", "16", "5", "8", "3", "--small", "0"]
+    assert breakdown.main([*small, "--json-out", str(out)]) == breakdown.CONTEXT_LOST_EXIT
+    ops = {ln["op"] for ln in map(json.loads, out.read_text().splitlines())}
+    assert ops == {"memory", "dense"}
+    assert "breakdown stopped: conv2d fwd failed and lost the CUDA context" in capsys.readouterr().err
+
+
 def test_breakdown_times_the_warp_specialized_forward_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str
 ) -> None:
