@@ -581,17 +581,19 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 except Exception as e:  # noqa: BLE001 - a group's own code (inputs, references)
                     left_out(f"{name} (the rest of its phases)", e)
-    except ContextLostStop as e:
-        print(f"breakdown stopped: {e}; the lines measured before it are kept", file=sys.stderr)
-        return CONTEXT_LOST_EXIT
-    status = 1 if _FAILED else 0
+    except ContextLostStop as e:  # what was measured is printed (and in --json-out) all the same
+        print(f"breakdown stopped: {e}; the lines measured before it follow", file=sys.stderr)
+        _FAILED.append("every phase after that (the CUDA context was lost)")
+        status = CONTEXT_LOST_EXIT
+    else:
+        status = 1 if _FAILED else 0
     if args.json:
         print(text, end="")
         return status
     if not REPRESENTATIVE:
         print("NOT REPRESENTATIVE: no GPU, kernels timed through the Triton interpreter")
     print(
-        f"{device} {torch.cuda.get_device_name() if device == 'cuda' else ''} {args.dtype} "
+        f"{device} {gpu if device == 'cuda' else ''} {args.dtype} "  # (no CUDA call: the context may be lost)
         f"dense {args.dense} conv {args.conv}"
     )
     table = [

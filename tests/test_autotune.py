@@ -7,6 +7,7 @@ import dataclasses
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -814,7 +815,74 @@ def test_breakdown_stops_where_the_cuda_context_is_lost(
     assert breakdown.main([*small, "--json-out", str(out)]) == breakdown.CONTEXT_LOST_EXIT
     ops = {ln["op"] for ln in map(json.loads, out.read_text().splitlines())}
     assert ops == {"memory", "dense"}
-    assert "breakdown stopped: conv2d fwd failed and lost the CUDA context" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "breakdown stopped: conv2d fwd failed and lost the CUDA context" in captured.err
+    # what was measured is printed too: the table, or the JSON lines
+    assert "dense" in captured.out and "launcher (whole call)" in captured.out
+    assert "not timed (see above): every phase after that (the CUDA context was lost)" in captured.out
+    assert breakdown.main([*small, "--json"]) == breakdown.CONTEXT_LOST_EXIT
+    printed = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert {ln["op"] for ln in printed} == ops
+
+
+def test_breakdown_leaves_out_a_group_whose_setup_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group's own code failing (its inputs) costs that group: the next is measured, the
+    status is 1; the next run of main in the process starts with no failure on record."""
+    from autotune import breakdown
+
+    def no_inputs(*args: object, **kwargs: object) -> Iterator[list]:
+        raise RuntimeError("no inputs")
+        yield []
+
+    monkeypatch.setattr(breakdown, "dense_lines", no_inputs)
+    small = ["--dense", "24", "40", "32", "--conv", "1", "16", "5", "8", "3", "--small", "0", "--json"]
+    assert breakdown.main(small) == 1
+    captured = capsys.readouterr()
+    assert {json.loads(s)["op"] for s in captured.out.splitlines()} == {"memory", "conv2d"}
+    assert "breakdown: dense (the rest of its phases): not timed (RuntimeError: no inputs)" in captured.err
+    monkeypatch.undo()
+    assert breakdown.main(small) == 0
+
+
+def test_breakdown_still_ends_the_warp_specialized_op_on_a_fallback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A warp-specialized tile this Triton runs unspecialized ends op dense-tma-ws's lines,
+    said on stderr: not timed as another tile, and no failure of the run."""
+    import warnings
+
+    from autotune import breakdown
+    from yat_triton._launch import WarpSpecializationFallback
+
+    def fallback(op: str, phase: str, launcher: object) -> list:
+        warnings.warn("k: warp specialization does not compile", WarpSpecializationFallback, 2)
+        return []
+
+    monkeypatch.setattr(breakdown, "measure_phase", fallback)
+    breakdown._FAILED.clear()
+    assert list(breakdown.dense_ws_lines(130, 72, 32, torch.bfloat16, "cpu")) == []
+    assert breakdown._FAILED == [] and "dense-tma-ws fwd" in capsys.readouterr().err
+
+
+def test_the_breakdown_probes_the_context_only_where_cuda_is_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No probe without CUDA, before CUDA is used, or after an out-of-memory error (the
+    context survives it); otherwise the probe's answer."""
+    from autotune import breakdown
+
+    probed: list[str] = []
+    state = {"available": False, "initialized": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: state["available"])
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: state["initialized"])
+    monkeypatch.setattr(breakdown, "context_lost", lambda device: probed.append(device) or FAULT)
+    fault = RuntimeError(FAULT)
+    assert breakdown._context_probe(fault) == "" and probed == []
+    state["available"] = True
+    assert breakdown._context_probe(fault) == "" and probed == []
+    state["initialized"] = True
+    assert breakdown._context_probe(torch.OutOfMemoryError("CUDA out of memory")) == "" and probed == []
+    assert breakdown._context_probe(fault) == FAULT and probed == ["cuda"]
 
 
 def test_breakdown_times_the_warp_specialized_forward_last(
