@@ -576,11 +576,11 @@ def _status_of(e: BaseException) -> str:
 # fresh process, resumes after it (gpu.sh restarts the sweep while its cap allows).
 RESTART_EXIT = 3
 # Seconds a row may run on a GPU before the watchdog calls it hung (`Watchdog`). A ⵟ tile's
-# kernels (in fwd mode, the forward as training runs it too) are compiled before its row,
-# in parallel; the row runs the call, checks it and times it (~1 s at the core suite's
-# largest shapes). The default tiles' row compiles its own (a dense fwd+bwd: 6 kernels,
-# seconds each). compiled_ref is not watched: its max-autotune compile takes minutes
-# where it must.
+# kernels (in fwd mode, the forward as training runs it too; the default tiles' too) are
+# compiled before its row, in parallel; the row runs the call, checks it and times it (~1 s
+# at the core suite's largest shapes), and compiles what a recording missed (a dense
+# fwd+bwd: 6 kernels, seconds each). compiled_ref is not watched: its max-autotune compile
+# takes minutes where it must.
 HANG_AFTER_S = 90.0
 UNWATCHED = ("compiled_ref",)
 
@@ -1022,10 +1022,16 @@ def _run_task(
                 if reason:
                     yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
             keep = [not reason for reason in reasons]
+            with clock("yat_triton compile"):
+                # what each kept row runs: in fwd mode also the forward as training runs it;
+                # the op on its defaults (never pruned, so not recorded above) too
+                runs = [
+                    r + t if c is not None else _recorded(lambda: problem.yat_with(None))
+                    for c, r, t, k in zip(pending, recorded, training, keep, strict=True)
+                    if k
+                ]
+                _parallel(_warm, runs)
             pending = [c for c, k in zip(pending, keep, strict=True) if k]
-            with clock("yat_triton compile"):  # fwd mode: also the forward as training runs it
-                both = [r + t for r, t, k in zip(recorded, training, keep, strict=True) if k]
-                _parallel(_warm, both)
         for cfg in pending:  # the op on its defaults (cfg None, backward modes) also has its saved bytes
             layer = problem.yat_layer() if cfg is None else None
             # fwd mode: y is checked as inference and as training runs the forward (saving s)

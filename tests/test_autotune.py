@@ -334,13 +334,13 @@ def test_out_of_memory_is_no_lost_context(
     assert probed == [] and counts["ok"] > len(errors)
 
 
-def test_the_compile_phase_warms_what_each_fwd_row_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On a GPU, a fwd-mode tile's kernels are compiled before its row, on the host's cores:
-    the forward as inference runs it and as training runs it (saving s), which the row runs
-    for its check, so that no compile falls inside the row (one by one, and under the
-    watchdog's limit). The GPU's path, with the sm_90 checks and the compiles stubbed."""
+def test_the_compile_phase_warms_what_each_row_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU, what a row runs is compiled before it, on the host's cores, so that no
+    compile falls inside the rows (one by one, and under the watchdog's limit): in fwd mode
+    the forward as inference runs it and as training runs it (saving s, for the row's
+    check); in the backward modes also the op on its default tiles, the first row, which
+    the static prune never sees. The GPU's path, with the sm_90 checks and the compiles
+    stubbed."""
     warmed: list[list[object]] = []
     monkeypatch.setattr(sweep, "static_reason", lambda calls: None)
     monkeypatch.setattr(sweep, "_warm", warmed.append)
@@ -353,6 +353,14 @@ def test_the_compile_phase_warms_what_each_fwd_row_runs(
     for calls in warmed:
         fwd = [c.kwargs["STORE_S"] for c in calls if c.kernel.__name__.startswith("yat_dense_fwd")]
         assert sorted(fwd) == [False, True], [c.kernel.__name__ for c in calls]
+    # bwd mode: the op on its default tiles (its first row, never pruned) is compiled there too
+    warmed.clear()
+    task = sweep.Task("dense", {"M": 20, "N": 12, "K": 16}, "float32", "bwd")
+    with ResultsDB(tmp_path / "b.db") as db:
+        rows = list(sweep._run_task(db, task, gpu_env, "cpu", 2, "none"))
+    timed = [r for r in rows if r.provider == "yat_triton" and r.status == "ok"]
+    assert "" in {r.config for r in timed} and len(warmed) == len(timed) == 2
+    assert all(any("bwd_gemm" in c.kernel.__name__ for c in calls) for calls in warmed)
 
 
 def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Path, monkeypatch) -> None:
