@@ -55,6 +55,7 @@ from autotune.inspect import add_conv_argument  # noqa: E402
 from autotune.report import copy_bandwidth  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
 from autotune.timing import (  # noqa: E402
+    ContextLost,
     back_to_back_ms,
     bench_stream,
     context_lost,
@@ -94,14 +95,9 @@ def call_line(op: str, phase: str, what: str, call: KernelCall) -> Line:
     return Line(op, phase, what, "x".join(map(str, call.launch_grid())), time_us(call.run))
 
 
-# Exit status of a breakdown stopped by a lost CUDA context (`ContextLostStop`).
+# Exit status of a breakdown stopped by a lost CUDA context (`ContextLost`).
 CONTEXT_LOST_EXIT = 3
 _FAILED: list[str] = []  # the phases of this run that raised and were left out (main's status)
-
-
-class ContextLostStop(RuntimeError):
-    """A phase failed and took the CUDA context with it: nothing more can run in this
-    process (every later CUDA call fails the same way)."""
 
 
 def _context_probe(e: Exception) -> str:
@@ -117,14 +113,12 @@ def _context_probe(e: Exception) -> str:
 def left_out(what: str, e: Exception) -> list[Line]:
     """A phase (or group of phases) that raised: no lines, said on stderr and in main's exit
     status, so that the phases after it are still measured (a TMA variant failing on its
-    first hardware run costs its own lines, not the conv's); `ContextLostStop` where the
+    first hardware run costs its own lines, not the conv's); `ContextLost` where the
     failure lost the CUDA context."""
     reason = f"{type(e).__name__}: {e}"[:500]
     lost = _context_probe(e)
     if lost:
-        raise ContextLostStop(
-            f"{what} failed and lost the CUDA context ({reason}; a probe then: {lost[:200]})"
-        )
+        raise ContextLost(f"{what} failed and lost the CUDA context ({reason}; a probe then: {lost[:200]})")
     print(f"breakdown: {what}: not timed ({reason})", file=sys.stderr, flush=True)
     _FAILED.append(what)
     return []
@@ -451,8 +445,12 @@ def conv_lines(
     p = k // 2
     geo = ((1, 1), (p, p, p, p), (1, 1), 1)
     args = (b, None, 1.0, None, 1e-5)
-    yield phase_lines("conv2d", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
-    y, s, nx, nw = conv2d_fwd(x, w, *args, *geo, "ieee", True)
+
+    def forward() -> object:  # as training runs it (saving s)
+        return conv2d_fwd(x, w, *args, *geo, "ieee", True)
+
+    yield phase_lines("conv2d", "fwd", forward)
+    y, s, nx, nw = forward()
     g = (
         torch.randn(y.shape, generator=gen)
         .to(device=device, dtype=dtype)
@@ -477,7 +475,7 @@ def conv_lines(
     shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
     if tma:
         with forced_config("conv2d", "fwd", dataclasses.replace(shipped, tma=True)):
-            yield phase_lines("conv2d-tma", "fwd", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
+            yield phase_lines("conv2d-tma", "fwd", forward)
         bwd_tile = pick_conv_config(B * HW * HW, C_in, C_out, dtype, "bwd", problem=problem)
         with forced_config("conv2d", "bwd", dataclasses.replace(bwd_tile, tma=True)):
             yield phase_lines("conv2d-tma", "bwd", backward)
@@ -485,8 +483,7 @@ def conv_lines(
     for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)
         with forced_config("conv2d", "fwd", other):
-            yield phase_lines(op, "fwd-norms", lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True))
-    forward = lambda: conv2d_fwd(x, w, *args, *geo, "ieee", True)  # noqa: E731
+            yield phase_lines(op, "fwd-norms", forward)
     yield guarded("conv2d fwd-store", lambda: pointer_store_lines("conv2d", forward))
     yield guarded("conv2d bwd-prep", lambda: prep_block_lines("conv2d", backward))
 
@@ -577,11 +574,11 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     for more in phase():
                         text = add(more)
-                except ContextLostStop:
+                except ContextLost:
                     raise
                 except Exception as e:  # noqa: BLE001 - a group's own code (inputs, references)
                     left_out(f"{name} (the rest of its phases)", e)
-    except ContextLostStop as e:  # what was measured is printed (and in --json-out) all the same
+    except ContextLost as e:  # what was measured is printed (and in --json-out) all the same
         print(f"breakdown stopped: {e}; the lines measured before it follow", file=sys.stderr)
         _FAILED.append("every phase after that (the CUDA context was lost)")
         status = CONTEXT_LOST_EXIT

@@ -13,7 +13,6 @@ export the winners, show them, and inspect compiled kernels.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sqlite3
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from autotune import db as dbmod
-from autotune.args import positive_int
+from autotune.args import positive_int, seconds
 
 # torch.compile modes compiled_ref may take, and "none" (no compiled_ref)
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -48,17 +47,6 @@ def _csv(allowed: tuple[str, ...]):  # noqa: ANN202 - an argparse type
 
 
 exit_now = os._exit  # the process's immediate end (tests stand in for it)
-
-
-def _seconds(text: str) -> float:
-    """A number of seconds >= 0, refused by argparse otherwise."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds >= 0")
-    return value
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -281,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument(
         "--hang-after",
-        type=_seconds,
+        type=seconds,
         metavar="SECONDS",
         help=f"a row (compiled_ref's excepted) running longer is recorded as hung and the process exits "
         f"with status {sweep.RESTART_EXIT}, to be resumed by the same command (default: "

@@ -41,7 +41,7 @@ import triton
 
 from autotune import search as tile_search
 from autotune.db import SHAPE_KEYS, Result, ResultsDB, Run, canonical_json, shard
-from autotune.timing import bench_stream, context_lost, time_call
+from autotune.timing import ContextLost, bench_stream, context_lost, time_call
 from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
 from kernels.conv import (
     conv_config_space,
@@ -583,11 +583,6 @@ RESTART_EXIT = 3
 # takes minutes where it must.
 HANG_AFTER_S = 90.0
 UNWATCHED = ("compiled_ref",)
-
-
-class ContextLost(RuntimeError):
-    """A row failed and took the process's CUDA context with it (`context_lost`): the sweep
-    recorded that row and stopped, since every later row would fail the same way."""
 
 
 class Watchdog:

@@ -38,6 +38,11 @@ def on_gpu() -> bool:
     return torch.cuda.is_available() and not INTERPRETING
 
 
+class ContextLost(RuntimeError):
+    """A failure took the process's CUDA context with it (`context_lost`): nothing more can
+    run on the GPU in this process, so the sweep or the breakdown stops there."""
+
+
 def context_lost(device: str) -> str:
     """Why this process's CUDA context no longer works (a probe fails), or "". A kernel that
     faults (an illegal address, a trap) leaves the context unusable: every later CUDA call
