@@ -556,6 +556,30 @@ def test_convert_keeps_mode_dtype_and_hooks(device):
     assert calls == ["YatConv1d"]
 
 
+def test_convert_keeps_state_dict_hooks_buffers_children_and_attributes(device):
+    """What a user hung on an nmn layer survives the swap: state_dict and load hooks, a
+    non-persistent buffer (a strict load of an older checkpoint must not want it), child
+    modules (a converted one included) with their own mode, public attributes."""
+    _, _, YatNMN = _nmn()
+    layer = YatNMN(4, 3, device=device)
+    layer.register_state_dict_post_hook(lambda mod, sd, prefix, local: sd.__setitem__(prefix + "extra", 1))
+    loaded = []
+    layer.register_load_state_dict_post_hook(lambda mod, incompatible: loaded.append(mod))
+    layer.register_buffer("running", torch.zeros(3, device=device), persistent=False)
+    layer.probe = YatNMN(3, 2, device=device)
+    layer.tag = "block-7"
+    checkpoint = {k: v for k, v in layer.state_dict().items() if k != "extra"}
+    model = nn.Sequential(layer)
+    layer.probe.eval()
+    new = convert(model)[0]
+    assert type(new) is YatLinear and type(new.probe) is YatLinear and not new.probe.training
+    assert new.running is layer.running and new.tag == "block-7"
+    probe = ["probe.weight", "probe.alpha", "probe.bias"]
+    assert list(new.state_dict()) == ["weight", "alpha", "bias", *probe, "extra"]
+    new.load_state_dict(checkpoint | {f"probe.{k}": v for k, v in new.probe.state_dict().items()})
+    assert loaded == [new]
+
+
 def test_convert_accepts_inactive_dropconnect(device):
     YatConv2D, _, _ = _nmn()
     model = nn.Sequential(YatConv2D(2, 3, 3, use_dropconnect=True, drop_rate=0.0, device=device))

@@ -13,7 +13,7 @@ from oracle import to_oracle, yat_dense_ref
 from tolerances import assert_close
 from torch import Tensor
 
-from yat_triton import YatLinear
+from yat_triton import YatConv2d, YatLinear
 
 # the nmn parity tests compare against nmn's fp32 cuBLAS / cuDNN calls: IEEE there too
 pytestmark = pytest.mark.usefixtures("no_tf32")
@@ -232,6 +232,27 @@ def test_double_cast(device):
     _check_module(m, x, torch.float64)
 
 
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: YatLinear(4, 3, learnable_epsilon=True), id="linear"),
+    pytest.param(lambda: YatConv2d(2, 3, 3, learnable_epsilon=True), id="conv2d"),
+])  # fmt: skip
+def test_learnable_epsilon_follows_module_apply(make):
+    """A learnable epsilon_param keeps its dtype only on a cast: share_memory, a meta
+    construction materialized by to_empty, and .to("meta") reach it like any parameter."""
+    m = make().share_memory()
+    assert all(p.is_shared() for p in m.parameters())
+    with torch.device("meta"):
+        lazy = make()
+    assert lazy.epsilon_param.is_meta
+    lazy.to_empty(device="cpu")
+    assert all(p.device.type == "cpu" for p in lazy.parameters())
+    assert make().to("meta").epsilon_param.is_meta
+    m.epsilon_param.grad = torch.ones_like(m.epsilon_param)
+    m.bfloat16()
+    assert m.epsilon_param.dtype == m.epsilon_param.grad.dtype == torch.float32
+    assert m.weight.dtype == torch.bfloat16
+
+
 def test_zero_in_features(device):
     m = YatLinear(0, 3, device=device)
     y = m(torch.zeros(2, 0, device=device))
@@ -322,6 +343,13 @@ def test_nmn_signature_positional_calls_and_attributes():
     theirs = list(inspect.signature(YatNMN.__init__).parameters)
     ours = list(inspect.signature(YatLinear.__init__).parameters)
     assert ours == [*theirs, "precision"]
+    shape = lambda f: [(p.name, p.kind, p.default) for p in inspect.signature(f).parameters.values()]  # noqa: E731
+    assert shape(YatLinear.reset_parameters) == shape(YatNMN.reset_parameters)
+    torch.manual_seed(0)
+    m = YatLinear(IN, OUT)
+    weight, bias = m.weight.detach().clone(), m.bias.detach().clone()
+    m.reset_parameters(initialize_kernel=False)
+    assert torch.equal(m.weight, weight) and not torch.equal(m.bias, bias)
     ref, m = YatNMN(*NMN_POSITIONAL), YatLinear(*NMN_POSITIONAL)  # ..., spherical, positive_init
     assert m.positive_init and not m.lazy and m.weight.requires_grad and bool((m.weight >= 0).all())
     for kwargs in ({}, {"bias": False}, {"constant_bias": 0.5}, {"alpha": False},

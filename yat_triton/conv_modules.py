@@ -421,16 +421,19 @@ def _new_conv(cls: type[_YatConvMixin], m: nn.Module, precision: str | None) -> 
     )  # fmt: skip
 
 
-# Forward and backward hooks move to the new layer (shared dicts: their handles still work).
+# Forward, backward and state_dict hooks move to the new layer (shared dicts: their handles
+# still work). nmn's layers register none of their own.
 _HOOK_DICTS = (
     "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
     "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
-    "_backward_pre_hooks",
+    "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
 )  # fmt: skip
 
 
 def _adopt(new: nn.Module, old: nn.Module, path: str) -> nn.Module:
-    """Give `new` the very Parameter objects (and buffers, hooks, mode) of `old`."""
+    """Give `new` the very Parameter objects (and buffers, hooks, mode) of `old`, and the
+    public attributes a user set on it (those `new` does not have: nmn's own are private)."""
     if set(new._parameters) != set(old._parameters) or any(
         (new._parameters[k] is None) != (old._parameters[k] is None) for k in new._parameters
     ):
@@ -444,12 +447,19 @@ def _adopt(new: nn.Module, old: nn.Module, path: str) -> nn.Module:
     for k, v in old._buffers.items():
         if v is not None:
             new._buffers[k] = v
+            if k in old._non_persistent_buffers_set:
+                new._non_persistent_buffers_set.add(k)
     for name in _HOOK_DICTS:
         if hasattr(old, name):
             setattr(new, name, getattr(old, name))
     if getattr(old, "_is_full_backward_hook", None) is not None:
         new._is_full_backward_hook = old._is_full_backward_hook
-    new.train(old.training)
+    if old._modules and not new._modules:  # children a user attached (nmn's layers have none)
+        new._modules = old._modules  # shared: a converted grandchild lands in both
+    for k, v in vars(old).items():
+        if not k.startswith("_") and not hasattr(new, k):
+            setattr(new, k, v)
+    new.training = old.training  # not .train(): the children keep their own modes
     return new
 
 
@@ -460,7 +470,9 @@ def convert(model: nn.Module, *, precision: str | None = None) -> nn.Module:
     nmn.torch.layers.YatConv1D -> YatConv1d, found recursively (any container or custom
     module; the root itself may be an nmn layer). Each new layer carries the very same
     Parameter objects (so dtype, device, requires_grad and optimizer references are kept),
-    the same options, hooks and train/eval mode, and gives the same outputs. A layer used
+    the same options, buffers (non-persistent ones stay so), hooks (forward, backward,
+    state_dict and load_state_dict), child modules, public attributes and train/eval mode,
+    and gives the same outputs. A layer used
     at several places becomes one new layer used at the same places. Other modules,
     including nmn layers without a counterpart here (YatConv3D, transposed convolutions,
     attention), are left as they are.

@@ -80,22 +80,24 @@ def _epsilon_parameter(
 def _apply_keeping_epsilon_dtype(
     module: nn.Module, fn: Callable[[Tensor], Tensor], super_apply: Callable[..., nn.Module], recurse: bool
 ) -> nn.Module:
-    """Module._apply that moves a learnable epsilon_param to the new device but keeps its
-    storage dtype (softplus of a tiny eps underflows in half precision), as nmn does."""
+    """Module._apply that keeps a learnable epsilon_param's storage dtype (softplus of a tiny
+    eps underflows in half precision), as nmn does: a cast (.half(), .to(dtype)) moves it to
+    the new device only; anything else that keeps its dtype (.to(device), .share_memory(),
+    .to_empty(), meta tensors) applies to it as to every parameter."""
     eps = module._parameters.get("epsilon_param")
     if eps is None:
         return super_apply(fn, recurse=recurse)
-    module._parameters["epsilon_param"] = None
-    try:
-        result = super_apply(fn, recurse=recurse)
-    finally:
-        module._parameters["epsilon_param"] = eps
-    device = fn(torch.empty(0, device=eps.device, dtype=eps.dtype)).device
-    with torch.no_grad():
-        eps.data = eps.data.to(device=device)
-        if eps.grad is not None:
-            eps.grad.data = eps.grad.data.to(device=device)
-    return result
+    probe = fn(torch.empty(0, device=eps.device, dtype=eps.dtype))
+    if probe.dtype == eps.dtype:
+        return super_apply(fn, recurse=recurse)
+    # a cast: epsilon_param (and its grad) only follow it to its device; nn.Module._apply
+    # hands each parameter and grad itself to the function
+    grad = eps.grad
+
+    def keeping(t: Tensor) -> Tensor:
+        return t.to(device=probe.device) if t is eps or (grad is not None and t is grad) else fn(t)
+
+    return super_apply(keeping, recurse=recurse)
 
 
 class YatLinear(nn.Module):
@@ -225,12 +227,16 @@ class YatLinear(nn.Module):
         kernel_init: Callable[[Tensor], object] | None = None,
         bias_init: Callable[[Tensor], object] | None = None,
         alpha_init: Callable[[Tensor], object] | None = None,
+        *,
+        initialize_kernel: bool = True,
     ) -> None:
-        """Xavier-normal weight, uniform(+-1/sqrt(fan_in)) bias, alpha = 1 (nmn's defaults)."""
+        """Xavier-normal weight, uniform(+-1/sqrt(fan_in)) bias, alpha = 1 (nmn's defaults);
+        initialize_kernel=False leaves the weight as it is (nmn's keyword)."""
         with torch.no_grad():
-            (kernel_init or nn.init.xavier_normal_)(self.weight)
-            if self.positive_init:
-                self.weight.abs_()
+            if initialize_kernel:
+                (kernel_init or nn.init.xavier_normal_)(self.weight)
+                if self.positive_init:
+                    self.weight.abs_()
             if self.bias is not None:
                 if bias_init is None:
                     bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
