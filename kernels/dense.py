@@ -502,7 +502,9 @@ def _fwd_epilogue(
     # The clamp guards the cancellation of ||x||^2 + ||w||^2 - 2 s when x ~ w; NaN must
     # survive it (a plain max would turn NaN distances into 0).
     d = tl.maximum(nx[:, None] + nw[None, :] - 2.0 * s, 0.0, propagate_nan=tl.PropagateNan.ALL)
-    y = saturate(div_plus_eps(u * u, d, eps, FAST_RCP) * alpha, OUT_MAX)
+    # u * (u / q), not u^2 / q: u^2 overflows fp32 (|u| > 1.8e19) or flushes (|u| < 1e-19)
+    # where y does not
+    y = saturate(u * div_plus_eps(u, d, eps, FAST_RCP) * alpha, OUT_MAX)
     if TMA_STORE:
         if len(y_ptr.block_shape) == 4:  # a conv box: m0 = (image, row, column) of its corner
             y_ptr.store([m0[0], m0[1], m0[2], n0], tl.reshape(y, y_ptr.block_shape).to(y_ptr.dtype))

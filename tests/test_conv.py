@@ -614,6 +614,22 @@ def test_fp16_saturation(device):
         assert_close(y64[~over], ref[~over], torch.float16, reduction=18, what="y (in range)")
 
 
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "torch-path"])
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_huge_dot_products_do_not_overflow(dtype, use_kernels, device, monkeypatch):
+    """|u| ~ 1e20 in a 3x3 conv: u^2 is past fp32's range, y = u^2 / q (~1e19) is not."""
+    if not use_kernels:
+        if device != "cpu":
+            pytest.skip("the plain-PyTorch path is the CPU path")
+        monkeypatch.setattr(conv, "use_triton", lambda t: False)
+    draw = Draw(47, "cpu")
+    x = draw(1, 2, 4, 4, dtype=torch.float64, scale=3e9).to(device=device, dtype=dtype)
+    w = draw(3, 2, 3, 3, dtype=torch.float64, scale=3e9).to(device=device, dtype=dtype)
+    assert F.conv2d(to_oracle(x), to_oracle(w)).abs().max() > 2e19, "test data should overflow u^2"
+    y = yat_conv2d(x, w)
+    assert_close(to_oracle(y), yat_conv2d_ref(to_oracle(x), to_oracle(w)), dtype, reduction=18, what="y")
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", FP32_BF16)
 def test_nan_stays_in_its_receptive_field(dtype, device):

@@ -688,6 +688,23 @@ def test_fp16_gradient_overflow_is_not_saturated(use_kernels, device, monkeypatc
     assert (dx[0].abs() != 65504).all() and (dw[2].abs() != 65504).all(), "saturated gradient"
 
 
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "torch-path"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_huge_dot_products_do_not_overflow(dtype, use_kernels, device, monkeypatch):
+    """|u| ~ 3e19: u^2 is past fp32's range (3.4e38) while y = u^2 / q (~1e19) is not; the
+    epilogue must not form u^2 first (fp32 would return inf, bf16 its saturated maximum)."""
+    if not use_kernels:
+        if device != "cpu":
+            pytest.skip("the plain-PyTorch path is the CPU path")
+        monkeypatch.setattr(dense, "use_triton", lambda t: False)
+    draw = Draw(43, "cpu")
+    x = draw(3, 8, dtype=torch.float64, scale=3e9).to(device=device, dtype=dtype)
+    w = draw(2, 8, dtype=torch.float64, scale=3e9).to(device=device, dtype=dtype)
+    assert (to_oracle(x) @ to_oracle(w).t()).abs().max() > 2e19, "test data should overflow u^2"
+    y = yat_linear(x, w)
+    assert_close(to_oracle(y), yat_dense_ref(to_oracle(x), to_oracle(w)), dtype, reduction=8, what="y")
+
+
 def test_fp16_large_intermediate_gradient_stays_finite(device):
     """x ~ w with a small eps: gu = 2 g u/q passes 65504 while dx and dW do not (~2.7e4);
     the backward must not turn that intermediate into a spurious inf."""

@@ -350,6 +350,25 @@ def test_scalars_outside_float32_range(kwargs, match, device):
     assert y.dtype == torch.float64
 
 
+@pytest.mark.parametrize(
+    ("value", "dtype", "match"),
+    [(1e-50, torch.float64, "is below float32"), (1e300, torch.float64, "overflows float32"),
+     (1e-40, torch.float32, "is below float32")],
+    ids=["fp64-underflow", "fp64-overflow", "fp32-subnormal"],
+)  # fmt: skip
+def test_cpu_eps_tensor_outside_float32_range(value, dtype, match):
+    """A CPU eps tensor is checked like a number: a value the kernels' float32 scalar would
+    turn into 0 or inf (every output NaN) is refused, naming eps; float64 io takes it."""
+    eps = torch.tensor([value], dtype=dtype)
+    x, w = torch.randn(2, 3), torch.randn(4, 3)
+    with pytest.raises(ValueError, match=rf"eps=tensor\(\S+, dtype={dtype}\) {match}"):
+        yat_linear(x, w, eps=eps)
+    with pytest.raises(ValueError, match=match):
+        yat_conv2d(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 2, 2), eps=eps)
+    if dtype == torch.float64:
+        assert torch.isfinite(yat_linear(x.double(), w.double(), eps=eps)).all()
+
+
 def test_numpy_numbers_are_taken_as_numbers(device):
     """NumPy scalars (what array code hands over) work where Python numbers do: alpha and
     eps as np.float32, stride / padding / dilation / groups as np.int64; against the oracle."""

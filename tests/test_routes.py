@@ -264,6 +264,17 @@ def test_vmap_takes_the_registered_ops(device, monkeypatch):
     assert_close(y, yat_dense_ref(to_oracle(x), to_oracle(w)), torch.float32, reduction=8, what="vmap y")
 
 
+def test_vmap_over_an_eps_tensor(device):
+    """vmap over eps (an ensemble of layers, each its own eps): the host check of a CPU eps
+    tensor's value does not read a batched tensor (which it cannot)."""
+    x, w = torch.randn(5, 8, device=device), torch.randn(4, 8, device=device)
+    eps = torch.tensor([[0.5], [2.0]], device=device)
+    y = torch.func.vmap(lambda e: yat_linear(x, w, eps=e))(eps)
+    for i, e in enumerate((0.5, 2.0)):
+        ref = yat_dense_ref(to_oracle(x), to_oracle(w), eps=e)
+        assert_close(y[i], ref, torch.float32, reduction=8, what=f"vmap y (eps={e})")
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_compile_traces_the_registered_ops(op, monkeypatch, request):
     """torch.compile (fullgraph, so a graph break fails) traces the registered ops, never the

@@ -80,10 +80,13 @@ def check_scalar_arg(name: str, value: object, ref: Tensor, *, positive: bool) -
             raise ValueError(f"{name} must be a one-element tensor, got shape {tuple(value.shape)}")
         if value.device != ref.device:
             raise ValueError(f"{name} is on {value.device} but x is on {ref.device}")
-        if positive and value.device.type == "cpu" and not torch.compiler.is_compiling():
+        # a value vmap or torch.compile hands over cannot be read (nor can a GPU one, cheaply)
+        readable = value.device.type == "cpu" and not torch.compiler.is_compiling()
+        if positive and readable and not torch._C._functorch.is_functorch_wrapped_tensor(value):
             v = float(value.detach().reshape(()))
             if not (math.isfinite(v) and v > 0.0):
                 raise ValueError(f"{name} must hold a finite value > 0, got tensor({v})")
+            _check_float32_range(f"{name}=tensor({v!r}, dtype={value.dtype})", v, ref, positive)
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float or a one-element tensor, got {value!r}")
@@ -96,15 +99,23 @@ def check_scalar_arg(name: str, value: object, ref: Tensor, *, positive: bool) -
         raise ValueError(f"{name} must be finite, got {v}")
     if positive and v <= 0.0:
         raise ValueError(f"{name} must be > 0, got {v}")
-    if ref.dtype != torch.float64:  # the kernels take Python floats as float32 scalars
-        f32 = torch.finfo(torch.float32)
-        if abs(v) > f32.max:
-            raise ValueError(f"{name}={v} overflows float32, the kernels' scalar type for {ref.dtype}")
-        if positive and v < f32.tiny:
-            raise ValueError(
-                f"{name}={v} is below float32's normal range, the kernels' scalar type for "
-                f"{ref.dtype} (smallest: {f32.tiny})"
-            )
+    _check_float32_range(f"{name}={v}", v, ref, positive)
+
+
+def _check_float32_range(shown: str, v: float, ref: Tensor, positive: bool) -> None:
+    """The kernels take scalars as float32 for every io dtype but float64: a value past
+    float32's range (or, `positive`, below its normal range) would become inf (or 0).
+    `shown`: the argument as the message names it ("eps=1e-50")."""
+    if ref.dtype == torch.float64:
+        return
+    f32 = torch.finfo(torch.float32)
+    if abs(v) > f32.max:
+        raise ValueError(f"{shown} overflows float32, the kernels' scalar type for {ref.dtype}")
+    if positive and v < f32.tiny:
+        raise ValueError(
+            f"{shown} is below float32's normal range, the kernels' scalar type for "
+            f"{ref.dtype} (smallest: {f32.tiny})"
+        )
 
 
 def is_whole(value: object) -> bool:

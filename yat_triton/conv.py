@@ -188,7 +188,7 @@ def _conv_math(
     u = s + bias.to(s.dtype)[None, :, None, None] if bias is not None else s
     nx_f = nx.repeat_interleave(C_out // groups, dim=1)
     d_raw = nx_f + nw[None, :, None, None] - 2.0 * s
-    y = u * u / (d_raw.clamp_min(0.0) + eps) * alpha
+    y = u * (u / (d_raw.clamp_min(0.0) + eps)) * alpha  # u^2 may overflow where y does not
     return y, s, nx, nw
 
 

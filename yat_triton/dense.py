@@ -553,7 +553,7 @@ def _dense_fwd_torch(
     s = xf @ wf.t()
     nx, nw = (xf * xf).sum(1), (wf * wf).sum(1)
     u, _, q = _epilogue_torch(s, nx, nw, bias, _scalar(eps, eps_value, acc))
-    y = saturating_cast(u * u / q * _scalar(alpha, alpha_value, acc), x.dtype)
+    y = saturating_cast(u * (u / q) * _scalar(alpha, alpha_value, acc), x.dtype)  # u^2 may overflow
     if not save_for_backward:
         s = s.new_empty((0,))
     return y, s, nx, nw
