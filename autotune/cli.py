@@ -13,9 +13,12 @@ export the winners, show them, and inspect compiled kernels.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -66,7 +69,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if hang_after is None:  # the watchdog watches kernels that may hang: a GPU's
         hang_after = sweep.HANG_AFTER_S if env.representative else 0
     lost = False
-    with dbmod.ResultsDB(args.db) as db:
+    with dbmod.ResultsDB(args.db) as db, _terminate_as_interrupt() as terminated:
         try:
             counts = sweep.run_sweep(
                 db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
@@ -75,7 +78,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 hang_after=hang_after or None,
             )  # fmt: skip
         except KeyboardInterrupt:  # run_sweep said what was saved and how to resume
-            return 130
+            return 143 if terminated else 130
         except sweep.ContextLost:  # likewise; a fresh process resumes
             lost = True
     if lost:
@@ -89,6 +92,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new (all done)"
     print(f"{args.db}: {summary}")
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM (a scheduler's or `timeout`'s default stop) ends the sweep as Ctrl-C does:
+    between rows, the run's record saved. Yields a list that holds the signal once taken."""
+    taken: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        taken.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: left as it is
+        yield taken
+        return
+    try:
+        yield taken
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_plan(suite: dict[str, list[dict[str, int]]], args: argparse.Namespace) -> int:

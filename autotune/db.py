@@ -578,8 +578,16 @@ class ResultsDB:
         return self._write(merge)
 
     def add_run(self, run: Run) -> None:
-        """Record a sweep invocation (committed before returning)."""
-        self._write(lambda c: c.execute(_RUN_INSERT, dataclasses.astuple(run)))
+        """Record a sweep invocation, or update the record of the same run (the same suite
+        and GPU, started at the same instant: a sweep saves its record as it goes);
+        committed before returning."""
+
+        def write(c: sqlite3.Connection) -> None:
+            same = '"suite" = ? AND "gpu" = ? AND "started" = ?'
+            c.execute(f"DELETE FROM runs WHERE {same}", (run.suite, run.gpu, run.started))
+            c.execute(_RUN_INSERT, dataclasses.astuple(run))
+
+        self._write(write)
 
     def runs(self, suite: str | None = None) -> list[Run]:
         """Recorded sweep invocations, oldest first (none in a file without the table)."""

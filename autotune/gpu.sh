@@ -207,7 +207,7 @@ done
 if [ "$sweep_rc" = 124 ] || { [ "$sweep_rc" = 137 ] && [ $((SECONDS - sweep_start)) -ge "$SWEEP_CAP" ]; }; then
   HINT="to finish it: bash autotune/gpu.sh OUT --resume results.db --sweep-only"
   [ "$FULL_SWEEP" = 1 ] && HINT="the full sweep took longer than that"
-  echo "the sweep stopped at its ${SWEEP_CAP} s cap$([ "$sweep_rc" = 137 ] && echo ', killed after its grace (its run record may be missing)'); $HINT" \
+  echo "the sweep stopped at its ${SWEEP_CAP} s cap$([ "$sweep_rc" = 137 ] && echo ', killed after its grace (its run record stops at its last finished problem)'); $HINT" \
     | tee -a "$OUT/sweep.log"
 elif [ "$sweep_rc" != 0 ]; then
   status=1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -741,6 +742,9 @@ def run_sweep(
                    sum(counts.values()))  # fmt: skip
 
     watchdog = Watchdog(db.path, hang_after, run_record) if hang_after else None
+    # kept up to date after every task: a process killed outright (SIGKILL, a crash) still
+    # leaves its time up to the last task it finished
+    db.add_run(run_record())
     try:
         for task in bar:
             label = f"{task.op} {task.mode} {task.dtype} {canonical_json(task.shape)}"
@@ -765,6 +769,7 @@ def run_sweep(
                         best[label] = min(best.get(label, math.inf), result.median_ms)
                         bar.set_postfix_str(f"best {best[label]:.4g} ms")
             finished += 1
+            db.add_run(run_record())
     except KeyboardInterrupt as e:
         bar.close()
         print(f"\nstopped; {sum(counts.values())} rows saved this run. Run the same command to resume.")
@@ -788,6 +793,15 @@ def run_sweep(
     if stopped is not None:
         raise stopped
     return counts
+
+
+def baseline_config(provider: str, settings: str, compile_mode: str) -> str:
+    """A baseline row's config: the TF32 settings (`settings`, canonical JSON), and for
+    compiled_ref also the torch.compile mode, so that a sweep in another mode measures it
+    again instead of taking the stored row for its own."""
+    if provider != "compiled_ref":
+        return settings
+    return canonical_json({**json.loads(settings), "compile_mode": compile_mode})
 
 
 def spent_line(spent: dict[str, float], total: float) -> str:
@@ -858,8 +872,6 @@ def _run_task(
         finally:
             spent[what] = spent.get(what, 0.0) + time.perf_counter() - t0
 
-    with clock("setup"):
-        problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
     shape_json = canonical_json(task.shape)
     flop = flops(task.op, task.shape, task.mode)
 
@@ -879,8 +891,14 @@ def _run_task(
     def done(provider: str, config: str) -> bool:
         return db.has((task.op, task.mode, provider, task.dtype, shape_json, config, env.gpu))
 
-    with clock("setup"):
-        ref = problem.reference()
+    try:
+        with clock("setup"):
+            problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
+            ref = problem.reference()
+    except Exception as e:  # noqa: BLE001 - e.g. a shape too large for memory: recorded, the sweep goes on
+        reason = f"setup failed (the inputs or the float64 reference): {type(e).__name__}: {e}"
+        yield row("yat_triton", "", "error", reason=reason[:500])
+        return
     names = OUTPUT_NAMES["fwd" if task.mode == "fwd" else "bwd"]
     tol = CHECK_TOL["tf32" if problem.precision == "tf32" else task.dtype]
 
@@ -977,12 +995,13 @@ def _run_task(
     problem.compile_mode = compile_mode
     references = []
     for provider, fn, check, layer in problem.baselines():
-        if done(provider, baseline_cfg):
+        cfg = baseline_config(provider, baseline_cfg, compile_mode)
+        if done(provider, cfg):
             continue
         if provider in STANDARD_LAYERS:
-            yield measure(provider, baseline_cfg, fn, check, layer)
+            yield measure(provider, cfg, fn, check, layer)
         else:
-            references.append((provider, fn, check, layer))
+            references.append((provider, cfg, fn, check, layer))
 
     first, ranked, pruned = task_tiles(task, warp_specialize)
     # (hundreds a problem: one transaction, one lookup of what is stored)
@@ -1054,8 +1073,8 @@ def _run_task(
     for batch in batches:  # each batch timed before the search proposes the next
         yield from time_tiles(batch)
 
-    for provider, fn, check, layer in references:
-        yield measure(provider, baseline_cfg, fn, check, layer)
+    for provider, cfg, fn, check, layer in references:
+        yield measure(provider, cfg, fn, check, layer)
 
 
 def fwd_bwd_after_bwd(modes: list[str], shard_spec: str | None) -> bool:

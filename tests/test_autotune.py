@@ -135,6 +135,127 @@ def test_a_stopped_sweep_says_so_and_records_its_run(
         assert (run.tasks_total, run.tasks_done) == (2, 1) and run.rows_added == len(db.query()) > 0
 
 
+def test_a_problem_whose_setup_fails_is_recorded_and_the_sweep_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shape too large for memory (the inputs or the float64 reference cannot be made) is
+    one error row, not the end of the sweep: the next problem is measured, and a rerun
+    records the failure again (not a crash every time it reaches the shape)."""
+    suite = tmp_path / "two.toml"
+    suite.write_text(TINY + TINY.replace("M = 20", "M = 24"))
+    real = sweep.Problem.reference
+
+    def out_of_memory(self):  # noqa: ANN001, ANN202
+        if self.shape["M"] == 20:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return real(self)
+
+    monkeypatch.setattr(sweep.Problem, "reference", out_of_memory)
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", str(suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd",
+            "--dtype", "float32", "--max-configs", "1", "--quiet", *NO_COMPILE]  # fmt: skip
+    for _ in range(2):
+        assert cli.main(argv) == 0
+        rows = _rows(db_path)
+        (failed,) = [r for r in rows if json.loads(r.shape)["M"] == 20]
+        assert (failed.provider, failed.config, failed.status) == ("yat_triton", "", "error")
+        assert failed.reason == (
+            "setup failed (the inputs or the float64 reference): RuntimeError: "
+            "DefaultCPUAllocator: can't allocate memory"
+        )
+        assert {"linear+relu", "yat_triton"} <= {
+            r.provider for r in rows if json.loads(r.shape)["M"] == 24 and r.status == "ok"
+        }
+
+
+def test_a_killed_sweep_keeps_the_record_of_what_it_finished(
+    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's record is saved as the sweep goes (after every task): a process ended
+    outright in its second task (a kill, a crash: nothing after it runs) leaves the time
+    and the task of the first, for the report's sweep-time target."""
+    real = sweep._run_task
+    seen = []
+
+    def killed_in_second(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(1)
+        if len(seen) == 2:
+            raise SystemExit("killed")  # no handler of the sweep's catches it
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "_run_task", killed_in_second)
+    db_path = tmp_path / "r.db"
+    with ResultsDB(db_path) as db, pytest.raises(SystemExit):
+        sweep.run_sweep(db, sweep.load_suite(str(tiny_suite)), ops=["dense"], modes=["fwd", "bwd"],
+                        dtypes=["float32"], max_configs=1, progress=False, compile_mode="none",
+                        suite_name="tiny")  # fmt: skip
+    with ResultsDB(db_path) as db:
+        (run,) = db.runs()
+        assert (run.suite, run.tasks_total, run.tasks_done) == ("tiny", 2, 1)
+        assert run.rows_added == len(db.query()) > 0 and run.ended > run.started
+
+
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(
+    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM (a scheduler's stop, `timeout`'s default signal) in the second task: the first
+    task's rows and the run's record are kept, the command says how to resume and exits 143;
+    the handler is put back after."""
+    import os
+    import signal
+
+    real = sweep._run_task
+    seen = []
+
+    def terminated_in_second(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(1)
+        if len(seen) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "_run_task", terminated_in_second)
+    before = signal.getsignal(signal.SIGTERM)
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", str(tiny_suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd,bwd",
+            "--dtype", "float32", "--max-configs", "1", "--quiet", *NO_COMPILE]  # fmt: skip
+    started = time.monotonic()
+    assert cli.main(argv) == 143
+    assert time.monotonic() - started < 60 and signal.getsignal(signal.SIGTERM) == before
+    assert "Run the same command to resume" in capsys.readouterr().out
+    with ResultsDB(db_path) as db:
+        (run,) = db.runs()
+        assert (run.tasks_total, run.tasks_done) == (2, 1) and run.rows_added == len(db.query()) > 0
+
+
+def test_compiled_ref_rows_name_their_compile_mode(
+    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep in another torch.compile mode measures compiled_ref again rather than taking
+    the stored row, compiled in the first mode, for its own (stubbed: compiled_ref, which
+    only a GPU compiles, stands in as the eager reference)."""
+    real = sweep.Problem.baselines
+
+    def with_compiled_ref(self):  # noqa: ANN001, ANN202
+        for provider, fn, check, layer in real(self):
+            yield provider, fn, check, layer
+            if provider == "eager_ref" and self.compile_mode != "none":
+                yield "compiled_ref", fn, check, layer
+
+    monkeypatch.setattr(sweep.Problem, "baselines", with_compiled_ref)
+    db_path = tmp_path / "r.db"
+    argv = ["sweep", "--suite", str(tiny_suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd",
+            "--dtype", "float32", "--max-configs", "1", "--quiet"]  # fmt: skip
+    for mode in ("default", "max-autotune"):
+        assert cli.main([*argv, "--compile-mode", mode]) == 0
+    rows = [r for r in _rows(db_path) if r.provider == "compiled_ref"]
+    assert sorted(json.loads(r.config)["compile_mode"] for r in rows) == ["default", "max-autotune"]
+    assert all(r.status == "ok" for r in rows)
+    assert [r.config for r in _rows(db_path) if r.provider == "eager_ref"] == [
+        sweep.canonical_json({k: v for k, v in json.loads(rows[0].config).items() if k != "compile_mode"})
+    ]
+
+
 FAULT = "CUDA error: an illegal memory access was encountered"
 
 
@@ -1045,7 +1166,7 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
                          env={**env, "SWEEP_RC": "137"}, capture_output=True, text=True)  # fmt: skip
     assert oom.returncode == 1 and "stopped at" not in (tmp_path / "oom" / "sweep.log").read_text()
     # the kill after the grace (timeout's 137, stubbed: the sweep's call takes 2 s, past a 1 s
-    # cap) is the cap, its resume hint saying the run record may be missing
+    # cap) is the cap, its resume hint saying where the run record stops
     real_timeout = shutil.which("timeout")
     killed = tmp_path / "killed_bin"
     killed.mkdir()

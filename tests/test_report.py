@@ -375,9 +375,10 @@ def _target_cells(text: str) -> list[list[str]]:
 
 
 def test_targets_name_every_problem_they_cover(tmp_path) -> None:  # noqa: ANN001
-    """A shape where every yat_triton config failed is "not met", not dropped; a missing
-    baseline is named; only ResNet-50 3x3 layers count for the conv targets; the verdict
-    is taken at the precision shown; rows measured by different software are marked."""
+    """A shape where every yat_triton config failed is "not met", not dropped; one where
+    none ran yet (pruned tiles only) is "n/a"; a missing baseline is named; only ResNet-50
+    3x3 layers count for the conv targets; the verdict is taken at the precision shown; rows
+    measured by different software are marked."""
     conv = canonical_json(
         {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
     )
@@ -399,6 +400,10 @@ def test_targets_name_every_problem_they_cover(tmp_path) -> None:  # noqa: ANN00
         r(op="conv2d", shape=tiny_conv, median_ms=5.0, tflops=0.1, **ours),
         r(op="conv2d", shape=tiny_conv, median_ms=1.0, tflops=0.5, **{**base, "provider": "conv+relu"}),
         r(mode="fwd+bwd", shape=BIG, median_ms=3.0, tflops=130.0, **ours),  # no baseline in this mode
+        # a capped sweep cut after its static prune: no tile ran yet
+        r(mode="fwd+bwd", shape=huge, provider="yat_triton", config=cfg(256, 256), status="pruned",
+          reason="shared memory"),
+        r(mode="fwd+bwd", shape=huge, median_ms=12.0, tflops=180.0, **base),
     ]  # fmt: skip
     text = rendered_page(tmp_path, rows)
     got = {(c[0].split(",")[0], c[2]): (c[3], c[4]) for c in _target_cells(text)}
@@ -408,6 +413,7 @@ def test_targets_name_every_problem_they_cover(tmp_path) -> None:  # noqa: ANN00
         "not met",
     )
     assert got[("ⵟ-dense fwd+bwd", "dense 4096x4096x4096")] == ("no linear+relu row", "n/a")
+    assert got[("ⵟ-dense fwd+bwd", "dense 8192x8192x8192")] == ("yat_triton not measured", "n/a")
     conv_label = next(k[1] for k in got if k[0] == "ⵟ-conv2d fwd")
     assert "H=56" in conv_label and got[("ⵟ-conv2d fwd", conv_label)] == ("1.053x ‡", "met")
     assert not any("H=9" in k[1] for k in got)  # not a ResNet-50 layer
