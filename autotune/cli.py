@@ -44,6 +44,9 @@ def _csv(allowed: tuple[str, ...]):  # noqa: ANN202 - an argparse type
         bad = [t for t in items if t not in allowed]
         if not items or bad:
             raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}")
+        repeated = sorted({t for t in items if items.count(t) > 1})
+        if repeated:
+            raise argparse.ArgumentTypeError(f"{text!r}: {', '.join(repeated)} given more than once")
         return items
 
     return parse
@@ -348,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     else is a bug, and keeps its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
+    args = None
     try:
         if command == "inspect":
             return cmd_inspect(argv[1:])
@@ -362,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, BrokenPipeError):  # output piped into `head`: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
+        db = getattr(args, "db", None)
+        if isinstance(e, sqlite3.DatabaseError) and db is not None and str(db) not in str(e):
+            e = f"{db}: {e}"  # e.g. "database disk image is malformed": which file
         print(f"yat-autotune {command}: {e}", file=sys.stderr)
         return 2
 

@@ -563,14 +563,13 @@ class ResultsDB:
                     if mine is None or mine[0] < r.created:
                         c.execute(_UPSERT, _to_row(r))
                         changed += 1
-                for run in runs:  # a run is the same run when it started at the same instant
+                for run in runs:  # the same run when it started at the same instant: the
+                    # record saved later (it went further) is kept
                     where = '"suite" = ? AND "gpu" = ? AND "started" = ?'
-                    if (
-                        c.execute(
-                            f"SELECT 1 FROM runs WHERE {where}", (run.suite, run.gpu, run.started)
-                        ).fetchone()
-                        is None
-                    ):
+                    key = (run.suite, run.gpu, run.started)
+                    mine = c.execute(f'SELECT "ended" FROM runs WHERE {where}', key).fetchone()
+                    if mine is None or mine[0] < run.ended:
+                        c.execute(f"DELETE FROM runs WHERE {where}", key)
                         c.execute(_RUN_INSERT, dataclasses.astuple(run))
                 counts.append(changed)
             return counts
@@ -608,10 +607,19 @@ class ResultsDB:
 
 
 def read_database(path: str | os.PathLike[str]) -> tuple[list[Result], list[Run]]:
-    """Every row and run of the results database at `path`, read without writing to it and
-    checked value by value (ValueError naming the file for anything that is not one)."""
-    with ResultsDB(path, read_only=True) as db:
-        return db.query(), db.runs()
+    """Every row and run of the results database at `path`, to merge: read without writing to
+    it, checked value by value and row by row as a write would check them (ValueError or
+    sqlite3.DatabaseError naming the file: a merge reads every source before it writes)."""
+    try:
+        with ResultsDB(path, read_only=True) as db:
+            rows, runs = db.query(), db.runs()
+        for r in rows:
+            _check_measures(r)
+    except (ValueError, sqlite3.DatabaseError) as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from e
+    return rows, runs
 
 
 def shard(items: Sequence[T], spec: str) -> list[T]:

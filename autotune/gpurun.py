@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 import tarfile
 import tempfile
 import time
@@ -162,6 +163,18 @@ def _file_logs(run_dir: Path, logs: Path, done: Imported) -> Path:
     return logs
 
 
+def _check_output_folder(out: Path) -> None:
+    """ValueError unless `out` is a folder, or can be made as one, to write into."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "a file" if existing == out else f"under the file {existing}"
+        raise ValueError(f"{out}: {what}, not a folder to write into; nothing imported")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{out}: {existing} is not writable; nothing imported")
+
+
 def import_run(
     archive: str | Path,
     reports_dir: str | Path = "reports",
@@ -202,7 +215,7 @@ def import_run(
         if db_path.is_file():
             try:
                 rows, runs = read_database(db_path)
-            except ValueError as e:  # named by the archive, not the temporary folder
+            except (ValueError, sqlite3.DatabaseError) as e:  # named by the archive, not the temporary folder
                 why = str(e).replace(f"{db_path}: ", "")
                 raise ValueError(f"{archive}: its {DB_NAME} cannot be read ({why}); nothing imported") from e
         gpus = sorted({r.gpu for r in rows if r.representative or allow_cpu})
@@ -223,10 +236,11 @@ def import_run(
                 )
             what = "only rows measured without a GPU (--allow-cpu takes them)" if rows else "no rows at all"
             raise ValueError(f"{archive}: its {DB_NAME} holds {what}; nothing imported")
-        # before any write: every output a folder, every record there already readable
+        # before any write: every output a folder (or one that can be made), every record
+        # there already readable
         for out in (reports, Path(tuned_dir) if tuned_dir is not None else None):
-            if out is not None and out.exists() and not out.is_dir():
-                raise ValueError(f"{out}: a file, not a folder to write into; nothing imported")
+            if out is not None:
+                _check_output_folder(out)
         check_folders(gpus, reports)
         for gpu in gpus:
             if (reports / slug(gpu) / DB_NAME).exists():

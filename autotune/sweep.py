@@ -110,6 +110,10 @@ def load_suite(name_or_path: str) -> dict[str, list[dict[str, int]]]:
             problem = _shape_problem(op, entry)
             if problem:
                 raise ValueError(f"suite file {path}: [[{op}]] entry {i} {entry}: {problem}")
+            if entry in entries[:i]:  # a sweep measures a shape once: counted twice, it is not
+                raise ValueError(
+                    f"suite file {path}: [[{op}]] entry {i} {entry} repeats entry {entries.index(entry)}"
+                )
         suite[op] = [{k: e[k] for k in SHAPE_KEYS[op]} for e in entries]
     if not any(suite.values()):
         raise ValueError(f"suite file {path} holds no shapes (add [[dense]] or [[conv2d]] tables)")

@@ -60,8 +60,18 @@ def test_builtin_suites_load() -> None:
         ("[[dense]]\nM = 0\nN = 2\nK = 3\n", "M must be at least 1"),
         (CONV_ENTRY.format(k=3, stride=0, padding=1), "stride must be at least 1"),
         (CONV_ENTRY.format(k=7, stride=1, padding=1), "the 7x7 kernel does not fit H=2 padded by 1"),
+        (TINY + TINY.replace("M = 20", "M = 8") + TINY, r"\[\[dense\]\] entry 2 .* repeats entry 0"),
     ],
-    ids=["missing-key", "unknown-op", "bad-toml", "string-dim", "empty-dim", "stride-0", "kernel-too-big"],
+    ids=[
+        "missing-key",
+        "unknown-op",
+        "bad-toml",
+        "string-dim",
+        "empty-dim",
+        "stride-0",
+        "kernel-too-big",
+        "repeated-shape",
+    ],
 )
 def test_bad_suite_files_are_refused(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "bad.toml"
@@ -630,7 +640,8 @@ def test_show_and_sweep_report_bad_databases(tmp_path: Path, capsys) -> None:
 def test_command_line_refuses_bad_values(tmp_path: Path, capsys) -> None:
     """Options are checked before anything runs; export of a missing database creates none."""
     for bad in (["--max-configs", "0"], ["--max-configs", "-1"], ["--compile-mode", "bogus"],
-                ["--hang-after", "-1"], ["--hang-after", "soon"], ["--hang-after", "inf"]):  # fmt: skip
+                ["--hang-after", "-1"], ["--hang-after", "soon"], ["--hang-after", "inf"],
+                ["--op", "dense,dense"], ["--mode", "fwd,bwd,fwd"]):  # fmt: skip
         with pytest.raises(SystemExit) as stop:
             cli.main(["sweep", "--db", str(tmp_path / "r.db"), *bad])
         assert stop.value.code == 2

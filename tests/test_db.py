@@ -516,6 +516,20 @@ def test_runs_merge_once(tmp_path: Path) -> None:
         db.merge_from(tmp_path / "a.sqlite")
         db.merge_from(tmp_path / "a.sqlite")
         assert db.runs() == [run]
+    # the same run saved later (a sweep saves its record as it goes): the later record stays
+    later = dataclasses.replace(run, ended=90.0, tasks_done=20)
+    with ResultsDB(tmp_path / "a.sqlite") as db:
+        db.add_run(later)
+        assert db.runs() == [later]
+    with ResultsDB(tmp_path / "b.sqlite") as db:
+        db.merge_from(tmp_path / "a.sqlite")
+        assert db.runs() == [later]
+    with ResultsDB(tmp_path / "c.sqlite") as db:
+        db.add_run(later)
+        db.merge_from(tmp_path / "b.sqlite")
+        db.add_run(run)  # an earlier save of it replaces it only through add_run
+        db.merge_from(tmp_path / "b.sqlite")
+        assert db.runs() == [later]
 
 
 def test_read_only_opening_writes_nothing(tmp_path: Path) -> None:
@@ -560,6 +574,23 @@ def test_cli_refusals_change_nothing(tmp_path: Path) -> None:
     (tmp_path / "empty.toml").write_text("")
     (tmp_path / "ints.toml").write_text("dense = [1, 2]\n")
     (tmp_path / "afile").write_text("x")
+    # an older file's untimed ok row (read as it is, refused by any write): named, before the
+    # merge makes its target
+    with ResultsDB(tmp_path / "old.db") as db:
+        db.add(make())
+    conn = sqlite3.connect(tmp_path / "old.db")
+    conn.execute('UPDATE results SET "median_ms" = NULL')
+    conn.commit()
+    conn.close()
+    # a file damaged in its middle (its header intact): SQLite's message names no file
+    with ResultsDB(tmp_path / "big.db") as db:
+        db.add_many(make(m=i + 1) for i in range(400))
+    malformed = bytearray((tmp_path / "big.db").read_bytes())
+    (tmp_path / "big.db").unlink()
+    for f in tmp_path.glob("big.db-*"):
+        f.unlink()
+    malformed[4096 * 5 : 4096 * 8] = b"\xff" * (3 * 4096)
+    (tmp_path / "malformed.db").write_bytes(bytes(malformed))
 
     def digests() -> dict[str, str]:
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir() if p.is_file()}
@@ -570,6 +601,9 @@ def test_cli_refusals_change_nothing(tmp_path: Path) -> None:
         (["export", "--db", "empty.db"], "empty.db: an empty file"),
         (["report", "--db", "empty.db"], "empty.db: an empty file"),
         (["merge", "--db", "new.db", "good.db", "junk.db"], "junk.db: not a SQLite database"),
+        (["merge", "--db", "new.db", "good.db", "old.db"], "old.db: a Result with status ok needs"),
+        (["merge", "--db", "new.db", "good.db", "malformed.db"], "malformed.db: .*malformed"),
+        (["show", "--db", "malformed.db"], "malformed.db: .*malformed"),
         (["sweep", "--suite", "quick", "--shard", "0/2", "--db", "new.db"], "shard spec must be 'i/n'"),
         (["sweep", "--suite", "empty.toml", "--db", "new.db"], "empty.toml holds no shapes"),
         (

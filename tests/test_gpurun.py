@@ -287,6 +287,9 @@ def test_a_refused_import_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"afile: a file, not a folder to write into; nothing imported"):
         import_run(archive, reports, tmp_path / "afile")
     assert tree() == before and not (reports / "new_gpu").exists() and not tuned.exists()
+    with pytest.raises(ValueError, match=r"afile/sub: under the file .*afile, not a folder to write into"):
+        import_run(archive, reports, tmp_path / "afile" / "sub")
+    assert tree() == before and not (reports / "new_gpu").exists() and not tuned.exists()
 
 
 def test_cli_import_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
