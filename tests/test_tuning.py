@@ -118,7 +118,7 @@ def clean_lookup(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def on_h200(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Pretend the current device is an H200 and give it an empty winners folder."""
-    monkeypatch.setattr(tuning, "current_gpu", lambda: H200)
+    monkeypatch.setattr(tuning, "current_gpu", lambda device=None: H200)
     monkeypatch.setattr(tuning, "TUNED_DIR", tmp_path / "tuned")
     return tmp_path / "tuned"
 
@@ -382,6 +382,7 @@ def test_launchers_run_the_tuned_configs(on_h200: Path, monkeypatch: pytest.Monk
         entry(conv, tile, **fp32, op="conv2d"), entry(conv, tile, **fp32, op="conv2d", mode="bwd"),
     ]))  # fmt: skip
     asked: list[tuple[str, str, dict[str, int], TileConfig]] = []
+    devices: list[object] = []
 
     def spy(op: str, real: Callable[..., TileConfig]) -> Callable[..., TileConfig]:
         def pick(
@@ -389,6 +390,7 @@ def test_launchers_run_the_tuned_configs(on_h200: Path, monkeypatch: pytest.Monk
         ) -> TileConfig:
             cfg = real(M, N, K, dtype, mode, problem=problem, **options)
             asked.append((op, mode, dict(problem or {}), cfg))
+            devices.append(options.get("device"))
             return cfg
 
         return pick
@@ -414,6 +416,7 @@ def test_launchers_run_the_tuned_configs(on_h200: Path, monkeypatch: pytest.Monk
         ("conv2d", "fwd", conv_geo), ("conv2d", "bwd", conv_geo), ("conv2d", "bwd", conv_geo),
     ]  # fmt: skip
     assert all(cfg == tile for *_, cfg in asked)
+    assert devices == [xd.device] * len(asked)  # the tensors' device names the winners file
 
 
 def test_user_file_by_env_var_and_by_use_tuned_configs(
@@ -439,6 +442,84 @@ def test_user_file_by_env_var_and_by_use_tuned_configs(
     with pytest.warns(TunedConfigWarning, match="no such winners file") as record:
         assert pick_dense_config(64, 64, 64, BF16) == default_dense(64, 64, 64)
     assert len(record) == 1
+
+
+def test_winners_follow_the_tensors_device_not_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host with an H200 (cuda:0, current) and an A100 (cuda:1): a launch on cuda:1 takes
+    the A100's winners (none here: the defaults), not the H200's, whose tile may not even
+    fit an A100's shared memory."""
+    names = {0: H200, 1: A100}
+    monkeypatch.setattr(tuning, "INTERPRETING", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_name", lambda d=None: names[0 if d is None else torch.device(d).index]
+    )
+    monkeypatch.setattr(tuning, "TUNED_DIR", tmp_path / "tuned")
+    write(tmp_path / "tuned" / "nvidia_h200.json", winners([entry(CUBE, BIG)]))
+    h200, a100 = torch.device("cuda", 0), torch.device("cuda", 1)
+    assert pick_dense_config(4096, 4096, 4096, BF16, device=a100) == default_dense(4096, 4096, 4096)
+    assert pick_dense_config(4096, 4096, 4096, BF16, device=h200) == BIG
+    assert pick_dense_config(4096, 4096, 4096, BF16) == BIG  # no device: the current one
+    assert tuned_config("dense", "fwd", BF16, CUBE, a100) is None
+    assert tuning.current_gpu(torch.device("cpu")) is None
+
+
+def test_every_exported_conv_winner_is_chosen_for_its_own_shape(tmp_path: Path, on_h200: Path) -> None:
+    """Padding 0 and padding 1 are different shapes: each exported entry is the nearest to
+    its own shape, whichever comes first in the file."""
+    rows = [
+        fixture_row({**CONV, "padding": 0}, TINY, 0.5, op="conv2d"),
+        fixture_row({**CONV, "padding": 1}, MID, 0.5, op="conv2d"),
+        fixture_row({**CONV, "padding": 2}, SLOW, 0.5, op="conv2d"),
+    ]
+    (path,) = export_winners(make_db(tmp_path / "r.db", rows))
+    exported = json.loads(path.read_text())["entries"]
+    assert len(exported) == 3
+    for e in exported:
+        assert tuned_config("conv2d", "fwd", BF16, {**e["shape"], "groups": 1}) == TileConfig(**e["config"])
+
+
+def test_a_relative_winners_path_is_the_file_it_named(
+    tmp_path: Path, on_h200: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """use_tuned_configs checks the file it is given: that file is read later, whatever the
+    working directory is by then; $YAT_TRITON_CONFIGS is taken from the working directory of
+    each lookup (and its memo follows it)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write(tmp_path / "a" / "w.json", winners([entry(CUBE, BIG)]))
+    write(tmp_path / "b" / "w.json", winners([entry(CUBE, MID)]))
+    monkeypatch.chdir(tmp_path / "a")
+    use_tuned_configs("w.json")
+    monkeypatch.chdir(tmp_path / "b")
+    assert tuned_config("dense", "fwd", BF16, CUBE) == BIG
+    use_tuned_configs(None)
+    monkeypatch.setenv(ENV_VAR, "w.json")
+    assert pick_dense_config(4096, 4096, 4096, BF16) == MID
+    monkeypatch.chdir(tmp_path / "a")
+    assert pick_dense_config(4096, 4096, 4096, BF16) == BIG
+
+
+def test_a_reset_during_a_lookup_leaves_nothing_stale(on_h200: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup reading the file while another thread rewrites it and calls
+    use_tuned_configs: what it read answers that one lookup, and is not kept."""
+    path = write(on_h200 / "nvidia_h200.json", winners([entry(CUBE, BIG)]))
+    real = tuning._load
+
+    def read_then_rewritten(*args: object) -> tuple[tuning.TunedEntry, ...]:
+        entries = real(*args)
+        write(path, winners([entry(CUBE, MID)]))
+        use_tuned_configs(None)
+        return entries
+
+    monkeypatch.setattr(tuning, "_load", read_then_rewritten)
+    assert pick_dense_config(4096, 4096, 4096, BF16) == BIG  # the racing lookup's own answer
+    monkeypatch.setattr(tuning, "_load", real)
+    assert tuned_config("dense", "fwd", BF16, CUBE) == MID
+    assert pick_dense_config(4096, 4096, 4096, BF16) == MID
 
 
 def test_files_are_read_once_until_the_lookup_is_reset(on_h200: Path) -> None:
@@ -597,9 +678,9 @@ def test_a_remembered_pick_follows_what_it_depends_on(
     write(other / "nvidia_h200.json", winners([entry(CUBE, SLOW)]))
     monkeypatch.setattr(tuning, "TUNED_DIR", other)
     assert pick() == SLOW
-    monkeypatch.setattr(tuning, "current_gpu", lambda: None)  # no CUDA device
+    monkeypatch.setattr(tuning, "current_gpu", lambda device=None: None)  # no CUDA device
     assert pick() == default
-    monkeypatch.setattr(tuning, "current_gpu", lambda: H200)
+    monkeypatch.setattr(tuning, "current_gpu", lambda device=None: H200)
     assert pick() == SLOW
     assert pick_dense_config(4096, 4096, 4096, BF16, "bwd") == default  # no bwd entry
 

@@ -414,9 +414,9 @@ def plan_conv2d_fwd(
         # the conv's own forced / tuned tile if any (fitted like a dense one), else the
         # dense tuning of the (M, C_out, C_in) layer it is
         override = config or conv_override(
-            "fwd", x.dtype, conv_shape(x.shape, weight.shape, stride, pads, groups)
+            "fwd", x.dtype, conv_shape(x.shape, weight.shape, stride, pads, groups), x.device
         )
-        cfg = pick_dense_config(M, C_out, Cg, x.dtype, override=override)
+        cfg = pick_dense_config(M, C_out, Cg, x.dtype, override=override, device=x.device)
         # y is made here, channels_last, and the dense kernel writes its (M, C_out) rows: a
         # permuted view of the dense output would be a view, which in-place ops on y refuse
         y = torch.empty((B, C_out, H, W), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
@@ -438,7 +438,7 @@ def plan_conv2d_fwd(
     alpha, eps = _fp64_scalars(x, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None
     problem = conv_shape(x.shape, weight.shape, stride, pads, groups)
-    cfg = config or pick_conv_config(M, Ng, Cg, x.dtype, "fwd", problem=problem)
+    cfg = config or pick_conv_config(M, Ng, Cg, x.dtype, "fwd", problem=problem, device=x.device)
     operands = (
         bias if bias is not None else y, alpha if alpha is not None else y,
         eps if eps is not None else y, nw, y, s, nx,
@@ -642,7 +642,8 @@ def conv2d_bwd(
     if _pointwise(x, weight, stride, pads, groups):
         B, C_in, H, W = x.shape
         C_out = weight.shape[0]
-        override = conv_override("bwd", x.dtype, conv_shape(x.shape, weight.shape, stride, pads, groups))
+        problem = conv_shape(x.shape, weight.shape, stride, pads, groups)
+        override = conv_override("bwd", x.dtype, problem, x.device)
         dx, dw, db, dalpha, deps = dense_bwd(
             _rows(grad), _rows(x), weight.reshape(C_out, C_in), bias, alpha, alpha_value, eps,
             eps_value, s, nx.reshape(-1), nw, precision, needs, override,
@@ -688,7 +689,7 @@ def conv2d_bwd(
         MX = B * H * W
         if MX and Cg and M and Ng:
             wk, ws = _weight_khwc(weight)
-            cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem)
+            cfg = pick_conv_config(MX, Cg, Ng, x.dtype, "bwd", problem=problem, device=dev)
             # (gs, W) as the TMA kernel reads them, where it can: a tap's W columns start at
             # tap * Cg, and a box's first column must be 16-byte aligned
             operands = None
@@ -722,7 +723,7 @@ def conv2d_bwd(
         elif MX:
             dx.zero_()
     if need_dw:
-        cfg = pick_conv_config(Ng, KC, M, x.dtype, "bwd", problem=problem)
+        cfg = pick_conv_config(Ng, KC, M, x.dtype, "bwd", problem=problem, device=dev)
         tiles = cdiv(Ng, cfg.block_m) * cdiv(KC, cfg.block_n) * groups
         # (gs, x as (B, H, W, C_in)) as the TMA kernel reads them, where it can: a box's first
         # channel (filter) must be 16-byte aligned, and groups start at g * Cg (g * Ng);

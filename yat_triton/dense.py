@@ -127,7 +127,7 @@ def plan_dense_fwd(
     alpha, eps = _fp64_scalars(x, alpha, alpha_value, eps, eps_value)
     bias = bias.contiguous() if bias is not None else None  # kernels read a dense (N,) vector
     x, weight = k_major_if_huge(x, 1), k_major_if_huge(weight, 1)
-    cfg = config or pick_dense_config(M, N, K, x.dtype)
+    cfg = config or pick_dense_config(M, N, K, x.dtype, device=x.device)
     tiles = cdiv(M, cfg.block_m) * cdiv(N, cfg.block_n)
     use_tma = cfg.tma and tma_ready(x, weight)
     if not use_tma or x.element_size() != 2:  # warp-specialized: the TMA kernel, 16-bit io
@@ -257,7 +257,7 @@ def plan_bwd_gemm(
     c = torch.empty((R, C), dtype=e.dtype, device=e.device)
     if R == 0 or C == 0:
         return c, []
-    cfg = config or pick_dense_config(R, C, KD, e.dtype, "bwd", problem=problem)
+    cfg = config or pick_dense_config(R, C, KD, e.dtype, "bwd", problem=problem, device=e.device)
     tiles = cdiv(R, cfg.block_m) * cdiv(C, cfg.block_n)
     a_tma = _tma_operand(a, cfg.block_m, cfg.block_k) if cfg.tma and a.dtype == b.dtype else None
     b_tma = _tma_operand(b, cfg.block_k, cfg.block_n) if a_tma else None
@@ -314,7 +314,7 @@ def _bwd_gemm(
     config: TileConfig | None,
 ) -> Tensor:
     cfg = pick_dense_config(
-        a.shape[0], b.shape[1], a.shape[1], e.dtype, "bwd", problem=problem, override=config
+        a.shape[0], b.shape[1], a.shape[1], e.dtype, "bwd", problem=problem, override=config, device=e.device
     )
     c, calls = plan_bwd_gemm(a, b, e, v, precision, cfg, problem=problem)
     for call in calls:

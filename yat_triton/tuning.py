@@ -32,7 +32,11 @@ sound on a small one. Shapes are those of the layer, as the results database rec
             their height and width values (a conv1d's own; square convs otherwise). Mode
             "fwd": the forward implicit GEMM; mode "bwd": the dgrad and the wgrad kernels.
 
-A dim that only one side names does not count, and 0 counts as 1 (padding).
+A dim that only one side names does not count; each counts as dim + 1, so that a padding of
+0 is as far from 1 as 1 is from 3 (and an entry is the nearest to its own shape).
+
+Files are read once per process (per file and device), at the first lookup that needs them;
+`use_tuned_configs(...)` makes the next lookup read them again (e.g. after a new export).
 
 Failures never crash a launch: a missing default file is silent (no winners yet for this
 GPU); a corrupt, unreadable, foreign-format, wrong-version or other-GPU file, or a user
@@ -120,11 +124,15 @@ def winners_filename(gpu: str) -> str:
     return gpu_slug(gpu) + ".json"
 
 
-def current_gpu() -> str | None:
-    """The current CUDA device's name, or None where nothing is tuned (no CUDA, interpreter)."""
+def current_gpu(device: torch.device | None = None) -> str | None:
+    """The name of CUDA `device` (None: the current one), or None where nothing is tuned (no
+    CUDA, the interpreter, a CPU device). A launch runs on its tensors' device, which need not
+    be the current one: the launchers pass it."""
     if INTERPRETING or not torch.cuda.is_available():
         return None
-    return torch.cuda.get_device_name()
+    if device is not None and device.type != "cuda":
+        return None
+    return torch.cuda.get_device_name(device)
 
 
 def conv_shape(
@@ -220,9 +228,11 @@ class _Cache:
         self.warned: set[Path] = set()  # one warning per file per process
         self.forced: dict[tuple[str, str], TileConfig] = {}  # forced_config(...) blocks
         self.off = 0  # default_tiles_only() blocks open: every lookup answers None
+        self.generation = 0  # bumped by forget(): a lookup begun before it stores nothing
 
     def forget(self) -> None:
         """Drop loaded files and lookups (not the warnings already given)."""
+        self.generation += 1
         self.files.clear()
         self.picks.clear()
         self.chosen.clear()
@@ -239,7 +249,8 @@ def use_tuned_configs(path: str | os.PathLike[str] | None) -> None:
         raise TypeError(f"use_tuned_configs expects a path or None, got {type(path).__name__}")
     if path is not None and not Path(path).is_file():
         raise FileNotFoundError(f"use_tuned_configs: no winners file at {path}")
-    _CACHE.override = None if path is None else Path(path)
+    # the file checked here is the one read later, whatever the working directory is then
+    _CACHE.override = None if path is None else Path(path).absolute()
     _CACHE.forget()
 
 
@@ -253,10 +264,16 @@ def _winners_path(gpu: str) -> tuple[Path, bool]:
     """(file, named by the user) for this device."""
     if _CACHE.override is not None:
         return _CACHE.override, True
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env), True
+    env = _env_path()
+    if env is not None:
+        return env, True
     return TUNED_DIR / winners_filename(gpu), False
+
+
+def _env_path() -> Path | None:
+    """$YAT_TRITON_CONFIGS, a relative path taken from the working directory of the lookup."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env).absolute() if env else None
 
 
 def read_winners(path: str | os.PathLike[str]) -> tuple[str, tuple[TunedEntry, ...]]:
@@ -317,14 +334,16 @@ def _distance(query: Shape, tuned: tuple[tuple[str, int], ...]) -> float | None:
     shared = [(query[dim], value) for dim, value in tuned if dim in query]
     if not shared:
         return None
-    return sum(abs(math.log2(max(q, 1) / max(t, 1))) for q, t in shared)
+    return sum(abs(math.log2((q + 1) / (t + 1))) for q, t in shared)
 
 
 def _dtype_name(dtype: torch.dtype | str) -> str:
     return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
-def tuned_config(op: str, mode: str, dtype: torch.dtype | str, shape: Shape) -> TileConfig | None:
+def tuned_config(
+    op: str, mode: str, dtype: torch.dtype | str, shape: Shape, device: torch.device | None = None
+) -> TileConfig | None:
     """The tuned config of the nearest tuned shape (see the module docstring), as stored in
     the winners file, or None: no CUDA device, interpreter, no usable file, no entry, or
     the nearest entry says the default tiles won there.
@@ -335,6 +354,8 @@ def tuned_config(op: str, mode: str, dtype: torch.dtype | str, shape: Shape) -> 
         dtype: io dtype, a torch.dtype or its name ("bfloat16").
         shape: the layer's dims, e.g. {"M": 4096, "N": 4096, "K": 4096}: ints (symbolic
             ones, as torch.compile traces dynamic shapes with, get None: no guard per size).
+        device: the CUDA device the launch runs on (None: the current one); its model
+            names the winners file.
     """
     if op not in OPS or mode not in MODES:
         raise ValueError(f"tuned_config: op must be in {OPS} and mode in {MODES}, got {op!r}, {mode!r}")
@@ -344,23 +365,28 @@ def tuned_config(op: str, mode: str, dtype: torch.dtype | str, shape: Shape) -> 
         raise TypeError(f"tuned_config: shape must map dim names to ints, got {shape!r}")
     if _CACHE.off or not all(_is_int(v) for v in shape.values()):
         return None  # default_tiles_only(); symbolic dims (torch.compile, dynamic shapes): the defaults
-    gpu = current_gpu()
+    gpu = current_gpu(device)
     if gpu is None:
         return None
     path, named = _winners_path(gpu)
     key = (path, gpu, op, mode, _dtype_name(dtype), tuple(shape.items()))
     if key in _CACHE.picks:
         return _CACHE.picks[key]
-    if (path, gpu) not in _CACHE.files:
-        _CACHE.files[(path, gpu)] = _load(path, gpu, named)
+    generation = _CACHE.generation  # a use_tuned_configs() meanwhile: what this read is stale
+    entries = _CACHE.files.get((path, gpu))
+    if entries is None:
+        entries = _load(path, gpu, named)
+        if generation == _CACHE.generation:
+            _CACHE.files[(path, gpu)] = entries
     best: TileConfig | None = None
     best_d = math.inf
-    for e in _CACHE.files[(path, gpu)]:
+    for e in entries:
         if (e.op, e.mode, e.dtype) == (op, mode, key[4]):
             d = _distance(shape, e.shape)
             if d is not None and d < best_d:
                 best, best_d = e.config, d
-    _remember(_CACHE.picks, key, best)
+    if generation == _CACHE.generation:
+        _remember(_CACHE.picks, key, best)
     return best
 
 
@@ -403,7 +429,9 @@ def forced_config(op: str, mode: str, config: TileConfig) -> Iterator[None]:
             _CACHE.forced[key] = previous
 
 
-def _pick_key(dims: tuple[object, ...], problem: Shape | None, *args: object) -> tuple[object, ...] | None:
+def _pick_key(
+    dims: tuple[object, ...], problem: Shape | None, device: torch.device | None, *args: object
+) -> tuple[object, ...] | None:
     """The memo key of a launcher's pick: its dims, problem and other arguments, and what
     else the answer depends on (the device's winners file as `tuned_config` finds it, the
     forced and default-only blocks open, interpreter or not); None where a dim is symbolic
@@ -413,7 +441,7 @@ def _pick_key(dims: tuple[object, ...], problem: Shape | None, *args: object) ->
     if problem is not None and not all(type(d) is int for d in problem.values()):
         return None
     state = (
-        current_gpu(), _CACHE.override, os.environ.get(ENV_VAR), TUNED_DIR, INTERPRETING,
+        current_gpu(device), _CACHE.override, _env_path(), TUNED_DIR, INTERPRETING,
         _CACHE.off > 0, tuple(_CACHE.forced.items()),
     )  # fmt: skip
     return (dims, tuple(problem.items()) if problem is not None else None, *args, *state)
@@ -426,8 +454,10 @@ def _memoized(key: tuple[object, ...] | None, pick: Callable[[], TileConfig]) ->
         return pick()
     known = _CACHE.chosen.get(key)
     if known is None:
+        generation = _CACHE.generation
         known = pick()
-        _remember(_CACHE.chosen, key, known)
+        if generation == _CACHE.generation:
+            _remember(_CACHE.chosen, key, known)
     return known
 
 
@@ -440,27 +470,36 @@ def pick_dense_config(
     *,
     problem: Shape | None = None,
     override: TileConfig | None = None,
+    device: torch.device | None = None,
 ) -> TileConfig:
     """Config for a dense GEMM-like launch of an (M, K) x (K, N) product in `dtype`.
 
     `problem` is the layer shape to look up ({"M", "N", "K"} of x (M, K), weight (N, K));
     without it, the launch's own (M, N, K). A backward GEMM passes its layer's shape.
     `override` (a 1x1 conv's own tile) comes first, fitted like the others; if it cannot
-    fit, the forced / tuned / default choice follows.
+    fit, the forced / tuned / default choice follows. `device`: the tensors' (None: the
+    current CUDA device), whose model's winners are looked up.
     """
-    key = _pick_key((M, N, K), problem, "dense", dtype, mode, override)
-    return _memoized(key, lambda: _pick_dense(M, N, K, dtype, mode, problem, override))
+    key = _pick_key((M, N, K), problem, device, "dense", dtype, mode, override)
+    return _memoized(key, lambda: _pick_dense(M, N, K, dtype, mode, problem, override, device))
 
 
 def _pick_dense(
-    M: int, N: int, K: int, dtype: torch.dtype, mode: str, problem: Shape | None, override: TileConfig | None
+    M: int,
+    N: int,
+    K: int,
+    dtype: torch.dtype,
+    mode: str,
+    problem: Shape | None,
+    override: TileConfig | None,
+    device: torch.device | None,
 ) -> TileConfig:
     if override is not None:
         fitted = prune_dense_configs([override], M, N, K, dtype.itemsize, backward=mode == "bwd")
         if fitted:
             return fitted[0]
     tuned = _CACHE.forced.get(("dense", mode)) or tuned_config(
-        "dense", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K}
+        "dense", mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K}, device
     )
     if tuned is not None:
         fitted = prune_dense_configs([tuned], M, N, K, dtype.itemsize, backward=mode == "bwd")
@@ -469,26 +508,38 @@ def _pick_dense(
     return dense_default_config(M, N, K, dtype.itemsize, interpreting=INTERPRETING, backward=mode == "bwd")
 
 
-def conv_override(mode: str, dtype: torch.dtype, problem: Shape) -> TileConfig | None:
+def conv_override(
+    mode: str, dtype: torch.dtype, problem: Shape, device: torch.device | None = None
+) -> TileConfig | None:
     """The conv tile forced (sweep) or tuned for this conv problem, unfitted; None when
     neither: a 1x1 conv on the dense kernels then uses the dense tuning."""
-    return _CACHE.forced.get(("conv2d", mode)) or tuned_config("conv2d", mode, dtype, problem)
+    return _CACHE.forced.get(("conv2d", mode)) or tuned_config("conv2d", mode, dtype, problem, device)
 
 
 def pick_conv_config(
-    M: int, N: int, K: int, dtype: torch.dtype, mode: str = "fwd", *, problem: Shape | None = None
+    M: int,
+    N: int,
+    K: int,
+    dtype: torch.dtype,
+    mode: str = "fwd",
+    *,
+    problem: Shape | None = None,
+    device: torch.device | None = None,
 ) -> TileConfig:
     """Config for a conv implicit GEMM (M, N, K as `conv_default_config` takes them).
 
     `problem` is the conv's lookup shape (`conv_shape(...)`); without it, {"M", "N", "K"} of
-    the implicit GEMM, which only matches winners stored that way.
+    the implicit GEMM, which only matches winners stored that way. `device`: as for
+    `pick_dense_config`.
     """
-    key = _pick_key((M, N, K), problem, "conv2d", dtype, mode)
-    return _memoized(key, lambda: _pick_conv(M, N, K, dtype, mode, problem))
+    key = _pick_key((M, N, K), problem, device, "conv2d", dtype, mode)
+    return _memoized(key, lambda: _pick_conv(M, N, K, dtype, mode, problem, device))
 
 
-def _pick_conv(M: int, N: int, K: int, dtype: torch.dtype, mode: str, problem: Shape | None) -> TileConfig:
-    tuned = conv_override(mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K})
+def _pick_conv(
+    M: int, N: int, K: int, dtype: torch.dtype, mode: str, problem: Shape | None, device: torch.device | None
+) -> TileConfig:
+    tuned = conv_override(mode, dtype, problem if problem is not None else {"M": M, "N": N, "K": K}, device)
     if tuned is not None:
         fitted = prune_conv_configs([tuned], M, N, K, dtype.itemsize)
         if fitted:
