@@ -2,22 +2,23 @@
 
     python -m yat_triton.demo
 
-On a machine without CUDA the Triton kernels run through the Triton interpreter (set here,
-before triton is imported), so the numbers are correct but the timings are not meaningful.
+On a machine without CUDA the Triton kernels run through the Triton interpreter, so the
+numbers are correct but the timings are not meaningful (TRITON_INTERPRET=0 runs the
+plain-PyTorch path instead). `python -m` imports the package, and with it Triton's setting,
+before this module runs: where the interpreter is wanted but was not set, the demo starts
+again in a fresh process with TRITON_INTERPRET=1.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import yat_triton  # noqa: E402  (after TRITON_INTERPRET is decided)
-from kernels._common import INTERPRETING  # noqa: E402
+import yat_triton
+from kernels._common import INTERPRETING
 
 
 def reference(
@@ -65,4 +66,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        os.execve(sys.executable, [sys.executable, "-m", "yat_triton.demo", *sys.argv[1:]], env)
     main()
