@@ -72,14 +72,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if hang_after is None:  # the watchdog watches kernels that may hang: a GPU's
         hang_after = sweep.HANG_AFTER_S if env.representative else 0
     lost = False
-    with dbmod.ResultsDB(args.db) as db, _terminate_as_interrupt() as terminated:
+    with dbmod.ResultsDB(args.db) as db:
+        terminated: list[int] = []
         try:
-            counts = sweep.run_sweep(
-                db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
-                max_configs=max_configs, progress=not args.quiet, compile_mode=args.compile_mode,
-                suite_name=args.suite, warp_specialize=not args.no_warp_specialize, search=args.search,
-                hang_after=hang_after or None,
-            )  # fmt: skip
+            with _terminate_as_interrupt(terminated):
+                counts = sweep.run_sweep(
+                    db, suite, ops=args.op, modes=args.mode, dtypes=args.dtype, shard_spec=args.shard,
+                    max_configs=max_configs, progress=not args.quiet, compile_mode=args.compile_mode,
+                    suite_name=args.suite, warp_specialize=not args.no_warp_specialize, search=args.search,
+                    hang_after=hang_after or None,
+                )  # fmt: skip
         except KeyboardInterrupt:  # run_sweep said what was saved and how to resume
             return 143 if terminated else 130
         except sweep.ContextLost:  # likewise; a fresh process resumes
@@ -98,10 +100,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[list[int]]:
-    """SIGTERM (a scheduler's or `timeout`'s default stop) ends the sweep as Ctrl-C does:
-    between rows, the run's record saved. Yields a list that holds the signal once taken."""
-    taken: list[int] = []
+def _terminate_as_interrupt(taken: list[int]) -> Iterator[None]:
+    """Inside the block SIGTERM (a scheduler's or `timeout`'s default stop) ends the sweep as
+    Ctrl-C does: between rows, the run's record saved; `taken` then holds the signal."""
 
     def handler(signum: int, frame: object) -> None:
         taken.append(signum)
@@ -110,12 +111,12 @@ def _terminate_as_interrupt() -> Iterator[list[int]]:
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: left as it is
-        yield taken
+        yield
         return
     try:
-        yield taken
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        yield
+    finally:  # a handler set from C reads back as None: the default then
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _print_plan(suite: dict[str, list[dict[str, int]]], args: argparse.Namespace) -> int:
@@ -199,9 +200,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     sources = [dbmod.read_database(src) for src in args.sources]  # all read before anything is written
-    with dbmod.ResultsDB(args.db) as db:
-        for src, n in zip(args.sources, db.merge(sources), strict=True):
-            print(f"{src}: {n} rows merged into {args.db}")
+    try:
+        with dbmod.ResultsDB(args.db) as db:
+            counts = db.merge(sources)
+    except sqlite3.DatabaseError as e:  # the target's (a source's was named when read)
+        raise sqlite3.DatabaseError(e if str(args.db) in str(e) else f"{args.db}: {e}") from e
+    for src, n in zip(args.sources, counts, strict=True):
+        print(f"{src}: {n} rows merged into {args.db}")
     return 0
 
 
@@ -366,8 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, BrokenPipeError):  # output piped into `head`: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
-        db = getattr(args, "db", None)
-        if isinstance(e, sqlite3.DatabaseError) and db is not None and str(db) not in str(e):
+        db = getattr(args, "db", None)  # merge names its sources itself (read_database), and its target
+        if (
+            isinstance(e, sqlite3.DatabaseError)
+            and db is not None
+            and command != "merge"
+            and str(db) not in str(e)
+        ):
             e = f"{db}: {e}"  # e.g. "database disk image is malformed": which file
         print(f"yat-autotune {command}: {e}", file=sys.stderr)
         return 2

@@ -478,6 +478,15 @@ class ResultsDB:
                 raise TypeError(f"ResultsDB.add_many expects Results, item {i} is a {type(r).__name__}")
         self._write(lambda c: c.executemany(_UPSERT, [_to_row(r) for r in rows]))
 
+    def remove_if(self, key: Key | tuple[str, ...], reason_prefix: str) -> bool:
+        """Delete the row stored under `key` if its reason starts with `reason_prefix`
+        (a record that no longer holds, e.g. a setup that failed once); whether one was."""
+        if len(key) != len(Key._fields):
+            raise ValueError(f"ResultsDB.remove_if expects a key {Key._fields}, got {key!r}")
+        where = f'{_KEY_WHERE} AND substr("reason", 1, ?) = ?'
+        params = (*tuple(key), len(reason_prefix), reason_prefix)
+        return self._write(lambda c: c.execute(f"DELETE FROM results WHERE {where}", params).rowcount > 0)
+
     def has(self, key: Key | tuple[str, ...]) -> bool:
         if len(key) != len(Key._fields):
             raise ValueError(f"ResultsDB.has expects a key {Key._fields}, got {key!r}")

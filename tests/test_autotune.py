@@ -150,32 +150,44 @@ def test_a_problem_whose_setup_fails_is_recorded_and_the_sweep_goes_on(
 ) -> None:
     """A shape too large for memory (the inputs or the float64 reference cannot be made) is
     one error row, not the end of the sweep: the next problem is measured, and a rerun
-    records the failure again (not a crash every time it reaches the shape)."""
+    records the failure again (not a crash every time it reaches the shape). Once the setup
+    succeeds (memory another process held is free again), that row goes: in a backward
+    mode its key is the op's default tiles', which are then measured."""
     suite = tmp_path / "two.toml"
     suite.write_text(TINY + TINY.replace("M = 20", "M = 24"))
     real = sweep.Problem.reference
+    failing = [True]
 
     def out_of_memory(self):  # noqa: ANN001, ANN202
-        if self.shape["M"] == 20:
+        if self.shape["M"] == 20 and failing[0]:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
         return real(self)
 
     monkeypatch.setattr(sweep.Problem, "reference", out_of_memory)
     db_path = tmp_path / "r.db"
-    argv = ["sweep", "--suite", str(suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd",
+    argv = ["sweep", "--suite", str(suite), "--db", str(db_path), "--op", "dense", "--mode", "fwd,bwd",
             "--dtype", "float32", "--max-configs", "1", "--quiet", *NO_COMPILE]  # fmt: skip
     for _ in range(2):
         assert cli.main(argv) == 0
         rows = _rows(db_path)
-        (failed,) = [r for r in rows if json.loads(r.shape)["M"] == 20]
-        assert (failed.provider, failed.config, failed.status) == ("yat_triton", "", "error")
-        assert failed.reason == (
+        failed = [r for r in rows if json.loads(r.shape)["M"] == 20]
+        assert [(r.mode, r.provider, r.config, r.status) for r in failed] == [
+            ("bwd", "yat_triton", "", "error"), ("fwd", "yat_triton", "", "error")
+        ]  # fmt: skip
+        assert {r.reason for r in failed} == {
             "setup failed (the inputs or the float64 reference): RuntimeError: "
             "DefaultCPUAllocator: can't allocate memory"
-        )
+        }
         assert {"linear+relu", "yat_triton"} <= {
             r.provider for r in rows if json.loads(r.shape)["M"] == 24 and r.status == "ok"
         }
+    failing[0] = False
+    assert cli.main(argv) == 0
+    rows = [r for r in _rows(db_path) if json.loads(r.shape)["M"] == 20]
+    assert not any(r.reason.startswith("setup failed") for r in rows)
+    defaults = [r for r in rows if r.provider == "yat_triton" and r.config == "" and r.mode == "bwd"]
+    assert [(r.status, r.correct) for r in defaults] == [("ok", True)]
+    assert {"linear+relu", "eager_ref"} <= {r.provider for r in rows if r.status == "ok"}
 
 
 def test_a_killed_sweep_keeps_the_record_of_what_it_finished(

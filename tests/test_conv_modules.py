@@ -5,6 +5,7 @@ and `yat_triton.convert`, which swaps the nmn layers of a model for this package
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import sys
 
@@ -563,21 +564,25 @@ def test_convert_keeps_state_dict_hooks_buffers_children_and_attributes(device):
     _, _, YatNMN = _nmn()
     layer = YatNMN(4, 3, device=device)
     layer.register_state_dict_post_hook(lambda mod, sd, prefix, local: sd.__setitem__(prefix + "extra", 1))
-    loaded = []
+    loaded, pre = [], []
     layer.register_load_state_dict_post_hook(lambda mod, incompatible: loaded.append(mod))
-    layer.register_buffer("running", torch.zeros(3, device=device), persistent=False)
+    layer.register_load_state_dict_pre_hook(lambda mod, *args: pre.append(mod))  # bound to its module
+    running = torch.zeros(3, device=device)
+    layer.register_buffer("running", running, persistent=False)
     layer.probe = YatNMN(3, 2, device=device)
     layer.tag = "block-7"
     checkpoint = {k: v for k, v in layer.state_dict().items() if k != "extra"}
     model = nn.Sequential(layer)
     layer.probe.eval()
     new = convert(model)[0]
+    del layer
+    gc.collect()  # the nmn layer is gone: a hook still bound to it could not run
     assert type(new) is YatLinear and type(new.probe) is YatLinear and not new.probe.training
-    assert new.running is layer.running and new.tag == "block-7"
+    assert new.running is running and new.tag == "block-7"
     probe = ["probe.weight", "probe.alpha", "probe.bias"]
     assert list(new.state_dict()) == ["weight", "alpha", "bias", *probe, "extra"]
     new.load_state_dict(checkpoint | {f"probe.{k}": v for k, v in new.probe.state_dict().items()})
-    assert loaded == [new]
+    assert loaded == [new] and pre == [new]
 
 
 def test_convert_accepts_inactive_dropconnect(device):

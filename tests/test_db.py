@@ -602,8 +602,11 @@ def test_cli_refusals_change_nothing(tmp_path: Path) -> None:
         (["report", "--db", "empty.db"], "empty.db: an empty file"),
         (["merge", "--db", "new.db", "good.db", "junk.db"], "junk.db: not a SQLite database"),
         (["merge", "--db", "new.db", "good.db", "old.db"], "old.db: a Result with status ok needs"),
-        (["merge", "--db", "new.db", "good.db", "malformed.db"], "malformed.db: .*malformed"),
-        (["show", "--db", "malformed.db"], "malformed.db: .*malformed"),
+        (
+            ["merge", "--db", "new.db", "good.db", "malformed.db"],
+            "^yat-autotune merge: malformed.db: .*malformed",
+        ),
+        (["show", "--db", "malformed.db"], "^yat-autotune show: malformed.db: .*malformed"),
         (["sweep", "--suite", "quick", "--shard", "0/2", "--db", "new.db"], "shard spec must be 'i/n'"),
         (["sweep", "--suite", "empty.toml", "--db", "new.db"], "empty.toml holds no shapes"),
         (

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -452,6 +453,12 @@ def _adopt(new: nn.Module, old: nn.Module, path: str) -> nn.Module:
     for name in _HOOK_DICTS:
         if hasattr(old, name):
             setattr(new, name, getattr(old, name))
+    # register_load_state_dict_pre_hook binds its hook to the module by a weak reference:
+    # bound to `old`, it would run on the old layer, or fail once that one is gone
+    for hook in getattr(old, "_load_state_dict_pre_hooks", {}).values():
+        bound = getattr(hook, "module", None)
+        if getattr(hook, "with_module", False) and isinstance(bound, weakref.ref) and bound() is old:
+            hook.module = weakref.ref(new)
     if getattr(old, "_is_full_backward_hook", None) is not None:
         new._is_full_backward_hook = old._is_full_backward_hook
     if old._modules and not new._modules:  # children a user attached (nmn's layers have none)

@@ -15,10 +15,12 @@ An entry's "config" is null where the kernels' built-in default tiles won at tha
 sweep's first backward row, the op on its defaults): a lookup that lands there keeps them.
 
 Which file: the one given to `use_tuned_configs(path)`, else $YAT_TRITON_CONFIGS, else the
-file of the current CUDA device. Nothing is tuned on the CPU or under the Triton interpreter.
+file of the GPU model the launch's tensors are on. Nothing is tuned on the CPU or under the
+Triton interpreter.
 
 Which entry: among those of the same op, mode and dtype, the nearest shape, with distance
-sum over the dims both shapes name of |log2(query / tuned)| (ties: the first in the file).
+sum over the dims both shapes name of |log2((query + 1) / (tuned + 1))| (ties: the first in
+the file).
 The tile is then fitted to the launch's GEMM as the config-space prune does (oversized tiles
 clipped to the next power of two of their dimension), so a tile tuned on a large shape stays
 sound on a small one. Shapes are those of the layer, as the results database records them:
@@ -32,8 +34,8 @@ sound on a small one. Shapes are those of the layer, as the results database rec
             their height and width values (a conv1d's own; square convs otherwise). Mode
             "fwd": the forward implicit GEMM; mode "bwd": the dgrad and the wgrad kernels.
 
-A dim that only one side names does not count; each counts as dim + 1, so that a padding of
-0 is as far from 1 as 1 is from 3 (and an entry is the nearest to its own shape).
+A dim that only one side names does not count; the + 1 makes a padding of 0 as far from 1
+as 1 is from 3 (and an entry the nearest to its own shape).
 
 Files are read once per process (per file and device), at the first lookup that needs them;
 `use_tuned_configs(...)` makes the next lookup read them again (e.g. after a new export).
@@ -440,9 +442,10 @@ def _pick_key(
         return None
     if problem is not None and not all(type(d) is int for d in problem.values()):
         return None
+    env = os.environ.get(ENV_VAR)  # the string, and for a relative one the directory it is read from
     state = (
-        current_gpu(device), _CACHE.override, _env_path(), TUNED_DIR, INTERPRETING,
-        _CACHE.off > 0, tuple(_CACHE.forced.items()),
+        current_gpu(device), _CACHE.override, env, os.getcwd() if env and not os.path.isabs(env) else None,
+        TUNED_DIR, INTERPRETING, _CACHE.off > 0, tuple(_CACHE.forced.items()),
     )  # fmt: skip
     return (dims, tuple(problem.items()) if problem is not None else None, *args, *state)
 
