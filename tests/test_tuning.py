@@ -464,7 +464,12 @@ def test_winners_follow_the_tensors_device_not_the_current_one(
     assert pick_dense_config(4096, 4096, 4096, BF16, device=h200) == BIG
     assert pick_dense_config(4096, 4096, 4096, BF16) == BIG  # no device: the current one
     assert tuned_config("dense", "fwd", BF16, CUBE, a100) is None
-    assert tuning.current_gpu(torch.device("cpu")) is None
+    assert tuned_config("dense", "fwd", BF16, CUBE, "cuda:1") is None  # the public call's spellings
+    assert (
+        tuned_config("dense", "fwd", BF16, CUBE, 1) is None
+        and tuned_config("dense", "fwd", BF16, CUBE, 0) == BIG
+    )
+    assert tuning.current_gpu(torch.device("cpu")) is None and tuning.current_gpu("cpu") is None
 
 
 def test_every_exported_conv_winner_is_chosen_for_its_own_shape(tmp_path: Path, on_h200: Path) -> None:

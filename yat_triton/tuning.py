@@ -126,14 +126,17 @@ def winners_filename(gpu: str) -> str:
     return gpu_slug(gpu) + ".json"
 
 
-def current_gpu(device: torch.device | None = None) -> str | None:
-    """The name of CUDA `device` (None: the current one), or None where nothing is tuned (no
-    CUDA, the interpreter, a CPU device). A launch runs on its tensors' device, which need not
-    be the current one: the launchers pass it."""
+def current_gpu(device: torch.device | str | int | None = None) -> str | None:
+    """The name of CUDA `device` (a torch.device, "cuda:1", an index; None: the current one),
+    or None where nothing is tuned (no CUDA, the interpreter, a CPU device). A launch runs on
+    its tensors' device, which need not be the current one: the launchers pass it."""
     if INTERPRETING or not torch.cuda.is_available():
         return None
-    if device is not None and device.type != "cuda":
-        return None
+    if device is not None:
+        if not isinstance(device, torch.device):  # a launcher's is one already (the hot path)
+            device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        if device.type != "cuda":
+            return None
     return torch.cuda.get_device_name(device)
 
 
@@ -344,7 +347,7 @@ def _dtype_name(dtype: torch.dtype | str) -> str:
 
 
 def tuned_config(
-    op: str, mode: str, dtype: torch.dtype | str, shape: Shape, device: torch.device | None = None
+    op: str, mode: str, dtype: torch.dtype | str, shape: Shape, device: torch.device | str | int | None = None
 ) -> TileConfig | None:
     """The tuned config of the nearest tuned shape (see the module docstring), as stored in
     the winners file, or None: no CUDA device, interpreter, no usable file, no entry, or
@@ -356,8 +359,8 @@ def tuned_config(
         dtype: io dtype, a torch.dtype or its name ("bfloat16").
         shape: the layer's dims, e.g. {"M": 4096, "N": 4096, "K": 4096}: ints (symbolic
             ones, as torch.compile traces dynamic shapes with, get None: no guard per size).
-        device: the CUDA device the launch runs on (None: the current one); its model
-            names the winners file.
+        device: the CUDA device the launch runs on (a torch.device, "cuda:1", an index;
+            None: the current one); its model names the winners file.
     """
     if op not in OPS or mode not in MODES:
         raise ValueError(f"tuned_config: op must be in {OPS} and mode in {MODES}, got {op!r}, {mode!r}")
