@@ -214,6 +214,20 @@ _UPSERT = f"INSERT OR REPLACE INTO results ({_COLS}) VALUES ({', '.join('?' * le
 _RUN_INSERT = f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join('?' * len(dataclasses.fields(Run)))})"
 
 
+# A run is the same run when it started at the same instant (on its suite and GPU).
+_RUN_WHERE = '"suite" = ? AND "gpu" = ? AND "started" = ?'
+
+
+def _run_key(run: Run) -> tuple[str, str, float]:
+    return (run.suite, run.gpu, run.started)
+
+
+def _put_run(c: sqlite3.Connection, run: Run) -> None:
+    """Store `run`'s record in place of any of the same run."""
+    c.execute(f"DELETE FROM runs WHERE {_RUN_WHERE}", _run_key(run))
+    c.execute(_RUN_INSERT, dataclasses.astuple(run))
+
+
 def _has_runs(conn: sqlite3.Connection) -> bool:
     return (
         conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
@@ -572,14 +586,10 @@ class ResultsDB:
                     if mine is None or mine[0] < r.created:
                         c.execute(_UPSERT, _to_row(r))
                         changed += 1
-                for run in runs:  # the same run when it started at the same instant: the
-                    # record saved later (it went further) is kept
-                    where = '"suite" = ? AND "gpu" = ? AND "started" = ?'
-                    key = (run.suite, run.gpu, run.started)
-                    mine = c.execute(f'SELECT "ended" FROM runs WHERE {where}', key).fetchone()
+                for run in runs:  # the same run's record saved later (it went further) is kept
+                    mine = c.execute(f'SELECT "ended" FROM runs WHERE {_RUN_WHERE}', _run_key(run)).fetchone()
                     if mine is None or mine[0] < run.ended:
-                        c.execute(f"DELETE FROM runs WHERE {where}", key)
-                        c.execute(_RUN_INSERT, dataclasses.astuple(run))
+                        _put_run(c, run)
                 counts.append(changed)
             return counts
 
@@ -590,12 +600,7 @@ class ResultsDB:
         and GPU, started at the same instant: a sweep saves its record as it goes);
         committed before returning."""
 
-        def write(c: sqlite3.Connection) -> None:
-            same = '"suite" = ? AND "gpu" = ? AND "started" = ?'
-            c.execute(f"DELETE FROM runs WHERE {same}", (run.suite, run.gpu, run.started))
-            c.execute(_RUN_INSERT, dataclasses.astuple(run))
-
-        self._write(write)
+        self._write(lambda c: _put_run(c, run))
 
     def runs(self, suite: str | None = None) -> list[Run]:
         """Recorded sweep invocations, oldest first (none in a file without the table)."""

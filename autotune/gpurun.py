@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 
 from autotune.db import ResultsDB, read_database
 from autotune.export import export_winners
-from autotune.report import check_folders, read_breakdown, render_report, slug
+from autotune.report import check_folders, check_output_folder, read_breakdown, render_report, slug
 
 DB_NAME = "results.db"
 # files of the run kept with its report; the database is merged, the rest is rendered again
@@ -163,18 +163,6 @@ def _file_logs(run_dir: Path, logs: Path, done: Imported) -> Path:
     return logs
 
 
-def _check_output_folder(out: Path) -> None:
-    """ValueError unless `out` is a folder, or can be made as one, to write into."""
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        what = "a file" if existing == out else f"under the file {existing}"
-        raise ValueError(f"{out}: {what}, not a folder to write into; nothing imported")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{out}: {existing} is not writable; nothing imported")
-
-
 def import_run(
     archive: str | Path,
     reports_dir: str | Path = "reports",
@@ -240,7 +228,7 @@ def import_run(
         # there already readable
         for out in (reports, Path(tuned_dir) if tuned_dir is not None else None):
             if out is not None:
-                _check_output_folder(out)
+                check_output_folder(out, "to write into; nothing imported")
         check_folders(gpus, reports)
         for gpu in gpus:
             if (reports / slug(gpu) / DB_NAME).exists():

@@ -47,6 +47,19 @@ def slug(gpu: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", gpu.lower()).strip("_") or "unknown"
 
 
+def check_output_folder(out: Path, purpose: str) -> None:
+    """ValueError unless `out` is a folder, or can be made as one, to write into: checked
+    before anything is written ("{out}: a file, not a folder {purpose}")."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "a file" if existing == out else f"under the file {existing}"
+        raise ValueError(f"{out}: {what}, not a folder {purpose}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{out}: {existing} is not writable, not a folder {purpose}")
+
+
 def check_folders(gpus: Iterable[str], out: Path) -> None:
     """ValueError where GPU names would share a report folder (and a winners file): two of
     `gpus` with one slug, or one whose folder under `out` already holds another GPU's report."""
@@ -1003,8 +1016,7 @@ def render_report(
         counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in rows).items()))
         raise ValueError(f"{path}: no successful (status ok) measurements ({counts}); nothing to report")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: a file, not a folder for reports")
+    check_output_folder(out, "for reports")
     check_folders((g.gpu for g in gpus), out)
     index = out / "README.md"
     if index.is_file() and not index.read_text(errors="replace").startswith(INDEX_TITLE):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import subprocess
@@ -802,13 +801,13 @@ def run_sweep(
 SETUP_FAILED = "setup failed (the inputs or the float64 reference)"
 
 
-def baseline_config(provider: str, settings: str, compile_mode: str) -> str:
-    """A baseline row's config: the TF32 settings (`settings`, canonical JSON), and for
-    compiled_ref also the torch.compile mode, so that a sweep in another mode measures it
-    again instead of taking the stored row for its own."""
+def baseline_config(provider: str, settings: dict[str, bool], compile_mode: str) -> str:
+    """A baseline row's config: the TF32 settings, and for compiled_ref also the
+    torch.compile mode, so that a sweep in another mode measures it again instead of taking
+    the stored row for its own."""
     if provider != "compiled_ref":
-        return settings
-    return canonical_json({**json.loads(settings), "compile_mode": compile_mode})
+        return canonical_json(settings)
+    return canonical_json({**settings, "compile_mode": compile_mode})
 
 
 def spent_line(spent: dict[str, float], total: float) -> str:
@@ -895,13 +894,15 @@ def _run_task(
         db.add(r)
         return r
 
+    def key(provider: str, config: str) -> tuple[str, ...]:
+        return (task.op, task.mode, provider, task.dtype, shape_json, config, env.gpu)
+
     def done(provider: str, config: str) -> bool:
-        return db.has((task.op, task.mode, provider, task.dtype, shape_json, config, env.gpu))
+        return db.has(key(provider, config))
 
     # A problem that cannot be set up is one error row, under the key of the op on its
     # default tiles (the first row of a backward mode): a later setup that succeeds removes
     # it, so that the defaults are measured then.
-    setup_key = (task.op, task.mode, "yat_triton", task.dtype, shape_json, "", env.gpu)
     try:
         with clock("setup"):
             problem = Problem(task.op, task.shape, task.dtype, task.mode, device)
@@ -910,7 +911,7 @@ def _run_task(
         reason = f"{SETUP_FAILED}: {type(e).__name__}: {e}"
         yield row("yat_triton", "", "error", reason=reason[:500])
         return
-    db.remove_if(setup_key, SETUP_FAILED)
+    db.remove_if(key("yat_triton", ""), SETUP_FAILED)
     names = OUTPUT_NAMES["fwd" if task.mode == "fwd" else "bwd"]
     tol = CHECK_TOL["tf32" if problem.precision == "tf32" else task.dtype]
 
@@ -999,15 +1000,15 @@ def _run_task(
     # the comparison that matters most, and torch.compile's minutes of compiling the
     # reference come after the ⵟ kernels. The baselines' TF32 settings (SPEC section 5:
     # stated) are recorded as their config.
-    baseline_cfg = canonical_json({
+    tf32_settings = {
         "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cudnn_tf32": torch.backends.cudnn.allow_tf32,
         "cudnn_benchmark": task.op == "conv2d",
-    })  # fmt: skip
+    }
     problem.compile_mode = compile_mode
     references = []
     for provider, fn, check, layer in problem.baselines():
-        cfg = baseline_config(provider, baseline_cfg, compile_mode)
+        cfg = baseline_config(provider, tf32_settings, compile_mode)
         if done(provider, cfg):
             continue
         if provider in STANDARD_LAYERS:
