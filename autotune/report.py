@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tabulate import tabulate
@@ -136,27 +136,61 @@ def _plt():  # noqa: ANN202 - matplotlib.pyplot, imported late so the Agg backen
     return plt
 
 
+def _side_by_side(ours: Result | None) -> Callable[[Result], tuple[float, float, str]]:
+    """The sort key that picks a baseline row for the best yat_triton row `ours`: nearest in
+    time, then fastest; without `ours`, the newest."""
+
+    def key(r: Result) -> tuple[float, float, str]:
+        when = abs(r.created - ours.created) if ours else -r.created
+        return when, r.median_ms or 0.0, r.config
+
+    return key
+
+
+def _outcome(r: Result) -> str:
+    """How a row that ran ended: "ok" (timed and correct), "wrong", "unchecked" (timed, no
+    check recorded) or "failed" (compile error, out of resources, error)."""
+    if r.status == "wrong" or (r.status == "ok" and r.correct is False):
+        return "wrong"
+    if r.status == "ok":
+        return "ok" if r.correct else "unchecked"
+    return "failed"
+
+
 class Gpu:
     """The rows of one GPU model and the views of them the report needs."""
 
     def __init__(self, gpu: str, rows: list[Result], runs: list[Run] | None = None) -> None:
         self.gpu, self.rows, self.runs = gpu, rows, runs or []
         self.representative = all(r.representative for r in rows)
+        # SPEC section 6 sets its targets for the H200: judged on that GPU only
+        self.judged = self.representative and "H200" in gpu.upper()
         self.ok = [r for r in rows if r.status == "ok" and r.median_ms is not None]
         self.best: dict[Problem, Result] = {}
         for r in sorted(self.ok, key=lambda r: (r.median_ms, r.config)):
             if r.provider == OURS and r.correct:
                 self.best.setdefault((r.op, r.mode, r.dtype, r.shape), r)
-        # per problem, the yat_triton tiles the sweep's search ran (pruned ones never ran)
-        self.tried: dict[Problem, int] = {}
+        # per problem, the yat_triton tiles the sweep's search ran (pruned ones never ran), and
+        # how they ended
+        self.outcomes: dict[Problem, Counter[str]] = {}
         for r in rows:
             if r.provider == OURS and r.status != "pruned":
                 p = (r.op, r.mode, r.dtype, r.shape)
-                self.tried[p] = self.tried.get(p, 0) + 1
-        self.baseline: dict[tuple[Problem, str], Result] = {}
-        for r in sorted(self.ok, key=lambda r: r.median_ms):
+                self.outcomes.setdefault(p, Counter())[_outcome(r)] += 1
+        self.tried = {p: sum(c.values()) for p, c in self.outcomes.items()}
+        # Per problem and baseline, the row measured side by side with the best yat_triton row
+        # (nearest in time: the sweep times a problem's tiles and baselines in one task), so a
+        # later rerun with other settings (TF32, compile mode) does not swap in its rows; the
+        # fastest among equals; without a yat_triton row, the newest.
+        candidates: dict[tuple[Problem, str], list[Result]] = {}
+        for r in self.ok:
             if r.provider != OURS and r.correct is not False:
-                self.baseline.setdefault(((r.op, r.mode, r.dtype, r.shape), r.provider), r)
+                candidates.setdefault(((r.op, r.mode, r.dtype, r.shape), r.provider), []).append(r)
+        self.baseline: dict[tuple[Problem, str], Result] = {}
+        for (p, provider), found in candidates.items():
+            self.baseline[(p, provider)] = min(found, key=_side_by_side(self.best.get(p)))
+        # every problem with a row that ran (pruned tiles never did): the summary's lines
+        self.problems = {(r.op, r.mode, r.dtype, r.shape) for r in rows if r.status != "pruned"}
 
     def speedup(self, p: Problem, provider: str) -> float | None:
         base, ours = self.baseline.get((p, provider)), self.best.get(p)
@@ -164,19 +198,33 @@ class Gpu:
             return None
         return base.median_ms / ours.median_ms
 
+    def failed_tiles(self, p: Problem) -> str:
+        """How a problem's tiles that ran ended, where none was correct: "18 wrong, 1 failed"."""
+        c = self.outcomes.get(p, Counter())
+        return ", ".join(f"{c[k]} {k}" for k in ("wrong", "failed", "unchecked") if c[k]) or "none ran"
+
+    def no_best(self, p: Problem) -> str:
+        """Why a problem has no best yat_triton row: "not measured" (no tile ran: a capped
+        sweep times the baselines first) or "none correct (18 wrong, 1 failed)"."""
+        return f"none correct ({self.failed_tiles(p)})" if p in self.outcomes else "not measured"
+
+
+def _shape_order(shape: str) -> list[int]:
+    """A shape's sizes in its own order (dense M, N, K; conv B, C_in, H, W, ...), for sorting."""
+    return list(json.loads(shape).values())
+
 
 def sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
-    """By op, mode (fwd, bwd, fwd+bwd), dtype and shape."""
+    """By op, mode (fwd, bwd, fwd+bwd), dtype and shape (its sizes in the shape's order)."""
     order = {m: i for i, m in enumerate(MODES)}
-    return sorted(problems, key=lambda p: (p[0], order.get(p[1], len(order)), p[1], p[2],
-                                           sorted(json.loads(p[3]).items())))  # fmt: skip
+    return sorted(problems, key=lambda p: (p[0], order.get(p[1], len(order)), p[1], p[2], _shape_order(p[3])))
 
 
 def _header(g: Gpu, bandwidth: tuple[float, str] | None = None) -> str:
     def values(name: str) -> str:
         return ", ".join(sorted({str(getattr(r, name)) or "-" for r in g.rows}))
 
-    created = [r.created for r in g.rows]
+    span = (min(r.created for r in g.rows), max(r.created for r in g.rows))
     fmt = "%Y-%m-%d %H:%M UTC"
     table = [
         ["GPU", g.gpu],
@@ -184,16 +232,29 @@ def _header(g: Gpu, bandwidth: tuple[float, str] | None = None) -> str:
         ["torch", values("torch")],
         ["Triton", values("triton")],
         ["project commit(s)", values("commit")],
-        [
-            "rows measured",
-            " to ".join(time.strftime(fmt, time.gmtime(t)) for t in (min(created), max(created))),
-        ],
-        ["rows", f"{len(g.rows)} ({len(g.ok)} ok)"],
-        ["timing", _timing_summary(g)],
+        ["rows measured", " to ".join(dict.fromkeys(time.strftime(fmt, time.gmtime(t)) for t in span))],
+        ["yat_triton tiles", _row_counts([r for r in g.rows if r.provider == OURS], ours=True)],
+        ["baseline rows", _row_counts([r for r in g.rows if r.provider != OURS], ours=False)],
+        ["timing (rows)", _timing_summary(g)],
         *([["memory bandwidth", bandwidth[1]]] if bandwidth else []),
         ["representative", "yes" if g.representative else "NO (CPU, Triton interpreter)"],
     ]
     return _table(table, ["machine", ""])
+
+
+def _row_counts(rows: list[Result], *, ours: bool) -> str:
+    """How a provider group's rows ended: "94 correct, 2 wrong, 1 failed, 860 pruned (never
+    ran: they cannot fit the GPU)"."""
+    c = Counter("pruned" if r.status == "pruned" else _outcome(r) for r in rows)
+    # the standard layers are not a ⵟ-layer: timed, never checked against its reference
+    words = {"ok": "correct", "wrong": "wrong", "unchecked": "timed, unchecked" if ours else "timed",
+             "failed": "failed"}  # fmt: skip
+    said = [f"{c[k]} {w}" for k, w in words.items() if c[k]]
+    if c["pruned"]:
+        said.append(
+            f"{c['pruned']} pruned (never ran: beyond the GPU's shared memory or registers, or spilling)"
+        )  # noqa: E501
+    return ", ".join(said) or "none"
 
 
 def _timing_summary(g: Gpu) -> str:
@@ -238,27 +299,45 @@ def speedup_label(x: float) -> str:
     return f"{x:.2f}x" if x >= 0.01 else f"{x:.2g}x"
 
 
+def _marks(ours: Result | None, base: Result | None) -> str:
+    """The marks of a comparison: † timed differently, ‡ measured by different software."""
+    return (" †" if _mixed(ours, base) else "") + (" ‡" if _mixed_software(ours, base) else "")
+
+
+def _mark_notes(marks: Iterable[str]) -> str:
+    """The footnotes of the marks used ("" for none)."""
+    used = "".join(marks)
+    notes = [note for mark, note in (("†", MIXED_TIMING), ("‡", MIXED_SOFTWARE)) if mark in used]
+    return "".join("\n\n" + n for n in notes)
+
+
 def _summary(g: Gpu) -> str:
     """Per op, one line per problem: the best correct yat_triton row (time, TFLOP/s, tile,
     tiles tried), then a column per baseline of the op, its speedup and time; below, the
-    full table (every baseline's time and TFLOP/s, a line each), folded."""
-    if not g.best:
-        return "_No correct yat_triton rows._"
-    parts, mixed = [], False
-    for op in sorted({p[0] for p in g.best}):
-        problems = sorted_problems(p for p in g.best if p[0] == op)
+    full table (every baseline's time and TFLOP/s, a line each), folded. A problem without
+    a correct yat_triton row keeps its line, saying why, with the baselines' times."""
+    if not g.problems:
+        return "_Nothing measured: every row was pruned._"
+    parts, marks = [], []
+    for op in sorted({p[0] for p in g.problems}):
+        problems = sorted_problems(p for p in g.problems if p[0] == op)
         present = [b for b in BASELINES if any((p, b) in g.baseline for p in problems)]
         table = []
         for p in problems:
-            ours, cells = g.best[p], []
+            ours, cells = g.best.get(p), []
             for b in present:
                 base, sp = g.baseline.get((p, b)), g.speedup(p, b)
-                mark = " †" if _mixed(ours, base) else ""
-                mixed = mixed or bool(mark and sp is not None)
-                cells.append("-" if sp is None else f"{speedup_label(sp)}{mark} ({_ms(base.median_ms)} ms)")
+                if base is None:
+                    cells.append("-")
+                elif sp is None:
+                    cells.append(f"- ({_ms(base.median_ms)} ms)")
+                else:
+                    marks.append(_marks(ours, base))
+                    cells.append(f"{speedup_label(sp)}{marks[-1]} ({_ms(base.median_ms)} ms)")
             table.append([
-                *p[1:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), *cells,
-                config_label(ours.config), g.tried[p],
+                *p[1:3], _shape_label(p[3]), _ms(ours.median_ms) if ours else g.no_best(p),
+                _tf(ours.tflops if ours else None), *cells, config_label(ours.config) if ours else "-",
+                g.tried.get(p, 0),
             ])  # fmt: skip
         headers = ["mode", "dtype", "shape", "yat_triton ms", "TFLOP/s", *(f"vs {b}" for b in present),
                    "yat_triton config", "tiles tried"]  # fmt: skip
@@ -268,21 +347,21 @@ def _summary(g: Gpu) -> str:
         _long_summary(g), "", "</details>",
     ]  # fmt: skip
     tf32 = _tf32_note(g)
-    return "\n".join(parts) + ("\n\n" + MIXED_TIMING if mixed else "") + (f"\n\n{tf32}" if tf32 else "")
+    return "\n".join(parts) + _mark_notes(marks) + (f"\n\n{tf32}" if tf32 else "")
 
 
 def _long_summary(g: Gpu) -> str:
     table = []
-    for p in sorted_problems(g.best):
-        ours = g.best[p]
+    for p in sorted_problems(g.problems):
+        ours = g.best.get(p)
         for b in [b for b in BASELINES if (p, b) in g.baseline] or [None]:
             base = g.baseline.get((p, b)) if b else None
             sp = g.speedup(p, b) if b else None
-            mark = " †" if _mixed(ours, base) else ""
             table.append([
-                *p[:3], _shape_label(p[3]), _ms(ours.median_ms), _tf(ours.tflops), b or "-",
-                _ms(base.median_ms if base else None), _tf(base.tflops if base else None),
-                "-" if sp is None else f"{speedup_label(sp)}{mark}",
+                *p[:3], _shape_label(p[3]), _ms(ours.median_ms) if ours else g.no_best(p),
+                _tf(ours.tflops if ours else None), b or "-", _ms(base.median_ms if base else None),
+                _tf(base.tflops if base else None),
+                "-" if sp is None else f"{speedup_label(sp)}{_marks(ours, base)}",
             ])  # fmt: skip
     headers = ["op", "mode", "dtype", "shape", "yat_triton ms", "yat_triton TFLOP/s", "baseline",
                "baseline ms", "baseline TFLOP/s", "speedup"]  # fmt: skip
@@ -290,11 +369,12 @@ def _long_summary(g: Gpu) -> str:
 
 
 def _tf32_note(g: Gpu) -> str:
-    """SPEC section 5: the TF32 settings of the float32 rows, stated (the sweep records them
-    as each baseline row's config; yat_triton's float32 kernels follow the matmul one)."""
+    """SPEC section 5: the TF32 settings of the float32 rows compared, stated (the sweep
+    records them as each baseline row's config; yat_triton's float32 kernels, measured side
+    by side, follow the matmul one). None for rows measured without a GPU (no TF32 there)."""
     settings = set()
-    for r in g.ok:
-        if r.dtype == "float32" and r.provider != OURS and r.config:
+    for r in g.baseline.values():
+        if g.representative and r.dtype == "float32" and r.config:
             cfg = json.loads(r.config)
             if "matmul_tf32" in cfg:
                 settings.add((bool(cfg["matmul_tf32"]), bool(cfg.get("cudnn_tf32", cfg["matmul_tf32"]))))
@@ -350,6 +430,7 @@ MIXED_SOFTWARE = (
     "(SPEC section 6 asks for both measured side by side in one run)."
 )
 NOT_JUDGED = "not judged (not representative)"
+NOT_JUDGED_GPU = "not judged (timed targets are set for the H200)"
 
 
 def _mixed(a: Result | None, b: Result | None) -> bool:
@@ -363,15 +444,32 @@ def _mixed_software(a: Result | None, b: Result | None) -> bool:
     return bool(a and b and any(getattr(a, f) != getattr(b, f) for f in fields))
 
 
-def _targets(g: Gpu) -> tuple[str, list[str]]:
-    """The SPEC section 6 table, and the statuses in order. Every problem a target names
-    that the database holds a row of gets a line: "not met" where no yat_triton row is
-    correct, "n/a" where yat_triton or the baseline was not measured, and "not judged" for rows measured
-    without a GPU. A ratio is judged at the precision shown; one between rows timed
-    differently (MIXED_TIMING) or measured by different software (MIXED_SOFTWARE) is marked."""
-    table, statuses, marks = [], [], set()
+def _verdict(g: Gpu, met: bool, timed: bool = True) -> str:
+    """A target line's status: met or not met, where the rows can judge it (a timing: on an
+    H200, SPEC section 6's GPU; anything else: on a GPU)."""
+    if not g.representative:
+        return NOT_JUDGED
+    if timed and not g.judged:
+        return NOT_JUDGED_GPU
+    return "met" if met else "not met"
+
+
+def _ratio(x: float) -> str:
+    """A ratio as the targets table judges it: three decimals, two significant digits below
+    0.01 (an interpreted kernel against a compiled baseline)."""
+    return f"{x:.3f}x" if x >= 0.01 else f"{x:.2g}x"
+
+
+def _targets(g: Gpu) -> tuple[str, list[tuple[str, str]]]:
+    """The SPEC section 6 table, and (target, status) per line in order. Every problem a
+    target names that the database holds a row of gets a line: "not met" where no
+    yat_triton row is correct, "n/a" where yat_triton or the baseline was not measured, and
+    "not judged" for rows measured without a GPU, or timings on a GPU other than the H200.
+    A ratio is judged at the precision shown; one between rows timed differently
+    (MIXED_TIMING) or measured by different software (MIXED_SOFTWARE) is marked."""
+    table, statuses, marks = [], [], []
     for what, op, mode, baseline, keep, kind, limit in TARGETS:
-        want = f"time <= {limit:.2f}x {baseline}" if kind == "time" else f">= {limit:g}x faster"
+        want = f"time <= {limit:.2f}x {baseline}" if kind == "time" else f"speedup >= {limit:g}x"
         problems = sorted_problems({
             (r.op, r.mode, r.dtype, r.shape) for r in g.rows
             if r.mode == mode and r.dtype == "bfloat16" and (op is None or r.op == op)
@@ -379,43 +477,56 @@ def _targets(g: Gpu) -> tuple[str, list[str]]:
         })  # fmt: skip
         if not problems:
             table.append([what, want, "-", "-", "n/a"])
-            statuses.append("n/a")
+            statuses.append((what, "n/a"))
         for p in problems:
             label = f"{p[0]} {_shape_label(p[3])}"
             ours, base = g.best.get(p), g.baseline.get((p, baseline))
             if ours is None and p not in g.tried:  # only baselines (and pruned tiles) so far: a capped sweep
                 measured, status = "yat_triton not measured", "n/a"
             elif ours is None:
-                measured = f"no correct yat_triton row ({g.tried.get(p, 0)} wrong or failed)"
-                status = "not met" if g.representative else NOT_JUDGED
+                measured, status = f"no correct yat_triton row ({g.failed_tiles(p)})", _verdict(g, False)
             elif base is None:
                 measured, status = f"no {baseline} row", "n/a"
             else:
                 sp = base.median_ms / ours.median_ms
-                value = round(1 / sp if kind == "time" else sp, 3)
-                met = value <= limit if kind == "time" else value >= limit
-                mark = (" †" if _mixed(ours, base) else "") + (" ‡" if _mixed_software(ours, base) else "")
-                marks.update(mark.split())
-                measured = f"{value:.3f}x{mark}"
-                status = ("met" if met else "not met") if g.representative else NOT_JUDGED
+                shown = _ratio(1 / sp if kind == "time" else sp)
+                value = float(shown[:-1])
+                marks.append(_marks(ours, base))
+                measured = f"{kind} {shown}{marks[-1]}"
+                status = _verdict(g, value <= limit if kind == "time" else value >= limit)
             table.append([what, want, label, measured, status])
-            statuses.append(status)
+            statuses.append((what, status))
     for row in _memory_targets(g) + _sweep_target(g):
         table.append(row)
-        statuses.append(row[-1])
+        statuses.append((row[0], row[-1]))
     headers = ["target (SPEC section 6)", "threshold", "problem", "measured", "status"]
-    notes = [note for mark, note in (("†", MIXED_TIMING), ("‡", MIXED_SOFTWARE)) if mark in marks]
-    return _table(table, headers) + "".join("\n\n" + n for n in notes), statuses
+    return _table(table, headers) + _mark_notes(marks), statuses
 
 
-TALLY = re.compile(r"^\*\*(.+?)\*\* \(of \d+ lines\)$", re.M)  # _tally's line, for the index
+TALLY = re.compile(r"^\*\*(.+?)\*\* \(of \d+ (?:lines|targets[^)]*)\)$", re.M)  # _tally's line, for the index
 
 
-def _tally(statuses: list[str]) -> str:
-    """The target lines counted by status, in one bold line: met, not met, then the rest."""
-    counts = Counter(statuses)
+def _tally(statuses: list[tuple[str, str]]) -> str:
+    """The targets counted by status, in one bold line: met, not met, then the rest. A
+    target over several problems is not met if one of them is not, met if every other one
+    is met or n/a (not measured), else the status its lines share or the first other one."""
+    per_target: dict[str, list[str]] = {}
+    for what, status in statuses:
+        per_target.setdefault(what, []).append(status)
+    verdicts = []
+    for lines in per_target.values():
+        if "not met" in lines:
+            verdicts.append("not met")
+        elif "met" in lines and all(s in ("met", "n/a") for s in lines):
+            verdicts.append("met")
+        else:
+            verdicts.append(next((s for s in lines if s not in ("met", "n/a")), "n/a"))
+    counts = Counter(verdicts)
     order = sorted(counts, key=lambda s: (s != "met", s != "not met", s))
-    return "**" + ", ".join(f"{counts[s]} {s}" for s in order) + f"** (of {len(statuses)} lines)"
+    return (
+        "**" + ", ".join(f"{counts[s]} {s}" for s in order)
+        + f"** (of {len(per_target)} targets, {len(statuses)} lines)"
+    )  # fmt: skip
 
 
 def _out_numel(op: str, shape: str) -> int:
@@ -443,7 +554,7 @@ def _memory_targets(g: Gpu) -> list[list[str]]:
             continue
         extra = round((saved[(p, OURS)] - base) / out_bytes, 3)
         label = f"{p[0]} {p[1]} {_shape_label(p[3])}"
-        status = ("met" if extra <= 1.0 else "not met") if g.representative else NOT_JUDGED
+        status = _verdict(g, extra <= 1.0, timed=False)
         rows.append([what, want, label, f"{extra:.3f} beyond {STANDARD[p[0]]}", status])
     return rows or [[what, want, "-", "-", "n/a"]]
 
@@ -485,6 +596,22 @@ def _full_options(args: str) -> bool:
     return options == FULL_SWEEP and search in FULL_SEARCHES
 
 
+def _restrictions(args: str) -> str:
+    """The options of a run that make it less than a full sweep, as key=value."""
+    options = _options(args)
+    if options["search"] in FULL_SEARCHES:
+        del options["search"]
+    keys = sorted(set(options) | set(FULL_SWEEP))
+    return (
+        " ".join(
+            f"{k}={','.join(sorted(options.get(k, {'-'})))}"
+            for k in keys
+            if options.get(k) != FULL_SWEEP.get(k)
+        )
+        or "-"
+    )
+
+
 def _sweep_target(g: Gpu) -> list[list[str]]:
     """Wall time of the core suite, compile included, from the newest campaign of `sweep
     --suite core` runs on this GPU with full options (else the newest with any options):
@@ -492,7 +619,7 @@ def _sweep_target(g: Gpu) -> list[list[str]]:
     finished every task (a rerun that found nothing left to do does not count). Shards and
     single-op runs are not the whole suite. Met only by a complete full sweep; a restricted
     or incomplete one is judged only where it already took longer than the target."""
-    what, want = "core suite sweep, compile included", "<= 5 min"
+    what, want = "core suite sweep, compile included", "<= 5 min (300 s)"
     campaigns: list[list[Run]] = []
     for run in sorted((r for r in g.runs if r.suite == "core" and _whole_suite(r)), key=lambda r: r.started):
         current = campaigns[-1] if campaigns else None
@@ -508,13 +635,13 @@ def _sweep_target(g: Gpu) -> list[list[str]]:
     total, last = sum(r.seconds for r in runs), runs[-1]
     n_runs = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
     complete = last.tasks_done == last.tasks_total
-    label = f"{last.args} ({n_runs}" + (
+    label = f"sweep --suite core ({n_runs}" + (
         "" if complete else f", {last.tasks_done} of {last.tasks_total} tasks done"
     )
-    label += ")" if full else "; restricted options)"
+    label += ")" if full else f"; restricted: {_restrictions(last.args)})"
     measured = f"{total:.0f} s" if complete else f"> {total:.0f} s (incomplete)"
-    if not g.representative:
-        status = NOT_JUDGED
+    if not g.judged:
+        status = _verdict(g, False)
     elif total > 300:
         status = "not met"  # whatever is left out, the sweep already took longer
     elif not complete:
@@ -526,28 +653,52 @@ def _sweep_target(g: Gpu) -> list[list[str]]:
     return [[what, want, label, measured, status]]
 
 
+NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
 def _failures(g: Gpu) -> str:
+    """The rows that failed or were wrong, grouped by status and reason (how many configs,
+    on how many problems), with every row in a folded list; the pruned tiles grouped by
+    reason, with the count per problem folded."""
+    order = {p: i for i, p in enumerate(sorted_problems({(r.op, r.mode, r.dtype, r.shape) for r in g.rows}))}
+
+    def problem(r: Result) -> int:
+        return order[(r.op, r.mode, r.dtype, r.shape)]
+
     failed = [r for r in g.rows if r.status in FAILED]
+    failed.sort(key=lambda r: (problem(r), r.provider, r.config))
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in failed:  # reasons that differ only in their numbers (sizes, errors) go together
+        groups.setdefault((r.status, NUMBER.sub("#", r.reason or "-")), []).append(r)
+    gtable = [
+        [status, rs[0].reason or "-" if len({r.reason for r in rs}) == 1 else f"{pattern} (# varies)",
+         len(rs), len({problem(r) for r in rs}),
+         ", ".join(sorted({r.provider for r in rs}, key=lambda p: (p != OURS, p)))]
+        for (status, pattern), rs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    ]  # fmt: skip
     table = [
         [r.op, r.mode, r.dtype, _shape_label(r.shape), r.provider, config_label(r.config), r.status,
          r.reason or "-"]
-        for r in sorted(failed, key=lambda r: (r.op, r.mode, r.dtype, r.shape, r.provider, r.config))
+        for r in failed
     ]  # fmt: skip
     out = ["### Failed and wrong configs", ""]
-    headers = ["op", "mode", "dtype", "shape", "provider", "config", "status", "reason"]
-    out.append(_table(table, headers))
-    pruned: dict[Problem, int] = {}
-    reasons: dict[Problem, set[str]] = {}
-    for r in g.rows:
-        if r.status == "pruned":
-            p = (r.op, r.mode, r.dtype, r.shape)
-            pruned[p] = pruned.get(p, 0) + 1
-            reasons.setdefault(p, set()).add(r.reason or "-")
-    out += ["", "### Pruned configs (count per problem)", ""]
-    ptable = [[*p[:3], _shape_label(p[3]), pruned[p], "; ".join(sorted(reasons[p]))]
-              for p in sorted_problems(pruned)]  # fmt: skip
-    headers = ["op", "mode", "dtype", "shape", "pruned", "reasons"]
-    out.append(_table(ptable, headers))
+    out.append(_table(gtable, ["status", "reason", "rows", "problems", "providers"]))
+    if failed:
+        out += ["", f"<details><summary>Every failed or wrong row ({len(failed)})</summary>", "",
+                _table(table, ["op", "mode", "dtype", "shape", "provider", "config", "status", "reason"]),
+                "", "</details>"]  # fmt: skip
+    pruned = [r for r in g.rows if r.status == "pruned"]
+    by_reason: dict[str, list[Result]] = {}
+    for r in pruned:
+        by_reason.setdefault(r.reason or "-", []).append(r)
+    rtable = [[reason, len(rs), len({problem(r) for r in rs})]
+              for reason, rs in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0]))]  # fmt: skip
+    out += ["", "### Pruned configs (never run)", "", _table(rtable, ["reason", "tiles", "problems"])]
+    per_problem = Counter((r.op, r.mode, r.dtype, r.shape) for r in pruned)
+    if per_problem:
+        ptable = [[*p[:3], _shape_label(p[3]), per_problem[p]] for p in sorted_problems(per_problem)]
+        out += ["", "<details><summary>Pruned tiles per problem</summary>", "",
+                _table(ptable, ["op", "mode", "dtype", "shape", "pruned"]), "", "</details>"]  # fmt: skip
     return "\n".join(out)
 
 
@@ -580,37 +731,43 @@ PROVIDER_COLORS = {
     "eager_ref": "tab:gray", "compiled_ref": "tab:purple", "nmn": "tab:brown",
 }  # fmt: skip
 DTYPE_MARKERS = {"bfloat16": "o", "float16": "^", "float32": "s"}
-OP_MARKERS = {"dense": "o", "conv2d": "s"}
 
 
-def _cublas_peak(g: Gpu) -> tuple[float, str] | None:
-    """The highest throughput cuBLAS reached in this database (the dense standard layers'
-    forward rows, bf16 where there are some), and what it was measured as."""
-    rows = [
-        r for r in g.ok if r.op == "dense" and r.mode == "fwd" and r.provider in ("linear+relu", "addmm_relu")
-    ]
-    rows = [r for r in rows if r.dtype == "bfloat16"] or rows
-    best = max((r for r in rows if r.tflops), key=lambda r: r.tflops, default=None)  # type: ignore[arg-type]
-    if best is None or best.tflops is None:
-        return None
-    return best.tflops, f"measured cuBLAS peak: {best.tflops:.4g} TFLOP/s ({best.provider} {best.dtype})"
+PEAK_STYLES = {"bfloat16": "-.", "float16": (0, (5, 2, 1, 2, 1, 2)), "float32": ":"}
+
+
+def _cublas_peaks(g: Gpu) -> dict[str, tuple[float, str]]:
+    """Per dtype, the highest throughput cuBLAS reached in this database (the dense standard
+    layers' forward rows), and what it was measured as: a compute roof per dtype."""
+    peaks: dict[str, tuple[float, str]] = {}
+    for r in g.ok:
+        if r.op == "dense" and r.mode == "fwd" and r.provider in ("linear+relu", "addmm_relu") and r.tflops:
+            if r.dtype not in peaks or r.tflops > peaks[r.dtype][0]:
+                peaks[r.dtype] = (r.tflops, f"cuBLAS peak {r.dtype}: {r.tflops:.4g} TFLOP/s ({r.provider})")
+    return dict(sorted(peaks.items(), key=lambda kv: -kv[1][0]))
+
+
+def _peak_lines(ax, peaks: dict[str, tuple[float, str]]) -> None:  # noqa: ANN001 - a matplotlib Axes
+    for dtype, (tflops, _) in peaks.items():
+        ax.axhline(tflops, color="black", linewidth=1, linestyle=PEAK_STYLES.get(dtype, "--"))
 
 
 def _plot_tflops(g: Gpu, path: Path) -> Path:
-    """TFLOP/s against problem size, one panel per (op, mode), a colour per provider and a
-    marker per dtype, with the measured cuBLAS peak as a line in each. Points only: shapes of
-    one size (ResNet-50's 3x3 layers, an MLP's up and down projections) share an x."""
+    """TFLOP/s (log scale: bf16 and fp32 differ tenfold) against problem size, one panel per
+    (op, mode), a colour per provider and a marker per dtype, with each dtype's measured
+    cuBLAS peak as a line. Points only: shapes of one size (ResNet-50's 3x3 layers, an MLP's
+    up and down projections) share an x."""
     plt = _plt()
     series: dict[tuple[str, str, str, str], list[tuple[float, float]]] = {}
     for (prov, p), r in _best_per_provider(g).items():
         gf = _gflop(r)
-        if gf and r.tflops is not None:
+        if gf and r.tflops:
             series.setdefault((p[0], p[1], prov, p[2]), []).append((gf, r.tflops))
-    panels = sorted({k[:2] for k in series}, key=lambda k: (k[0], MODES.index(k[1]))) or [("", "")]
+    panels = sorted({k[:2] for k in series}, key=lambda k: (k[0], MODES.index(k[1])))
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols + 2.5, 4.0 * rows), squeeze=False)
-    peak = _cublas_peak(g)
+    peaks = _cublas_peaks(g)
     for ax, (op, mode) in zip(axes.flat, panels, strict=False):
         for (sop, smode, prov, dtype), pts in sorted(series.items()):
             if (sop, smode) == (op, mode):
@@ -619,22 +776,20 @@ def _plot_tflops(g: Gpu, path: Path) -> Path:
                     xs, ys, color=PROVIDER_COLORS.get(prov, "black"), linestyle="none",
                     marker=DTYPE_MARKERS.get(dtype, "D"), markersize=7, alpha=0.85,
                 )  # fmt: skip
-        if peak is not None:
-            ax.axhline(peak[0], color="black", linewidth=1, linestyle="-.")
+        _peak_lines(ax, peaks)
         _log_xlim(ax, [x for k, pts in series.items() if k[:2] == (op, mode) for x, _ in pts])
         ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_log_axes(ax)
         ax.set_xlabel("problem size (GFLOP, log scale)")
-        ax.set_ylabel("throughput (TFLOP/s)")
-        ax.set_title(f"{op} {mode}" if op else "no timed rows", fontsize=10)
+        ax.set_ylabel("throughput (TFLOP/s, log scale)")
+        ax.set_title(f"{op} {mode}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    handles = _legend_handles(
-        [k[2] for k in series], [k[3] for k in series], [], None if peak is None else peak[1]
-    )
-    if series:
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle(_title(g, "Throughput per provider"), fontsize=11)
+    handles = _legend_handles([k[2] for k in series], [k[3] for k in series], peaks)
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.suptitle(_title(g, "Throughput per provider (best correct row per problem)"), fontsize=11)
     return _save(fig, path)
 
 
@@ -650,24 +805,30 @@ def _plot_label(shape: str) -> str:
     return f"B{dims['B']} {dims['C_in']}→{dims['C_out']}\n{dims['H']}x{dims['W']} k{dims['k']} {rest}".strip()
 
 
-def _target_speedup(op: str, mode: str) -> float | None:
+def _target_speedup(op: str, mode: str) -> tuple[float, float, Callable[[Problem], bool]] | None:
     """The speedup over the standard layer that SPEC section 6 asks of (op, mode) in bf16
-    (1 / its time ratio), or None where it sets none."""
-    for _, t_op, t_mode, baseline, _, kind, limit in TARGETS:
+    (1 / its time ratio), the time ratio itself, and the problems it covers; None where it
+    sets none."""
+    for _, t_op, t_mode, baseline, keep, kind, limit in TARGETS:
         if (t_op, t_mode, baseline, kind) == (op, mode, STANDARD.get(op), "time"):
-            return 1.0 / limit
+            return 1.0 / limit, limit, keep
     return None
+
+
+def _speedups(g: Gpu) -> dict[Problem, float]:
+    """Per problem, the speedup over its standard layer, where both were measured."""
+    speedups = {p: g.speedup(p, STANDARD.get(p[0], "")) for p in sorted_problems(g.best)}
+    return {p: sp for p, sp in speedups.items() if sp is not None}
 
 
 def _plot_speedup(g: Gpu, path: Path) -> Path:
     """Speedup over the standard layer: a panel per (op, mode), a group of bars per shape
-    (one bar a dtype), the parity line and, where SPEC section 6 sets one, the bf16 target."""
+    (one bar a dtype), the parity line and, over the bf16 bars of the shapes it covers, SPEC
+    section 6's target."""
     import numpy as np
 
     plt = _plt()
-    compared = {  # problem -> speedup over its standard layer, where both were measured
-        p: sp for p in sorted_problems(g.best) if (sp := g.speedup(p, STANDARD.get(p[0], ""))) is not None
-    }
+    compared = _speedups(g)
     panels = sorted({(p[0], p[1]) for p in compared}, key=lambda k: (k[0], MODES.index(k[1])))
     ops = sorted({op for op, _ in panels})
     modes = [m for m in MODES if any(mode == m for _, mode in panels)]
@@ -683,13 +844,13 @@ def _plot_speedup(g: Gpu, path: Path) -> Path:
     )
     for ax in axes.flat:
         ax.set_visible(False)
+    width = 0.8 / max(1, len(dtypes))
     for op, mode in panels:
         ax = axes[ops.index(op)][modes.index(mode)]
         ax.set_visible(True)
         probs = [p for p in compared if p[:2] == (op, mode)]
         flop = {p[3]: _gflop(g.best[p]) or _size(g.best[p]) for p in probs}  # smallest first
-        shapes = sorted(flop, key=lambda s: (float(f"{flop[s]:.3g}"), sorted(json.loads(s).items())))
-        width = 0.8 / len(dtypes)
+        shapes = sorted(flop, key=lambda s: (float(f"{flop[s]:.3g}"), _shape_order(s)))
         for i, dtype in enumerate(dtypes):
             xs, vs = [], []
             for j, shape in enumerate(shapes):
@@ -701,14 +862,20 @@ def _plot_speedup(g: Gpu, path: Path) -> Path:
                 bars = ax.bar(np.array(xs), vs, width, color=colors[dtype], label=dtype)
                 ax.bar_label(bars, labels=[speedup_label(v) for v in vs], fontsize=7)
         ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="parity (1.0x)")
+        top = max([1.0, *(v for p, v in compared.items() if p[:2] == (op, mode))])
+        ax.set_ylim(0, top * 1.22)  # room above the bars for their labels and the target's text
         target = _target_speedup(op, mode)
-        if target is not None:
-            ax.axhline(target, color="tab:red", linestyle=":", linewidth=1.5,
-                       label="SPEC target, bf16, on its shapes")  # fmt: skip
-            ax.annotate(
-                f"target {target:.2f}x", (1.0, target), xycoords=("axes fraction", "data"), xytext=(2, 0),
-                textcoords="offset points", va="center", fontsize=7, color="tab:red",
-            )  # fmt: skip
+        if target is not None and "bfloat16" in dtypes:
+            speedup, limit, keep = target
+            i = dtypes.index("bfloat16")
+            covered = [j for j, shape in enumerate(shapes) if keep((op, mode, "bfloat16", shape))]
+            for j in covered:  # over the bf16 bar of each shape the target covers
+                x = j + (i - (len(dtypes) - 1) / 2) * width
+                ax.hlines(speedup, x - width / 2, x + width / 2, color="tab:red", linewidth=2.5,
+                          label="SPEC section 6 target (bf16 bars of the shapes it covers)")  # fmt: skip
+            if covered:
+                ax.text(0.01, 0.98, f"target: time <= {limit:.2f}x, i.e. speedup >= {speedup:.2f}x",
+                        transform=ax.transAxes, va="top", fontsize=7, color="tab:red")  # fmt: skip
         ax.set_xticks(range(len(shapes)), [_plot_label(s) for s in shapes], fontsize=7)
         ax.set_title(f"{op} {mode}: vs {STANDARD[op]}", fontsize=10)
         ax.set_ylabel("speedup (x, > 1: yat_triton faster)")
@@ -716,18 +883,20 @@ def _plot_speedup(g: Gpu, path: Path) -> Path:
     for ax in axes.flat:
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, h)
-    if handles:
-        fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncols=len(handles), fontsize=8)  # fmt: skip
-    else:
-        ax = axes[0][0]
-        ax.set_visible(True)
-        ax.text(0.5, 0.5, "no linear+relu / conv+relu rows to compare", ha="center", transform=ax.transAxes)
+    fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncols=min(4, len(handles)), fontsize=8)  # fmt: skip
     fig.suptitle(_title(g, "Speedup over the standard layer (baseline time / yat_triton time)"))
     return _save(fig, path)
 
 
+HEATMAP_STATES = ("wrong", "failed", "unchecked", "pruned")
+
+
 def _plot_heatmap(g: Gpu, op: str, dtype: str, shape: str, path: Path) -> Path:
+    """The forward tile sweep of one problem as a BLOCK_M x BLOCK_N grid: the best correct
+    TFLOP/s over the other fields (BLOCK_K, warps, stages, ...) where a tile of the cell ran
+    correctly, else how its tiles ended (wrong, failed, unchecked, pruned); cells no tile of
+    the sweep reached are left blank, the winner is framed."""
     import numpy as np
 
     plt = _plt()
@@ -738,44 +907,50 @@ def _plot_heatmap(g: Gpu, op: str, dtype: str, shape: str, path: Path) -> Path:
     bms = sorted({c["block_m"] for c, _ in cfgs})
     bns = sorted({c["block_n"] for c, _ in cfgs})
     grid = np.full((len(bms), len(bns)), np.nan)
-    tried = np.zeros_like(grid, dtype=bool)
+    states: dict[tuple[int, int], Counter[str]] = {}
     for c, r in cfgs:
         i, j = bms.index(c["block_m"]), bns.index(c["block_n"])
-        tried[i, j] = True
-        if r.status == "ok" and r.correct and r.tflops is not None:
+        state = "pruned" if r.status == "pruned" else _outcome(r)
+        states.setdefault((i, j), Counter())[state] += 1
+        if state == "ok" and r.tflops is not None:
             grid[i, j] = r.tflops if math.isnan(grid[i, j]) else max(grid[i, j], r.tflops)
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(bns) + 2), max(4, 0.9 * len(bms) + 2)))
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", origin="lower", aspect="auto")
     # plain numbers: an offset or exponent text above the bar would run into the title
-    fig.colorbar(im, ax=ax, label="best TFLOP/s over the other config fields", format="%.3g")
-    for i in range(len(bms)):
-        for j in range(len(bns)):
-            if math.isnan(grid[i, j]) and tried[i, j]:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", color="grey"))
-                ax.text(j, i, "pruned/\nfailed", ha="center", va="center", fontsize=7)
-            elif not math.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(im, ax=ax, label="best correct TFLOP/s over the other config fields", format="%.3g")
+    for (i, j), counts in states.items():
+        if not math.isnan(grid[i, j]):  # dark text on the bright end of viridis
+            bright = im.norm(grid[i, j]) > 0.6
+            ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7,
+                    color="black" if bright else "white")  # fmt: skip
+            continue
+        bad = counts["wrong"] > 0
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx",
+                                   color="tab:red" if bad else "grey"))  # fmt: skip
+        said = "\n".join(f"{counts[k]} {k}" for k in HEATMAP_STATES if counts[k])
+        ax.text(j, i, said, ha="center", va="center", fontsize=7, color="tab:red" if bad else "black")
     win = g.best.get((op, "fwd", dtype, shape))
     if win is not None and win.config:
         c = json.loads(win.config)
         if c.get("block_m") in bms and c.get("block_n") in bns:
             i, j = bms.index(c["block_m"]), bns.index(c["block_n"])
+            said = f"winner {config_label(win.config)} ({win.median_ms:.4g} ms)"
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=3,
-                                       label=f"winner ({win.median_ms:.4g} ms)"))  # fmt: skip
+                                       label=said))  # fmt: skip
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=8)
     ax.set_xticks(range(len(bns)), [str(b) for b in bns])
     ax.set_yticks(range(len(bms)), [str(b) for b in bms])
     ax.set_xlabel("BLOCK_N (elements)")
     ax.set_ylabel("BLOCK_M (elements)")
-    ax.set_title(_title(g, f"{op} fwd {dtype} {_shape_label(shape)}"), fontsize=9)
+    ax.set_title(_title(g, f"{op} fwd {dtype} {_shape_label(shape)}") + "\nblank: no tile tried", fontsize=9)
     return _save(fig, path)
 
 
 def _legend_handles(
-    providers: Iterable[str], dtypes: Iterable[str], ops: Iterable[str], peak: str | None
+    providers: Iterable[str], dtypes: Iterable[str], peaks: dict[str, tuple[float, str]]
 ) -> list:
-    """Legend entries by look: a colour per provider, a marker per dtype (tflops) or per op
-    (roofline), the peak line."""
+    """Legend entries by look: a colour per provider, a marker per dtype, a line per
+    compute roof."""
     from matplotlib.lines import Line2D
 
     handles = [
@@ -787,11 +962,9 @@ def _legend_handles(
         for d in sorted(set(dtypes))
     ]
     handles += [
-        Line2D([], [], color="black", marker=OP_MARKERS.get(o, "^"), linestyle="none", label=o)
-        for o in sorted(set(ops))
+        Line2D([], [], color="black", linewidth=1, linestyle=PEAK_STYLES.get(d, "--"), label=label)
+        for d, (_, label) in peaks.items()
     ]
-    if peak is not None:
-        handles.append(Line2D([], [], color="black", linewidth=1, linestyle="-.", label=peak))
     return handles
 
 
@@ -800,6 +973,17 @@ def _log_xlim(ax, xs: Iterable[float]) -> None:  # noqa: ANN001 - a matplotlib A
     xs = [x for x in xs if x > 0]
     if xs:
         ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
+
+
+def _plain_log_axes(ax) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """Log axes labelled with plain numbers (1000, not 10^3) at the decades and, where a
+    decade is wider than the axis, at 2 and 5 of it; no crowded minor labels."""
+    from matplotlib import ticker
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def copy_bandwidth(items: Iterable[dict[str, object]]) -> tuple[float, str] | None:
@@ -818,51 +1002,53 @@ def copy_bandwidth(items: Iterable[dict[str, object]]) -> tuple[float, str] | No
 
 
 def _plot_roofline(g: Gpu, path: Path, bandwidth: tuple[float, str] | None = None) -> Path:
-    """Each provider's best forward per problem at its arithmetic intensity, under the
-    measured cuBLAS peak (compute roof) and, from the breakdown, the measured copy bandwidth
-    (memory roof)."""
+    """Each provider's best forward per problem at its arithmetic intensity, a panel per op
+    (colours and markers as in the throughput plot), under each dtype's measured cuBLAS peak
+    (compute roofs) and, from the breakdown, the measured copy bandwidth (memory roof)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5.5))
     points: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for (prov, p), r in _best_per_provider(g).items():
         gf = _gflop(r)
         if p[1] == "fwd" and gf and r.tflops:
             ai = gf * 1e9 / _bytes_moved(p[0], p[3], p[2])
-            points.setdefault((prov, p[0], p[2]), []).append((ai, r.tflops))
-    for (prov, op, dtype), pts in sorted(points.items()):
-        xs, ys = zip(*sorted(pts), strict=True)
-        color = PROVIDER_COLORS.get(prov, "black")
-        ax.scatter(xs, ys, marker=OP_MARKERS.get(op, "^"), edgecolors=color, linewidths=1.5,
-                   facecolors=color if dtype == "bfloat16" else "none")  # fmt: skip
-    peak = _cublas_peak(g)
-    xs = [x for pts in points.values() for x, _ in pts]
-    if peak is not None and bandwidth is not None:
-        xs.append(peak[0] / bandwidth[0])  # the ridge point, where the two roofs meet
-    _log_xlim(ax, xs)
-    if peak is not None:
-        ax.axhline(peak[0], color="black", linewidth=1, linestyle="-.")
-    if bandwidth is not None and xs:
-        import numpy as np
+            points.setdefault((p[0], prov, p[2]), []).append((ai, r.tflops))
+    ops = sorted({k[0] for k in points}) or ["fwd"]
+    fig, axes = plt.subplots(1, len(ops), figsize=(6.5 * len(ops), 5.0), squeeze=False)
+    peaks = _cublas_peaks(g)
+    for ax, op in zip(axes.flat, ops, strict=True):
+        for (pop, prov, dtype), pts in sorted(points.items()):
+            if pop == op:
+                xs, ys = zip(*sorted(pts), strict=True)
+                ax.plot(xs, ys, color=PROVIDER_COLORS.get(prov, "black"), linestyle="none",
+                        marker=DTYPE_MARKERS.get(dtype, "D"), markersize=7, alpha=0.85)  # fmt: skip
+        xs = [x for k, pts in points.items() if k[0] == op for x, _ in pts]
+        if peaks and bandwidth is not None:
+            xs.append(max(t for t, _ in peaks.values()) / bandwidth[0])  # the ridge point
+        _log_xlim(ax, xs)
+        _peak_lines(ax, peaks)
+        if bandwidth is not None and xs:
+            import numpy as np
 
-        ai = np.geomspace(*ax.get_xlim(), 200)
-        roof = ai * bandwidth[0]  # FLOP/byte x TB/s = TFLOP/s
-        ax.plot(ai, roof if peak is None else np.minimum(roof, peak[0]), color="black", linewidth=1,
-                linestyle="--")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP/byte, compulsory fwd traffic)")
-    ax.set_ylabel("throughput (TFLOP/s)")
-    ax.set_title(_title(g, "Roofline view, fwd (filled: bfloat16, hollow: other dtypes)"), fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    if points:
-        handles = _legend_handles([k[0] for k in points], [], [k[1] for k in points],
-                                  None if peak is None else f"compute roof, {peak[1]}")  # fmt: skip
-        if bandwidth is not None:
-            from matplotlib.lines import Line2D
+            ai = np.geomspace(*ax.get_xlim(), 200)
+            roof = ai * bandwidth[0]  # FLOP/byte x TB/s = TFLOP/s
+            top = max((t for t, _ in peaks.values()), default=None)
+            ax.plot(ai, roof if top is None else np.minimum(roof, top), color="black", linewidth=1,
+                    linestyle="--")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_log_axes(ax)
+        ax.set_xlabel("arithmetic intensity (FLOP/byte, compulsory fwd traffic)")
+        ax.set_ylabel("throughput (TFLOP/s)")
+        ax.set_title(f"{op} fwd", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    handles = _legend_handles([k[1] for k in points], [k[2] for k in points], peaks)
+    if bandwidth is not None:
+        from matplotlib.lines import Line2D
 
-            handles.append(Line2D([], [], color="black", linewidth=1, linestyle="--",
-                                  label=f"memory roof, {bandwidth[1]}"))  # fmt: skip
-        fig.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        handles.append(Line2D([], [], color="black", linewidth=1, linestyle="--",
+                              label=f"memory roof, {bandwidth[1]}"))  # fmt: skip
+    fig.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(_title(g, "Roofline view, fwd: compute roofs are cuBLAS's measured peaks"), fontsize=10)
     return _save(fig, path)
 
 
@@ -918,21 +1104,49 @@ def _breakdown(items: list[dict[str, object]]) -> str:
     return _table(table, headers)
 
 
+def _heatmap_shape(g: Gpu, op: str, dtype: str) -> str | None:
+    """The forward problem whose tile sweep the heatmap of (op, dtype) shows: the smallest
+    headline shape (one a SPEC section 6 target covers: the 4096 cube, ResNet-50's first 3x3
+    layer) with a correct tile, else the largest problem with one; None without any."""
+    shapes = {p[3]: _gflop(r) or _size(r) for p, r in g.best.items() if p[:3] == (op, "fwd", dtype)}
+    covers = _square_4096 if op == "dense" else _resnet50_3x3
+    headline = [s for s in shapes if covers((op, "fwd", dtype, s))]
+    if headline:
+        return min(headline, key=lambda s: (shapes[s], _shape_order(s)))
+    return max(shapes, key=lambda s: (shapes[s], _shape_order(s)), default=None)
+
+
 def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None = None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    written = [_plot_tflops(g, folder / "tflops.png"), _plot_speedup(g, folder / "speedup.png")]
-    heatmaps = []
+    written, plots, missing = [], [], []
+    timed = [(p, r) for (_, p), r in _best_per_provider(g).items() if _gflop(r) and r.tflops]
+    if timed:
+        written.append(_plot_tflops(g, folder / "tflops.png"))
+        plots.append("![TFLOP/s against problem size](tflops.png)")
+    else:
+        missing.append("no throughput plot: no row with a throughput on this GPU")
+    if _speedups(g):
+        written.append(_plot_speedup(g, folder / "speedup.png"))
+        plots.append("![Speedup over linear+relu / conv+relu](speedup.png)")
+    else:
+        missing.append("no speedup plot: no problem has both a correct yat_triton row and a "
+                       "linear+relu / conv+relu row")  # fmt: skip
     for op, dtype in sorted({(r.op, r.dtype) for r in g.rows if r.provider == OURS and r.mode == "fwd"}):
-        # the largest problem with a timed tile; else the largest tried (all pruned or failed)
-        ours = [r for r in g.rows if (r.op, r.dtype, r.mode, r.provider) == (op, dtype, "fwd", OURS)]
-        shapes = {r.shape: _gflop(r) or 0.0 for r in ours if r.status == "ok" and r.correct}
-        shapes = shapes or {r.shape: _size(r) for r in ours}
-        shape = max(shapes, key=lambda s: (shapes[s], sorted(json.loads(s).values())))
+        shape = _heatmap_shape(g, op, dtype)
+        if shape is None:
+            missing.append(f"no {op} {dtype} tile heatmap: no forward tile ran correctly")
+            continue
         path = _plot_heatmap(g, op, dtype, shape, folder / f"heatmap_{op}_{dtype}.png")
-        heatmaps.append((op, dtype, shape, path))
+        plots.append(f"![{op} fwd {dtype} {_shape_label(shape)} tile heatmap]({path.name})")
         written.append(path)
     bandwidth = copy_bandwidth(breakdown or [])
-    written.append(_plot_roofline(g, folder / "roofline.png", bandwidth))
+    if any(p[1] == "fwd" for p, _ in timed):
+        written.append(_plot_roofline(g, folder / "roofline.png", bandwidth))
+        plots.append("![Roofline](roofline.png)")
+    else:
+        missing.append("no roofline: no forward row with a throughput on this GPU")
+    searches = sorted({s for run in g.runs for s in _options(run.args)["search"]})
+    searched = f"`--search {'` / `'.join(searches)}`" if searches else "the sweep's search"
 
     targets, statuses = _targets(g)
     parts = [BANNER, ""] if not g.representative else []
@@ -945,13 +1159,19 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
             "(see below).", "",
         ]),
         "## Targets (SPEC.md section 6)", "",
+        *([] if g.judged or not g.representative else [
+            f"SPEC section 6 sets its targets for the H200: the timed ones are not judged on {g.gpu}; "
+            "their ratios are shown.", "",
+        ]),
         _tally(statuses), "",
         targets, "",
         "## Summary: best correct yat_triton config vs each baseline", "",
         "Per problem, the fastest correct yat_triton tile, and against each baseline the speedup "
         "(baseline time / yat_triton time: > 1 means yat_triton is faster) with the baseline's "
-        "median time. Tiles tried: the yat_triton tiles the sweep's search ran for the problem "
-        "(`--search guided`: at most 21; pruned ones excluded).", "",
+        f"median time. Tiles tried: the yat_triton tiles {searched} ran for the problem (pruned "
+        "ones excluded). A tile's name reads m<BLOCK_M>n<BLOCK_N>k<BLOCK_K>g<GROUP_M>w<warps>"
+        "s<stages>, then e<n> (epilogue in n slices), _nil (row norms summed in the main loop), "
+        "_tma (TMA loads), _ws (warp-specialized); \"(default tiles)\": the op's built-in choice.", "",
         _summary(g), "",
         *([
             "## Where the time goes: one call, kernel by kernel", "",
@@ -966,10 +1186,8 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
         "## Failed, wrong and pruned configs", "",
         _failures(g), "",
         "## Plots", "",
-        "![TFLOP/s against problem size](tflops.png)", "",
-        "![Speedup over linear+relu / conv+relu](speedup.png)", "",
-        *[f"![{op} fwd {dtype} {_shape_label(s)} tile heatmap]({p.name})\n" for op, dtype, s, p in heatmaps],
-        "![Roofline](roofline.png)", "",
+        *[f"{plot}\n" for plot in plots],
+        *[f"- {why}." for why in missing], "",
     ]  # fmt: skip
     readme = folder / "README.md"
     readme.write_text("\n".join(parts))

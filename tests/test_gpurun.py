@@ -1,6 +1,6 @@
 """`yat-autotune import-run`: a GPU run's archive (gpu.sh --pack) merged into reports/<gpu>/,
 its winners exported and its report rendered. The rows are the INVENTED fixture rows of
-test_report ("Test GPU"): they check the plumbing, they measure nothing."""
+test_report ("Test H200"): they check the plumbing, they measure nothing."""
 
 from __future__ import annotations
 
@@ -57,9 +57,9 @@ def pack(folder: Path) -> Path:
 
 def test_import_merges_files_exports_and_renders(tmp_path: Path) -> None:
     reports, tuned = tmp_path / "reports", tmp_path / "tuned"
-    first = pack(run_folder(tmp_path, "run1", fixture_rows("Test GPU", True)))
+    first = pack(run_folder(tmp_path, "run1", fixture_rows("Test H200", True)))
     done = import_run(first, reports, tuned)
-    folder = reports / "test_gpu"
+    folder = reports / "test_h200"
     logs = folder / "runs" / "20260921T141320Z"
     assert done.databases == [folder / "results.db"]
     assert sorted(p.name for p in done.logs) == [
@@ -71,25 +71,29 @@ def test_import_merges_files_exports_and_renders(tmp_path: Path) -> None:
     ]
     assert (logs / "sweep.log").read_text() == "sweep.log of run1\n"
     assert (folder / "README.md").is_file() and folder / "README.md" in done.reports
-    assert "[test_gpu](test_gpu/README.md)" in (reports / "README.md").read_text()
+    assert "[test_h200](test_h200/README.md)" in (reports / "README.md").read_text()
     assert "0.8123" in (folder / "README.md").read_text()  # the invented best row, rendered
     (winners,) = done.winners
     gpu, entries = read_winners(winners)
-    assert gpu == "Test GPU" and {dict(e.shape)["M"] for e in entries} == {4096, 64}
+    assert gpu == "Test H200" and {dict(e.shape)["M"] for e in entries} == {4096, 64}
     with ResultsDB(folder / "results.db") as db:
-        assert len(db.query()) == len(fixture_rows("Test GPU", True)) and len(db.runs()) == 1
+        assert len(db.query()) == len(fixture_rows("Test H200", True)) and len(db.runs()) == 1
 
     # a second run, later: a faster row for a key already kept, a new shape; the first
     # run's rows, run record and logs stay
     ours = dict(provider="yat_triton", correct=True, timing="cuda-graph")
-    faster = invented("Test GPU", True, shape=BIG, config=cfg(128, 128), median_ms=0.7, created=1.8e9, **ours)
+    faster = invented(
+        "Test H200", True, shape=BIG, config=cfg(128, 128), median_ms=0.7, created=1.8e9, **ours
+    )
     wider = SMALL.replace("48", "96")
-    new_shape = invented("Test GPU", True, shape=wider, config=cfg(64, 64), median_ms=0.005, tflops=1, **ours)
+    new_shape = invented(
+        "Test H200", True, shape=wider, config=cfg(64, 64), median_ms=0.005, tflops=1, **ours
+    )
     second = pack(run_folder(tmp_path, "run2", [faster, new_shape], started=STARTED + 86400))
     import_run(second, reports, tuned)
     with ResultsDB(folder / "results.db") as db:
         rows = db.query()
-        assert len(rows) == len(fixture_rows("Test GPU", True)) + 1 and len(db.runs()) == 2
+        assert len(rows) == len(fixture_rows("Test H200", True)) + 1 and len(db.runs()) == 2
         (kept,) = [r for r in rows if r.key == faster.key]
         assert kept.median_ms == 0.7
     assert (logs / "sweep.log").read_text() == "sweep.log of run1\n"
@@ -109,11 +113,11 @@ def test_the_report_keeps_the_newest_readable_breakdown(tmp_path: Path) -> None:
     ours = dict(provider="yat_triton", correct=True, timing="cuda-graph")
 
     def run(name: str, day: int, breakdown: str | None, us: float = 500.0) -> Path:
-        row = invented("Test GPU", True, shape=BIG, config=cfg(128, 128), median_ms=0.9 - day / 10,
+        row = invented("Test H200", True, shape=BIG, config=cfg(128, 128), median_ms=0.9 - day / 10,
                        created=STARTED + day * 86400 + 10.0, **ours)  # fmt: skip
         out = run_folder(tmp_path, name, [row], started=STARTED + day * 86400)
         line = {"op": "memory", "phase": "ref", "what": "device copy (read + write)", "grid": "-", "us": us,
-                "share": None, "gpu": "Test GPU", "dtype": "uint8", "shape": f"bytes={2 << 30}"}  # fmt: skip
+                "share": None, "gpu": "Test H200", "dtype": "uint8", "shape": f"bytes={2 << 30}"}  # fmt: skip
         if breakdown == "good":
             (out / "breakdown.jsonl").write_text(json.dumps(line) + "\n")
         elif breakdown == "cut":  # the breakdown's cap stopped it mid-write
@@ -121,22 +125,22 @@ def test_the_report_keeps_the_newest_readable_breakdown(tmp_path: Path) -> None:
         return pack(out)
 
     def page() -> str:
-        return (reports / "test_gpu" / "README.md").read_text()
+        return (reports / "test_h200" / "README.md").read_text()
 
     done = import_run(run("full", 0, "good"), reports, tuned)
     assert done.notes == [] and "## Where the time goes" in page() and "4.29 TB/s" in page()
     done = import_run(run("cut", 1, "cut"), reports, tuned)
-    assert done.notes == ["Test GPU: the report shows the breakdown of run 20260921T141320Z"]
+    assert done.notes == ["Test H200: the report shows the breakdown of run 20260921T141320Z"]
     assert "| 0.8 " in page() and "4.29 TB/s" in page()
     done = import_run(run("sweep_only", 2, None), reports, tuned)
-    assert done.notes == ["Test GPU: the report shows the breakdown of run 20260921T141320Z"]
+    assert done.notes == ["Test H200: the report shows the breakdown of run 20260921T141320Z"]
     assert "| 0.7 " in page() and "## Where the time goes" in page() and "4.29 TB/s" in page()
-    (reports / "test_gpu" / "runs" / "manual").mkdir()  # not a run's folder: never taken
-    (reports / "test_gpu" / "runs" / "manual" / "breakdown.jsonl").write_text("not json\n")
+    (reports / "test_h200" / "runs" / "manual").mkdir()  # not a run's folder: never taken
+    (reports / "test_h200" / "runs" / "manual" / "breakdown.jsonl").write_text("not json\n")
     done = import_run(run("later", 3, "good", us=1000.0), reports, tuned)  # a newer full run
     assert done.notes == [] and "2.15 TB/s" in page()
     done = import_run(run("older", -1, "good", us=250.0), reports, tuned)  # an older run, imported last
-    assert done.notes == ["Test GPU: the report shows the breakdown of run 20260924T141320Z"]
+    assert done.notes == ["Test H200: the report shows the breakdown of run 20260924T141320Z"]
     assert "2.15 TB/s" in page() and "8.59 TB/s" not in page()
 
 
@@ -173,7 +177,7 @@ def test_bad_archives_change_nothing(tmp_path: Path) -> None:
     (no_db / "env.txt").write_text("x")
     with pytest.raises(ValueError, match=r"expected one results.db .*found: none"):
         import_run(pack(no_db), reports, tuned)
-    bad_db = run_folder(tmp_path, "baddb", fixture_rows("Test GPU", True))
+    bad_db = run_folder(tmp_path, "baddb", fixture_rows("Test H200", True))
     (bad_db / "results.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(
         ValueError, match=r"baddb.tar.gz: its results.db cannot be read \(not a SQLite database"
@@ -198,7 +202,7 @@ def test_bad_archives_change_nothing(tmp_path: Path) -> None:
     assert not (Path(tempfile.gettempdir()) / "escaped.txt").exists()  # beside the unpacking folder
 
 
-SMI = "name, driver_version, memory.total [MiB]\nTest GPU, 580.159.03, 143771 MiB\n"
+SMI = "name, driver_version, memory.total [MiB]\nTest H200, 580.159.03, 143771 MiB\n"
 
 
 @pytest.mark.parametrize("database", ["none", "empty"])
@@ -207,7 +211,7 @@ def test_a_gpu_run_without_rows_files_its_logs(tmp_path: Path, database: str) ->
     logs are filed under the GPU that nvidia-smi named, the record, winners and report of
     earlier runs stay as they were."""
     reports, tuned = tmp_path / "reports", tmp_path / "tuned"
-    import_run(pack(run_folder(tmp_path, "good", fixture_rows("Test GPU", True))), reports, tuned)
+    import_run(pack(run_folder(tmp_path, "good", fixture_rows("Test H200", True))), reports, tuned)
     before = {p: p.read_bytes() for p in (*reports.rglob("*"), *tuned.rglob("*")) if p.is_file()}
     out = tmp_path / "cut"
     out.mkdir()
@@ -217,7 +221,7 @@ def test_a_gpu_run_without_rows_files_its_logs(tmp_path: Path, database: str) ->
     if database == "empty":
         make_db(out / "results.db", [])
     done = import_run(pack(out), reports, tuned)
-    logs = reports / "test_gpu" / "runs" / "20260921T151320Z"
+    logs = reports / "test_h200" / "runs" / "20260921T151320Z"
     assert sorted(done.logs) == [logs / "env.txt", logs / "tests.log"]
     assert (logs / "tests.log").read_text() == "1 failed, 20 passed\n"
     assert done.databases == done.reports == done.winners == []
@@ -230,14 +234,15 @@ def test_existing_record_is_kept_when_the_run_holds_nothing_new(tmp_path: Path) 
     """A run whose every config failed: its rows and logs are filed, the earlier winners
     and report stay, and the notes say why nothing new was exported."""
     reports, tuned = tmp_path / "reports", tmp_path / "tuned"
-    import_run(pack(run_folder(tmp_path, "good", fixture_rows("Test GPU", True))), reports, tuned)
-    winners_before = (tuned / "test_gpu.json").read_text()
-    failed = [invented("Test GPU", True, shape=BIG, provider="yat_triton", config=cfg(32, 32), status="error",
-                       reason="RuntimeError: invented", created=1_800_000_000.0)]  # fmt: skip
+    import_run(pack(run_folder(tmp_path, "good", fixture_rows("Test H200", True))), reports, tuned)
+    winners_before = (tuned / "test_h200.json").read_text()
+    failed = [invented("Test H200", True, shape=BIG, provider="yat_triton", config=cfg(32, 32),
+                       status="error", reason="RuntimeError: invented", created=1_800_000_000.0)]  # fmt: skip
     done = import_run(pack(run_folder(tmp_path, "bad", failed, started=STARTED + 60)), reports, tuned)
     assert done.notes == [] and done.winners  # the record still holds the good run's rows
-    assert (tuned / "test_gpu.json").read_text().split('"created"')[0] == winners_before.split('"created"')[0]
-    with sqlite3.connect(reports / "test_gpu" / "results.db") as c:
+    winners_after = (tuned / "test_h200.json").read_text()
+    assert winners_after.split('"created"')[0] == winners_before.split('"created"')[0]
+    with sqlite3.connect(reports / "test_h200" / "results.db") as c:
         assert c.execute("SELECT count(*) FROM results WHERE status = 'error'").fetchone()[0] == 1
 
 
@@ -293,42 +298,44 @@ def test_a_refused_import_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_cli_import_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    archive = pack(run_folder(tmp_path, "run", fixture_rows("Test GPU", True)))
+    archive = pack(run_folder(tmp_path, "run", fixture_rows("Test H200", True)))
     reports, tuned = tmp_path / "reports", tmp_path / "tuned"
     assert cli.main(["import-run", str(archive), "--reports", str(reports), "--tuned", str(tuned)]) == 0
     out = capsys.readouterr().out
-    assert f"database: {reports / 'test_gpu' / 'results.db'}" in out and "winners: " in out
-    targets = out.split("test_gpu: Targets (SPEC.md section 6)")[1]  # the report's verdicts
+    assert f"database: {reports / 'test_h200' / 'results.db'}" in out and "winners: " in out
+    targets = out.split("test_h200: Targets (SPEC.md section 6)")[1]  # the report's verdicts
     assert "0.903x" in targets and "| met" in targets and "## Failed" not in targets
     assert cli.main(["import-run", str(tmp_path / "nope.tar.gz")]) == 2
     assert "no such archive" in capsys.readouterr().err
 
 
 def test_gpu_names_sharing_a_folder_are_refused(tmp_path: Path) -> None:
-    """ "Test GPU" and "test-gpu" share the folder test_gpu and the winners file
-    test_gpu.json: an archive with both, or one whose GPU's folder already holds the other's
+    """ "Test H200" and "test-h200" share the folder test_h200 and the winners file
+    test_h200.json: an archive with both, or one whose GPU's folder already holds the other's
     record, imports nothing, and neither report nor winners is overwritten."""
     import hashlib
 
     reports, tuned = tmp_path / "reports", tmp_path / "tuned"
-    both = pack(run_folder(tmp_path, "both", fixture_rows("Test GPU", True) + fixture_rows("test-gpu", True)))
-    with pytest.raises(ValueError, match=r"GPU names \['Test GPU', 'test-gpu'\] share the report folder"):
+    both = pack(
+        run_folder(tmp_path, "both", fixture_rows("Test H200", True) + fixture_rows("test-h200", True))
+    )
+    with pytest.raises(ValueError, match=r"GPU names \['Test H200', 'test-h200'\] share the report folder"):
         import_run(both, reports, tuned)
     assert not reports.exists() and not tuned.exists()
-    import_run(pack(run_folder(tmp_path, "first", fixture_rows("Test GPU", True))), reports, tuned)
+    import_run(pack(run_folder(tmp_path, "first", fixture_rows("Test H200", True))), reports, tuned)
 
     def digests() -> dict[str, str]:
         return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
                 for d in (reports, tuned) for p in sorted(d.rglob("*")) if p.is_file()}  # fmt: skip
 
     before = digests()
-    other = pack(run_folder(tmp_path, "other", fixture_rows("test-gpu", True), started=STARTED + 3600))
-    with pytest.raises(ValueError, match=r"\['Test GPU', 'test-gpu'\] share the report folder"):
+    other = pack(run_folder(tmp_path, "other", fixture_rows("test-h200", True), started=STARTED + 3600))
+    with pytest.raises(ValueError, match=r"\['Test H200', 'test-h200'\] share the report folder"):
         import_run(other, reports, tuned)
-    (reports / "test_gpu" / "README.md").unlink()  # the record alone still tells
+    (reports / "test_h200" / "README.md").unlink()  # the record alone still tells
     before = digests()
     with pytest.raises(
-        ValueError, match=r"the record of \['Test GPU'\], which share its folder with 'test-gpu'"
+        ValueError, match=r"the record of \['Test H200'\], which share its folder with 'test-h200'"
     ):
         import_run(other, reports, tuned)
     assert digests() == before
@@ -340,7 +347,7 @@ def test_only_what_an_import_reads_is_unpacked_within_a_cap(tmp_path: Path, monk
     from autotune import gpurun
 
     reports, tuned = tmp_path / "reports", tmp_path / "tuned"
-    folder = run_folder(tmp_path, "run", fixture_rows("Test GPU", True))
+    folder = run_folder(tmp_path, "run", fixture_rows("Test H200", True))
     (folder / "huge.bin").write_bytes(b"\0" * (1 << 20))
     archive = pack(folder)
     monkeypatch.setattr(gpurun, "MAX_UNPACKED_BYTES", (folder / "results.db").stat().st_size + 4096)
@@ -357,14 +364,14 @@ def test_an_earlier_copy_of_a_run_does_not_overwrite_its_filed_files(tmp_path: P
     one, adds no rows the record lacks and leaves the run's filed logs and database as the
     final archive left them."""
     reports, tuned = tmp_path / "reports", tmp_path / "tuned"
-    rows = fixture_rows("Test GPU", True)
+    rows = fixture_rows("Test H200", True)
     early = run_folder(tmp_path, "early", rows[:2])
     final = run_folder(tmp_path, "final", rows)
     for name in ("sweep.log", "results.db"):  # the final copy was written later
         os.utime(early / name, (STARTED + 60, STARTED + 60))
         os.utime(final / name, (STARTED + 600, STARTED + 600))
     import_run(pack(final), reports, tuned)
-    logs = reports / "test_gpu" / "runs" / "20260921T141320Z"
+    logs = reports / "test_h200" / "runs" / "20260921T141320Z"
     before = {p.name: p.read_bytes() for p in logs.iterdir()}
     done = import_run(pack(early), reports, tuned)
     after = {p.name: p.read_bytes() for p in logs.iterdir()}
@@ -380,7 +387,7 @@ def test_a_final_copy_whose_rows_sit_in_the_wal_is_kept(tmp_path: Path) -> None:
     file's time unchanged: the WAL's time is the database's, so an earlier copy (same main
     file time, no WAL) imported after the final one does not replace the filed database."""
     reports, tuned = tmp_path / "reports", tmp_path / "tuned"
-    rows = fixture_rows("Test GPU", True)
+    rows = fixture_rows("Test H200", True)
     early = run_folder(tmp_path, "early", rows[:2])
     final = run_folder(tmp_path, "final", rows[:2])
     writer = ResultsDB(final / "results.db")  # held open: its rows stay in the WAL
@@ -394,7 +401,7 @@ def test_a_final_copy_whose_rows_sit_in_the_wal_is_kept(tmp_path: Path) -> None:
     finally:
         writer.close()
     import_run(final_archive, reports, tuned)
-    logs = reports / "test_gpu" / "runs" / "20260921T141320Z"
+    logs = reports / "test_h200" / "runs" / "20260921T141320Z"
     with ResultsDB(logs / "results.db", read_only=True) as db:
         assert len(db.query()) == len(rows)
     done = import_run(pack(early), reports, tuned)

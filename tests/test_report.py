@@ -1,6 +1,6 @@
 """The report renderer (autotune.report) on small fixture databases.
 
-Every row below is INVENTED for the test (gpu "Test GPU", commit "testcommit"): the numbers
+Every row below is INVENTED for the test (gpu "Test H200", commit "testcommit"): the numbers
 only check that the report shows what the database holds, they measure nothing.
 """
 
@@ -61,7 +61,7 @@ def fixture_rows(gpu: str, representative: bool) -> list[Result]:
     return rows
 
 
-def rendered_page(tmp_path, rows: list[Result], gpu: str = "test_gpu") -> str:  # noqa: ANN001
+def rendered_page(tmp_path, rows: list[Result], gpu: str = "test_h200") -> str:  # noqa: ANN001
     """The report page of `gpu` (a folder name) rendered from `rows` under tmp_path/reports."""
     render_report(make_db(tmp_path / "r.db", rows), tmp_path / "reports")
     return (tmp_path / "reports" / gpu / "README.md").read_text()
@@ -76,7 +76,7 @@ def make_db(path, rows: list[Result]):  # noqa: ANN001, ANN201
 
 @pytest.fixture
 def gpu_db(tmp_path):  # noqa: ANN001, ANN201
-    return make_db(tmp_path / "gpu.db", fixture_rows("Test GPU", True))
+    return make_db(tmp_path / "gpu.db", fixture_rows("Test H200", True))
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def check_png(path) -> None:  # noqa: ANN001
 def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: ANN001
     out = tmp_path / "reports"
     written = render_report(gpu_db, out)
-    folder = out / "test_gpu"
+    folder = out / "test_h200"
     expected = ["README.md", "tflops.png", "speedup.png", "heatmap_dense_bfloat16.png", "roofline.png"]
     for name in expected:
         assert folder / name in written
@@ -102,9 +102,13 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
         check_png(png)
     text = (folder / "README.md").read_text()
     assert BANNER not in text
-    for value in ("Test GPU", "999.1", "2.99", "9.9", "testcommit", "2023-11-14"):
+    for value in ("Test H200", "999.1", "2.99", "9.9", "testcommit", "2023-11-14"):
         assert value in text
-    assert re.search(r"\| timing +\| cuda-graph 6, eager 2 \(eager_ref\) +\|", text)
+    assert re.search(r"\| timing \(rows\) +\| cuda-graph 6, eager 2 \(eager_ref\) +\|", text)
+    # what became of the tiles (per big and small shape: 2 correct, 1 wrong, 1 pruned) and baselines
+    assert re.search(r"\| yat_triton tiles +\| 4 correct, 2 wrong, 2 pruned \(never ran: ", text)
+    assert re.search(r"\| baseline rows +\| 2 correct, 2 timed +\|", text)
+    assert "| rows measured     | 2023-11-14 22:13 UTC " in text  # one minute: said once
     # the summary: a line per problem, targets above it; the slower correct tile is not shown
     assert text.index("## Targets") < text.index("## Summary")
     summary = text.split("## Summary")[1].split("\n## ")[0]
@@ -125,15 +129,15 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
     assert len(re.findall(r"^\| dense ", full, re.M)) == 4
     assert text.count("†: the two rows were timed differently") == 1
     assert "## Targets (SPEC.md section 6)" in text
-    assert "0.903x" in text and "| met" in text  # dense fwd bf16 4096: 0.8123 / 0.9 <= 1.00
-    assert "**1 met, 7 n/a** (of 8 lines)" in text  # the rest: no conv2d, fwd+bwd or sweep rows
+    assert "time 0.903x" in text and "| met" in text  # dense fwd bf16 4096: 0.8123 / 0.9 <= 1.00
+    assert "**1 met, 7 n/a** (of 8 targets, 8 lines)" in text  # the rest: no conv2d, fwd+bwd or sweep rows
     assert "n/a" in text  # no conv2d, no fwd+bwd rows
     assert "max rel error 0.5 > 0.03 (invented)" in text
     assert "shared memory exceeds sm_90 (invented)" in text
     for name in expected[1:]:
         assert f"]({name})" in text
     index = (out / "README.md").read_text()
-    assert "[test_gpu](test_gpu/README.md): targets 1 met, 7 n/a" in index
+    assert "[test_h200](test_h200/README.md): targets 1 met, 7 n/a" in index
     assert "No GPU report exists yet" not in index
 
 
@@ -156,7 +160,7 @@ def test_index_lists_every_folder(gpu_db, cpu_db, tmp_path) -> None:  # noqa: AN
     render_report(cpu_db, out)
     render_report(gpu_db, out)
     index = (out / "README.md").read_text()
-    assert "test_gpu/README.md" in index and "cpu_triton_interpreter/README.md" in index
+    assert "test_h200/README.md" in index and "cpu_triton_interpreter/README.md" in index
     assert "No GPU report exists yet" not in index
 
 
@@ -167,7 +171,7 @@ def test_missing_empty_and_failed_only_db(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="empty"):
         render_report(empty, tmp_path / "r")
     failed = make_db(tmp_path / "failed.db", [
-        invented("Test GPU", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), status="error",
+        invented("Test H200", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), status="error",
                  reason="RuntimeError: invented"),
     ])  # fmt: skip
     with pytest.raises(ValueError, match="no successful"):
@@ -177,7 +181,7 @@ def test_missing_empty_and_failed_only_db(tmp_path) -> None:  # noqa: ANN001
 def test_cli_report(gpu_db, tmp_path, capsys) -> None:  # noqa: ANN001
     out = tmp_path / "cli_reports"
     assert cli.main(["report", "--db", str(gpu_db), "--out", str(out)]) == 0
-    assert (out / "test_gpu" / "README.md").is_file()
+    assert (out / "test_h200" / "README.md").is_file()
     assert cli.main(["report", "--db", str(tmp_path / "nope.db"), "--out", str(out)]) == 2
     assert "no such results database" in capsys.readouterr().err
 
@@ -321,19 +325,19 @@ def test_memory_and_sweep_time_targets(tmp_path, ours_saved, runs, memory, sweep
 
     out_bytes = 4096 * 4096 * 2
     rows = [
-        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="yat_triton", config="", correct=True,
+        invented("Test H200", True, mode="fwd+bwd", shape=BIG, provider="yat_triton", config="", correct=True,
                  median_ms=3.0, saved_bytes=ours_saved * out_bytes),
-        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="linear+relu", config=BASELINE_CFG,
+        invented("Test H200", True, mode="fwd+bwd", shape=BIG, provider="linear+relu", config=BASELINE_CFG,
                  median_ms=2.9, saved_bytes=1.0 * out_bytes),
     ]  # fmt: skip
     path = make_db(tmp_path / "r.db", rows)
     with ResultsDB(path) as db:
         for start, end, done, *more in runs:
             added, args = (more + [9, FULL][len(more) :])[:2]
-            db.add_run(Run("core", args, "Test GPU", "c", start, end, 20, done, added))
-        db.add_run(Run("quick", "-", "Test GPU", "c", 0.0, 1.0, 1, 1, 1))  # another suite: ignored
+            db.add_run(Run("core", args, "Test H200", "c", start, end, 20, done, added))
+        db.add_run(Run("quick", "-", "Test H200", "c", 0.0, 1.0, 1, 1, 1))  # another suite: ignored
     render_report(path, tmp_path / "reports")
-    text = (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    text = (tmp_path / "reports" / "test_h200" / "README.md").read_text()
     cells = {}
     for line in text.splitlines():
         row = [c.strip() for c in line.split("|")[1:-1]]
@@ -348,11 +352,11 @@ def test_targets_mark_ratios_between_rows_timed_differently(tmp_path) -> None:  
     a torch.compile mode with CUDA graphs of its own is) carries the † mark and footnote;
     one between rows timed alike does not."""
     rows = [
-        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="yat_triton", config="", correct=True,
+        invented("Test H200", True, mode="fwd+bwd", shape=BIG, provider="yat_triton", config="", correct=True,
                  median_ms=3.0, timing="cuda-graph"),
-        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="compiled_ref", config=BASELINE_CFG,
+        invented("Test H200", True, mode="fwd+bwd", shape=BIG, provider="compiled_ref", config=BASELINE_CFG,
                  median_ms=4.5, correct=True, timing="eager"),
-        invented("Test GPU", True, mode="fwd+bwd", shape=BIG, provider="eager_ref", config=BASELINE_CFG,
+        invented("Test H200", True, mode="fwd+bwd", shape=BIG, provider="eager_ref", config=BASELINE_CFG,
                  median_ms=36.0, correct=True, timing="cuda-graph"),
     ]  # fmt: skip
     text = rendered_page(tmp_path, rows)
@@ -362,7 +366,7 @@ def test_targets_mark_ratios_between_rows_timed_differently(tmp_path) -> None:  
         row = [c.strip() for c in line.split("|")[1:-1]]
         if row and row[0].startswith("against"):
             measured[row[0].split(",")[0]] = row[3]
-    assert measured == {"against compiled_ref": "1.500x †", "against eager_ref": "12.000x"}
+    assert measured == {"against compiled_ref": "speedup 1.500x †", "against eager_ref": "speedup 12.000x"}
     assert "†: the two rows were timed differently" in targets
 
 
@@ -386,7 +390,7 @@ def test_targets_name_every_problem_they_cover(tmp_path) -> None:  # noqa: ANN00
         {"B": 2, "C_in": 8, "H": 9, "W": 9, "C_out": 16, "k": 3, "stride": 1, "padding": 1}
     )
     huge = canonical_json({"M": 8192, "N": 8192, "K": 8192})
-    r = lambda **kw: invented("Test GPU", True, **kw)  # noqa: E731
+    r = lambda **kw: invented("Test H200", True, **kw)  # noqa: E731
     ours = dict(provider="yat_triton", config=cfg(128, 128), correct=True, timing="cuda-graph")
     base = dict(provider="linear+relu", config=BASELINE_CFG, timing="cuda-graph")
     rows = [
@@ -407,15 +411,15 @@ def test_targets_name_every_problem_they_cover(tmp_path) -> None:  # noqa: ANN00
     ]  # fmt: skip
     text = rendered_page(tmp_path, rows)
     got = {(c[0].split(",")[0], c[2]): (c[3], c[4]) for c in _target_cells(text)}
-    assert got[("ⵟ-dense fwd", "dense 4096x4096x4096")] == ("1.104x", "not met")
+    assert got[("ⵟ-dense fwd", "dense 4096x4096x4096")] == ("time 1.104x", "not met")
     assert got[("ⵟ-dense fwd", "dense 8192x8192x8192")] == (
-        "no correct yat_triton row (2 wrong or failed)",
+        "no correct yat_triton row (1 wrong, 1 failed)",
         "not met",
     )
     assert got[("ⵟ-dense fwd+bwd", "dense 4096x4096x4096")] == ("no linear+relu row", "n/a")
     assert got[("ⵟ-dense fwd+bwd", "dense 8192x8192x8192")] == ("yat_triton not measured", "n/a")
     conv_label = next(k[1] for k in got if k[0] == "ⵟ-conv2d fwd")
-    assert "H=56" in conv_label and got[("ⵟ-conv2d fwd", conv_label)] == ("1.053x ‡", "met")
+    assert "H=56" in conv_label and got[("ⵟ-conv2d fwd", conv_label)] == ("time 1.053x ‡", "met")
     assert not any("H=9" in k[1] for k in got)  # not a ResNet-50 layer
     assert "‡: the two rows come from different project commits" in text
 
@@ -428,8 +432,8 @@ def test_failed_gpu_heatmap_shape_and_peak_line(tmp_path) -> None:  # noqa: ANN0
 
     huge = canonical_json({"M": 8192, "N": 8192, "K": 8192})
     rows = [
-        *fixture_rows("Test GPU", True),
-        invented("Test GPU", True, shape=huge, provider="linear+relu", config=BASELINE_CFG, median_ms=1.5,
+        *fixture_rows("Test H200", True),
+        invented("Test H200", True, shape=huge, provider="linear+relu", config=BASELINE_CFG, median_ms=1.5,
                  tflops=733.0, timing="cuda-graph"),
         invented("Other GPU", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), status="error",
                  reason="RuntimeError: invented"),
@@ -440,10 +444,10 @@ def test_failed_gpu_heatmap_shape_and_peak_line(tmp_path) -> None:  # noqa: ANN0
     assert "other_gpu/README.md" in (tmp_path / "reports" / "README.md").read_text()
     assert (
         "![dense fwd bfloat16 4096x4096x4096 tile heatmap]"
-        in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+        in (tmp_path / "reports" / "test_h200" / "README.md").read_text()
     )
-    g = report.Gpu("Test GPU", [r for r in rows if r.gpu == "Test GPU"])
-    assert report._cublas_peak(g) == (733.0, "measured cuBLAS peak: 733 TFLOP/s (linear+relu bfloat16)")
+    g = report.Gpu("Test H200", [r for r in rows if r.gpu == "Test H200"])
+    assert report._cublas_peaks(g) == {"bfloat16": (733.0, "cuBLAS peak bfloat16: 733 TFLOP/s (linear+relu)")}
     for png in (p for p in written if p.suffix == ".png"):
         check_png(png)
 
@@ -451,9 +455,9 @@ def test_failed_gpu_heatmap_shape_and_peak_line(tmp_path) -> None:  # noqa: ANN0
 def test_empty_output_shapes_do_not_break_the_memory_target(tmp_path) -> None:  # noqa: ANN001
     empty = canonical_json({"M": 0, "N": 4096, "K": 4096})
     rows = [
-        invented("Test GPU", True, mode="fwd+bwd", shape=empty, provider="yat_triton", config="",
+        invented("Test H200", True, mode="fwd+bwd", shape=empty, provider="yat_triton", config="",
                  correct=True, median_ms=0.01, tflops=0.0, saved_bytes=0.0),
-        invented("Test GPU", True, mode="fwd+bwd", shape=empty, provider="linear+relu", config=BASELINE_CFG,
+        invented("Test H200", True, mode="fwd+bwd", shape=empty, provider="linear+relu", config=BASELINE_CFG,
                  median_ms=0.01, tflops=0.0, saved_bytes=0.0),
     ]  # fmt: skip
     cells = _target_cells(rendered_page(tmp_path, rows))
@@ -493,7 +497,7 @@ def test_breakdown_section(gpu_db, tmp_path) -> None:  # noqa: ANN001
             "grid": "132",
             "us": 201.5,
             "share": 0.93,
-            "gpu": "Test GPU",
+            "gpu": "Test H200",
         },
         {
             **common,
@@ -507,7 +511,7 @@ def test_breakdown_section(gpu_db, tmp_path) -> None:  # noqa: ANN001
     path = tmp_path / "bd.jsonl"
     path.write_text("".join(json.dumps(ln) + "\n" for ln in lines))
     render_report(gpu_db, tmp_path / "r", breakdown=path)
-    text = (tmp_path / "r" / "test_gpu" / "README.md").read_text()
+    text = (tmp_path / "r" / "test_h200" / "README.md").read_text()
     assert "## Where the time goes" in text and "yat_dense_fwd_kernel" in text and "201.5" in text
     assert (
         "row_sqnorm_kernel" not in text.split("## Where the time goes")[1].split("##")[0]
@@ -532,7 +536,7 @@ def test_breakdown_section(gpu_db, tmp_path) -> None:  # noqa: ANN001
 def test_show_and_export_without_a_correct_row(tmp_path, capsys) -> None:  # noqa: ANN001
     """A GPU database where every ⵟ config failed its check: show has nothing to show (exit
     2, saying why), and export tries the GPU's winners (not a CPU export) and says none passed."""
-    rows = [r for r in fixture_rows("Test GPU", True) if not (r.provider == "yat_triton" and r.correct)]
+    rows = [r for r in fixture_rows("Test H200", True) if not (r.provider == "yat_triton" and r.correct)]
     db = make_db(tmp_path / "wrong.db", rows)
     assert cli.main(["show", "--db", str(db)]) == 2
     assert "no yat_triton config ran ok and passed its correctness check" in capsys.readouterr().err
@@ -552,7 +556,7 @@ def test_failed_render_keeps_the_old_report_and_stale_heatmaps_go(gpu_db, tmp_pa
 
     out = tmp_path / "reports"
     render_report(gpu_db, out)
-    folder = out / "test_gpu"
+    folder = out / "test_h200"
     (folder / "heatmap_dense_float16.png").write_bytes(PNG_SIGNATURE + b"\0" * 2000)  # an older dtype
     (folder / "results.db").write_bytes(b"import-run's own")
 
@@ -567,19 +571,19 @@ def test_failed_render_keeps_the_old_report_and_stale_heatmaps_go(gpu_db, tmp_pa
 
     # new rows (every time halved), so that a page written before the failure would differ
     faster = [dataclasses.replace(r, median_ms=r.median_ms / 2 if r.median_ms else None)
-              for r in fixture_rows("Test GPU", True)]  # fmt: skip
+              for r in fixture_rows("Test H200", True)]  # fmt: skip
     monkeypatch.setattr(report, "_plot_roofline", broken)  # the last plot: the others are made by then
     with pytest.raises(RuntimeError, match="invented plotting failure"):
         render_report(make_db(tmp_path / "faster.db", faster), out)
     assert digests() == before
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "test_gpu"]  # no staging folder left
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "test_h200"]  # no staging folder left
     monkeypatch.undo()
     written = render_report(gpu_db, out)
     assert not (folder / "heatmap_dense_float16.png").exists()
     assert (folder / "heatmap_dense_bfloat16.png") in written and (
         folder / "results.db"
     ).read_bytes() == b"import-run's own"
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "test_gpu"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "test_h200"]
 
 
 def test_a_problem_with_only_baselines_is_not_measured_not_missed(tmp_path) -> None:  # noqa: ANN001
@@ -587,18 +591,18 @@ def test_a_problem_with_only_baselines_is_not_measured_not_missed(tmp_path) -> N
     no yat_triton row at all is "n/a" (not measured), one whose every tile failed "not met"."""
     big2 = canonical_json({"M": 8192, "N": 8192, "K": 8192})
     rows = [
-        invented("Test GPU", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), status="error",
+        invented("Test H200", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), status="error",
                  reason="RuntimeError: invented"),
-        invented("Test GPU", True, shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=1.0,
+        invented("Test H200", True, shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=1.0,
                  status="ok", correct=True),
-        invented("Test GPU", True, shape=big2, provider="linear+relu", config=BASELINE_CFG, median_ms=8.0,
+        invented("Test H200", True, shape=big2, provider="linear+relu", config=BASELINE_CFG, median_ms=8.0,
                  status="ok", correct=True),
     ]  # fmt: skip
     text = rendered_page(tmp_path, rows)
     lines = [[c.strip() for c in ln.split("|")[1:-1]] for ln in text.split("## Targets")[1].splitlines()]
     dense_fwd = {row[2]: row[3:] for row in lines if row and row[0].startswith("ⵟ-dense fwd,")}
     assert dense_fwd == {
-        "dense 4096x4096x4096": ["no correct yat_triton row (1 wrong or failed)", "not met"],
+        "dense 4096x4096x4096": ["no correct yat_triton row (1 failed)", "not met"],
         "dense 8192x8192x8192": ["yat_triton not measured", "n/a"],
     }
 
@@ -608,22 +612,22 @@ def test_show_takes_the_reports_baseline(tmp_path, capsys) -> None:  # noqa: ANN
     (here linear+relu measured twice, the faster one also correct, and a faster wrong one),
     not whichever row sorts last; a missing TFLOP/s shows as "-"."""
     rows = [
-        invented("Test GPU", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), median_ms=1.0,
+        invented("Test H200", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), median_ms=1.0,
                  correct=True, status="ok", tflops=None),
-        invented("Test GPU", True, shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=0.5,
+        invented("Test H200", True, shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=0.5,
                  correct=True, status="ok"),
-        invented("Test GPU", True, shape=BIG, provider="linear+relu", config='{"matmul_tf32":true}',
+        invented("Test H200", True, shape=BIG, provider="linear+relu", config='{"matmul_tf32":true}',
                  median_ms=2.0, correct=True, status="ok"),
-        invented("Test GPU", True, shape=BIG, provider="linear+relu", config='{"zzz":1}', median_ms=0.1,
+        invented("Test H200", True, shape=BIG, provider="linear+relu", config='{"zzz":1}', median_ms=0.1,
                  correct=False, status="ok"),
     ]  # fmt: skip
     db = make_db(tmp_path / "r.db", rows)
     assert cli.main(["show", "--db", str(db)]) == 0
-    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Test GPU")]
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Test H200")]
     assert re.search(r"\b1 +- +0\.50x +- +m64n64", line), line
     render_report(db, tmp_path / "reports")
-    assert "0.500x" not in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()  # time ratio 2.000x
-    assert "2.000x" in (tmp_path / "reports" / "test_gpu" / "README.md").read_text()
+    assert "0.500x" not in (tmp_path / "reports" / "test_h200" / "README.md").read_text()  # time ratio 2.000x
+    assert "2.000x" in (tmp_path / "reports" / "test_h200" / "README.md").read_text()
 
 
 def test_report_refuses_gpu_names_sharing_a_folder_and_a_foreign_index(tmp_path) -> None:  # noqa: ANN001
@@ -657,9 +661,9 @@ def test_report_states_the_tf32_settings_of_float32_rows(tmp_path) -> None:  # n
     recorded configs (absent where there is no float32 row)."""
     tf32 = canonical_json({"matmul_tf32": False, "cudnn_tf32": True, "cudnn_benchmark": False})
     rows = [
-        invented("Test GPU", True, dtype="float32", shape=BIG, provider="yat_triton", config=cfg(64, 64),
+        invented("Test H200", True, dtype="float32", shape=BIG, provider="yat_triton", config=cfg(64, 64),
                  median_ms=2.0, correct=True, status="ok"),
-        invented("Test GPU", True, dtype="float32", shape=BIG, provider="linear+relu", config=tf32,
+        invented("Test H200", True, dtype="float32", shape=BIG, provider="linear+relu", config=tf32,
                  median_ms=1.5, correct=True, status="ok"),
     ]  # fmt: skip
     text = rendered_page(tmp_path, rows)
@@ -667,8 +671,8 @@ def test_report_states_the_tf32_settings_of_float32_rows(tmp_path) -> None:  # n
         "float32 rows ran with matmul TF32 off (cuBLAS, and yat_triton's float32 kernels: ieee), "
         "cuDNN TF32 on." in text
     )
-    render_report(make_db(tmp_path / "bf16.db", fixture_rows("Test GPU", True)), tmp_path / "other")
-    assert "TF32" not in (tmp_path / "other" / "test_gpu" / "README.md").read_text()
+    render_report(make_db(tmp_path / "bf16.db", fixture_rows("Test H200", True)), tmp_path / "other")
+    assert "TF32" not in (tmp_path / "other" / "test_h200" / "README.md").read_text()
 
 
 def test_speedup_plot_targets_and_labels() -> None:
@@ -676,10 +680,15 @@ def test_speedup_plot_targets_and_labels() -> None:
     one is set against the standard layer; its tick labels keep every setting of a shape."""
     from autotune.report import _plot_label, _target_speedup
 
-    assert _target_speedup("dense", "fwd") == pytest.approx(1.0)
-    assert _target_speedup("dense", "fwd+bwd") == pytest.approx(1 / 1.1)
-    assert _target_speedup("conv2d", "fwd") == pytest.approx(1 / 1.1)
-    assert _target_speedup("conv2d", "fwd+bwd") == pytest.approx(1 / 1.3)
+    speedups = {
+        (op, mode): _target_speedup(op, mode)[:2] for op in ("dense", "conv2d") for mode in ("fwd", "fwd+bwd")
+    }
+    assert speedups == {
+        ("dense", "fwd"): pytest.approx((1.0, 1.0)),
+        ("dense", "fwd+bwd"): pytest.approx((1 / 1.1, 1.1)),
+        ("conv2d", "fwd"): pytest.approx((1 / 1.1, 1.1)),
+        ("conv2d", "fwd+bwd"): pytest.approx((1 / 1.3, 1.3)),
+    }
     assert _target_speedup("dense", "bwd") is None and _target_speedup("conv2d", "bwd") is None
     assert _plot_label(BIG) == "4096x4096\nx4096"
     conv = canonical_json(
@@ -697,3 +706,116 @@ def test_problems_sorted_in_mode_order() -> None:
     assert [p[:2] for p in sorted_problems(problems)] == [
         ("conv2d", "fwd"), ("dense", "fwd"), ("dense", "bwd"), ("dense", "fwd+bwd"),
     ]  # fmt: skip
+
+
+def test_every_problem_keeps_its_summary_line(tmp_path) -> None:  # noqa: ANN001
+    """A problem whose tiles were all wrong, or where only the baselines ran (a capped sweep
+    times them first), keeps its line in the summary, saying why, with the baselines' times;
+    the plots that would be empty are left out and named."""
+    huge = canonical_json({"M": 8192, "N": 8192, "K": 8192})
+    rows = [
+        invented("Test H200", True, shape=BIG, provider="yat_triton", config=cfg(64, 64), status="wrong",
+                 correct=False, max_rel_err=0.5, reason="max rel error 0.5 > 0.03"),
+        invented("Test H200", True, shape=BIG, provider="yat_triton", config=cfg(64, 128), status="error",
+                 reason="RuntimeError: invented"),
+        invented("Test H200", True, shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=0.9,
+                 timing="cuda-graph"),
+        invented("Test H200", True, shape=huge, provider="linear+relu", config=BASELINE_CFG, median_ms=7.5,
+                 timing="cuda-graph"),
+    ]  # fmt: skip
+    text = rendered_page(tmp_path, rows, "test_h200")
+    compact = text.split("## Summary")[1].split("<details>")[0]
+    assert re.search(
+        r"\| 4096x4096x4096 +\| none correct \(1 wrong, 1 failed\) +\| - +\| - \(0\.9 ms\) +\|", compact
+    )
+    assert re.search(r"\| 8192x8192x8192 +\| not measured +\| - +\| - \(7\.5 ms\) +\|", compact)
+    folder = tmp_path / "reports" / "test_h200"
+    assert not (folder / "speedup.png").exists() and not (folder / "heatmap_dense_bfloat16.png").exists()
+    assert "- no speedup plot: no problem has both a correct yat_triton row and a" in text
+    assert "- no dense bfloat16 tile heatmap: no forward tile ran correctly." in text
+    assert "](tflops.png)" in text and "](roofline.png)" in text  # the baselines' throughput
+
+
+def test_tally_counts_targets_and_only_an_h200_judges_timings(tmp_path) -> None:  # noqa: ANN001
+    """The tally counts SPEC's targets, not the table's lines: a target over two shapes is
+    not met when one misses. On another GPU the timed targets are shown, not judged; the
+    memory target (no timing) still is."""
+    huge = canonical_json({"M": 8192, "N": 8192, "K": 8192})
+
+    def rows(gpu: str) -> list[Result]:
+        r = lambda **kw: invented(gpu, True, timing="cuda-graph", **kw)  # noqa: E731
+        ours = dict(provider="yat_triton", config=cfg(128, 128), correct=True)
+        base = dict(provider="linear+relu", config=BASELINE_CFG)
+        return [
+            r(shape=BIG, median_ms=0.9, **ours), r(shape=BIG, median_ms=1.0, **base),  # met
+            r(shape=huge, median_ms=8.0, **ours), r(shape=huge, median_ms=7.0, **base),  # not met
+            r(mode="bwd", shape=BIG, config="", provider="yat_triton", correct=True, median_ms=2.0,
+              saved_bytes=3.0 * 4096 * 4096 * 2),
+            r(mode="bwd", shape=BIG, median_ms=1.8, saved_bytes=2.0 * 4096 * 4096 * 2, **base),
+        ]  # fmt: skip
+
+    text = rendered_page(tmp_path, rows("Test H200") + rows("Test B200"), "test_h200")
+    assert "**1 met, 1 not met, 6 n/a** (of 8 targets, 9 lines)" in text
+    other = (tmp_path / "reports" / "test_b200" / "README.md").read_text()
+    cells = {(c[0].split(",")[0], c[2]): (c[3], c[4]) for c in _target_cells(other)}
+    judged = "not judged (timed targets are set for the H200)"
+    assert cells[("ⵟ-dense fwd", "dense 4096x4096x4096")] == ("time 0.900x", judged)
+    assert cells[("ⵟ-dense fwd", "dense 8192x8192x8192")] == ("time 1.143x", judged)
+    assert cells[("memory saved for backward", "dense bwd 4096x4096x4096")] == (
+        "1.000 beyond linear+relu",
+        "met",
+    )
+    assert "SPEC section 6 sets its targets for the H200" in other
+    index = (tmp_path / "reports" / "README.md").read_text()
+    assert f"[test_b200](test_b200/README.md): targets 1 met, 6 n/a, 1 {judged}" in index
+    assert "[test_h200](test_h200/README.md): targets 1 met, 1 not met, 6 n/a" in index
+
+
+def test_baselines_are_the_rows_measured_side_by_side(tmp_path) -> None:  # noqa: ANN001
+    """A later run with other settings (here TF32 on) adds baseline rows under a new config
+    but measures no tile again (their keys are done): the comparison stays with the baseline
+    measured next to the tile, and the TF32 note states that one's settings. Rows from
+    different software carry ‡ in the summary too."""
+    ieee = canonical_json({"matmul_tf32": False, "cudnn_tf32": False})
+    tf32 = canonical_json({"matmul_tf32": True, "cudnn_tf32": True})
+    r = lambda **kw: invented("Test H200", True, dtype="float32", shape=BIG, timing="cuda-graph", **kw)  # noqa: E731
+    rows = [
+        r(provider="yat_triton", config=cfg(64, 64), correct=True, median_ms=2.0, created=1_700_000_000.0),
+        r(provider="linear+relu", config=ieee, median_ms=2.2, created=1_700_000_010.0),
+        r(provider="linear+relu", config=tf32, median_ms=0.5, created=1_700_090_000.0, commit="later"),
+        r(provider="eager_ref", config=ieee, median_ms=20.0, created=1_700_000_020.0, commit="other",
+          correct=True),
+    ]  # fmt: skip
+    text = rendered_page(tmp_path, rows)
+    compact = text.split("## Summary")[1].split("<details>")[0]
+    assert re.search(r"\| 1\.10x \(2\.2 ms\) +\| 10\.00x ‡ \(20 ms\) +\|", compact), compact
+    assert "float32 rows ran with matmul TF32 off (cuBLAS, and yat_triton's float32 kernels: ieee)" in text
+    assert "TF32 on" not in text
+    assert "‡: the two rows come from different project commits" in text
+
+
+def test_shapes_sort_by_their_sizes_and_failures_group_by_reason(tmp_path) -> None:  # noqa: ANN001
+    """Shapes sort by their sizes in their own order (M, then N, then K), in every table;
+    failures whose reasons differ only in numbers are one group, every row listed below."""
+    from autotune.report import sorted_problems
+
+    shapes = [
+        canonical_json({"M": 8192, "N": n, "K": k}) for n, k in ((4096, 11008), (8192, 8192), (11008, 4096))
+    ]
+    problems = [("dense", "fwd", "bfloat16", s) for s in reversed(shapes)]
+    assert [p[3] for p in sorted_problems(problems)] == shapes
+    rows = [
+        invented("Test H200", True, shape=s, provider="yat_triton", config=cfg(64, 64), status="wrong",
+                 correct=False, max_rel_err=e, reason=f"max rel error {e} > 0.03 (y)")
+        for s, e in zip(shapes, (0.5, 0.25, 1e-1), strict=True)
+    ] + [
+        invented("Test H200", True, shape=shapes[0], provider="linear+relu", config=BASELINE_CFG,
+                 median_ms=1.0),
+    ]  # fmt: skip
+    text = rendered_page(tmp_path, rows)
+    failures = text.split("### Failed and wrong configs")[1].split("### Pruned")[0]
+    assert re.search(
+        r"\| wrong +\| max rel error # > # \(y\) \(# varies\) +\| 3 +\| 3 +\| yat_triton +\|", failures
+    )
+    listed = re.findall(r"\| (8192x\d+x\d+) +\| yat_triton", failures)
+    assert listed == ["8192x4096x11008", "8192x8192x8192", "8192x11008x4096"]
