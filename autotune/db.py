@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -71,14 +72,34 @@ def canonical_json(obj: dict[str, object]) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def _check_json(name: str, text: str, allow_empty: bool) -> None:
-    if allow_empty and text == "":
-        return
+@functools.lru_cache(maxsize=65536)
+def _canonical_object(text: str) -> bool:
+    """Whether `text` is a JSON object as canonical_json writes it (a database repeats a few
+    shapes and configs over thousands of rows: each is parsed once)."""
     try:
         obj = json.loads(text)
     except (TypeError, json.JSONDecodeError):
-        obj = None
-    if not isinstance(obj, dict) or canonical_json(obj) != text:
+        return False
+    return isinstance(obj, dict) and canonical_json(obj) == text
+
+
+@functools.lru_cache(maxsize=65536)
+def _shape_fits(op: str, shape: str) -> bool:
+    """Whether a canonical shape has the op's keys in order, each a whole number >= 0."""
+    dims = json.loads(shape)
+    return tuple(dims) == SHAPE_KEYS[op] and all(_is_count(v) for v in dims.values())
+
+
+@functools.lru_cache(maxsize=65536)
+def _tile_values(config: str) -> bool:
+    """Whether a canonical config holds only whole numbers and flags (a yat_triton tile)."""
+    return all(isinstance(v, (int, bool)) for v in json.loads(config or "{}").values())
+
+
+def _check_json(name: str, text: str, allow_empty: bool) -> None:
+    if allow_empty and text == "":
+        return
+    if not isinstance(text, str) or not _canonical_object(text):
         empty = '"" or ' if allow_empty else ""
         raise ValueError(
             f"Result.{name} must be {empty}a JSON object as canonical_json writes it, got {text!r}"
@@ -137,15 +158,12 @@ class Result:
                 raise ValueError(f"Result.{f.name} must be {f.type}, got {why}")
         _check_json("shape", self.shape, allow_empty=False)
         _check_json("config", self.config, allow_empty=True)
-        shape = json.loads(self.shape)
-        if tuple(shape) != SHAPE_KEYS[self.op] or not all(_is_count(v) for v in shape.values()):
+        if not _shape_fits(self.op, self.shape):
             raise ValueError(
                 f"Result.shape of a {self.op} row must have the keys {SHAPE_KEYS[self.op]} in that "
                 f"order, each a whole number >= 0, got {self.shape}"
             )
-        if self.provider == "yat_triton" and not all(
-            isinstance(v, (int, bool)) for v in json.loads(self.config or "{}").values()
-        ):
+        if self.provider == "yat_triton" and not _tile_values(self.config):
             raise ValueError(
                 f"Result.config of a yat_triton row holds tile sizes and flags, got {self.config}"
             )
@@ -275,15 +293,17 @@ def _type_error(annotation: str, v: object, stored: bool = True) -> str | None:
     """Why a value does not fit a field annotated `annotation`, or None where it does:
     a Python value (stored=False), or one read from SQLite, which keeps whatever a hand edit
     wrote (text in a REAL column, a REAL in an INTEGER one) and holds a bool as 0 or 1."""
-    kind, _, optional = annotation.partition(" | ")
     if v is None:
-        return None if optional else ("NULL" if stored else "None")
-    fits = {
-        "str": isinstance(v, str),
-        "float": isinstance(v, (int, float)) and not isinstance(v, bool),
-        "int": type(v) is int,
-        "bool": type(v) is int and v in (0, 1) if stored else type(v) is bool,
-    }[kind]
+        return None if annotation.endswith(" | None") else ("NULL" if stored else "None")
+    kind = annotation.partition(" | ")[0]
+    if kind == "str":
+        fits = type(v) is str or isinstance(v, str)
+    elif kind == "float":
+        fits = type(v) is float or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    elif kind == "int":
+        fits = type(v) is int
+    else:  # bool: SQLite holds 0 or 1
+        fits = type(v) is int and v in (0, 1) if stored else type(v) is bool
     return None if fits else f"{v!r} ({type(v).__name__})"
 
 
