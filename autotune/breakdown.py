@@ -553,8 +553,10 @@ def main(argv: list[str] | None = None) -> int:
             line.shape = line.shape or (conv_shape if line.op.startswith("conv2d") else dense_shape)
         lines.extend(more)
         text = "\n".join(json.dumps(asdict(line)) for line in lines) + "\n"
-        if args.json_out:
-            args.json_out.write_text(text)
+        if args.json_out:  # written aside, then renamed: a cap that lands mid-write keeps the last whole file
+            part = args.json_out.with_name(args.json_out.name + ".part")
+            part.write_text(text)
+            os.replace(part, args.json_out)
         return text
 
     phases = [

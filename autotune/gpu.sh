@@ -17,8 +17,10 @@
 # their tiles are left out of this run.
 # Time caps (canary 60 s, GPU-only tests 60 s, the other tests 40 s, inspect 55 s, breakdown
 # 60 s, sweep 200 s: 475 s, and about 30 s of start-up, show, export and report) keep it
-# near 8.5 min (9.6 at worst, when every step also uses its kill grace); a capped sweep
-# resumes on the next run:
+# near 8.5 min; --deadline SECONDS (default 545, for a run under a 560 s limit) cuts every
+# step's cap, kill grace included, so that the sweep's rows are packed by then whatever the
+# steps before it took (a step with no time left is skipped); a capped sweep resumes on the
+# next run:
 #   bash autotune/gpu.sh OUTPUT_DIR --resume PATH/results.db --sweep-only
 # copies the database a previous run brought back and spends the whole budget (~7.5 min)
 # on the canary, the sweep, export and report. That database must be where git does not
@@ -46,21 +48,25 @@
 # The GPU machine cannot download: the project runs from the checkout (PYTHONPATH).
 set -uo pipefail
 USAGE="usage: bash autotune/gpu.sh OUTPUT_DIR [--resume RESULTS_DB] [--sweep-only | --full-sweep]
-       [--sweep-cap SECONDS] [--pack ARCHIVE.tar.gz]"
+       [--sweep-cap SECONDS] [--deadline SECONDS] [--pack ARCHIVE.tar.gz]"
 OUT=${1:?$USAGE}
 shift
-RESUME="" SWEEP_ONLY=0 FULL_SWEEP=0 PACK="" SWEEP_CAP=""
+RESUME="" SWEEP_ONLY=0 FULL_SWEEP=0 PACK="" SWEEP_CAP="" DEADLINE=545
+# the value of an option, or exit 2 naming it
+value() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "$1 needs a value ($USAGE)" >&2; exit 2; }; }
+seconds() {
+  case "$2" in
+    '' | *[!0-9]* | 0*) echo "$1: $2 is not a whole number of seconds >= 1" >&2; exit 2 ;;
+  esac
+}
 while [ $# -gt 0 ]; do
   case "$1" in
-    --resume) RESUME=${2:?--resume needs a results database}; shift 2 ;;
+    --resume) value "$@"; RESUME=$2; shift 2 ;;
     --sweep-only) SWEEP_ONLY=1; shift ;;
     --full-sweep) SWEEP_ONLY=1 FULL_SWEEP=1; shift ;;
-    --sweep-cap)
-      SWEEP_CAP=${2:?--sweep-cap needs a number of seconds}; shift 2
-      case "$SWEEP_CAP" in
-        '' | *[!0-9]* | 0*) echo "--sweep-cap: $SWEEP_CAP is not a whole number of seconds >= 1" >&2; exit 2 ;;
-      esac ;;
-    --pack) PACK=${2:?--pack needs an archive path}; shift 2 ;;
+    --sweep-cap) value "$@"; seconds "$1" "$2"; SWEEP_CAP=$2; shift 2 ;;
+    --deadline) value "$@"; seconds "$1" "$2"; DEADLINE=$2; shift 2 ;;
+    --pack) value "$@"; PACK=$2; shift 2 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -80,7 +86,11 @@ if [ -n "$PACK" ]; then
   if [ -d "$PACK" ]; then echo "--pack: $PACK is a folder, not an archive path" >&2; exit 2; fi
 fi
 if [ -n "$RESUME" ]; then
-  cp "$RESUME" "$OUT/results.db" || exit 2
+  [ -f "$RESUME" ] || { echo "--resume: $RESUME is not a results database file" >&2; exit 2; }
+  if [ "$(cd "$(dirname "$RESUME")" && pwd)/$(basename "$RESUME")" != "$OUT/results.db" ]; then
+    rm -f "$OUT/results.db-wal" "$OUT/results.db-shm"  # an earlier run's journal would corrupt the copy
+    cp "$RESUME" "$OUT/results.db" || exit 2
+  fi
 fi
 # Rewrite the archive (written aside, then renamed: a cut never leaves half an archive).
 pack() {
@@ -91,12 +101,36 @@ pack() {
   echo "packed $OUT into $PACK ($bytes bytes)"
   [ "$bytes" -le 16777216 ] || echo "warning: $PACK is over 16 MiB" >&2
 }
-# A TERM to the script packs what it has and stops. Bash takes it when the step running then
-# returns (every step is capped by `timeout`, well inside the run's limit); a TERM to the
-# whole process group also stops that step, the sweep saving every finished row.
+# A TERM (or HUP, INT) to the script packs what it has and stops. Bash takes it when the step
+# running then returns: every step is capped by `timeout` (which runs its command in a process
+# group of its own, so a signal to the script's group does not reach it), and the caps end
+# them all by DEADLINE (below), inside the run's limit. The sweep (timeout --foreground) is in
+# the script's group: a TERM to the group stops it between rows, every finished row saved.
 # The test steps stop at their cap with a SIGINT, on which pytest still prints its summary
 # (-ra: each failure's name and reason); a TERM would end it before that, leaving dots.
-trap 'pack; exit 143' TERM
+trap 'pack; exit 143' TERM HUP INT
+# --deadline (default 545 s, for a run under a 560 s limit): every step's cap is cut so that,
+# kill grace included, it ends by then, leaving the sweep's rows time to be packed; a step
+# with no time left is skipped (show, export and report too: import-run redoes them).
+# fit CAP GRACE RESERVE: CAP, or less so that the step, its grace and RESERVE s after it end
+# by the deadline (<= 0: no time for it).
+fit() {
+  local room=$(( DEADLINE - SECONDS - $2 - $3 ))
+  if [ "$room" -lt "$1" ]; then echo "$room"; else echo "$1"; fi
+}
+# A step's exit status: 124 (stopped at its cap, as the test steps usually are) or 137 (killed
+# after its grace) is no failure, what it did is in its log; anything else is one. The
+# script's own status stays 0 or 1 (a device tool would take a 124 for its own time limit).
+note_rc() {
+  case "$1" in
+    0 | 124 | 137) ;;
+    *) status=1 ;;
+  esac
+}
+# skipped WHAT LOG: say that a step had no time left
+skipped() { echo "$1: skipped, no time left before the ${DEADLINE} s deadline" | tee -a "$2"; }
+# Pre-sweep steps leave the sweep at least this long, with its grace and the final pack
+SWEEP_RESERVE=100
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 status=0
@@ -105,10 +139,11 @@ status=0
   date -u
   if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ]; then git rev-parse HEAD
   else echo "commit: ${YAT_TRITON_COMMIT:-unknown} (no git history here)"; fi
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
-  python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+  timeout -k 5 20 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+  timeout -k 5 60 python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
+pack
 
 # Canary first, on its own and under a short cap: a warp-specialized kernel that fails to
 # compile, computes wrong or hangs costs a minute at most, and its tiles (and its test) are
@@ -117,9 +152,16 @@ WS_FLAG=() WS_TEST=""
 # bf16 only: fp16 shares the forward's path, its backward GEMMs are not warp-specialized,
 # and fp32 gets no such tiles. On failure every warp-specialization test is left out.
 CANARY="(warp_specialized_forward_matches or warp_specialized_backward_matches) and bfloat16"
-timeout -s INT -k 10 60 python -m pytest -q -ra -x tests/test_configs.py tests/test_dense.py -k "$CANARY" 2>&1 \
-  | tee "$OUT/canary.log"
-if [ "${PIPESTATUS[0]}" != 0 ]; then
+canary_rc=1
+cap=$(fit 60 10 $SWEEP_RESERVE)
+if [ "$cap" -gt 0 ]; then
+  timeout -s INT -k 10 "$cap" python -m pytest -q -ra -x tests/test_configs.py tests/test_dense.py -k "$CANARY" 2>&1 \
+    | tee "$OUT/canary.log"
+  canary_rc=${PIPESTATUS[0]}
+else
+  skipped "the canary" "$OUT/canary.log"
+fi
+if [ "$canary_rc" != 0 ]; then
   WS_FLAG=(--no-warp-specialize) WS_TEST=" or warp_speciali"
   echo "warp specialization failed its canary: its tiles are left out of this run (see above)" | tee -a "$OUT/canary.log"
 fi
@@ -143,29 +185,52 @@ else
   # First what only a GPU checks (marker gpu: torch.compile, CUDA graphs, occupancy), under
   # its own cap, so that the rest cannot crowd it out; the fast ones first (conftest's
   # GPU_FIRST), the sweep's test last.
-  timeout -s INT -k 10 60 python -m pytest -q -ra -m gpu tests 2>&1 | tee "$OUT/tests.log"
-  status=$(( status | PIPESTATUS[0] ))
+  : > "$OUT/tests.log"
+  cap=$(fit 60 10 $SWEEP_RESERVE)
+  if [ "$cap" -gt 0 ]; then
+    timeout -s INT -k 10 "$cap" python -m pytest -q -ra -m gpu tests 2>&1 | tee -a "$OUT/tests.log"
+    note_rc "${PIPESTATUS[0]}"
+  else
+    skipped "the GPU-only tests" "$OUT/tests.log"
+  fi
   # With pytest-xdist installed, 8 workers: a test's time here is mostly compiling its
   # kernels, one CPU core each, so the cap covers several times more of the suite. Their
   # wind-down after the SIGINT takes longer than one process's: a 20 s grace.
   XDIST=() WORKERS="one process (no pytest-xdist here)"
   if python -c "import xdist" > /dev/null 2>&1; then XDIST=(-n 8) WORKERS="8 workers (pytest-xdist)"; fi
   echo "the rest of the suite: $WORKERS" | tee -a "$OUT/tests.log"
-  timeout -s INT -k 20 40 python -m pytest -q -ra ${XDIST[@]+"${XDIST[@]}"} -m "not gpu" \
-    -k "not ($STATIC or static_prune_flags_spilling_tiles$WS_TEST)" \
-    $(for t in dense conv configs modules conv_modules errors; do echo "tests/test_$t.py"; done) \
-    $(ls tests/test_*.py | grep -v -E 'test_(dense|conv|configs|modules|conv_modules|errors|autotune)\.py$') \
-    tests/test_autotune.py 2>&1 | tee -a "$OUT/tests.log"
-  status=$(( status | PIPESTATUS[0] ))
+  cap=$(fit 40 20 $SWEEP_RESERVE)
+  if [ "$cap" -gt 0 ]; then
+    timeout -s INT -k 20 "$cap" python -m pytest -q -ra ${XDIST[@]+"${XDIST[@]}"} -m "not gpu" \
+      -k "not ($STATIC or static_prune_flags_spilling_tiles$WS_TEST)" \
+      $(for t in dense conv configs modules conv_modules errors; do echo "tests/test_$t.py"; done) \
+      $(ls tests/test_*.py | grep -v -E 'test_(dense|conv|configs|modules|conv_modules|errors|autotune)\.py$') \
+      tests/test_autotune.py 2>&1 | tee -a "$OUT/tests.log"
+    note_rc "${PIPESTATUS[0]}"
+  else
+    skipped "the rest of the suite" "$OUT/tests.log"
+  fi
   pack
 
   # fp16 / fp32 compile the same way on a CPU with this Triton version: bf16 is enough here.
-  timeout 55 python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1 || status=1
-  tail -n 3 "$OUT/inspect_bfloat16.txt"
+  cap=$(fit 55 5 $SWEEP_RESERVE)
+  if [ "$cap" -gt 0 ]; then
+    timeout -k 5 "$cap" python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1 \
+      || status=1
+    tail -n 3 "$OUT/inspect_bfloat16.txt"
+  else
+    skipped "inspect" "$OUT/inspect_bfloat16.txt"
+  fi
   pack
 
-  timeout 60 python -m autotune.breakdown --tma ${WS_FLAG[@]+"${WS_FLAG[@]}"} --json-out "$OUT/breakdown.jsonl" 2>&1 \
-    | tee "$OUT/breakdown.txt" || status=1
+  cap=$(fit 60 5 $SWEEP_RESERVE)
+  if [ "$cap" -gt 0 ]; then
+    timeout -k 5 "$cap" python -m autotune.breakdown --tma ${WS_FLAG[@]+"${WS_FLAG[@]}"} \
+      --json-out "$OUT/breakdown.jsonl" 2>&1 | tee "$OUT/breakdown.txt"
+    note_rc "${PIPESTATUS[0]}"
+  else
+    skipped "the breakdown" "$OUT/breakdown.txt"
+  fi
   pack
 fi
 
@@ -182,16 +247,31 @@ SWEEP_OPTIONS=(--dtype bfloat16 --mode fwd,fwd+bwd --max-configs 12 --compile-mo
 # past the sweep's watchdog) and recorded that row: a fresh process resumes after it, in the
 # time left under the cap (at most RESTARTS times).
 : > "$OUT/sweep.log"
-RESTARTS=10 restarts=0
+RESTARTS=10 restarts=0 proc_start=$SECONDS proc_left=0 STOP="its ${SWEEP_CAP} s cap"
+# What is left of the cap, cut so that the sweep, its 30 s grace and the pack after it end by
+# the deadline
+sweep_left() {
+  local left=$(( SWEEP_CAP - (SECONDS - sweep_start) )) room
+  room=$(fit "$left" 30 10)
+  echo "$room"
+}
 while :; do
-  left=$(( SWEEP_CAP - (SECONDS - sweep_start) ))
+  left=$(sweep_left)
+  if [ "$left" -lt 1 ]; then
+    skipped "the sweep" "$OUT/sweep.log"
+    sweep_rc=124 STOP="the ${DEADLINE} s deadline"
+    break
+  fi
+  proc_start=$SECONDS proc_left=$left
+  STOP="its ${SWEEP_CAP} s cap"
+  [ "$left" -lt $(( SWEEP_CAP - (SECONDS - sweep_start) )) ] && STOP="the ${DEADLINE} s deadline"
   timeout --foreground -s INT -k 30 "$left" python -m autotune sweep --suite core \
     ${SWEEP_OPTIONS[@]+"${SWEEP_OPTIONS[@]}"} ${WS_FLAG[@]+"${WS_FLAG[@]}"} --db "$OUT/results.db" 2>&1 \
     | tee -a "$OUT/sweep.log"
   sweep_rc=${PIPESTATUS[0]}
   [ "$sweep_rc" = 3 ] || break
   pack
-  left=$(( SWEEP_CAP - (SECONDS - sweep_start) ))
+  left=$(sweep_left)
   if [ "$restarts" -ge "$RESTARTS" ]; then
     echo "the sweep's process could not go on $((restarts + 1)) times: not restarted again (see above)" \
       | tee -a "$OUT/sweep.log"
@@ -204,20 +284,34 @@ while :; do
 done
 # its cap (a kill after the grace counts too, once the cap has passed; earlier, a 137 is an
 # out-of-memory kill): not a failure, the rows so far are saved
-if [ "$sweep_rc" = 124 ] || { [ "$sweep_rc" = 137 ] && [ $((SECONDS - sweep_start)) -ge "$SWEEP_CAP" ]; }; then
-  HINT="to finish it: bash autotune/gpu.sh OUT --resume results.db --sweep-only"
+if [ "$sweep_rc" = 124 ] || { [ "$sweep_rc" = 137 ] && [ $((SECONDS - proc_start)) -ge "$proc_left" ]; }; then
+  HINT="to finish it: python -m autotune import-run on this run's archive, then bash autotune/gpu.sh OUT --resume reports/<gpu>/runs/<UTC start>/results.db --sweep-only"
   [ "$FULL_SWEEP" = 1 ] && HINT="the full sweep took longer than that"
-  echo "the sweep stopped at its ${SWEEP_CAP} s cap$([ "$sweep_rc" = 137 ] && echo ', killed after its grace (its run record stops at its last finished problem)'); $HINT" \
+  echo "the sweep stopped at $STOP$([ "$sweep_rc" = 137 ] && echo ', killed after its grace (its run record stops at its last finished problem)'); $HINT" \
     | tee -a "$OUT/sweep.log"
 elif [ "$sweep_rc" != 0 ]; then
   status=1
 fi
 pack
-python -m autotune show --db "$OUT/results.db" 2>&1 | tee "$OUT/show.txt"
-python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt" || status=1
+# What import-run redoes at home, each in the time left before the deadline (a few seconds
+# kept for the last pack); a step cut short or skipped is no failure.
+: > "$OUT/show.txt"
+cap=$(fit 30 2 5)
+if [ "$cap" -gt 0 ]; then
+  timeout -k 2 "$cap" python -m autotune show --db "$OUT/results.db" 2>&1 | tee -a "$OUT/show.txt"
+else skipped "show" "$OUT/show.txt"; fi
+cap=$(fit 30 2 5)
+if [ "$cap" -gt 0 ]; then
+  timeout -k 2 "$cap" python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt"
+  note_rc "${PIPESTATUS[0]}"
+else skipped "export" "$OUT/show.txt"; fi
 BREAKDOWN=()
 [ -s "$OUT/breakdown.jsonl" ] && BREAKDOWN=(--breakdown "$OUT/breakdown.jsonl")
-python -m autotune report --db "$OUT/results.db" --out "$OUT/reports" ${BREAKDOWN[@]+"${BREAKDOWN[@]}"} 2>&1 \
-  | tee -a "$OUT/show.txt" || status=1
+cap=$(fit 60 2 5)
+if [ "$cap" -gt 0 ]; then
+  timeout -k 2 "$cap" python -m autotune report --db "$OUT/results.db" --out "$OUT/reports" \
+    ${BREAKDOWN[@]+"${BREAKDOWN[@]}"} 2>&1 | tee -a "$OUT/show.txt"
+  note_rc "${PIPESTATUS[0]}"
+else skipped "report" "$OUT/show.txt"; fi
 pack || status=1
 exit "$status"

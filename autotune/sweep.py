@@ -731,6 +731,7 @@ def run_sweep(
     best: dict[str, float] = {}
     started, finished = time.time(), 0
     stopped: BaseException | None = None
+    said = ""
     args = (
         f"ops={','.join(ops)} modes={','.join(modes)} dtypes={','.join(dtypes)} max_configs={max_configs} "
         f"compile_mode={compile_mode} search={search}"
@@ -774,13 +775,11 @@ def run_sweep(
             finished += 1
             db.add_run(run_record())
     except KeyboardInterrupt as e:
-        bar.close()
-        print(f"\nstopped; {sum(counts.values())} rows saved this run. Run the same command to resume.")
         stopped = e
+        said = f"\nstopped; {sum(counts.values())} rows saved this run. Run the same command to resume."
     except ContextLost as e:
-        bar.close()
         counts["error"] = counts.get("error", 0) + 1  # its row
-        print(
+        said = (
             f"\nstopped: {e}\nThat row is recorded as an error; every later CUDA call of this process "
             f"would fail. {sum(counts.values())} rows saved this run, that one included. Run the same "
             "command to resume in a fresh process, after that row."
@@ -789,10 +788,16 @@ def run_sweep(
     finally:
         if watchdog is not None:
             watchdog.close()
+    # the run's record first: a stop that also closed the output (the log's tee, killed with
+    # the process group) must not lose it to a broken pipe
     record = run_record()
     db.add_run(record)
-    if spent:
-        print(spent_line(spent, record.ended - started))
+    with contextlib.suppress(BrokenPipeError):
+        if stopped is not None:
+            bar.close()
+            print(said)
+        if spent:
+            print(spent_line(spent, record.ended - started))
     if stopped is not None:
         raise stopped
     return counts

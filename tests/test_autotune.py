@@ -119,11 +119,25 @@ def test_sweep_checks_records_and_resumes(tiny_suite: Path, tmp_path: Path, caps
     assert len(_rows(db_path)) == len(rows)
 
 
+@pytest.mark.parametrize("closed_output", [False, True])
 def test_a_stopped_sweep_says_so_and_records_its_run(
-    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny_suite: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    closed_output: bool,
 ) -> None:
     """Ctrl-C / SIGINT (the GPU script's cap) in the second task: the first task's rows and
-    the run's record are kept, the command says it stopped (not "nothing new") and exits 130."""
+    the run's record are kept, the command says it stopped (not "nothing new") and exits 130;
+    also where saying so hits a closed pipe (the log's tee, stopped with the process group)."""
+    if closed_output:
+
+        def closed(*args: object, **kwargs: object) -> None:
+            if args and str(args[0]).startswith("\nstopped"):
+                raise BrokenPipeError(32, "Broken pipe")
+            print(*args, **kwargs)
+
+        monkeypatch.setattr(sweep, "print", closed, raising=False)
     real = sweep._run_task
     seen = []
 
@@ -139,7 +153,8 @@ def test_a_stopped_sweep_says_so_and_records_its_run(
             "--dtype", "float32", "--max-configs", "1", "--quiet", *NO_COMPILE]  # fmt: skip
     assert cli.main(argv) == 130
     out = capsys.readouterr().out
-    assert "stopped; " in out and "Run the same command to resume" in out and "nothing new" not in out
+    said = "stopped; " in out and "Run the same command to resume" in out
+    assert said != closed_output and "nothing new" not in out
     with ResultsDB(db_path) as db:
         (run,) = db.runs()
         assert (run.tasks_total, run.tasks_done) == (2, 1) and run.rows_added == len(db.query()) > 0
@@ -1160,14 +1175,16 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
     run = subprocess.run(["bash", str(script), "work", "--pack", "back/gpu_run.tar.gz"],
                          cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("packed ") == 6  # canary, tests, inspect, breakdown, sweep, the end
+    assert run.stdout.count("packed ") == 7  # env.txt, canary, tests, inspect, breakdown, sweep, the end
     with tarfile.open(tmp_path / "back" / "gpu_run.tar.gz") as tar:
         names = {n.removeprefix("./") for n in tar.getnames()}
         assert {"env.txt", "canary.log", "tests.log", "inspect_bfloat16.txt", "breakdown.txt",
                 "breakdown.jsonl", "results.db", "sweep.log", "show.txt", "tuned/made.txt",
                 "reports/made.txt"} <= names, names  # fmt: skip
         sweep_log = tar.extractfile("./sweep.log").read().decode()
-        assert "stopped at its 200 s cap" in sweep_log and "--resume results.db --sweep-only" in sweep_log
+        assert "stopped at its 200 s cap" in sweep_log
+        # the database to resume from is the one import-run files (a top-level one is git-ignored)
+        assert "--resume reports/<gpu>/runs/<UTC start>/results.db --sweep-only" in sweep_log
         assert "commit: abc123 (no git history here)" in tar.extractfile("./env.txt").read().decode()
     assert not list((tmp_path / "back").glob("*.part"))
     for inside in ("work/a.tar.gz", "work", "work/"):
@@ -1206,10 +1223,68 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
                             env={**env, "SWEEP_RC": "1"}, capture_output=True, text=True)  # fmt: skip
     assert failed.returncode == 1 and "stopped at" not in (tmp_path / "failed" / "sweep.log").read_text()
     assert not (tmp_path / "again" / "tests.log").exists()
-    for bad in ("0", "abc", "-5", "1.5", "007"):
-        refused = subprocess.run(["bash", str(script), "again", "--sweep-cap", bad],
-                                 cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
-        assert refused.returncode == 2 and "not a whole number" in refused.stderr, bad
+    for option in ("--sweep-cap", "--deadline"):
+        for bad in ("0", "abc", "-5", "1.5", "007"):
+            refused = subprocess.run(["bash", str(script), "again", option, bad],
+                                     cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+            assert refused.returncode == 2 and f"{option}: {bad} is not a whole number" in refused.stderr, bad
+    for option in ("--sweep-cap", "--deadline", "--resume", "--pack"):
+        refused = subprocess.run(["bash", str(script), "again", option], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True)  # fmt: skip
+        assert refused.returncode == 2 and f"{option} needs a value" in refused.stderr, option
+
+
+def test_gpu_script_ends_by_its_deadline_and_exits_0_or_1(tmp_path: Path) -> None:
+    """Every step's cap is cut so that it ends, grace included, by --deadline, the sweep
+    keeping time to be packed; a step with no time left is skipped and says so. A test step
+    stopped at its cap (timeout's 124) is no failure, and the script's status is 0 or 1, never
+    a 124 that a device tool would read as its own time limit. Stub python and timeout here
+    (the timeout stub logs each cap, then returns 124 for pytest: every test step capped)."""
+    import os
+    import shutil
+    import subprocess
+
+    real = shutil.which("timeout")
+    stubs = _stub_commands(
+        tmp_path / "bin",
+        python='#!/bin/sh\necho "stub python $*"\n[ "$3" = sweep ] && exit "${SWEEP_RC:-0}"\nexit 0\n',
+        timeout=f'#!/bin/bash\necho "$*" >> "$TIMEOUTS"\n'
+        f'case " $* " in *" pytest "*) {real} "$@"; exit 124 ;; esac\nexec {real} "$@"\n',
+    )
+
+    def run(name: str, *options: str, sweep_rc: int = 0) -> tuple[int, list[str]]:
+        env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "TIMEOUTS": str(tmp_path / name),
+               "SWEEP_RC": str(sweep_rc)}  # fmt: skip
+        done = subprocess.run(["bash", str(GPU_SCRIPT), f"out_{name}", *options], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        return done.returncode, (tmp_path / name).read_text().splitlines()
+
+    def cap(calls: list[str], what: str) -> int:
+        (line,) = [c for c in calls if f" {what} " in f"{c} "]
+        words = line.split()
+        return int(next(w for w in words[words.index("-k") + 2 :] if w.isdigit()))
+
+    rc, calls = run("default")
+    assert rc == 0, calls  # every test step capped (124): no failure, no 124
+    assert cap(calls, "sweep") == 200 and cap(calls, "-m gpu") == 60  # the caps, when time allows
+    rc, calls = run("short", "--deadline", "100", sweep_rc=124)
+    assert rc == 0
+    assert not [
+        c for c in calls if any(f"-m {m} " in c for m in ("pytest", "autotune.inspect", "autotune.breakdown"))
+    ]
+    assert 55 <= cap(calls, "sweep") <= 60  # 100 s, less its 30 s grace and 10 s for the pack
+    assert (
+        "the sweep stopped at the 100 s deadline; to finish it"
+        in (tmp_path / "out_short" / "sweep.log").read_text()
+    )
+    out = tmp_path / "out_short"
+    assert "the canary: skipped, no time left before the 100 s deadline" in (out / "canary.log").read_text()
+    assert "the GPU-only tests: skipped" in (out / "tests.log").read_text()
+    rc, calls = run("none", "--deadline", "35")
+    sweep_log = (tmp_path / "out_none" / "sweep.log").read_text()
+    assert rc == 0 and "the sweep: skipped, no time left" in sweep_log and " sweep " not in " ".join(calls)
+    assert "the sweep stopped at the 35 s deadline" in sweep_log
+    assert run("failed", "--sweep-only", sweep_rc=2)[0] == 1  # a sweep that failed
 
 
 def test_gpu_script_full_sweep_times_the_default_sweep_from_scratch(tmp_path: Path) -> None:
