@@ -210,6 +210,42 @@ def test_refused_options(cls, kwargs, exc, match):
         cls(IN, OUT, 3, **kwargs)
 
 
+LATER = [
+    pytest.param(YatConv2d, "mask", torch.ones(OUT, IN, 3, 3), r"mask \(a weight mask buffer\)", id="mask"),
+    pytest.param(YatConv2d, "weight_normalized", True, r"weight_normalized=True", id="weight-normalized"),
+    pytest.param(YatConv1d, "drop_rate", 0.5, r"use_dropconnect=True with drop_rate=0.5", id="dropconnect"),
+    pytest.param(YatLinear, "spherical", True, r"spherical=True", id="linear-spherical"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cls, attr, value, match", LATER)
+def test_options_switched_on_later_are_refused_at_the_call(cls, attr, value, match, device):
+    """nmn reads these options at every call: one set on the layer after construction is
+    refused there, not silently left out of the computation."""
+    m = cls(IN, OUT, 3, device=device) if cls is not YatLinear else cls(IN, OUT, device=device)
+    x = draw(3, 2, IN, *((5, 5) if cls is YatConv2d else (7,) if cls is YatConv1d else ()), device=device)
+    m(x)
+    if attr == "drop_rate":
+        m.use_dropconnect = True
+    setattr(m, attr, value.to(device) if isinstance(value, Tensor) else value)
+    with pytest.raises(
+        NotImplementedError, match=rf"{cls.__name__}: {match} is not supported \(set on the layer"
+    ):
+        m(x)
+
+
+def test_conv1d_output_is_contiguous_for_any_input_layout(device):
+    """A (B, L, C) activation transposed to (B, C, L) runs as a channels_last 2-D conv; the
+    1-D output is contiguous all the same, as torch's conv1d (y.view(B, -1) works)."""
+    torch.manual_seed(0)
+    m = YatConv1d(IN, OUT, 3, padding=1, device=device, precision="ieee")
+    perturb_(m)
+    x = draw(4, 2, 9, IN, device=device).transpose(1, 2)
+    y = m(x)
+    assert y.is_contiguous() and y.view(2, -1).shape == (2, OUT * 9)
+    check_module(m, x, torch.float32)
+
+
 def test_accepted_noop_options(device):
     """nmn options that do nothing here are accepted: dropconnect at rate 0, a drop rate
     without dropconnect, kernel-bank settings without tying, deterministic=."""
@@ -586,9 +622,22 @@ def test_convert_keeps_state_dict_hooks_buffers_children_and_attributes(device):
 
 
 def test_convert_accepts_inactive_dropconnect(device):
+    """Dropconnect at rate 0 is a no-op: converted, its flag and rate kept (the same options)."""
     YatConv2D, _, _ = _nmn()
     model = nn.Sequential(YatConv2D(2, 3, 3, use_dropconnect=True, drop_rate=0.0, device=device))
-    assert type(convert(model)[0]) is YatConv2d
+    layer = convert(model)[0]
+    assert type(layer) is YatConv2d and layer.use_dropconnect is True and layer.drop_rate == 0.0
+
+
+def test_convert_names_old_style_weight_hooks(device):
+    """torch.nn.utils.spectral_norm (the hook kind) renames weight to weight_orig: convert
+    says that is why it cannot map the layer."""
+    _, _, YatNMN = _nmn()
+    layer = torch.nn.utils.spectral_norm(YatNMN(3, 2, device=device))
+    with pytest.raises(
+        ValueError, match=r"\['weight_orig'\] come from torch.nn.utils' spectral_norm / weight_norm"
+    ):
+        convert(layer)
 
 
 def _refusal_cases() -> list:

@@ -980,7 +980,9 @@ def yat_conv1d(
         x.unsqueeze(2), weight.unsqueeze(2), bias, one("stride", stride), one("padding", padding),
         one("dilation", dilation), groups, alpha=alpha, eps=eps, precision=precision,
     )  # fmt: skip
-    return y.squeeze(2)
+    # a 1-D output is always contiguous, as torch's conv1d (a channels_last pass of the
+    # 2-D kernels, whose layout follows x's, would leave it permuted)
+    return y.squeeze(2).contiguous()
 
 
 def conv_flops(x_shape: tuple[int, ...], w_shape: tuple[int, ...], out_hw: Pair) -> int:

@@ -28,6 +28,8 @@ from yat_triton.modules import (
     _check_sizes,
     _constant,
     _epsilon_parameter,
+    _refusals_linear,
+    _refuse_set_later,
 )
 
 __all__ = ["YatConv1d", "YatConv2d", "convert"]
@@ -217,6 +219,7 @@ class _YatConvMixin:
         """input (B, C_in, *spatial) or unbatched (C_in, *spatial). `deterministic` is
         accepted for nmn compatibility; nothing here is random."""
         del deterministic
+        _refuse_set_later(self, _refusals_conv(self))
         _check_input(self, input)
         unbatched = input.dim() == self._spatial + 1
         x = input.unsqueeze(0) if unbatched else input
@@ -373,18 +376,6 @@ class YatConv1d(_YatConvMixin, nn.Conv1d):
 # convert: nmn layers -> this package's layers
 
 
-def _refusals_linear(m: nn.Module) -> list[str]:
-    return [
-        opt
-        for opt, on in (
-            ("spherical=True", getattr(m, "spherical", False)),
-            ("weight_normalized=True", getattr(m, "weight_normalized", False)),
-            ("tie_kernel_bank=True", getattr(m, "tie_kernel_bank", False)),
-        )
-        if on
-    ]
-
-
 def _refusals_conv(m: nn.Module) -> list[str]:
     out = []
     if getattr(m, "use_dropconnect", False) and getattr(m, "drop_rate", 0.0) > 0.0:
@@ -419,6 +410,7 @@ def _new_conv(cls: type[_YatConvMixin], m: nn.Module, precision: str | None) -> 
         use_alpha=m.alpha is not None, constant_alpha=m.constant_alpha, epsilon=m.epsilon,
         learnable_epsilon=m.epsilon_param is not None, device="meta", dtype=m.compute_dtype,
         param_dtype=m.param_dtype, precision=precision,
+        use_dropconnect=bool(getattr(m, "use_dropconnect", False)), drop_rate=getattr(m, "drop_rate", 0.0),
     )  # fmt: skip
 
 
@@ -438,10 +430,17 @@ def _adopt(new: nn.Module, old: nn.Module, path: str) -> nn.Module:
     if set(new._parameters) != set(old._parameters) or any(
         (new._parameters[k] is None) != (old._parameters[k] is None) for k in new._parameters
     ):
-        raise ValueError(  # a mismatch here is a bug in this module, or an unknown nmn version
-            f"convert: cannot map the parameters of {path} ({type(old).__name__}: "
-            f"{sorted(k for k, v in old._parameters.items() if v is not None)}) onto "
-            f"{type(new).__name__}"
+        found = sorted(k for k, v in old._parameters.items() if v is not None)
+        hooked = [k for k in found if k.endswith("_orig")]  # torch.nn.utils.spectral_norm / weight_norm
+        why = (
+            f": {hooked} come from torch.nn.utils' spectral_norm / weight_norm hooks, which convert "
+            "cannot carry (remove them first, or use torch.nn.utils.parametrize)"
+            if hooked
+            else ""
+        )
+        raise ValueError(  # otherwise a bug in this module, or an unknown nmn version
+            f"convert: cannot map the parameters of {path} ({type(old).__name__}: {found}) onto "
+            f"{type(new).__name__}{why}"
         )
     for k in new._parameters:
         new._parameters[k] = old._parameters[k]

@@ -272,6 +272,7 @@ class YatLinear(nn.Module):
         return F.softplus(p.to(torch.promote_types(acc_dtype(dtype), p.dtype)))
 
     def forward(self, x: Tensor) -> Tensor:
+        _refuse_set_later(self, _refusals_linear(self))
         _check_input(self, x)
         dtype = self.dtype or x.dtype
         x = x.to(dtype)
@@ -301,3 +302,25 @@ class YatLinear(nn.Module):
             if getattr(self, name) is not None:
                 s += f", {name}={getattr(self, name)}"
         return s
+
+
+def _refuse_set_later(m: nn.Module, refused: list[str]) -> None:
+    """NotImplementedError for nmn options switched on after construction (nmn reads them
+    at every call: computing without them would silently differ)."""
+    if refused:
+        raise NotImplementedError(
+            f"{type(m).__name__}: {', '.join(refused)} is not supported (set on the layer after "
+            "construction; nmn's layer computes with it)"
+        )
+
+
+def _refusals_linear(m: nn.Module) -> list[str]:
+    return [
+        opt
+        for opt, on in (
+            ("spherical=True", getattr(m, "spherical", False)),
+            ("weight_normalized=True", getattr(m, "weight_normalized", False)),
+            ("tie_kernel_bank=True", getattr(m, "tie_kernel_bank", False)),
+        )
+        if on
+    ]
