@@ -259,7 +259,8 @@ def _row_counts(rows: list[Result], *, ours: bool) -> str:
 
 def _timing_summary(g: Gpu) -> str:
     """How the ok rows were timed (autotune.timing), with the providers timed eagerly named:
-    "cuda-graph 40, eager 2 (compiled_ref)"; "-" for files from before the column."""
+    "40 as CUDA graph replays (do_bench), 2 as eager launches (do_bench: compiled_ref)"; "-"
+    for files from before the column."""
     counts: dict[str, int] = {}
     eager: set[str] = set()
     for r in g.ok:
@@ -267,8 +268,12 @@ def _timing_summary(g: Gpu) -> str:
             counts[r.timing] = counts.get(r.timing, 0) + 1
             if r.timing == "eager":
                 eager.add(r.provider)
-    named = {"eager": f" ({', '.join(sorted(eager))})"}
-    return ", ".join(f"{m} {counts[m]}{named.get(m, '')}" for m in sorted(counts)) or "-"
+    words = {  # autotune.timing's methods
+        "cuda-graph": "as CUDA graph replays (do_bench)",
+        "eager": f"as eager launches (do_bench: {', '.join(sorted(eager))})",
+        "wall": "by one wall-clock call (no GPU)",
+    }
+    return ", ".join(f"{counts[m]} {words.get(m, m)}" for m in sorted(counts)) or "-"
 
 
 def config_label(config: str) -> str:
@@ -743,7 +748,7 @@ def _cublas_peaks(g: Gpu) -> dict[str, tuple[float, str]]:
     for r in g.ok:
         if r.op == "dense" and r.mode == "fwd" and r.provider in ("linear+relu", "addmm_relu") and r.tflops:
             if r.dtype not in peaks or r.tflops > peaks[r.dtype][0]:
-                peaks[r.dtype] = (r.tflops, f"cuBLAS peak {r.dtype}: {r.tflops:.4g} TFLOP/s ({r.provider})")
+                peaks[r.dtype] = (r.tflops, f"{r.provider} peak, {r.dtype}: {r.tflops:.4g} TFLOP/s")
     return dict(sorted(peaks.items(), key=lambda kv: -kv[1][0]))
 
 
@@ -980,8 +985,9 @@ def _plain_log_axes(ax) -> None:  # noqa: ANN001 - a matplotlib Axes
     decade is wider than the axis, at 2 and 5 of it; no crowded minor labels."""
     from matplotlib import ticker
 
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        wide = lo > 0 and hi / lo > 100  # over two decades: the decades alone
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
         axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(ticker.NullFormatter())
 
@@ -1048,7 +1054,14 @@ def _plot_roofline(g: Gpu, path: Path, bandwidth: tuple[float, str] | None = Non
         handles.append(Line2D([], [], color="black", linewidth=1, linestyle="--",
                               label=f"memory roof, {bandwidth[1]}"))  # fmt: skip
     fig.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(_title(g, "Roofline view, fwd: compute roofs are cuBLAS's measured peaks"), fontsize=10)
+    fig.suptitle(
+        _title(
+            g,
+            "Roofline view, fwd: compute roofs are the dense standard layer's measured peaks "
+            "(cuBLAS on a GPU)",
+        ),
+        fontsize=10,
+    )
     return _save(fig, path)
 
 

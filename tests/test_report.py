@@ -104,7 +104,11 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
     assert BANNER not in text
     for value in ("Test H200", "999.1", "2.99", "9.9", "testcommit", "2023-11-14"):
         assert value in text
-    assert re.search(r"\| timing \(rows\) +\| cuda-graph 6, eager 2 \(eager_ref\) +\|", text)
+    assert re.search(
+        r"\| timing \(rows\) +\| 6 as CUDA graph replays \(do_bench\), 2 as eager launches "
+        r"\(do_bench: eager_ref\) +\|",
+        text,
+    )
     # what became of the tiles (per big and small shape: 2 correct, 1 wrong, 1 pruned) and baselines
     assert re.search(r"\| yat_triton tiles +\| 4 correct, 2 wrong, 2 pruned \(never ran: ", text)
     assert re.search(r"\| baseline rows +\| 2 correct, 2 timed +\|", text)
@@ -447,7 +451,7 @@ def test_failed_gpu_heatmap_shape_and_peak_line(tmp_path) -> None:  # noqa: ANN0
         in (tmp_path / "reports" / "test_h200" / "README.md").read_text()
     )
     g = report.Gpu("Test H200", [r for r in rows if r.gpu == "Test H200"])
-    assert report._cublas_peaks(g) == {"bfloat16": (733.0, "cuBLAS peak bfloat16: 733 TFLOP/s (linear+relu)")}
+    assert report._cublas_peaks(g) == {"bfloat16": (733.0, "linear+relu peak, bfloat16: 733 TFLOP/s")}
     for png in (p for p in written if p.suffix == ".png"):
         check_png(png)
 
