@@ -777,19 +777,10 @@ def _plot_tflops(g: Gpu, path: Path) -> Path:
         for (sop, smode, prov, dtype), pts in sorted(series.items()):
             if (sop, smode) == (op, mode):
                 xs, ys = zip(*sorted(pts), strict=True)
-                ax.plot(
-                    xs, ys, color=PROVIDER_COLORS.get(prov, "black"), linestyle="none",
-                    marker=DTYPE_MARKERS.get(dtype, "D"), markersize=7, alpha=0.85,
-                )  # fmt: skip
+                _points(ax, xs, ys, prov, dtype)
         _peak_lines(ax, peaks)
         _log_xlim(ax, [x for k, pts in series.items() if k[:2] == (op, mode) for x, _ in pts])
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _plain_log_axes(ax)
-        ax.set_xlabel("problem size (GFLOP, log scale)")
-        ax.set_ylabel("throughput (TFLOP/s, log scale)")
-        ax.set_title(f"{op} {mode}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        _log_log_panel(ax, "problem size (GFLOP, log scale)", f"{op} {mode}")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles = _legend_handles([k[2] for k in series], [k[3] for k in series], peaks)
@@ -980,6 +971,23 @@ def _log_xlim(ax, xs: Iterable[float]) -> None:  # noqa: ANN001 - a matplotlib A
         ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
 
 
+def _points(ax, xs: Iterable[float], ys: Iterable[float], provider: str, dtype: str) -> None:  # noqa: ANN001
+    """One series of a throughput panel: its provider's colour, its dtype's marker."""
+    ax.plot(list(xs), list(ys), color=PROVIDER_COLORS.get(provider, "black"), linestyle="none",
+            marker=DTYPE_MARKERS.get(dtype, "D"), markersize=7, alpha=0.85)  # fmt: skip
+
+
+def _log_log_panel(ax, xlabel: str, title: str) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """A throughput panel's log-log axes, labels and grid (after its points are drawn)."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_axes(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("throughput (TFLOP/s, log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def _plain_log_axes(ax) -> None:  # noqa: ANN001 - a matplotlib Axes
     """Log axes labelled with plain numbers (1000, not 10^3) at the decades and, where a
     decade is wider than the axis, at 2 and 5 of it; no crowded minor labels."""
@@ -1025,8 +1033,7 @@ def _plot_roofline(g: Gpu, path: Path, bandwidth: tuple[float, str] | None = Non
         for (pop, prov, dtype), pts in sorted(points.items()):
             if pop == op:
                 xs, ys = zip(*sorted(pts), strict=True)
-                ax.plot(xs, ys, color=PROVIDER_COLORS.get(prov, "black"), linestyle="none",
-                        marker=DTYPE_MARKERS.get(dtype, "D"), markersize=7, alpha=0.85)  # fmt: skip
+                _points(ax, xs, ys, prov, dtype)
         xs = [x for k, pts in points.items() if k[0] == op for x, _ in pts]
         if peaks and bandwidth is not None:
             xs.append(max(t for t, _ in peaks.values()) / bandwidth[0])  # the ridge point
@@ -1040,13 +1047,7 @@ def _plot_roofline(g: Gpu, path: Path, bandwidth: tuple[float, str] | None = Non
             top = max((t for t, _ in peaks.values()), default=None)
             ax.plot(ai, roof if top is None else np.minimum(roof, top), color="black", linewidth=1,
                     linestyle="--")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _plain_log_axes(ax)
-        ax.set_xlabel("arithmetic intensity (FLOP/byte, compulsory fwd traffic)")
-        ax.set_ylabel("throughput (TFLOP/s)")
-        ax.set_title(f"{op} fwd", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        _log_log_panel(ax, "arithmetic intensity (FLOP/byte, compulsory fwd traffic)", f"{op} fwd")
     handles = _legend_handles([k[1] for k in points], [k[2] for k in points], peaks)
     if bandwidth is not None:
         from matplotlib.lines import Line2D
