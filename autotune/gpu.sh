@@ -87,7 +87,7 @@ if [ -n "$PACK" ]; then
 fi
 if [ -n "$RESUME" ]; then
   [ -f "$RESUME" ] || { echo "--resume: $RESUME is not a results database file" >&2; exit 2; }
-  if [ "$(cd "$(dirname "$RESUME")" && pwd)/$(basename "$RESUME")" != "$OUT/results.db" ]; then
+  if ! [ "$RESUME" -ef "$OUT/results.db" ]; then  # not the same file (a path or link to it)
     rm -f "$OUT/results.db-wal" "$OUT/results.db-shm"  # an earlier run's journal would corrupt the copy
     cp "$RESUME" "$OUT/results.db" || exit 2
   fi
@@ -152,18 +152,19 @@ WS_FLAG=() WS_TEST=""
 # bf16 only: fp16 shares the forward's path, its backward GEMMs are not warp-specialized,
 # and fp32 gets no such tiles. On failure every warp-specialization test is left out.
 CANARY="(warp_specialized_forward_matches or warp_specialized_backward_matches) and bfloat16"
-canary_rc=1
 cap=$(fit 60 10 $SWEEP_RESERVE)
 if [ "$cap" -gt 0 ]; then
   timeout -s INT -k 10 "$cap" python -m pytest -q -ra -x tests/test_configs.py tests/test_dense.py -k "$CANARY" 2>&1 \
     | tee "$OUT/canary.log"
-  canary_rc=${PIPESTATUS[0]}
-else
+  if [ "${PIPESTATUS[0]}" != 0 ]; then
+    WS_FLAG=(--no-warp-specialize) WS_TEST=" or warp_speciali"
+    echo "warp specialization failed its canary: its tiles are left out of this run (see above)" \
+      | tee -a "$OUT/canary.log"
+  fi
+else  # untried: left out as well
   skipped "the canary" "$OUT/canary.log"
-fi
-if [ "$canary_rc" != 0 ]; then
   WS_FLAG=(--no-warp-specialize) WS_TEST=" or warp_speciali"
-  echo "warp specialization failed its canary: its tiles are left out of this run (see above)" | tee -a "$OUT/canary.log"
+  echo "warp specialization untried: its tiles are left out of this run" | tee -a "$OUT/canary.log"
 fi
 pack
 
@@ -215,8 +216,8 @@ else
   # fp16 / fp32 compile the same way on a CPU with this Triton version: bf16 is enough here.
   cap=$(fit 55 5 $SWEEP_RESERVE)
   if [ "$cap" -gt 0 ]; then
-    timeout -k 5 "$cap" python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1 \
-      || status=1
+    timeout -k 5 "$cap" python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1
+    note_rc $?
     tail -n 3 "$OUT/inspect_bfloat16.txt"
   else
     skipped "inspect" "$OUT/inspect_bfloat16.txt"
@@ -294,8 +295,17 @@ elif [ "$sweep_rc" != 0 ]; then
 fi
 pack
 # What import-run redoes at home, each in the time left before the deadline (a few seconds
-# kept for the last pack); a step cut short or skipped is no failure.
+# kept for the last pack); a step cut short or skipped is no failure, nor is a sweep that
+# measured nothing (skipped, or cut before its first row: nothing to show, export or report).
 : > "$OUT/show.txt"
+measured=$(timeout -k 2 20 python -c 'import sqlite3, sys
+print(sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True).execute("SELECT count(*) FROM results").fetchone()[0])' \
+  "$OUT/results.db" 2> /dev/null || echo 0)
+if [ "${measured:-0}" = 0 ]; then
+  echo "the sweep measured nothing: show, export and report skipped" | tee -a "$OUT/show.txt"
+  pack || status=1
+  exit "$status"
+fi
 cap=$(fit 30 2 5)
 if [ "$cap" -gt 0 ]; then
   timeout -k 2 "$cap" python -m autotune show --db "$OUT/results.db" 2>&1 | tee -a "$OUT/show.txt"

@@ -152,8 +152,8 @@ def _outcome(r: Result) -> str:
     check recorded) or "failed" (compile error, out of resources, error)."""
     if r.status == "wrong" or (r.status == "ok" and r.correct is False):
         return "wrong"
-    if r.status == "ok":
-        return "ok" if r.correct else "unchecked"
+    if r.status == "ok":  # timed: a median (an older file may hold an ok row without one)
+        return "ok" if r.correct and r.median_ms is not None else "unchecked"
     return "failed"
 
 
@@ -164,7 +164,7 @@ class Gpu:
         self.gpu, self.rows, self.runs = gpu, rows, runs or []
         self.representative = all(r.representative for r in rows)
         # SPEC section 6 sets its targets for the H200: judged on that GPU only
-        self.judged = self.representative and "H200" in gpu.upper()
+        self.judged = self.representative and re.search(r"\bH200\b", gpu.upper()) is not None  # not a GH200
         self.ok = [r for r in rows if r.status == "ok" and r.median_ms is not None]
         self.best: dict[Problem, Result] = {}
         for r in sorted(self.ok, key=lambda r: (r.median_ms, r.config)):
@@ -817,6 +817,18 @@ def _speedups(g: Gpu) -> dict[Problem, float]:
     return {p: sp for p, sp in speedups.items() if sp is not None}
 
 
+def _target_slots(
+    compared: dict[Problem, float], op: str, mode: str, shapes: list[str], keep: Callable[[Problem], bool]
+) -> list[int]:
+    """The positions (in `shapes`) of the bf16 bars a target covers: its shapes with a bf16
+    speedup measured."""
+    return [
+        j
+        for j, s in enumerate(shapes)
+        if keep((op, mode, "bfloat16", s)) and (op, mode, "bfloat16", s) in compared
+    ]
+
+
 def _plot_speedup(g: Gpu, path: Path) -> Path:
     """Speedup over the standard layer: a panel per (op, mode), a group of bars per shape
     (one bar a dtype), the parity line and, over the bf16 bars of the shapes it covers, SPEC
@@ -864,7 +876,7 @@ def _plot_speedup(g: Gpu, path: Path) -> Path:
         if target is not None and "bfloat16" in dtypes:
             speedup, limit, keep = target
             i = dtypes.index("bfloat16")
-            covered = [j for j, shape in enumerate(shapes) if keep((op, mode, "bfloat16", shape))]
+            covered = _target_slots(compared, op, mode, shapes, keep)
             for j in covered:  # over the bf16 bar of each shape the target covers
                 x = j + (i - (len(dtypes) - 1) / 2) * width
                 ax.hlines(speedup, x - width / 2, x + width / 2, color="tab:red", linewidth=2.5,
@@ -1122,7 +1134,12 @@ def _heatmap_shape(g: Gpu, op: str, dtype: str) -> str | None:
     """The forward problem whose tile sweep the heatmap of (op, dtype) shows: the smallest
     headline shape (one a SPEC section 6 target covers: the 4096 cube, ResNet-50's first 3x3
     layer) with a correct tile, else the largest problem with one; None without any."""
-    shapes = {p[3]: _gflop(r) or _size(r) for p, r in g.best.items() if p[:3] == (op, "fwd", dtype)}
+    shapes = {  # GFLOP to 3 digits: shapes of one size (ResNet-50's layers) go by their sizes
+        r.shape: float(f"{_gflop(r) or _size(r):.3g}")
+        for r in g.rows
+        if (r.op, r.mode, r.dtype, r.provider) == (op, "fwd", dtype, OURS) and _outcome(r) == "ok"
+        and "block_m" in json.loads(r.config or "{}")  # a tile the grid can place
+    }  # fmt: skip
     covers = _square_4096 if op == "dense" else _resnet50_3x3
     headline = [s for s in shapes if covers((op, "fwd", dtype, s))]
     if headline:
@@ -1275,11 +1292,15 @@ def render_report(
 def _publish(files: list[Path], folder: Path) -> list[Path]:
     """Move freshly rendered `files` into `folder`, each by an atomic rename, and remove the
     plots of an earlier render that this one did not make (a heatmap of a dtype no longer
-    measured); files that are not the report's (import-run's results and logs) stay."""
+    measured, a plot left out for having nothing to show); files that are not the report's
+    (import-run's results and logs) stay."""
     folder.mkdir(parents=True, exist_ok=True)
     names = {f.name for f in files}
-    for old in folder.glob("heatmap_*.png"):
-        if old.name not in names:
+    for old in (
+        *folder.glob("heatmap_*.png"),
+        *(folder / n for n in ("tflops.png", "speedup.png", "roofline.png")),
+    ):
+        if old.name not in names and old.is_file():
             old.unlink()
     for f in files:
         os.replace(f, folder / f.name)

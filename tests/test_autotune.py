@@ -1247,9 +1247,15 @@ def test_gpu_script_ends_by_its_deadline_and_exits_0_or_1(tmp_path: Path) -> Non
     real = shutil.which("timeout")
     stubs = _stub_commands(
         tmp_path / "bin",
-        python='#!/bin/sh\necho "stub python $*"\n[ "$3" = sweep ] && exit "${SWEEP_RC:-0}"\nexit 0\n',
-        timeout=f'#!/bin/bash\necho "$*" >> "$TIMEOUTS"\n'
-        f'case " $* " in *" pytest "*) {real} "$@"; exit 124 ;; esac\nexec {real} "$@"\n',
+        # -c: the count of rows, 3 where the database exists; the sweep writes its --db; show /
+        # export / report fail (2) on a database the sweep never wrote, as the real commands do
+        python='#!/bin/bash\nif [ "$1" = -c ]; then [ -f "${!#}" ] && { echo 3; exit 0; }; exit 1; fi\n'
+        'echo "stub python $*"\ndb="" prev=""\nfor a in "$@"; do [ "$prev" = --db ] && db=$a; prev=$a; done\n'
+        'case "$3" in\n  sweep) touch "$db"; exit "${SWEEP_RC:-0}" ;;\n'
+        '  show|export|report) [ -f "$db" ] || exit 2 ;;\nesac\nexit 0\n',
+        # every test step and inspect stopped at their caps
+        timeout=f'#!/bin/bash\necho "$*" >> "$TIMEOUTS"\ncase " $* " in\n'
+        f'  *" pytest "*|*" autotune.inspect "*) {real} "$@"; exit 124 ;;\nesac\nexec {real} "$@"\n',
     )
 
     def run(name: str, *options: str, sweep_rc: int = 0) -> tuple[int, list[str]]:
@@ -1284,6 +1290,13 @@ def test_gpu_script_ends_by_its_deadline_and_exits_0_or_1(tmp_path: Path) -> Non
     sweep_log = (tmp_path / "out_none" / "sweep.log").read_text()
     assert rc == 0 and "the sweep: skipped, no time left" in sweep_log and " sweep " not in " ".join(calls)
     assert "the sweep stopped at the 35 s deadline" in sweep_log
+    # nothing measured: nothing to show, export or report (no failure); the canary skipped
+    # leaves the warp-specialized tiles out, untried
+    assert (
+        "the sweep measured nothing: show, export and report skipped"
+        in (tmp_path / "out_none" / "show.txt").read_text()
+    )
+    assert "warp specialization untried" in (tmp_path / "out_none" / "canary.log").read_text()
     assert run("failed", "--sweep-only", sweep_rc=2)[0] == 1  # a sweep that failed
 
 

@@ -234,6 +234,22 @@ def test_options_switched_on_later_are_refused_at_the_call(cls, attr, value, mat
         m(x)
 
 
+def test_dropconnect_set_later_is_refused_only_where_nmn_would_drop(device):
+    """nmn drops connections only in training and not deterministic: in eval, or with
+    deterministic=True, it computes what this layer does, so those calls run."""
+    m = YatConv2d(IN, OUT, 3, device=device)
+    x = draw(5, 2, IN, 5, 5, device=device)
+    m.use_dropconnect, m.drop_rate = True, 0.5
+    m(x, deterministic=True)
+    m.eval()
+    m(x)
+    m.train()
+    with pytest.raises(
+        NotImplementedError, match=r"use_dropconnect=True with drop_rate=0.5 is not supported"
+    ):
+        m(x)
+
+
 def test_conv1d_output_is_contiguous_for_any_input_layout(device):
     """A (B, L, C) activation transposed to (B, C, L) runs as a channels_last 2-D conv; the
     1-D output is contiguous all the same, as torch's conv1d (y.view(B, -1) works)."""

@@ -823,3 +823,56 @@ def test_shapes_sort_by_their_sizes_and_failures_group_by_reason(tmp_path) -> No
     )
     listed = re.findall(r"\| (8192x\d+x\d+) +\| yat_triton", failures)
     assert listed == ["8192x4096x11008", "8192x8192x8192", "8192x11008x4096"]
+
+
+def test_only_an_h200_by_name_judges_the_timed_targets() -> None:
+    from autotune.report import Gpu
+
+    row = [invented("x", True, shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=1.0)]
+    judged = {name: Gpu(name, row).judged for name in ("NVIDIA H200", "NVIDIA H200 NVL", "NVIDIA GH200 480GB",
+                                                       "NVIDIA H100 80GB HBM3")}  # fmt: skip
+    assert judged == {"NVIDIA H200": True, "NVIDIA H200 NVL": True, "NVIDIA GH200 480GB": False,
+                      "NVIDIA H100 80GB HBM3": False}  # fmt: skip
+
+
+def test_heatmap_shape_target_slots_and_outcomes() -> None:
+    """The conv heatmap shows ResNet-50's first 3x3 layer, whatever the last bits of the
+    layers' equal sizes; a problem whose only correct row is the default tiles gets none (no
+    tile to place on the grid); the speedup target sits only over bf16 bars that exist; an
+    ok row stored without a median (an older file) is no correct measurement."""
+    from autotune.report import Gpu, _heatmap_shape, _outcome, _resnet50_3x3, _target_slots
+
+    first = canonical_json(
+        {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
+    )
+    second = canonical_json({"B": 64, "C_in": 128, "H": 28, "W": 28, "C_out": 128, "k": 3, "stride": 1,
+                             "padding": 1})  # fmt: skip
+    ours = dict(provider="yat_triton", config=cfg(128, 64), correct=True, median_ms=1.0)
+    rows = [
+        invented("Test H200", True, op="conv2d", shape=first, tflops=14.797504512000002, **ours),
+        invented("Test H200", True, op="conv2d", shape=second, tflops=14.797504512, **ours),
+        invented("Test H200", True, shape=BIG, provider="yat_triton", config="", correct=True, median_ms=1.0),
+    ]
+    g = Gpu("Test H200", rows)
+    assert _heatmap_shape(g, "conv2d", "bfloat16") == first
+    assert _heatmap_shape(g, "dense", "bfloat16") is None
+    shapes = [first, second]
+    compared = {("conv2d", "fwd", "float32", first): 0.9, ("conv2d", "fwd", "bfloat16", second): 0.95}
+    assert _target_slots(compared, "conv2d", "fwd", shapes, _resnet50_3x3) == [1]
+    old = dataclasses.replace(rows[0], median_ms=None)
+    assert _outcome(old) == "unchecked" and _outcome(rows[0]) == "ok"
+
+
+def test_plots_a_render_no_longer_makes_are_removed(tmp_path) -> None:  # noqa: ANN001
+    """A re-render whose speedup plot has nothing to show removes the one an earlier render
+    left, so the folder never shows a plot the page says is not there."""
+    out = tmp_path / "reports"
+    render_report(make_db(tmp_path / "a.db", fixture_rows("Test H200", True)), out)
+    assert (out / "test_h200" / "speedup.png").is_file()
+    wrong = [dataclasses.replace(r, status="wrong", correct=False, median_ms=None, tflops=None, timing=None)
+             if r.provider == "yat_triton" and r.status == "ok" else r
+             for r in fixture_rows("Test H200", True)]  # fmt: skip
+    render_report(make_db(tmp_path / "b.db", wrong), out)
+    page = (out / "test_h200" / "README.md").read_text()
+    assert "- no speedup plot:" in page and not (out / "test_h200" / "speedup.png").exists()
+    assert (out / "test_h200" / "tflops.png").is_file()  # the baselines' throughput is still drawn

@@ -216,10 +216,11 @@ class _YatConvMixin:
         return F.softplus(p.to(torch.promote_types(acc_dtype(dtype), p.dtype)))
 
     def forward(self, input: Tensor, *, deterministic: bool = False) -> Tensor:  # noqa: A002 (torch's name)
-        """input (B, C_in, *spatial) or unbatched (C_in, *spatial). `deterministic` is
-        accepted for nmn compatibility; nothing here is random."""
-        del deterministic
-        _refuse_set_later(self, _refusals_conv(self))
+        """input (B, C_in, *spatial) or unbatched (C_in, *spatial). `deterministic`, as in
+        nmn, turns dropconnect off (dropconnect at a rate > 0, which is not supported here, is
+        refused only on a call where nmn would drop: in training, not deterministic)."""
+        # nmn drops connections only in training and not deterministic: elsewhere it computes this
+        _refuse_set_later(self, _refusals_conv(self, dropping=self.training and not deterministic))
         _check_input(self, input)
         unbatched = input.dim() == self._spatial + 1
         x = input.unsqueeze(0) if unbatched else input
@@ -376,9 +377,11 @@ class YatConv1d(_YatConvMixin, nn.Conv1d):
 # convert: nmn layers -> this package's layers
 
 
-def _refusals_conv(m: nn.Module) -> list[str]:
+def _refusals_conv(m: nn.Module, dropping: bool = True) -> list[str]:
+    """The nmn options a conv layer has on that this package cannot compute; `dropping`: count
+    dropconnect (with a rate), which nmn applies only to calls in training, not deterministic."""
     out = []
-    if getattr(m, "use_dropconnect", False) and getattr(m, "drop_rate", 0.0) > 0.0:
+    if dropping and getattr(m, "use_dropconnect", False) and getattr(m, "drop_rate", 0.0) > 0.0:
         out.append(f"use_dropconnect=True with drop_rate={m.drop_rate}")
     if getattr(m, "mask", None) is not None:
         out.append("mask (a weight mask buffer)")
