@@ -158,9 +158,11 @@ def check_against_oracle(
     amplification: float | Tensor = 1.0,
     grad_transform=None,  # noqa: ANN001
     layer=None,  # noqa: ANN001
+    tol_precision: str | None = None,
 ) -> dict[str, float]:
     """yat_conv2d forward + backward on `inp` against the oracle; returns the
-    relative-to-max errors (labels y, dx, dW, db, dalpha, deps).
+    relative-to-max errors (labels y, dx, dW, db, dalpha, deps). `tol_precision`: the
+    precision fp32 is held to where `precision` leaves it to torch's flag (None).
 
     Also checks dtypes, devices and memory formats: y (and dx) follow x's memory format.
     `layer` replaces `yat_conv2d` (e.g. a torch.compile'd one). A tensor `amplification` is
@@ -186,7 +188,7 @@ def check_against_oracle(
         assert y.is_contiguous(), f"NCHW x gave y with strides {y.stride()}"
     kh, kw = geo.k
     K = geo.C_in // geo.groups * kh * kw
-    io_prec = precision if dtype == torch.float32 else None
+    io_prec = (tol_precision or precision) if dtype == torch.float32 else None
     errors = {"y": max_rel_err(y, y_ref)}
     rows = {}  # label -> (dims a row's scale is taken over, amplification of each row)
     if isinstance(amplification, Tensor):
@@ -690,12 +692,20 @@ def test_deterministic(device):
         assert torch.equal(a, b)
 
 
-def test_precision_none_follows_torch_flag(device):
+def test_precision_none_follows_torch_flag(device, launched):
+    """precision=None resolves from torch.backends.cuda.matmul.allow_tf32, both ways: every
+    implicit GEMM gets the precision the flag names (the interpreter computes TF32 exactly:
+    the oracle alone cannot tell), fp32 held to that precision's entry."""
     inp = make_inputs(OPTION_GEO, torch.float32, device, seed=63)
     saved = torch.backends.cuda.matmul.allow_tf32
     try:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        check_against_oracle(inp, OPTION_GEO, precision=None)
+        for flag, prec in ((False, "ieee"), (True, "tf32")):
+            torch.backends.cuda.matmul.allow_tf32 = flag
+            start = len(launched)
+            check_against_oracle(inp, OPTION_GEO, precision=None, tol_precision=prec)
+            gemms = [c for c in launched[start:] if "DOT_PRECISION" in c.kwargs]
+            assert gemms or not conv.use_triton(inp["x"])
+            assert {c.kwargs["DOT_PRECISION"] for c in gemms} == ({prec} if gemms else set()), (flag, gemms)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
 
@@ -1640,9 +1650,17 @@ def test_empty_channels_backward_on_the_gpu_plan(c_in, c_out, device, monkeypatc
     b = torch.randn(c_out, device=device, requires_grad=True)
     y = yat_conv2d(x, w, b, padding=1, eps=1e-3)
     assert y.shape == (2, c_out, 5, 5)
-    grads = torch.autograd.grad(y, (x, w, b), torch.ones_like(y), allow_unused=True)
-    for t, g in zip((x, w, b), grads, strict=True):
-        assert g is None or (g.shape == t.shape and torch.all(g == 0 if c_out == 0 else torch.isfinite(g)))
+    g = upstream(tuple(y.shape), torch.float32, device)
+    grads = torch.autograd.grad(y, (x, w, b), g, allow_unused=True)
+    # against the oracle: with no input channels y = b^2 / eps everywhere, db = 2 b / eps * sum(g)
+    ref = [to_oracle(t, requires_grad=True) for t in (x, w, b)]
+    y_ref = yat_conv2d_ref(*ref, None, 1e-3, 1, 1)
+    assert_close(y, y_ref, torch.float32, reduction=max(1, c_in * 9), what="y")
+    refs = torch.autograd.grad(y_ref, ref, to_oracle(g), allow_unused=True)
+    for name, t, got, want in zip(("dx", "dW", "db"), (x, w, b), grads, refs, strict=True):
+        want = torch.zeros(t.shape, dtype=torch.float64) if want is None else want
+        got = torch.zeros_like(t) if got is None else got
+        assert_close(got, want, torch.float32, reduction=max(1, 2 * 25), what=name)
 
 
 @pytest.mark.parametrize("case", ["options-cl", "near-pairs-nchw"])

@@ -81,13 +81,14 @@ def module_ref(
         b = _round_to(b, dtype).expand(m.out_channels)
     alpha = _round_to(params["alpha"], dtype) if "alpha" in params else m._constant_alpha_value
     eps = F.softplus(params["epsilon_param"]) if "epsilon_param" in params else m.epsilon
-    xin = x64
+    unbatched = x.dim() == len(m.kernel_size) + 1  # (C_in, *spatial): a batch of one
+    xin = x64.unsqueeze(0) if unbatched else x64
     if amp is not None:
-        xin, w = _round_to(x64, amp), _round_to(w, amp)
+        xin, w = _round_to(xin, amp), _round_to(w, amp)
         b = _round_to(b, amp) if b is not None else None
     padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
     if m.padding_mode != "zeros":
-        xin = F.pad(x64, _pad_explicit(m), mode=m.padding_mode)
+        xin = F.pad(xin, _pad_explicit(m), mode=m.padding_mode)
         padding = 0
     if len(m.kernel_size) == 2:
         y = yat_conv2d_ref(xin, w, b, alpha, eps, tuple(m.stride), padding, tuple(m.dilation), m.groups)
@@ -95,7 +96,7 @@ def module_ref(
         p2 = padding if isinstance(padding, str) else (0, padding if isinstance(padding, int) else padding[0])
         y = yat_conv2d_ref(xin.unsqueeze(2), w.unsqueeze(2), b, alpha, eps, (1, m.stride[0]), p2,
                            (1, m.dilation[0]), m.groups).squeeze(2)  # fmt: skip
-    return y, params, x64
+    return (y.squeeze(0) if unbatched else y), params, x64
 
 
 def check_module(
@@ -267,11 +268,13 @@ def test_accepted_noop_options(device):
     without dropconnect, kernel-bank settings without tying, deterministic=."""
     torch.manual_seed(0)
     m = YatConv2d(IN, OUT, 3, use_dropconnect=True, drop_rate=0.0, kernel_bank_size=32,
-                  kernel_bank_id="x", device=device)  # fmt: skip
-    m2 = YatConv2d(IN, OUT, 3, drop_rate=0.5, device=device)
+                  kernel_bank_id="x", device=device, precision="ieee")  # fmt: skip
+    m2 = YatConv2d(IN, OUT, 3, drop_rate=0.5, device=device, precision="ieee")
     x = draw(1, 2, IN, 5, 5, device=device)
+    for layer in (m, m2):  # each the layer's math: against the oracle
+        perturb_(layer)
+        check_module(layer, x, torch.float32)
     assert torch.equal(m(x), m(x, deterministic=True))
-    assert m2(x).shape == (2, OUT, 3, 3)
 
 
 # ---------------------------------------------------------------------------------------
@@ -399,15 +402,18 @@ def test_half_cast_keeps_epsilon_fp32(cast, device):
 
 def test_unbatched_and_channels_last(device):
     torch.manual_seed(0)
-    m = YatConv2d(IN, OUT, 3, padding=1, device=device)
+    m = YatConv2d(IN, OUT, 3, padding=1, device=device, precision="ieee")
+    perturb_(m)
     x = draw(6, 2, IN, 5, 4, device=device)
-    y = m(x)
-    assert torch.allclose(m(x[1]), y[1], rtol=1e-5, atol=1e-6) and m(x[1]).shape == (OUT, 5, 4)
-    y_cl = m(x.contiguous(memory_format=torch.channels_last))
-    assert y_cl.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(y_cl, y, rtol=1e-5, atol=1e-6)
-    m1 = YatConv1d(IN, OUT, 3, device=device)
+    check_module(m, x[1], torch.float32)  # unbatched (C_in, H, W) against the oracle
+    assert m(x[1]).shape == (OUT, 5, 4)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    assert m(x_cl).is_contiguous(memory_format=torch.channels_last)
+    check_module(m, x_cl, torch.float32)
+    m1 = YatConv1d(IN, OUT, 3, device=device, precision="ieee")
+    perturb_(m1)
     assert m1(x[0, :, 0]).shape == (OUT, 2)
+    check_module(m1, x[0, :, 0], torch.float32)
 
 
 def test_repr():

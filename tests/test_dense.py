@@ -810,15 +810,20 @@ def test_deterministic(device):
         assert torch.equal(a, b)
 
 
-def test_precision_none_follows_torch_flag(device):
-    """precision=None resolves from torch.backends.cuda.matmul.allow_tf32."""
+def test_precision_none_follows_torch_flag(device, launched):
+    """precision=None resolves from torch.backends.cuda.matmul.allow_tf32, and every GEMM
+    launched gets it (the interpreter computes TF32 exactly: the oracle alone cannot tell)."""
     inp = make_inputs((5,), 8, 9, torch.float32, device, seed=63)
     saved = torch.backends.cuda.matmul.allow_tf32
     try:
         for flag, prec in ((False, "ieee"), (True, "tf32")):
             torch.backends.cuda.matmul.allow_tf32 = flag
             assert dense._checks.resolve_precision(None, torch.float32) == prec
+            start = len(launched)
             check_against_oracle(inp, precision=None, tol_precision=prec)
+            gemms = [c for c in launched[start:] if "DOT_PRECISION" in c.kwargs]
+            assert gemms or not dense.use_triton(inp["x"])
+            assert {c.kwargs["DOT_PRECISION"] for c in gemms} == ({prec} if gemms else set()), (flag, gemms)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
     assert dense._checks.resolve_precision(None, torch.bfloat16) == "ieee"

@@ -447,8 +447,26 @@ def test_demo_names_the_route_it_runs(setting: str | None, route: str) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert route in lines[0], lines[0]
-    errors = [float(e) for ln in lines if "max rel. error" in ln for e in re.findall(r"\d\.\de-\d+", ln)]
-    assert len(errors) == 9 and max(errors) < 0.05, done.stdout
+    # each dtype's fwd, dx and dW errors, held to its rounding (the demo's shapes: K = 96)
+    bounds = {"torch.float32": 1e-5, "torch.float16": 4e-3, "torch.bfloat16": 4e-2}
+    seen = {}
+    for ln in lines:
+        if "max rel. error" in ln:
+            seen[ln.split()[0]] = [float(e) for e in re.findall(r"\d\.\de-\d+", ln)]
+    assert set(seen) == set(bounds) and all(len(e) == 3 for e in seen.values()), done.stdout
+    assert all(max(seen[d]) < bound for d, bound in bounds.items()), done.stdout
+
+
+def test_demo_reference_is_the_oracle() -> None:
+    """The demo's float64 reference is the layer's math: it agrees with tests/oracle.py."""
+    from oracle import yat_dense_ref
+
+    from yat_triton.demo import reference
+
+    gen = torch.Generator().manual_seed(5)
+    x, w, b = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((7, 9), (4, 9), (4,)))
+    alpha = torch.tensor(1.7, dtype=torch.float64)
+    assert torch.allclose(reference(x, w, b, alpha, 0.01), yat_dense_ref(x, w, b, alpha, 0.01), rtol=1e-12)
 
 
 def test_readme_snippets_run() -> None:

@@ -401,14 +401,26 @@ def test_launchers_run_the_tuned_configs(on_h200: Path, monkeypatch: pytest.Monk
     x, w = torch.randn(6, 20, generator=gen), torch.randn(5, 20, generator=gen)
     xd, wd = (t.to(device).requires_grad_() for t in (x, w))
     y = yat_triton.yat_linear(xd, wd, eps=1e-3, precision="ieee")
-    y.backward(torch.ones_like(y))
-    assert_close(y, yat_dense_ref(x, w, None, None, 1e-3), torch.float32, reduction=20, what="y")
+    g = torch.randn(6, 5, generator=gen)
+    y.backward(g.to(device))
+    # the float64 oracle, and its gradients by autograd
+    xr, wr = (t.detach().double().requires_grad_() for t in (x, w))
+    y_ref = yat_dense_ref(xr, wr, None, None, 1e-3)
+    y_ref.backward(g.double())
+    assert_close(y, y_ref, torch.float32, reduction=20, what="y")
+    assert_close(xd.grad, xr.grad, torch.float32, reduction=5, what="dx")
+    assert_close(wd.grad, wr.grad, torch.float32, reduction=6, what="dW")
     xi, wi = torch.randn(2, 4, 6, 5, generator=gen), torch.randn(6, 4, 3, 3, generator=gen)
     xc, wc = (t.to(device).requires_grad_() for t in (xi, wi))
     yc = yat_triton.yat_conv2d(xc, wc, None, 1, 1, eps=1e-3, precision="ieee")
-    yc.backward(torch.ones_like(yc))
-    assert_close(yc, yat_conv2d_ref(xi, wi, None, None, 1e-3, 1, 1), torch.float32, reduction=36, what="y")
-    assert xd.grad is not None and wc.grad is not None
+    gc = torch.randn(2, 6, 6, 5, generator=gen)
+    yc.backward(gc.to(device))
+    xir, wir = (t.detach().double().requires_grad_() for t in (xi, wi))
+    yc_ref = yat_conv2d_ref(xir, wir, None, None, 1e-3, 1, 1)
+    yc_ref.backward(gc.double())
+    assert_close(yc, yc_ref, torch.float32, reduction=36, what="y")
+    assert_close(xc.grad, xir.grad, torch.float32, reduction=6 * 9, what="conv dx")
+    assert_close(wc.grad, wir.grad, torch.float32, reduction=2 * 6 * 5, what="conv dW")
     conv_geo = {**conv, "groups": 1}
     assert [(op, mode, shape) for op, mode, shape, _ in asked] == [
         ("dense", "fwd", {}),  # the forward looks up its own (M, N, K): the layer's
