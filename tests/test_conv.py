@@ -1021,6 +1021,12 @@ ERRORS_2D = [
                  id="eps-nan"),
     pytest.param((2, 4, 5, 5), (6, 4, 3, 3), {"precision": "fp8"}, ValueError,
                  r"precision must be None, 'ieee' or 'tf32', got 'fp8'", id="bad-precision"),
+    # as F.conv2d: an empty image (padded or not) is refused; an empty batch or no channels is not
+    pytest.param((2, 4, 0, 6), (6, 4, 3, 3), {"padding": 2}, ValueError,
+                 r"x has an empty spatial size \(0, 6\): only an empty batch or zero channels are "
+                 r"supported \(as F.conv2d\), got shape \(2, 4, 0, 6\)", id="empty-image-padded"),
+    pytest.param((1, 4, 5, 0), (6, 4, 1, 1), {}, ValueError, r"x has an empty spatial size \(5, 0\)",
+                 id="empty-image-1x1"),
 ]  # fmt: skip
 
 
@@ -1072,6 +1078,9 @@ ERRORS_1D = [
                  r"padding must be an int, a tuple, 'same' or 'valid'", id="bad-padding-string"),
     pytest.param((2, 4, 2), (6, 4, 3), {}, r"larger than the padded input", id="kernel-too-large"),
     pytest.param((2, 4, 9), (6, 2, 3), {"groups": 3}, r"groups=3 must divide both C_in=4", id="groups"),
+    pytest.param((2, 4, 0), (6, 4, 3), {"padding": 2},
+                 r"x has an empty spatial size \(0,\): only an empty batch or zero channels are supported "
+                 r"\(as F.conv1d\)", id="empty-sequence-padded"),
 ]  # fmt: skip
 
 

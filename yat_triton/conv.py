@@ -871,6 +871,11 @@ def _check_conv_args(
         names = "(C_out, C_in/groups, kH, kW)" if spatial == 2 else "(C_out, C_in/groups, k)"
         raise ValueError(f"weight must have shape {names}, got shape {tuple(weight.shape)}")
     _checks.check_same("weight", weight, "x", x)
+    if x.shape[0] and x.shape[1] and min(x.shape[2:]) == 0:  # as torch's conv: nothing to slide over
+        raise ValueError(
+            f"x has an empty spatial size {tuple(x.shape[2:])}: only an empty batch or zero channels "
+            f"are supported (as F.conv{spatial}d), got shape {tuple(x.shape)}"
+        )
     if not _checks.is_whole(groups) or groups <= 0:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     if min(weight.shape[2:]) < 1:
