@@ -514,24 +514,30 @@ TALLY = re.compile(r"^\*\*(.+?)\*\* \(of \d+ (?:lines|targets[^)]*)\)$", re.M)  
 def _tally(statuses: list[tuple[str, str]]) -> str:
     """The targets counted by status, in one bold line: met, not met, then the rest. A
     target over several problems is not met if one of them is not, met if every other one
-    is met or n/a (not measured), else the status its lines share or the first other one."""
+    is met or n/a (not measured), else the status its lines share or the first other one;
+    a target met on part of its problems is named below, with how many."""
     per_target: dict[str, list[str]] = {}
     for what, status in statuses:
         per_target.setdefault(what, []).append(status)
-    verdicts = []
-    for lines in per_target.values():
+    verdicts, partly = [], []
+    for what, lines in per_target.items():
         if "not met" in lines:
             verdicts.append("not met")
         elif "met" in lines and all(s in ("met", "n/a") for s in lines):
             verdicts.append("met")
+            if "n/a" in lines:
+                partly.append(f"{what} ({lines.count('met')} of {len(lines)})")
         else:
             verdicts.append(next((s for s in lines if s not in ("met", "n/a")), "n/a"))
     counts = Counter(verdicts)
     order = sorted(counts, key=lambda s: (s != "met", s != "not met", s))
-    return (
+    tally = (
         "**" + ", ".join(f"{counts[s]} {s}" for s in order)
         + f"** (of {len(per_target)} targets, {len(statuses)} lines)"
     )  # fmt: skip
+    if partly:
+        tally += "\n\nMet where measured, the other problems n/a: " + "; ".join(partly) + "."
+    return tally
 
 
 def _out_numel(op: str, shape: str) -> int:

@@ -760,6 +760,7 @@ def test_tally_counts_targets_and_only_an_h200_judges_timings(tmp_path) -> None:
 
     text = rendered_page(tmp_path, rows("Test H200") + rows("Test B200"), "test_h200")
     assert "**1 met, 1 not met, 6 n/a** (of 8 targets, 9 lines)" in text
+    assert "Met where measured" not in text  # the met target is met on every problem it has
     other = (tmp_path / "reports" / "test_b200" / "README.md").read_text()
     cells = {(c[0].split(",")[0], c[2]): (c[3], c[4]) for c in _target_cells(other)}
     judged = "not judged (timed targets are set for the H200)"
@@ -876,3 +877,20 @@ def test_plots_a_render_no_longer_makes_are_removed(tmp_path) -> None:  # noqa: 
     page = (out / "test_h200" / "README.md").read_text()
     assert "- no speedup plot:" in page and not (out / "test_h200" / "speedup.png").exists()
     assert (out / "test_h200" / "tflops.png").is_file()  # the baselines' throughput is still drawn
+
+
+def test_a_target_met_on_part_of_its_problems_says_so(tmp_path) -> None:  # noqa: ANN001
+    """A target over two shapes, met on one, the other's tiles not measured yet: met, and
+    named as met on 1 of its 2 problems."""
+    huge = canonical_json({"M": 8192, "N": 8192, "K": 8192})
+    r = lambda **kw: invented("Test H200", True, timing="cuda-graph", **kw)  # noqa: E731
+    rows = [
+        r(shape=BIG, provider="yat_triton", config=cfg(128, 128), correct=True, median_ms=0.9),
+        r(shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=1.0),
+        r(shape=huge, provider="linear+relu", config=BASELINE_CFG, median_ms=7.0),
+    ]
+    text = rendered_page(tmp_path, rows)
+    assert "**1 met, 7 n/a** (of 8 targets, 9 lines)" in text
+    assert "Met where measured, the other problems n/a: ⵟ-dense fwd, bf16, M=N=K >= 4096 (1 of 2)." in text
+    index = (tmp_path / "reports" / "README.md").read_text()
+    assert "[test_h200](test_h200/README.md): targets 1 met, 7 n/a" in index
