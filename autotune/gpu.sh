@@ -118,17 +118,32 @@ fit() {
   local room=$(( DEADLINE - SECONDS - $2 - $3 ))
   if [ "$room" -lt "$1" ]; then echo "$room"; else echo "$1"; fi
 }
-# A step's exit status: 124 (stopped at its cap, as the test steps usually are) or 137 (killed
-# after its grace) is no failure, what it did is in its log; anything else is one. The
+# A step's exit status: 124 (stopped at its cap, as the test steps usually are), 137 (killed
+# after its grace) or a skip is no failure, what it did is in its log; anything else is one. The
 # script's own status stays 0 or 1 (a device tool would take a 124 for its own time limit).
 note_rc() {
   case "$1" in
-    0 | 124 | 137) ;;
+    0 | 124 | 137 | skipped) ;;
     *) status=1 ;;
   esac
 }
 # skipped WHAT LOG: say that a step had no time left
 skipped() { echo "$1: skipped, no time left before the ${DEADLINE} s deadline" | tee -a "$2"; }
+# step WHAT LOG CAP GRACE RESERVE SIGNAL COMMAND...: COMMAND under `timeout` (SIGNAL at CAP
+# fitted to the deadline, KILL GRACE s later), its output shown and appended to LOG; step_rc
+# is its status, or "skipped" (said in LOG) where the deadline leaves it no time.
+step() {
+  local what=$1 log=$2 grace=$4 signal=$6 cap
+  cap=$(fit "$3" "$4" "$5")
+  shift 6
+  if [ "$cap" -gt 0 ]; then
+    timeout -s "$signal" -k "$grace" "$cap" "$@" 2>&1 | tee -a "$log"
+    step_rc=${PIPESTATUS[0]}
+  else
+    skipped "$what" "$log"
+    step_rc=skipped
+  fi
+}
 # Pre-sweep steps leave the sweep at least this long, with its grace and the final pack
 SWEEP_RESERVE=100
 cd "$(dirname "$0")/.."
@@ -152,19 +167,17 @@ WS_FLAG=() WS_TEST=""
 # bf16 only: fp16 shares the forward's path, its backward GEMMs are not warp-specialized,
 # and fp32 gets no such tiles. On failure every warp-specialization test is left out.
 CANARY="(warp_specialized_forward_matches or warp_specialized_backward_matches) and bfloat16"
-cap=$(fit 60 10 $SWEEP_RESERVE)
-if [ "$cap" -gt 0 ]; then
-  timeout -s INT -k 10 "$cap" python -m pytest -q -ra -x tests/test_configs.py tests/test_dense.py -k "$CANARY" 2>&1 \
-    | tee "$OUT/canary.log"
-  if [ "${PIPESTATUS[0]}" != 0 ]; then
-    WS_FLAG=(--no-warp-specialize) WS_TEST=" or warp_speciali"
-    echo "warp specialization failed its canary: its tiles are left out of this run (see above)" \
-      | tee -a "$OUT/canary.log"
-  fi
-else  # untried: left out as well
-  skipped "the canary" "$OUT/canary.log"
+: > "$OUT/canary.log"
+step "the canary" "$OUT/canary.log" 60 10 $SWEEP_RESERVE INT \
+  python -m pytest -q -ra -x tests/test_configs.py tests/test_dense.py -k "$CANARY"
+case "$step_rc" in
+  0) WS_LEFT_OUT="" ;;
+  skipped) WS_LEFT_OUT="untried" ;;  # left out as well
+  *) WS_LEFT_OUT="failed its canary" ;;
+esac
+if [ -n "$WS_LEFT_OUT" ]; then
   WS_FLAG=(--no-warp-specialize) WS_TEST=" or warp_speciali"
-  echo "warp specialization untried: its tiles are left out of this run" | tee -a "$OUT/canary.log"
+  echo "warp specialization $WS_LEFT_OUT: its tiles are left out of this run (see above)" | tee -a "$OUT/canary.log"
 fi
 pack
 
@@ -187,51 +200,33 @@ else
   # its own cap, so that the rest cannot crowd it out; the fast ones first (conftest's
   # GPU_FIRST), the sweep's test last.
   : > "$OUT/tests.log"
-  cap=$(fit 60 10 $SWEEP_RESERVE)
-  if [ "$cap" -gt 0 ]; then
-    timeout -s INT -k 10 "$cap" python -m pytest -q -ra -m gpu tests 2>&1 | tee -a "$OUT/tests.log"
-    note_rc "${PIPESTATUS[0]}"
-  else
-    skipped "the GPU-only tests" "$OUT/tests.log"
-  fi
+  step "the GPU-only tests" "$OUT/tests.log" 60 10 $SWEEP_RESERVE INT python -m pytest -q -ra -m gpu tests
+  note_rc "$step_rc"
   # With pytest-xdist installed, 8 workers: a test's time here is mostly compiling its
   # kernels, one CPU core each, so the cap covers several times more of the suite. Their
   # wind-down after the SIGINT takes longer than one process's: a 20 s grace.
   XDIST=() WORKERS="one process (no pytest-xdist here)"
   if python -c "import xdist" > /dev/null 2>&1; then XDIST=(-n 8) WORKERS="8 workers (pytest-xdist)"; fi
   echo "the rest of the suite: $WORKERS" | tee -a "$OUT/tests.log"
-  cap=$(fit 40 20 $SWEEP_RESERVE)
-  if [ "$cap" -gt 0 ]; then
-    timeout -s INT -k 20 "$cap" python -m pytest -q -ra ${XDIST[@]+"${XDIST[@]}"} -m "not gpu" \
-      -k "not ($STATIC or static_prune_flags_spilling_tiles$WS_TEST)" \
-      $(for t in dense conv configs modules conv_modules errors; do echo "tests/test_$t.py"; done) \
-      $(ls tests/test_*.py | grep -v -E 'test_(dense|conv|configs|modules|conv_modules|errors|autotune)\.py$') \
-      tests/test_autotune.py 2>&1 | tee -a "$OUT/tests.log"
-    note_rc "${PIPESTATUS[0]}"
-  else
-    skipped "the rest of the suite" "$OUT/tests.log"
-  fi
+  step "the rest of the suite" "$OUT/tests.log" 40 20 $SWEEP_RESERVE INT \
+    python -m pytest -q -ra ${XDIST[@]+"${XDIST[@]}"} -m "not gpu" \
+    -k "not ($STATIC or static_prune_flags_spilling_tiles$WS_TEST)" \
+    $(for t in dense conv configs modules conv_modules errors; do echo "tests/test_$t.py"; done) \
+    $(ls tests/test_*.py | grep -v -E 'test_(dense|conv|configs|modules|conv_modules|errors|autotune)\.py$') \
+    tests/test_autotune.py
+  note_rc "$step_rc"
   pack
 
   # fp16 / fp32 compile the same way on a CPU with this Triton version: bf16 is enough here.
-  cap=$(fit 55 5 $SWEEP_RESERVE)
-  if [ "$cap" -gt 0 ]; then
-    timeout -k 5 "$cap" python -m autotune.inspect --all --dtype bfloat16 > "$OUT/inspect_bfloat16.txt" 2>&1
-    note_rc $?
-    tail -n 3 "$OUT/inspect_bfloat16.txt"
-  else
-    skipped "inspect" "$OUT/inspect_bfloat16.txt"
-  fi
+  : > "$OUT/inspect_bfloat16.txt"
+  step "inspect" "$OUT/inspect_bfloat16.txt" 55 5 $SWEEP_RESERVE TERM python -m autotune.inspect --all --dtype bfloat16
+  note_rc "$step_rc"
   pack
 
-  cap=$(fit 60 5 $SWEEP_RESERVE)
-  if [ "$cap" -gt 0 ]; then
-    timeout -k 5 "$cap" python -m autotune.breakdown --tma ${WS_FLAG[@]+"${WS_FLAG[@]}"} \
-      --json-out "$OUT/breakdown.jsonl" 2>&1 | tee "$OUT/breakdown.txt"
-    note_rc "${PIPESTATUS[0]}"
-  else
-    skipped "the breakdown" "$OUT/breakdown.txt"
-  fi
+  : > "$OUT/breakdown.txt"
+  step "the breakdown" "$OUT/breakdown.txt" 60 5 $SWEEP_RESERVE TERM \
+    python -m autotune.breakdown --tma ${WS_FLAG[@]+"${WS_FLAG[@]}"} --json-out "$OUT/breakdown.jsonl"
+  note_rc "$step_rc"
   pack
 fi
 
@@ -303,25 +298,15 @@ print(sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True).execute("SELECT c
   "$OUT/results.db" 2> /dev/null || echo 0)
 if [ "${measured:-0}" = 0 ]; then
   echo "the sweep measured nothing: show, export and report skipped" | tee -a "$OUT/show.txt"
-  pack || status=1
-  exit "$status"
+else
+  step "show" "$OUT/show.txt" 30 2 5 TERM python -m autotune show --db "$OUT/results.db"
+  step "export" "$OUT/show.txt" 30 2 5 TERM python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned"
+  note_rc "$step_rc"
+  BREAKDOWN=()
+  [ -s "$OUT/breakdown.jsonl" ] && BREAKDOWN=(--breakdown "$OUT/breakdown.jsonl")
+  step "report" "$OUT/show.txt" 60 2 5 TERM \
+    python -m autotune report --db "$OUT/results.db" --out "$OUT/reports" ${BREAKDOWN[@]+"${BREAKDOWN[@]}"}
+  note_rc "$step_rc"
 fi
-cap=$(fit 30 2 5)
-if [ "$cap" -gt 0 ]; then
-  timeout -k 2 "$cap" python -m autotune show --db "$OUT/results.db" 2>&1 | tee -a "$OUT/show.txt"
-else skipped "show" "$OUT/show.txt"; fi
-cap=$(fit 30 2 5)
-if [ "$cap" -gt 0 ]; then
-  timeout -k 2 "$cap" python -m autotune export --db "$OUT/results.db" --out "$OUT/tuned" 2>&1 | tee -a "$OUT/show.txt"
-  note_rc "${PIPESTATUS[0]}"
-else skipped "export" "$OUT/show.txt"; fi
-BREAKDOWN=()
-[ -s "$OUT/breakdown.jsonl" ] && BREAKDOWN=(--breakdown "$OUT/breakdown.jsonl")
-cap=$(fit 60 2 5)
-if [ "$cap" -gt 0 ]; then
-  timeout -k 2 "$cap" python -m autotune report --db "$OUT/results.db" --out "$OUT/reports" \
-    ${BREAKDOWN[@]+"${BREAKDOWN[@]}"} 2>&1 | tee -a "$OUT/show.txt"
-  note_rc "${PIPESTATUS[0]}"
-else skipped "report" "$OUT/show.txt"; fi
 pack || status=1
 exit "$status"
