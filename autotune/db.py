@@ -297,7 +297,7 @@ def _type_error(annotation: str, v: object, stored: bool = True) -> str | None:
         return None if annotation.endswith(" | None") else ("NULL" if stored else "None")
     kind = annotation.partition(" | ")[0]
     if kind == "str":
-        fits = type(v) is str or isinstance(v, str)
+        fits = isinstance(v, str)
     elif kind == "float":
         fits = type(v) is float or (isinstance(v, (int, float)) and not isinstance(v, bool))
     elif kind == "int":
@@ -619,7 +619,6 @@ class ResultsDB:
         """Record a sweep invocation, or update the record of the same run (the same suite
         and GPU, started at the same instant: a sweep saves its record as it goes);
         committed before returning."""
-
         self._write(lambda c: _put_run(c, run))
 
     def runs(self, suite: str | None = None) -> list[Run]:
