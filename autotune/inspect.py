@@ -106,8 +106,10 @@ def _nvidia_bin(tool: str) -> str:
     return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / tool)
 
 
-def _specialize(call: KernelCall) -> tuple[dict, dict, dict]:
-    """(signature, constexprs, attrs) the way a real launch of these arguments sees them."""
+def _specialize(call: KernelCall, fp64_scalars: bool = False) -> tuple[dict, dict, dict]:
+    """(signature, constexprs, attrs) the way a real launch of these arguments sees them;
+    `fp64_scalars`: float arguments typed fp64, as torch.compile passes them (torch 2.11's
+    inductor; a launch types them fp32)."""
     fn = call.kernel
     if INTERPRETING:
         raise RuntimeError(
@@ -142,7 +144,7 @@ def _specialize(call: KernelCall) -> tuple[dict, dict, dict]:
             if value % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
         elif isinstance(value, float):
-            signature[name] = "fp32"
+            signature[name] = "fp64" if fp64_scalars else "fp32"
         elif value is None:
             signature[name] = "constexpr"
             constexprs[(i,)] = None
@@ -310,11 +312,12 @@ def _compiler_stderr() -> Iterator[Callable[[], str]]:
 
 
 def compile_sm90(
-    call: KernelCall, *, dump_dir: Path | None = None, maxnreg: int | None = None
+    call: KernelCall, *, dump_dir: Path | None = None, maxnreg: int | None = None, fp64_scalars: bool = False
 ) -> KernelReport:
     """Compile one planned call for sm_90 and report its resources; optionally dump IRs.
-    `maxnreg`: cap the registers a thread (ptxas), to see what a cap costs in spills."""
-    signature, constexprs, attrs = _specialize(call)
+    `maxnreg`: cap the registers a thread (ptxas), to see what a cap costs in spills.
+    `fp64_scalars`: as `_specialize`."""
+    signature, constexprs, attrs = _specialize(call, fp64_scalars)
     src = ASTSource(call.kernel, signature, constexprs, attrs)
     options = {k: call.kwargs[k] for k in ("num_warps", "num_stages") if k in call.kwargs}
     if maxnreg:
@@ -518,7 +521,7 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     (4096^3) and a ResNet-50 3x3 layer (batch 64, 64 channels, 56x56, channels_last); the
     conv forwards with their patch norms the other way (labelled "conv2d pass" where they
     come from the pixel-norm pass); and the forward of a 64-row batch through the 4096-wide layer
-    ("dense small"), whose default tile sums the norms in its main loop
+    ("dense small"), whose default tile sums the norms in its main loop in fp32
     (`dense_default_config`)."""
     import yat_triton.conv as conv
     import yat_triton.dense as dense
@@ -554,16 +557,15 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     wc, bc = meta(C, C, k, k), meta(C)
     geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
     cargs = (bc, None, 1.0, None, 1e-5)
-    out += [
-        ("conv2d fwd", c) for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, True))
-    ]
+    M = B * HW * HW
+    ctile = conv.pick_conv_config(M, C, C, dtype)
+    nil = ctile.norms_in_loop
+    default = record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, True))
+    out += [("conv2d pass" if c is default[-1] and not nil else "conv2d fwd", c) for c in default]
     if dtype != torch.float64:  # the conv's TMA forward, at the default tile; then both
-        # forwards with the patch norms from the pixel-norm pass ("conv2d pass")
+        # forwards with the patch norms the other way ("conv2d pass": from the pixel-norm pass)
         from yat_triton.tuning import forced_config
 
-        M = B * HW * HW
-        ctile = conv.pick_conv_config(M, C, C, dtype)
-        nil = ctile.norms_in_loop
         for tma, in_loop in ((True, nil), (False, not nil), (True, not nil)):
             label = "conv2d fwd" if in_loop else "conv2d pass"
             with forced_config("conv2d", "fwd", dataclasses.replace(ctile, tma=tma, norms_in_loop=in_loop)):
@@ -655,6 +657,11 @@ def main(argv: list[str] | None = None) -> int:
         type=positive_int,
         help="cap registers a thread (e.g. 128: two 8-warp programs an SM) to see the spills it costs",
     )
+    parser.add_argument(
+        "--fp64-scalars",
+        action="store_true",
+        help="with --all: float arguments typed fp64, as torch.compile passes them (a launch: fp32)",
+    )
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
     parser.add_argument("--json", action="store_true", help="one JSON object per kernel")
     parser.add_argument(
@@ -692,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, call in all_calls(dtype):
             try:
                 with _compiler_stderr() as diagnostics:
-                    report = compile_sm90(call)
+                    report = compile_sm90(call, fp64_scalars=args.fp64_scalars)
             except CompileFailure as e:
                 failures += 1
                 why = e.describe(diagnostics())

@@ -215,18 +215,24 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
 
 
 def divmod_magic(d: int) -> tuple[int, int]:
-    """(m, p) such that n // d == (n * m) >> p for every 0 <= n < 2^31 (d >= 1; d < 1, for
-    dims of empty problems that launch nothing, is taken as 1): p = 31 + ceil(log2 d) and
-    m = ceil(2^p / d) < 2^32. With e = m - 2^p / d in [0, 1), n m / 2^p = n / d + n e / 2^p,
-    and n e / 2^p < n / 2^p < 1 / d never carries past the next multiple of 1 / d."""
+    """(m, p) such that n // d == (n * (m mod 2^32)) >> p for every 0 <= n < 2^31 (d >= 1;
+    d < 1, for dims of empty problems that launch nothing, is taken as 1): p = 31 +
+    ceil(log2 d) and m = ceil(2^p / d) < 2^32, returned as the int32 with its bits (2^31
+    and up wrap to negatives; `fast_div` reads them back as uint32). torch.compile cannot
+    pass a kernel an int argument past the int32 range (torch 2.11's inductor fails on
+    one, 2^31 itself: the magic of every power of two). With e = m - 2^p / d in [0, 1),
+    n m / 2^p = n / d + n e / 2^p, and n e / 2^p < n / 2^p < 1 / d never carries past the
+    next multiple of 1 / d."""
     d = max(d, 1)
     p = 31 + (d - 1).bit_length()
-    return -(-(1 << p) // d), p
+    m = -(-(1 << p) // d)
+    return m - (1 << 32) if m >= 1 << 31 else m, p
 
 
 @triton.jit
 def fast_div(n, d, m, p, FAST: tl.constexpr):
-    """n // d. FAST (int32 0 <= n < 2^31, (m, p) = divmod_magic(d)): one 32x32->64-bit
+    """n // d. FAST (int32 0 <= n < 2^31, (m, p) = divmod_magic(d), m's int32 bits read as
+    uint32): one 32x32->64-bit
     multiply and a shift where a division by a runtime int32 takes a dozen instructions or
     more; otherwise (offsets past 2^31, symbolic sizes without magic numbers) n // d."""
     if FAST:
@@ -346,13 +352,13 @@ def scalars_from(
         ty = tl.float32
     if ALPHA_FROM_PTR:
         alpha = alpha_in.to(ty)
-    else:
-        alpha = alpha_value
+    else:  # as its own dtype: torch.compile passes Python floats as fp64 arguments
+        alpha = tl.cast(alpha_value, ty)
     if EPS_FROM_PTR:
         eps = eps_in.to(ty)
         eps = tl.where((eps > 0) & (eps < float("inf")), eps, float("nan"))
     else:
-        eps = eps_value
+        eps = tl.cast(eps_value, ty)
     return alpha, eps
 
 

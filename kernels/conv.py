@@ -43,7 +43,7 @@ from kernels._common import (
     scalars_from,
     upcast,
 )
-from kernels.dense import _bwd_math, dense_config_space, fwd_store, prune_dense_configs
+from kernels.dense import IN_LOOP_NORMS_16BIT, _bwd_math, dense_config_space, fwd_store, prune_dense_configs
 
 
 @triton.jit
@@ -1177,16 +1177,19 @@ def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting
     """Heuristic implicit-GEMM tile: as the dense default, with BLOCK_K capped by the
     channels per group (a K tile never spans two taps), the patch norm summed in the main
     loop (`norms_in_loop`: no extra read of x; whether the pixel-norm pass pays instead is
-    for the sweep to measure), and 8 warps from 128x64 up: the in-loop patch norm reads
-    the x tile into registers, BLOCK_M*BLOCK_K/threads values a thread (sm_90, bf16, a
-    ResNet-50 3x3 layer, 128x64x64 tile: 220 registers with 4 warps, 114 with 8; Triton
-    3.6: 241 and 117)."""
+    for the sweep to measure) except for 16-bit io, where such tiles computed wrong on an
+    H200 (`IN_LOOP_NORMS_16BIT`; the pass cost the ResNet-50 56x56x64 layer's bf16
+    forward 91.7 us against 86.3 us, breakdown.txt of that run), and 8 warps from 128x64
+    up: the in-loop patch norm reads the x tile into registers, BLOCK_M*BLOCK_K/threads
+    values a thread (sm_90, bf16, a ResNet-50 3x3 layer, 128x64x64 tile: 220 registers
+    with 4 warps, 114 with 8; Triton 3.6: 241 and 117)."""
 
     def fit(dim: int, cap: int) -> int:
         return min(cap, max(16, next_pow2(max(dim, 1))))
 
-    if interpreting:
-        return TileConfig(fit(M, 64), fit(N, 64), fit(K, 32), 8, 4, 1, norms_in_loop=True)
+    in_loop = elem_bytes != 2 or IN_LOOP_NORMS_16BIT
+    if interpreting:  # the norms as on the GPU
+        return TileConfig(fit(M, 64), fit(N, 64), fit(K, 32), 8, 4, 1, norms_in_loop=in_loop)
     if elem_bytes >= 8:  # fp64 (gradcheck): no tensor cores, twice the registers a value
         return TileConfig(fit(M, 64), fit(N, 32), fit(K, 16), 8, 4, 2, norms_in_loop=True)
     bk = 64 if elem_bytes <= 2 else 32
@@ -1194,7 +1197,7 @@ def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting
     warps = 8 if bm * bn >= 128 * 64 else 4
     stages = 4 if elem_bytes <= 2 else 3
     split = max(1, bn // 32)
-    return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, norms_in_loop=True, epilogue_split=split)
+    return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, norms_in_loop=in_loop, epilogue_split=split)
 
 
 @triton.jit

@@ -1202,9 +1202,16 @@ def prune_dense_configs(
     takes them. Warp-specialized tiles only for 16-bit io (fp32 through FMA or TF32 does
     not split cleanly: sm_90 compiles of the backward GEMM in fp32 spill thousands) and
     128 rows: others run unspecialized (`TileConfig.unspecialized`).
+    No pointer-kernel tile with in-loop norms (`norms_in_loop` without `tma`) for 16-bit
+    io: on an H200 (Triton 3.6) such a tile, whose x tile feeds both the pipelined MMA and
+    the squares in registers, computes wrong x.w: 13 of the 14 such bf16 tiles a sweep
+    tried, dense and conv, had max rel errors of 0.14-0.48; fp16 too; right with one
+    stage, fp32 operands or fp32 io (`IN_LOOP_NORMS_16BIT`).
     """
     kept: dict[TileConfig, None] = {}
     for cfg in configs:
+        if elem_bytes == 2 and cfg.norms_in_loop and not cfg.tma and not IN_LOOP_NORMS_16BIT:
+            continue
         bm = min(cfg.block_m, max(16, next_pow2(M)))
         bn = min(cfg.block_n, max(16, next_pow2(N)))
         bk = min(cfg.block_k, max(16, next_pow2(K)))
@@ -1215,6 +1222,12 @@ def prune_dense_configs(
         if fits_sm90(fitted, elem_bytes, tma_staging=tma_staging, backward=backward):
             kept.setdefault(fitted)
     return list(kept)
+
+
+# Whether pointer-kernel tiles may sum the norms in the main loop with 16-bit io. Off: an
+# H200 run (Triton 3.6, torch 2.11) measured them wrong (reports/nvidia_h200/, the rows
+# marked wrong with `_nil` tiles); the persistent TMA kernel's in-loop x norms measured right.
+IN_LOOP_NORMS_16BIT = False
 
 
 def dense_default_config(
@@ -1251,7 +1264,9 @@ def dense_default_config(
     bm, bn = fit(M, 128), fit(N, 128)
     if cdiv(M, bm) * cdiv(N, bn) < SM90_SMS and bn > 64:
         bn = 64
-    in_loop = M <= bm <= 64 and not backward
+    # (16-bit io: never, see `IN_LOOP_NORMS_16BIT`; measured on an H200, a 16-row bf16 batch
+    # of a 4096-wide layer took 56.4 us with in-loop norms, 43.8 us with the norm pass)
+    in_loop = M <= bm <= 64 and not backward and (elem_bytes != 2 or IN_LOOP_NORMS_16BIT)
     warps = 8 if bm * bn >= 128 * 128 else 4
     stages = 4 if elem_bytes <= 2 else 3
     split = 1 if in_loop else max(1, bn // 32)

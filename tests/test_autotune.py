@@ -794,14 +794,12 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     # and, on a GPU, as the graph's replay
     whole = ["launcher (whole call)", "launcher (eager, back to back)"]
     whole += ["launcher (graph, back to back)"] if breakdown.REPRESENTATIVE else []
-    # the shipped tile of this 24-row batch (bf16, the breakdown's dtype): on a GPU its norms
-    # come from the main loop (`dense_default_config`), under the interpreter from the pass
+    # the shipped tile of this 24-row batch (bf16, the breakdown's dtype) takes its norms
+    # from the pass, on a GPU too (16-bit io: `IN_LOOP_NORMS_16BIT`)
     from yat_triton.tuning import pick_dense_config
 
-    shipped = pick_dense_config(24, 40, 32, torch.bfloat16)
-    norm_pass = [] if shipped.norms_in_loop else ["row_sqnorm_kernel"]
-    assert shipped.norms_in_loop == breakdown.REPRESENTATIVE
-    assert kernels["dense", "fwd"] == [*norm_pass, "yat_dense_fwd_kernel", *whole]
+    assert not pick_dense_config(24, 40, 32, torch.bfloat16).norms_in_loop
+    assert kernels["dense", "fwd"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", *whole]
     assert kernels["dense-tma", "fwd"][1] == "yat_dense_fwd_tma_kernel"
     assert kernels["dense-tma-xnorms", "fwd"][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_tma_kernel"]
     assert kernels["dense-tma", "bwd"].count("yat_dense_bwd_gemm_tma_kernel") == 2
@@ -817,12 +815,13 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
         "yat_conv_dgrad_tma_kernel" in kernels["conv2d-tma", "bwd"]
         and "yat_conv_wgrad_tma_kernel" in kernels["conv2d-tma", "bwd"]
     )
-    # the conv forward with its patch norms the other way: the shipped tile sums them in its
-    # loop, the "fwd-norms" lines take them from the pixel-norm pass, on both kernels
-    assert kernels["conv2d", "fwd"][:2] == ["yat_conv_weight_prep_kernel", "yat_conv_fwd_kernel"]
+    # the conv forward with its patch norms the other way: the shipped bf16 tile takes them
+    # from the pixel-norm pass, the "fwd-norms" lines sum them in the loop, on both kernels
+    assert kernels["conv2d", "fwd"][:3] == [
+        "yat_conv_weight_prep_kernel", "row_sqnorm_kernel", "yat_conv_fwd_kernel"
+    ]  # fmt: skip
     for op, kernel in (("conv2d", "yat_conv_fwd_kernel"), ("conv2d-tma", "yat_conv_fwd_tma_kernel")):
-        assert kernels[op, "fwd-norms"] == ["yat_conv_weight_prep_kernel", "row_sqnorm_kernel", kernel,
-                                             *whole]  # fmt: skip
+        assert kernels[op, "fwd-norms"] == ["yat_conv_weight_prep_kernel", kernel, *whole]
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     # first, the device copy the roofline's memory roof comes from: 16 MiB read and written
     assert lines[0]["op"] == "memory" and kernels["memory", "ref"] == [breakdown.COPY_WHAT]
@@ -846,12 +845,11 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
             for bm, bn, w in breakdown.PREP_BLOCKS
         ]
     # last, a 16-row batch's inference forward through the 40x32 layer, its norms both ways:
-    # on a GPU the shipped tile sums them in its loop, the other line runs the norm pass
+    # the shipped bf16 tile runs the norm pass, the other line sums them in its loop
     small = [ln for ln in lines if ln["op"] == "dense-small"]
     assert small and lines[-len(small) :] == small and {ln["shape"] for ln in small} == {"16x40x32"}
-    ships_in_loop = pick_dense_config(16, 40, 32, torch.bfloat16).norms_in_loop
-    assert ships_in_loop == breakdown.REPRESENTATIVE
-    with_pass, in_loop = ("fwd-norms", "fwd") if ships_in_loop else ("fwd", "fwd-norms")
+    assert not pick_dense_config(16, 40, 32, torch.bfloat16).norms_in_loop
+    with_pass, in_loop = "fwd", "fwd-norms"
     assert kernels["dense-small", with_pass][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel"]
     assert kernels["dense-small", in_loop][0] == "yat_dense_fwd_kernel"
     assert kernels["dense-small", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd"]

@@ -30,7 +30,7 @@ from kernels._common import (
     pipelined_smem_bytes,
 )
 from kernels.conv import conv_config_space, prune_conv_configs
-from kernels.dense import dense_config_space, dense_default_config, prune_dense_configs
+from kernels.dense import IN_LOOP_NORMS_16BIT, dense_config_space, dense_default_config, prune_dense_configs
 from yat_triton.dense import dense_fwd, plan_bwd_gemm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ VARIANTS = [
     TileConfig(32, 64, 32, 1, 4, 2, epilogue_split=2),
     TileConfig(16, 128, 16, 2, 4, 2, epilogue_split=4),
     TileConfig(32, 32, 16, 8, 4, 2, norms_in_loop=True),
-    TileConfig(16, 64, 64, 8, 4, 4, norms_in_loop=True),  # a small batch's default (K partials of 8)
+    TileConfig(16, 64, 64, 8, 4, 4, norms_in_loop=True),  # fp32 small batch default (K partials of 8)
 ]
 
 
@@ -311,12 +311,15 @@ def test_rank_configs_orders_a_capped_sweep() -> None:
     # a small GEMM (64 tiles of 128x128 cannot fill 132 SMs) prefers smaller tiles first
     small = rank_configs(prune_dense_configs(dense_config_space(), 1024, 1024, 1024, 2), 1024, 1024, 1024, 2)
     assert small[0].block_m * small[0].block_n < 128 * 128
-    # a ResNet-50 layer's conv: the first dozen time the patch norms both ways
+    # a ResNet-50 layer's conv: the first dozen time the patch norms both ways (16-bit io:
+    # summed in the loop by TMA tiles only, `IN_LOOP_NORMS_16BIT`)
     from autotune.sweep import config_space
 
     layer = {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
     conv_top = config_space("conv2d", layer, 2)[0][:12]
     assert {c.norms_in_loop for c in conv_top} == {True, False} and any(c.tma for c in conv_top)
+    assert all(c.tma for c in conv_top if c.norms_in_loop)
+    assert any(c.norms_in_loop and not c.tma for c in config_space("conv2d", layer, 4)[0][:12])  # fp32
 
 
 CONV_VARIANTS = [  # patch norms from the pixel-norm pass, and summed in the loop
@@ -360,10 +363,15 @@ def test_conv_config_space_is_pruned() -> None:
     kept = prune_conv_configs(conv_config_space(), 64 * 56 * 56, 64, 64, 2)
     assert kept and all(c.block_k <= 64 and c.block_n <= 64 for c in kept)
     assert any(c.tma for c in kept) and not any(c.tma for c in conv_config_space(include_tma=False))
-    # every tile both ways: the patch norms summed in the loop, and from the pixel-norm pass
-    for nil in (True, False):
-        both = {dataclasses.replace(c, norms_in_loop=nil) for c in kept}
-        assert both == {c for c in kept if c.norms_in_loop == nil}
+    # every tile both ways: the patch norms summed in the loop, and from the pixel-norm pass;
+    # 16-bit io sums them in the loop on TMA tiles only (`IN_LOOP_NORMS_16BIT`)
+    fp32 = prune_conv_configs(conv_config_space(), 64 * 56 * 56, 64, 64, 4)
+    for tiles, kind in ((kept, "tma"), (fp32, "all")):
+        for nil in (True, False):
+            both = {dataclasses.replace(c, norms_in_loop=nil) for c in tiles if kind == "all" or c.tma}
+            assert both == {c for c in tiles if c.norms_in_loop == nil and (kind == "all" or c.tma)}
+    assert not any(c.norms_in_loop and not c.tma for c in kept)
+    assert any(c.norms_in_loop and not c.tma for c in fp32)
 
 
 def test_conv_tma_tiles_need_no_store_staging() -> None:
@@ -454,12 +462,17 @@ def test_default_config_fits_shape() -> None:
 
 def test_default_config_for_small_batches() -> None:
     """A grid short of one program per SM takes 64-wide N tiles; one row of programs of at
-    most 64 rows sums the norms in the main loop (forward only), unsplit."""
+    most 64 rows sums the norms in the main loop (forward only, fp32 io: 16-bit io takes
+    them from the norm pass, `IN_LOOP_NORMS_16BIT`), unsplit."""
     decode = dense_default_config(16, 4096, 4096, 2)
     assert (decode.block_m, decode.block_n, decode.block_k) == (16, 64, 64)
+    assert not decode.norms_in_loop
+    decode = dense_default_config(16, 4096, 4096, 4)
+    assert (decode.block_m, decode.block_n, decode.block_k) == (16, 64, 32)
     assert decode.norms_in_loop and decode.epilogue_split == 1
-    assert not dense_default_config(16, 4096, 4096, 2, backward=True).norms_in_loop
-    assert dense_default_config(64, 4096, 4096, 2).norms_in_loop
+    assert not dense_default_config(16, 4096, 4096, 4, backward=True).norms_in_loop
+    assert dense_default_config(64, 4096, 4096, 4).norms_in_loop
+    assert not dense_default_config(64, 4096, 4096, 2).norms_in_loop
     row128 = dense_default_config(128, 4096, 4096, 2)  # one row, but 128 rows: the norm pass
     assert row128.block_n == 64 and not row128.norms_in_loop
     assert dense_default_config(1024, 1024, 1024, 2).block_n == 64  # 64 tiles of 128: 128 of 64
@@ -467,17 +480,39 @@ def test_default_config_for_small_batches() -> None:
     assert dense_default_config(16, 100, 4096, 2).block_n == 64  # never below 64 to fill the SMs
 
 
+def test_no_pointer_tile_sums_16bit_norms_in_its_loop() -> None:
+    """On an H200 (Triton 3.6) the pointer kernels' in-loop norms computed wrong x.w with
+    16-bit io (reports/nvidia_h200/): neither the sweep's pruned spaces nor the defaults
+    hold such a tile for fp16/bf16 on the GPU or the interpreter (which runs the GPU's
+    choices); TMA tiles keep theirs (measured right), fp32 io keeps both."""
+    from kernels.conv import conv_config_space, conv_default_config, prune_conv_configs
+
+    assert not IN_LOOP_NORMS_16BIT
+    for elem in (2, 4):
+        dense = prune_dense_configs(dense_config_space(), 16, 4096, 4096, elem)
+        conv = prune_conv_configs(conv_config_space(), 64 * 56 * 56, 64, 64, elem)
+        for kept in (dense, conv):
+            assert any(c.norms_in_loop and c.tma for c in kept)
+            assert any(c.norms_in_loop and not c.tma for c in kept) == (elem == 4)
+        for interp in (False, True):
+            assert conv_default_config(4096, 64, 576, elem, interpreting=interp).norms_in_loop == (elem == 4)
+        assert dense_default_config(16, 4096, 4096, elem).norms_in_loop == (elem == 4)
+    assert conv_default_config(4096, 64, 576, 8).norms_in_loop  # fp64 (gradcheck)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_small_batch_default_runs_without_the_norm_pass(dtype: torch.dtype, device: str) -> None:
-    """The GPU's default tile for a small batch plans the forward alone (no norm pass over
-    W) and matches the oracle, saved norms included."""
+    """The GPU's fp32 default tile for a small batch plans the forward alone (no norm pass
+    over W) and matches the oracle, saved norms included; the same in-loop tile on 16-bit
+    io too, whose own default takes the norm pass (`IN_LOOP_NORMS_16BIT`)."""
     from yat_triton.dense import plan_dense_fwd
 
     gen = torch.Generator().manual_seed(5)
     M, N, K = 5, 150, 200
     x, w, b = (torch.randn(*shape, generator=gen).to(dtype).to(device) for shape in ((M, K), (N, K), (N,)))
-    cfg = dense_default_config(M, N, K, x.element_size())
+    cfg = dense_default_config(M, N, K, 4)
     assert cfg.norms_in_loop and cfg.block_n == 64
+    assert dense_default_config(M, N, K, x.element_size()).norms_in_loop == (dtype == torch.float32)
     outs, calls = plan_dense_fwd(x, w, b, None, 1.5, None, 1e-3, "ieee", True, cfg)
     assert [c.kernel.fn.__name__ for c in calls] == ["yat_dense_fwd_kernel"]
     run_and_check_forward(calls, outs, x, w, b)
@@ -545,13 +580,22 @@ def test_int64_offsets_path_and_trigger(device: str) -> None:
 
 
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
-def test_every_kernel_compiles_for_sm90(dtype: str) -> None:
+@pytest.mark.parametrize(
+    ("dtype", "fp64_scalars"),
+    [("bfloat16", False), ("float16", False), ("float64", False), ("bfloat16", True)],
+    ids=["bfloat16", "float16", "float64", "bfloat16-compiled"],
+)
+def test_every_kernel_compiles_for_sm90(dtype: str, fp64_scalars: bool) -> None:
     """Every kernel the dense and conv ops launch, forward and backward, compiles for
     Hopper; in bf16 none spills and the GEMM-like ones use wgmma (float64 is for gradcheck
-    only: it must compile, speed does not matter)."""
+    only: it must compile, speed does not matter). `fp64_scalars`: with alpha and eps
+    typed fp64, as torch.compile passes them; on an H200 (torch 2.11, Triton 3.6) the
+    conv's near-pair kernel then failed to compile (a loop-carried fp32 turned fp64) and
+    the dense forward to lower to LLVM (an fp64 eps in the fp32 reciprocal's PTX) until the
+    kernels cast them to the accumulation dtype."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     cmd = [sys.executable, "-m", "autotune.inspect", "--all", "--dtype", dtype, "--json"]
+    cmd += ["--fp64-scalars"] if fp64_scalars else []
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -952,11 +996,13 @@ DIVISORS = [1, 2, 3, 7, 9, 49, 56, 64, 3136, 12544, 100_003, 2**20 + 7, 2**30, 2
 
 def test_divmod_magic_divides_every_int32():
     """(n * m) >> p == n // d over each divisor's edge cases and random dividends in
-    [0, 2^31), the range `fast_div` promises; m fits 32 bits."""
+    [0, 2^31), the range `fast_div` promises; m is an int32 (a kernel argument torch.compile
+    can pass), its bits read as uint32."""
     gen = torch.Generator().manual_seed(5)
     for d in DIVISORS + torch.randint(1, 2**31 - 1, (200,), generator=gen).tolist():
         m, p = divmod_magic(d)
-        assert 0 < m < 2**32
+        assert -(2**31) <= m < 2**31 and m != 0
+        m %= 2**32
         q = d * ((2**31 - 1) // d)
         edges = [0, 1, d - 1, d, d + 1, q - 1, q, 2**31 - 2, 2**31 - 1]
         for n in edges + torch.randint(0, 2**31, (200,), generator=gen).tolist():
@@ -1178,7 +1224,7 @@ def test_static_compiles_leave_stderr_alone_in_threads() -> None:
             errors.append(e)
 
     with (
-        mock.patch.object(ins, "_specialize", lambda c: ({}, {}, {})),
+        mock.patch.object(ins, "_specialize", lambda c, fp64_scalars=False: ({}, {}, {})),
         mock.patch.object(ins, "ASTSource", lambda *a: None),
         mock.patch.object(ins.triton, "compile", failing),
     ):

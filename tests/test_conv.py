@@ -323,14 +323,15 @@ def test_pointwise_conv_options_via_dense(dtype, device):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_pointwise_conv_small_batch_on_the_gpu_default_tile(dtype, device, launched):
-    """A routed 1x1 conv of a small batch (35 rows) on the GPU's default dense tile for it,
-    which sums the norms in its main loop and writes y into the conv's own output: every
-    gradient against the oracle."""
+    """A routed 1x1 conv of a small batch (35 rows) on the GPU's fp32 default dense tile for
+    it, which sums the norms in its main loop (16-bit io's own default takes the norm pass,
+    `IN_LOOP_NORMS_16BIT`) and writes y into the conv's own output: every gradient against
+    the oracle."""
     from kernels.dense import dense_default_config
     from yat_triton.tuning import forced_config
 
     geo = Geo(1, 8, 5, 7, 6, (1, 1))
-    tile = dense_default_config(35, 6, 8, dtype.itemsize)
+    tile = dense_default_config(35, 6, 8, 4)
     assert tile.norms_in_loop
     inp = make_inputs(geo, dtype, device, channels_last=True, seed=12)
     with forced_config("dense", "fwd", tile):
