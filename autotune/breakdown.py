@@ -13,8 +13,9 @@ Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks
 the conv forward kernel again storing through pointers where it stores by TMA; with --tma,
 op "dense-tma-ws": the forward and the backward on warp-specialized tiles
 (`dense_ws_lines`; the newest compiler path, after every other phase of the 4096^3 and conv
-problems); last, op "dense-small": a small batch's inference forward, its norms both ways,
-next to linear+relu (`small_batch_lines`, --small; no SPEC target depends on it).
+problems); last, op "dense-small": a small batch's inference forward, its norms both ways
+(16-bit io: from the pass only, `broken_in_loop_norms`), next to linear+relu
+(`small_batch_lines`, --small; no SPEC target depends on it).
 First of all, op "memory": a device copy (`copy_line`), whose bytes over its time are the
 memory bandwidth the report's roofline draws as its memory roof.
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
@@ -63,6 +64,7 @@ from autotune.timing import (  # noqa: E402
     time_call,
 )
 from kernels._common import INTERPRETING, TileConfig  # noqa: E402
+from kernels.dense import broken_in_loop_norms  # noqa: E402
 from yat_triton._launch import KernelCall, WarpSpecializationFallback, recording  # noqa: E402
 
 REPRESENTATIVE = torch.cuda.is_available() and not INTERPRETING
@@ -355,7 +357,8 @@ def dense_lines(
 def small_batch_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> Iterator[list[Line]]:
     """Op "dense-small", last: the inference forward (nothing saved) of an M-row batch through
     the dense layer, on its shipped tile ("fwd"), on the same tile with the norms the other
-    way ("fwd-norms": the norm pass where the tile sums them in its loop, or the reverse),
+    way ("fwd-norms": the norm pass where the tile sums them in its loop, or the reverse, but
+    for 16-bit io, `broken_in_loop_norms`),
     then `x @ W^T` and `linear+relu` at that shape: what the small-batch rules of
     `dense_default_config` buy, measured. Lines carry their own shape (MxNxK)."""
     from yat_triton.dense import dense_fwd, pick_dense_config
@@ -382,8 +385,9 @@ def small_batch_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -
         return lines
 
     yield shaped(phase_lines("dense-small", "fwd", infer))
-    with forced_config("dense", "fwd", other):
-        yield shaped(phase_lines("dense-small", "fwd-norms", infer))
+    if not broken_in_loop_norms(other, x.element_size()):  # (16-bit io: the pass only)
+        with forced_config("dense", "fwd", other):
+            yield shaped(phase_lines("dense-small", "fwd-norms", infer))
     yield shaped([
         ref_line("dense-small", "x @ W^T (matmul)", lambda: x @ w.t()),
         ref_line("dense-small", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))),
@@ -432,8 +436,9 @@ def conv_lines(
     where their fitted tiles take them); then the forward with its patch norms the other
     way (phase "fwd-norms": the pixel-norm pass for an in-loop tile, or the reverse), on
     the shipped tile's kernel and, with `tma`, on the TMA one ("conv2d-tma") where that is
-    another; the forward's pointer-store variant and the prep-block lines last. Yields
-    phase by phase, as `dense_lines`."""
+    another (not the pointer kernel's in-loop norms of 16-bit io, `broken_in_loop_norms`);
+    the forward's pointer-store variant and the prep-block lines last. Yields phase by
+    phase, as `dense_lines`."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -482,6 +487,8 @@ def conv_lines(
     # the shipped kernel first (op "conv2d"), then, with `tma`, the TMA one if that is another
     for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)
+        if broken_in_loop_norms(other, x.element_size()):  # (16-bit io: on the TMA kernel only)
+            continue
         with forced_config("conv2d", "fwd", other):
             yield phase_lines(op, "fwd-norms", forward)
     yield guarded("conv2d fwd-store", lambda: pointer_store_lines("conv2d", forward))
@@ -513,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
         default=16,
         metavar="M",
         help="the inference forward of an M-row batch through the --dense layer's N x K weight, "
-        "norms both ways, next to linear+relu (op dense-small; default 16, 0: left out)",
+        "norms both ways (16-bit: the pass only), next to linear+relu (op dense-small; default 16, "
+        "0: left out)",
     )
     parser.add_argument(
         "--copy-mib",

@@ -8,15 +8,16 @@
 # compiled by this machine's Triton), breakdown.txt / .jsonl (every kernel of the dense
 # 4096^3 and ResNet-50 3x3 ops timed on its own as a CUDA graph, each whole call also
 # eagerly, the TMA, prep-block and register-cap variants, cuBLAS / cuDNN references, and a
-# 16-row batch's inference forward with its norms both ways; rendered into the report too),
+# 16-row batch's inference forward; rendered into the report too),
 # results.db + sweep.log + show.txt (the core suite swept in bf16 against the baselines),
 # the exported winners (tuned/*.json) and the rendered report (reports/); `import-run`
 # (below) files them in the repository.
 # canary.log: whether the warp-specialized forward and backward GEMMs (Triton's Hopper pass,
 # the newest compiler path the sweep tries) compiled, ran and matched the oracle; if not,
-# their tiles are left out of this run.
-# Time caps (canary 60 s, GPU-only tests 60 s, the other tests 40 s, inspect 55 s, breakdown
-# 60 s, sweep 200 s: 475 s, and about 30 s of start-up, show, export and report) keep it
+# their tiles are left out of this run (on the first H200 run, Triton 3.6, the forward hung:
+# its first sync never returned; a hang now dumps where it waits into canary.log).
+# Time caps (canary 30 s, GPU-only tests 60 s, the other tests 40 s, inspect 55 s, breakdown
+# 60 s, sweep 200 s: 445 s, and about 30 s of start-up, show, export and report) keep it
 # near 8.5 min; --deadline SECONDS (default 545, for a run under a 560 s limit) cuts every
 # step's cap, kill grace included, so that the sweep's rows are packed by then whatever the
 # steps before it took (a step with no time left is skipped); a capped sweep resumes on the
@@ -131,7 +132,8 @@ note_rc() {
 skipped() { echo "$1: skipped, no time left before the ${DEADLINE} s deadline" | tee -a "$2"; }
 # step WHAT LOG CAP GRACE RESERVE SIGNAL COMMAND...: COMMAND under `timeout` (SIGNAL at CAP
 # fitted to the deadline, KILL GRACE s later), its output shown and appended to LOG; step_rc
-# is its status, or "skipped" (said in LOG) where the deadline leaves it no time.
+# is its status, or "skipped" (said in LOG) where the deadline leaves it no time. A step
+# stopped at its cap says so in LOG (a killed one may have printed nothing at all).
 step() {
   local what=$1 log=$2 grace=$4 signal=$6 cap
   cap=$(fit "$3" "$4" "$5")
@@ -139,6 +141,10 @@ step() {
   if [ "$cap" -gt 0 ]; then
     timeout -s "$signal" -k "$grace" "$cap" "$@" 2>&1 | tee -a "$log"
     step_rc=${PIPESTATUS[0]}
+    case "$step_rc" in
+      124) echo "$what: stopped at its $cap s cap" | tee -a "$log" ;;
+      137) echo "$what: killed $grace s after its $cap s cap (it did not stop on SIG$signal)" | tee -a "$log" ;;
+    esac
   else
     skipped "$what" "$log"
     step_rc=skipped
@@ -168,8 +174,8 @@ WS_FLAG=() WS_TEST=""
 # and fp32 gets no such tiles. On failure every warp-specialization test is left out.
 CANARY="(warp_specialized_forward_matches or warp_specialized_backward_matches) and bfloat16"
 : > "$OUT/canary.log"
-step "the canary" "$OUT/canary.log" 60 10 $SWEEP_RESERVE INT \
-  python -m pytest -q -ra -x tests/test_configs.py tests/test_dense.py -k "$CANARY"
+step "the canary" "$OUT/canary.log" 30 5 $SWEEP_RESERVE INT \
+  python -m pytest -q -ra -x -o faulthandler_timeout=20 tests/test_configs.py tests/test_dense.py -k "$CANARY"
 case "$step_rc" in
   0) WS_LEFT_OUT="" ;;
   skipped) WS_LEFT_OUT="untried" ;;  # left out as well

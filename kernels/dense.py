@@ -1210,7 +1210,7 @@ def prune_dense_configs(
     """
     kept: dict[TileConfig, None] = {}
     for cfg in configs:
-        if elem_bytes == 2 and cfg.norms_in_loop and not cfg.tma and not IN_LOOP_NORMS_16BIT:
+        if broken_in_loop_norms(cfg, elem_bytes):
             continue
         bm = min(cfg.block_m, max(16, next_pow2(M)))
         bn = min(cfg.block_n, max(16, next_pow2(N)))
@@ -1228,6 +1228,13 @@ def prune_dense_configs(
 # H200 run (Triton 3.6, torch 2.11) measured them wrong (reports/nvidia_h200/, the rows
 # marked wrong with `_nil` tiles); the persistent TMA kernel's in-loop x norms measured right.
 IN_LOOP_NORMS_16BIT = False
+
+
+def broken_in_loop_norms(cfg: TileConfig, elem_bytes: int) -> bool:
+    """Whether `cfg` is a pointer-kernel tile summing 16-bit io's norms in its main loop,
+    which `IN_LOOP_NORMS_16BIT` keeps off the GPU (pruned from sweeps; a forced or tuned
+    one falls back to the default tile, as any tile that cannot fit its launch)."""
+    return elem_bytes == 2 and cfg.norms_in_loop and not cfg.tma and not IN_LOOP_NORMS_16BIT
 
 
 def dense_default_config(

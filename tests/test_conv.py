@@ -321,24 +321,25 @@ def test_pointwise_conv_options_via_dense(dtype, device):
     check_against_oracle(inp, POINTWISE_GEO)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_pointwise_conv_small_batch_on_the_gpu_default_tile(dtype, device, launched):
-    """A routed 1x1 conv of a small batch (35 rows) on the GPU's fp32 default dense tile for
-    it, which sums the norms in its main loop (16-bit io's own default takes the norm pass,
-    `IN_LOOP_NORMS_16BIT`) and writes y into the conv's own output: every gradient against
-    the oracle."""
+    """A routed 1x1 conv of a small batch (35 rows) on the GPU's default dense tile for it,
+    which writes y into the conv's own output: every gradient against the oracle. fp32's
+    tile sums the norms in its main loop; 16-bit io's takes the norm pass, also when asked
+    for fp32's (`broken_in_loop_norms`)."""
     from kernels.dense import dense_default_config
     from yat_triton.tuning import forced_config
 
     geo = Geo(1, 8, 5, 7, 6, (1, 1))
     tile = dense_default_config(35, 6, 8, 4)
-    assert tile.norms_in_loop
+    assert tile.norms_in_loop and not dense_default_config(35, 6, 8, 2).norms_in_loop
     inp = make_inputs(geo, dtype, device, channels_last=True, seed=12)
     with forced_config("dense", "fwd", tile):
         check_against_oracle(inp, geo)
     (fwd,) = [c for c in launched if c.kernel.fn.__name__ == "yat_dense_fwd_kernel"]
-    assert fwd.kwargs["NORMS_IN_LOOP"] and fwd.kwargs["STORE_S"]
-    assert not any(c.kernel.fn.__name__ == "row_sqnorm_kernel" for c in launched)
+    in_loop = dtype == torch.float32
+    assert fwd.kwargs["NORMS_IN_LOOP"] == in_loop and fwd.kwargs["STORE_S"]
+    assert any(c.kernel.fn.__name__ == "row_sqnorm_kernel" for c in launched) != in_loop
 
 
 OPTION_GEO = Geo(2, 4, 6, 5, 6, (3, 3), padding=1)
@@ -492,7 +493,8 @@ def test_clamp_active(dtype, channels_last, norms, device, launched):
     """Forward and every gradient where patches equal filters (clamp active, distance <<
     eps) and at a range of small distances; accumulation errors may be amplified by kappa
     (the norm expansion), io rounding is held to the plain table. The patch norms summed
-    in the main loop (an in-loop tile, as the default) and from the pixel-norm pass."""
+    in the main loop (an in-loop tile, fp32's default) and from the pixel-norm pass (16-bit
+    io's default, and where an in-loop tile is asked for: `broken_in_loop_norms`)."""
     from kernels._common import TileConfig
     from yat_triton.tuning import forced_config
 
@@ -501,7 +503,7 @@ def test_clamp_active(dtype, channels_last, norms, device, launched):
     with forced_config("conv2d", "fwd", tile):
         check_against_oracle(inp, CLAMP_GEO, amplification=kappa)
     (fwd,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_fwd_kernel"]
-    assert fwd.kwargs["NORM_PASS"] == (norms == "pass")
+    assert fwd.kwargs["NORM_PASS"] == (norms == "pass" or dtype.itemsize == 2)
 
 
 def _positive_denominator(dtype: torch.dtype, device: str) -> None:
