@@ -220,6 +220,15 @@ def sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p[0], order.get(p[1], len(order)), p[1], p[2], _shape_order(p[3])))
 
 
+def cuda_of(torch_version: str) -> str:
+    """The CUDA a torch build names in its local version: "2.11.0+cu130" -> "13.0 (torch's
+    build)", a CPU build ("+cpu") -> "none (CPU build)", anything else -> "-" (not said)."""
+    m = re.search(r"\+cu(\d+)(\d)$", torch_version)
+    if m:
+        return f"{m[1]}.{m[2]} (torch's build)"
+    return "none (CPU build)" if torch_version.endswith("+cpu") else "-"
+
+
 def _header(g: Gpu, bandwidth: tuple[float, str] | None = None) -> str:
     def values(name: str) -> str:
         return ", ".join(sorted({str(getattr(r, name)) or "-" for r in g.rows}))
@@ -229,6 +238,7 @@ def _header(g: Gpu, bandwidth: tuple[float, str] | None = None) -> str:
     table = [
         ["GPU", g.gpu],
         ["driver", values("driver")],
+        ["CUDA", ", ".join(sorted({cuda_of(r.torch) for r in g.rows}))],
         ["torch", values("torch")],
         ["Triton", values("triton")],
         ["project commit(s)", values("commit")],

@@ -104,6 +104,7 @@ def test_gpu_report_files_tables_and_plots(gpu_db, tmp_path) -> None:  # noqa: A
     assert BANNER not in text
     for value in ("Test H200", "999.1", "2.99", "9.9", "testcommit", "2023-11-14"):
         assert value in text
+    assert re.search(r"\| CUDA +\| - +\|", text)  # torch "2.99" names none
     assert re.search(
         r"\| timing \(rows\) +\| 6 as CUDA graph replays \(do_bench\), 2 as eager launches "
         r"\(do_bench: eager_ref\) +\|",
@@ -894,3 +895,14 @@ def test_a_target_met_on_part_of_its_problems_says_so(tmp_path) -> None:  # noqa
     assert "Met where measured, the other problems n/a: ⵟ-dense fwd, bf16, M=N=K >= 4096 (1 of 2)." in text
     index = (tmp_path / "reports" / "README.md").read_text()
     assert "[test_h200](test_h200/README.md): targets 1 met, 7 n/a" in index
+
+
+def test_cuda_version_from_the_torch_build() -> None:
+    """The header's CUDA row reads the CUDA a torch build names ("+cu130"); a CPU build says so."""
+    from autotune.report import cuda_of
+
+    assert cuda_of("2.11.0+cu130") == "13.0 (torch's build)"
+    assert cuda_of("2.5.1+cu121") == "12.1 (torch's build)"
+    assert cuda_of("2.4.0+cu118") == "11.8 (torch's build)"
+    assert cuda_of("2.13.0+cpu") == "none (CPU build)"
+    assert cuda_of("2.99") == "-" and cuda_of("2.6.0+rocm6.2") == "-"
