@@ -8,7 +8,9 @@ For each op: the forward as training runs it (s saved for backward) and the back
 every gradient; per kernel its grid, median time and share of the phase. "launcher" is the
 whole call (kernels, torch glue such as partial-sum reductions, launch gaps); the references
 are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
+Phase "fwd-infer": the dense forward as inference runs it (nothing saved for backward).
 Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS);
+"fwd-normpass": the forward's row-norm pass again at other blocks (NORM_BLOCKS);
 "fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG); "fwd-store":
 the conv forward kernel again storing through pointers where it stores by TMA; with --tma,
 op "dense-tma-ws": the forward and the backward on warp-specialized tiles
@@ -193,6 +195,28 @@ def prep_block_lines(op: str, backward: Callable[[], object]) -> list[Line]:
     return out
 
 
+# Row-norm pass blocks (BLOCK_R, BLOCK_K, warps) timed besides the shipped one
+# (`norm_pass_block`: 8x512 on 4 warps in bf16, 8 KB a step): 4 and 16 KB a step, 8 warps.
+NORM_BLOCKS = ((4, 512, 4), (16, 512, 8), (32, 256, 8))
+
+
+def norm_block_lines(op: str, forward: Callable[[], object]) -> list[Line]:
+    """The forward's row-norm pass re-planned at each of NORM_BLOCKS (the launcher's block
+    choice patched for one call of `forward`) and timed on its own: phase "fwd-normpass"
+    lines "row_sqnorm_kernel @ RxK/Ww" (the shipped block's time is the "fwd" phase's)."""
+    import yat_triton.dense as dense
+
+    out = []
+    for br, bk, warps in NORM_BLOCKS:
+        block = lambda *a, br=br, bk=bk, warps=warps, **k: (br, bk, warps)  # noqa: E731
+        with mock.patch.object(dense, "norm_pass_block", block), recording() as calls:
+            forward()
+        name = "row_sqnorm_kernel"
+        what = f"{name} @ {br}x{bk}/{warps}w"
+        out += [call_line(op, "fwd-normpass", what, c) for c in calls if c.kernel.fn.__name__ == name]
+    return out
+
+
 # Register caps timed on the training forward's kernel: 128 lets a 256-thread program whose
 # compile takes 129-136 registers (the shipped 128x128 forward saving s takes 130) share an
 # SM with a second one, if its shared memory allows (`python -m autotune.inspect --maxnreg`).
@@ -301,6 +325,12 @@ class DenseProblem:
 
         return dense_fwd(self.x, self.w, *self.args, self.prec, True)
 
+    def infer(self) -> object:
+        """The forward as inference runs it (nothing saved)."""
+        from yat_triton.dense import dense_fwd
+
+        return dense_fwd(self.x, self.w, *self.args, self.prec, False)
+
     def backward(self) -> object:
         """The backward with dx, dW and db."""
         from yat_triton.dense import dense_bwd
@@ -315,8 +345,8 @@ def dense_lines(
     """The dense op at its shipped tile, then the standard layers; with `tma`, also the same
     tile on the persistent TMA kernels (forced for forward and backward: op "dense-tma") and
     the TMA forward summing ||x||^2 in its loop ("dense-tma-xnorms"; its backward is the
-    same as dense-tma's, so it is not timed again); the register-capped forward kernel and
-    the prep-block lines last. Yields the
+    same as dense-tma's, so it is not timed again); the register-capped forward kernel, the
+    prep-block and the norm-pass-block lines last. Yields the
     lines phase by phase, the most wanted first (a time cap keeps what was measured)."""
     from yat_triton.dense import pick_dense_config
     from yat_triton.tuning import forced_config
@@ -334,6 +364,9 @@ def dense_lines(
                 yield phase_lines(op, "bwd", p.backward)
 
     yield from op_lines("dense", None, backward_too=True)
+    # the inference forward (nothing saved: no fp32 s to store), what the training one's
+    # extra output costs next to linear+relu
+    yield phase_lines("dense", "fwd-infer", p.infer)
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
     y = F.relu(F.linear(xg, wg, bg))
     yield [
@@ -352,6 +385,7 @@ def dense_lines(
     forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
     yield guarded("dense fwd-maxnreg", lambda: maxnreg_lines("dense", p.forward, forward_kernels))
     yield guarded("dense bwd-prep", lambda: prep_block_lines("dense", p.backward))
+    yield guarded("dense fwd-normpass", lambda: norm_block_lines("dense", p.forward))
 
 
 def small_batch_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> Iterator[list[Line]]:

@@ -800,6 +800,13 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
 
     assert not pick_dense_config(24, 40, 32, torch.bfloat16).norms_in_loop
     assert kernels["dense", "fwd"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", *whole]
+    # the same forward as inference runs it (nothing saved), and its norm pass at other blocks
+    assert kernels["dense", "fwd-infer"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", *whole]
+    passes = [(ln["what"], ln["grid"]) for ln in lines if ln["phase"] == "fwd-normpass"]
+    assert passes == [
+        (f"row_sqnorm_kernel @ {br}x{bk}/{w}w", str(-(-24 // br) + -(-40 // br)))
+        for br, bk, w in breakdown.NORM_BLOCKS
+    ]
     assert kernels["dense-tma", "fwd"][1] == "yat_dense_fwd_tma_kernel"
     assert kernels["dense-tma-xnorms", "fwd"][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_tma_kernel"]
     assert kernels["dense-tma", "bwd"].count("yat_dense_bwd_gemm_tma_kernel") == 2

@@ -62,6 +62,16 @@ EPILOGUE_PARTS = 4
 # Launchers
 
 
+def norm_pass_block(K: int, elem_bytes: int, *, interpreting: bool = False) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_K, num_warps) of the row-norm pass (`plan_row_sqnorms`): on a GPU
+    ~8 KB a program step (see there); under the interpreter few, large programs."""
+    k_pow2 = max(16, next_pow2(max(K, 1)))
+    if interpreting:  # each program costs Python time
+        return 16, min(128, k_pow2), 4
+    block_k = min(k_pow2, 512 if elem_bytes <= 2 else 256)
+    return max(1, min(64, 8192 // (block_k * elem_bytes))), block_k, 4
+
+
 def plan_row_sqnorms(
     a: Tensor, b: Tensor | None = None
 ) -> tuple[tuple[Tensor, Tensor | None], list[KernelCall]]:
@@ -82,20 +92,15 @@ def plan_row_sqnorms(
     out_b = torch.empty((RB,), dtype=acc, device=a.device) if b is not None else None
     if R + RB == 0:
         return (out_a, out_b), []
-    k_pow2 = max(16, next_pow2(max(K, 1)))
-    if INTERPRETING:  # each program costs Python time: few, large ones
-        block_r, block_k = 16, min(128, k_pow2)
-    else:
-        elem = max(a.element_size(), b.element_size() if b is not None else 1)
-        block_k = min(k_pow2, 512 if elem <= 2 else 256)
-        block_r = max(1, min(64, 8192 // (block_k * elem)))
+    elem = max(a.element_size(), b.element_size() if b is not None else 1)
+    block_r, block_k, warps = norm_pass_block(K, elem, interpreting=INTERPRETING)
     bb = b if b is not None else a
     call = KernelCall(
         row_sqnorm_kernel, (cdiv(R, block_r) + cdiv(RB, block_r),),
         (a, bb, out_a, out_b if out_b is not None else out_a, R, RB, K,
          a.stride(0), a.stride(1), bb.stride(0), bb.stride(1)),
         dict(IS_FP64=a.dtype == torch.float64, INT64=needs_int64(a, bb),
-             BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4),
+             BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps),
     )  # fmt: skip
     return (out_a, out_b), [call]
 
