@@ -232,9 +232,9 @@ def divmod_magic(d: int) -> tuple[int, int]:
 @triton.jit
 def fast_div(n, d, m, p, FAST: tl.constexpr):
     """n // d. FAST (int32 0 <= n < 2^31, (m, p) = divmod_magic(d), m's int32 bits read as
-    uint32): one 32x32->64-bit
-    multiply and a shift where a division by a runtime int32 takes a dozen instructions or
-    more; otherwise (offsets past 2^31, symbolic sizes without magic numbers) n // d."""
+    uint32): one 32x32->64-bit multiply and a shift where a division by a runtime int32
+    takes a dozen instructions or more; otherwise (offsets past 2^31, symbolic sizes
+    without magic numbers) n // d."""
     if FAST:
         wide = tl.cast(tl.cast(n, tl.uint32), tl.uint64) * tl.cast(tl.cast(m, tl.uint32), tl.uint64)
         return tl.cast(wide >> p, tl.int32)
@@ -352,7 +352,7 @@ def scalars_from(
         ty = tl.float32
     if ALPHA_FROM_PTR:
         alpha = alpha_in.to(ty)
-    else:  # as its own dtype: torch.compile passes Python floats as fp64 arguments
+    else:  # cast: torch.compile passes Python floats as fp64 arguments (a launch: fp32)
         alpha = tl.cast(alpha_value, ty)
     if EPS_FROM_PTR:
         eps = eps_in.to(ty)
