@@ -929,8 +929,8 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
         breakdown.main([*small, "--json-out", str(out)])
     lines = [json.loads(s) for s in out.read_text().splitlines()]
     assert {(ln["op"], ln["phase"]) for ln in lines} == {
-        ("memory", "ref"), ("dense", "fwd"), ("dense", "bwd"), ("dense", "ref"), ("dense", "fwd-maxnreg"),
-        ("dense", "bwd-prep"), ("conv2d", "fwd"),
+        ("memory", "ref"), ("dense", "fwd"), ("dense", "bwd"), ("dense", "fwd-infer"), ("dense", "ref"),
+        ("dense", "fwd-maxnreg"), ("dense", "bwd-prep"), ("dense", "fwd-normpass"), ("conv2d", "fwd"),
     }  # fmt: skip
     assert {ln["shape"] for ln in lines if ln["op"] == "dense"} == {"24x40x32"}
 
