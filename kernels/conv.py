@@ -1178,9 +1178,9 @@ def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting
     channels per group (a K tile never spans two taps), the patch norm summed in the main
     loop (`norms_in_loop`: no extra read of x; whether the pixel-norm pass pays instead is
     for the sweep to measure) except for 16-bit io, where such tiles computed wrong on an
-    H200 (`IN_LOOP_NORMS_16BIT`; the pass cost the ResNet-50 56x56x64 layer's bf16
-    forward 91.7 us against 86.3 us, breakdown.txt of that run), and 8 warps from 128x64
-    up: the in-loop patch norm reads the x tile into registers, BLOCK_M*BLOCK_K/threads
+    H200 (`IN_LOOP_NORMS_16BIT`; what the pass costs the ResNet-50 56x56x64 layer's bf16
+    forward: the conv2d fwd and fwd-norms lines of that run's breakdown), and 8 warps from
+    128x64 up: the in-loop patch norm reads the x tile into registers, BLOCK_M*BLOCK_K/threads
     values a thread (sm_90, bf16, a ResNet-50 3x3 layer, 128x64x64 tile: 220 registers
     with 4 warps, 114 with 8; Triton 3.6: 241 and 117)."""
 

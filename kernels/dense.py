@@ -1204,9 +1204,9 @@ def prune_dense_configs(
     128 rows: others run unspecialized (`TileConfig.unspecialized`).
     No pointer-kernel tile with in-loop norms (`norms_in_loop` without `tma`) for 16-bit
     io: on an H200 (Triton 3.6) such a tile, whose x tile feeds both the pipelined MMA and
-    the squares in registers, computes wrong x.w: 13 of the 14 such bf16 tiles a sweep
-    tried, dense and conv, had max rel errors of 0.14-0.48; fp16 too; right with one
-    stage, fp32 operands or fp32 io (`IN_LOOP_NORMS_16BIT`).
+    the squares in registers, computed wrong x.w (the `_nil` bf16 rows marked wrong in
+    reports/nvidia_h200/, dense and conv; fp16 too, and right with one stage, fp32
+    operands or fp32 io: reports/nvidia_h200/diagnostics/; `IN_LOOP_NORMS_16BIT`).
     """
     kept: dict[TileConfig, None] = {}
     for cfg in configs:
@@ -1271,8 +1271,8 @@ def dense_default_config(
     bm, bn = fit(M, 128), fit(N, 128)
     if cdiv(M, bm) * cdiv(N, bn) < SM90_SMS and bn > 64:
         bn = 64
-    # (16-bit io: never, see `IN_LOOP_NORMS_16BIT`; measured on an H200, a 16-row bf16 batch
-    # of a 4096-wide layer took 56.4 us with in-loop norms, 43.8 us with the norm pass)
+    # (16-bit io: never, see `IN_LOOP_NORMS_16BIT`; on the H200 a 16-row bf16 batch of a
+    # 4096-wide layer was faster with the norm pass anyway: the breakdown's dense-small lines)
     in_loop = M <= bm <= 64 and not backward and (elem_bytes != 2 or IN_LOOP_NORMS_16BIT)
     warps = 8 if bm * bn >= 128 * 128 else 4
     stages = 4 if elem_bytes <= 2 else 3
