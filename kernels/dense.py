@@ -1251,11 +1251,13 @@ def dense_default_config(
       programs pulling W from memory (a 16-row batch of a 4096-wide layer: 32 programs of
       128 columns on 132 SMs, 64 of 64); 64 is the config space's narrowest;
     - one row of programs of at most 64 rows (M <= BLOCK_M <= 64) loads each W tile once
-      in all, so the forward sums the norms from the main loop's tiles (`norms_in_loop`,
-      unsplit epilogue): the norm pass would read all of W a second time, as many bytes as
-      the GEMM itself. (sm_90 compiles, Triton 3.6, bf16, K = N = 4096, saving s: 16 rows,
-      64 registers, no spills; 64 rows, 257 SASS instructions a main-loop step against 122
-      without; 128 rows, 369 against 179: the x tile's squares cost issue slots.)
+      in all, so the fp32 forward sums the norms from the main loop's tiles
+      (`norms_in_loop`, unsplit epilogue): the norm pass would read all of W a second
+      time, as many bytes as the GEMM itself. 16-bit io takes the pass
+      (`IN_LOOP_NORMS_16BIT`). (sm_90 compiles, Triton 3.6, bf16, K = N = 4096, saving s:
+      16 rows, 64 registers, no spills; 64 rows, 257 SASS instructions a main-loop step
+      against 122 without; 128 rows, 369 against 179: the x tile's squares cost issue
+      slots.)
       `backward`: a backward GEMM's tile (no norms there).
     Interpreter: the largest tiles the shape allows, since each program costs Python time.
     """
@@ -1272,7 +1274,9 @@ def dense_default_config(
     if cdiv(M, bm) * cdiv(N, bn) < SM90_SMS and bn > 64:
         bn = 64
     # (16-bit io: never, see `IN_LOOP_NORMS_16BIT`; on the H200 a 16-row bf16 batch of a
-    # 4096-wide layer was faster with the norm pass anyway: the breakdown's dense-small lines)
+    # 4096-wide layer was faster with the norm pass as a whole call and as a graph, slower
+    # eagerly back to back, its one more launch costing host time: the breakdown's
+    # dense-small lines)
     in_loop = M <= bm <= 64 and not backward and (elem_bytes != 2 or IN_LOOP_NORMS_16BIT)
     warps = 8 if bm * bn >= 128 * 128 else 4
     stages = 4 if elem_bytes <= 2 else 3

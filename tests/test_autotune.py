@@ -796,9 +796,10 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     whole += ["launcher (graph, back to back)"] if breakdown.REPRESENTATIVE else []
     # the shipped tile of this 24-row batch (bf16, the breakdown's dtype) takes its norms
     # from the pass, on a GPU too (16-bit io: `IN_LOOP_NORMS_16BIT`)
-    from yat_triton.tuning import pick_dense_config
+    from kernels.dense import dense_default_config
 
-    assert not pick_dense_config(24, 40, 32, torch.bfloat16).norms_in_loop
+    # (the GPU's default for it too: the interpreter's never sums them in its loop)
+    assert not dense_default_config(24, 40, 32, 2).norms_in_loop
     assert kernels["dense", "fwd"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", *whole]
     # the same forward as inference runs it (nothing saved), and its norm pass at other blocks
     assert kernels["dense", "fwd-infer"] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel", *whole]
@@ -857,7 +858,8 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     # runs the norm pass, and no line sums them in its loop (16-bit io: `broken_in_loop_norms`)
     small = [ln for ln in lines if ln["op"] == "dense-small"]
     assert small and lines[-len(small) :] == small and {ln["shape"] for ln in small} == {"16x40x32"}
-    assert not pick_dense_config(16, 40, 32, torch.bfloat16).norms_in_loop
+    assert not dense_default_config(16, 40, 32, 2).norms_in_loop  # (fp32's would sum them)
+    assert dense_default_config(16, 40, 32, 4).norms_in_loop
     assert kernels["dense-small", "fwd"][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel"]
     assert ("dense-small", "fwd-norms") not in kernels
     assert kernels["dense-small", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd"]

@@ -503,8 +503,8 @@ def test_no_pointer_tile_sums_16bit_norms_in_its_loop() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_small_batch_default_runs_without_the_norm_pass(dtype: torch.dtype, device: str) -> None:
     """The GPU's fp32 default tile for a small batch plans the forward alone (no norm pass
-    over W) and matches the oracle, saved norms included; the same in-loop tile on 16-bit
-    io too, whose own default takes the norm pass (`IN_LOOP_NORMS_16BIT`)."""
+    over W) and matches the oracle, saved norms included. 16-bit io's own default takes
+    the norm pass, and so does that same tile planned for it (`broken_in_loop_norms`)."""
     from yat_triton.dense import plan_dense_fwd
 
     gen = torch.Generator().manual_seed(5)
@@ -512,9 +512,12 @@ def test_small_batch_default_runs_without_the_norm_pass(dtype: torch.dtype, devi
     x, w, b = (torch.randn(*shape, generator=gen).to(dtype).to(device) for shape in ((M, K), (N, K), (N,)))
     cfg = dense_default_config(M, N, K, 4)
     assert cfg.norms_in_loop and cfg.block_n == 64
-    assert dense_default_config(M, N, K, x.element_size()).norms_in_loop == (dtype == torch.float32)
+    in_loop = dtype == torch.float32
+    assert dense_default_config(M, N, K, x.element_size()).norms_in_loop == in_loop
     outs, calls = plan_dense_fwd(x, w, b, None, 1.5, None, 1e-3, "ieee", True, cfg)
-    assert [c.kernel.fn.__name__ for c in calls] == ["yat_dense_fwd_kernel"]
+    norm_pass = [] if in_loop else ["row_sqnorm_kernel"]
+    assert [c.kernel.fn.__name__ for c in calls] == [*norm_pass, "yat_dense_fwd_kernel"]
+    assert calls[-1].kwargs["NORMS_IN_LOOP"] == in_loop
     run_and_check_forward(calls, outs, x, w, b)
 
 
@@ -1238,3 +1241,24 @@ def test_static_compiles_leave_stderr_alone_in_threads() -> None:
     assert len(errors) == 8 and all(isinstance(e, ins.CompileFailure) for e in errors)
     after = os.fstat(2)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_in_loop_tma_tile_on_the_pointer_kernel(dtype: torch.dtype, device: str) -> None:
+    """A TMA tile summing ||x||^2 in its loop that its operands put on the pointer kernel
+    (K = 98: rows not 16-byte aligned in bf16 or fp32, no descriptor): 16-bit io takes the
+    norm pass there (`broken_in_loop_norms`: such pointer tiles computed wrong on the
+    H200), fp32 keeps its in-loop norms; both against the oracle."""
+    from yat_triton.dense import plan_dense_fwd
+
+    gen = torch.Generator().manual_seed(13)
+    M, N, K = 20, 24, 98
+    x, w, b = (torch.randn(*shape, generator=gen).to(dtype).to(device) for shape in ((M, K), (N, K), (N,)))
+    cfg = TileConfig(16, 32, 32, 2, 4, 2, norms_in_loop=True, tma=True)
+    outs, calls = plan_dense_fwd(x, w, b, None, 1.5, None, 1e-3, "ieee", True, cfg)
+    names = [c.kernel.fn.__name__ for c in calls]
+    assert names[-1] == "yat_dense_fwd_kernel"
+    in_loop = dtype == torch.float32
+    assert calls[-1].kwargs["NORMS_IN_LOOP"] == in_loop
+    assert ("row_sqnorm_kernel" in names) != in_loop
+    run_and_check_forward(calls, outs, x, w, b)

@@ -1759,3 +1759,35 @@ def test_unbatched_input_as_f_conv(device):
                           to_oracle(b), padding=(0, 1), groups=2)  # fmt: skip
     assert y1.shape == (6, 6)
     assert_close(y1, ref1.squeeze(2).squeeze(0), torch.float32, reduction=6, what="y (1-D)")
+
+
+@pytest.mark.parametrize(
+    "case", ["channel-slice", "crop", "tma-tile-stride-2"], ids=["channel-slice", "crop", "tma-stride-2"]
+)
+def test_16bit_forward_never_sums_norms_in_the_pointer_loop(case, device, launched):
+    """A bf16 forward whose pointer kernel would have summed the patch norms in its loop
+    takes them from the pixel-norm pass (`broken_in_loop_norms`: such tiles computed wrong
+    on the H200): a strided channels_last x (a channel slice, a crop), whose pass reads a
+    copy of its rows, and an in-loop TMA tile that a stride-2 layer puts on the pointer
+    kernel. y and s against the oracle."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    gen = torch.Generator().manual_seed(31)
+    full = torch.randn(2, 24, 9, 10, generator=gen).to(torch.bfloat16).contiguous(memory_format=CL)
+    x = {"channel-slice": full[:, :16], "crop": full[:, :16, 1:8, 2:9]}.get(case, full[:, :16])
+    if case == "tma-tile-stride-2":
+        x = x.contiguous(memory_format=CL)
+    else:  # strided views: channel stride 1, pixels 24 channels apart
+        assert x.stride(1) == 1 and not x.permute(0, 2, 3, 1).is_contiguous()
+    stride = 2 if case == "tma-tile-stride-2" else 1
+    w = (torch.randn(8, 16, 3, 3, generator=gen) / 12).to(torch.bfloat16)
+    b = torch.randn(8, generator=gen).to(torch.bfloat16)
+    tile = TileConfig(32, 16, 16, 8, 4, 1, norms_in_loop=True, tma=case == "tma-tile-stride-2")
+    with forced_config("conv2d", "fwd", tile):
+        y = yat_conv2d(x.to(device), w.to(device), b.to(device), stride, 1, alpha=1.5, eps=1e-3)
+    (fwd,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_fwd_kernel"]
+    assert fwd.kwargs["NORM_PASS"], case
+    assert any(c.kernel.fn.__name__ == "row_sqnorm_kernel" for c in launched), case
+    ref = yat_conv2d_ref(x, w, b, 1.5, 1e-3, stride, 1)
+    assert_close(y, ref, torch.bfloat16, reduction=16 * 9, what="y")

@@ -21,6 +21,7 @@ output-sized tensor, like the dense op), the patch norms (B, OH, OW, groups) and
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,7 @@ from kernels.conv import (
     yat_conv_wgrad_kernel,
     yat_conv_wgrad_tma_kernel,
 )
-from kernels.dense import elementwise_block
+from kernels.dense import broken_in_loop_norms, elementwise_block
 from yat_triton import _checks
 from yat_triton._autograd import YatOp, register_yat_autograd
 from yat_triton._launch import (
@@ -444,9 +445,17 @@ def plan_conv2d_fwd(
         eps if eps is not None else y, nw, y, s, nx,
     )  # fmt: skip
     pixels = xk.permute(0, 2, 3, 1)  # (B, H, W, C_in)
-    norm_pass = not cfg.norms_in_loop and pixels.is_contiguous()
+    xv, wv = pixels, wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
+    on_tma = tma_conv_tile(cfg, Cg, stride) and tma_ready(xv, wv)
+    elem = x.element_size()
+    if not on_tma and broken_in_loop_norms(replace(cfg, tma=False), elem):
+        cfg = replace(cfg, norms_in_loop=False)  # a TMA tile on the pointer kernel too
+    # the pass reads the pixels as rows: a strided x (a channel slice, a crop) sums its
+    # norms in the loop, but for 16-bit io (`broken_in_loop_norms`), whose pass reads a copy
+    norm_pass = not cfg.norms_in_loop and (pixels.is_contiguous() or elem == 2)
     if norm_pass:  # the pixel norms of each group, (B, H, W, G), for the epilogue's tap sums
-        (pn, _), norm_calls = plan_row_sqnorms(pixels.reshape(B * H * W * groups, Cg))  # a view
+        rows = pixels.reshape(B * H * W * groups, Cg)  # a view where x is dense, else a copy
+        (pn, _), norm_calls = plan_row_sqnorms(rows)
         calls += norm_calls
     else:
         pn = nx  # unread
@@ -457,9 +466,8 @@ def plan_conv2d_fwd(
         FAST_RCP=fast_quotient(x.dtype, eps, eps_value),
         EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)), **cfg.launch_options(),
     )  # fmt: skip
-    xv, wv = pixels, wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
     width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]
-    if tma_conv_tile(cfg, Cg, stride) and tma_ready(xv, wv):
+    if on_tma:
         box = conv_box(B, OH, OW, cfg.block_m)
         tiles_m = box_count((B, OH, OW), box)
         y_out, s_out = _store_descriptors(y, s, list(box), width, cfg.block_n, Ng, groups)

@@ -13,6 +13,7 @@ one extra output-sized tensor. Recomputing s in the backward would cost a third 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -22,6 +23,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from kernels._common import SM90_SMEM_BYTES, TileConfig, cdiv, next_pow2, pipelined_smem_bytes
 from kernels.dense import (
     NEAR_TAU,
+    broken_in_loop_norms,
     elementwise_block,
     row_sqnorm_kernel,
     yat_dense_bwd_gemm_kernel,
@@ -137,6 +139,8 @@ def plan_dense_fwd(
     use_tma = cfg.tma and tma_ready(x, weight)
     if not use_tma or x.element_size() != 2:  # warp-specialized: the TMA kernel, 16-bit io
         cfg = cfg.unspecialized()
+    if not use_tma and broken_in_loop_norms(replace(cfg, tma=False), x.element_size()):
+        cfg = replace(cfg, norms_in_loop=False)  # a TMA tile on the pointer kernel too
     calls: list[KernelCall] = []
     if use_tma and cfg.norms_in_loop:  # ||x||^2 from the main loop, ||w||^2 from the pass
         nx = torch.empty((M,), dtype=acc, device=x.device)
