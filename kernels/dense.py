@@ -1230,11 +1230,14 @@ def prune_dense_configs(
 IN_LOOP_NORMS_16BIT = False
 
 
-def broken_in_loop_norms(cfg: TileConfig, elem_bytes: int) -> bool:
+def broken_in_loop_norms(cfg: TileConfig, elem_bytes: int, *, on_tma: bool | None = None) -> bool:
     """Whether `cfg` is a pointer-kernel tile summing 16-bit io's norms in its main loop,
     which `IN_LOOP_NORMS_16BIT` keeps off the GPU (pruned from sweeps; a forced or tuned
-    one falls back to the default tile, as any tile that cannot fit its launch)."""
-    return elem_bytes == 2 and cfg.norms_in_loop and not cfg.tma and not IN_LOOP_NORMS_16BIT
+    one falls back to the default tile, as any tile that cannot fit its launch).
+    `on_tma`: whether the launch runs the TMA kernel (default: the tile's `tma`; a
+    launcher puts a TMA tile on the pointer kernel where its operands cannot take TMA)."""
+    tma = cfg.tma if on_tma is None else on_tma
+    return elem_bytes == 2 and cfg.norms_in_loop and not tma and not IN_LOOP_NORMS_16BIT
 
 
 def dense_default_config(

@@ -448,7 +448,7 @@ def plan_conv2d_fwd(
     xv, wv = pixels, wk.view(C_out, KH * KW * Cg)  # (B, H, W, C); K = (kh, kw, c)
     on_tma = tma_conv_tile(cfg, Cg, stride) and tma_ready(xv, wv)
     elem = x.element_size()
-    if not on_tma and broken_in_loop_norms(replace(cfg, tma=False), elem):
+    if broken_in_loop_norms(cfg, elem, on_tma=on_tma):
         cfg = replace(cfg, norms_in_loop=False)  # a TMA tile on the pointer kernel too
     # the pass reads the pixels as rows: a strided x (a channel slice, a crop) sums its
     # norms in the loop, but for 16-bit io (`broken_in_loop_norms`), whose pass reads a copy

@@ -139,7 +139,7 @@ def plan_dense_fwd(
     use_tma = cfg.tma and tma_ready(x, weight)
     if not use_tma or x.element_size() != 2:  # warp-specialized: the TMA kernel, 16-bit io
         cfg = cfg.unspecialized()
-    if not use_tma and broken_in_loop_norms(replace(cfg, tma=False), x.element_size()):
+    if broken_in_loop_norms(cfg, x.element_size(), on_tma=use_tma):
         cfg = replace(cfg, norms_in_loop=False)  # a TMA tile on the pointer kernel too
     calls: list[KernelCall] = []
     if use_tma and cfg.norms_in_loop:  # ||x||^2 from the main loop, ||w||^2 from the pass
