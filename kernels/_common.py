@@ -364,6 +364,10 @@ def scalars_from(
 
 # SMs of an H100 SXM / H200: the wave arithmetic of `rank_configs`.
 SM90_SMS = 132
+# The persistent TMA forward summing ||x||^2 from its x tiles, against the same tile taking
+# the norm pass: its score's factor (`rank_configs`), from the H200's dense bf16 fwd rows in
+# reports/nvidia_h200/results.db (the tile with in-loop x norms was the slower by far).
+NIL_TMA_FACTOR = 0.75
 
 
 def rank_configs(
@@ -385,18 +389,20 @@ def rank_configs(
     Estimate (each factor in (0, 1]): wave quantization (tiles / (waves * SMs)); lanes used
     on the M, N and K edges; operand bytes per MMA flop (BM*BN/(BM+BN) against a 128x256
     tile's, square-rooted: L2 absorbs part of it); pipeline depth ((stages-1)*BK >= 192
-    keeps wgmma fed, square-rooted); a K tile of one 128-byte swizzle row (BK=64 in 16-bit); accumulator
+    keeps wgmma fed; a mild factor, to the power 0.15: on the H200 a 3-stage 128x256x64
+    tile came within a few percent of the 4-stage one, reports/nvidia_h200/results.db,
+    dense fwd+bwd rows); a K tile of one 128-byte swizzle row (BK=64 in 16-bit); accumulator
     registers per thread (> 64 leaves the epilogue little room), x-tile values a thread
     reads into registers when the kernel sums norms from the tile (`norms_in_loop`; > 32
     costs ~100 registers, see `conv_default_config`) and epilogue columns per slice (> 64
     costs registers, see `fwd_store`); the persistent TMA kernel gets a small bonus (its
-    next tile's loads overlap the epilogue), and its in-loop x norms the time of the x norm
-    pass they spare (the pointer kernel's in-loop norms, on one row of programs, the whole
-    pass's time); a warp-specialized one another (its accumulator spread over two consumer
-    warpgroups). `conv_taps`, `conv_pixels` (KH*KW and the input's B*H*W of a conv forward,
-    K its channels): a tile that takes the patch norms from the pixel-norm pass is charged
-    that pass (pixels*K values read at ~4.8 TB/s against the conv's 2*M*N*K*taps flops at
-    ~790 TFLOP/s).
+    next tile's loads overlap the epilogue), and its in-loop x norms a penalty
+    (`NIL_TMA_FACTOR`: measured slower than the norm pass they spare; the pointer kernel's
+    in-loop norms, on one row of programs, the whole pass's time); a warp-specialized one
+    another (its accumulator spread over two consumer warpgroups). `conv_taps`,
+    `conv_pixels` (KH*KW and the input's B*H*W of a conv forward, K its channels): a tile
+    that takes the patch norms from the pixel-norm pass is charged that pass (pixels*K
+    values read at ~4.8 TB/s against the conv's 2*M*N*K*taps flops at ~790 TFLOP/s).
 
     `backward`: tiles of the backward GEMMs, whose plain epilogue (c = acc + 2 e v) has no
     slices and no norms: those factors are left out.
@@ -415,7 +421,7 @@ def rank_configs(
         fill = (M / (tiles_m * c.block_m)) * (N / (tiles_n * c.block_n))
         k_fill = K / (-(-K // c.block_k) * c.block_k)
         intensity = min(1.0, (c.block_m * c.block_n / (c.block_m + c.block_n)) / (128 * 256 / 384)) ** 0.5
-        pipe = min(1.0, max(c.num_stages - 1, 0.5) * c.block_k / 192) ** 0.5
+        pipe = min(1.0, max(c.num_stages - 1, 0.5) * c.block_k / 192) ** 0.15
         swizzle = 1.0 if c.block_k * elem_bytes == 128 else 0.95
         acc_regs = c.block_m * c.block_n / (32 * c.consumer_warps)
         tile_regs = c.block_m * c.block_k / (32 * c.num_warps) if c.norms_in_loop else 0
@@ -429,10 +435,11 @@ def rank_configs(
             if not c.norms_in_loop:  # the pixel-norm pass: pixels*K*elem bytes against the conv
                 pass_s = conv_pixels * K * elem_bytes / 4.8e12
                 bonus *= 1.0 / (1.0 + pass_s / (2.0 * M * N * K * conv_taps / 790e12))
-        elif (
-            c.tma and c.norms_in_loop and not backward
-        ):  # spares the x norm pass: M*K bytes at ~4.8 TB/s against
-            bonus *= 1.0 + 165.0 / max(N, 1)  # 2*M*N*K flops at ~790 TFLOP/s (+4% at N = 4096)
+        elif c.tma and c.norms_in_loop and not backward:
+            # spares the x norm pass, but reading the x tiles back from shared memory slows
+            # the main loop more than that saves (H200: reports/nvidia_h200/results.db, the
+            # dense bf16 fwd rows of m128n128k64g8w8s4e2_nil_tma and m128n128k64g8w8s4e2_tma)
+            bonus *= NIL_TMA_FACTOR
         if c.norms_in_loop and not c.tma and not backward and tiles_m == 1 and not conv_taps:
             # one row of programs reads W once: the norm pass spared, (M + N) * K bytes,
             # costs as much as the GEMM's own read of them where that bounds it (small M)

@@ -308,6 +308,14 @@ def test_rank_configs_orders_a_capped_sweep() -> None:
     assert top[0].block_m >= 128 and top[0].block_n >= 128 and top[0].block_k == 64
     assert len({(c.block_m, c.block_n) for c in top}) >= 4
     assert any(c.tma for c in top) and not all(c.tma for c in top)
+    # what the H200 measured: the guided search's seeds hold a 128x256 TMA tile (the widest
+    # pointer tile beat 128x128 there), and no TMA tile summing ||x||^2 in the loop comes
+    # before its twin taking the norm pass (`NIL_TMA_FACTOR`)
+    from autotune.search import SEEDS
+
+    assert any(c.tma and c.block_m * c.block_n == 128 * 256 and not c.warp_specialize for c in ranked[:SEEDS])
+    for c in top:
+        assert not (c.tma and c.norms_in_loop) or dataclasses.replace(c, norms_in_loop=False) in top, c.name
     # a small GEMM (64 tiles of 128x128 cannot fill 132 SMs) prefers smaller tiles first
     small = rank_configs(prune_dense_configs(dense_config_space(), 1024, 1024, 1024, 2), 1024, 1024, 1024, 2)
     assert small[0].block_m * small[0].block_n < 128 * 128
