@@ -9,6 +9,9 @@ every gradient; per kernel its grid, median time and share of the phase. "launch
 whole call (kernels, torch glue such as partial-sum reductions, launch gaps); the references
 are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
 Phase "fwd-infer": the dense forward as inference runs it (nothing saved for backward).
+On a GPU whose forwards overlap their norm pass (`yat_triton._launch.overlap_norm_pass`):
+"fwd-infer-nopdl" (dense), "fwd-nopdl" (dense-tma, conv2d), the same calls without it;
+"fwd-infer-pdl1", "fwd-pdl1", with it on one pass program an SM (`pass_beside_gemm`).
 Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks (PREP_BLOCKS);
 "fwd-normpass": the forward's row-norm pass again at other blocks (NORM_BLOCKS);
 "fwd-maxnreg": the dense forward kernel again under register caps (FWD_MAXNREG); "fwd-store":
@@ -142,6 +145,44 @@ def guarded(what: str, measure: Callable[[], list[Line]]) -> list[Line]:
 def phase_lines(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:
     """`measure_phase`, guarded (`guarded`)."""
     return guarded(f"{op} {phase}", lambda: measure_phase(op, phase, launcher))
+
+
+def without_overlap(launcher: Callable[[], object]) -> Callable[[], object]:
+    """`launcher` with its forward GEMM launched after its norm pass ends, as any launch
+    (no programmatic dependent launch: `yat_triton._launch.overlap_norm_pass`), for the
+    "-nopdl" phases: their whole call against the phase's own is what the overlap buys."""
+    import yat_triton.conv as conv
+    import yat_triton.dense as dense
+
+    def run() -> object:
+        with (
+            mock.patch.object(dense, "overlap_norm_pass", lambda device: False),
+            mock.patch.object(conv, "overlap_norm_pass", lambda device: False),
+        ):
+            return launcher()
+
+    return run
+
+
+def pass_beside_gemm(launcher: Callable[[], object]) -> Callable[[], object]:
+    """`launcher` with its overlapped norm pass on one program an SM
+    (`yat_triton._launch.OVERLAP_NORM_PROGRAMS_PER_SM` = 1), which leaves the GEMM's programs
+    room from the start: the "-pdl1" phases."""
+    import yat_triton._launch as launch_mod
+
+    def run() -> object:
+        with mock.patch.object(launch_mod, "OVERLAP_NORM_PROGRAMS_PER_SM", 1):
+            return launcher()
+
+    return run
+
+
+def overlaps(device: str) -> bool:
+    """Whether the forwards on `device` overlap their norm pass (the "-nopdl" phases are
+    timed only there: elsewhere they would repeat their phase)."""
+    from yat_triton._launch import overlap_norm_pass
+
+    return overlap_norm_pass(torch.device(device))
 
 
 def measure_phase(op: str, phase: str, launcher: Callable[[], object]) -> list[Line]:
@@ -367,6 +408,9 @@ def dense_lines(
     # the inference forward (nothing saved: no fp32 s to store), what the training one's
     # extra output costs next to linear+relu
     yield phase_lines("dense", "fwd-infer", p.infer)
+    if overlaps(device):  # the same without the norm pass's overlap, and with its pass beside it
+        yield phase_lines("dense", "fwd-infer-nopdl", without_overlap(p.infer))
+        yield phase_lines("dense", "fwd-infer-pdl1", pass_beside_gemm(p.infer))
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
     y = F.relu(F.linear(xg, wg, bg))
     yield [
@@ -380,6 +424,10 @@ def dense_lines(
         shipped = pick_dense_config(M, N, K, dtype)
         plain = dataclasses.replace(shipped, tma=True, norms_in_loop=False)  # (a small batch's
         yield from op_lines("dense-tma", plain, backward_too=True)  # default sums norms in its loop)
+        if overlaps(device):
+            with forced_config("dense", "fwd", plain):
+                yield phase_lines("dense-tma", "fwd-nopdl", without_overlap(p.forward))
+                yield phase_lines("dense-tma", "fwd-pdl1", pass_beside_gemm(p.forward))
         xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
         yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
     forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
@@ -464,8 +512,11 @@ def dense_ws_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> I
 def conv_lines(
     B: int, C_in: int, HW: int, C_out: int, k: int, dtype: torch.dtype, device: str, *, tma: bool = False
 ) -> Iterator[list[Line]]:
-    """The conv op at its shipped tiles, then cuDNN's conv+relu; with `tma`, also the
-    forward and the backward with the same tiles on the conv's TMA kernels (op
+    """The conv op at its shipped tiles, then cuDNN's conv+relu (input and weight
+    channels_last, as a channels_last model's; phase "fwd-nchw-w": the forward of an NCHW
+    weight, which it copies to its K order on the way, `yat_conv_weight_prep_kernel`);
+    with `tma`, also the forward and the backward with the same tiles on the conv's TMA
+    kernels (op
     "conv2d-tma", stride 1: the forward, and the backward's input and weight gradients
     where their fitted tiles take them); then the forward with its patch norms the other
     way (phase "fwd-norms": the pixel-norm pass for an in-loop tile, or the reverse), on
@@ -479,14 +530,17 @@ def conv_lines(
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(B, C_in, HW, HW, generator=gen).to(device=device, dtype=dtype)
     x = x.contiguous(memory_format=torch.channels_last)
-    w = (torch.randn(C_out, C_in, k, k, generator=gen) / (C_in * k * k) ** 0.5).to(device=device, dtype=dtype)
+    w_nchw = torch.randn(C_out, C_in, k, k, generator=gen) / (C_in * k * k) ** 0.5
+    w_nchw = w_nchw.to(device=device, dtype=dtype)
+    # a channels_last model's weight, as the sweep's (and cuDNN's below)
+    w = w_nchw.contiguous(memory_format=torch.channels_last)
     b = torch.randn(C_out, generator=gen).to(device=device, dtype=dtype)
     p = k // 2
     geo = ((1, 1), (p, p, p, p), (1, 1), 1)
     args = (b, None, 1.0, None, 1e-5)
 
-    def forward() -> object:  # as training runs it (saving s)
-        return conv2d_fwd(x, w, *args, *geo, "ieee", True)
+    def forward(weight: torch.Tensor = w) -> object:  # as training runs it (saving s)
+        return conv2d_fwd(x, weight, *args, *geo, "ieee", True)
 
     yield phase_lines("conv2d", "fwd", forward)
     y, s, nx, nw = forward()
@@ -501,15 +555,19 @@ def conv_lines(
         return conv2d_bwd(g, x, w, *args, s, nx, nw, *geo, "ieee", needs)
 
     yield phase_lines("conv2d", "bwd", backward)
-    wc = w.contiguous(memory_format=torch.channels_last)
-    xg, wg, bg = (t.detach().requires_grad_() for t in (x, wc, b))
+    xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
     yr = F.relu(F.conv2d(xg, wg, bg, 1, p))
     yield [
-        ref_line("conv2d", "conv+relu fwd", lambda: F.relu(F.conv2d(x, wc, b, 1, p))),
+        ref_line("conv2d", "conv+relu fwd", lambda: F.relu(F.conv2d(x, w, b, 1, p))),
         ref_line(
             "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
         ),
     ]
+    if overlaps(device):  # the forward without the pixel-norm pass's overlap, and beside it
+        yield phase_lines("conv2d", "fwd-nopdl", without_overlap(forward))
+        yield phase_lines("conv2d", "fwd-pdl1", pass_beside_gemm(forward))
+    # an NCHW weight: the forward copies it to its K order (the weight prep kernel)
+    yield phase_lines("conv2d", "fwd-nchw-w", lambda: forward(w_nchw))
     problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
     shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
     if tma:

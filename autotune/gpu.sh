@@ -16,9 +16,11 @@
 # the newest compiler path the sweep tries) compiled, ran and matched the oracle; if not,
 # their tiles are left out of this run (on the first H200 run, Triton 3.6, the forward hung:
 # its first sync never returned; a hang now dumps where it waits into canary.log).
-# Time caps (canary 30 s, GPU-only tests 60 s, the other tests 40 s, inspect 55 s, breakdown
-# 60 s, sweep 200 s: 445 s, and about 30 s of start-up, show, export and report) keep it
-# near 8.5 min; --deadline SECONDS (default 545, for a run under a 560 s limit) cuts every
+# The PDL canary next: the forwards whose GEMM overlaps its norm pass (programmatic dependent
+# launch); if they fail it, the rest of the run goes without the overlap (YAT_TRITON_PDL=0).
+# Time caps (canaries 30 + 25 s, GPU-only tests 60 s, the other tests 40 s, inspect 55 s,
+# breakdown 60 s, sweep 200 s: 470 s, and about 30 s of start-up, show, export and report)
+# keep it near 8.5 min; --deadline SECONDS (default 545, for a run under a 560 s limit) cuts every
 # step's cap, kill grace included, so that the sweep's rows are packed by then whatever the
 # steps before it took (a step with no time left is skipped); a capped sweep resumes on the
 # next run:
@@ -185,6 +187,19 @@ if [ -n "$WS_LEFT_OUT" ]; then
   WS_FLAG=(--no-warp-specialize) WS_TEST=" or warp_speciali"
   echo "warp specialization $WS_LEFT_OUT: its tiles are left out of this run (see above)" | tee -a "$OUT/canary.log"
 fi
+# The PDL canary: the forwards whose GEMM overlaps its norm pass (programmatic dependent
+# launch, `overlap_norm_pass`) against the oracle, eagerly and replayed from a CUDA graph.
+# On failure every later step runs without the overlap (YAT_TRITON_PDL=0, said in env.txt).
+step "the PDL canary" "$OUT/canary.log" 25 5 $SWEEP_RESERVE INT \
+  python -m pytest -q -ra -x -o faulthandler_timeout=15 tests/test_configs.py \
+  -k overlapped_forward_matches_oracle_eagerly_and_in_a_cuda_graph
+case "$step_rc" in
+  0) PDL_STATE="on (its canary passed)" ;;
+  skipped) PDL_STATE="off (its canary had no time)" ;;
+  *) PDL_STATE="off (its canary failed)" ;;
+esac
+[ "$step_rc" = 0 ] || export YAT_TRITON_PDL=0
+echo "forwards overlapping their norm pass (PDL): $PDL_STATE" | tee -a "$OUT/canary.log" "$OUT/env.txt"
 pack
 
 # Kernel tests first, files named one by one (pytest keeps that order; a directory argument

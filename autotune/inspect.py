@@ -351,6 +351,22 @@ def compile_sm90(
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def as_on_gpu() -> Iterator[None]:
+    """Planners inside the block plan their meta tensors' launches as on an sm_90 GPU: a
+    forward GEMM overlaps its norm pass where a GPU's would (`overlap_norm_pass`, on unless
+    YAT_TRITON_PDL=0), so that its compile is the one a GPU runs."""
+    import yat_triton.conv as conv
+    import yat_triton.dense as dense
+    from yat_triton._launch import PDL
+
+    with (
+        mock.patch.object(dense, "overlap_norm_pass", lambda device: PDL),
+        mock.patch.object(conv, "overlap_norm_pass", lambda device: PDL),
+    ):
+        yield
+
+
 def inspect_dense_fwd(
     M: int, N: int, K: int, dtype: torch.dtype, config: TileConfig | None = None, **kw: object
 ) -> list[KernelReport]:
@@ -361,7 +377,10 @@ def inspect_dense_fwd(
     w = torch.empty((N, K), dtype=dtype, device="meta")
     b = torch.empty((N,), dtype=dtype, device="meta")
     precision = "tf32" if dtype == torch.float32 else "ieee"
-    _, calls = plan_dense_fwd(x, w, b, None, 1.0, None, 1e-5, precision, bool(kw.get("save", False)), config)
+    with as_on_gpu():
+        _, calls = plan_dense_fwd(
+            x, w, b, None, 1.0, None, 1e-5, precision, bool(kw.get("save", False)), config
+        )
     dump, cap = kw.get("dump_dir"), kw.get("maxnreg")
     return [compile_sm90(c, dump_dir=Path(dump) if dump else None, maxnreg=cap) for c in calls]  # type: ignore[arg-type]
 
@@ -390,10 +409,11 @@ def inspect_conv2d_fwd(
     b = torch.empty((C_out,), dtype=dtype, device="meta")
     precision = "tf32" if dtype == torch.float32 else "ieee"
     p = k // 2
-    _, calls = plan_conv2d_fwd(
-        x, w, b, None, 1.0, None, 1e-5, (stride, stride), (p, p, p, p), (1, 1), groups,
-        precision, save, config,
-    )  # fmt: skip
+    with as_on_gpu():
+        _, calls = plan_conv2d_fwd(
+            x, w, b, None, 1.0, None, 1e-5, (stride, stride), (p, p, p, p), (1, 1), groups,
+            precision, save, config,
+        )  # fmt: skip
     return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None, maxnreg=maxnreg) for c in calls]
 
 
@@ -501,7 +521,7 @@ def record_calls(fn: Callable[[], object]) -> list[KernelCall]:
     """The kernel launches `fn` plans, recorded instead of run (meta tensors welcome).
 
     The launchers choose the Triton path for CUDA / interpreted CPU tensors only, so the
-    choice is forced for the call.
+    choice is forced for the call, and they plan as on a GPU (`as_on_gpu`).
     """
     import yat_triton.conv as conv
     import yat_triton.dense as dense
@@ -511,6 +531,7 @@ def record_calls(fn: Callable[[], object]) -> list[KernelCall]:
         mock.patch.object(KernelCall, "run", lambda self: calls.append(self)),
         mock.patch.object(dense, "use_triton", lambda t: True),
         mock.patch.object(conv, "use_triton", lambda t: True),
+        as_on_gpu(),
     ):
         fn()
     return calls

@@ -218,8 +218,11 @@ class Problem:
             w = randn(F_, C, k, k) / math.sqrt(C * k * k)
         b = 0.1 * randn(w.shape[0])
         self.x = x.to(dt)  # drawn on `device` already
-        if op == "conv2d":
+        if op == "conv2d":  # a channels_last model (`model.to(memory_format=channels_last)`):
+            # input and weight alike, for every provider (cuDNN and yat_triton would each
+            # transpose an NCHW weight on every call)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
+            w = w.contiguous(memory_format=torch.channels_last)
         # in bwd modes the weights are trained too: every provider computes dx, dW and db
         self.w = w.to(dt).requires_grad_(mode != "fwd")
         self.b = b.to(dt).requires_grad_(mode != "fwd")

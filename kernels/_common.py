@@ -26,6 +26,27 @@ if INTERPRETING and type(getattr(tl.standard, "cdiv", None)).__name__ == "JITFun
     )
 _INTERPRETING = tl.constexpr(INTERPRETING)  # for kernels: jit code reads constexpr globals only
 
+# Grid dependency control (programmatic dependent launch, sm_90+): Triton 3.3 and newer. An
+# older Triton gets no-ops here, and HAS_PDL tells the launchers never to ask for it.
+try:
+    from triton.backends.nvidia.compiler import CUDAOptions
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+    HAS_PDL = "launch_pdl" in CUDAOptions.__dataclass_fields__
+except ImportError:  # pragma: no cover (an older Triton)
+    HAS_PDL = False
+
+if not HAS_PDL:  # pragma: no cover
+
+    @triton.jit
+    def gdc_wait():  # noqa: D103
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():  # noqa: D103
+        pass
+
+
 # Largest finite value per io dtype name: the saturating cast clamps to +-this.
 FINITE_MAX: dict[str, float] = {
     "float16": 65504.0,

@@ -37,6 +37,7 @@ from kernels._common import (
     TileConfig,
     cdiv,
     fast_div,
+    gdc_wait,
     grouped_tile,
     load_scalars,
     next_pow2,
@@ -106,6 +107,7 @@ def yat_conv_fwd_kernel(
     TMA_STORE: tl.constexpr,
     EVEN_K: tl.constexpr,
     FAST_DIV: tl.constexpr,
+    GDC_WAIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -190,6 +192,8 @@ def yat_conv_fwd_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
+    if GDC_WAIT:  # launched while the norm pass before it ran: its norms are complete past this
+        gdc_wait()
     if NORM_PASS:
         nx = _patch_norm(pn_ptr, bb, ih0, iw0, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
     else:
@@ -310,6 +314,7 @@ def yat_conv_fwd_tma_kernel(
     EPILOGUE_SPLIT: tl.constexpr,
     FAST_RCP: tl.constexpr,
     TMA_STORE: tl.constexpr,
+    GDC_WAIT: tl.constexpr,
     BOX_B: tl.constexpr,
     BOX_H: tl.constexpr,
     BOX_W: tl.constexpr,
@@ -404,6 +409,8 @@ def yat_conv_fwd_tma_kernel(
 
     alpha, eps = load_scalars(alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False)
     bb, oh, ow, mask_m = _box_rows(b0, oh0, ow0, B, OH, OW, BOX_H, BOX_W, BLOCK_M, INT64)
+    if GDC_WAIT:
+        gdc_wait()
     if NORM_PASS:
         nx = _patch_norm(pn_ptr, bb, oh - pad_h, ow - pad_w, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
     else:

@@ -45,6 +45,8 @@ from kernels._common import (
     cdiv,
     div_plus_eps,
     fits_sm90,
+    gdc_launch_dependents,
+    gdc_wait,
     grouped_tile,
     load_scalars,
     next_pow2,
@@ -68,27 +70,40 @@ def row_sqnorm_kernel(
     stride_bk,
     IS_FP64: tl.constexpr,
     INT64: tl.constexpr,
+    EARLY_LAUNCH: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """out[r] = sum_k m[r, k]^2 for two matrices with K columns in one launch (x and W): the
-    first cdiv(RA, BLOCK_R) programs take rows of a, the others rows of b (RB = 0: a only).
-    Accumulates in fp32 (fp64 for fp64 input).
+    first cdiv(RA, BLOCK_R) row tiles are rows of a, the others rows of b (RB = 0: a only);
+    program p takes tiles p, p + programs, ... (one each on the usual grid of one program a
+    tile). Accumulates in fp32 (fp64 for fp64 input).
 
     a_ptr: (RA, K), b_ptr: (RB, K), any float dtype, strided.
     out_a_ptr: (RA,), out_b_ptr: (RB,) float32 (float64 when IS_FP64), contiguous.
 
     Memory-bound: the launcher sizes (BLOCK_R, BLOCK_K) to ~8 KB a step and many programs,
     so that enough loads are in flight (at a 4096^2 bf16 operand, 512 programs a matrix).
+    EARLY_LAUNCH (a GPU pass that a forward GEMM follows with programmatic dependent launch,
+    `yat_triton._launch.overlap_norm_pass`): every program first lets that GEMM launch, whose
+    programs then start as SMs have room (a grid of a few programs an SM leaves it room at
+    once: `norm_pass_programs`): its main loop runs while this pass reads, and it waits for
+    the norms (`gdc_wait`) only before its first epilogue.
     """
-    pid = tl.program_id(0)
+    if EARLY_LAUNCH:
+        gdc_launch_dependents()
     tiles_a = tl.cdiv(RA, BLOCK_R)
-    if pid < tiles_a:
-        _row_sqnorm_tile(a_ptr, out_a_ptr, pid, RA, K, stride_ar, stride_ak, IS_FP64, INT64, BLOCK_R, BLOCK_K)
-    else:
-        _row_sqnorm_tile(
-            b_ptr, out_b_ptr, pid - tiles_a, RB, K, stride_br, stride_bk, IS_FP64, INT64, BLOCK_R, BLOCK_K
-        )
+    tiles = tiles_a + tl.cdiv(RB, BLOCK_R)
+    for tile in range(tl.program_id(0), tiles, tl.num_programs(0)):
+        if tile < tiles_a:
+            _row_sqnorm_tile(
+                a_ptr, out_a_ptr, tile, RA, K, stride_ar, stride_ak, IS_FP64, INT64, BLOCK_R, BLOCK_K
+            )
+        else:
+            b_tile = tile - tiles_a
+            _row_sqnorm_tile(
+                b_ptr, out_b_ptr, b_tile, RB, K, stride_br, stride_bk, IS_FP64, INT64, BLOCK_R, BLOCK_K
+            )
 
 
 @triton.jit
@@ -160,6 +175,7 @@ def yat_dense_fwd_kernel(
     INT64: tl.constexpr,
     EPILOGUE_SPLIT: tl.constexpr,
     FAST_RCP: tl.constexpr,
+    GDC_WAIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -184,7 +200,10 @@ def yat_dense_fwd_kernel(
     column offsets for tensors past 2^31 elements; EPILOGUE_SPLIT (1, 2, 4; 1 with
     NORMS_IN_LOOP) runs the epilogue on that many column slices of the tile; FAST_RCP
     (fp32 accumulation, eps a number >= 2^-124: `fast_quotient`) divides by d + eps with
-    a reciprocal, 5 instructions a value fewer (`div_plus_eps`).
+    a reciprocal, 5 instructions a value fewer (`div_plus_eps`). GDC_WAIT: launched with
+    programmatic dependent launch right after the norm pass, which may still be running:
+    the main loop reads x and W only, and the epilogue waits for the pass (`gdc_wait`)
+    before it reads the norms (`yat_triton._launch.overlap_norm_pass`).
 
     NORMS_IN_LOOP sums the squares into 8-wide partials along K, thread-local adds, and
     reduces across threads once after the loop: SASS instructions a main-loop step, bf16,
@@ -237,6 +256,8 @@ def yat_dense_fwd_kernel(
     alpha, eps = load_scalars(
         alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
     )
+    if GDC_WAIT:  # the norm pass's outputs are complete and visible past this
+        gdc_wait()
     if NORMS_IN_LOOP:
         nx = tl.sum(nx, axis=1)
         nw = tl.sum(nw, axis=0)
@@ -288,6 +309,7 @@ def yat_dense_fwd_tma_kernel(
     TMA_STORE: tl.constexpr,
     X_NORMS_IN_LOOP: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
+    GDC_WAIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -311,7 +333,7 @@ def yat_dense_fwd_tma_kernel(
     stores nor a split epilogue: the launcher passes pointers and EPILOGUE_SPLIT = 1
     (`TileConfig.warp_specialize`).
     The other pointers and constexprs are those of `yat_dense_fwd_kernel` (fp16 / bf16 /
-    fp32 io only).
+    fp32 io only; GDC_WAIT: each tile's epilogue waits for the norm pass).
 
     The grid holds the programs the SMs can hold at once (`KernelCall.launch_grid`); each
     walks output tiles start, start + grid, ... in the grouped order. The main loop is
@@ -350,6 +372,8 @@ def yat_dense_fwd_tma_kernel(
         if INT64:
             offs_m = offs_m.to(tl.int64)
         mask_m = offs_m < M
+        if GDC_WAIT:  # (each tile: past the first wait it returns at once)
+            gdc_wait()
         if X_NORMS_IN_LOOP:
             if STORE_S:
                 if pid_n == 0:

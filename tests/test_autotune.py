@@ -826,12 +826,17 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     # the conv forward with its patch norms the other way: the shipped bf16 tile takes them
     # from the pixel-norm pass, the "fwd-norms" line sums them in the loop, on the TMA kernel
     # only (16-bit io: `broken_in_loop_norms`)
-    assert kernels["conv2d", "fwd"][:3] == [
-        "yat_conv_weight_prep_kernel", "row_sqnorm_kernel", "yat_conv_fwd_kernel"
-    ]  # fmt: skip
+    # (a channels_last weight, as cuDNN's: its norms from the row-norm pass, then the pixels')
+    assert kernels["conv2d", "fwd"][:3] == ["row_sqnorm_kernel", "row_sqnorm_kernel", "yat_conv_fwd_kernel"]
     assert ("conv2d", "fwd-norms") not in kernels
-    in_loop_tma = ["yat_conv_weight_prep_kernel", "yat_conv_fwd_tma_kernel", *whole]
+    in_loop_tma = ["row_sqnorm_kernel", "yat_conv_fwd_tma_kernel", *whole]
     assert kernels["conv2d-tma", "fwd-norms"] == in_loop_tma
+    # an NCHW weight: copied to the forward's K order by the pass that sums its norms
+    assert kernels["conv2d", "fwd-nchw-w"] == [
+        "yat_conv_weight_prep_kernel", "row_sqnorm_kernel", "yat_conv_fwd_kernel", *whole
+    ]  # fmt: skip
+    # the "-nopdl" phases only where the forwards overlap their norm pass (a GPU's)
+    assert not [k for k in kernels if k[1].endswith("-nopdl")]
     assert kernels["dense", "ref"] == ["x @ W^T (matmul)", "linear+relu fwd", "linear+relu bwd"]
     # first, the device copy the roofline's memory roof comes from: 16 MiB read and written
     assert lines[0]["op"] == "memory" and kernels["memory", "ref"] == [breakdown.COPY_WHAT]

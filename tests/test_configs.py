@@ -1270,3 +1270,266 @@ def test_in_loop_tma_tile_on_the_pointer_kernel(dtype: torch.dtype, device: str)
     assert calls[-1].kwargs["NORMS_IN_LOOP"] == in_loop
     assert ("row_sqnorm_kernel" in names) != in_loop
     run_and_check_forward(calls, outs, x, w, b)
+
+
+# ---------------------------------------------------------------------------------------
+# Programmatic dependent launch: a forward GEMM overlaps the norm pass before it
+
+
+def _planned_on_gpu(fn) -> list:  # noqa: ANN001
+    """The launches `fn` plans on CPU tensors as a GPU would plan them (the forward GEMMs
+    overlapping their norm pass: `overlap_norm_pass`), recorded, not run."""
+    from unittest import mock
+
+    import yat_triton.conv as conv
+    import yat_triton.dense as dense
+    from yat_triton._launch import KernelCall
+
+    calls: list = []
+    with (
+        mock.patch.object(KernelCall, "run", lambda self: calls.append(self)),
+        mock.patch.object(dense, "overlap_norm_pass", lambda device: True),
+        mock.patch.object(conv, "overlap_norm_pass", lambda device: True),
+    ):
+        fn()
+    return calls
+
+
+def _overlap_plans() -> dict[str, list]:
+    """Forward plans of every kind: the dense op on the pointer and TMA kernels, norms from
+    the pass or ||x||^2 from the TMA loop (fp32: the pointer kernel's in-loop norms too),
+    the conv on both kernels with a channels_last or NCHW weight, a strided x, and a 1x1
+    conv on the dense kernels."""
+    from yat_triton.conv import conv2d_fwd
+    from yat_triton.tuning import forced_config
+
+    gen = torch.Generator().manual_seed(3)
+    x, w, b = (torch.randn(*s, generator=gen) for s in ((40, 32), (24, 32), (24,)))
+    x16, w16, b16 = (t.to(torch.bfloat16) for t in (x, w, b))
+    args = (None, 1.0, None, 1e-3)
+    plans: dict[str, list] = {}
+    dense_tiles = {
+        "pointer": TileConfig(32, 16, 16, 4, 4, 2),
+        "tma": TileConfig(32, 16, 16, 4, 4, 2, tma=True),
+        "tma-nil": TileConfig(32, 16, 16, 4, 4, 2, norms_in_loop=True, tma=True),
+    }
+    for name, tile in dense_tiles.items():
+        plans[f"dense {name}"] = _planned_on_gpu(
+            lambda tile=tile: dense_fwd(x16, w16, b16, *args, "ieee", True, tile)
+        )
+    plans["dense fp32 nil"] = _planned_on_gpu(
+        lambda: dense_fwd(x, w, b, *args, "ieee", True, TileConfig(32, 16, 16, 4, 4, 2, norms_in_loop=True))
+    )
+    cl = torch.channels_last
+    xc = torch.randn(2, 16, 6, 6, generator=gen).to(torch.bfloat16).contiguous(memory_format=cl)
+    wc = torch.randn(8, 16, 3, 3, generator=gen).to(torch.bfloat16)
+    geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    tile = TileConfig(32, 16, 16, 4, 4, 2)
+    conv_tiles = {"pointer": tile, "tma": replace(tile, tma=True)}
+    for name, tile in conv_tiles.items():
+        for layout, weight in (("nchw-w", wc), ("cl-w", wc.contiguous(memory_format=cl))):
+            with forced_config("conv2d", "fwd", tile):
+                plans[f"conv {name} {layout}"] = _planned_on_gpu(
+                    lambda weight=weight: conv2d_fwd(xc, weight, None, *args, *geo, "ieee", True)
+                )
+    crop = xc[:, :, 1:, 1:]  # strided channels_last rows: the pass reads a copy
+    plans["conv crop"] = _planned_on_gpu(lambda: conv2d_fwd(crop, wc, None, *args, *geo, "ieee", True))
+    w1 = torch.randn(8, 16, 1, 1, generator=gen).to(torch.bfloat16)
+    plans["conv 1x1"] = _planned_on_gpu(
+        lambda: conv2d_fwd(xc, w1, None, *args, (1, 1), (0, 0, 0, 0), (1, 1), 1, "ieee", True)
+    )
+    return plans
+
+
+def test_forward_gemms_overlap_their_norm_pass_and_nothing_else() -> None:
+    """Planned as on a GPU, every forward whose GEMM follows a norm pass launches it with
+    programmatic dependent launch (`KernelCall.pdl`), waiting for the norms in its epilogue
+    (GDC_WAIT), right after that pass, which lets it launch early (EARLY_LAUNCH). The
+    invariant that keeps it right: a dependent launch always directly follows such a pass,
+    the only call whose outputs it may read before the pass ends; any other launch is an
+    ordinary one. The pass's grid: one program a row tile, or with
+    OVERLAP_NORM_PROGRAMS_PER_SM one program an SM (of an H200's 132 here, where the CPU
+    tensors have none), walking the tiles."""
+    import yat_triton._launch as launch_mod
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(launch_mod, "OVERLAP_NORM_PROGRAMS_PER_SM", 1)
+        one_an_sm = _planned_on_gpu(lambda: dense_fwd(
+            torch.randn(4096, 16).to(torch.bfloat16), torch.randn(40, 16).to(torch.bfloat16),
+            None, None, 1.0, None, 1e-3, "ieee", False, TileConfig(32, 16, 16, 4, 4, 2),
+        ))  # fmt: skip
+    norm = one_an_sm[0]
+    tiles = -(-4096 // norm.kwargs["BLOCK_R"]) + -(-40 // norm.kwargs["BLOCK_R"])
+    assert tiles > 132 and norm.grid == (132,) and one_an_sm[1].pdl
+    plans = _overlap_plans()
+    for name, calls in plans.items():
+        names = [c.kernel.fn.__name__ for c in calls]
+        for i, c in enumerate(calls):
+            follower = calls[i + 1] if i + 1 < len(calls) else None
+            assert bool(c.kwargs.get("GDC_WAIT")) == c.pdl, (name, names)
+            assert bool(c.kwargs.get("EARLY_LAUNCH")) == bool(follower and follower.pdl), (name, names)
+            if c.pdl:
+                prev = calls[i - 1]
+                assert i > 0 and prev.kernel.fn.__name__ == "row_sqnorm_kernel", (name, names)
+                tiles = sum(-(-a.shape[0] // prev.kwargs["BLOCK_R"]) for a in prev.args[:2])
+                assert prev.grid == (tiles if prev.args[0] is not prev.args[1] else tiles // 2,), name
+    overlapped = {name for name, calls in plans.items() if any(c.pdl for c in calls)}
+    # fp32's pointer kernel sums both norms in its loop: no pass, nothing to overlap
+    assert overlapped == set(plans) - {"dense fp32 nil"}, overlapped
+    # off a GPU (the interpreter here) nothing overlaps
+    from yat_triton._launch import KernelCall
+
+    with pytest.MonkeyPatch.context() as mp:
+        seen: list = []
+        mp.setattr(KernelCall, "run", lambda self: seen.append(self))
+        dense_fwd(torch.randn(40, 32), torch.randn(24, 32), None, None, 1.0, None, 1e-3, "ieee", False)
+    assert seen and not any(c.pdl or c.kwargs.get("GDC_WAIT") for c in seen)
+
+
+def test_norm_pass_programs_walk_every_row_tile(device: str) -> None:
+    """The norm pass on fewer programs than row tiles (as when a GEMM overlaps it): each
+    program walks tiles p, p + programs, ..., over both matrices, and every row's norm is
+    the float64 sum of its squares."""
+    from kernels.dense import row_sqnorm_kernel
+
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randn(37, 24, generator=gen).to(device=device, dtype=torch.bfloat16)
+    b = torch.randn(21, 24, generator=gen).to(device=device, dtype=torch.bfloat16)[:, ::1]
+    out_a = torch.full((37,), float("nan"), device=device)
+    out_b = torch.full((21,), float("nan"), device=device)
+    block_r = 4  # 10 + 6 tiles on 3 programs
+    row_sqnorm_kernel[(3,)](
+        a, b, out_a, out_b, 37, 21, 24, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        IS_FP64=False, INT64=False, EARLY_LAUNCH=False, BLOCK_R=block_r, BLOCK_K=16,
+    )  # fmt: skip
+    for m, out in ((a, out_a), (b, out_b)):
+        ref = m.double().pow(2).sum(1)
+        # (fp32 sums of 24 squares of bf16 values: within a few ulps of the float64 ones; a
+        # row no program reached keeps its NaN)
+        torch.testing.assert_close(out.cpu().double(), ref.cpu(), rtol=1e-6, atol=0.0)
+
+
+def test_dependent_launch_reaches_triton_only_outside_a_trace() -> None:
+    """`launch(..., pdl=True)` asks Triton for programmatic dependent launch (launch_pdl) on a
+    direct GPU launch; the interpreter and a traced launch get none."""
+    from unittest import mock
+
+    import yat_triton._launch as launch_mod
+
+    seen: list[dict] = []
+
+    class Kernel:
+        def __getitem__(self, grid: tuple[int, ...]):  # noqa: ANN204
+            return lambda *args, **kwargs: seen.append(kwargs)
+
+    t = torch.zeros(4)
+    with mock.patch.object(launch_mod, "INTERPRETING", False):
+        launch_mod.launch(Kernel(), (1,), t, pdl=True, num_warps=4)
+        launch_mod.launch(Kernel(), (1,), t, num_warps=4)
+    launch_mod.launch(Kernel(), (1,), t, pdl=True, num_warps=4)  # interpreting here
+    assert seen == [{"launch_pdl": True, "num_warps": 4}, {"num_warps": 4}, {"num_warps": 4}]
+
+
+def test_overlapped_forwards_wait_for_the_norm_pass_on_sm90(tmp_path: Path) -> None:
+    """The sm_90 compiles a GPU launches (`autotune.inspect`): the norm pass lets the GEMM
+    launch (griddepcontrol.launch_dependents), and the dense forwards (pointer and TMA
+    kernels) and the conv forward wait for it (griddepcontrol.wait) after their MMAs, before
+    the epilogue reads the norms; with YAT_TRITON_PDL=0, neither."""
+    base = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+
+    def ptx(dump: Path, *args: str, pdl: str = "1") -> dict[str, str]:
+        cmd = [sys.executable, "-m", "autotune.inspect", "--dtype", "bfloat16", "--dump", str(dump), *args]
+        env = {**base, "YAT_TRITON_PDL": pdl}
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return {p.stem: p.read_text() for p in dump.glob("*.ptx")}
+
+    dense = ["--shape", "256", "256", "256", "--config"]
+    for label, args in {
+        "pointer": [*dense, "128x128x64:8:3"],
+        "tma": [*dense, "128x128x64:8:3:e2:tma"],
+        "conv": ["--op", "conv2d", "--conv", "2", "64", "8", "64", "3", "--config", "64x64x64:4:3"],
+    }.items():
+        on = ptx(tmp_path / label, *args)
+        gemm = next(k for k in on if k.startswith("yat_") and "fwd" in k)
+        assert "griddepcontrol.launch_dependents" in on["row_sqnorm_kernel"], label
+        body = on[gemm]
+        assert "griddepcontrol.wait" in body, label
+        # after the MMAs (the persistent kernel also has a path without them, for K = 0)
+        assert body.rindex("griddepcontrol.wait") > body.index("mma"), label
+        off = ptx(tmp_path / f"{label}-off", *args, pdl="0")
+        assert not any("griddepcontrol" in text for text in off.values()), label
+
+
+OVERLAP_CASES = [  # (op, tile): the dense pointer and TMA forwards, the conv's two
+    ("dense", TileConfig(128, 128, 64, 8, 8, 3)),
+    ("dense", TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=2, tma=True)),
+    ("conv2d", TileConfig(128, 64, 64, 8, 8, 3)),
+    ("conv2d", TileConfig(128, 64, 64, 8, 8, 3, tma=True)),
+]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="programmatic dependent launch needs a GPU")
+@pytest.mark.parametrize(("op", "tile"), OVERLAP_CASES, ids=lambda v: getattr(v, "name", v))
+def test_overlapped_forward_matches_oracle_eagerly_and_in_a_cuda_graph(op: str, tile: TileConfig) -> None:
+    """On the GPU (the script's PDL canary): bf16 forwards whose GEMM overlaps the norm pass
+    (programmatic dependent launch) match the float64 oracle, launched eagerly and replayed
+    from a CUDA graph on new inputs: the GEMM reads no norm before the pass has written it.
+    Sizes where the pass takes a while (a 2048x2048 weight; 16 images of 28x28x128)."""
+    from oracle import yat_conv2d_ref
+
+    from yat_triton._launch import KernelCall, overlap_norm_pass, recording
+    from yat_triton.conv import conv2d_fwd
+    from yat_triton.tuning import forced_config
+
+    if not overlap_norm_pass(torch.device("cuda")):
+        pytest.skip("this GPU or run does not overlap (pre-Hopper, or YAT_TRITON_PDL=0)")
+    gen = torch.Generator().manual_seed(11)
+    bf16 = torch.bfloat16
+    if op == "dense":
+        shapes, sums = ((512, 2048), (2048, 2048), (2048,)), 2048
+
+        def run(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return dense_fwd(x, w, b, None, 1.0, None, 1e-3, "ieee", False, tile)[0]
+
+        def ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return yat_dense_ref(x.double(), w.double(), b.double(), None, 1e-3)
+    else:
+        shapes, sums = ((16, 128, 28, 28), (128, 128, 3, 3), (128,)), 128 * 9
+        geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+
+        def run(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            with forced_config("conv2d", "fwd", tile):
+                return conv2d_fwd(x, w, b, None, 1.0, None, 1e-3, *geo, "ieee", False)[0]
+
+        def ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return yat_conv2d_ref(x.double(), w.double(), b.double(), None, 1e-3, padding=1)
+
+    def draw() -> list[torch.Tensor]:
+        ts = [(torch.randn(s, generator=gen) / (s[1] ** 0.5 if len(s) > 1 else 1)) for s in shapes]
+        ts = [t.to("cuda", bf16) for t in ts]
+        if op == "conv2d":
+            ts[:2] = [t.contiguous(memory_format=torch.channels_last) for t in ts[:2]]
+        return ts
+
+    static = draw()
+    with recording() as calls:
+        y = run(*static)
+    assert any(isinstance(c, KernelCall) and c.pdl for c in calls), [c.kernel.fn.__name__ for c in calls]
+    assert_close(y, ref(*static), bf16, reduction=sums, what=f"{op} y, eager")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run(*static)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run(*static)
+    for _ in range(2):  # new inputs, then replay
+        for t, new in zip(static, draw(), strict=True):
+            t.copy_(new)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert_close(out, ref(*static), bf16, reduction=sums, what=f"{op} y, graph replay")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.library import wrap_triton
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-from kernels._common import EPS_FAST_MIN, FINITE_MAX, INTERPRETING, WS_CONSUMER_GROUPS
+from kernels._common import EPS_FAST_MIN, FINITE_MAX, HAS_PDL, INTERPRETING, SM90_SMS, WS_CONSUMER_GROUPS
 from yat_triton._checks import AUTOCAST_DEVICES
 
 INT32_MAX = 2**31 - 1
@@ -171,6 +172,43 @@ def persistent_programs(device: torch.device, tiles: int) -> int:
     return max(1, min(tiles, 2))
 
 
+# Programmatic dependent launch of the forward GEMMs after their norm pass (Hopper and newer):
+# YAT_TRITON_PDL=0 turns it off (launches then wait for the pass to end, as any other); a
+# Triton without it (before 3.3: `kernels._common.HAS_PDL`) never has it.
+PDL = HAS_PDL and os.environ.get("YAT_TRITON_PDL", "1").strip() != "0"
+# Norm-pass programs an SM while it overlaps a GEMM, or None: one a row tile, the pass's
+# usual grid. None (the default) keeps the pass's bandwidth: its programs fill the SMs and
+# the GEMM's programs start as they drain (the overlap takes the launch gap and the pass's
+# tail). 1 would leave room for a GEMM program from the start (a 4-warp pass program of
+# 78 registers a thread is 10K of the SM's 64K, beside an 8-warp GEMM program of up to 208,
+# sm_90 compiles with Triton 3.6 of the bf16 forwards: `python -m autotune.inspect`), but
+# one program an SM keeps few loads in flight: the pass could outlast the GEMM's first tile,
+# whose epilogue waits for it. The breakdown times both (`autotune.breakdown`, "-pdl1"
+# phases) before a GPU run decides.
+OVERLAP_NORM_PROGRAMS_PER_SM: int | None = None
+
+
+def overlap_norm_pass(device: torch.device) -> bool:
+    """Whether a forward GEMM on `device` overlaps the norm pass before it: the pass lets it
+    launch at once (`row_sqnorm_kernel`'s EARLY_LAUNCH; grid: `norm_pass_programs`), and
+    the GEMM, launched with programmatic dependent launch
+    (`KernelCall.pdl`), runs its main loop, which reads x and W alone, while the pass
+    reads, and waits for the pass's norms (`gdc_wait`, GDC_WAIT) before its epilogue.
+    Hopper (sm_90) or newer, PDL not turned off (`PDL`), never under the interpreter."""
+    return PDL and not INTERPRETING and device.type == "cuda" and _cuda_props(_index(device)).major >= 9
+
+
+def norm_pass_programs(device: torch.device, tiles: int) -> int:
+    """Grid of a norm pass that a GEMM overlaps (`overlap_norm_pass`): one program a row tile,
+    or with `OVERLAP_NORM_PROGRAMS_PER_SM` that many an SM, each walking its share of the
+    row tiles (a device without SMs to count, as meta tensors planned for a static compile:
+    an H200's)."""
+    if OVERLAP_NORM_PROGRAMS_PER_SM is None:
+        return tiles
+    sms = _cuda_props(_index(device)).multi_processor_count if device.type == "cuda" else SM90_SMS
+    return max(1, min(tiles, OVERLAP_NORM_PROGRAMS_PER_SM * sms))
+
+
 def saturating_cast(y: Tensor, dtype: torch.dtype) -> Tensor:
     """Cast with clamping to the dtype's finite range (NaN stays NaN)."""
     m = out_max(dtype)
@@ -179,9 +217,11 @@ def saturating_cast(y: Tensor, dtype: torch.dtype) -> Tensor:
     return y.to(dtype)
 
 
-def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: object) -> None:
+def launch(kernel: object, grid: tuple[int, ...], *args: object, pdl: bool = False, **kwargs: object) -> None:
     """Launch a Triton kernel; while a graph is being traced, through `wrap_triton`, so that
-    torch.compile records it.
+    torch.compile records it. `pdl`: with programmatic dependent launch (`KernelCall.pdl`)
+    where the kernel is called directly (a traced launch is recorded without it: the
+    kernel's wait then returns at once).
 
     Eagerly (real tensors, no dispatch mode active) the kernel is called directly:
     `wrap_triton` outside a `triton_op` call would route every launch through the
@@ -208,6 +248,8 @@ def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: objec
             return
     if not INTERPRETING and (tracing(*tensors) or is_in_torch_dispatch_mode()):
         wrap_triton(kernel)[grid](*args, **kwargs)
+    elif pdl and not INTERPRETING:
+        kernel[grid](*args, launch_pdl=True, **kwargs)  # type: ignore[index]
     else:
         kernel[grid](*args, **kwargs)  # type: ignore[index]
 
@@ -340,6 +382,9 @@ class KernelCall:
     one program per SM; on a GPU, `run` launches as many programs as the SMs hold at once
     (`resident_programs`, never more than there are tiles), so that one program's epilogue
     overlaps another's main loop on the same SM, where registers and shared memory allow.
+    `pdl`: launched with programmatic dependent launch, so that it may start while the call
+    before it (a norm pass, `overlap_norm_pass`) still runs; the kernel waits for that call
+    before it reads anything the call writes.
     """
 
     kernel: Any
@@ -347,6 +392,7 @@ class KernelCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
     persistent_tiles: int = 0
+    pdl: bool = False
 
     @functools.cached_property
     def specialization(self) -> tuple[Any, ...]:
@@ -376,7 +422,7 @@ class KernelCall:
     def run(self) -> None:
         with on_device(self):
             call = unless_warp_specialization_fails(self) if self.kwargs.get("WARP_SPECIALIZE") else self
-            launch(call.kernel, call.launch_grid(), *call.args, **call.kwargs)
+            launch(call.kernel, call.launch_grid(), *call.args, pdl=call.pdl, **call.kwargs)
 
 
 def on_device(call: KernelCall) -> contextlib.AbstractContextManager[object]:

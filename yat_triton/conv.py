@@ -56,6 +56,7 @@ from yat_triton._launch import (
     fast_quotient,
     needs_int64,
     out_max,
+    overlap_norm_pass,
     saturating_cast,
     tma_ready,
     upcast_operands,
@@ -357,8 +358,11 @@ def plan_weight_operand(
         nw = torch.empty((C_out,), dtype=acc_dtype(weight.dtype), device=weight.device)
         calls = []
         if C_out and KC:
-            block_k = min(max(16, next_pow2(KC)), 128 if INTERPRETING else 512)
-            block_r = 16 if INTERPRETING else max(1, min(64, 8192 // (block_k * weight.element_size())))
+            # on a GPU a filter row (up to 4096 values) a step and ~4096 values a program: one
+            # step and C_out / block_r programs for ResNet's 3x3 filters (576 to 4608 values;
+            # its 64 filters of 576 used to take 8 programs of two 8 KB steps)
+            block_k = min(max(16, next_pow2(KC)), 128 if INTERPRETING else 4096)
+            block_r = 16 if INTERPRETING else max(1, min(64, 4096 // block_k))
             calls.append(KernelCall(
                 yat_conv_weight_prep_kernel, (cdiv(C_out, block_r),),
                 (weight, wk, nw, C_out, Cg, KW, KC, *_xs(weight)),
@@ -453,9 +457,13 @@ def plan_conv2d_fwd(
     # the pass reads the pixels as rows: a strided x (a channel slice, a crop) sums its
     # norms in the loop, but for 16-bit io (`broken_in_loop_norms`), whose pass reads a copy
     norm_pass = not cfg.norms_in_loop and (pixels.is_contiguous() or elem == 2)
+    # the conv overlaps its pixel-norm pass (`overlap_norm_pass`): its main loop reads x and
+    # the weight operand, which calls before the pass wrote (a copy of strided rows, the
+    # weight prep), complete before the pass starts
+    overlap = norm_pass and overlap_norm_pass(x.device)
     if norm_pass:  # the pixel norms of each group, (B, H, W, G), for the epilogue's tap sums
         rows = pixels.reshape(B * H * W * groups, Cg)  # a view where x is dense, else a copy
-        (pn, _), norm_calls = plan_row_sqnorms(rows)
+        (pn, _), norm_calls = plan_row_sqnorms(rows, overlap=overlap)
         calls += norm_calls
     else:
         pn = nx  # unread
@@ -463,7 +471,7 @@ def plan_conv2d_fwd(
         KH=KH, KW=KW, NORM_PASS=norm_pass, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
         EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward, DOT_PRECISION=precision,
         UPCAST=upcast_operands(x.dtype), OUT_MAX=out_max(x.dtype),
-        FAST_RCP=fast_quotient(x.dtype, eps, eps_value),
+        FAST_RCP=fast_quotient(x.dtype, eps, eps_value), GDC_WAIT=overlap,
         EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)), **cfg.launch_options(),
     )  # fmt: skip
     width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]
@@ -480,6 +488,7 @@ def plan_conv2d_fwd(
              *divmod_magic(Cg // cfg.block_k)),
             dict(constexprs, INT64=needs_int64(y, s, pn), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2],
                  TMA_STORE=y_out is not y),
+            pdl=overlap,
         ))  # fmt: skip
         return (y, s, nx, nw), calls
     grid = (cdiv(M, cfg.block_m) * cdiv(Ng, cfg.block_n), groups)
@@ -492,6 +501,7 @@ def plan_conv2d_fwd(
          alpha_value, eps_value, *magic),
         dict(constexprs, IS_FP64=x.dtype == torch.float64, INT64=needs_int64(xk, y, s),
              EVEN_K=Cg % cfg.block_k == 0, FAST_DIV=fast, TMA_STORE=y_out is not y),
+        pdl=overlap,
     ))  # fmt: skip
     return (y, s, nx, nw), calls
 

@@ -42,7 +42,9 @@ from yat_triton._launch import (
     fast_quotient,
     k_major_if_huge,
     needs_int64,
+    norm_pass_programs,
     out_max,
+    overlap_norm_pass,
     persistent_programs,
     saturating_cast,
     tma_ready,
@@ -75,7 +77,7 @@ def norm_pass_block(K: int, elem_bytes: int, *, interpreting: bool = False) -> t
 
 
 def plan_row_sqnorms(
-    a: Tensor, b: Tensor | None = None
+    a: Tensor, b: Tensor | None = None, *, overlap: bool = False
 ) -> tuple[tuple[Tensor, Tensor | None], list[KernelCall]]:
     """||m_r||^2 for every row of a, and of b (same K) in the same launch, in the
     accumulation dtype.
@@ -84,6 +86,8 @@ def plan_row_sqnorms(
     or 256 32-bit values, as many rows as make 8 KB), so a 4096^2 bf16 operand spreads over
     512 programs, ~4 a SM, enough loads in flight for HBM (a 32-row program per SM would
     keep ~1/4 of that and run latency-bound).
+    `overlap` (`overlap_norm_pass`: a forward GEMM follows and overlaps it): the programs
+    let that GEMM launch at once, on the grid `norm_pass_programs` gives.
     """
     a = k_major_if_huge(a, 1)  # the pass steps BLOCK_K * stride_k (<= 512) in int32
     b = k_major_if_huge(b, 1) if b is not None else None
@@ -97,11 +101,12 @@ def plan_row_sqnorms(
     elem = max(a.element_size(), b.element_size() if b is not None else 1)
     block_r, block_k, warps = norm_pass_block(K, elem, interpreting=INTERPRETING)
     bb = b if b is not None else a
+    tiles = cdiv(R, block_r) + cdiv(RB, block_r)
     call = KernelCall(
-        row_sqnorm_kernel, (cdiv(R, block_r) + cdiv(RB, block_r),),
+        row_sqnorm_kernel, (norm_pass_programs(a.device, tiles) if overlap else tiles,),
         (a, bb, out_a, out_b if out_b is not None else out_a, R, RB, K,
          a.stride(0), a.stride(1), bb.stride(0), bb.stride(1)),
-        dict(IS_FP64=a.dtype == torch.float64, INT64=needs_int64(a, bb),
+        dict(IS_FP64=a.dtype == torch.float64, INT64=needs_int64(a, bb), EARLY_LAUNCH=overlap,
              BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps),
     )  # fmt: skip
     return (out_a, out_b), [call]
@@ -142,14 +147,16 @@ def plan_dense_fwd(
     if broken_in_loop_norms(cfg, x.element_size(), on_tma=use_tma):
         cfg = replace(cfg, norms_in_loop=False)  # a TMA tile on the pointer kernel too
     calls: list[KernelCall] = []
+    # the GEMM overlaps the norm pass where there is one (its main loop reads x and W only)
+    overlap = overlap_norm_pass(x.device) and (use_tma or not cfg.norms_in_loop)
     if use_tma and cfg.norms_in_loop:  # ||x||^2 from the main loop, ||w||^2 from the pass
         nx = torch.empty((M,), dtype=acc, device=x.device)
-        (nw, _), calls = plan_row_sqnorms(weight)
+        (nw, _), calls = plan_row_sqnorms(weight, overlap=overlap)
     elif cfg.norms_in_loop:
         nx = torch.empty((M,), dtype=acc, device=x.device)
         nw = torch.empty((N,), dtype=acc, device=x.device)
     else:
-        (nx, nw), calls = plan_row_sqnorms(x, weight)
+        (nx, nw), calls = plan_row_sqnorms(x, weight, overlap=overlap)
     # what the two forward kernels share: the optional operands (y stands in for an absent
     # one) and the epilogue's constexprs
     operands = (
@@ -160,7 +167,8 @@ def plan_dense_fwd(
     epilogue = dict(
         HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None, EPS_FROM_PTR=eps is not None,
         STORE_S=save_for_backward, DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype),
-        OUT_MAX=out_max(x.dtype), FAST_RCP=fast_quotient(x.dtype, eps, eps_value), **cfg.launch_options(),
+        OUT_MAX=out_max(x.dtype), FAST_RCP=fast_quotient(x.dtype, eps, eps_value), GDC_WAIT=overlap,
+        **cfg.launch_options(),
     )  # fmt: skip
     if use_tma:
         # y and s leave by TMA too when their rows are 16-byte aligned (N a multiple of 8) and
@@ -185,7 +193,7 @@ def plan_dense_fwd(
             dict(epilogue, INT64=needs_int64(y, s), EPILOGUE_SPLIT=cfg.epilogue_split,
                  TMA_STORE=tma_store, X_NORMS_IN_LOOP=cfg.norms_in_loop,
                  WARP_SPECIALIZE=cfg.warp_specialize),
-            persistent_tiles=tiles,
+            persistent_tiles=tiles, pdl=overlap,
         ))  # fmt: skip
         return (y, s, nx, nw), calls
     calls.append(KernelCall(
@@ -196,6 +204,7 @@ def plan_dense_fwd(
         dict(epilogue, NORMS_IN_LOOP=cfg.norms_in_loop, IS_FP64=x.dtype == torch.float64,
              INT64=needs_int64(x, weight, y, s),
              EPILOGUE_SPLIT=1 if cfg.norms_in_loop else cfg.epilogue_split),
+        pdl=overlap,
     ))  # fmt: skip
     return (y, s, nx, nw), calls
 
