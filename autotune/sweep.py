@@ -1259,6 +1259,6 @@ def _warm(calls: list[object]) -> None:
     """Compile recorded launches for this GPU without running them (Triton's warmup)."""
     for call in calls:
         try:
-            call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
+            call.kernel.warmup(*call.args, grid=call.grid, **call.compile_kwargs())
         except Exception:  # noqa: BLE001 - the timed pass records the failure
             pass

@@ -86,9 +86,10 @@ def row_sqnorm_kernel(
     so that enough loads are in flight (at a 4096^2 bf16 operand, 512 programs a matrix).
     EARLY_LAUNCH (a GPU pass that a forward GEMM follows with programmatic dependent launch,
     `yat_triton._launch.overlap_norm_pass`): every program first lets that GEMM launch, whose
-    programs then start as SMs have room (a grid of a few programs an SM leaves it room at
-    once: `norm_pass_programs`): its main loop runs while this pass reads, and it waits for
-    the norms (`gdc_wait`) only before its first epilogue.
+    programs then start as the SMs have room: as this pass's programs drain, on its usual
+    grid; at once beside them with one program an SM (`norm_pass_programs`). Its main loop
+    runs while this pass reads, and it waits for the norms (`gdc_wait`) only before its
+    first epilogue.
     """
     if EARLY_LAUNCH:
         gdc_launch_dependents()

@@ -314,8 +314,9 @@ def test_rank_configs_orders_a_capped_sweep() -> None:
     from autotune.search import SEEDS
 
     assert any(c.tma and c.block_m * c.block_n == 128 * 256 and not c.warp_specialize for c in ranked[:SEEDS])
-    for c in top:
-        assert not (c.tma and c.norms_in_loop) or dataclasses.replace(c, norms_in_loop=False) in top, c.name
+    at = {c: i for i, c in enumerate(ranked)}
+    first_nil = next(c for c in ranked if c.tma and c.norms_in_loop)
+    assert at[dataclasses.replace(first_nil, norms_in_loop=False)] < at[first_nil], first_nil.name
     # a small GEMM (64 tiles of 128x128 cannot fill 132 SMs) prefers smaller tiles first
     small = rank_configs(prune_dense_configs(dense_config_space(), 1024, 1024, 1024, 2), 1024, 1024, 1024, 2)
     assert small[0].block_m * small[0].block_n < 128 * 128
@@ -1338,6 +1339,12 @@ def _overlap_plans() -> dict[str, list]:
     plans["conv 1x1"] = _planned_on_gpu(
         lambda: conv2d_fwd(xc, w1, None, *args, (1, 1), (0, 0, 0, 0), (1, 1), 1, "ieee", True)
     )
+    # no pixels, but output positions from the padding: no pass, the weight prep right before
+    # the GEMM (whose main loop reads what the prep writes)
+    empty = torch.zeros(1, 16, 0, 4).to(torch.bfloat16)
+    plans["conv no pixels"] = _planned_on_gpu(
+        lambda: conv2d_fwd(empty, wc, None, *args, (1, 1), (2, 2, 2, 2), (1, 1), 1, "ieee", True)
+    )
     return plans
 
 
@@ -1374,8 +1381,12 @@ def test_forward_gemms_overlap_their_norm_pass_and_nothing_else() -> None:
                 tiles = sum(-(-a.shape[0] // prev.kwargs["BLOCK_R"]) for a in prev.args[:2])
                 assert prev.grid == (tiles if prev.args[0] is not prev.args[1] else tiles // 2,), name
     overlapped = {name for name, calls in plans.items() if any(c.pdl for c in calls)}
-    # fp32's pointer kernel sums both norms in its loop: no pass, nothing to overlap
-    assert overlapped == set(plans) - {"dense fp32 nil"}, overlapped
+    # fp32's pointer kernel sums both norms in its loop, and an input without pixels has none
+    # to sum: no pass, nothing to overlap
+    assert overlapped == set(plans) - {"dense fp32 nil", "conv no pixels"}, overlapped
+    assert [c.kernel.fn.__name__ for c in plans["conv no pixels"]] == [
+        "yat_conv_weight_prep_kernel", "yat_conv_fwd_kernel"
+    ]  # fmt: skip
     # off a GPU (the interpreter here) nothing overlaps
     from yat_triton._launch import KernelCall
 
@@ -1411,7 +1422,8 @@ def test_norm_pass_programs_walk_every_row_tile(device: str) -> None:
 
 def test_dependent_launch_reaches_triton_only_outside_a_trace() -> None:
     """`launch(..., pdl=True)` asks Triton for programmatic dependent launch (launch_pdl) on a
-    direct GPU launch; the interpreter and a traced launch get none."""
+    direct GPU launch; the interpreter and a traced launch (`wrap_triton`) get none, and a
+    traced forward is planned without the overlap."""
     from unittest import mock
 
     import yat_triton._launch as launch_mod
@@ -1426,8 +1438,28 @@ def test_dependent_launch_reaches_triton_only_outside_a_trace() -> None:
     with mock.patch.object(launch_mod, "INTERPRETING", False):
         launch_mod.launch(Kernel(), (1,), t, pdl=True, num_warps=4)
         launch_mod.launch(Kernel(), (1,), t, num_warps=4)
+        with (
+            mock.patch.object(launch_mod, "tracing", lambda *ts: True),
+            mock.patch.object(launch_mod, "wrap_triton", lambda kernel: kernel),
+        ):
+            launch_mod.launch(Kernel(), (1,), t, pdl=True, num_warps=4)  # traced
     launch_mod.launch(Kernel(), (1,), t, pdl=True, num_warps=4)  # interpreting here
-    assert seen == [{"launch_pdl": True, "num_warps": 4}, {"num_warps": 4}, {"num_warps": 4}]
+    assert seen == [{"launch_pdl": True, "num_warps": 4}] + [{"num_warps": 4}] * 3
+    # the compile a warmup makes is the launch's (launch_pdl is part of Triton's key)
+    call = launch_mod.KernelCall(Kernel(), (1,), (t,), {"num_warps": 4}, pdl=True)
+    with mock.patch.object(launch_mod, "INTERPRETING", False):
+        want = {"num_warps": 4, "launch_pdl": True} if launch_mod.HAS_PDL else {"num_warps": 4}
+        assert call.compile_kwargs() == want
+    # planned while traced (fake tensors): no overlap, even where the GPU would overlap
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import yat_triton.dense as dense
+
+    with FakeTensorMode() as fake:
+        x, w = fake.from_tensor(torch.randn(40, 32)), fake.from_tensor(torch.randn(24, 32))
+        with mock.patch.object(dense, "overlap_norm_pass", lambda device: True):
+            _, calls = dense.plan_dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", False)
+    assert calls and not any(c.pdl or c.kwargs.get("GDC_WAIT") or c.kwargs.get("EARLY_LAUNCH") for c in calls)
 
 
 def test_overlapped_forwards_wait_for_the_norm_pass_on_sm90(tmp_path: Path) -> None:
@@ -1463,73 +1495,95 @@ def test_overlapped_forwards_wait_for_the_norm_pass_on_sm90(tmp_path: Path) -> N
         assert not any("griddepcontrol" in text for text in off.values()), label
 
 
-OVERLAP_CASES = [  # (op, tile): the dense pointer and TMA forwards, the conv's two
-    ("dense", TileConfig(128, 128, 64, 8, 8, 3)),
-    ("dense", TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=2, tma=True)),
-    ("conv2d", TileConfig(128, 64, 64, 8, 8, 3)),
-    ("conv2d", TileConfig(128, 64, 64, 8, 8, 3, tma=True)),
+OVERLAP_CASES = [  # (op, tile, pass programs an SM): both ops, both kernels, both pass grids
+    ("dense", TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=2, tma=True), None),
+    ("dense", TileConfig(128, 128, 64, 8, 8, 3), 1),
+    ("conv2d", TileConfig(128, 64, 64, 8, 8, 3), None),
+    ("conv2d", TileConfig(128, 64, 64, 8, 8, 3, tma=True), 1),
 ]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="programmatic dependent launch needs a GPU")
-@pytest.mark.parametrize(("op", "tile"), OVERLAP_CASES, ids=lambda v: getattr(v, "name", v))
-def test_overlapped_forward_matches_oracle_eagerly_and_in_a_cuda_graph(op: str, tile: TileConfig) -> None:
+@pytest.mark.parametrize(("op", "tile", "per_sm"), OVERLAP_CASES, ids=lambda v: getattr(v, "name", str(v)))
+def test_overlapped_forward_matches_oracle_eagerly_and_in_a_cuda_graph(
+    op: str, tile: TileConfig, per_sm: int | None
+) -> None:
     """On the GPU (the script's PDL canary): bf16 forwards whose GEMM overlaps the norm pass
-    (programmatic dependent launch) match the float64 oracle, launched eagerly and replayed
-    from a CUDA graph on new inputs: the GEMM reads no norm before the pass has written it.
-    Sizes where the pass takes a while (a 2048x2048 weight; 16 images of 28x28x128)."""
+    (programmatic dependent launch; `per_sm`: OVERLAP_NORM_PROGRAMS_PER_SM), launched eagerly
+    and replayed from a CUDA graph on new inputs, give bit for bit what the same forward
+    gives launched after the pass ends (a GEMM that read a norm before the pass wrote it
+    would differ), and match the float64 oracle on a slice of rows (images). Shapes whose
+    pass reads much next to a small GEMM (a 16384x2048 x through 128 filters; 64 images of
+    56x56x64 through 64 filters), where a missing wait would show."""
+    from unittest import mock
+
     from oracle import yat_conv2d_ref
 
-    from yat_triton._launch import KernelCall, overlap_norm_pass, recording
-    from yat_triton.conv import conv2d_fwd
+    import yat_triton._launch as launch_mod
+    import yat_triton.conv as conv
+    import yat_triton.dense as dense
     from yat_triton.tuning import forced_config
 
-    if not overlap_norm_pass(torch.device("cuda")):
+    if not launch_mod.overlap_norm_pass(torch.device("cuda")):
         pytest.skip("this GPU or run does not overlap (pre-Hopper, or YAT_TRITON_PDL=0)")
     gen = torch.Generator().manual_seed(11)
     bf16 = torch.bfloat16
     if op == "dense":
-        shapes, sums = ((512, 2048), (2048, 2048), (2048,)), 2048
+        shapes, sums, gemm = ((16384, 2048), (128, 2048), (128,)), 2048, "yat_dense_fwd"
 
         def run(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return dense_fwd(x, w, b, None, 1.0, None, 1e-3, "ieee", False, tile)[0]
 
-        def ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return yat_dense_ref(x.double(), w.double(), b.double(), None, 1e-3)
+        def ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # 256 rows
+            return yat_dense_ref(x[:256].double(), w.double(), b.double(), None, 1e-3)
     else:
-        shapes, sums = ((16, 128, 28, 28), (128, 128, 3, 3), (128,)), 128 * 9
+        shapes, sums, gemm = ((64, 64, 56, 56), (64, 64, 3, 3), (64,)), 64 * 9, "yat_conv_fwd"
         geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
 
         def run(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             with forced_config("conv2d", "fwd", tile):
-                return conv2d_fwd(x, w, b, None, 1.0, None, 1e-3, *geo, "ieee", False)[0]
+                return conv.conv2d_fwd(x, w, b, None, 1.0, None, 1e-3, *geo, "ieee", False)[0]
 
-        def ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return yat_conv2d_ref(x.double(), w.double(), b.double(), None, 1e-3, padding=1)
+        def ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # 2 images
+            return yat_conv2d_ref(x[:2].double(), w.double(), b.double(), None, 1e-3, padding=1)
 
     def draw() -> list[torch.Tensor]:
-        ts = [(torch.randn(s, generator=gen) / (s[1] ** 0.5 if len(s) > 1 else 1)) for s in shapes]
-        ts = [t.to("cuda", bf16) for t in ts]
+        ts = [
+            (torch.randn(s, generator=gen) / (s[1] ** 0.5 if len(s) > 1 else 1)).to("cuda", bf16)
+            for s in shapes
+        ]
         if op == "conv2d":
             ts[:2] = [t.contiguous(memory_format=torch.channels_last) for t in ts[:2]]
         return ts
 
-    static = draw()
-    with recording() as calls:
-        y = run(*static)
-    assert any(isinstance(c, KernelCall) and c.pdl for c in calls), [c.kernel.fn.__name__ for c in calls]
-    assert_close(y, ref(*static), bf16, reduction=sums, what=f"{op} y, eager")
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        run(*static)  # warm-up outside the capture
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run(*static)
-    for _ in range(2):  # new inputs, then replay
-        for t, new in zip(static, draw(), strict=True):
-            t.copy_(new)
-        graph.replay()
-        torch.cuda.synchronize()
-        assert_close(out, ref(*static), bf16, reduction=sums, what=f"{op} y, graph replay")
+    def after_the_pass(*ts: torch.Tensor) -> torch.Tensor:
+        with (
+            mock.patch.object(dense, "overlap_norm_pass", lambda device: False),
+            mock.patch.object(conv, "overlap_norm_pass", lambda device: False),
+        ):
+            return run(*ts)
+
+    with mock.patch.object(launch_mod, "OVERLAP_NORM_PROGRAMS_PER_SM", per_sm):
+        static = draw()
+        with launch_mod.recording() as calls:
+            y = run(*static)
+        names = [c.kernel.fn.__name__ for c in calls]
+        kernel = gemm + ("_tma_kernel" if tile.tma else "_kernel")
+        assert names[-2:] == ["row_sqnorm_kernel", kernel] and calls[-1].pdl, names
+        assert torch.equal(y, after_the_pass(*static)), f"{op}: y differs from the forward after the pass"
+        assert_close(y[: 256 if op == "dense" else 2], ref(*static), bf16, reduction=sums, what=f"{op} y")
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            run(*static)  # warm-up outside the capture
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = run(*static)
+        for _ in range(2):  # new inputs, then replay
+            for t, new in zip(static, draw(), strict=True):
+                t.copy_(new)
+            graph.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(out, after_the_pass(*static)), f"{op}: a graph replay differs"
+        assert_close(out[: 256 if op == "dense" else 2], ref(*static), bf16, reduction=sums, what=f"{op} y")

@@ -192,8 +192,9 @@ def overlap_norm_pass(device: torch.device) -> bool:
     """Whether a forward GEMM on `device` overlaps the norm pass before it: the pass lets it
     launch at once (`row_sqnorm_kernel`'s EARLY_LAUNCH; grid: `norm_pass_programs`), and
     the GEMM, launched with programmatic dependent launch
-    (`KernelCall.pdl`), runs its main loop, which reads x and W alone, while the pass
-    reads, and waits for the pass's norms (`gdc_wait`, GDC_WAIT) before its epilogue.
+    (`KernelCall.pdl`), runs its main loop, which reads nothing the pass writes (x and W;
+    a conv's weight operand, written by a call before the pass), while the pass reads,
+    and waits for the pass's norms (`gdc_wait`, GDC_WAIT) before its epilogue.
     Hopper (sm_90) or newer, PDL not turned off (`PDL`), never under the interpreter."""
     return PDL and not INTERPRETING and device.type == "cuda" and _cuda_props(_index(device)).major >= 9
 
@@ -309,7 +310,7 @@ def resident_programs(call: KernelCall, device: torch.device) -> int:
     if known is not None:
         return known
     try:
-        compiled = call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
+        compiled = call.kernel.warmup(*call.args, grid=call.grid, **call.compile_kwargs())
         compiled._init_handles()
         props = _cuda_props(_index(device))
         warps = getattr(compiled.metadata, "num_warps", call.kwargs.get("num_warps", 4))  # + producer's
@@ -349,7 +350,7 @@ def unless_warp_specialization_fails(call: KernelCall) -> KernelCall:
     key = (_index(device), *call.specialization)
     if key not in _WARP_SPECIALIZE_FAILED:
         try:
-            call.kernel.warmup(*call.args, grid=call.grid, **call.kwargs)
+            call.kernel.warmup(*call.args, grid=call.grid, **call.compile_kwargs())
             _WARP_SPECIALIZE_FAILED[key] = ""
         except Exception as e:  # noqa: BLE001 (any compile failure: run it unspecialized)
             _WARP_SPECIALIZE_FAILED[key] = f"{type(e).__name__}: {str(e)[:200]}"
@@ -400,6 +401,14 @@ class KernelCall:
         options, and what Triton specializes the arguments on (`_arg_key`); built once per
         call (the occupancy and the warp-specialization checks of one run both use it)."""
         return self.kernel, tuple(sorted(self.kwargs.items())), tuple(map(_arg_key, self.args))
+
+    def compile_kwargs(self) -> dict[str, Any]:
+        """The kwargs a warmup compiles with to get the kernel the launch runs: launch_pdl is
+        part of Triton's compile key (a warmup without it would leave the launch a compile
+        of its own, serial, where the sweep compiles its tiles in parallel first)."""
+        if self.pdl and HAS_PDL and not INTERPRETING:
+            return {**self.kwargs, "launch_pdl": True}
+        return self.kwargs
 
     def tensors(self) -> Iterator[Tensor]:
         """The tensor args, a TMA descriptor standing for its tensor."""

@@ -59,6 +59,7 @@ from yat_triton._launch import (
     overlap_norm_pass,
     saturating_cast,
     tma_ready,
+    tracing,
     upcast_operands,
     use_triton,
     without_autocast,
@@ -359,8 +360,9 @@ def plan_weight_operand(
         calls = []
         if C_out and KC:
             # on a GPU a filter row (up to 4096 values) a step and ~4096 values a program: one
-            # step and C_out / block_r programs for ResNet's 3x3 filters (576 to 4608 values;
-            # its 64 filters of 576 used to take 8 programs of two 8 KB steps)
+            # step and C_out / block_r programs for ResNet's 3x3 filters up to 2304 values
+            # (576 and 2304 leave ~44% of the lanes masked), two for 4608; its 64 filters of
+            # 576 used to take 8 programs of two 8 KB steps
             block_k = min(max(16, next_pow2(KC)), 128 if INTERPRETING else 4096)
             block_r = 16 if INTERPRETING else max(1, min(64, 4096 // block_k))
             calls.append(KernelCall(
@@ -457,10 +459,12 @@ def plan_conv2d_fwd(
     # the pass reads the pixels as rows: a strided x (a channel slice, a crop) sums its
     # norms in the loop, but for 16-bit io (`broken_in_loop_norms`), whose pass reads a copy
     norm_pass = not cfg.norms_in_loop and (pixels.is_contiguous() or elem == 2)
-    # the conv overlaps its pixel-norm pass (`overlap_norm_pass`): its main loop reads x and
-    # the weight operand, which calls before the pass wrote (a copy of strided rows, the
-    # weight prep), complete before the pass starts
-    overlap = norm_pass and overlap_norm_pass(x.device)
+    # the conv overlaps its pixel-norm pass (`overlap_norm_pass`) where there is one (no
+    # pixels, no pass: the GEMM would follow the weight prep, whose output its main loop
+    # reads): its main loop reads x and the weight operand, which calls before the pass
+    # wrote (a copy of strided rows, the weight prep), complete before the pass starts; not
+    # while traced (see `plan_dense_fwd`)
+    overlap = norm_pass and B * H * W > 0 and not tracing(xk, weight) and overlap_norm_pass(x.device)
     if norm_pass:  # the pixel norms of each group, (B, H, W, G), for the epilogue's tap sums
         rows = pixels.reshape(B * H * W * groups, Cg)  # a view where x is dense, else a copy
         (pn, _), norm_calls = plan_row_sqnorms(rows, overlap=overlap)
