@@ -431,7 +431,8 @@ class KernelCall:
     def run(self) -> None:
         with on_device(self):
             call = unless_warp_specialization_fails(self) if self.kwargs.get("WARP_SPECIALIZE") else self
-            launch(call.kernel, call.launch_grid(), *call.args, pdl=call.pdl, **call.kwargs)
+            pdl = {"pdl": True} if call.pdl else {}  # (an ordinary launch: the kwargs alone)
+            launch(call.kernel, call.launch_grid(), *call.args, **pdl, **call.kwargs)
 
 
 def on_device(call: KernelCall) -> contextlib.AbstractContextManager[object]:
