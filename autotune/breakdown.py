@@ -151,14 +151,10 @@ def without_overlap(launcher: Callable[[], object]) -> Callable[[], object]:
     """`launcher` with its forward GEMM launched after its norm pass ends, as any launch
     (no programmatic dependent launch: `yat_triton._launch.overlap_norm_pass`), for the
     "-nopdl" phases: their whole call against the phase's own is what the overlap buys."""
-    import yat_triton.conv as conv
-    import yat_triton.dense as dense
+    from yat_triton._launch import forced_overlap
 
     def run() -> object:
-        with (
-            mock.patch.object(dense, "overlap_norm_pass", lambda device: False),
-            mock.patch.object(conv, "overlap_norm_pass", lambda device: False),
-        ):
+        with forced_overlap(False):
             return launcher()
 
     return run

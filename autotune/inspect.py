@@ -356,14 +356,9 @@ def as_on_gpu() -> Iterator[None]:
     """Planners inside the block plan their meta tensors' launches as on an sm_90 GPU: a
     forward GEMM overlaps its norm pass where a GPU's would (`overlap_norm_pass`, on unless
     YAT_TRITON_PDL=0), so that its compile is the one a GPU runs."""
-    import yat_triton.conv as conv
-    import yat_triton.dense as dense
-    from yat_triton._launch import PDL
+    from yat_triton._launch import PDL, forced_overlap
 
-    with (
-        mock.patch.object(dense, "overlap_norm_pass", lambda device: PDL),
-        mock.patch.object(conv, "overlap_norm_pass", lambda device: PDL),
-    ):
+    with forced_overlap(PDL):
         yield
 
 

@@ -1282,16 +1282,10 @@ def _planned_on_gpu(fn) -> list:  # noqa: ANN001
     overlapping their norm pass: `overlap_norm_pass`), recorded, not run."""
     from unittest import mock
 
-    import yat_triton.conv as conv
-    import yat_triton.dense as dense
-    from yat_triton._launch import KernelCall
+    from yat_triton._launch import KernelCall, forced_overlap
 
     calls: list = []
-    with (
-        mock.patch.object(KernelCall, "run", lambda self: calls.append(self)),
-        mock.patch.object(dense, "overlap_norm_pass", lambda device: True),
-        mock.patch.object(conv, "overlap_norm_pass", lambda device: True),
-    ):
+    with mock.patch.object(KernelCall, "run", lambda self: calls.append(self)), forced_overlap(True):
         fn()
     return calls
 
@@ -1421,8 +1415,8 @@ def test_norm_pass_programs_walk_every_row_tile(device: str) -> None:
 
 
 def test_dependent_launch_reaches_triton_only_outside_a_trace() -> None:
-    """`launch(..., pdl=True)` asks Triton for programmatic dependent launch (launch_pdl) on a
-    direct GPU launch; the interpreter and a traced launch (`wrap_triton`) get none, and a
+    """A `KernelCall` with `pdl` asks Triton for programmatic dependent launch (launch_pdl) on
+    a direct GPU launch; the interpreter and a traced launch (`wrap_triton`) get none, and a
     traced forward is planned without the overlap."""
     from unittest import mock
 
@@ -1435,31 +1429,34 @@ def test_dependent_launch_reaches_triton_only_outside_a_trace() -> None:
             return lambda *args, **kwargs: seen.append(kwargs)
 
     t = torch.zeros(4)
+    call = launch_mod.KernelCall(Kernel(), (1,), (t,), {"num_warps": 4}, pdl=True)
+    plain = launch_mod.KernelCall(Kernel(), (1,), (t,), {"num_warps": 4})
     with mock.patch.object(launch_mod, "INTERPRETING", False):
-        launch_mod.launch(Kernel(), (1,), t, pdl=True, num_warps=4)
-        launch_mod.launch(Kernel(), (1,), t, num_warps=4)
+        call.run()
+        plain.run()
         with (
             mock.patch.object(launch_mod, "tracing", lambda *ts: True),
             mock.patch.object(launch_mod, "wrap_triton", lambda kernel: kernel),
         ):
-            launch_mod.launch(Kernel(), (1,), t, pdl=True, num_warps=4)  # traced
-    launch_mod.launch(Kernel(), (1,), t, pdl=True, num_warps=4)  # interpreting here
-    assert seen == [{"launch_pdl": True, "num_warps": 4}] + [{"num_warps": 4}] * 3
+            call.run()  # traced
+    call.run()  # interpreting here
+    direct = {"num_warps": 4, "launch_pdl": True} if launch_mod.HAS_PDL else {"num_warps": 4}
+    assert seen == [direct] + [{"num_warps": 4}] * 3
     # the compile a warmup makes is the launch's (launch_pdl is part of Triton's key)
-    call = launch_mod.KernelCall(Kernel(), (1,), (t,), {"num_warps": 4}, pdl=True)
     with mock.patch.object(launch_mod, "INTERPRETING", False):
-        want = {"num_warps": 4, "launch_pdl": True} if launch_mod.HAS_PDL else {"num_warps": 4}
-        assert call.compile_kwargs() == want
+        assert call.compile_kwargs() == direct
     # planned while traced (fake tensors): no overlap, even where the GPU would overlap
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     import yat_triton.dense as dense
 
     with FakeTensorMode() as fake:
-        x, w = fake.from_tensor(torch.randn(40, 32)), fake.from_tensor(torch.randn(24, 32))
-        with mock.patch.object(dense, "overlap_norm_pass", lambda device: True):
+        # (bf16: a tile taking the norm pass, which an untraced plan would overlap)
+        x, w = (fake.from_tensor(torch.randn(*s).to(torch.bfloat16)) for s in ((40, 32), (24, 32)))
+        with launch_mod.forced_overlap(True):
             _, calls = dense.plan_dense_fwd(x, w, None, None, 1.0, None, 1e-3, "ieee", False)
-    assert calls and not any(c.pdl or c.kwargs.get("GDC_WAIT") or c.kwargs.get("EARLY_LAUNCH") for c in calls)
+    assert [c.kernel.fn.__name__ for c in calls] == ["row_sqnorm_kernel", "yat_dense_fwd_kernel"]
+    assert not any(c.pdl or c.kwargs.get("GDC_WAIT") or c.kwargs.get("EARLY_LAUNCH") for c in calls)
 
 
 def test_overlapped_forwards_wait_for_the_norm_pass_on_sm90(tmp_path: Path) -> None:
@@ -1521,7 +1518,6 @@ def test_overlapped_forward_matches_oracle_eagerly_and_in_a_cuda_graph(
 
     import yat_triton._launch as launch_mod
     import yat_triton.conv as conv
-    import yat_triton.dense as dense
     from yat_triton.tuning import forced_config
 
     if not launch_mod.overlap_norm_pass(torch.device("cuda")):
@@ -1557,10 +1553,7 @@ def test_overlapped_forward_matches_oracle_eagerly_and_in_a_cuda_graph(
         return ts
 
     def after_the_pass(*ts: torch.Tensor) -> torch.Tensor:
-        with (
-            mock.patch.object(dense, "overlap_norm_pass", lambda device: False),
-            mock.patch.object(conv, "overlap_norm_pass", lambda device: False),
-        ):
+        with launch_mod.forced_overlap(False):
             return run(*ts)
 
     with mock.patch.object(launch_mod, "OVERLAP_NORM_PROGRAMS_PER_SM", per_sm):

@@ -188,14 +188,36 @@ PDL = HAS_PDL and os.environ.get("YAT_TRITON_PDL", "1").strip() != "0"
 OVERLAP_NORM_PROGRAMS_PER_SM: int | None = None
 
 
-def overlap_norm_pass(device: torch.device) -> bool:
+_FORCED_OVERLAP: list[bool] = []  # `forced_overlap`'s answers, innermost last
+
+
+@contextlib.contextmanager
+def forced_overlap(on: bool) -> Iterator[None]:
+    """Inside the block, `overlap_norm_pass` answers `on` for any device (untraced operands):
+    the static compiles planning meta tensors as a GPU would, the breakdown's forwards
+    without the overlap, tests planning CPU tensors as on a GPU."""
+    _FORCED_OVERLAP.append(on)
+    try:
+        yield
+    finally:
+        _FORCED_OVERLAP.pop()
+
+
+def overlap_norm_pass(device: torch.device, *operands: Tensor) -> bool:
     """Whether a forward GEMM on `device` overlaps the norm pass before it: the pass lets it
     launch at once (`row_sqnorm_kernel`'s EARLY_LAUNCH; grid: `norm_pass_programs`), and
     the GEMM, launched with programmatic dependent launch
     (`KernelCall.pdl`), runs its main loop, which reads nothing the pass writes (x and W;
     a conv's weight operand, written by a call before the pass), while the pass reads,
     and waits for the pass's norms (`gdc_wait`, GDC_WAIT) before its epilogue.
-    Hopper (sm_90) or newer, PDL not turned off (`PDL`), never under the interpreter."""
+    Hopper (sm_90) or newer, PDL not turned off (`PDL`), never under the interpreter, and
+    never while `operands` are traced: a traced launch gets no PDL, and torch.compile's
+    mutation analysis would take the wait for a write to every input (`forced_overlap`
+    aside)."""
+    if tracing(*operands):
+        return False
+    if _FORCED_OVERLAP:
+        return _FORCED_OVERLAP[-1]
     return PDL and not INTERPRETING and device.type == "cuda" and _cuda_props(_index(device)).major >= 9
 
 
@@ -218,11 +240,11 @@ def saturating_cast(y: Tensor, dtype: torch.dtype) -> Tensor:
     return y.to(dtype)
 
 
-def launch(kernel: object, grid: tuple[int, ...], *args: object, pdl: bool = False, **kwargs: object) -> None:
+def launch(kernel: object, grid: tuple[int, ...], *args: object, **kwargs: object) -> None:
     """Launch a Triton kernel; while a graph is being traced, through `wrap_triton`, so that
-    torch.compile records it. `pdl`: with programmatic dependent launch (`KernelCall.pdl`)
-    where the kernel is called directly (a traced launch is recorded without it: the
-    kernel's wait then returns at once).
+    torch.compile records it. A `launch_pdl` option (programmatic dependent launch,
+    `KernelCall.compile_kwargs`) goes to a direct launch only: a traced one is recorded
+    without it (the kernel's wait then returns at once).
 
     Eagerly (real tensors, no dispatch mode active) the kernel is called directly:
     `wrap_triton` outside a `triton_op` call would route every launch through the
@@ -248,9 +270,8 @@ def launch(kernel: object, grid: tuple[int, ...], *args: object, pdl: bool = Fal
         if any(is_fake(t) for t in tensors):
             return
     if not INTERPRETING and (tracing(*tensors) or is_in_torch_dispatch_mode()):
+        kwargs.pop("launch_pdl", None)
         wrap_triton(kernel)[grid](*args, **kwargs)
-    elif pdl and not INTERPRETING:
-        kernel[grid](*args, launch_pdl=True, **kwargs)  # type: ignore[index]
     else:
         kernel[grid](*args, **kwargs)  # type: ignore[index]
 
@@ -403,9 +424,11 @@ class KernelCall:
         return self.kernel, tuple(sorted(self.kwargs.items())), tuple(map(_arg_key, self.args))
 
     def compile_kwargs(self) -> dict[str, Any]:
-        """The kwargs a warmup compiles with to get the kernel the launch runs: launch_pdl is
-        part of Triton's compile key (a warmup without it would leave the launch a compile
-        of its own, serial, where the sweep compiles its tiles in parallel first)."""
+        """The kwargs the kernel is launched and compiled with: its constexprs and options,
+        and launch_pdl where `pdl` asks for it (a GPU's Triton with PDL). Warmups take them
+        too: launch_pdl is part of Triton's compile key (a warmup without it would leave the
+        launch a compile of its own, serial, where the sweep compiles its tiles in parallel
+        first)."""
         if self.pdl and HAS_PDL and not INTERPRETING:
             return {**self.kwargs, "launch_pdl": True}
         return self.kwargs
@@ -431,8 +454,7 @@ class KernelCall:
     def run(self) -> None:
         with on_device(self):
             call = unless_warp_specialization_fails(self) if self.kwargs.get("WARP_SPECIALIZE") else self
-            pdl = {"pdl": True} if call.pdl else {}  # (an ordinary launch: the kwargs alone)
-            launch(call.kernel, call.launch_grid(), *call.args, **pdl, **call.kwargs)
+            launch(call.kernel, call.launch_grid(), *call.args, **call.compile_kwargs())
 
 
 def on_device(call: KernelCall) -> contextlib.AbstractContextManager[object]:

@@ -59,7 +59,6 @@ from yat_triton._launch import (
     overlap_norm_pass,
     saturating_cast,
     tma_ready,
-    tracing,
     upcast_operands,
     use_triton,
     without_autocast,
@@ -462,9 +461,8 @@ def plan_conv2d_fwd(
     # the conv overlaps its pixel-norm pass (`overlap_norm_pass`) where there is one (no
     # pixels, no pass: the GEMM would follow the weight prep, whose output its main loop
     # reads): its main loop reads x and the weight operand, which calls before the pass
-    # wrote (a copy of strided rows, the weight prep), complete before the pass starts; not
-    # while traced (see `plan_dense_fwd`)
-    overlap = norm_pass and B * H * W > 0 and not tracing(xk, weight) and overlap_norm_pass(x.device)
+    # wrote (a copy of strided rows, the weight prep), complete before the pass starts
+    overlap = norm_pass and B * H * W > 0 and overlap_norm_pass(x.device, xk, weight)
     if norm_pass:  # the pixel norms of each group, (B, H, W, G), for the epilogue's tap sums
         rows = pixels.reshape(B * H * W * groups, Cg)  # a view where x is dense, else a copy
         (pn, _), norm_calls = plan_row_sqnorms(rows, overlap=overlap)

@@ -48,7 +48,6 @@ from yat_triton._launch import (
     persistent_programs,
     saturating_cast,
     tma_ready,
-    tracing,
     upcast_operands,
     use_triton,
     without_autocast,
@@ -148,10 +147,8 @@ def plan_dense_fwd(
     if broken_in_loop_norms(cfg, x.element_size(), on_tma=use_tma):
         cfg = replace(cfg, norms_in_loop=False)  # a TMA tile on the pointer kernel too
     calls: list[KernelCall] = []
-    # the GEMM overlaps the norm pass where there is one (its main loop reads x and W only);
-    # not while traced: such a launch gets no PDL, and torch.compile's mutation analysis
-    # takes the wait for a write to every input
-    overlap = (use_tma or not cfg.norms_in_loop) and not tracing(x, weight) and overlap_norm_pass(x.device)
+    # the GEMM overlaps the norm pass where there is one (its main loop reads x and W only)
+    overlap = (use_tma or not cfg.norms_in_loop) and overlap_norm_pass(x.device, x, weight)
     if use_tma and cfg.norms_in_loop:  # ||x||^2 from the main loop, ||w||^2 from the pass
         nx = torch.empty((M,), dtype=acc, device=x.device)
         (nw, _), calls = plan_row_sqnorms(weight, overlap=overlap)
