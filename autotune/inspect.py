@@ -35,23 +35,19 @@ from unittest import mock
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from triton.tools.tensor_descriptor import TensorDescriptor
+from triton.compiler import ASTSource, make_backend
+
+try:  # the launch's own binder and knobs (Triton 3.4 on)
+    from triton import knobs
+    from triton.runtime.jit import create_function_from_signature
+except ImportError:  # pragma: no cover - an older Triton
+    knobs = create_function_from_signature = None
 
 from autotune.args import positive_int
 from kernels._common import INTERPRETING, TileConfig
 from kernels.dense import broken_in_loop_norms
 from yat_triton._launch import KernelCall, programs_per_sm
 from yat_triton.tuning import config_from_dict
-
-TRITON_TYPES = {
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float32: "fp32",
-    torch.float64: "fp64",
-    torch.int32: "i32",
-    torch.int64: "i64",
-}
 
 
 @dataclass
@@ -107,8 +103,17 @@ def _nvidia_bin(tool: str) -> str:
     return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / tool)
 
 
-def _specialize(call: KernelCall, fp64_scalars: bool = False) -> tuple[dict, dict, dict]:
-    """(signature, constexprs, attrs) the way a real launch of these arguments sees them;
+# An H200's (and H100's) target, as its driver reports it
+SM90 = GPUTarget("cuda", 90, 32)
+
+
+def static_compile_args(call: KernelCall, fp64_scalars: bool = False) -> tuple[ASTSource, dict[str, object]]:
+    """(source, options) of the sm_90 compile that a GPU launch of `call` makes: its
+    arguments specialized by Triton's own binder (types, 16-divisibility, ints equal to 1),
+    and the launch's compile options (`KernelCall.compile_kwargs`: warps, stages,
+    launch_pdl) with the ones Triton's launch adds, so that the compile has the launch's key
+    in Triton's cache: the sweep's static prune compiles its tiles on the host's cores, and
+    the warmup and the timed launch on the GPU load them from there.
     `fp64_scalars`: float arguments typed fp64, as torch.compile passes them (torch 2.11's
     inductor; a launch types them fp32)."""
     fn = call.kernel
@@ -117,41 +122,24 @@ def _specialize(call: KernelCall, fp64_scalars: bool = False) -> tuple[dict, dic
             "static compilation needs compiled kernels, but TRITON_INTERPRET=1 made them "
             "interpreted; run `python -m autotune.inspect` in a process without it"
         )
-    names = fn.arg_names
-    bound = dict(zip(names, call.args, strict=False))
-    bound.update({k: v for k, v in call.kwargs.items() if k in names})
-    signature: dict[str, str] = {}
-    constexprs: dict[tuple[int, ...], object] = {}
-    attrs: dict[tuple[int, ...], list] = {}
-    for i, name in enumerate(names):
-        value = bound[name]
-        if i in fn.constexprs:
-            signature[name] = "constexpr"
-            constexprs[(i,)] = value
-        elif isinstance(value, torch.Tensor):
-            signature[name] = "*" + TRITON_TYPES[value.dtype]
-            attrs[(i,)] = [["tt.divisibility", 16]]  # the caching allocator aligns to 256 B
-        elif isinstance(value, TensorDescriptor):
-            block = ",".join(str(b) for b in value.block_shape)
-            signature[name] = f"tensordesc<{TRITON_TYPES[value.base.dtype]}[{block}]>"
-        elif isinstance(value, bool):
-            signature[name] = "i1"
-        elif isinstance(value, int):
-            if value == 1:
-                signature[name] = "constexpr"
-                constexprs[(i,)] = 1
-                continue
-            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
-            if value % 16 == 0:
-                attrs[(i,)] = [["tt.divisibility", 16]]
-        elif isinstance(value, float):
-            signature[name] = "fp64" if fp64_scalars else "fp32"
-        elif value is None:
-            signature[name] = "constexpr"
-            constexprs[(i,)] = None
-        else:
-            raise TypeError(f"cannot specialize argument {name}={value!r}")
-    return signature, constexprs, attrs
+    if create_function_from_signature is None or not hasattr(fn, "_pack_args"):
+        raise RuntimeError(
+            f"static compilation needs Triton's launch binder (3.4 on), not {triton.__version__}"
+        )
+    backend = make_backend(SM90)
+    kwargs: dict[str, object] = {**call.compile_kwargs(), "debug": fn.debug or knobs.runtime.debug}
+    fields = {f.name for f in dataclasses.fields(backend.parse_options({}))}
+    for name in ("instrumentation_mode", "fpsan_homomorphic_casts"):  # as JITFunction.run
+        if name in fields and hasattr(knobs.compilation, name):
+            kwargs[name] = getattr(knobs.compilation, name)
+    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    bound, specialization, options = binder(*call.args, **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+    if fp64_scalars:
+        signature = {
+            k: "fp64" if isinstance(bound[k], float) and t == "fp32" else t for k, t in signature.items()
+        }
+    return ASTSource(fn, signature, constexprs, attrs), dict(options.__dict__)
 
 
 _SASS_LINE = re.compile(r"\s+/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;")
@@ -318,14 +306,12 @@ def compile_sm90(
     """Compile one planned call for sm_90 and report its resources; optionally dump IRs.
     `maxnreg`: cap the registers a thread (ptxas), to see what a cap costs in spills.
     `fp64_scalars`: as `_specialize`."""
-    signature, constexprs, attrs = _specialize(call, fp64_scalars)
-    src = ASTSource(call.kernel, signature, constexprs, attrs)
-    options = {k: call.kwargs[k] for k in ("num_warps", "num_stages") if k in call.kwargs}
+    src, options = static_compile_args(call, fp64_scalars)
     if maxnreg:
         options["maxnreg"] = maxnreg
     t0 = time.perf_counter()
     try:
-        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+        compiled = triton.compile(src, target=SM90, options=options)
     except Exception as e:  # noqa: BLE001 - whatever the compiler raises, named in one line
         raise CompileFailure(call.kernel.__name__, e) from e
     elapsed = time.perf_counter() - t0
@@ -472,7 +458,7 @@ class _Sm90Driver:
     analysis asks of it (the target it generates TTIR for, the device, the stream)."""
 
     def get_current_target(self) -> GPUTarget:
-        return GPUTarget("cuda", 90, 32)
+        return SM90
 
     def get_current_device(self) -> int:
         return 0

@@ -1111,6 +1111,65 @@ def test_fake_cuda_tensors_propagate_shapes_anywhere():
         assert y.shape == (2, 24, 8, 8) and y.device.type == "cuda"
 
 
+LAUNCH_KEYS = """
+import json, sys, torch
+import triton.compiler
+from autotune.inspect import SM90, _driver_for_analysis, all_calls, as_on_gpu, static_compile_args
+
+class Captured(Exception):
+    pass
+
+seen = []
+
+def capture(src, target=None, options=None, **kw):
+    seen.append((src, target, options))
+    raise Captured
+
+backend = triton.compiler.make_backend(SM90)
+
+def key(src, options):
+    return src.hash(), backend.parse_options(dict(options)).hash()
+
+triton.compiler.compile = capture  # what a launch's compile gets, instead of compiling
+dtype = getattr(torch, sys.argv[1])
+with as_on_gpu():
+    calls = all_calls(dtype)
+with _driver_for_analysis():  # an sm_90 GPU's
+    for label, call in calls:
+        seen.clear()
+        try:
+            call.kernel.warmup(*call.args, grid=call.grid, **call.compile_kwargs())
+        except Captured:
+            pass
+        src, target, options = seen[0]
+        print(json.dumps({"op": label, "kernel": call.kernel.__name__, "pdl": call.pdl,
+                          "same": key(*static_compile_args(call)) == key(src, options) and target == SM90,
+                          "fp64_differs": key(*static_compile_args(call, True)) != key(src, options)}))
+"""
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_static_compiles_are_the_launches(dtype: str) -> None:
+    """The sm_90 compile of every kernel call (`static_compile_args`) is the one a launch of
+    the call on an sm_90 GPU makes: Triton's launch, with its compile stopped and read,
+    specializes the arguments and takes the options that the static compile does, so both
+    share one key in Triton's cache (on an H200 the sweep's static prune compiled for sm_90,
+    then every warmup compiled its tile again). The calls cover the forwards that overlap
+    their norm pass (launch_pdl, an option of the compile) and those that do not, TMA and
+    pointer kernels, backward and elementwise passes. With torch.compile's fp64 scalars the
+    key differs wherever the call has a float argument."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCH_KEYS, dtype], capture_output=True, text=True, env=env, cwd=ROOT,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) > 15 and all(r["same"] for r in rows), [r for r in rows if not r["same"]]
+    assert any(r["pdl"] for r in rows) and not all(r["pdl"] for r in rows)
+    assert any(r["fp64_differs"] for r in rows)
+
+
 WS_COMPILE = """
 import dataclasses, json, torch
 from autotune.inspect import compile_sm90
@@ -1238,8 +1297,7 @@ def test_static_compiles_leave_stderr_alone_in_threads() -> None:
             errors.append(e)
 
     with (
-        mock.patch.object(ins, "_specialize", lambda c, fp64_scalars=False: ({}, {}, {})),
-        mock.patch.object(ins, "ASTSource", lambda *a: None),
+        mock.patch.object(ins, "static_compile_args", lambda c, fp64_scalars=False: (None, {})),
         mock.patch.object(ins.triton, "compile", failing),
     ):
         threads = [threading.Thread(target=compile_one) for _ in range(8)]
