@@ -37,6 +37,9 @@ OPS = ("dense", "conv2d")
 MODES = ("fwd", "bwd", "fwd+bwd")
 STATUSES = ("ok", "wrong", "compile_error", "out_of_resources", "pruned", "error")
 TIMINGS = ("cuda-graph", "eager", "wall")  # see autotune.timing
+# How a yat_triton ok row of a backward mode names the forward tile it ran on (the sweep's
+# `fastest_fwd_tile`), in its reason: "forward: m128n128k64g8w8s4e4_tma"
+FWD_NOTE = "forward: "
 # A problem's shape, per op: these keys in this order, non-negative whole numbers (the sweep's
 # suites; one spelling per problem, so that a problem is one key and one winners entry).
 SHAPE_KEYS = {

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from autotune.db import MODES, Result, ResultsDB, Run
+from autotune.db import FWD_NOTE, MODES, Result, ResultsDB, Run
 from kernels._common import TileConfig
 
 OURS = "yat_triton"
@@ -326,6 +326,17 @@ def _mark_notes(marks: Iterable[str]) -> str:
     return "".join("\n\n" + n for n in notes)
 
 
+def _tile_cell(ours: Result | None) -> str:
+    """The summary's tile of a best row; a backward mode's with the forward tile it ran on
+    where its reason names one (`FWD_NOTE`)."""
+    if ours is None:
+        return "-"
+    fwd = next(
+        (n.removeprefix(FWD_NOTE) for n in (ours.reason or "").split("; ") if n.startswith(FWD_NOTE)), ""
+    )
+    return config_label(ours.config) + (f" (forward {fwd})" if fwd else "")
+
+
 def _summary(g: Gpu) -> str:
     """Per op, one line per problem: the best correct yat_triton row (time, TFLOP/s, tile,
     tiles tried), then a column per baseline of the op, its speedup and time; below, the
@@ -351,8 +362,7 @@ def _summary(g: Gpu) -> str:
                     cells.append(f"{speedup_label(sp)}{marks[-1]} ({_ms(base.median_ms)} ms)")
             table.append([
                 *p[1:3], _shape_label(p[3]), _ms(ours.median_ms) if ours else g.no_best(p),
-                _tf(ours.tflops if ours else None), *cells, config_label(ours.config) if ours else "-",
-                g.tried.get(p, 0),
+                _tf(ours.tflops if ours else None), *cells, _tile_cell(ours), g.tried.get(p, 0),
             ])  # fmt: skip
         headers = ["mode", "dtype", "shape", "yat_triton ms", "TFLOP/s", *(f"vs {b}" for b in present),
                    "yat_triton config", "tiles tried"]  # fmt: skip
@@ -1218,7 +1228,9 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
         f"median time. Tiles tried: the yat_triton tiles {searched} ran for the problem (pruned "
         "ones excluded). A tile's name reads m<BLOCK_M>n<BLOCK_N>k<BLOCK_K>g<GROUP_M>w<warps>"
         "s<stages>, then e<n> (epilogue in n slices), _nil (row norms summed in the main loop), "
-        "_tma (TMA loads), _ws (warp-specialized); \"(default tiles)\": the op's built-in choice.", "",
+        "_tma (TMA loads), _ws (warp-specialized); \"(default tiles)\": the op's built-in choice. "
+        "A backward mode's tile is the backward's; its forward ran on the tile named after it, the "
+        "fastest of the problem's fwd rows, as the exported winners run together.", "",
         _summary(g), "",
         *([
             "## Where the time goes: one call, kernel by kernel", "",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 import triton
 
 from autotune import search as tile_search
-from autotune.db import SHAPE_KEYS, Result, ResultsDB, Run, canonical_json, shard
+from autotune.db import FWD_NOTE, SHAPE_KEYS, Result, ResultsDB, Run, canonical_json, shard
 from autotune.timing import ContextLost, bench_stream, context_lost, time_call
 from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
 from kernels.conv import (
@@ -231,6 +232,8 @@ class Problem:
             "ieee" if dt != torch.float32 or not torch.backends.cuda.matmul.allow_tf32 else "tf32"
         )
         self.compile_mode = "max-autotune"
+        # backward modes: the forward's tile (None: its default), `fastest_fwd_tile`
+        self.fwd_tile: TileConfig | None = None
 
     def _out_shape(self) -> tuple[int, ...]:
         if self.op == "dense":
@@ -313,15 +316,20 @@ class Problem:
 
     def yat_with(self, config: TileConfig | None) -> Callable[[], Outputs]:
         """fwd: the forward kernel with `config`; bwd modes: the op with its backward kernels
-        forced to `config` (None: its default tiles, the sweep running `default_tiles_only`)."""
-        if self.mode == "fwd" or config is None:
+        forced to `config` (None: its default tiles, the sweep running `default_tiles_only`)
+        and its forward to `fwd_tile` where set."""
+        if self.mode == "fwd" or (config is None and self.fwd_tile is None):
             return self.yat(config)
         from yat_triton.tuning import forced_config
 
         fn = self.yat(None)
+        forced = {"bwd": config, "fwd": self.fwd_tile}
 
         def run() -> Outputs:
-            with forced_config(self.op, "bwd", config):
+            with contextlib.ExitStack() as stack:
+                for mode, tile in forced.items():
+                    if tile is not None:
+                        stack.enter_context(forced_config(self.op, mode, tile))
                 return fn()
 
         return run
@@ -920,6 +928,10 @@ def _run_task(
         yield row("yat_triton", "", "error", reason=reason[:500])
         return
     db.remove_if(key("yat_triton", ""), SETUP_FAILED)
+    if task.mode != "fwd":
+        problem.fwd_tile = fastest_fwd_tile(db, task, env.gpu)
+    # the forward an ok row of a backward mode ran on, said in its reason
+    fwd_note = f"{FWD_NOTE}{problem.fwd_tile.name}" if problem.fwd_tile is not None else ""
     names = OUTPUT_NAMES["fwd" if task.mode == "fwd" else "bwd"]
     tol = CHECK_TOL["tf32" if problem.precision == "tf32" else task.dtype]
 
@@ -999,9 +1011,10 @@ def _run_task(
             # out of memory leaves the context working (and a probe amid it could fail too)
             fault = None if isinstance(e, torch.OutOfMemoryError) else reason
             return make_row(provider, config, _status_of(e), reason=reason[:500]), fault
+        note = "; ".join(n for n in (t.note, fwd_note if provider == "yat_triton" else "") if n)
         return make_row(provider, config, "ok", median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
                         tflops=flop / (t.median_ms * 1e-3) / 1e12, correct=correct, max_rel_err=err,
-                        saved_bytes=saved, timing=t.method, reason=t.note), None  # fmt: skip
+                        saved_bytes=saved, timing=t.method, reason=note), None  # fmt: skip
 
     # The standard layers first, the ⵟ configs next, the ⵟ references (eager, compiled,
     # nmn) last: a run stopped by a time cap still leaves every problem it reached with
@@ -1096,6 +1109,24 @@ def _run_task(
 
     for provider, cfg, fn, check, layer in references:
         yield measure(provider, cfg, fn, check, layer)
+
+
+def fastest_fwd_tile(db: ResultsDB, task: Task, gpu: str) -> TileConfig | None:
+    """The fastest correct yat_triton tile of `task`'s problem in fwd mode in `db` (this
+    run's or an earlier one's on `gpu`), or None. A backward mode runs its forward on it:
+    the winners file ships the fwd and bwd winners together, so fwd+bwd measures the op as
+    it runs tuned (its default forward tile can be far slower than the tuned one)."""
+    from yat_triton.tuning import config_from_dict
+
+    shape = canonical_json(task.shape)
+    rows = [
+        r
+        for r in db.query(task.op, "fwd", task.dtype, provider="yat_triton", status="ok", gpu=gpu)
+        if r.shape == shape and r.correct and r.median_ms is not None and r.config
+    ]
+    if not rows:
+        return None
+    return config_from_dict(json.loads(min(rows, key=lambda r: r.median_ms).config))
 
 
 def fwd_bwd_after_bwd(modes: list[str], shard_spec: str | None) -> bool:

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from autotune import cli, sweep
-from autotune.db import Result, ResultsDB
+from autotune.db import FWD_NOTE, Result, ResultsDB
+from autotune.report import render_report
 
 TINY = """
 [[dense]]
@@ -592,12 +593,62 @@ def test_time_capped_runs_measure_what_matters_first(tiny_suite: Path, tmp_path:
     todo = sweep.tasks(sweep.load_suite("core"), ["dense", "conv2d"], ["fwd"], ["bfloat16"])
     assert [t.op for t in todo[:4]] == ["dense", "conv2d", "dense", "conv2d"]
     assert todo[0].shape == {"M": 4096, "N": 4096, "K": 4096} and todo[1].shape["H"] == 56
+
+    def target(t: sweep.Task) -> bool:  # SPEC section 6's shapes
+        if t.op == "dense":
+            return t.shape["M"] == t.shape["N"] == t.shape["K"] >= 4096
+        return t.shape["B"] == 64 and t.shape["k"] == 3
+
+    # every target shape before the other shapes, but for one of seconds (the 2048 cube)
+    last = max(i for i, t in enumerate(todo) if target(t))
+    assert last == 5
+    assert [t.shape for t in todo[:last] if not target(t)] == [{"M": 2048, "N": 2048, "K": 2048}]
     (task,) = sweep.tasks(sweep.load_suite(str(tiny_suite)), ["dense"], ["fwd"], ["float32"])
     with ResultsDB(tmp_path / "order.db") as db:
         rows = list(sweep._run_task(db, task, sweep.environment(), "cpu", 1, "default"))
     measured = [r.provider for r in rows if r.status != "pruned"]
     assert measured[:3] == ["linear+relu", "addmm_relu", "yat_triton"], measured
     assert "eager_ref" in measured[3:] and "yat_triton" not in measured[3:], measured
+
+
+@pytest.mark.parametrize("op, shape", [
+    ("dense", {"M": 40, "N": 24, "K": 32}),
+    ("conv2d", {"B": 4, "C_in": 16, "H": 4, "W": 4, "C_out": 16, "k": 3, "stride": 1, "padding": 1}),
+])  # fmt: skip
+def test_backward_modes_run_the_forward_on_the_fwd_sweeps_fastest_tile(
+    op: str, shape: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, untuned: None
+) -> None:
+    """fwd+bwd measures the op as the winners file ships it: its forward on the fastest
+    correct tile of the problem's fwd rows (not the default tile), named in each yat_triton
+    row's reason and in the report's summary; without fwd rows, the default forward."""
+    from autotune.inspect import record_calls
+    from autotune.sweep import Problem, fastest_fwd_tile
+    from kernels._common import TileConfig
+
+    suite = {op: [shape]}
+    task = sweep.Task(op, shape, "float32", "fwd+bwd")
+    with ResultsDB(tmp_path / "r.db") as db:
+        assert fastest_fwd_tile(db, task, sweep.environment().gpu) is None
+        sweep.run_sweep(db, suite, ops=[op], modes=["fwd", "fwd+bwd"], dtypes=["float32"], max_configs=2,
+                        progress=False, compile_mode="none")  # fmt: skip
+        fwd = [r for r in db.query(mode="fwd", provider="yat_triton", status="ok") if r.correct]
+        assert len(fwd) == 2, [(r.config, r.status) for r in db.query(mode="fwd")]
+        best = min(fwd, key=lambda r: r.median_ms)
+        tile = fastest_fwd_tile(db, task, sweep.environment().gpu)
+        assert tile is not None and json.loads(best.config) == tile.as_dict()
+        rows = db.query(mode="fwd+bwd", provider="yat_triton", status="ok")
+        assert rows and all(r.reason == FWD_NOTE + tile.name for r in rows), [r.reason for r in rows]
+    written = render_report(tmp_path / "r.db", tmp_path / "report")
+    page = next(p for p in written if p.name == "README.md" and p.parent != tmp_path / "report")
+    assert f"(forward {tile.name})" in page.read_text()
+    # the forward's launch takes that tile (16 rows; the default here takes 64)
+    problem = Problem(op, shape, "float32", "fwd+bwd", "cpu")
+    for fwd_tile, rows_a_tile in ((None, 64), (TileConfig(16, 16, 16, 8, 4, 1), 16)):
+        problem.fwd_tile = fwd_tile
+        calls = record_calls(problem.yat_with(TileConfig(32, 32, 32, 8, 4, 1)))
+        forward = [c for c in calls if "_fwd" in c.kernel.__name__]
+        assert forward, [c.kernel.__name__ for c in calls]
+        assert all(c.kwargs["BLOCK_M"] == rows_a_tile for c in forward), [c.kwargs for c in forward]
 
 
 def test_sweep_records_a_warp_specialization_fallback_as_an_error(
@@ -1609,9 +1660,9 @@ def test_sweep_rows_are_timed_from_cuda_graphs(tmp_path: Path) -> None:
             max_configs=2, progress=False, compile_mode="none",
         )  # fmt: skip
         ok = [r for r in db.query() if r.status == "ok"]
-    assert ok and all((r.timing, r.reason) == ("cuda-graph", "") for r in ok), [
-        (r.provider, r.mode, r.timing, r.reason) for r in ok if r.timing != "cuda-graph"
-    ]
+    # (a backward mode's reason names its forward tile, `FWD_NOTE`: no timing note before it)
+    eager = [r for r in ok if r.timing != "cuda-graph" or (r.reason and not r.reason.startswith(FWD_NOTE))]
+    assert ok and not eager, [(r.provider, r.mode, r.timing, r.reason) for r in eager]
 
 
 def test_failed_capture_hands_its_pool_back(monkeypatch: pytest.MonkeyPatch) -> None:
