@@ -537,9 +537,10 @@ def backward_tiles(
     warp_specialize: bool = True,
     conv_tma: bool = True,
 ) -> list[TileConfig]:
-    """The backward kernels' tiles, ranked: the forward's `kept` ones, less the forward-only
+    """The backward kernels' tiles, ranked: the forward's tiles less the forward-only
     norms_in_loop, epilogue split and warp specialization, with tma selecting the dense
-    backward's persistent TMA GEMMs; and the dense backward's own warp-specialized TMA
+    backward's persistent TMA GEMMs (the dense ones fitted as backward GEMMs; a conv's are
+    its forward's `kept` ones); and the dense backward's own warp-specialized TMA
     tiles (`dense_backward_ws_space`, unless `warp_specialize=False`). A conv's backward
     takes the pointer tiles and, where its TMA input gradient or TMA weight gradient runs
     them (stride 1, and a K tile dividing the filters, `tma_conv_tile`, or column tiles
@@ -547,12 +548,20 @@ def backward_tiles(
     keeps the pointer kernels), their TMA twins; other TMA tiles would repeat the pointer
     ones."""
     conv = op == "conv2d" and not pointwise(op, shape)
-    tiles = [
-        c
-        for c in kept
-        if c.epilogue_split == 1 and not c.norms_in_loop and not c.warp_specialize and not (conv and c.tma)
-    ]
     M, N, K = gemm_dims(op, shape)
+    if conv:
+        tiles = [
+            c
+            for c in kept
+            if c.epilogue_split == 1 and not c.norms_in_loop and not c.warp_specialize and not c.tma
+        ]
+    else:  # fitted as backward GEMMs, whose TMA tiles stage less than the forward's epilogue
+        # (128x256x64 with 3 or 4 stages fits them, not the forward saving s)
+        plain = (
+            dataclasses.replace(c, epilogue_split=1, norms_in_loop=False)
+            for c in dense_config_space(include_warp_specialize=False)
+        )
+        tiles = prune_dense_configs(list(dict.fromkeys(plain)), M, N, K, elem_bytes, backward=True)
     if conv and conv_tma:  # (groups: 1 in a suite) the input gradient's K walks the filters,
         # the weight gradient's columns the channels of each tap
         stride = (shape["stride"], shape["stride"])

@@ -171,8 +171,11 @@ def pipelined_smem_bytes(
     persistent TMA kernels keep their pipeline buffers alive through the epilogue (the next
     tile's copies are in flight), so the epilogue gets its own staging buffers: the forward's
     TMA stores of a y slice and an fp32 s slice, BM*BN*(2+4)/split bytes (sm_90 compiles of
-    the bf16 forward saving s: +24 KB for 128x128 in 4 slices, +48 KB for 128x256 in 4; the
-    backward GEMMs' io-dtype tile: +32 KB for 128x128, within the same bound). When the
+    the bf16 forward saving s: +24 KB for 128x128 in 4 slices, +48 KB for 128x256 in 4). The
+    `backward` GEMMs (pointer stores) stage at most a 128x128 io-dtype tile (sm_90 compiles,
+    Triton 3.6, bf16, 4096^3: 32 KB for 128x128, 128x256 and 256x128 tiles, 16 KB for
+    64x256 and 256x64, 8 KB for 128x64, 64x128 and 64x64; 128x256x64 with 3 stages, 180,248 B
+    in all, 4 stages 229,408 B: both fit, and both were pruned by the forward's bound). When the
     warpgroups split the columns (more warpgroups than 64-row blocks: 64xN on 8 warps), the
     split epilogue first converts the whole fp32 tile: BM*BN*4 + BM*BN*2/split + 16 KB
     (64x256 in 4 slices saving s: +88 KB, 254 KB in all with 4 stages: too much).
@@ -189,6 +192,8 @@ def pipelined_smem_bytes(
     main = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * elem_bytes
     if cfg.warp_specialize:
         main += cfg.block_m * cfg.block_n * (elem_bytes // 2 if backward else 4)
+    elif cfg.tma and tma_staging and backward:
+        main += min(cfg.block_m * cfg.block_n, 128 * 128) * elem_bytes
     elif cfg.tma and tma_staging:
         tile = cfg.block_m * cfg.block_n
         if max(1, cfg.num_warps // 4) > cfg.block_m // 64:

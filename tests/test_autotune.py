@@ -16,6 +16,7 @@ import torch
 from autotune import cli, sweep
 from autotune.db import FWD_NOTE, Result, ResultsDB
 from autotune.report import render_report
+from kernels._common import TileConfig
 
 TINY = """
 [[dense]]
@@ -623,7 +624,6 @@ def test_backward_modes_run_the_forward_on_the_fwd_sweeps_fastest_tile(
     row's reason and in the report's summary; without fwd rows, the default forward."""
     from autotune.inspect import record_calls
     from autotune.sweep import Problem, fastest_fwd_tile
-    from kernels._common import TileConfig
 
     suite = {op: [shape]}
     task = sweep.Task(op, shape, "float32", "fwd+bwd")
@@ -1598,7 +1598,14 @@ def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
     assert not any(c.tma for c in sweep.backward_tiles("conv2d", strided, kept2, 2))
     dense = {"M": 4096, "N": 4096, "K": 4096}
     dense_kept, _ = sweep.config_space("dense", dense, 2)
-    assert any(c.tma for c in sweep.backward_tiles("dense", dense, dense_kept, 2))
+    dense_bwd = sweep.backward_tiles("dense", dense, dense_kept, 2)
+    # the backward GEMMs' TMA tiles fitted as such: 128x256x64 with 3 and 4 stages, which the
+    # forward's epilogue staging leaves out (in every epilogue split with 4 stages)
+    wide = [TileConfig(128, 256, 64, 8, 8, stages, tma=True) for stages in (3, 4)]
+    assert all(c in dense_bwd for c in wide), [c.name for c in dense_bwd if c.tma][:20]
+    assert not any(
+        dataclasses.replace(c, epilogue_split=e) in dense_kept for c in wide[1:] for e in (1, 2, 4)
+    )
 
 
 def test_timing_without_a_gpu_is_one_wall_clock_run() -> None:

@@ -1111,6 +1111,37 @@ def test_fake_cuda_tensors_propagate_shapes_anywhere():
         assert y.shape == (2, 24, 8, 8) and y.device.type == "cuda"
 
 
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+@pytest.mark.parametrize("tile", ["128x256x64:8:4:tma", "64x256x64:8:3:tma", "128x64x64:4:4:tma"])
+def test_backward_tma_tiles_fit_as_the_model_says(tile: str) -> None:
+    """The backward GEMMs' TMA tiles, compiled for sm_90 as the forced backward tile (not
+    replaced by the default: a tile the model prunes would be): their shared memory within
+    sm_90's and within `pipelined_smem_bytes(backward=True)`, the bound the sweep prunes by
+    (the widest, 128x256x64 with 4 stages, is within 3 KB of sm_90's limit)."""
+    from autotune.inspect import parse_tile
+    from kernels._common import SM90_SMEM_BYTES, pipelined_smem_bytes
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "autotune.inspect",
+        "--dtype",
+        "bfloat16",
+        "--backward",
+        "--config",
+        tile,
+        "--json",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    gemms = [r for r in map(json.loads, done.stdout.splitlines()) if "gemm" in r["kernel"]]
+    assert len(gemms) == 2 and all(r["kernel"] == "yat_dense_bwd_gemm_tma_kernel" for r in gemms), gemms
+    bound = pipelined_smem_bytes(parse_tile(tile), 2, backward=True)
+    assert bound <= SM90_SMEM_BYTES
+    assert all(r["shared_bytes"] <= bound and r["spill_stores"] == 0 for r in gemms), (bound, gemms)
+
+
 LAUNCH_KEYS = """
 import json, sys, torch
 import triton.compiler
