@@ -204,9 +204,12 @@ def measure_phase(op: str, phase: str, launcher: Callable[[], object]) -> list[L
 
 
 # Elementwise-pass blocks (BLOCK_M, BLOCK_N, num_warps) timed next to the shipped one
-# (`kernels.dense.elementwise_block`): the previous default and a smaller 4-warp block, so
-# that one GPU run shows whether the occupancy the static compile predicts pays.
-PREP_BLOCKS = ((64, 128, 8), (32, 64, 4))
+# (`kernels.dense.elementwise_block`, 64x64 on 8 warps): the previous default, smaller and
+# taller 4- and 8-warp blocks, and a wider one, so that one GPU run shows which block takes
+# the pass nearest the copy bandwidth (the H200's lines in reports/nvidia_h200/runs/
+# 20261130T145636Z/breakdown.txt: the shipped block well short of the "memory" line's
+# bandwidth for the bytes it moves, g, s and gs).
+PREP_BLOCKS = ((64, 128, 8), (32, 64, 4), (64, 64, 4), (128, 64, 8), (32, 128, 4))
 
 
 def prep_block_lines(op: str, backward: Callable[[], object]) -> list[Line]:
