@@ -1074,7 +1074,7 @@ def _run_task(
                 recorded = [_record(problem, c) for c in pending]
                 training = [_record_training(problem, c) for c in pending]
                 checked = [swept_calls(r + t, task.mode) for r, t in zip(recorded, training, strict=True)]
-                reasons = _parallel(static_reason, checked)
+                reasons = static_reasons(checked)
             for cfg, reason in zip(pending, reasons, strict=True):
                 if reason:
                     yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
@@ -1269,29 +1269,42 @@ def _recorded(make: Callable[[], Callable[[], object]]) -> list[object]:
 
 
 def static_reason(calls: list[object]) -> str | None:
-    """Why the tile's kernels should not be timed (a stack frame, i.e. spills; more shared
+    """Why the tile's kernels should not be timed (`call_reason` of the first call that has
+    one), or None."""
+    return next((why for why in map(call_reason, calls) if why), None)
+
+
+def static_reasons(checked: list[list[object]]) -> list[str | None]:
+    """`static_reason` of each tile's calls, every call compiled on a core of its own (a
+    forward tile's inference and training kernels side by side, not one after the other)."""
+    flat = [(i, call) for i, calls in enumerate(checked) for call in calls]
+    found = _parallel(call_reason, [call for _, call in flat])
+    out: list[str | None] = [None] * len(checked)
+    for (i, _), why in zip(flat, found, strict=True):
+        out[i] = out[i] or why
+    return out
+
+
+def call_reason(call: object) -> str | None:
+    """Why a tile's kernel call should not be timed (a stack frame, i.e. spills; more shared
     memory than an sm_90 block gets; wgmma that ptxas serialized, each MMA waiting for the
-    one before), or None."""
+    one before), or None; None too for a kernel whose launch does not depend on the tile,
+    and for one that fails to compile (the timed pass records that)."""
     from autotune.inspect import compile_sm90
 
-    for call in calls:
-        if any(tag in call.kernel.__name__ for tag in _TILE_INDEPENDENT):
-            continue
-        try:
-            report = compile_sm90(call)
-        except Exception:  # noqa: BLE001 - compile errors are recorded by the timed pass
-            return None
-        if report.spills:
-            return (
-                f"{report.kernel} spills on sm_90 ({report.registers} registers, "
-                f"{report.spill_stores} spill stores)"
-            )
-        if report.shared_bytes > SM90_SMEM_BYTES:
-            return (
-                f"{report.kernel} needs {report.shared_bytes} B of shared memory (sm_90: {SM90_SMEM_BYTES})"
-            )
-        if report.wgmma_serialized:
-            return f"{report.kernel}: ptxas serializes its wgmma ({report.wgmma_serialized})"
+    if any(tag in call.kernel.__name__ for tag in _TILE_INDEPENDENT):
+        return None
+    try:
+        report = compile_sm90(call)
+    except Exception:  # noqa: BLE001 - compile errors are recorded by the timed pass
+        return None
+    if report.spills:
+        registers, stores = report.registers, report.spill_stores
+        return f"{report.kernel} spills on sm_90 ({registers} registers, {stores} spill stores)"
+    if report.shared_bytes > SM90_SMEM_BYTES:
+        return f"{report.kernel} needs {report.shared_bytes} B of shared memory (sm_90: {SM90_SMEM_BYTES})"
+    if report.wgmma_serialized:
+        return f"{report.kernel}: ptxas serializes its wgmma ({report.wgmma_serialized})"
     return None
 
 

@@ -504,7 +504,7 @@ def test_the_compile_phase_warms_what_each_row_runs(tmp_path: Path, monkeypatch:
     the static prune never sees. The GPU's path, with the sm_90 checks and the compiles
     stubbed."""
     warmed: list[list[object]] = []
-    monkeypatch.setattr(sweep, "static_reason", lambda calls: None)
+    monkeypatch.setattr(sweep, "call_reason", lambda call: None)
     monkeypatch.setattr(sweep, "_warm", warmed.append)
     gpu_env = dataclasses.replace(sweep.environment(), representative=True)
     task = sweep.Task("dense", {"M": 20, "N": 12, "K": 16}, "float32", "fwd")
@@ -777,14 +777,16 @@ def test_static_prune_flags_spilling_tiles() -> None:
     import sys
 
     code = (
-        "from autotune.sweep import Problem, _record, _record_training, static_reason\n"
+        "from autotune.sweep import Problem, _record, _record_training, static_reason, static_reasons\n"
         "from kernels._common import TileConfig\n"
         "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'cpu')\n"
         "both = lambda c: _record(p, c) + _record_training(p, c)\n"
         "assert len(both(TileConfig(128, 128, 64, 8, 8, 3))) == 4  # norm pass + forward, twice\n"
-        "print(static_reason(both(TileConfig(256, 256, 64, 8, 4, 3))))\n"
-        "print(static_reason(both(TileConfig(128, 256, 64, 8, 8, 5, epilogue_split=4))))\n"
-        "print(static_reason(both(TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4))))\n"
+        "tiles = [TileConfig(256, 256, 64, 8, 4, 3), TileConfig(128, 256, 64, 8, 8, 5, epilogue_split=4),\n"
+        "         TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4)]\n"
+        "one_by_one = [static_reason(both(t)) for t in tiles]\n"
+        "assert static_reasons([both(t) for t in tiles]) == one_by_one  # the sweep's, in parallel\n"
+        "print(*one_by_one, sep='\\n')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[1]
