@@ -1248,14 +1248,14 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
     run = subprocess.run(["bash", str(script), "work", "--pack", "back/gpu_run.tar.gz"],
                          cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("packed ") == 7  # env.txt, canary, tests, inspect, breakdown, sweep, the end
+    assert run.stdout.count("packed ") == 7  # env.txt, canary, tests, inspect (begun first), breakdown, sweep, the end
     with tarfile.open(tmp_path / "back" / "gpu_run.tar.gz") as tar:
         names = {n.removeprefix("./") for n in tar.getnames()}
         assert {"env.txt", "canary.log", "tests.log", "inspect_bfloat16.txt", "breakdown.txt",
                 "breakdown.jsonl", "results.db", "sweep.log", "show.txt", "tuned/made.txt",
                 "reports/made.txt"} <= names, names  # fmt: skip
         sweep_log = tar.extractfile("./sweep.log").read().decode()
-        assert "stopped at its 200 s cap" in sweep_log
+        assert "stopped at its 250 s cap" in sweep_log
         # the database to resume from is the one import-run files (a top-level one is git-ignored)
         assert "--resume reports/<gpu>/runs/<UTC start>/results.db --sweep-only" in sweep_log
         assert "commit: abc123 (no git history here)" in tar.extractfile("./env.txt").read().decode()
@@ -1345,7 +1345,7 @@ def test_gpu_script_ends_by_its_deadline_and_exits_0_or_1(tmp_path: Path) -> Non
 
     rc, calls = run("default")
     assert rc == 0, calls  # every test step capped (124): no failure, no 124
-    assert cap(calls, "sweep") == 200 and cap(calls, "-m gpu") == 60  # the caps, when time allows
+    assert cap(calls, "sweep") == 250 and cap(calls, "-m gpu") == 60  # the caps, when time allows
     # each capped step says so in its log (a killed one may have printed nothing); the
     # canary dumps where a hung test waits, before its cap
     out = tmp_path / "out_default"
