@@ -526,7 +526,8 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     come from the pixel-norm pass; not 16-bit io's pointer kernel summing them in its loop,
     which is never launched: `broken_in_loop_norms`); and the forward of a 64-row batch
     through the 4096-wide layer ("dense small"), whose default tile sums the norms in its
-    main loop in fp32 (`dense_default_config`)."""
+    main loop in fp32 (`dense_default_config`); and the GEMM-like forwards as inference
+    runs them ("dense infer", "conv2d infer": nothing saved, another compile of each)."""
     import yat_triton.conv as conv
     import yat_triton.dense as dense
 
@@ -541,6 +542,10 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     x, w, b = meta(n, n), meta(n, n), meta(n)
     args = (b, None, 1.0, None, 1e-5)
     out += [("dense fwd", c) for c in record_calls(lambda: dense.dense_fwd(x, w, *args, prec, True))]
+
+    def infer() -> list[KernelCall]:
+        return record_calls(lambda: dense.dense_fwd(x, w, *args, prec, False))
+
     small = meta(64, n)
     out += [("dense small", c) for c in record_calls(lambda: dense.dense_fwd(small, w, *args, prec, True))]
     s, nx, nw = meta(n, n, dt=acc), meta(n, dt=acc), meta(n, dt=acc)
@@ -556,6 +561,8 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
             ]
             bwd = record_calls(lambda: dense.dense_bwd(meta(n, n), x, w, *args, s, nx, nw, prec, [True] * 5))
             out += [("dense bwd", c) for c in bwd if "gemm" in c.kernel.fn.__name__]
+            out += [("dense infer", infer()[-1])]  # as inference runs it (nothing saved)
+    out += [("dense infer", infer()[-1])]
     B, C, HW, k = 64, 64, 56, 3
     xc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
     wc, bc = meta(C, C, k, k), meta(C)
@@ -580,6 +587,11 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
                     (label, c)
                     for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, True))[-1:]
                 ]
+                if tma and not in_loop:  # as inference runs it (nothing saved)
+                    out += [
+                        ("conv2d infer", c)
+                        for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, False))[-1:]
+                    ]
     M = B * HW * HW
     gc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
 

@@ -47,6 +47,28 @@ if not HAS_PDL:  # pragma: no cover
         pass
 
 
+# A loop's trip count known positive (tl.assume, Triton 3.3 on; an older one: nothing). A
+# main loop with a runtime trip count gets a zero-trip path; the compiler may sink the
+# accumulator's zero fill into it, onto the block where the pipelined wgmma are waited for,
+# and ptxas then serializes every wgmma of the kernel (info C7515, "non wgmma instructions
+# defining accumulator registers of a wgmma between start and end of the pipeline stage"):
+# the conv's TMA forward as inference runs it, every tile and ResNet-50 3x3 layer (Triton
+# 3.6, `python -m autotune.inspect --op conv2d --conv 64 256 14 256 3 --config
+# 128x128x64:8:4:e2:tma`), which the H200 sweep's static prune then left out.
+if hasattr(tl, "assume"):
+
+    @triton.jit
+    def assume_positive(n):
+        """Tell the compiler n > 0 (see above)."""
+        tl.assume(n > 0)
+
+else:  # pragma: no cover (an older Triton)
+
+    @triton.jit
+    def assume_positive(n):  # noqa: D103
+        pass
+
+
 # Largest finite value per io dtype name: the saturating cast clamps to +-this.
 FINITE_MAX: dict[str, float] = {
     "float16": 65504.0,

@@ -35,6 +35,7 @@ import triton.language as tl
 
 from kernels._common import (
     TileConfig,
+    assume_positive,
     cdiv,
     fast_div,
     gdc_wait,
@@ -391,6 +392,7 @@ def yat_conv_fwd_tma_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     nx = tl.zeros((BLOCK_M, BLOCK_K // 8), dtype=tl.float32)
     c_blocks = Cg // BLOCK_K
+    assume_positive(c_blocks)  # (no zero-trip path: ptxas serialized the wgmma of its inference)
     for it in range(0, KH * KW * c_blocks):
         tap = fast_div(it, c_blocks, cb_m, cb_p, True)
         c0 = (it - tap * c_blocks) * BLOCK_K

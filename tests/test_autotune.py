@@ -1248,7 +1248,8 @@ def test_gpu_script_packs_every_step_into_one_archive(tmp_path: Path) -> None:
     run = subprocess.run(["bash", str(script), "work", "--pack", "back/gpu_run.tar.gz"],
                          cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("packed ") == 7  # env.txt, canary, tests, inspect (begun first), breakdown, sweep, the end
+    # env.txt, canary, tests, inspect (begun first), breakdown, sweep, the end
+    assert run.stdout.count("packed ") == 7
     with tarfile.open(tmp_path / "back" / "gpu_run.tar.gz") as tar:
         names = {n.removeprefix("./") for n in tar.getnames()}
         assert {"env.txt", "canary.log", "tests.log", "inspect_bfloat16.txt", "breakdown.txt",

@@ -641,6 +641,9 @@ def test_every_kernel_compiles_for_sm90(dtype: str, fp64_scalars: bool) -> None:
             assert r["wgmma_serialized"] == "", r  # checked ("", not None) and not serialized
             if "gemm" in r["kernel"] or r["kernel"].endswith(("fwd_kernel", "grad_kernel", "tma_kernel")):
                 assert r["hgmma"] > 0, r
+        # the forwards as inference runs them too: the conv's TMA one serialized its wgmma
+        # there alone (`assume_positive`)
+        assert {"dense infer", "conv2d infer"} <= {r["op"] for r in reports}
 
 
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
