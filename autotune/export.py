@@ -37,7 +37,7 @@ __all__ = ["export_winners", "winners_document"]
 _FIELD_NAMES = {f.name for f in dataclasses.fields(TileConfig)}
 
 
-def _tile_fields(config: dict[str, object]) -> dict[str, object]:
+def tile_fields(config: dict[str, object]) -> dict[str, object]:
     """A stored config as TileConfig fields; the kernels' constexpr spellings (BLOCK_M,
     GROUP_M, ...) are accepted for the same fields."""
     return {k.lower() if k.lower() in _FIELD_NAMES else k: v for k, v in config.items()}
@@ -50,7 +50,8 @@ def _one(values: Iterable[str]) -> str:
 
 def kernel_mode(mode: str) -> str:
     """The tile's mode of a sweep mode: "fwd" tunes the forward kernel, "bwd" and "fwd+bwd"
-    the backward kernels (the forward in a fwd+bwd row runs its default tile)."""
+    the backward kernels (the forward in a fwd+bwd row runs the fastest fwd row's tile,
+    named in the row's reason: `autotune.sweep.fastest_fwd_tile`)."""
     return "fwd" if mode == "fwd" else "bwd"
 
 
@@ -61,7 +62,7 @@ def _entry(r: Result) -> dict[str, object]:
         "mode": kernel_mode(r.mode),
         "dtype": r.dtype,
         "shape": json.loads(r.shape),
-        "config": _tile_fields(json.loads(r.config)) if r.config else None,
+        "config": tile_fields(json.loads(r.config)) if r.config else None,
         "timed_as": r.mode,
         "median_ms": float(f"{r.median_ms:.4g}"),
         "tflops": round(r.tflops, 1) if r.tflops is not None and math.isfinite(r.tflops) else None,

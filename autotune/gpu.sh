@@ -99,7 +99,9 @@ fi
 # Rewrite the archive (written aside, then renamed: a cut never leaves half an archive).
 pack() {
   [ -n "$PACK" ] || return 0
-  tar -czf "$PACK.part" -C "$OUT" . && mv -f "$PACK.part" "$PACK" || return 1
+  # (status 1: a file changed as tar read it, the background inspect's log: packed as it was)
+  tar --warning=no-file-changed -czf "$PACK.part" -C "$OUT" .
+  [ $? -le 1 ] && mv -f "$PACK.part" "$PACK" || return 1
   local bytes
   bytes=$(wc -c < "$PACK")
   echo "packed $OUT into $PACK ($bytes bytes)"
@@ -182,7 +184,7 @@ if [ "$FULL_SWEEP" != 1 ] && [ "$SWEEP_ONLY" != 1 ]; then
     status=0
     note_rc "$step_rc"
     exit $status
-  ) > /dev/null &
+  ) > /dev/null 2>&1 &  # (its output is in its log; nothing of it holds the script's streams)
   INSPECT_PID=$!
 fi
 
@@ -241,7 +243,7 @@ elif [ "$SWEEP_ONLY" = 1 ]; then
   SWEEP_CAP=${SWEEP_CAP:-400}
 else
   SWEEP_CAP=${SWEEP_CAP:-250}
-  STATIC="compiles_for_sm90 or uses_wgmma_without_spills or inspect_dumps_every_stage or inspect_caps_registers or bare_reciprocal or wait_for_the_norm_pass_on_sm90"
+  STATIC="compiles_for_sm90 or uses_wgmma_without_spills or inspect_dumps_every_stage or inspect_caps_registers or bare_reciprocal or wait_for_the_norm_pass_on_sm90 or static_compiles_are_the_launches or backward_tma_tiles_fit_as_the_model_says"
   # First what only a GPU checks (marker gpu: torch.compile, CUDA graphs, occupancy), under
   # its own cap, so that the rest cannot crowd it out; the fast ones first (conftest's
   # GPU_FIRST), the sweep's test last.

@@ -114,8 +114,9 @@ def static_compile_args(call: KernelCall, fp64_scalars: bool = False) -> tuple[A
     launch_pdl) with the ones Triton's launch adds, so that the compile has the launch's key
     in Triton's cache: the sweep's static prune compiles its tiles on the host's cores, and
     the warmup and the timed launch on the GPU load them from there.
-    `fp64_scalars`: float arguments typed fp64, as torch.compile passes them (torch 2.11's
-    inductor; a launch types them fp32)."""
+    `fp64_scalars`: the compile of a launch that torch.compile traced: float arguments typed
+    fp64, as it passes them (torch 2.11's inductor; a launch types them fp32), and no
+    launch_pdl (a traced launch goes without it, `yat_triton._launch.launch`)."""
     fn = call.kernel
     if INTERPRETING:
         raise RuntimeError(
@@ -128,6 +129,8 @@ def static_compile_args(call: KernelCall, fp64_scalars: bool = False) -> tuple[A
         )
     backend = make_backend(SM90)
     kwargs: dict[str, object] = {**call.compile_kwargs(), "debug": fn.debug or knobs.runtime.debug}
+    if fp64_scalars:
+        kwargs.pop("launch_pdl", None)
     fields = {f.name for f in dataclasses.fields(backend.parse_options({}))}
     for name in ("instrumentation_mode", "fpsan_homomorphic_casts"):  # as JITFunction.run
         if name in fields and hasattr(knobs.compilation, name):
@@ -305,7 +308,7 @@ def compile_sm90(
 ) -> KernelReport:
     """Compile one planned call for sm_90 and report its resources; optionally dump IRs.
     `maxnreg`: cap the registers a thread (ptxas), to see what a cap costs in spills.
-    `fp64_scalars`: as `_specialize`."""
+    `fp64_scalars`: as `static_compile_args`."""
     src, options = static_compile_args(call, fp64_scalars)
     if maxnreg:
         options["maxnreg"] = maxnreg

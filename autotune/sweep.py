@@ -535,7 +535,7 @@ def backward_tiles(
     elem_bytes: int,
     *,
     warp_specialize: bool = True,
-    conv_tma: bool = True,
+    tma: bool = True,
 ) -> list[TileConfig]:
     """The backward kernels' tiles, ranked: the forward's tiles less the forward-only
     norms_in_loop, epilogue split and warp specialization, with tma selecting the dense
@@ -544,9 +544,9 @@ def backward_tiles(
     tiles (`dense_backward_ws_space`, unless `warp_specialize=False`). A conv's backward
     takes the pointer tiles and, where its TMA input gradient or TMA weight gradient runs
     them (stride 1, and a K tile dividing the filters, `tma_conv_tile`, or column tiles
-    dividing the channels, `tma_wgrad_tile`; `conv_tma=False` for fp16, whose fp32 gs
-    keeps the pointer kernels), their TMA twins; other TMA tiles would repeat the pointer
-    ones."""
+    dividing the channels, `tma_wgrad_tile`), their TMA twins; other TMA tiles would repeat
+    the pointer ones. `tma=False` (fp16, whose fp32 gs keeps both ops' backward GEMMs on the
+    pointer kernels): no TMA tiles."""
     conv = op == "conv2d" and not pointwise(op, shape)
     M, N, K = gemm_dims(op, shape)
     if conv:
@@ -562,7 +562,8 @@ def backward_tiles(
             for c in dense_config_space(include_warp_specialize=False)
         )
         tiles = prune_dense_configs(list(dict.fromkeys(plain)), M, N, K, elem_bytes, backward=True)
-    if conv and conv_tma:  # (groups: 1 in a suite) the input gradient's K walks the filters,
+        tiles = [c for c in tiles if tma or not c.tma]
+    if conv and tma:  # (groups: 1 in a suite) the input gradient's K walks the filters,
         # the weight gradient's columns the channels of each tap
         stride = (shape["stride"], shape["stride"])
         twins = (dataclasses.replace(c, tma=True) for c in tiles)
@@ -937,8 +938,8 @@ def _run_task(
         yield row("yat_triton", "", "error", reason=reason[:500])
         return
     db.remove_if(key("yat_triton", ""), SETUP_FAILED)
-    if task.mode != "fwd":
-        problem.fwd_tile = fastest_fwd_tile(db, task, env.gpu)
+    if task.mode == "fwd+bwd":  # (bwd mode's forward runs outside the timing: its default)
+        problem.fwd_tile = fastest_fwd_tile(db, task, env, warp_specialize)
     # the forward an ok row of a backward mode ran on, said in its reason
     fwd_note = f"{FWD_NOTE}{problem.fwd_tile.name}" if problem.fwd_tile is not None else ""
     names = OUTPUT_NAMES["fwd" if task.mode == "fwd" else "bwd"]
@@ -1120,22 +1121,33 @@ def _run_task(
         yield measure(provider, cfg, fn, check, layer)
 
 
-def fastest_fwd_tile(db: ResultsDB, task: Task, gpu: str) -> TileConfig | None:
-    """The fastest correct yat_triton tile of `task`'s problem in fwd mode in `db` (this
-    run's or an earlier one's on `gpu`), or None. A backward mode runs its forward on it:
-    the winners file ships the fwd and bwd winners together, so fwd+bwd measures the op as
-    it runs tuned (its default forward tile can be far slower than the tuned one)."""
+def fastest_fwd_tile(db: ResultsDB, task: Task, env: Env, warp_specialize: bool = True) -> TileConfig | None:
+    """The fastest correct yat_triton tile of `task`'s problem in fwd mode in `db`, this
+    run's or an earlier one's with this GPU model and Triton version, or None. fwd+bwd runs
+    its forward on it: the winners file ships the fwd and bwd winners together, so fwd+bwd
+    measures the op as it runs tuned (its default forward tile can be far slower than the
+    tuned one). Rows whose config this code does not read as a tile are passed over, and
+    warp-specialized tiles where `warp_specialize` is off (a run that leaves them out)."""
+    from autotune.export import tile_fields
     from yat_triton.tuning import config_from_dict
 
     shape = canonical_json(task.shape)
-    rows = [
-        r
-        for r in db.query(task.op, "fwd", task.dtype, provider="yat_triton", status="ok", gpu=gpu)
-        if r.shape == shape and r.correct and r.median_ms is not None and r.config
-    ]
-    if not rows:
-        return None
-    return config_from_dict(json.loads(min(rows, key=lambda r: r.median_ms).config))
+    rows = sorted(
+        (
+            r
+            for r in db.query(task.op, "fwd", task.dtype, provider="yat_triton", status="ok", gpu=env.gpu)
+            if r.shape == shape and r.triton == env.triton and r.correct and r.median_ms is not None
+        ),
+        key=lambda r: r.median_ms,
+    )
+    for r in rows:
+        try:
+            tile = config_from_dict(tile_fields(json.loads(r.config)))
+        except (ValueError, TypeError, AttributeError):  # "" (a default row) or another spelling
+            continue
+        if warp_specialize or not tile.warp_specialize:
+            return tile
+    return None
 
 
 def fwd_bwd_after_bwd(modes: list[str], shard_spec: str | None) -> bool:
@@ -1161,12 +1173,14 @@ def task_tiles(
     if task.mode == "fwd":
         return [default_config(task.op, task.shape, elem)], kept, pruned
     # run through the registered op with tuning.forced_config; fp16's backward GEMMs run the
-    # pointer kernels (fp32 gs): no warp-specialized tiles, no conv TMA gradients
+    # pointer kernels (fp32 gs): no warp-specialized tiles, no TMA ones (they would repeat
+    # their pointer twins under another name)
     ws = warp_specialize and task.dtype != "float16"
-    ranked = backward_tiles(
-        task.op, task.shape, kept, elem, warp_specialize=ws, conv_tma=task.dtype != "float16"
-    )
-    return [None], ranked, pruned
+    ranked = backward_tiles(task.op, task.shape, kept, elem, warp_specialize=ws, tma=task.dtype != "float16")
+    # (the dense backward's tiles are fitted as backward GEMMs: some the forward cannot take
+    # are theirs, and must not be recorded as pruned under this mode's key before they run)
+    fitted = set(ranked)
+    return [None], ranked, [c for c in pruned if c not in fitted]
 
 
 def plan(

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from autotune import cli, sweep
-from autotune.db import FWD_NOTE, Result, ResultsDB
+from autotune.db import FWD_NOTE, Result, ResultsDB, canonical_json
 from autotune.report import render_report
 from kernels._common import TileConfig
 
@@ -627,17 +627,36 @@ def test_backward_modes_run_the_forward_on_the_fwd_sweeps_fastest_tile(
 
     suite = {op: [shape]}
     task = sweep.Task(op, shape, "float32", "fwd+bwd")
+    env = sweep.environment()
     with ResultsDB(tmp_path / "r.db") as db:
-        assert fastest_fwd_tile(db, task, sweep.environment().gpu) is None
-        sweep.run_sweep(db, suite, ops=[op], modes=["fwd", "fwd+bwd"], dtypes=["float32"], max_configs=2,
-                        progress=False, compile_mode="none")  # fmt: skip
+        assert fastest_fwd_tile(db, task, env) is None
+        sweep.run_sweep(db, suite, ops=[op], modes=["fwd", "bwd", "fwd+bwd"], dtypes=["float32"],
+                        max_configs=2, progress=False, compile_mode="none")  # fmt: skip
         fwd = [r for r in db.query(mode="fwd", provider="yat_triton", status="ok") if r.correct]
         assert len(fwd) == 2, [(r.config, r.status) for r in db.query(mode="fwd")]
         best = min(fwd, key=lambda r: r.median_ms)
-        tile = fastest_fwd_tile(db, task, sweep.environment().gpu)
+        tile = fastest_fwd_tile(db, task, env)
         assert tile is not None and json.loads(best.config) == tile.as_dict()
         rows = db.query(mode="fwd+bwd", provider="yat_triton", status="ok")
         assert rows and all(r.reason == FWD_NOTE + tile.name for r in rows), [r.reason for r in rows]
+        # bwd mode times its backward alone: its forward runs on the default, no note
+        assert all(r.reason == "" for r in db.query(mode="bwd", provider="yat_triton", status="ok"))
+        # faster rows that this run cannot take are passed over: another Triton's; a
+        # warp-specialized tile where those are left out; a config that is no tile; one in
+        # the kernels' constexpr spelling is read
+        ws = TileConfig(128, 64, 32, 8, 4, 2, tma=True, warp_specialize=True)
+        faster = {
+            "other-triton": (canonical_json(TileConfig(16, 16, 16, 8, 4, 1).as_dict()), {"triton": "0.0"}),
+            "ws": (canonical_json(ws.as_dict()), {}),
+            "bad": (canonical_json({"block_m": 3}), {}),
+        }
+        for i, (config, changes) in enumerate(faster.values()):
+            db.add(dataclasses.replace(best, config=config, median_ms=best.median_ms / (10 + i), **changes))
+        assert fastest_fwd_tile(db, task, env, warp_specialize=False) == tile
+        assert fastest_fwd_tile(db, task, env) == ws
+        spelled = {k.upper(): v for k, v in TileConfig(32, 16, 16, 4, 4, 1).as_dict().items()}
+        db.add(dataclasses.replace(best, config=canonical_json(spelled), median_ms=best.median_ms / 100))
+        assert fastest_fwd_tile(db, task, env) == TileConfig(32, 16, 16, 4, 4, 1)
     written = render_report(tmp_path / "r.db", tmp_path / "report")
     page = next(p for p in written if p.name == "README.md" and p.parent != tmp_path / "report")
     assert f"(forward {tile.name})" in page.read_text()
@@ -1587,7 +1606,7 @@ def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
     pointer = {c for c in bwd if not c.tma}
     assert {dataclasses.replace(c, tma=False) for c in bwd if c.tma} == pointer
     assert len(bwd) == 2 * len(pointer)
-    assert not any(c.tma for c in sweep.backward_tiles("conv2d", conv3, kept, 2, conv_tma=False))
+    assert not any(c.tma for c in sweep.backward_tiles("conv2d", conv3, kept, 2, tma=False))
     # 96 filters (the input gradient's K) and 64 channels (the weight gradient's columns a
     # tap): TMA twins of 32-filter K tiles and of column tiles dividing 64 channels
     conv96 = {**conv3, "C_out": 96}
@@ -1609,6 +1628,14 @@ def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
     assert not any(
         dataclasses.replace(c, epilogue_split=e) in dense_kept for c in wide[1:] for e in (1, 2, 4)
     )
+    # no tile a backward search times is recorded as pruned first under its key (it would
+    # then never run); fp16's backward GEMMs run the pointer kernels: no TMA tiles
+    for dtype in ("bfloat16", "float32", "float16"):
+        for problem in (dense, conv3):
+            op = "dense" if "M" in problem else "conv2d"
+            _, ranked, pruned = sweep.task_tiles(sweep.Task(op, problem, dtype, "fwd+bwd"))
+            assert ranked and not set(ranked) & set(pruned), (dtype, op)
+            assert any(c.tma for c in ranked) == (dtype != "float16"), (dtype, op)
 
 
 def test_timing_without_a_gpu_is_one_wall_clock_run() -> None:
