@@ -383,7 +383,8 @@ def dense_lines(
     M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False
 ) -> Iterator[list[Line]]:
     """The dense op at its shipped tile, then the standard layers; with `tma`, also the same
-    tile on the persistent TMA kernels (forced for forward and backward: op "dense-tma") and
+    tile on the persistent TMA kernels (forced for forward and backward: op "dense-tma"; where
+    the shipped forward runs the TMA kernel, its pointer twin instead: op "dense-pointer") and
     the TMA forward summing ||x||^2 in its loop ("dense-tma-xnorms"; its backward is the
     same as dense-tma's, so it is not timed again); the register-capped forward kernel, the
     prep-block and the norm-pass-block lines last. Yields the
@@ -394,12 +395,15 @@ def dense_lines(
     p = DenseProblem.make(M, N, K, dtype, device)
     x, w, b, g = p.x, p.w, p.args[0], p.g
 
-    def op_lines(op: str, tile: TileConfig | None, backward_too: bool) -> Iterator[list[Line]]:
+    def op_lines(
+        op: str, tile: TileConfig | None, backward_too: bool, forward_too: bool = True
+    ) -> Iterator[list[Line]]:
         with contextlib.ExitStack() as forced:
             if tile is not None:
                 forced.enter_context(forced_config("dense", "fwd", tile))
                 forced.enter_context(forced_config("dense", "bwd", tile))
-            yield phase_lines(op, "fwd", p.forward)
+            if forward_too:
+                yield phase_lines(op, "fwd", p.forward)
             if backward_too:
                 yield phase_lines(op, "bwd", p.backward)
 
@@ -422,7 +426,11 @@ def dense_lines(
     if tma:
         shipped = pick_dense_config(M, N, K, dtype)
         plain = dataclasses.replace(shipped, tma=True, norms_in_loop=False)  # (a small batch's
-        yield from op_lines("dense-tma", plain, backward_too=True)  # default sums norms in its loop)
+        # default sums norms in its loop). A shipped forward on the TMA kernel already (the
+        # default of a 16-bit forward that fills the GPU): its pointer twin instead ("dense-pointer")
+        yield from op_lines("dense-tma", plain, backward_too=True, forward_too=not shipped.tma)
+        if shipped.tma:
+            yield from op_lines("dense-pointer", dataclasses.replace(plain, tma=False), backward_too=False)
         if overlaps(device):
             with forced_config("dense", "fwd", plain):
                 yield phase_lines("dense-tma", "fwd-nopdl", without_overlap(p.forward))

@@ -1271,7 +1271,8 @@ def dense_default_config(
     """Heuristic config for shapes nobody has tuned.
 
     GPU: a 128x128x64 tile (8 warps, HGMMA-sized, 4 stages = 128 KB of shared memory for
-    16-bit io, epilogue in 32-column slices) for large problems; fp32 halves BLOCK_K to
+    16-bit io, epilogue in 32-column slices) for large problems, on the persistent TMA
+    kernel for a 16-bit forward of at least one tile an SM; fp32 halves BLOCK_K to
     keep the same bytes per stage; small dimensions shrink their tile to the next power of
     two (>= 16, the MMA minimum). Two rules for small M (inference batches), where the
     GEMM streams W with few FLOPs a byte:
@@ -1309,7 +1310,17 @@ def dense_default_config(
     warps = 8 if bm * bn >= 128 * 128 else 4
     stages = 4 if elem_bytes <= 2 else 3
     split = 1 if in_loop else max(1, bn // 32)
-    return TileConfig(bm, bn, fit(K, bk), 8, warps, stages, norms_in_loop=in_loop, epilogue_split=split)
+    # 16-bit io, the 128x128 tile, a grid of at least one tile an SM: the persistent TMA
+    # forward (where the operands allow TMA, sm_90 on; elsewhere the pointer kernel takes the
+    # same tile). On the H200 this tile was that much faster on it than on the pointer kernel
+    # at every dense shape of the core suite (the fwd rows of reports/nvidia_h200/results.db,
+    # m128n128k64g8w8s4e4_tma against m128n128k64g8w8s4e4); the backward's GEMMs measured
+    # alike either way and keep the pointer kernels, as do the smaller tiles (unmeasured).
+    grid = cdiv(M, bm) * cdiv(N, bn)
+    tma = elem_bytes == 2 and not backward and not in_loop and bm == bn == 128 and grid >= SM90_SMS
+    return TileConfig(
+        bm, bn, fit(K, bk), 8, warps, stages, norms_in_loop=in_loop, epilogue_split=split, tma=tma
+    )
 
 
 # Relative squared distance below which a pair's distance gradient is applied exactly

@@ -994,6 +994,31 @@ def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned, monkeypatch
     assert plain.kwargs["TMA_STORE"] is False
 
 
+def test_breakdown_times_a_shipped_tma_forward_against_its_pointer_twin(untuned) -> None:
+    """Where the shipped forward runs the persistent TMA kernel (the default of a 16-bit
+    forward that fills the GPU), --tma does not time that forward again as "dense-tma": its
+    pointer twin is timed instead, as "dense-pointer" (the backward forced to TMA as before)."""
+    import torch
+
+    from autotune import breakdown
+    from yat_triton.tuning import forced_config
+
+    with forced_config("dense", "fwd", TileConfig(16, 16, 16, 2, 4, 2, tma=True)):
+        lines = [
+            ln for group in breakdown.dense_lines(24, 40, 32, torch.float32, "cpu", tma=True) for ln in group
+        ]
+    phases = {(ln.op, ln.phase) for ln in lines}
+    assert ("dense-pointer", "fwd") in phases and ("dense-tma", "bwd") in phases
+    assert ("dense-tma", "fwd") not in phases and ("dense-pointer", "bwd") not in phases
+    kernels = {
+        op: {ln.what for ln in lines if ln.op == op and ln.phase == "fwd"}
+        for op in ("dense", "dense-pointer")
+    }
+    assert (
+        "yat_dense_fwd_tma_kernel" in kernels["dense"] and "yat_dense_fwd_kernel" in kernels["dense-pointer"]
+    )
+
+
 def test_breakdown_keeps_every_phase_measured_before_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
