@@ -554,15 +554,20 @@ def _nvidia_tools_present() -> bool:
     return all((bin_dir / t).exists() for t in ("ptxas", "cuobjdump", "nvdisasm"))
 
 
-def _inspect(*args: str) -> dict:
-    """The last kernel report of `python -m autotune.inspect ARGS --json`, in a child
-    process: the static compile needs compiled (not interpreted) kernels, and this process
-    may have TRITON_INTERPRET=1."""
+def _inspect_all(*args: str) -> list[dict]:
+    """The kernel reports of `python -m autotune.inspect ARGS --json`, in a child process:
+    the static compile needs compiled (not interpreted) kernels, and this process may have
+    TRITON_INTERPRET=1."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     cmd = [sys.executable, "-m", "autotune.inspect", *args, "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")][-1]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def _inspect(*args: str) -> dict:
+    """The last kernel report of `_inspect_all`."""
+    return _inspect_all(*args)[-1]
 
 
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
@@ -1143,21 +1148,8 @@ def test_backward_tma_tiles_fit_as_the_model_says(tile: str) -> None:
     from autotune.inspect import parse_tile
     from kernels._common import SM90_SMEM_BYTES, pipelined_smem_bytes
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "autotune.inspect",
-        "--dtype",
-        "bfloat16",
-        "--backward",
-        "--config",
-        tile,
-        "--json",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    gemms = [r for r in map(json.loads, done.stdout.splitlines()) if "gemm" in r["kernel"]]
+    reports = _inspect_all("--dtype", "bfloat16", "--backward", "--config", tile)
+    gemms = [r for r in reports if "gemm" in r["kernel"]]
     assert len(gemms) == 2 and all(r["kernel"] == "yat_dense_bwd_gemm_tma_kernel" for r in gemms), gemms
     bound = pipelined_smem_bytes(parse_tile(tile), 2, backward=True)
     assert bound <= SM90_SMEM_BYTES
