@@ -525,7 +525,39 @@ def _targets(g: Gpu) -> tuple[str, list[tuple[str, str]]]:
         table.append(row)
         statuses.append((row[0], row[-1]))
     headers = ["target (SPEC section 6)", "threshold", "problem", "measured", "status"]
-    return _table(table, headers) + _mark_notes(marks), statuses
+    return _table(table, headers) + _mark_notes(marks) + _reach_notes(g), statuses
+
+
+# The layer a ⵟ-layer replaces, per op (SPEC section 5)
+STANDARD = {"dense": "linear+relu", "conv2d": "conv+relu"}
+
+
+def _reach_notes(g: Gpu) -> str:
+    """Below the targets: each speedup target against a reference that some problem's
+    standard layer itself does not beat by the target's factor, with what meeting it would
+    take: `limit` times faster than the reference is faster than the standard layer (a
+    reference 5x slower than conv+relu: 10x faster than it needs half conv+relu's time),
+    where the time targets allow the ⵟ-layer more than the standard layer's time."""
+    lines = []
+    for what, _, mode, baseline, keep, kind, limit in TARGETS:
+        if kind != "speedup":
+            continue
+        for p in sorted_problems(
+            {k for k, _ in g.baseline if k[1] == mode and k[2] == "bfloat16" and keep(k)}
+        ):
+            ref, std = g.baseline.get((p, baseline)), g.baseline.get((p, STANDARD.get(p[0], "")))
+            if ref is None or std is None or ref.median_ms >= limit * std.median_ms:
+                continue
+            need = ref.median_ms / limit / std.median_ms
+            lines.append(
+                f"- {what}, {p[0]} {_shape_label(p[3])}: {baseline} takes {_ms(ref.median_ms)} ms, "
+                f"{ref.median_ms / std.median_ms:.1f}x {std.provider}'s {_ms(std.median_ms)} ms: "
+                f"{limit:g}x faster than {baseline} needs {need:.2f}x {std.provider}'s time"
+            )
+    if not lines:
+        return ""
+    head = "Out of reach unless the ⵟ-layer beats the layer it replaces (measured baselines):"
+    return "\n\n" + head + "\n\n" + "\n".join(lines)
 
 
 TALLY = re.compile(r"^\*\*(.+?)\*\* \(of \d+ (?:lines|targets[^)]*)\)$", re.M)  # _tally's line, for the index

@@ -375,6 +375,32 @@ def test_targets_mark_ratios_between_rows_timed_differently(tmp_path) -> None:  
     assert "†: the two rows were timed differently" in targets
 
 
+def test_targets_say_which_speedup_is_out_of_reach_of_the_standard_layer(tmp_path) -> None:  # noqa: ANN001
+    """Below the targets table, a speedup target against a reference that the standard
+    layer itself beats by less than the target's factor is named, with what meeting it
+    would take (here conv's eager_ref 2.0 ms against conv+relu 0.3 ms: 10x faster needs
+    0.67x conv+relu's time); where the standard layer is that much faster (dense), no note."""
+    conv = canonical_json(
+        {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
+    )
+    r = lambda **kw: invented("Test H200", True, mode="fwd+bwd", correct=True, timing="cuda-graph", **kw)  # noqa: E731
+    rows = [
+        r(op="conv2d", shape=conv, provider="yat_triton", config="", median_ms=0.35),
+        r(op="conv2d", shape=conv, provider="conv+relu", config=BASELINE_CFG, median_ms=0.3),
+        r(op="conv2d", shape=conv, provider="eager_ref", config=BASELINE_CFG, median_ms=2.0),
+        r(shape=BIG, provider="yat_triton", config="", median_ms=0.8),
+        r(shape=BIG, provider="linear+relu", config=BASELINE_CFG, median_ms=0.6),
+        r(shape=BIG, provider="eager_ref", config=BASELINE_CFG, median_ms=9.0),
+    ]
+    targets = rendered_page(tmp_path, rows).split("## Targets")[1].split("\n## ")[0]
+    notes = [ln for ln in targets.splitlines() if ln.startswith("- against")]
+    assert notes == [
+        "- against eager_ref, fwd+bwd, bf16, conv2d B=64,C_in=64,H=56,W=56,C_out=64,k=3,stride=1,padding=1: "
+        "eager_ref takes 2 ms, 6.7x conv+relu's 0.3 ms: "
+        "10x faster than eager_ref needs 0.67x conv+relu's time"
+    ], notes
+
+
 def _target_cells(text: str) -> list[list[str]]:
     targets = text.split("## Targets")[1].split("\n## ")[0]
     rows = [
