@@ -1261,8 +1261,9 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
         "ones excluded). A tile's name reads m<BLOCK_M>n<BLOCK_N>k<BLOCK_K>g<GROUP_M>w<warps>"
         "s<stages>, then e<n> (epilogue in n slices), _nil (row norms summed in the main loop), "
         "_tma (TMA loads), _ws (warp-specialized); \"(default tiles)\": the op's built-in choice. "
-        "A backward mode's tile is the backward's; its forward ran on the tile named after it, the "
-        "fastest of the problem's fwd rows, as the exported winners run together.", "",
+        "A backward mode's tile is the backward's; its forward ran on the tile named after it "
+        "(\"(forward ...)\": the fastest of the problem's fwd rows, as the exported winners run "
+        "together), or where none is named, on its default tile.", "",
         _summary(g), "",
         *([
             "## Where the time goes: one call, kernel by kernel", "",
