@@ -258,8 +258,10 @@ def norm_block_lines(op: str, forward: Callable[[], object]) -> list[Line]:
 
 
 # Register caps timed on the training forward's kernel: 128 lets a 256-thread program whose
-# compile takes 129-136 registers (the shipped 128x128 forward saving s takes 130) share an
-# SM with a second one, if its shared memory allows (`python -m autotune.inspect --maxnreg`).
+# compile takes 129-136 registers (the 128x128 pointer forward saving s takes 130) share an
+# SM with a second one, if its shared memory allows (`python -m autotune.inspect --maxnreg`;
+# the shipped forward's kernel is capped, whichever it is: on the TMA one, ~155 KB of shared
+# memory, one program an SM either way).
 FWD_MAXNREG = (128,)
 
 
@@ -428,7 +430,7 @@ def dense_lines(
         plain = dataclasses.replace(shipped, tma=True, norms_in_loop=False)  # (a small batch's
         # default sums norms in its loop). A shipped forward on the TMA kernel already (the
         # default of a 16-bit forward that fills the GPU): its pointer twin instead ("dense-pointer")
-        yield from op_lines("dense-tma", plain, backward_too=True, forward_too=not shipped.tma)
+        yield from op_lines("dense-tma", plain, backward_too=True, forward_too=plain != shipped)
         if shipped.tma:
             yield from op_lines("dense-pointer", dataclasses.replace(plain, tma=False), backward_too=False)
         if overlaps(device):

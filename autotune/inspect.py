@@ -522,8 +522,8 @@ def record_calls(fn: Callable[[], object]) -> list[KernelCall]:
 
 
 def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
-    """Every kernel of the dense and conv2d ops, forward and backward (the TMA variants at
-    the default tiles), at a large dense shape
+    """Every kernel of the dense and conv2d ops, forward and backward (each default tile on
+    the other kernel too: TMA, or pointer where the default runs TMA), at a large dense shape
     (4096^3) and a ResNet-50 3x3 layer (batch 64, 64 channels, 56x56, channels_last); the
     conv forwards with their patch norms the other way (labelled "conv2d pass" where they
     come from the pixel-norm pass; not 16-bit io's pointer kernel summing them in its loop,
@@ -554,11 +554,15 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     s, nx, nw = meta(n, n, dt=acc), meta(n, dt=acc), meta(n, dt=acc)
     bwd = record_calls(lambda: dense.dense_bwd(meta(n, n), x, w, *args, s, nx, nw, prec, [True] * 5))
     out += [("dense bwd", c) for c in bwd]
-    if dtype != torch.float64:  # the persistent TMA kernels (no fp64 path), at the default tile
+    if dtype != torch.float64:  # the default tiles on the other kernel (no fp64 TMA path): the
+        # persistent TMA backward GEMMs, and the forward's twin (TMA, or where the default
+        # runs the TMA kernel already, a 16-bit forward that fills the GPU, the pointer one)
         from yat_triton.tuning import forced_config
 
-        tma = dataclasses.replace(dense.pick_dense_config(n, n, n, dtype), tma=True)
-        with forced_config("dense", "fwd", tma), forced_config("dense", "bwd", tma):
+        fwd = dense.pick_dense_config(n, n, n, dtype)
+        twin = dataclasses.replace(fwd, tma=not fwd.tma)
+        tma = dataclasses.replace(dense.pick_dense_config(n, n, n, dtype, "bwd"), tma=True)
+        with forced_config("dense", "fwd", twin), forced_config("dense", "bwd", tma):
             out += [
                 ("dense fwd", c) for c in record_calls(lambda: dense.dense_fwd(x, w, *args, prec, True))[-1:]
             ]

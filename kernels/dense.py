@@ -1313,9 +1313,10 @@ def dense_default_config(
     # 16-bit io, the 128x128 tile, a grid of at least one tile an SM: the persistent TMA
     # forward (where the operands allow TMA, sm_90 on; elsewhere the pointer kernel takes the
     # same tile). On the H200 this tile was that much faster on it than on the pointer kernel
-    # at every dense shape of the core suite (the fwd rows of reports/nvidia_h200/results.db,
-    # m128n128k64g8w8s4e4_tma against m128n128k64g8w8s4e4); the backward's GEMMs measured
-    # alike either way and keep the pointer kernels, as do the smaller tiles (unmeasured).
+    # in bf16 at the three dense shapes measured (4096^3, 8192^3, 8192x11008x4096: the fwd
+    # rows of reports/nvidia_h200/results.db, m128n128k64g8w8s4e4_tma against
+    # m128n128k64g8w8s4e4; fp16 shares the kernel's code, unmeasured); the backward's GEMMs
+    # measured alike either way and keep the pointer kernels, as do the smaller tiles.
     grid = cdiv(M, bm) * cdiv(N, bn)
     tma = elem_bytes == 2 and not backward and not in_loop and bm == bn == 128 and grid >= SM90_SMS
     return TileConfig(

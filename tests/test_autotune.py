@@ -962,7 +962,9 @@ def test_breakdown_refuses_bad_sizes(capsys, flag: str, message: str) -> None:  
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_breakdown_pointer_store_variant_of_the_tma_forward(
+    untuned, monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
     """The pointer-store variant swaps only y's and s's descriptors for their tensors: the
     TMA conv forward (whose x and W stay descriptors) runs it too, storing through
     pointers into the same memory."""
@@ -977,8 +979,8 @@ def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned, monkeypatch
     timed = []
     call_line = breakdown.call_line
     monkeypatch.setattr(breakdown, "call_line", lambda *a: timed.append(a[-1]) or call_line(*a))
-    x = torch.randn(1, 16, 5, 5).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(8, 16, 3, 3)
+    x = torch.randn(1, 16, 5, 5, device=device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, 16, 3, 3, device=device)
     geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
     with forced_config("conv2d", "fwd", TileConfig(32, 16, 16, 2, 4, 2, tma=True)):
         lines = breakdown.pointer_store_lines(
@@ -994,22 +996,31 @@ def test_breakdown_pointer_store_variant_of_the_tma_forward(untuned, monkeypatch
     assert plain.kwargs["TMA_STORE"] is False
 
 
-def test_breakdown_times_a_shipped_tma_forward_against_its_pointer_twin(untuned) -> None:
+def test_breakdown_times_a_shipped_tma_forward_against_its_pointer_twin(untuned, device: str) -> None:
     """Where the shipped forward runs the persistent TMA kernel (the default of a 16-bit
     forward that fills the GPU), --tma does not time that forward again as "dense-tma": its
-    pointer twin is timed instead, as "dense-pointer" (the backward forced to TMA as before)."""
+    pointer twin is timed instead, as "dense-pointer" (the backward forced to TMA as before).
+    A shipped TMA tile summing the x norms in its loop differs from the plain TMA tile:
+    "dense-tma" times the plain one's forward then."""
     import torch
 
     from autotune import breakdown
     from yat_triton.tuning import forced_config
 
-    with forced_config("dense", "fwd", TileConfig(16, 16, 16, 2, 4, 2, tma=True)):
-        lines = [
-            ln for group in breakdown.dense_lines(24, 40, 32, torch.float32, "cpu", tma=True) for ln in group
-        ]
-    phases = {(ln.op, ln.phase) for ln in lines}
+    def phases_of(shipped: TileConfig) -> tuple[set[tuple[str, str]], list]:
+        with forced_config("dense", "fwd", shipped):
+            lines = [
+                ln
+                for group in breakdown.dense_lines(24, 40, 32, torch.float32, device, tma=True)
+                for ln in group
+            ]
+        return {(ln.op, ln.phase) for ln in lines}, lines
+
+    phases, lines = phases_of(TileConfig(16, 16, 16, 2, 4, 2, tma=True))
     assert ("dense-pointer", "fwd") in phases and ("dense-tma", "bwd") in phases
     assert ("dense-tma", "fwd") not in phases and ("dense-pointer", "bwd") not in phases
+    nil, _ = phases_of(TileConfig(16, 16, 16, 2, 4, 2, norms_in_loop=True, tma=True))
+    assert {("dense-tma", "fwd"), ("dense-pointer", "fwd")} <= nil
     kernels = {
         op: {ln.what for ln in lines if ln.op == op and ln.phase == "fwd"}
         for op in ("dense", "dense-pointer")

@@ -471,8 +471,8 @@ def test_default_config_fits_shape() -> None:
 
 def test_default_16bit_forward_that_fills_the_gpu_takes_the_tma_kernel() -> None:
     """A 16-bit forward with at least one 128x128 tile an SM defaults to the persistent TMA
-    kernel (the H200's rows: faster than the same tile on the pointer kernel at every dense
-    core shape); fp32, the backward GEMMs, other tiles and grids short of the SMs keep the
+    kernel (the H200's bf16 rows: faster than the same tile on the pointer kernel at the
+    three dense shapes measured); fp32, the backward GEMMs, other tiles and grids short of the SMs keep the
     pointer one."""
     from kernels._common import SM90_SMS
 

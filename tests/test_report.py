@@ -399,6 +399,17 @@ def test_targets_say_which_speedup_is_out_of_reach_of_the_standard_layer(tmp_pat
         "eager_ref takes 2 ms, 6.7x conv+relu's 0.3 ms: "
         "10x faster than eager_ref needs 0.67x conv+relu's time"
     ], notes
+    # met there after all (13.3x): no note; nor on a page whose targets are not judged
+    for sub in ("met", "cpu", "eager"):
+        (tmp_path / sub).mkdir()
+    met = [dataclasses.replace(rows[0], median_ms=0.15), *rows[1:]]
+    assert "Out of reach" not in rendered_page(tmp_path / "met", met)
+    cpu = [dataclasses.replace(r, gpu="cpu (Triton interpreter)", representative=False) for r in rows]
+    assert "Out of reach" not in rendered_page(tmp_path / "cpu", cpu, gpu="cpu_triton_interpreter")
+    # a reference timed otherwise than the standard layer: marked, with the footnote
+    eager = [*rows[:2], dataclasses.replace(rows[2], timing="eager"), *rows[3:]]
+    page = rendered_page(tmp_path / "eager", eager).split("## Targets")[1].split("\n## ")[0]
+    assert "0.3 ms †: 10x" in page and "†: the two rows were timed differently" in page
 
 
 def _target_cells(text: str) -> list[list[str]]:
