@@ -485,6 +485,11 @@ def _ratio(x: float) -> str:
     return f"{x:.3f}x" if x >= 0.01 else f"{x:.2g}x"
 
 
+def _judged(x: float) -> float:
+    """A ratio at the precision the targets table shows it (`_ratio`), the value judged."""
+    return float(_ratio(x)[:-1])
+
+
 def _targets(g: Gpu) -> tuple[str, list[tuple[str, str]]]:
     """The SPEC section 6 table, and (target, status) per line in order. Every problem a
     target names that the database holds a row of gets a line: "not met" where no
@@ -515,7 +520,7 @@ def _targets(g: Gpu) -> tuple[str, list[tuple[str, str]]]:
             else:
                 sp = base.median_ms / ours.median_ms
                 shown = _ratio(1 / sp if kind == "time" else sp)
-                value = float(shown[:-1])
+                value = _judged(1 / sp if kind == "time" else sp)
                 marks.append(_marks(ours, base))
                 measured = f"{kind} {shown}{marks[-1]}"
                 status = _verdict(g, value <= limit if kind == "time" else value >= limit)
@@ -549,7 +554,7 @@ def _reach_notes(g: Gpu) -> tuple[str, list[str]]:
             ours = g.best.get(p)
             if ref is None or std is None or not std.median_ms:
                 continue
-            if ours is not None and float(f"{ref.median_ms / ours.median_ms:.3f}") >= limit:
+            if ours is not None and _judged(ref.median_ms / ours.median_ms) >= limit:
                 continue  # met
             ratio = float(f"{ref.median_ms / std.median_ms:.1f}")
             need = float(f"{ratio / limit:.2f}")

@@ -1282,15 +1282,10 @@ def _recorded(make: Callable[[], Callable[[], object]]) -> list[object]:
         return []
 
 
-def static_reason(calls: list[object]) -> str | None:
-    """Why the tile's kernels should not be timed (`call_reason` of the first call that has
-    one), or None."""
-    return next((why for why in map(call_reason, calls) if why), None)
-
-
 def static_reasons(checked: list[list[object]]) -> list[str | None]:
-    """`static_reason` of each tile's calls, every call compiled on a core of its own (a
-    forward tile's inference and training kernels side by side, not one after the other)."""
+    """Why each tile's kernels should not be timed (`call_reason` of the first of its calls
+    that has one), or None; every call compiled on a core of its own (a forward tile's
+    inference and training kernels side by side, not one after the other)."""
     flat = [(i, call) for i, calls in enumerate(checked) for call in calls]
     found = _parallel(call_reason, [call for _, call in flat])
     out: list[str | None] = [None] * len(checked)
