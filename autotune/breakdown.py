@@ -2,7 +2,7 @@
 its own, next to the whole launcher call and the standard layer it replaces.
 
     python -m autotune.breakdown [--dtype bfloat16] [--dense M N K] [--conv B C_IN HW C_OUT K] [--tma]
-                                 [--small M]
+                                 [--more-conv B C_IN HW C_OUT K ...] [--small M]
 
 For each op: the forward as training runs it (s saved for backward) and the backward with
 every gradient; per kernel its grid, median time and share of the phase. "launcher" is the
@@ -18,7 +18,9 @@ Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks
 the conv forward kernel again storing through pointers where it stores by TMA; with --tma,
 op "dense-tma-ws": the forward and the backward on warp-specialized tiles
 (`dense_ws_lines`; the newest compiler path, after every other phase of the 4096^3 and conv
-problems); last, op "dense-small": a small batch's inference forward, its norms both ways
+problems); before it, each --more-conv layer: another conv layer's forward, backward,
+references and, with --tma, TMA kernels (`conv_lines(lean=True)`), its lines named by its
+shape; last, op "dense-small": a small batch's inference forward, its norms both ways
 (16-bit io: from the pass only, `broken_in_loop_norms`), next to linear+relu
 (`small_batch_lines`, --small; no SPEC target depends on it).
 First of all, op "memory": a device copy (`copy_line`), whose bytes over its time are the
@@ -519,7 +521,16 @@ def dense_ws_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> I
 
 
 def conv_lines(
-    B: int, C_in: int, HW: int, C_out: int, k: int, dtype: torch.dtype, device: str, *, tma: bool = False
+    B: int,
+    C_in: int,
+    HW: int,
+    C_out: int,
+    k: int,
+    dtype: torch.dtype,
+    device: str,
+    *,
+    tma: bool = False,
+    lean: bool = False,
 ) -> Iterator[list[Line]]:
     """The conv op at its shipped tiles, then cuDNN's conv+relu (input and weight
     channels_last, as a channels_last model's; phase "fwd-nchw-w": the forward of an NCHW
@@ -532,7 +543,8 @@ def conv_lines(
     the shipped tile's kernel and, with `tma`, on the TMA one ("conv2d-tma") where that is
     another (not the pointer kernel's in-loop norms of 16-bit io, `broken_in_loop_norms`);
     the forward's pointer-store variant and the prep-block lines last. Yields phase by
-    phase, as `dense_lines`."""
+    phase, as `dense_lines`. `lean` (another layer, `--more-conv`): the forward, the
+    backward, the references and, with `tma`, the TMA kernels' forward and backward only."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -572,19 +584,19 @@ def conv_lines(
             "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
         ),
     ]
+    problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
+    shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
+    if lean:
+        if tma:
+            yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
+        return
     if overlaps(device):  # the forward without the pixel-norm pass's overlap, and beside it
         yield phase_lines("conv2d", "fwd-nopdl", without_overlap(forward))
         yield phase_lines("conv2d", "fwd-pdl1", pass_beside_gemm(forward))
     # an NCHW weight: the forward copies it to its K order (the weight prep kernel)
     yield phase_lines("conv2d", "fwd-nchw-w", lambda: forward(w_nchw))
-    problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
-    shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
     if tma:
-        with forced_config("conv2d", "fwd", dataclasses.replace(shipped, tma=True)):
-            yield phase_lines("conv2d-tma", "fwd", forward)
-        bwd_tile = pick_conv_config(B * HW * HW, C_in, C_out, dtype, "bwd", problem=problem)
-        with forced_config("conv2d", "bwd", dataclasses.replace(bwd_tile, tma=True)):
-            yield phase_lines("conv2d-tma", "bwd", backward)
+        yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
     # the shipped kernel first (op "conv2d"), then, with `tma`, the TMA one if that is another
     for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)
@@ -594,6 +606,33 @@ def conv_lines(
             yield phase_lines(op, "fwd-norms", forward)
     yield guarded("conv2d fwd-store", lambda: pointer_store_lines("conv2d", forward))
     yield guarded("conv2d bwd-prep", lambda: prep_block_lines("conv2d", backward))
+
+
+def conv_tma_lines(
+    forward: Callable[[], object],
+    backward: Callable[[], object],
+    shipped: TileConfig,
+    M: int,
+    C_in: int,
+    C_out: int,
+    dtype: torch.dtype,
+    problem: object,
+) -> Iterator[list[Line]]:
+    """Op "conv2d-tma": the forward on the shipped tile's TMA twin, and the backward on the
+    shipped input-gradient tile's (`conv_lines`)."""
+    from yat_triton.conv import pick_conv_config
+    from yat_triton.tuning import forced_config
+
+    with forced_config("conv2d", "fwd", dataclasses.replace(shipped, tma=True)):
+        yield phase_lines("conv2d-tma", "fwd", forward)
+    bwd_tile = pick_conv_config(M, C_in, C_out, dtype, "bwd", problem=problem)
+    with forced_config("conv2d", "bwd", dataclasses.replace(bwd_tile, tma=True)):
+        yield phase_lines("conv2d-tma", "bwd", backward)
+
+
+def conv_label(B: int, C_in: int, HW: int, C_out: int, k: int) -> str:
+    """A conv layer's shape as the breakdown's lines name it."""
+    return f"B={B},C_in={C_in},HW={HW},C_out={C_out},k={k}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -614,6 +653,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --tma, leave out the forward and backward on warp-specialized tiles (timed last "
         "otherwise)",
+    )
+    parser.add_argument(
+        "--more-conv",
+        nargs=5,
+        type=positive_int,
+        action="append",
+        default=[],
+        metavar=("B", "C_IN", "HW", "C_OUT", "K"),
+        help="another conv2d layer (as --conv; repeatable), timed after the --conv layer: its "
+        "forward, backward and references and, with --tma, its TMA kernels",
     )
     parser.add_argument(
         "--small",
@@ -648,18 +697,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     torch.backends.cudnn.benchmark = True
     gpu = environment().gpu
-    dense_shape, conv_shape = (
-        "x".join(map(str, args.dense)),
-        "B={},C_in={},HW={},C_out={},k={}".format(*args.conv),
-    )
     lines: list[Line] = []
 
-    def add(more: list[Line]) -> str:
-        """Label the new lines and rewrite --json-out with all so far: a time cap that stops
-        the run still leaves every phase measured before it for the report."""
+    def add(more: list[Line], shape: str) -> str:
+        """Label the new lines (shape: of the group that measured them, where a line does
+        not name its own) and rewrite --json-out with all so far: a time cap that stops the
+        run still leaves every phase measured before it for the report."""
         for line in more:
             line.gpu, line.dtype = gpu, line.dtype or args.dtype
-            line.shape = line.shape or (conv_shape if line.op.startswith("conv2d") else dense_shape)
+            line.shape = line.shape or shape
         lines.extend(more)
         text = "\n".join(json.dumps(asdict(line)) for line in lines) + "\n"
         if args.json_out:  # written aside, then renamed: a cap that lands mid-write keeps the last whole file
@@ -668,23 +714,34 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(part, args.json_out)
         return text
 
-    phases = [
-        ("memory", lambda: iter([[copy_line(copy_mib, device)]])),  # first: a cap that stops the run keeps it
-        ("dense", lambda: dense_lines(*args.dense, dtype, device, tma=args.tma)),
-        ("conv2d", lambda: conv_lines(*args.conv, dtype, device, tma=args.tma)),
+    dense_shape = "x".join(map(str, args.dense))
+    # (name, its lines phase by phase, their shape)
+    phases: list[tuple[str, Callable[[], Iterator[list[Line]]], str]] = [
+        # first: a cap that stops the run keeps it
+        ("memory", lambda: iter([[copy_line(copy_mib, device)]]), ""),
+        ("dense", lambda: dense_lines(*args.dense, dtype, device, tma=args.tma), dense_shape),
+        ("conv2d", lambda: conv_lines(*args.conv, dtype, device, tma=args.tma), conv_label(*args.conv)),
     ]
+    for layer in args.more_conv:
+        phases.append((
+            f"conv2d {conv_label(*layer)}",
+            functools.partial(conv_lines, *layer, dtype, device, tma=args.tma, lean=True),
+            conv_label(*layer),
+        ))  # fmt: skip
     if args.tma and not args.no_warp_specialize:  # the newest compiler path: late
-        phases.append(("dense-tma-ws", lambda: dense_ws_lines(*args.dense, dtype, device)))
+        phases.append(("dense-tma-ws", lambda: dense_ws_lines(*args.dense, dtype, device), dense_shape))
     if args.small:  # the least wanted (no SPEC target): last
-        phases.append(("dense-small", lambda: small_batch_lines(args.small, *args.dense[1:], dtype, device)))
+        phases.append((
+            "dense-small", lambda: small_batch_lines(args.small, *args.dense[1:], dtype, device), dense_shape
+        ))  # fmt: skip
     _FAILED.clear()
     text = ""
     try:
         with bench_stream():  # one capturable stream for the setup and every timed call
-            for name, phase in phases:
+            for name, phase, shape in phases:
                 try:
                     for more in phase():
-                        text = add(more)
+                        text = add(more, shape)
                 except ContextLost:
                     raise
                 except Exception as e:  # noqa: BLE001 - a group's own code (inputs, references)
@@ -702,20 +759,24 @@ def main(argv: list[str] | None = None) -> int:
         print("NOT REPRESENTATIVE: no GPU, kernels timed through the Triton interpreter")
     print(
         f"{device} {gpu if device == 'cuda' else ''} {args.dtype} "  # (no CUDA call: the context may be lost)
-        f"dense {args.dense} conv {args.conv}"
+        f"dense {args.dense} conv {', '.join(map(str, [args.conv, *args.more_conv]))}"
     )
+    # (a shape column where the conv layers are several)
+    shapes = [[ln.shape] if args.more_conv else [] for ln in lines]
     table = [
         [
             ln.op,
+            *shape,
             ln.phase,
             ln.what,
             ln.grid,
             f"{ln.us:.1f}",
             "-" if ln.share is None else f"{100 * ln.share:.0f}%",
         ]
-        for ln in lines
+        for ln, shape in zip(lines, shapes, strict=True)
     ]
-    print(tabulate(table, headers=["op", "phase", "kernel", "grid", "us", "share"]))
+    headers = ["op", *(["shape"] if args.more_conv else []), "phase", "kernel", "grid", "us", "share"]
+    print(tabulate(table, headers=headers))
     bandwidth = copy_bandwidth(asdict(line) for line in lines)
     if bandwidth is not None:
         print(bandwidth[1])

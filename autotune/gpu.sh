@@ -7,8 +7,9 @@
 # inspect_bfloat16.txt (registers / spills / shared memory / wgmma / TMA of every kernel, as
 # compiled by this machine's Triton), breakdown.txt / .jsonl (every kernel of the dense
 # 4096^3 and ResNet-50 3x3 ops timed on its own as a CUDA graph, each whole call also
-# eagerly, the TMA, prep-block and register-cap variants, cuBLAS / cuDNN references, and a
-# 16-row batch's inference forward; rendered into the report too),
+# eagerly, the TMA, prep-block and register-cap variants, cuBLAS / cuDNN references, the
+# 14x14x256 layer's forward and backward (its target's missing layer), and a 16-row batch's
+# inference forward; rendered into the report too),
 # results.db + sweep.log + show.txt (the core suite swept in bf16 against the baselines),
 # the exported winners (tuned/*.json) and the rendered report (reports/); `import-run`
 # (below) files them in the repository.
@@ -18,7 +19,7 @@
 # its first sync never returned; a hang now dumps where it waits into canary.log).
 # The PDL canary next: the forwards whose GEMM overlaps its norm pass (programmatic dependent
 # launch); if they fail it, the rest of the run goes without the overlap (YAT_TRITON_PDL=0).
-# Time caps (canaries 30 + 35 s, GPU-only tests 60 s, the other tests 40 s, breakdown 60 s,
+# Time caps (canaries 30 + 35 s, GPU-only tests 60 s, the other tests 25 s, breakdown 75 s,
 # sweep 250 s: 475 s, and about 30 s of start-up, show, export and report; inspect, 55 s,
 # compiles on the CPU beside the canaries and tests, the Triton cache it fills the launches'
 # own) keep it near 8.5 min; --deadline SECONDS (default 545, for a run under a 560 s limit) cuts every
@@ -257,7 +258,7 @@ else
   XDIST=() WORKERS="one process (no pytest-xdist here)"
   if python -c "import xdist" > /dev/null 2>&1; then XDIST=(-n 8) WORKERS="8 workers (pytest-xdist)"; fi
   echo "the rest of the suite: $WORKERS" | tee -a "$OUT/tests.log"
-  step "the rest of the suite" "$OUT/tests.log" 40 20 $SWEEP_RESERVE INT \
+  step "the rest of the suite" "$OUT/tests.log" 25 20 $SWEEP_RESERVE INT \
     python -m pytest -q -ra ${XDIST[@]+"${XDIST[@]}"} -m "not gpu" \
     -k "not ($STATIC or static_prune_flags_spilling_tiles$WS_TEST)" \
     $(for t in dense conv configs modules conv_modules errors; do echo "tests/test_$t.py"; done) \
@@ -270,8 +271,10 @@ else
   pack
 
   : > "$OUT/breakdown.txt"
-  step "the breakdown" "$OUT/breakdown.txt" 60 5 $SWEEP_RESERVE TERM \
-    python -m autotune.breakdown --tma ${WS_FLAG[@]+"${WS_FLAG[@]}"} --json-out "$OUT/breakdown.jsonl"
+  # (and the ResNet-50 layer whose conv forward was furthest from its target, 14x14x256)
+  step "the breakdown" "$OUT/breakdown.txt" 75 5 $SWEEP_RESERVE TERM \
+    python -m autotune.breakdown --tma ${WS_FLAG[@]+"${WS_FLAG[@]}"} --more-conv 64 256 14 256 3 \
+    --json-out "$OUT/breakdown.jsonl"
   note_rc "$step_rc"
   pack
 fi

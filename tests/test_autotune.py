@@ -1030,6 +1030,39 @@ def test_breakdown_times_a_shipped_tma_forward_against_its_pointer_twin(untuned,
     )
 
 
+def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--more-conv: each further layer after the --conv layer's phases and before the small
+    batch's, its forward, backward, references and TMA kernels only, every line naming its
+    shape; the table gets a shape column."""
+    from autotune import breakdown
+
+    monkeypatch.setattr(breakdown, "dense_lines", lambda *a, **k: iter([]))  # (not under test)
+    first, more = ["1", "16", "5", "16", "3"], ["2", "16", "4", "32", "3"]
+    argv = ["--dense", "16", "32", "16", "--conv", *first, "--more-conv", *more, "--tma"]
+    assert breakdown.main([*argv, "--json"]) == 0
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    label = "B=2,C_in=16,HW=4,C_out=32,k=3"
+    ours = [i for i, ln in enumerate(lines) if ln["shape"] == label]
+    assert ours == list(range(ours[0], ours[-1] + 1))  # one run of lines
+    before, after = lines[: ours[0]], lines[ours[-1] + 1 :]
+    assert {ln["shape"] for ln in before if ln["op"].startswith("conv2d")} == {"B=1,C_in=16,HW=5,C_out=16,k=3"}
+    assert after and {ln["op"] for ln in after} == {"dense-small"}
+    phases = list(dict.fromkeys((lines[i]["op"], lines[i]["phase"]) for i in ours))
+    assert phases == [
+        ("conv2d", "fwd"), ("conv2d", "bwd"), ("conv2d", "ref"), ("conv2d-tma", "fwd"), ("conv2d-tma", "bwd")
+    ]  # fmt: skip
+    assert [lines[i]["what"] for i in ours if lines[i]["phase"] == "ref"] == ["conv+relu fwd", "conv+relu bwd"]
+    assert "yat_conv_fwd_tma_kernel" in [lines[i]["what"] for i in ours]
+    # the --conv layer keeps its whole set of phases
+    assert ("conv2d", "fwd-nchw-w") in {(ln["op"], ln["phase"]) for ln in before}
+    # without --json: the table, a shape column where the layers are several
+    assert breakdown.main([*argv, "--small", "0"]) == 0
+    out = capsys.readouterr().out
+    header = next(row for row in out.splitlines() if row.startswith("op "))
+    assert header.split() == ["op", "shape", "phase", "kernel", "grid", "us", "share"]
+    assert label in out and "conv [1, 16, 5, 16, 3], [2, 16, 4, 32, 3]" in out
+
+
 def test_breakdown_keeps_every_phase_measured_before_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
