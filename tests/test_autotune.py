@@ -1045,13 +1045,15 @@ def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: p
     ours = [i for i, ln in enumerate(lines) if ln["shape"] == label]
     assert ours == list(range(ours[0], ours[-1] + 1))  # one run of lines
     before, after = lines[: ours[0]], lines[ours[-1] + 1 :]
-    assert {ln["shape"] for ln in before if ln["op"].startswith("conv2d")} == {"B=1,C_in=16,HW=5,C_out=16,k=3"}
+    first_label = "B=1,C_in=16,HW=5,C_out=16,k=3"
+    assert {ln["shape"] for ln in before if ln["op"].startswith("conv2d")} == {first_label}
     assert after and {ln["op"] for ln in after} == {"dense-small"}
     phases = list(dict.fromkeys((lines[i]["op"], lines[i]["phase"]) for i in ours))
     assert phases == [
         ("conv2d", "fwd"), ("conv2d", "bwd"), ("conv2d", "ref"), ("conv2d-tma", "fwd"), ("conv2d-tma", "bwd")
     ]  # fmt: skip
-    assert [lines[i]["what"] for i in ours if lines[i]["phase"] == "ref"] == ["conv+relu fwd", "conv+relu bwd"]
+    refs = [lines[i]["what"] for i in ours if lines[i]["phase"] == "ref"]
+    assert refs == ["conv+relu fwd", "conv+relu bwd"]
     assert "yat_conv_fwd_tma_kernel" in [lines[i]["what"] for i in ours]
     # the --conv layer keeps its whole set of phases
     assert ("conv2d", "fwd-nchw-w") in {(ln["op"], ln["phase"]) for ln in before}
