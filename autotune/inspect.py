@@ -530,7 +530,9 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     which is never launched: `broken_in_loop_norms`); and the forward of a 64-row batch
     through the 4096-wide layer ("dense small"), whose default tile sums the norms in its
     main loop in fp32 (`dense_default_config`); and the GEMM-like forwards as inference
-    runs them ("dense infer", "conv2d infer": nothing saved, another compile of each)."""
+    runs them ("dense infer", "conv2d infer": nothing saved, another compile of each); and
+    both conv forwards splitting their tail ("conv2d split": ResNet-50's 14x14x256 layer,
+    training and inference)."""
     import yat_triton.conv as conv
     import yat_triton.dense as dense
 
@@ -599,6 +601,22 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
                         ("conv2d infer", c)
                         for c in record_calls(lambda: conv.conv2d_fwd(xc, wc, *cargs, *geo, prec, False))[-1:]
                     ]
+        # a split tail ("conv2d split", `tail_split`): ResNet-50's 14x14x256 layer, 196 tiles of
+        # 128x128 on an H200, in training and in inference, on both kernels
+        x14, w14, b14 = (
+            meta(B, 256, 14, 14).to(memory_format=torch.channels_last),
+            meta(256, 256, k, k),
+            meta(256),
+        )
+        args14 = (b14, None, 1.0, None, 1e-5)
+        for tma in (False, True):
+            tile = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=2, tma=tma, split_tail=True)
+            with forced_config("conv2d", "fwd", tile):
+                for save in (True, False):
+                    calls = record_calls(
+                        lambda save=save: conv.conv2d_fwd(x14, w14, *args14, *geo, prec, save)
+                    )
+                    out += [("conv2d split", calls[-1])]
     M = B * HW * HW
     gc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
 
@@ -631,7 +649,7 @@ def add_conv_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-TILE_FORMAT = "BMxBNxBK:warps:stages[:eSPLIT][:nil][:tma][:ws]"
+TILE_FORMAT = "BMxBNxBK:warps:stages[:eSPLIT][:nil][:tma][:ws][:sk]"
 
 
 def parse_tile(text: str) -> TileConfig:
@@ -641,12 +659,13 @@ def parse_tile(text: str) -> TileConfig:
         tile, warps, stages, *rest = text.split(":")
         bm, bn, bk = (int(v) for v in tile.split("x"))
         split = [int(r[1:]) for r in rest if r.startswith("e")]
-        unknown = [r for r in rest if r not in ("nil", "tma", "ws") and not r.startswith("e")]
+        unknown = [r for r in rest if r not in ("nil", "tma", "ws", "sk") and not r.startswith("e")]
         if unknown or len(split) > 1:
             raise ValueError(f"unknown or repeated options {unknown or rest}")
         cfg = TileConfig(
             bm, bn, bk, 8, int(warps), int(stages), norms_in_loop="nil" in rest,
             epilogue_split=split[0] if split else 1, tma="tma" in rest, warp_specialize="ws" in rest,
+            split_tail="sk" in rest,
         )  # fmt: skip
         config_from_dict(cfg.as_dict())  # powers of two, sizes, a warp-specializable tile
     except ValueError as e:

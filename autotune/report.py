@@ -1272,7 +1272,8 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
         f"median time. Tiles tried: the yat_triton tiles {searched} ran for the problem (pruned "
         "ones excluded). A tile's name reads m<BLOCK_M>n<BLOCK_N>k<BLOCK_K>g<GROUP_M>w<warps>"
         "s<stages>, then e<n> (epilogue in n slices), _nil (row norms summed in the main loop), "
-        "_tma (TMA loads), _ws (warp-specialized); \"(default tiles)\": the op's built-in choice. "
+        "_tma (TMA loads), _ws (warp-specialized), _sk (a last partial wave's tiles split into "
+        "parts); \"(default tiles)\": the op's built-in choice. "
         "A backward mode's tile is the backward's; its forward ran on the tile named after it "
         "(\"(forward ...)\": the fastest of the problem's fwd rows, as the exported winners run "
         "together), or where none is named, on its default tile.", "",

@@ -43,10 +43,19 @@ import triton
 from autotune import search as tile_search
 from autotune.db import FWD_NOTE, SHAPE_KEYS, Result, ResultsDB, Run, canonical_json, shard
 from autotune.timing import ContextLost, bench_stream, context_lost, time_call
-from kernels._common import INTERPRETING, SM90_SMEM_BYTES, TileConfig, fits_sm90, rank_configs
+from kernels._common import (
+    INTERPRETING,
+    SM90_SMEM_BYTES,
+    SM90_SMS,
+    TileConfig,
+    fits_sm90,
+    rank_configs,
+    tail_split,
+)
 from kernels.conv import (
     conv_config_space,
     conv_default_config,
+    fwd_grid,
     prune_conv_configs,
     tma_conv_tile,
     tma_wgrad_tile,
@@ -522,10 +531,28 @@ def config_space(
             for c in prune_conv_configs(space, M, N, K, elem_bytes)
             if not c.tma or tma_conv_tile(c, K, stride)
         ]
+        kept += split_twins(kept, shape)
     pruned = [c for c in space if not fits_sm90(c, elem_bytes, tma_staging=dense)]
     taps, pixels = (0, 0) if dense else (shape["k"] ** 2, shape["B"] * shape["H"] * shape["W"])
     ranked = rank_configs(kept, M, N, K, elem_bytes, conv_taps=taps, conv_pixels=pixels)
     return ranked, pruned
+
+
+def split_twins(kept: list[TileConfig], shape: dict[str, int]) -> list[TileConfig]:
+    """The `split_tail` twins of a conv forward's fitted tiles that take the patch norms
+    from the pass, where an H200's grid splits its tail (`tail_split` on SM90_SMS: elsewhere
+    a twin would repeat its tile under another name)."""
+    M, N, K = gemm_dims("conv2d", shape)
+    oh_ow = M // shape["B"]
+    ow = (shape["W"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
+    twins = []
+    for c in kept:
+        if c.norms_in_loop or c.split_tail:
+            continue
+        tiles, steps = fwd_grid(shape["B"], oh_ow // ow, ow, N, K, shape["k"] ** 2, c, c.tma)
+        if tail_split(tiles, steps, SM90_SMS)[1] > 1:
+            twins.append(dataclasses.replace(c, split_tail=True))
+    return twins
 
 
 def backward_tiles(
@@ -553,7 +580,7 @@ def backward_tiles(
         tiles = [
             c
             for c in kept
-            if c.epilogue_split == 1 and not c.norms_in_loop and not c.warp_specialize and not c.tma
+            if c.epilogue_split == 1 and not (c.norms_in_loop or c.warp_specialize or c.tma or c.split_tail)
         ]
     else:  # fitted as backward GEMMs, whose TMA tiles stage less than the forward's epilogue
         # (128x256x64 with 3 or 4 stages fits them, not the forward saving s)

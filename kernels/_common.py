@@ -116,6 +116,9 @@ class TileConfig:
     K-contiguous, 16-byte aligned operands, and fall back to the pointer kernel with the
     same tile otherwise. With `tma`, `norms_in_loop` sums ||x||^2 only (||w||^2 from the
     norm pass, the epilogue splittable).
+    `split_tail` (the conv forwards, norms from the pass): the tiles of a last partial wave
+    are each shared by a few programs, each running part of the main loop (`tail_split`);
+    elsewhere, and where no split pays, the plain grid.
     """
 
     block_m: int
@@ -128,13 +131,16 @@ class TileConfig:
     epilogue_split: int = 1
     tma: bool = False
     warp_specialize: bool = False
+    split_tail: bool = False
 
     def as_dict(self) -> dict[str, int | bool]:
-        """The fields, `warp_specialize` only when set: a tile without it is written as
-        before the field existed (results databases and winners files resume and match)."""
+        """The fields, `warp_specialize` and `split_tail` only when set: a tile without them
+        is written as before the fields existed (results databases and winners files resume
+        and match)."""
         d = asdict(self)
-        if not self.warp_specialize:
-            del d["warp_specialize"]
+        for name in ("warp_specialize", "split_tail"):
+            if not d[name]:
+                del d[name]
         return d
 
     def launch_options(self) -> dict[str, int]:
@@ -175,7 +181,10 @@ class TileConfig:
 
     @property
     def name(self) -> str:
-        flags = (("_nil", self.norms_in_loop), ("_tma", self.tma), ("_ws", self.warp_specialize))
+        flags = (
+            ("_nil", self.norms_in_loop), ("_tma", self.tma), ("_ws", self.warp_specialize),
+            ("_sk", self.split_tail),
+        )  # fmt: skip
         tag = "".join(name for name, on in flags if on)
         split = f"e{self.epilogue_split}" if self.epilogue_split != 1 else ""
         return (
@@ -412,6 +421,44 @@ def scalars_from(
 
 # SMs of an H100 SXM / H200: the wave arithmetic of `rank_configs`.
 SM90_SMS = 132
+# A split forward's tail tiles (`tail_split`): at most this many parts a tile, each of at
+# least this many main-loop steps, and only where the split saves a quarter of a wave.
+MAX_SPLITS = 4
+MIN_SPLIT_STEPS = 4
+MAX_SPLIT_TAIL = 0.75
+# A split tile's score against its wave arithmetic (`rank_configs`): unmeasured, a guess at
+# what the partials' round trip through L2 and the counters' fill cost.
+SPLIT_FACTOR = 0.85
+
+
+def tail_split(tiles: int, steps: int, sms: int) -> tuple[int, int]:
+    """(dp_tiles, splits) of a forward grid of `tiles` output tiles, each a main loop of
+    `steps` steps, on `sms` SMs, for a tile that sets `split_tail`.
+
+    Counted in tile times of one SM (the MMAs of co-resident programs share it), the grid
+    takes ceil(tiles / sms) waves, the last partial: a ResNet-50 14x14x256 layer at batch
+    64, 196 tiles of 128x128 on 132 SMs, leaves 64 tiles, half the SMs idle for a whole
+    tile time. Splitting each of the `tail = tiles % sms` last tiles into `splits` parts of
+    steps / splits steps (fp32 partials, summed by the last part to finish, `_split_join`
+    in kernels/conv.py) makes that wave ceil(tail * splits / sms) / splits tile times:
+    64 tiles in 2 parts fill 128 SMs for half a tile time. Of splits in 2 .. MAX_SPLITS
+    (parts of >= MIN_SPLIT_STEPS steps), the one that makes that wave shortest (the fewest
+    parts on a tie), if it takes at most MAX_SPLIT_TAIL of a tile time (the partials'
+    round trip through L2 and the counters' zero fill cost the rest); else (tiles, 1): the
+    plain grid.
+    """
+    tail = tiles % max(sms, 1)
+    best = (MAX_SPLIT_TAIL, 1)
+    if tail:
+        for splits in range(2, MAX_SPLITS + 1):
+            if steps // splits < MIN_SPLIT_STEPS:
+                break
+            time = cdiv(tail * splits, sms) / splits
+            if time < best[0] or (best[1] == 1 and time == best[0]):
+                best = (time, splits)
+    return (tiles, 1) if best[1] == 1 else (tiles - tail, best[1])
+
+
 # The persistent TMA forward summing ||x||^2 from its x tiles, against the same tile taking
 # the norm pass: its score's factor (`rank_configs`), from the H200's dense bf16 fwd rows in
 # reports/nvidia_h200/results.db (the tile with in-loop x norms was the slower by far).
@@ -452,6 +499,9 @@ def rank_configs(
     that takes the patch norms from the pixel-norm pass is charged that pass (pixels*K
     values read at ~4.8 TB/s against the conv's 2*M*N*K*taps flops at ~790 TFLOP/s).
 
+    A `split_tail` tile of a conv forward counts its tail's waves as `tail_split` splits
+    them (times SPLIT_FACTOR).
+
     `backward`: tiles of the backward GEMMs, whose plain epilogue (c = acc + 2 e v) has no
     slices and no norms: those factors are left out.
 
@@ -464,7 +514,11 @@ def rank_configs(
     def score(c: TileConfig) -> float:
         tiles_m, tiles_n = -(-M // c.block_m), -(-N // c.block_n)
         tiles = tiles_m * tiles_n
-        waves = -(-tiles // sms)
+        waves = float(-(-tiles // sms))
+        if c.split_tail and conv_taps and not backward:  # the tail's parts (`tail_split`)
+            dp, splits = tail_split(tiles, conv_taps * -(-K // c.block_k), sms)
+            if splits > 1:  # (its fp32 partials' round trip through L2: a few percent)
+                waves = (dp // sms + cdiv((tiles - dp) * splits, sms) / splits) / SPLIT_FACTOR
         wave_eff = tiles / (waves * sms)
         fill = (M / (tiles_m * c.block_m)) * (N / (tiles_n * c.block_n))
         k_fill = K / (-(-K // c.block_k) * c.block_k)

@@ -10,6 +10,8 @@ of x), KH*KW gathered loads a row (`_patch_norm`). ||w_f||^2 comes from the dens
 kernel.
 `yat_conv_fwd_tma_kernel` is the same forward for stride 1, with every (tap, channel block)
 step one TMA copy of a shifted box of x (`conv_box`), the padding zero-filled by the copy.
+Both can share the tiles of a last partial wave among a few programs each (`split_tail`
+tiles: `_split_unit`, `_split_join`, `kernels._common.tail_split`).
 
 Backward, per SPEC.md section 2 (with gs / gd from the dense elementwise pass, run over
 the (M, C_out) output with groups):
@@ -91,6 +93,9 @@ def yat_conv_fwd_kernel(
     eps_value,
     cb_m,
     cb_p,
+    ws_ptr,
+    cnt_ptr,
+    dp_tiles,
     KH: tl.constexpr,
     KW: tl.constexpr,
     NORM_PASS: tl.constexpr,
@@ -109,13 +114,15 @@ def yat_conv_fwd_kernel(
     EVEN_K: tl.constexpr,
     FAST_DIV: tl.constexpr,
     GDC_WAIT: tl.constexpr,
+    SPLITS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
     """Fused ⵟ-conv forward for one (BLOCK_M positions, BLOCK_N filters) tile of group
-    program_id(1).
+    program_id(1), or with SPLITS > 1 one part of a tail tile's main loop (`_split_unit`:
+    ws_ptr, cnt_ptr, dp_tiles; norms from the pass).
 
     x_ptr:  (B, C_in, H, W) io dtype, any strides (channels_last: stride_xc == 1).
     w_ptr:  (C_out, C_in/G, KH, KW) io dtype, any strides.
@@ -140,7 +147,8 @@ def yat_conv_fwd_kernel(
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    pid_m, pid_n = grouped_tile(pid, M, Ng, BLOCK_M, BLOCK_N, GROUP_M)
+    tile, first, end, part = _split_unit(pid, dp_tiles, KH * KW * tl.cdiv(Cg, BLOCK_K), SPLITS, NORM_PASS)
+    pid_m, pid_n = grouped_tile(tile, M, Ng, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if INT64:
@@ -167,7 +175,7 @@ def yat_conv_fwd_kernel(
     # One flat loop over (tap, channel block): a single pipelined loop even when C_in/G
     # fits in one BLOCK_K (nested loops would leave the inner one nothing to pipeline).
     x_rows = x_base + ih0 * stride_xh + iw0 * stride_xw  # tap (0, 0), channel 0
-    for it in range(0, KH * KW * c_blocks):
+    for it in range(first, end):
         tap = fast_div(it, c_blocks, cb_m, cb_p, FAST_DIV)
         c0 = (it - tap * c_blocks) * BLOCK_K
         kh = tap // KW
@@ -193,27 +201,95 @@ def yat_conv_fwd_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
-    if GDC_WAIT:  # launched while the norm pass before it ran: its norms are complete past this
-        gdc_wait()
-    if NORM_PASS:
-        nx = _patch_norm(pn_ptr, bb, ih0, iw0, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
+    acc, finish = _split_join(acc, pid, dp_tiles, tile, part, g, ws_ptr, cnt_ptr, SPLITS, BLOCK_M, BLOCK_N)
+    if finish:  # (SPLITS == 1: always, at compile time)
+        if GDC_WAIT:  # launched while the norm pass before it ran: its norms are complete past this
+            gdc_wait()
+        # (new names in the block: a compiled `if` keeps the types of the names before it)
+        if NORM_PASS:
+            patch = _patch_norm(pn_ptr, bb, ih0, iw0, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
+        else:
+            patch = tl.sum(nx, axis=1)
+        alpha, eps = load_scalars(
+            alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
+        )
+        if STORE_S:
+            if pid_n == 0:
+                tl.store(nx_ptr + offs_m * G + g, patch, mask=mask_m)
+        y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
+        n_first = g * Ng + pid_n * BLOCK_N
+        if INT64 and not TMA_STORE:  # an NCHW y: channel * OH * OW can pass 2^31 in one image
+            n_first = n_first.to(tl.int64)
+        fwd_store(
+            acc, patch, patch, y_rows, offs_m * C_out, mask_m, n_first, g * Ng + Ng,
+            nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, pid_m * BLOCK_M,
+            True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE, FAST_RCP,
+        )  # fmt: skip
+
+
+@triton.jit
+def _split_unit(pid, dp_tiles, n_it, SPLITS: tl.constexpr, NORM_PASS: tl.constexpr):
+    """(tile, first, end, part): the output tile of program pid of a forward grid and the
+    iterations [first, end) of its n_it-step main loop that it runs (`tail_split`).
+
+    SPLITS == 1: tile pid, every step. Otherwise programs below dp_tiles own their tile
+    whole, and each tile after them (the tail, which would leave most SMs idle in a last
+    partial wave) is shared by SPLITS consecutive programs, part p running steps
+    [p n_it / SPLITS, (p + 1) n_it / SPLITS) into an fp32 partial (`_split_join`). The
+    patch norms then come from the pixel-norm pass (NORM_PASS), never from a part's loop.
+    """
+    if SPLITS == 1:
+        tile = pid
+        first = 0
+        end = n_it
+        part = 0
     else:
-        nx = tl.sum(nx, axis=1)
-    alpha, eps = load_scalars(
-        alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, IS_FP64
-    )
-    if STORE_S:
-        if pid_n == 0:
-            tl.store(nx_ptr + offs_m * G + g, nx, mask=mask_m)
-    y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
-    n_first = g * Ng + pid_n * BLOCK_N
-    if INT64 and not TMA_STORE:  # an NCHW y: channel * OH * OW can pass 2^31 in one image
-        n_first = n_first.to(tl.int64)
-    fwd_store(
-        acc, nx, nx, y_rows, offs_m * C_out, mask_m, n_first, g * Ng + Ng,
-        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, pid_m * BLOCK_M,
-        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE, FAST_RCP,
-    )  # fmt: skip
+        tl.static_assert(NORM_PASS, "a split forward takes its patch norms from the pass")
+        split = pid >= dp_tiles
+        u = tl.maximum(pid - dp_tiles, 0)
+        part = tl.where(split, u % SPLITS, 0)
+        tile = tl.where(split, dp_tiles + u // SPLITS, pid)
+        first = tl.where(split, part * n_it // SPLITS, 0)
+        end = tl.where(split, (part + 1) * n_it // SPLITS, n_it)
+        assume_positive(end - first)  # (SPLITS <= n_it: no zero-trip path, see assume_positive)
+    return tile, first, end, part
+
+
+@triton.jit
+def _split_join(
+    acc, pid, dp_tiles, tile, part, g, ws_ptr, cnt_ptr, SPLITS: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """(acc, finish): after a `_split_unit` main loop, whether this program runs its tile's
+    epilogue, and the tile's whole accumulator if so.
+
+    SPLITS == 1: (acc, True). Otherwise a part stores its partial to its slot of ws_ptr
+    (fp32 (G, tail, SPLITS, BLOCK_M, BLOCK_N)), then takes a ticket from its tail tile's
+    counter at cnt_ptr ((G, tail) int32, zeroed by the launcher) with release-acquire
+    semantics: the part that takes the last ticket has every other part's stores in view,
+    sums the SPLITS partials in part order (the same sum whichever part finishes last:
+    deterministic) and runs the epilogue; the others end. No program waits for another.
+    """
+    if SPLITS == 1:
+        finish = True
+    else:
+        split = pid >= dp_tiles
+        tail = (tl.num_programs(0) - dp_tiles) // SPLITS
+        slot = g * tail + tl.maximum(tile - dp_tiles, 0)
+        size: tl.constexpr = BLOCK_M * BLOCK_N
+        offs = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        tile_ws = ws_ptr + slot.to(tl.int64) * (SPLITS * size)
+        last = pid < 0  # (False)
+        if split:
+            tl.store(tile_ws + part * size + offs, acc)
+            tl.debug_barrier()  # every thread's partial stored before the ticket releases them
+            last = tl.atomic_add(cnt_ptr + slot, 1, sem="acq_rel", scope="gpu") == SPLITS - 1
+        if last:
+            acc = tl.load(tile_ws + offs, cache_modifier=".cg")
+            for p in tl.static_range(1, SPLITS):
+                acc += tl.load(tile_ws + p * size + offs, cache_modifier=".cg")
+        finish = last | (pid < dp_tiles)
+    return acc, finish
 
 
 @triton.jit
@@ -301,6 +377,9 @@ def yat_conv_fwd_tma_kernel(
     eps_value,
     cb_m,
     cb_p,
+    ws_ptr,
+    cnt_ptr,
+    dp_tiles,
     KH: tl.constexpr,
     KW: tl.constexpr,
     NORM_PASS: tl.constexpr,
@@ -316,6 +395,7 @@ def yat_conv_fwd_tma_kernel(
     FAST_RCP: tl.constexpr,
     TMA_STORE: tl.constexpr,
     GDC_WAIT: tl.constexpr,
+    SPLITS: tl.constexpr,
     BOX_B: tl.constexpr,
     BOX_H: tl.constexpr,
     BOX_W: tl.constexpr,
@@ -325,7 +405,8 @@ def yat_conv_fwd_tma_kernel(
     GROUP_M: tl.constexpr,
 ):
     """ⵟ-conv forward of a stride-1 conv with TMA loads: the math of `yat_conv_fwd_kernel`,
-    for one (BLOCK_M positions, BLOCK_N filters) tile of group program_id(1).
+    for one (BLOCK_M positions, BLOCK_N filters) tile of group program_id(1), or with
+    SPLITS > 1 one part of a tail tile's main loop (`_split_unit`).
 
     The tile's BLOCK_M = BOX_B * BOX_H * BOX_W output positions are a box of BOX_B images,
     BOX_H rows and BOX_W columns. With stride 1 the pixels that tap (kh, kw) reads for
@@ -386,14 +467,15 @@ def yat_conv_fwd_tma_kernel(
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    b0, oh0, ow0, pid_n = _box_tile(pid, B, OH, OW, Ng, BOX_B, BOX_H, BOX_W, BLOCK_N, GROUP_M)
+    c_blocks = Cg // BLOCK_K
+    assume_positive(c_blocks)  # (no zero-trip path: ptxas serialized the wgmma of its inference)
+    tile, first, end, part = _split_unit(pid, dp_tiles, KH * KW * c_blocks, SPLITS, NORM_PASS)
+    b0, oh0, ow0, pid_n = _box_tile(tile, B, OH, OW, Ng, BOX_B, BOX_H, BOX_W, BLOCK_N, GROUP_M)
     n0 = g * Ng + pid_n * BLOCK_N
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     nx = tl.zeros((BLOCK_M, BLOCK_K // 8), dtype=tl.float32)
-    c_blocks = Cg // BLOCK_K
-    assume_positive(c_blocks)  # (no zero-trip path: ptxas serialized the wgmma of its inference)
-    for it in range(0, KH * KW * c_blocks):
+    for it in range(first, end):
         tap = fast_div(it, c_blocks, cb_m, cb_p, True)
         c0 = (it - tap * c_blocks) * BLOCK_K
         kh = tap // KW
@@ -409,27 +491,32 @@ def yat_conv_fwd_tma_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b.T, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
 
-    alpha, eps = load_scalars(alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False)
-    bb, oh, ow, mask_m = _box_rows(b0, oh0, ow0, B, OH, OW, BOX_H, BOX_W, BLOCK_M, INT64)
-    if GDC_WAIT:
-        gdc_wait()
-    if NORM_PASS:
-        nx = _patch_norm(pn_ptr, bb, oh - pad_h, ow - pad_w, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
-    else:
-        nx = tl.sum(nx, axis=1)
-    offs_m = (bb * OH + oh) * OW + ow
-    if STORE_S:
-        if pid_n == 0:
-            tl.store(nx_ptr + offs_m * G + g, nx, mask=mask_m)
-    y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
-    n_first = n0
-    if INT64 and not TMA_STORE:  # an NCHW y: channel * OH * OW can pass 2^31 in one image
-        n_first = n_first.to(tl.int64)
-    fwd_store(
-        acc, nx, nx, y_rows, offs_m * C_out, mask_m, n_first, g * Ng + Ng,
-        nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, (b0, oh0, ow0),
-        True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE, FAST_RCP,
-    )  # fmt: skip
+    acc, finish = _split_join(acc, pid, dp_tiles, tile, part, g, ws_ptr, cnt_ptr, SPLITS, BLOCK_M, BLOCK_N)
+    if finish:  # (SPLITS == 1: always, at compile time)
+        alpha, eps = load_scalars(
+            alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False
+        )
+        bb, oh, ow, mask_m = _box_rows(b0, oh0, ow0, B, OH, OW, BOX_H, BOX_W, BLOCK_M, INT64)
+        if GDC_WAIT:
+            gdc_wait()
+        # (new names in the block: a compiled `if` keeps the types of the names before it)
+        if NORM_PASS:
+            patch = _patch_norm(pn_ptr, bb, oh - pad_h, ow - pad_w, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
+        else:
+            patch = tl.sum(nx, axis=1)
+        offs_m = (bb * OH + oh) * OW + ow
+        if STORE_S:
+            if pid_n == 0:
+                tl.store(nx_ptr + offs_m * G + g, patch, mask=mask_m)
+        y_rows = bb * stride_yb + oh * stride_yh + ow * stride_yw
+        n_first = n0
+        if INT64 and not TMA_STORE:  # an NCHW y: channel * OH * OW can pass 2^31 in one image
+            n_first = n_first.to(tl.int64)
+        fwd_store(
+            acc, patch, patch, y_rows, offs_m * C_out, mask_m, n_first, g * Ng + Ng,
+            nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, (b0, oh0, ow0),
+            True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE, FAST_RCP,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -1180,6 +1267,18 @@ def box_count(sizes: tuple[int, int, int], box: tuple[int, int, int]) -> int:
     """Boxes of shape `box` (`conv_box`) that cover (B, H, W) `sizes`: the TMA kernels' M
     tiles, or the TMA weight gradient's K steps."""
     return math.prod(cdiv(n, b) for n, b in zip(sizes, box, strict=True))
+
+
+def fwd_grid(
+    B: int, OH: int, OW: int, Ng: int, Cg: int, taps: int, cfg: TileConfig, on_tma: bool
+) -> tuple[int, int]:
+    """(tiles a group, main-loop steps a tile) of a conv forward with this tile: on the TMA
+    kernel (`on_tma`) its M tiles are `conv_box` boxes, on the pointer kernel BLOCK_M rows;
+    a step is one (tap, channel block)."""
+    tiles_m = (
+        box_count((B, OH, OW), conv_box(B, OH, OW, cfg.block_m)) if on_tma else cdiv(B * OH * OW, cfg.block_m)
+    )
+    return tiles_m * cdiv(Ng, cfg.block_n), taps * cdiv(Cg, cfg.block_k)
 
 
 def conv_default_config(M: int, N: int, K: int, elem_bytes: int, *, interpreting: bool = False) -> TileConfig:

@@ -1660,6 +1660,38 @@ def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pyt
     assert sweep.project_commit(inner) == "abc123"
 
 
+def test_conv_split_tiles_only_where_an_h200_splits_the_tail() -> None:
+    """A conv forward's space holds the `split_tail` twin of each tile that takes the patch
+    norms from the pass, exactly where an H200's grid of that tile splits its tail
+    (`tail_split`); they rank among a capped search's seeds where a last partial wave idles
+    half the SMs (ResNet-50's 14x14x256 layer: 196 tiles of 128x128); the backward space,
+    the dense one and a 1x1 conv's (the dense kernels) hold none."""
+    from autotune.search import SEEDS
+    from kernels._common import SM90_SMS, tail_split
+    from kernels.conv import fwd_grid
+
+    layer = {"B": 64, "C_in": 256, "H": 14, "W": 14, "C_out": 256, "k": 3, "stride": 1, "padding": 1}
+    wide = {**layer, "B": 32, "H": 56, "W": 56, "C_in": 64, "C_out": 64}
+    for shape in (layer, wide, {**layer, "stride": 2}):
+        kept, _ = sweep.config_space("conv2d", shape, 2)
+        twins = {c for c in kept if c.split_tail}
+        plain = [c for c in kept if not c.split_tail]
+        M, N, K = sweep.gemm_dims("conv2d", shape)
+        ow = (shape["W"] + 2 - 3) // shape["stride"] + 1
+        for c in plain:
+            tiles, steps = fwd_grid(shape["B"], M // shape["B"] // ow, ow, N, K, 9, c, c.tma)
+            splits = tail_split(tiles, steps, SM90_SMS)[1] > 1 and not c.norms_in_loop
+            assert (dataclasses.replace(c, split_tail=True) in twins) == splits, c
+        assert len(twins) == len(kept) - len(plain)
+        assert not any(c.split_tail for c in sweep.backward_tiles("conv2d", shape, kept, 2))
+    kept, _ = sweep.config_space("conv2d", layer, 2)
+    assert TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=2, tma=True, split_tail=True) in kept[:SEEDS]
+    assert not any(c.split_tail for c in kept[:2])  # (the plain tiles that won it before stay first)
+    dense = sweep.config_space("dense", {"M": 4096, "N": 4096, "K": 4096}, 2)[0]
+    pointwise = sweep.config_space("conv2d", {**layer, "k": 1, "padding": 0}, 2)[0]
+    assert not any(c.split_tail for c in dense + pointwise)
+
+
 def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
     """A stride-1 3x3 conv's forward space holds TMA tiles (the conv's TMA kernel) that fit
     without the dense kernel's store staging, each with a K tile dividing the channels; a

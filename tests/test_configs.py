@@ -1683,3 +1683,41 @@ def test_overlapped_forward_matches_oracle_eagerly_and_in_a_cuda_graph(
             torch.cuda.synchronize()
             assert torch.equal(out, after_the_pass(*static)), f"{op}: a graph replay differs"
         assert_close(out[: 256 if op == "dense" else 2], ref(*static), bf16, reduction=sums, what=f"{op} y")
+
+
+def test_tail_split_shares_a_last_partial_wave() -> None:
+    """`tail_split`: the plain grid where the tiles fill whole waves, or where no split of
+    the tail brings it to MAX_SPLIT_TAIL of a tile time; else the whole tiles first and the
+    tail in the parts that finish it soonest (the fewest on a tie), each of at least
+    MIN_SPLIT_STEPS steps."""
+    from kernels._common import MAX_SPLIT_TAIL, MIN_SPLIT_STEPS, tail_split
+
+    assert tail_split(264, 36, 132) == (264, 1)  # whole waves
+    assert tail_split(196, 36, 132) == (132, 2)  # 64 tiles in 2 parts: half a tile time
+    assert tail_split(392, 18, 132) == (392, 1)  # a tail of 128: nothing to gain
+    assert tail_split(3, 36, 132) == (0, 4)  # 12 parts, a quarter of a tile time
+    assert tail_split(3, 2 * MIN_SPLIT_STEPS + 1, 132) == (0, 2)  # parts of >= MIN_SPLIT_STEPS steps
+    assert tail_split(3, 2 * MIN_SPLIT_STEPS - 1, 132) == (3, 1)
+    assert tail_split(100, 36, 132) == (100, 1)  # 2 .. 4 parts: a whole tile time still
+    for tiles in range(1, 400):
+        dp, splits = tail_split(tiles, 36, 132)
+        tail = tiles - dp
+        if splits == 1:
+            assert dp == tiles
+        else:
+            assert dp == tiles - tiles % 132 and tail > 0
+            assert -(-tail * splits // 132) / splits <= MAX_SPLIT_TAIL
+
+
+def test_split_tiles_are_named_and_stored_apart() -> None:
+    """A `split_tail` tile: "_sk" in its name, the field written only when set (as
+    warp_specialize), read back from a winners file's fields and from `inspect --config`."""
+    from autotune.inspect import parse_tile
+    from yat_triton.tuning import config_from_dict
+
+    plain = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=2, tma=True)
+    split = dataclasses.replace(plain, split_tail=True)
+    assert split.name == plain.name + "_sk" == "m128n128k64g8w8s4e2_tma_sk"
+    assert "split_tail" not in plain.as_dict() and split.as_dict()["split_tail"] is True
+    assert config_from_dict(split.as_dict()) == split and config_from_dict(plain.as_dict()) == plain
+    assert parse_tile("128x128x64:8:4:e2:tma:sk") == split

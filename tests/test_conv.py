@@ -1346,6 +1346,86 @@ def test_patch_norms_from_the_pixel_norm_pass(geo, dtype, tma, device, launched)
     assert [c.args[4:7:2] for c in norms].count(rows) == 1, [c.args[4:7:2] for c in norms]
 
 
+SPLIT_CASES = [
+    # (geo, tma, SMs the plan counts, (whole tiles, parts a tail tile)): every tile split
+    # (fewer tiles than SMs), 2 parts
+    pytest.param(Geo(2, 16, 6, 5, 16, (3, 3), padding=1), False, 132, (0, 2), id="all-tail-pointer"),
+    pytest.param(Geo(2, 16, 6, 5, 16, (3, 3), padding=1), True, 132, (0, 2), id="all-tail-tma"),
+    # whole tiles, then a tail: 1 tile in 4 parts (C_in = 64: 36 steps of 16), in 2
+    pytest.param(Geo(2, 64, 6, 6, 32, (3, 3), padding=1), True, 5, (5, 4), id="tail-tma-4parts"),
+    pytest.param(Geo(3, 32, 5, 6, 16, (3, 3), padding=1), False, 2, (2, 2), id="tail-pointer"),
+    # groups (a tail per group), stride 2 (the pointer kernel), dilation
+    pytest.param(Geo(2, 32, 6, 7, 32, (3, 3), padding=1, groups=2), True, 2, (2, 2), id="groups-tma"),
+    pytest.param(Geo(2, 16, 9, 8, 16, (3, 3), stride=2, padding=1, dilation=2), False, 3, (0, 2), id="s2-d2"),
+]
+
+
+@pytest.mark.parametrize(("geo", "tma", "sms", "expect"), SPLIT_CASES)
+@pytest.mark.parametrize("dtype", IO_DTYPES)
+def test_split_tail_forward(geo, tma, sms, expect, dtype, device, launched, monkeypatch):
+    """A `split_tail` tile shares each tail tile among `tail_split`'s parts: each runs its
+    share of the main loop into an fp32 partial, and the last to finish sums them and runs
+    the epilogue. Forward (training, then inference), and the backward from what it saved,
+    against the oracle; every fresh buffer NaN-filled, so that a partial no part wrote
+    reaches y; the grid and SPLITS checked on the launch."""
+    from kernels._common import TileConfig, tail_split
+    from kernels.conv import conv_box
+    from yat_triton import conv as conv_mod
+    from yat_triton.tuning import forced_config
+
+    empty = torch.empty
+
+    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
+        t = empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
+
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    monkeypatch.setattr(conv_mod, "device_sms", lambda dev: sms)
+    tile = TileConfig(32, 16, 16, 2, 4, 2, tma=tma, split_tail=True)
+    inp = make_inputs(geo, dtype, device, channels_last=True, seed=29)
+    with forced_config("conv2d", "fwd", tile):
+        check_against_oracle(inp, geo)
+        (fwd,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+        launched.clear()  # inference (no input requires grad): nothing saved
+        check_against_oracle({k: v.detach() if isinstance(v, Tensor) else v for k, v in inp.items()}, geo)
+        (infer,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+    takes_tma = tma and geo.stride in (1, (1, 1))
+    assert fwd.kernel.fn.__name__ == f"yat_conv_fwd{'_tma' if takes_tma else ''}_kernel"
+    OH, OW = geo.out_hw()
+    tiles_m = (
+        math.prod(-(-n // b) for n, b in zip((geo.B, OH, OW), conv_box(geo.B, OH, OW, 32), strict=True))
+        if takes_tma else -(-(geo.B * OH * OW) // 32)
+    )  # fmt: skip
+    tiles = tiles_m * -(-geo.C_out // geo.groups // 16)
+    steps = geo.k[0] * geo.k[1] * -(-geo.C_in // geo.groups // 16)
+    dp, splits = tail_split(tiles, steps, sms)
+    assert (dp, splits) == expect
+    assert fwd.kwargs["SPLITS"] == splits and fwd.kwargs["NORM_PASS"]
+    assert fwd.grid == (dp + (tiles - dp) * splits, geo.groups)
+    assert fwd.args[-1] == dp and fwd.kwargs["STORE_S"]
+    assert infer.kwargs["SPLITS"] == splits and not infer.kwargs["STORE_S"]
+
+
+def test_split_tail_needs_the_norm_pass_and_a_tail(device, launched, monkeypatch) -> None:
+    """A `split_tail` tile runs the plain grid where the patch norms are summed in the loop
+    (fp32 io, `norms_in_loop`: a part sees part of each patch), and where no split pays (a
+    grid of whole waves)."""
+    from kernels._common import TileConfig
+    from yat_triton import conv as conv_mod
+    from yat_triton.tuning import forced_config
+
+    geo = Geo(2, 16, 6, 5, 16, (3, 3), padding=1)  # 60 positions: 2 row tiles of 32
+    for tile, sms in ((TileConfig(32, 16, 16, 2, 4, 2, norms_in_loop=True, split_tail=True), 132),
+                      (TileConfig(32, 16, 16, 2, 4, 2, split_tail=True), 2)):  # fmt: skip
+        monkeypatch.setattr(conv_mod, "device_sms", lambda dev, sms=sms: sms)
+        launched.clear()
+        inp = make_inputs(geo, torch.float32, device, channels_last=True, seed=30)
+        with forced_config("conv2d", "fwd", tile):
+            check_against_oracle(inp, geo)
+        (fwd,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_fwd_kernel"]
+        assert fwd.kwargs["SPLITS"] == 1 and fwd.grid == (2, 1) and fwd.args[-1] == 0
+
+
 def test_patch_norms_in_the_loop_where_x_is_no_channels_last_block(device, launched):
     """x with contiguous channels whose pixels do not form one (B*H*W, C) block (a slice of
     a wider channels_last image): no pixel-norm rows to read, so a pass tile sums the patch

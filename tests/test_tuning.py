@@ -610,6 +610,7 @@ BAD_ENTRIES = {
     "bool-as-int": entry(SMALL, {**BIG.as_dict(), "group_m": True}),
     "int-as-bool": entry(SMALL, {**BIG.as_dict(), "norms_in_loop": 1}),
     "tma-not-bool": entry(SMALL, {**BIG.as_dict(), "tma": "yes"}),
+    "split-not-bool": entry(SMALL, {**BIG.as_dict(), "split_tail": 1}),
     "unknown-field": entry(SMALL, {**BIG.as_dict(), "BLOCK_M": 128}),
     "missing-field": entry(SMALL, {"block_m": 64, "block_n": 64}),
     "config-not-object": entry(SMALL, [128, 128, 64]),

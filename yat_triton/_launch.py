@@ -162,6 +162,12 @@ def _index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
+def device_sms(device: torch.device) -> int:
+    """The SMs of a CUDA device; elsewhere (the interpreter, meta tensors planned for a
+    static compile) an H200's."""
+    return _cuda_props(_index(device)).multi_processor_count if device.type == "cuda" else SM90_SMS
+
+
 def persistent_programs(device: torch.device, tiles: int) -> int:
     """Planned grid of a persistent kernel: one program per SM, no more than there are
     tiles (`KernelCall.run` raises it to every program an SM can hold at once, see
@@ -228,8 +234,7 @@ def norm_pass_programs(device: torch.device, tiles: int) -> int:
     an H200's)."""
     if OVERLAP_NORM_PROGRAMS_PER_SM is None:
         return tiles
-    sms = _cuda_props(_index(device)).multi_processor_count if device.type == "cuda" else SM90_SMS
-    return max(1, min(tiles, OVERLAP_NORM_PROGRAMS_PER_SM * sms))
+    return max(1, min(tiles, OVERLAP_NORM_PROGRAMS_PER_SM * device_sms(device)))
 
 
 def saturating_cast(y: Tensor, dtype: torch.dtype) -> Tensor:

@@ -21,7 +21,7 @@ output-sized tensor, like the dense op), the patch norms (B, OH, OW, groups) and
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +29,11 @@ from torch import Tensor
 from torch.library import triton_op
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels._common import TileConfig, cdiv, divmod_magic, next_pow2
+from kernels._common import TileConfig, cdiv, divmod_magic, next_pow2, tail_split
 from kernels.conv import (
     box_count,
     conv_box,
+    fwd_grid,
     tma_conv_tile,
     tma_wgrad_tile,
     yat_conv_bwd_near_kernel,
@@ -53,6 +54,7 @@ from yat_triton._launch import (
     INTERPRETING,
     KernelCall,
     acc_dtype,
+    device_sms,
     fast_quotient,
     needs_int64,
     out_max,
@@ -477,35 +479,64 @@ def plan_conv2d_fwd(
         EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)), **cfg.launch_options(),
     )  # fmt: skip
     width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]
+    # a split tail (norms from the pass: a part's loop sees part of the patch)
+    split = _tail_split(cfg, norm_pass, *fwd_grid(B, OH, OW, Ng, Cg, KH * KW, cfg, on_tma), groups, nw)
+    grid = (split.programs, groups)
     if on_tma:
         box = conv_box(B, OH, OW, cfg.block_m)
-        tiles_m = box_count((B, OH, OW), box)
         y_out, s_out = _store_descriptors(y, s, list(box), width, cfg.block_n, Ng, groups)
         calls.append(KernelCall(
-            yat_conv_fwd_tma_kernel, (tiles_m * cdiv(Ng, cfg.block_n), groups),
+            yat_conv_fwd_tma_kernel, grid,
             (TensorDescriptor.from_tensor(xv, [*box, cfg.block_k]),
              TensorDescriptor.from_tensor(wv, [cfg.block_n, cfg.block_k]),
              *operands[:4], y_out, s_out, nx, pn, B, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(y),
              pads[0], pads[2], dilation[0], dilation[1], alpha_value, eps_value,
-             *divmod_magic(Cg // cfg.block_k)),
+             *divmod_magic(Cg // cfg.block_k), *split.args),
             dict(constexprs, INT64=needs_int64(y, s, pn), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2],
-                 TMA_STORE=y_out is not y),
+                 TMA_STORE=y_out is not y, SPLITS=split.splits),
             pdl=overlap,
         ))  # fmt: skip
         return (y, s, nx, nw), calls
-    grid = (cdiv(M, cfg.block_m) * cdiv(Ng, cfg.block_n), groups)
     magic, fast = _magic(cdiv(Cg, cfg.block_k))
     y_out, s_out = _store_descriptors(y, s, [cfg.block_m], width, cfg.block_n, Ng, groups)
     calls.append(KernelCall(
         yat_conv_fwd_kernel, grid,
         (xk, wk, *operands[:4], y_out, s_out, nx, pn, M, H, W, OH, OW, Cg, Ng, C_out, groups, *_xs(xk), *ws,
          *_xs(y), stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
-         alpha_value, eps_value, *magic),
+         alpha_value, eps_value, *magic, *split.args),
         dict(constexprs, IS_FP64=x.dtype == torch.float64, INT64=needs_int64(xk, y, s),
-             EVEN_K=Cg % cfg.block_k == 0, FAST_DIV=fast, TMA_STORE=y_out is not y),
+             EVEN_K=Cg % cfg.block_k == 0, FAST_DIV=fast, TMA_STORE=y_out is not y, SPLITS=split.splits),
         pdl=overlap,
     ))  # fmt: skip
     return (y, s, nx, nw), calls
+
+
+@dataclass(frozen=True)
+class _Split:
+    """A forward grid's tail split (`kernels._common.tail_split`): its programs, parts a
+    tail tile, and the kernel's (ws_ptr, cnt_ptr, dp_tiles) arguments."""
+
+    programs: int
+    splits: int
+    args: tuple[object, object, int]
+
+
+def _tail_split(cfg: TileConfig, norm_pass: bool, tiles: int, steps: int, groups: int, nw: Tensor) -> _Split:
+    """The split of a forward grid of `tiles` tiles a group, `steps` main-loop steps each:
+    where the tile sets `split_tail`, the patch norms come from the pass and a split pays
+    (`tail_split` on the device's SMs), an fp32 (acc dtype) partial per part of each tail
+    tile and a zeroed int32 counter per tail tile, allocated here, before the calls launch
+    (the counters' fill precedes the pass, which any overlapped GEMM follows); else the
+    plain grid, its arguments constant stand-ins that it never reads (nw, the filter norms
+    in the acc dtype, and 0: one compile whatever the problem)."""
+    dev = nw.device
+    dp, splits = tail_split(tiles, steps, device_sms(dev)) if cfg.split_tail and norm_pass else (tiles, 1)
+    if splits == 1:
+        return _Split(tiles, 1, (nw, nw, 0))
+    tail = tiles - dp
+    ws = torch.empty((groups * tail * splits * cfg.block_m * cfg.block_n,), dtype=nw.dtype, device=dev)
+    counters = torch.zeros((groups * tail,), dtype=torch.int32, device=dev)
+    return _Split(dp + tail * splits, splits, (ws, counters, dp))
 
 
 def _store_descriptors(

@@ -173,8 +173,8 @@ def config_from_dict(d: object) -> TileConfig:
     """A TileConfig from its fields (as `TileConfig.as_dict` writes them), or ValueError.
 
     Blocks are powers of two >= 16 (the MMA minimum), num_warps and epilogue_split powers of
-    two, group_m and num_stages >= 1, all within `_MAX`, norms_in_loop, tma and warp_specialize bools (the
-    last only on a tile that compiles with it, `TileConfig.warp_specialize_problem`).
+    two, group_m and num_stages >= 1, all within `_MAX`, norms_in_loop, tma, warp_specialize and split_tail
+    bools (warp_specialize only on a tile that compiles with it, `TileConfig.warp_specialize_problem`).
     """
     if not isinstance(d, dict):
         raise ValueError(f"config must be an object of TileConfig fields, got {type(d).__name__}")
@@ -185,7 +185,7 @@ def config_from_dict(d: object) -> TileConfig:
     if missing:
         raise ValueError(f"config lacks the fields {missing}")
     for name, value in d.items():
-        if name in ("norms_in_loop", "tma", "warp_specialize"):
+        if name in ("norms_in_loop", "tma", "warp_specialize", "split_tail"):
             if not isinstance(value, bool):
                 raise ValueError(f"config.{name} must be true or false, got {value!r}")
         elif not _is_int(value) or value < _POW2_MIN.get(name, 1):
