@@ -20,8 +20,10 @@ op "dense-tma-ws": the forward and the backward on warp-specialized tiles
 (`dense_ws_lines`; the newest compiler path, after every other phase of the 4096^3 and conv
 problems); before it, each --more-conv layer: another conv layer's forward, backward,
 references and, with --tma, TMA kernels (`conv_lines(lean=True)`), its lines named by its
-shape; last, op "dense-small": a small batch's inference forward, its norms both ways
-(16-bit io: from the pass only, `broken_in_loop_norms`), next to linear+relu
+shape; for each conv layer whose default tile's grid leaves a partial last wave, phases
+"fwd-plain" and "fwd-split": that tile's forward without and with `split_tail`; last, op
+"dense-small": a small batch's inference forward, its norms both ways (16-bit io: from
+the pass only, `broken_in_loop_norms`), next to linear+relu
 (`small_batch_lines`, --small; no SPEC target depends on it).
 First of all, op "memory": a device copy (`copy_line`), whose bytes over its time are the
 memory bandwidth the report's roofline draws as its memory roof.
@@ -543,8 +545,9 @@ def conv_lines(
     the shipped tile's kernel and, with `tma`, on the TMA one ("conv2d-tma") where that is
     another (not the pointer kernel's in-loop norms of 16-bit io, `broken_in_loop_norms`);
     the forward's pointer-store variant and the prep-block lines last. Yields phase by
-    phase, as `dense_lines`. `lean` (another layer, `--more-conv`): the forward, the
-    backward, the references and, with `tma`, the TMA kernels' forward and backward only."""
+    phase, as `dense_lines`; the split-tail phases (`split_lines`) after the TMA ones.
+    `lean` (another layer, `--more-conv`): the forward, the backward, the references, with
+    `tma` the TMA kernels' forward and backward, and the split-tail phases only."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -589,6 +592,7 @@ def conv_lines(
     if lean:
         if tma:
             yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
+        yield from split_lines(forward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
         return
     if overlaps(device):  # the forward without the pixel-norm pass's overlap, and beside it
         yield phase_lines("conv2d", "fwd-nopdl", without_overlap(forward))
@@ -597,6 +601,7 @@ def conv_lines(
     yield phase_lines("conv2d", "fwd-nchw-w", lambda: forward(w_nchw))
     if tma:
         yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
+    yield from split_lines(forward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
     # the shipped kernel first (op "conv2d"), then, with `tma`, the TMA one if that is another
     for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)
@@ -628,6 +633,40 @@ def conv_tma_lines(
     bwd_tile = pick_conv_config(M, C_in, C_out, dtype, "bwd", problem=problem)
     with forced_config("conv2d", "bwd", dataclasses.replace(bwd_tile, tma=True)):
         yield phase_lines("conv2d-tma", "bwd", backward)
+
+
+def split_lines(
+    forward: Callable[[], object],
+    B: int,
+    HW: int,
+    C_in: int,
+    C_out: int,
+    k: int,
+    dtype: torch.dtype,
+    device: str,
+    *,
+    tma: bool,
+) -> Iterator[list[Line]]:
+    """Phases "fwd-plain" and "fwd-split": the forward on the layer's default tile (norms
+    from the pass) without and with `split_tail`, on the pointer kernel (op "conv2d") and,
+    with `tma`, on the TMA one ("conv2d-tma"), where this device's grid of that tile splits
+    its tail (`kernels._common.tail_split`; elsewhere the two would be one forward)."""
+    from kernels._common import tail_split
+    from kernels.conv import conv_default_config, fwd_grid
+    from yat_triton._launch import device_sms
+    from yat_triton.tuning import forced_config
+
+    tile = dataclasses.replace(
+        conv_default_config(B * HW * HW, C_out, C_in, dtype.itemsize), norms_in_loop=False
+    )
+    for op, on_tma in [("conv2d", False)] + ([("conv2d-tma", True)] if tma else []):
+        plain = dataclasses.replace(tile, tma=on_tma)
+        tiles, steps = fwd_grid(B, HW, HW, C_out, C_in, k * k, plain, on_tma)
+        if tail_split(tiles, steps, device_sms(torch.device(device)))[1] == 1:
+            continue
+        for phase, cfg in (("fwd-plain", plain), ("fwd-split", dataclasses.replace(plain, split_tail=True))):
+            with forced_config("conv2d", "fwd", cfg):
+                yield phase_lines(op, phase, forward)
 
 
 def conv_label(B: int, C_in: int, HW: int, C_out: int, k: int) -> str:

@@ -1050,8 +1050,18 @@ def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: p
     assert after and {ln["op"] for ln in after} == {"dense-small"}
     phases = list(dict.fromkeys((lines[i]["op"], lines[i]["phase"]) for i in ours))
     assert phases == [
-        ("conv2d", "fwd"), ("conv2d", "bwd"), ("conv2d", "ref"), ("conv2d-tma", "fwd"), ("conv2d-tma", "bwd")
+        ("conv2d", "fwd"), ("conv2d", "bwd"), ("conv2d", "ref"), ("conv2d-tma", "fwd"), ("conv2d-tma", "bwd"),
+        # the default tile without and with a split tail (2 tiles for the interpreter's 132 SMs)
+        ("conv2d", "fwd-plain"), ("conv2d", "fwd-split"),
+        ("conv2d-tma", "fwd-plain"), ("conv2d-tma", "fwd-split"),
     ]  # fmt: skip
+    for op in ("conv2d", "conv2d-tma"):
+        grids = {
+            lines[i]["phase"]: int(lines[i]["grid"].split("x")[0])
+            for i in ours
+            if lines[i]["op"] == op and lines[i]["what"].startswith("yat_conv_fwd")
+        }
+        assert grids["fwd-split"] > grids["fwd-plain"], grids  # the tail's parts
     refs = [lines[i]["what"] for i in ours if lines[i]["phase"] == "ref"]
     assert refs == ["conv+relu fwd", "conv+relu bwd"]
     assert "yat_conv_fwd_tma_kernel" in [lines[i]["what"] for i in ours]
