@@ -421,6 +421,31 @@ def scalars_from(
 
 # SMs of an H100 SXM / H200: the wave arithmetic of `rank_configs`.
 SM90_SMS = 132
+# Shared memory of an SM (sm_90: 228 KB, of which 1 KB a resident program is reserved) and
+# its register file (64K 32-bit registers).
+SM90_SM_SMEM_BYTES = 233472
+SM90_SM_REGS = 65536
+# A persistent TMA forward with two programs an SM (`pair_per_sm`) against the same tile
+# alone: its score's factor (`rank_configs`). Unmeasured, a guess: one program's epilogue
+# runs while the other's MMAs do, as a warp-specialized kernel's consumers ping-pong.
+PAIR_FACTOR = 1.1
+
+
+def pair_per_sm(cfg: TileConfig, elem_bytes: int) -> bool:
+    """Whether two programs of the persistent TMA forward with this tile fit one SM as
+    inference runs it (its epilogue's TMA stores stage y slices only): shared memory by
+    `pipelined_smem_bytes` less the training forward's s staging, registers as the
+    accumulator's BM*BN/threads plus ~48 (sm_90 compiles, Triton 3.6, bf16, 4096^3:
+    128x128x64 on 8 warps with 3 stages, 109 registers and 106,520 B with 4 slices, 124
+    and 114,712 B with 2; `python -m autotune.inspect --config 128x128x64:8:3:e4:tma`)."""
+    if not cfg.tma or cfg.warp_specialize:
+        return False
+    tile = cfg.block_m * cfg.block_n
+    smem = pipelined_smem_bytes(cfg, elem_bytes) - tile * 4 // cfg.epilogue_split
+    regs = tile // (32 * cfg.num_warps) + 48
+    return 2 * (smem + 1024) <= SM90_SM_SMEM_BYTES and 2 * regs * 32 * cfg.num_warps <= SM90_SM_REGS
+
+
 # A split forward's tail tiles (`tail_split`): at most this many parts a tile, each of at
 # least this many main-loop steps, and only where the split saves a quarter of a wave.
 MAX_SPLITS = 4
@@ -494,7 +519,8 @@ def rank_configs(
     next tile's loads overlap the epilogue), and its in-loop x norms a penalty
     (`NIL_TMA_FACTOR`: measured slower than the norm pass they spare; the pointer kernel's
     in-loop norms, on one row of programs, the whole pass's time); a warp-specialized one
-    another (its accumulator spread over two consumer warpgroups). `conv_taps`,
+    another (its accumulator spread over two consumer warpgroups), and one whose programs
+    fit an SM in pairs yet another (`PAIR_FACTOR`, `pair_per_sm`). `conv_taps`,
     `conv_pixels` (KH*KW and the input's B*H*W of a conv forward, K its channels): a tile
     that takes the patch norms from the pixel-norm pass is charged that pass (pixels*K
     values read at ~4.8 TB/s against the conv's 2*M*N*K*taps flops at ~790 TFLOP/s).
@@ -533,6 +559,8 @@ def rank_configs(
         bonus = 1.05 if c.tma and not conv_taps else 1.0  # the conv's TMA kernel is not persistent
         if c.warp_specialize:  # a producer warpgroup keeps the MMAs fed (unmeasured: a guess
             bonus *= 1.1  # that keeps a few in a dozen picks; the sweep decides)
+        elif c.tma and not conv_taps and not backward and pair_per_sm(c, elem_bytes):
+            bonus *= PAIR_FACTOR
         if conv_taps and not backward:
             if not c.norms_in_loop:  # the pixel-norm pass: pixels*K*elem bytes against the conv
                 pass_s = conv_pixels * K * elem_bytes / 4.8e12

@@ -314,6 +314,14 @@ def test_rank_configs_orders_a_capped_sweep() -> None:
     from autotune.search import SEEDS
 
     assert any(c.tma and c.block_m * c.block_n == 128 * 256 and not c.warp_specialize for c in ranked[:SEEDS])
+    # and the persistent TMA tile whose programs pair up on an SM (sm_90, Triton 3.6: 2
+    # programs of 109 registers and 106,520 B; with 4 stages or 128x256, one)
+    from kernels._common import pair_per_sm
+
+    pair = TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4, tma=True)
+    assert pair_per_sm(pair, 2) and pair in ranked[:SEEDS]
+    assert not pair_per_sm(replace(pair, num_stages=4), 2) and not pair_per_sm(replace(pair, block_n=256), 2)
+    assert not pair_per_sm(replace(pair, tma=False), 2)  # (the pointer kernel is not persistent)
     at = {c: i for i, c in enumerate(ranked)}
     first_nil = next(c for c in ranked if c.tma and c.norms_in_loop)
     assert at[dataclasses.replace(first_nil, norms_in_loop=False)] < at[first_nil], first_nil.name
