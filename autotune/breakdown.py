@@ -72,7 +72,7 @@ from autotune.timing import (  # noqa: E402
     replay_back_to_back_ms,
     time_call,
 )
-from kernels._common import INTERPRETING, TileConfig  # noqa: E402
+from kernels._common import INTERPRETING, TileConfig, pair_per_sm  # noqa: E402
 from kernels.dense import broken_in_loop_norms  # noqa: E402
 from yat_triton._launch import KernelCall, WarpSpecializationFallback, recording  # noqa: E402
 
@@ -392,7 +392,9 @@ def dense_lines(
     tile on the persistent TMA kernels (forced for forward and backward: op "dense-tma"; where
     the shipped forward runs the TMA kernel, its pointer twin instead: op "dense-pointer") and
     the TMA forward summing ||x||^2 in its loop ("dense-tma-xnorms"; its backward is the
-    same as dense-tma's, so it is not timed again); the register-capped forward kernel, the
+    same as dense-tma's, so it is not timed again), and the inference forward on that TMA
+    tile at fewer stages, where two of its programs then pair up on an SM ("dense-tma"
+    "fwd-infer-pair", `pair_per_sm`); the register-capped forward kernel, the
     prep-block and the norm-pass-block lines last. Yields the
     lines phase by phase, the most wanted first (a time cap keeps what was measured)."""
     from yat_triton.dense import pick_dense_config
@@ -443,6 +445,19 @@ def dense_lines(
                 yield phase_lines("dense-tma", "fwd-pdl1", pass_beside_gemm(p.forward))
         xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
         yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
+        # the inference forward on the same tile with the most stages at which two programs
+        # pair up on an SM (`kernels._common.pair_per_sm`), where the tile does not already
+        pair = next(
+            (
+                t
+                for t in (dataclasses.replace(plain, num_stages=n) for n in range(plain.num_stages, 1, -1))
+                if pair_per_sm(t, dtype.itemsize)
+            ),
+            None,
+        )
+        if pair is not None and pair != plain:
+            with forced_config("dense", "fwd", pair):
+                yield phase_lines("dense-tma", "fwd-infer-pair", p.infer)
     forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
     yield guarded("dense fwd-maxnreg", lambda: maxnreg_lines("dense", p.forward, forward_kernels))
     yield guarded("dense bwd-prep", lambda: prep_block_lines("dense", p.backward))

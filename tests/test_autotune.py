@@ -1030,6 +1030,28 @@ def test_breakdown_times_a_shipped_tma_forward_against_its_pointer_twin(untuned,
     )
 
 
+def test_breakdown_times_the_tma_forward_paired_on_an_sm(
+    capsys, untuned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --tma, where the shipped TMA tile's programs do not pair up on an SM, the
+    inference forward again at the most stages at which they do (`pair_per_sm`): phase
+    "fwd-infer-pair" of op "dense-tma", on the TMA kernel; none where the tile pairs already."""
+    import yat_triton.dense as dense
+    from autotune import breakdown
+
+    shipped = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=4, tma=True)  # (an H200's 4096^3 default)
+    monkeypatch.setattr(dense, "pick_dense_config", lambda *a, **k: shipped)
+    monkeypatch.setattr(breakdown, "conv_lines", lambda *a, **k: iter([]))  # (not under test)
+    argv = ["--dense", "24", "40", "32", "--tma", "--small", "0", "--json"]
+    assert breakdown.main(argv) == 0
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    paired = [ln["what"] for ln in lines if (ln["op"], ln["phase"]) == ("dense-tma", "fwd-infer-pair")]
+    assert paired[:2] == ["row_sqnorm_kernel", "yat_dense_fwd_tma_kernel"], paired
+    shipped = dataclasses.replace(shipped, num_stages=3)  # pairs already
+    assert breakdown.main(argv) == 0
+    assert "fwd-infer-pair" not in capsys.readouterr().out
+
+
 def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: pytest.MonkeyPatch) -> None:
     """--more-conv: each further layer after the --conv layer's phases and before the small
     batch's, its forward, backward, references and TMA kernels only, every line naming its
