@@ -528,9 +528,11 @@ def _tail_split(cfg: TileConfig, norm_pass: bool, tiles: int, steps: int, groups
     tile and a zeroed int32 counter per tail tile, allocated here, before the calls launch
     (the counters' fill precedes the pass, which any overlapped GEMM follows); else the
     plain grid, its arguments constant stand-ins that it never reads (nw, the filter norms
-    in the acc dtype, and 0: one compile whatever the problem)."""
+    in the acc dtype, and 0: one compile whatever the problem). Symbolic sizes
+    (torch.compile's dynamic shapes) take the plain grid: a split would pin them."""
     dev = nw.device
-    dp, splits = tail_split(tiles, steps, device_sms(dev)) if cfg.split_tail and norm_pass else (tiles, 1)
+    splittable = cfg.split_tail and norm_pass and isinstance(tiles, int) and isinstance(steps, int)
+    dp, splits = tail_split(tiles, steps, device_sms(dev)) if splittable else (tiles, 1)
     if splits == 1:
         return _Split(tiles, 1, (nw, nw, 0))
     tail = tiles - dp
