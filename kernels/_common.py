@@ -116,7 +116,7 @@ class TileConfig:
     K-contiguous, 16-byte aligned operands, and fall back to the pointer kernel with the
     same tile otherwise. With `tma`, `norms_in_loop` sums ||x||^2 only (||w||^2 from the
     norm pass, the epilogue splittable).
-    `split_tail` (the conv forwards, norms from the pass): the tiles of a last partial wave
+    `split_tail` (ungrouped conv forwards, norms from the pass): the tiles of a last partial wave
     are each shared by a few programs, each running part of the main loop (`tail_split`);
     elsewhere, and where no split pays, the plain grid.
     """
@@ -437,7 +437,9 @@ def pair_per_sm(cfg: TileConfig, elem_bytes: int) -> bool:
     `pipelined_smem_bytes` less the training forward's s staging, registers as the
     accumulator's BM*BN/threads plus ~48 (sm_90 compiles, Triton 3.6, bf16, 4096^3:
     128x128x64 on 8 warps with 3 stages, 109 registers and 106,520 B with 4 slices, 124
-    and 114,712 B with 2; `python -m autotune.inspect --config 128x128x64:8:3:e4:tma`)."""
+    and 114,712 B with 2; `python -m autotune.inspect --config 128x128x64:8:3:e4:tma`).
+    The training forward stages s slices too (one program an SM at that tile, `--save`):
+    the factor ranks the sweep's fwd tiles, which it times as inference runs them."""
     if not cfg.tma or cfg.warp_specialize:
         return False
     tile = cfg.block_m * cfg.block_n
@@ -451,9 +453,10 @@ def pair_per_sm(cfg: TileConfig, elem_bytes: int) -> bool:
 MAX_SPLITS = 4
 MIN_SPLIT_STEPS = 4
 MAX_SPLIT_TAIL = 0.75
-# A split tile's score against its wave arithmetic (`rank_configs`): unmeasured, a guess at
-# what the partials' round trip through L2 and the counters' fill cost.
-SPLIT_FACTOR = 0.85
+# A split tile's tail wave in `rank_configs`: its time over this (unmeasured, a guess at
+# what the parts' partials' round trip through L2, the finishing parts' sums and the
+# counters' fill add to half a tile's MMAs).
+SPLIT_TAIL_FACTOR = 0.6
 
 
 def tail_split(tiles: int, steps: int, sms: int) -> tuple[int, int]:
@@ -525,8 +528,9 @@ def rank_configs(
     that takes the patch norms from the pixel-norm pass is charged that pass (pixels*K
     values read at ~4.8 TB/s against the conv's 2*M*N*K*taps flops at ~790 TFLOP/s).
 
-    A `split_tail` tile of a conv forward counts its tail's waves as `tail_split` splits
-    them (times SPLIT_FACTOR).
+    A `split_tail` tile of a conv forward counts its tail's wave as `tail_split` splits it
+    (over SPLIT_TAIL_FACTOR), its row tiles as the pointer kernel's (the TMA kernel's boxes
+    can number more).
 
     `backward`: tiles of the backward GEMMs, whose plain epilogue (c = acc + 2 e v) has no
     slices and no norms: those factors are left out.
@@ -543,8 +547,8 @@ def rank_configs(
         waves = float(-(-tiles // sms))
         if c.split_tail and conv_taps and not backward:  # the tail's parts (`tail_split`)
             dp, splits = tail_split(tiles, conv_taps * -(-K // c.block_k), sms)
-            if splits > 1:  # (its fp32 partials' round trip through L2: a few percent)
-                waves = (dp // sms + cdiv((tiles - dp) * splits, sms) / splits) / SPLIT_FACTOR
+            if splits > 1:
+                waves = dp // sms + cdiv((tiles - dp) * splits, sms) / splits / SPLIT_TAIL_FACTOR
         wave_eff = tiles / (waves * sms)
         fill = (M / (tiles_m * c.block_m)) * (N / (tiles_n * c.block_n))
         k_fill = K / (-(-K // c.block_k) * c.block_k)

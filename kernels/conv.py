@@ -201,7 +201,7 @@ def yat_conv_fwd_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
-    acc, finish = _split_join(acc, pid, dp_tiles, tile, part, g, ws_ptr, cnt_ptr, SPLITS, BLOCK_M, BLOCK_N)
+    acc, finish = _split_join(acc, pid, dp_tiles, tile, part, ws_ptr, cnt_ptr, SPLITS, BLOCK_M, BLOCK_N)
     if finish:  # (SPLITS == 1: always, at compile time)
         if GDC_WAIT:  # launched while the norm pass before it ran: its norms are complete past this
             gdc_wait()
@@ -257,25 +257,26 @@ def _split_unit(pid, dp_tiles, n_it, SPLITS: tl.constexpr, NORM_PASS: tl.constex
 
 @triton.jit
 def _split_join(
-    acc, pid, dp_tiles, tile, part, g, ws_ptr, cnt_ptr, SPLITS: tl.constexpr, BLOCK_M: tl.constexpr,
+    acc, pid, dp_tiles, tile, part, ws_ptr, cnt_ptr, SPLITS: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """(acc, finish): after a `_split_unit` main loop, whether this program runs its tile's
     epilogue, and the tile's whole accumulator if so.
 
-    SPLITS == 1: (acc, True). Otherwise a part stores its partial to its slot of ws_ptr
-    (fp32 (G, tail, SPLITS, BLOCK_M, BLOCK_N)), then takes a ticket from its tail tile's
-    counter at cnt_ptr ((G, tail) int32, zeroed by the launcher) with release-acquire
-    semantics: the part that takes the last ticket has every other part's stores in view,
-    sums the SPLITS partials in part order (the same sum whichever part finishes last:
-    deterministic) and runs the epilogue; the others end. No program waits for another.
+    SPLITS == 1: (acc, True). Otherwise (one group: the launcher splits ungrouped convs
+    only) a part stores its partial to its slot of ws_ptr (acc dtype (tail, SPLITS,
+    BLOCK_M, BLOCK_N)), then takes a ticket from its tail tile's counter at cnt_ptr ((tail,)
+    int32, zeroed by the launcher) with release-acquire semantics: the part that takes the
+    last ticket has every other part's stores in view, sums the SPLITS partials in part
+    order (the same sum whichever part finishes last: deterministic), sets the counter back
+    to 0 (a recorded launch runs again as it ran first) and runs the epilogue; the others
+    end. No program waits for another.
     """
     if SPLITS == 1:
         finish = True
     else:
         split = pid >= dp_tiles
-        tail = (tl.num_programs(0) - dp_tiles) // SPLITS
-        slot = g * tail + tl.maximum(tile - dp_tiles, 0)
+        slot = tl.maximum(tile - dp_tiles, 0)
         size: tl.constexpr = BLOCK_M * BLOCK_N
         offs = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
         tile_ws = ws_ptr + slot.to(tl.int64) * (SPLITS * size)
@@ -285,6 +286,7 @@ def _split_join(
             tl.debug_barrier()  # every thread's partial stored before the ticket releases them
             last = tl.atomic_add(cnt_ptr + slot, 1, sem="acq_rel", scope="gpu") == SPLITS - 1
         if last:
+            tl.store(cnt_ptr + slot, 0)  # (every part has taken its ticket)
             acc = tl.load(tile_ws + offs, cache_modifier=".cg")
             for p in tl.static_range(1, SPLITS):
                 acc += tl.load(tile_ws + p * size + offs, cache_modifier=".cg")
@@ -491,7 +493,7 @@ def yat_conv_fwd_tma_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b.T, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
 
-    acc, finish = _split_join(acc, pid, dp_tiles, tile, part, g, ws_ptr, cnt_ptr, SPLITS, BLOCK_M, BLOCK_N)
+    acc, finish = _split_join(acc, pid, dp_tiles, tile, part, ws_ptr, cnt_ptr, SPLITS, BLOCK_M, BLOCK_N)
     if finish:  # (SPLITS == 1: always, at compile time)
         alpha, eps = load_scalars(
             alpha_ptr, eps_ptr, alpha_value, eps_value, ALPHA_FROM_PTR, EPS_FROM_PTR, False

@@ -32,6 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # the step, and the fast checks (occupancy, CUDA graph replay, one torch.compile per op)
 # must not wait behind the slow ones.
 GPU_FIRST = (
+    "test_split_tail_parts_racing_on_a_gpu",
     "test_persistent_kernels_fill_every_resident_slot",
     "test_forward_and_backward_replay_from_a_cuda_graph",
     "test_dense.py::test_torch_compile[tma-tile-bf16]",

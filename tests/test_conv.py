@@ -1354,8 +1354,8 @@ SPLIT_CASES = [
     # whole tiles, then a tail: 1 tile in 4 parts (C_in = 64: 36 steps of 16), in 2
     pytest.param(Geo(2, 64, 6, 6, 32, (3, 3), padding=1), True, 5, (5, 4), id="tail-tma-4parts"),
     pytest.param(Geo(3, 32, 5, 6, 16, (3, 3), padding=1), False, 2, (2, 2), id="tail-pointer"),
-    # groups (a tail per group), stride 2 (the pointer kernel), dilation
-    pytest.param(Geo(2, 32, 6, 7, 32, (3, 3), padding=1, groups=2), True, 2, (2, 2), id="groups-tma"),
+    # 3 parts on the pointer kernel (C_in = 32: 18 steps), stride 2 (the pointer kernel), dilation
+    pytest.param(Geo(4, 32, 5, 6, 16, (3, 3), padding=1), False, 3, (3, 3), id="tail-pointer-3parts"),
     pytest.param(Geo(2, 16, 9, 8, 16, (3, 3), stride=2, padding=1, dilation=2), False, 3, (0, 2), id="s2-d2"),
 ]
 
@@ -1406,24 +1406,86 @@ def test_split_tail_forward(geo, tma, sms, expect, dtype, device, launched, monk
     assert infer.kwargs["SPLITS"] == splits and not infer.kwargs["STORE_S"]
 
 
-def test_split_tail_needs_the_norm_pass_and_a_tail(device, launched, monkeypatch) -> None:
+def test_split_tail_needs_the_norm_pass_a_tail_and_one_group(device, launched, monkeypatch) -> None:
     """A `split_tail` tile runs the plain grid where the patch norms are summed in the loop
-    (fp32 io, `norms_in_loop`: a part sees part of each patch), and where no split pays (a
-    grid of whole waves)."""
+    (fp32 io, `norms_in_loop`: a part sees part of each patch), where no split pays (a
+    grid of whole waves), and for a grouped conv (its groups' grids run one after another:
+    the last partial wave is the last group's)."""
     from kernels._common import TileConfig
     from yat_triton import conv as conv_mod
     from yat_triton.tuning import forced_config
 
     geo = Geo(2, 16, 6, 5, 16, (3, 3), padding=1)  # 60 positions: 2 row tiles of 32
-    for tile, sms in ((TileConfig(32, 16, 16, 2, 4, 2, norms_in_loop=True, split_tail=True), 132),
-                      (TileConfig(32, 16, 16, 2, 4, 2, split_tail=True), 2)):  # fmt: skip
+    grouped = Geo(2, 32, 6, 5, 32, (3, 3), padding=1, groups=2)
+    for g, tile, sms in (
+        (geo, TileConfig(32, 16, 16, 2, 4, 2, norms_in_loop=True, split_tail=True), 132),
+        (geo, TileConfig(32, 16, 16, 2, 4, 2, split_tail=True), 2),
+        (grouped, TileConfig(32, 16, 16, 2, 4, 2, split_tail=True), 132),
+    ):
         monkeypatch.setattr(conv_mod, "device_sms", lambda dev, sms=sms: sms)
         launched.clear()
-        inp = make_inputs(geo, torch.float32, device, channels_last=True, seed=30)
+        inp = make_inputs(g, torch.float32, device, channels_last=True, seed=30)
         with forced_config("conv2d", "fwd", tile):
-            check_against_oracle(inp, geo)
+            check_against_oracle(inp, g)
         (fwd,) = [c for c in launched if c.kernel.fn.__name__ == "yat_conv_fwd_kernel"]
-        assert fwd.kwargs["SPLITS"] == 1 and fwd.grid == (2, 1) and fwd.args[-1] == 0
+        assert fwd.kwargs["SPLITS"] == 1 and fwd.grid == (2, g.groups) and fwd.args[-1] == 0
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or INTERPRETING, reason="a split tile's parts race only on a GPU (CUDA)"
+)
+@pytest.mark.parametrize("tma", [False, True], ids=["pointer", "tma"])
+def test_split_tail_parts_racing_on_a_gpu(tma, launched) -> None:
+    """On a GPU a split tile's parts run at once, and the one that takes the last ticket
+    must see every other part's partial (release-acquire through the counter): a 14x14x256
+    layer at batch 8, 26 tiles of 128x128, all tail, each in 4 parts (104 racing programs),
+    matches the oracle (forward and backward) and gives y bit for bit the same 30 times over
+    (the partials summed in part order: a late or stale partial would change it)."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    geo = Geo(8, 256, 14, 14, 256, (3, 3), padding=1)
+    inp = make_inputs(geo, torch.bfloat16, "cuda", channels_last=True, seed=32)
+    tile = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=2, tma=tma, split_tail=True)
+    with forced_config("conv2d", "fwd", tile):
+        check_against_oracle(inp, geo)
+        (fwd,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+        assert fwd.kwargs["SPLITS"] == 4 and fwd.kwargs["TMA_STORE"] == tma, fwd.kwargs
+        args = {k: v.detach() if isinstance(v, Tensor) else v for k, v in inp.items()}
+        runs = [
+            yat_conv2d(args["x"], args["weight"], args["bias"], **geo.conv_args(), alpha=args["alpha"],
+                       eps=args["eps"], precision="ieee")
+            for _ in range(30)
+        ]  # fmt: skip
+    assert all(torch.equal(y, runs[0]) for y in runs[1:])
+
+
+@pytest.mark.parametrize("tma", [False, True], ids=["pointer", "tma"])
+def test_a_split_launch_runs_again_as_it_ran_first(tma, device, monkeypatch) -> None:
+    """The finishing part of a split tile zeroes its counter again: a recorded launch run a
+    second time (as the breakdown times each kernel, as a CUDA graph replays it) gives the
+    same y, bit for bit, every tail tile's epilogue included, and leaves the counters 0."""
+    from kernels._common import TileConfig
+    from yat_triton import conv as conv_mod
+
+    monkeypatch.setattr(conv_mod, "device_sms", lambda dev: 132)
+    geo = Geo(2, 64, 6, 6, 32, (3, 3), padding=1)  # 36 steps of 16 channels: 4 parts
+    inp = make_inputs(geo, torch.bfloat16, device, channels_last=True, seed=31)
+    tile = TileConfig(32, 16, 16, 2, 4, 2, tma=tma, split_tail=True)
+    (y, *_), calls = conv_mod.plan_conv2d_fwd(
+        inp["x"].detach(), inp["weight"].detach(), inp["bias"].detach(), None, 1.0, None, 1e-3,
+        (1, 1), (1, 1, 1, 1), (1, 1), 1, "ieee", False, tile,
+    )  # fmt: skip
+    (fwd,) = [c for c in calls if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+    assert fwd.kwargs["SPLITS"] == 4
+    counters = fwd.args[-2]
+    for call in calls:
+        call.run()
+    first = y.clone()
+    assert not first.isnan().any() and not counters.any()
+    y.fill_(float("nan"))
+    fwd.run()
+    assert torch.equal(y, first) and not counters.any()
 
 
 def test_patch_norms_in_the_loop_where_x_is_no_channels_last_block(device, launched):

@@ -523,21 +523,25 @@ class _Split:
 
 def _tail_split(cfg: TileConfig, norm_pass: bool, tiles: int, steps: int, groups: int, nw: Tensor) -> _Split:
     """The split of a forward grid of `tiles` tiles a group, `steps` main-loop steps each:
-    where the tile sets `split_tail`, the patch norms come from the pass and a split pays
-    (`tail_split` on the device's SMs), an fp32 (acc dtype) partial per part of each tail
-    tile and a zeroed int32 counter per tail tile, allocated here, before the calls launch
-    (the counters' fill precedes the pass, which any overlapped GEMM follows); else the
+    where the tile sets `split_tail`, the patch norms come from the pass, the conv is
+    ungrouped (a grid of groups runs them one after another: its last partial wave is the
+    last group's, not each group's) and a split pays (`tail_split` on the device's SMs), an
+    fp32 (acc dtype) partial per part of each tail tile and a zeroed int32 counter per tail
+    tile (the finishing part zeroes it again), allocated here, before the calls launch (the
+    counters' fill precedes the pass, which any overlapped GEMM follows); else the
     plain grid, its arguments constant stand-ins that it never reads (nw, the filter norms
     in the acc dtype, and 0: one compile whatever the problem). Symbolic sizes
     (torch.compile's dynamic shapes) take the plain grid: a split would pin them."""
     dev = nw.device
-    splittable = cfg.split_tail and norm_pass and isinstance(tiles, int) and isinstance(steps, int)
+    splittable = (
+        cfg.split_tail and norm_pass and groups == 1 and isinstance(tiles, int) and isinstance(steps, int)
+    )
     dp, splits = tail_split(tiles, steps, device_sms(dev)) if splittable else (tiles, 1)
     if splits == 1:
         return _Split(tiles, 1, (nw, nw, 0))
     tail = tiles - dp
-    ws = torch.empty((groups * tail * splits * cfg.block_m * cfg.block_n,), dtype=nw.dtype, device=dev)
-    counters = torch.zeros((groups * tail,), dtype=torch.int32, device=dev)
+    ws = torch.empty((tail * splits * cfg.block_m * cfg.block_n,), dtype=nw.dtype, device=dev)
+    counters = torch.zeros((tail,), dtype=torch.int32, device=dev)
     return _Split(dp + tail * splits, splits, (ws, counters, dp))
 
 
