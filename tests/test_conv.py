@@ -1434,30 +1434,33 @@ def test_split_tail_needs_the_norm_pass_a_tail_and_one_group(device, launched, m
 @pytest.mark.skipif(
     not torch.cuda.is_available() or INTERPRETING, reason="a split tile's parts race only on a GPU (CUDA)"
 )
-@pytest.mark.parametrize("tma", [False, True], ids=["pointer", "tma"])
-def test_split_tail_parts_racing_on_a_gpu(tma, launched) -> None:
+def test_split_tail_parts_racing_on_a_gpu(launched) -> None:
     """On a GPU a split tile's parts run at once, and the one that takes the last ticket
     must see every other part's partial (release-acquire through the counter): a 14x14x256
     layer at batch 8, 26 tiles of 128x128, all tail, each in 4 parts (104 racing programs),
-    matches the oracle (forward and backward) and gives y bit for bit the same 30 times over
-    (the partials summed in part order: a late or stale partial would change it)."""
+    on both forward kernels, matches the oracle (forward and backward) and gives y bit for
+    bit the same 30 times over (the partials summed in part order: a late or stale partial
+    would change it)."""
     from kernels._common import TileConfig
     from yat_triton.tuning import forced_config
 
     geo = Geo(8, 256, 14, 14, 256, (3, 3), padding=1)
     inp = make_inputs(geo, torch.bfloat16, "cuda", channels_last=True, seed=32)
-    tile = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=2, tma=tma, split_tail=True)
-    with forced_config("conv2d", "fwd", tile):
-        check_against_oracle(inp, geo)
-        (fwd,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
-        assert fwd.kwargs["SPLITS"] == 4 and fwd.kwargs["TMA_STORE"] == tma, fwd.kwargs
-        args = {k: v.detach() if isinstance(v, Tensor) else v for k, v in inp.items()}
-        runs = [
-            yat_conv2d(args["x"], args["weight"], args["bias"], **geo.conv_args(), alpha=args["alpha"],
-                       eps=args["eps"], precision="ieee")
-            for _ in range(30)
-        ]  # fmt: skip
-    assert all(torch.equal(y, runs[0]) for y in runs[1:])
+    args = {k: v.detach() if isinstance(v, Tensor) else v for k, v in inp.items()}
+    for tma in (False, True):
+        launched.clear()
+        tile = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=2, tma=tma, split_tail=True)
+        with forced_config("conv2d", "fwd", tile):
+            check_against_oracle(inp, geo)
+            (fwd,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
+            assert fwd.kernel.fn.__name__ == f"yat_conv_fwd{'_tma' if tma else ''}_kernel"
+            assert fwd.kwargs["SPLITS"] == 4, fwd.kwargs
+            runs = [
+                yat_conv2d(args["x"], args["weight"], args["bias"], **geo.conv_args(), alpha=args["alpha"],
+                           eps=args["eps"], precision="ieee")
+                for _ in range(30)
+            ]  # fmt: skip
+        assert all(torch.equal(y, runs[0]) for y in runs[1:]), tile.name
 
 
 @pytest.mark.parametrize("tma", [False, True], ids=["pointer", "tma"])
