@@ -32,11 +32,11 @@ def pytest_configure(config: pytest.Config) -> None:
 # the step, and the fast checks (occupancy, CUDA graph replay, one torch.compile per op)
 # must not wait behind the slow ones.
 GPU_FIRST = (
-    "test_split_tail_parts_racing_on_a_gpu",
     "test_persistent_kernels_fill_every_resident_slot",
     "test_forward_and_backward_replay_from_a_cuda_graph",
     "test_dense.py::test_torch_compile[tma-tile-bf16]",
     "test_conv.py::test_torch_compile[k3-s2-g2-bf16]",
+    "test_split_tail_parts_racing_on_a_gpu",
 )
 GPU_LAST = ("test_sweep_rows_are_timed_from_cuda_graphs",)
 

@@ -1438,9 +1438,9 @@ def test_split_tail_parts_racing_on_a_gpu(launched) -> None:
     """On a GPU a split tile's parts run at once, and the one that takes the last ticket
     must see every other part's partial (release-acquire through the counter): a 14x14x256
     layer at batch 8, 26 tiles of 128x128, all tail, each in 4 parts (104 racing programs),
-    on both forward kernels, matches the oracle (forward and backward) and gives y bit for
-    bit the same 30 times over (the partials summed in part order: a late or stale partial
-    would change it)."""
+    on both forward kernels, matches the oracle and gives y bit for bit the same 30 times
+    over (the partials summed in part order: a late or stale partial would change it; the
+    backward from a split forward: `test_split_tail_forward`)."""
     from kernels._common import TileConfig
     from yat_triton.tuning import forced_config
 
@@ -1451,7 +1451,7 @@ def test_split_tail_parts_racing_on_a_gpu(launched) -> None:
         launched.clear()
         tile = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=2, tma=tma, split_tail=True)
         with forced_config("conv2d", "fwd", tile):
-            check_against_oracle(inp, geo)
+            check_against_oracle(args, geo)  # (inference: no input requires grad)
             (fwd,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_fwd")]
             assert fwd.kernel.fn.__name__ == f"yat_conv_fwd{'_tma' if tma else ''}_kernel"
             assert fwd.kwargs["SPLITS"] == 4, fwd.kwargs
