@@ -1653,7 +1653,7 @@ def test_gpu_marker_picks_out_the_tests_only_a_gpu_runs() -> None:
         "test_sweep_rows_are_timed_from_cuda_graphs", "test_forward_and_backward_replay_from_a_cuda_graph",
         "test_persistent_kernels_fill_every_resident_slot", "test_second_gpu_while_the_first_is_current",
         "test_overlapped_forward_matches_oracle_eagerly_and_in_a_cuda_graph",
-        "test_split_tail_parts_racing_on_a_gpu",
+        "test_split_tail_parts_racing_on_a_gpu", "test_torch_compile_split_tail",
     }  # fmt: skip
     assert names == expected, listed.stdout[-2000:]
     assert {i.split("::")[0] for i in ids if "test_torch_compile[" in i} == {

@@ -1183,6 +1183,30 @@ def test_torch_compile(dtype, pointwise, device):
         assert_close(g, r, dtype, reduction=2 * y.shape[2] * y.shape[3], what=f"compiled {name}")
 
 
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="torch.compile traces the Triton kernels only on CUDA; under the interpreter "
+    "tracing is refused by design",
+)
+def test_torch_compile_split_tail(device, monkeypatch):
+    """A split-tail tile traces too: its partials and counters, allocated in the op, are
+    outputs of the traced kernel (torch.compile's mutation analysis); the compiled forward,
+    split as planned at trace time, and its gradients match the oracle."""
+    from kernels._common import TileConfig
+    from yat_triton.tuning import forced_config
+
+    planned = []
+    tail_split = conv._tail_split
+    monkeypatch.setattr(conv, "_tail_split", lambda *a: planned.append(tail_split(*a)) or planned[-1])
+    torch._dynamo.reset()
+    geo = Geo(2, 64, 6, 6, 32, (3, 3), padding=1)  # 36 steps of 16 channels: split in parts
+    inp = make_inputs(geo, torch.bfloat16, device, channels_last=True, seed=33)
+    compiled = torch.compile(yat_conv2d, fullgraph=True)
+    with forced_config("conv2d", "fwd", TileConfig(32, 16, 16, 2, 4, 2, split_tail=True)):
+        check_against_oracle(inp, geo, layer=compiled)
+    assert planned and all(p.splits > 1 for p in planned), planned
+
+
 def test_pointwise_conv_follows_the_conv_tiles(device, launched):
     """A 1x1 conv on the dense kernels takes the conv's forced (or tuned) tiles, forward and
     backward, so that sweeping the conv problem times what it changes."""
