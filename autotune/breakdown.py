@@ -607,7 +607,7 @@ def conv_lines(
     if lean:
         if tma:
             yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
-        yield from split_lines(forward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
+        yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
         return
     if overlaps(device):  # the forward without the pixel-norm pass's overlap, and beside it
         yield phase_lines("conv2d", "fwd-nopdl", without_overlap(forward))
@@ -616,7 +616,7 @@ def conv_lines(
     yield phase_lines("conv2d", "fwd-nchw-w", lambda: forward(w_nchw))
     if tma:
         yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
-    yield from split_lines(forward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
+    yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
     # the shipped kernel first (op "conv2d"), then, with `tma`, the TMA one if that is another
     for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)
@@ -652,6 +652,7 @@ def conv_tma_lines(
 
 def split_lines(
     forward: Callable[[], object],
+    backward: Callable[[], object],
     B: int,
     HW: int,
     C_in: int,
@@ -665,7 +666,9 @@ def split_lines(
     """Phases "fwd-plain" and "fwd-split": the forward on the layer's default tile (norms
     from the pass) without and with `split_tail`, on the pointer kernel (op "conv2d") and,
     with `tma`, on the TMA one ("conv2d-tma"), where this device's grid of that tile splits
-    its tail (`kernels._common.tail_split`; elsewhere the two would be one forward)."""
+    its tail (`kernels._common.tail_split`; elsewhere the two would be one forward); then
+    "bwd-plain" and "bwd-split", the backward on its default tile likewise, where the
+    input gradient's grid splits (the weight gradient ignores the flag)."""
     from kernels._common import tail_split
     from kernels.conv import conv_default_config, fwd_grid
     from yat_triton._launch import device_sms
@@ -674,14 +677,26 @@ def split_lines(
     tile = dataclasses.replace(
         conv_default_config(B * HW * HW, C_out, C_in, dtype.itemsize), norms_in_loop=False
     )
-    for op, on_tma in [("conv2d", False)] + ([("conv2d-tma", True)] if tma else []):
-        plain = dataclasses.replace(tile, tma=on_tma)
-        tiles, steps = fwd_grid(B, HW, HW, C_out, C_in, k * k, plain, on_tma)
-        if tail_split(tiles, steps, device_sms(torch.device(device)))[1] == 1:
-            continue
-        for phase, cfg in (("fwd-plain", plain), ("fwd-split", dataclasses.replace(plain, split_tail=True))):
-            with forced_config("conv2d", "fwd", cfg):
-                yield phase_lines(op, phase, forward)
+    bwd_tile = conv_default_config(B * HW * HW, C_in, C_out, dtype.itemsize)
+    sms = device_sms(torch.device(device))
+    kernels = [("conv2d", False)] + ([("conv2d-tma", True)] if tma else [])
+    for mode, run, base, (n, kdim) in (
+        ("fwd", forward, tile, (C_out, C_in)),
+        (
+            "bwd",
+            backward,
+            dataclasses.replace(bwd_tile, norms_in_loop=False, epilogue_split=1),
+            (C_in, C_out),
+        ),
+    ):
+        for op, on_tma in kernels:
+            plain = dataclasses.replace(base, tma=on_tma)
+            tiles, steps = fwd_grid(B, HW, HW, n, kdim, k * k, plain, on_tma)
+            if tail_split(tiles, steps, sms)[1] == 1:
+                continue
+            for how, cfg in (("plain", plain), ("split", dataclasses.replace(plain, split_tail=True))):
+                with forced_config("conv2d", mode, cfg):
+                    yield phase_lines(op, f"{mode}-{how}", run)
 
 
 def conv_label(B: int, C_in: int, HW: int, C_out: int, k: int) -> str:

@@ -531,8 +531,8 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     through the 4096-wide layer ("dense small"), whose default tile sums the norms in its
     main loop in fp32 (`dense_default_config`); and the GEMM-like forwards as inference
     runs them ("dense infer", "conv2d infer": nothing saved, another compile of each); and
-    both conv forwards splitting their tail ("conv2d split": ResNet-50's 14x14x256 layer,
-    training and inference)."""
+    both conv forwards and input gradients splitting their tail ("conv2d split": ResNet-50's
+    14x14x256 layer, the forwards in training and in inference)."""
     import yat_triton.conv as conv
     import yat_triton.dense as dense
 
@@ -609,6 +609,8 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
             meta(256),
         )
         args14 = (b14, None, 1.0, None, 1e-5)
+        g14 = meta(B, 256, 14, 14).to(memory_format=torch.channels_last)
+        saved14 = (meta(B * 196, 256, dt=acc), meta(B * 196, 1, dt=acc), meta(256, dt=acc))
         for tma in (False, True):
             tile = TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=2, tma=tma, split_tail=True)
             with forced_config("conv2d", "fwd", tile):
@@ -617,6 +619,12 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
                         lambda save=save: conv.conv2d_fwd(x14, w14, *args14, *geo, prec, save)
                     )
                     out += [("conv2d split", calls[-1])]
+            # and its input gradient, split as well (fp16's gs is fp32: the pointer kernel)
+            with forced_config("conv2d", "bwd", dataclasses.replace(tile, epilogue_split=1)):
+                calls = record_calls(
+                    lambda: conv.conv2d_bwd(g14, x14, w14, *args14, *saved14, *geo, prec, [True] * 5)
+                )
+            out += [("conv2d split", c) for c in calls if c.kernel.fn.__name__.startswith("yat_conv_dgrad")]
     M = B * HW * HW
     gc = meta(B, C, HW, HW).to(memory_format=torch.channels_last)
 

@@ -116,9 +116,9 @@ class TileConfig:
     K-contiguous, 16-byte aligned operands, and fall back to the pointer kernel with the
     same tile otherwise. With `tma`, `norms_in_loop` sums ||x||^2 only (||w||^2 from the
     norm pass, the epilogue splittable).
-    `split_tail` (ungrouped conv forwards, norms from the pass): the tiles of a last partial wave
-    are each shared by a few programs, each running part of the main loop (`tail_split`);
-    elsewhere, and where no split pays, the plain grid.
+    `split_tail` (ungrouped conv forwards, norms from the pass, and input gradients): the
+    tiles of a last partial wave are each shared by a few programs, each running part of
+    the main loop (`tail_split`); elsewhere, and where no split pays, the plain grid.
     """
 
     block_m: int

@@ -235,8 +235,9 @@ def _split_unit(pid, dp_tiles, n_it, SPLITS: tl.constexpr, NORM_PASS: tl.constex
     SPLITS == 1: tile pid, every step. Otherwise programs below dp_tiles own their tile
     whole, and each tile after them (the tail, which would leave most SMs idle in a last
     partial wave) is shared by SPLITS consecutive programs, part p running steps
-    [p n_it / SPLITS, (p + 1) n_it / SPLITS) into an fp32 partial (`_split_join`). The
-    patch norms then come from the pixel-norm pass (NORM_PASS), never from a part's loop.
+    [p n_it / SPLITS, (p + 1) n_it / SPLITS) into an fp32 partial (`_split_join`). A
+    forward's patch norms then come from the pixel-norm pass (NORM_PASS), never from a
+    part's loop (the input gradient's loop sums nothing else: it passes True).
     """
     if SPLITS == 1:
         tile = pid
@@ -662,6 +663,9 @@ def yat_conv_dgrad_kernel(
     dil_w,
     fb_m,
     fb_p,
+    ws_ptr,
+    cnt_ptr,
+    dp_tiles,
     KH: tl.constexpr,
     KW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -671,13 +675,16 @@ def yat_conv_dgrad_kernel(
     UNIT_STRIDE: tl.constexpr,
     EVEN_K: tl.constexpr,
     FAST_DIV: tl.constexpr,
+    SPLITS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
     """dx[p, c] = sum_{tap, f in g} gs[o(p, tap), f] w[f, c, tap] + 2 x[p, c] sum_tap R[o(p, tap), g]
-    for a (BLOCK_M input pixels, BLOCK_N channels) tile of group program_id(1).
+    for a (BLOCK_M input pixels, BLOCK_N channels) tile of group program_id(1), or with
+    SPLITS > 1 one part of a tail tile's main loop (as the forward's: `_split_unit`,
+    `_split_join`; the epilogue is linear in the sum).
 
     o(p, tap) is the output position whose patch puts tap (kh, kw) on pixel p:
     oh = (ih + pad_h - kh dil_h) / stride_h when that divides exactly and lands in range.
@@ -694,7 +701,8 @@ def yat_conv_dgrad_kernel(
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    pid_m, pid_n = grouped_tile(pid, MX, Cg, BLOCK_M, BLOCK_N, GROUP_M)
+    tile, first, end, part = _split_unit(pid, dp_tiles, KH * KW * tl.cdiv(Ng, BLOCK_K), SPLITS, True)
+    pid_m, pid_n = grouped_tile(tile, MX, Cg, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if INT64:
@@ -718,7 +726,7 @@ def yat_conv_dgrad_kernel(
     # 64x64x64 tile on 8 warps, 2 stages its serialized wgmma (Triton 3.6, C7515; the
     # static prune drops that tile), but cost the default 128x64x64 tile 39 SASS
     # instructions after the loop.
-    for it in range(0, KH * KW * f_blocks):
+    for it in range(first, end):
         tap = fast_div(it, f_blocks, fb_m, fb_p, FAST_DIV)
         f0 = (it - tap * f_blocks) * BLOCK_K
         kh = tap // KW
@@ -746,11 +754,13 @@ def yat_conv_dgrad_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
-    _dgrad_epilogue(
-        acc, rows_ptr, x_ptr, dx_ptr, bb, ih, iw, o_unit, mask_m, offs_n, mask_n, g, Cg, G, OH, OW,
-        stride_xb, stride_xc, stride_xh, stride_xw, stride_db, stride_dc, stride_dh, stride_dw,
-        conv_sh, conv_sw, pad_h, pad_w, dil_h, dil_w, KH, KW, INT64, UNIT_STRIDE,
-    )  # fmt: skip
+    acc, finish = _split_join(acc, pid, dp_tiles, tile, part, ws_ptr, cnt_ptr, SPLITS, BLOCK_M, BLOCK_N)
+    if finish:  # (SPLITS == 1: always, at compile time)
+        _dgrad_epilogue(
+            acc, rows_ptr, x_ptr, dx_ptr, bb, ih, iw, o_unit, mask_m, offs_n, mask_n, g, Cg, G, OH, OW,
+            stride_xb, stride_xc, stride_xh, stride_xw, stride_db, stride_dc, stride_dh, stride_dw,
+            conv_sh, conv_sw, pad_h, pad_w, dil_h, dil_w, KH, KW, INT64, UNIT_STRIDE,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -782,11 +792,15 @@ def yat_conv_dgrad_tma_kernel(
     dil_w,
     fb_m,
     fb_p,
+    ws_ptr,
+    cnt_ptr,
+    dp_tiles,
     KH: tl.constexpr,
     KW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     INT64: tl.constexpr,
+    SPLITS: tl.constexpr,
     BOX_B: tl.constexpr,
     BOX_H: tl.constexpr,
     BOX_W: tl.constexpr,
@@ -796,7 +810,8 @@ def yat_conv_dgrad_tma_kernel(
     GROUP_M: tl.constexpr,
 ):
     """`yat_conv_dgrad_kernel` of a stride-1 conv with TMA loads, for one (BLOCK_M input
-    pixels, BLOCK_N channels) tile of group program_id(1).
+    pixels, BLOCK_N channels) tile of group program_id(1), or with SPLITS > 1 one part of a
+    tail tile's main loop.
 
     With stride 1 the input-gradient is itself a stride-1 correlation: the output position
     whose tap (kh, kw) lands on pixel (ih, iw) is (ih + pad_h - kh dil_h, iw + pad_w - kw
@@ -827,14 +842,15 @@ def yat_conv_dgrad_tma_kernel(
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    b0, h0, w0, pid_n = _box_tile(pid, B, H, W, Cg, BOX_B, BOX_H, BOX_W, BLOCK_N, GROUP_M)
-    c0 = pid_n * BLOCK_N
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     f_blocks = Ng // BLOCK_K
     # At least one step in the compiler's eyes (there always is one: Ng >= BLOCK_K): over a
     # loop that may run zero times ptxas serialized every wgmma (C7515; see the wgrad's)
-    for it in range(0, tl.maximum(KH * KW * f_blocks, 1)):
+    tile, first, end, part = _split_unit(pid, dp_tiles, tl.maximum(KH * KW * f_blocks, 1), SPLITS, True)
+    b0, h0, w0, pid_n = _box_tile(tile, B, H, W, Cg, BOX_B, BOX_H, BOX_W, BLOCK_N, GROUP_M)
+    c0 = pid_n * BLOCK_N
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for it in range(first, end):
         tap = fast_div(it, f_blocks, fb_m, fb_p, True)
         f = g * Ng + (it - tap * f_blocks) * BLOCK_K
         kh = tap // KW
@@ -847,14 +863,16 @@ def yat_conv_dgrad_tma_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=tl.float32)
 
-    bb, ih, iw, mask_m = _box_rows(b0, h0, w0, B, H, W, BOX_H, BOX_W, BLOCK_M, INT64)
-    offs_n = c0 + tl.arange(0, BLOCK_N)
-    o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # o at tap (0, 0)
-    _dgrad_epilogue(
-        acc, rows_ptr, x_ptr, dx_ptr, bb, ih, iw, o_unit, mask_m, offs_n, offs_n < Cg, g, Cg, G, OH, OW,
-        stride_xb, stride_xc, stride_xh, stride_xw, stride_db, stride_dc, stride_dh, stride_dw,
-        1, 1, pad_h, pad_w, dil_h, dil_w, KH, KW, INT64, True,
-    )  # fmt: skip
+    acc, finish = _split_join(acc, pid, dp_tiles, tile, part, ws_ptr, cnt_ptr, SPLITS, BLOCK_M, BLOCK_N)
+    if finish:  # (SPLITS == 1: always, at compile time)
+        bb, ih, iw, mask_m = _box_rows(b0, h0, w0, B, H, W, BOX_H, BOX_W, BLOCK_M, INT64)
+        offs_n = c0 + tl.arange(0, BLOCK_N)
+        o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # o at tap (0, 0)
+        _dgrad_epilogue(
+            acc, rows_ptr, x_ptr, dx_ptr, bb, ih, iw, o_unit, mask_m, offs_n, offs_n < Cg, g, Cg, G, OH, OW,
+            stride_xb, stride_xc, stride_xh, stride_xw, stride_db, stride_dc, stride_dh, stride_dw,
+            1, 1, pad_h, pad_w, dil_h, dil_w, KH, KW, INT64, True,
+        )  # fmt: skip
 
 
 @triton.jit

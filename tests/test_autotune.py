@@ -1076,14 +1076,18 @@ def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: p
         # the default tile without and with a split tail (2 tiles for the interpreter's 132 SMs)
         ("conv2d", "fwd-plain"), ("conv2d", "fwd-split"),
         ("conv2d-tma", "fwd-plain"), ("conv2d-tma", "fwd-split"),
+        # and the backward's (its input gradient splits)
+        ("conv2d", "bwd-plain"), ("conv2d", "bwd-split"),
+        ("conv2d-tma", "bwd-plain"), ("conv2d-tma", "bwd-split"),
     ]  # fmt: skip
     for op in ("conv2d", "conv2d-tma"):
-        grids = {
-            lines[i]["phase"]: int(lines[i]["grid"].split("x")[0])
-            for i in ours
-            if lines[i]["op"] == op and lines[i]["what"].startswith("yat_conv_fwd")
-        }
-        assert grids["fwd-split"] > grids["fwd-plain"], grids  # the tail's parts
+        for mode, kernel in (("fwd", "yat_conv_fwd"), ("bwd", "yat_conv_dgrad")):
+            grids = {
+                lines[i]["phase"]: int(lines[i]["grid"].split("x")[0])
+                for i in ours
+                if lines[i]["op"] == op and lines[i]["what"].startswith(kernel)
+            }
+            assert grids[f"{mode}-split"] > grids[f"{mode}-plain"], grids  # the tail's parts
     refs = [lines[i]["what"] for i in ours if lines[i]["phase"] == "ref"]
     assert refs == ["conv+relu fwd", "conv+relu bwd"]
     assert "yat_conv_fwd_tma_kernel" in [lines[i]["what"] for i in ours]

@@ -1455,6 +1455,58 @@ def test_split_tail_needs_the_norm_pass_a_tail_and_one_group(device, launched, m
         assert fwd.kwargs["SPLITS"] == 1 and fwd.grid == (2, g.groups) and fwd.args[-1] == 0
 
 
+SPLIT_DGRAD_CASES = [
+    # (geo, tma, SMs the plan counts, (whole tiles, parts a tail tile)) of the input gradient:
+    # pixels B*H*W, channels C_in, steps taps x filter blocks of 16
+    pytest.param(Geo(2, 16, 6, 5, 64, (3, 3), padding=1), False, 132, (0, 4), id="all-tail-pointer"),
+    pytest.param(Geo(2, 16, 6, 6, 64, (3, 3), padding=1), True, 2, (2, 2), id="tail-tma"),
+    pytest.param(Geo(4, 16, 5, 6, 32, (3, 3), padding=1), False, 3, (3, 3), id="tail-pointer"),
+    pytest.param(Geo(2, 16, 9, 8, 32, (3, 3), stride=2, padding=1), False, 132, (0, 4), id="s2"),
+]
+
+
+@pytest.mark.parametrize(("geo", "tma", "sms", "expect"), SPLIT_DGRAD_CASES)
+@pytest.mark.parametrize("dtype", FP32_BF16)
+def test_split_tail_input_gradient(geo, tma, sms, expect, dtype, device, launched, monkeypatch):
+    """A `split_tail` backward tile splits the input gradient's tail as the forward's
+    (`tail_split` over its tiles of input pixels and channels; its epilogue, acc + 2 x R,
+    runs once a tile, on the parts' sum), on both of its kernels: every gradient against
+    the oracle, every fresh buffer NaN-filled; the recorded launch run again gives dx bit
+    for bit (the finishing part zeroes its counter)."""
+    from kernels._common import TileConfig, tail_split
+    from kernels.conv import conv_box
+    from yat_triton import conv as conv_mod
+    from yat_triton.tuning import forced_config
+
+    empty = torch.empty
+
+    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
+        t = empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
+
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    monkeypatch.setattr(conv_mod, "device_sms", lambda dev: sms)
+    inp = make_inputs(geo, dtype, device, channels_last=True, seed=34)
+    with forced_config("conv2d", "bwd", TileConfig(32, 16, 16, 2, 4, 2, tma=tma, split_tail=True)):
+        check_against_oracle(inp, geo)
+    takes_tma = tma and geo.stride in (1, (1, 1))
+    (dgrad,) = [c for c in launched if c.kernel.fn.__name__.startswith("yat_conv_dgrad")]
+    assert dgrad.kernel.fn.__name__ == f"yat_conv_dgrad{'_tma' if takes_tma else ''}_kernel"
+    MX = geo.B * geo.H * geo.W
+    boxes = math.prod(
+        -(-n // b) for n, b in zip((geo.B, geo.H, geo.W), conv_box(geo.B, geo.H, geo.W, 32), strict=True)
+    )
+    tiles = (boxes if takes_tma else -(-MX // 32)) * -(-geo.C_in // 16)
+    dp, splits = tail_split(tiles, geo.k[0] * geo.k[1] * -(-geo.C_out // 16), sms)
+    assert (dp, splits) == expect
+    assert dgrad.kwargs["SPLITS"] == splits and dgrad.grid == (dp + (tiles - dp) * splits, 1)
+    dx = dgrad.args[4]  # (both kernels: gs or its descriptor, W, rows, x, dx, ...)
+    first = dx.clone()
+    dx.fill_(float("nan"))
+    dgrad.run()
+    assert torch.equal(dx, first) and not dgrad.args[-2].any()
+
+
 @pytest.mark.skipif(
     not torch.cuda.is_available() or INTERPRETING, reason="a split tile's parts race only on a GPU (CUDA)"
 )

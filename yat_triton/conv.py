@@ -752,30 +752,33 @@ def conv2d_bwd(
             operands = None
             if tma_conv_tile(cfg, Ng, stride) and gs.dtype == wk.dtype and Cg * wk.element_size() % 16 == 0:
                 operands = gs.view(B, OH, OW, C_out), wk.view(C_out, KH * KW * Cg)
-            if operands is not None and tma_ready(*operands):
+            on_tma = operands is not None and tma_ready(*operands)
+            # a split tail as the forward's (the input gradient is the same implicit GEMM over
+            # input pixels, channels and (tap, filter) steps)
+            split = _tail_split(cfg, True, *fwd_grid(B, H, W, Cg, Ng, KH * KW, cfg, on_tma), groups, rows)
+            if on_tma:
                 gsv, wv = operands
                 box = conv_box(B, H, W, cfg.block_m)
-                tiles_m = box_count((B, H, W), box)
                 KernelCall(
-                    yat_conv_dgrad_tma_kernel, (tiles_m * cdiv(Cg, cfg.block_n), groups),
+                    yat_conv_dgrad_tma_kernel, (split.programs, groups),
                     (TensorDescriptor.from_tensor(gsv, [*box, cfg.block_k]),
                      TensorDescriptor.from_tensor(wv, [cfg.block_k, cfg.block_n]),
                      rows, xk, dx, B, H, W, OH, OW, Cg, Ng, groups, *_xs(xk), *_xs(dx),
-                     pads[0], pads[2], dilation[0], dilation[1], *divmod_magic(Ng // cfg.block_k)),
+                     pads[0], pads[2], dilation[0], dilation[1], *divmod_magic(Ng // cfg.block_k),
+                     *split.args),
                     dict(KH=KH, KW=KW, DOT_PRECISION=dot["DOT_PRECISION"], UPCAST=dot["UPCAST"],
                          INT64=needs_int64(xk, dx, rows), BOX_B=box[0], BOX_H=box[1], BOX_W=box[2],
-                         **cfg.launch_options()),
+                         SPLITS=split.splits, **cfg.launch_options()),
                 ).run()  # fmt: skip
             else:
                 magic, fast = _magic(cdiv(Ng, cfg.block_k))
                 KernelCall(
-                    yat_conv_dgrad_kernel,
-                    (cdiv(MX, cfg.block_m) * cdiv(Cg, cfg.block_n), groups),
+                    yat_conv_dgrad_kernel, (split.programs, groups),
                     (gs, rows, wk, xk, dx, MX, H, W, OH, OW, Cg, Ng, C_out, groups,
-                     *ws, *_xs(xk), *_xs(dx), *geo, *magic),
+                     *ws, *_xs(xk), *_xs(dx), *geo, *magic, *split.args),
                     dict(KH=KH, KW=KW, **dot, INT64=needs_int64(xk, dx, gs),
                          UNIT_STRIDE=tuple(stride) == (1, 1), EVEN_K=Ng % cfg.block_k == 0,
-                         FAST_DIV=fast, **cfg.launch_options()),
+                         FAST_DIV=fast, SPLITS=split.splits, **cfg.launch_options()),
                 ).run()  # fmt: skip
         elif MX:
             dx.zero_()
