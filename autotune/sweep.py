@@ -538,10 +538,14 @@ def config_space(
     return ranked, pruned
 
 
-def split_twins(kept: list[TileConfig], shape: dict[str, int]) -> list[TileConfig]:
+def split_twins(
+    kept: list[TileConfig], shape: dict[str, int], *, dgrad_tma: Callable[[TileConfig], bool] | None = None
+) -> list[TileConfig]:
     """The `split_tail` twins of a conv forward's fitted tiles that take the patch norms
     from the pass, where an H200's grid splits its tail (`tail_split` on SM90_SMS: elsewhere
-    a twin would repeat its tile under another name)."""
+    a twin would repeat its tile under another name). With `dgrad_tma` (whether a backward
+    tile's input gradient runs the TMA kernel): the backward tiles' twins, where the input
+    gradient's grid (input pixels by channels, steps of taps and filter blocks) splits."""
     M, N, K = gemm_dims("conv2d", shape)
     oh_ow = M // shape["B"]
     ow = (shape["W"] + 2 * shape["padding"] - shape["k"]) // shape["stride"] + 1
@@ -549,8 +553,11 @@ def split_twins(kept: list[TileConfig], shape: dict[str, int]) -> list[TileConfi
     for c in kept:
         if c.norms_in_loop or c.split_tail:
             continue
-        tiles, steps = fwd_grid(shape["B"], oh_ow // ow, ow, N, K, shape["k"] ** 2, c, c.tma)
-        if tail_split(tiles, steps, SM90_SMS)[1] > 1:
+        if dgrad_tma is None:
+            grid = fwd_grid(shape["B"], oh_ow // ow, ow, N, K, shape["k"] ** 2, c, c.tma)
+        else:
+            grid = fwd_grid(shape["B"], shape["H"], shape["W"], K, N, shape["k"] ** 2, c, dgrad_tma(c))
+        if tail_split(*grid, SM90_SMS)[1] > 1:
             twins.append(dataclasses.replace(c, split_tail=True))
     return twins
 
@@ -595,10 +602,14 @@ def backward_tiles(
         stride = (shape["stride"], shape["stride"])
         twins = (dataclasses.replace(c, tma=True) for c in tiles)
         tiles += [c for c in twins if tma_conv_tile(c, N, stride) or tma_wgrad_tile(c, K, stride)]
+    if conv:  # the input gradient's split tail: its grid of input pixels and channels
+        stride = (shape["stride"], shape["stride"])
+        tiles += split_twins(tiles, shape, dgrad_tma=lambda c: tma and tma_conv_tile(c, N, stride))
     if warp_specialize and not conv:  # (those the problem leaves unspecialized repeat others)
         ws = prune_dense_configs(dense_backward_ws_space(), M, N, K, elem_bytes, backward=True)
         tiles += [c for c in ws if c.warp_specialize and c not in tiles]
-    return rank_configs(tiles, M, N, K, elem_bytes, backward=True)
+    taps = shape["k"] ** 2 if conv else 0
+    return rank_configs(tiles, M, N, K, elem_bytes, backward=True, split_taps=taps)
 
 
 def pointwise(op: str, shape: dict[str, int]) -> bool:

@@ -504,6 +504,7 @@ def rank_configs(
     conv_taps: int = 0,
     conv_pixels: int = 0,
     backward: bool = False,
+    split_taps: int = 0,
 ) -> list[TileConfig]:
     """The configs ordered most promising first, by a static estimate, so that a sweep capped
     at a few configs (`--max-configs`) measures the likely winners. Only the order changes:
@@ -530,7 +531,9 @@ def rank_configs(
 
     A `split_tail` tile of a conv forward counts its tail's wave as `tail_split` splits it
     (over SPLIT_TAIL_FACTOR), its row tiles as the pointer kernel's (the TMA kernel's boxes
-    can number more).
+    can number more); a conv's `backward` tiles do the same given `split_taps` (its KH*KW;
+    the forward's GEMM dims stand for the input gradient's, as they are where the conv
+    keeps its size and has as many filters as channels, ResNet's 3x3 layers).
 
     `backward`: tiles of the backward GEMMs, whose plain epilogue (c = acc + 2 e v) has no
     slices and no norms: those factors are left out.
@@ -545,8 +548,8 @@ def rank_configs(
         tiles_m, tiles_n = -(-M // c.block_m), -(-N // c.block_n)
         tiles = tiles_m * tiles_n
         waves = float(-(-tiles // sms))
-        if c.split_tail and conv_taps and not backward:  # the tail's parts (`tail_split`)
-            dp, splits = tail_split(tiles, conv_taps * -(-K // c.block_k), sms)
+        if c.split_tail and (conv_taps or split_taps):  # the tail's parts (`tail_split`)
+            dp, splits = tail_split(tiles, (conv_taps or split_taps) * -(-K // c.block_k), sms)
             if splits > 1:
                 waves = dp // sms + cdiv((tiles - dp) * splits, sms) / splits / SPLIT_TAIL_FACTOR
         wave_eff = tiles / (waves * sms)

@@ -1700,9 +1700,11 @@ def test_project_commit_names_the_code_measured(tmp_path: Path, monkeypatch: pyt
 def test_conv_split_tiles_only_where_an_h200_splits_the_tail() -> None:
     """A conv forward's space holds the `split_tail` twin of each tile that takes the patch
     norms from the pass, exactly where an H200's grid of that tile splits its tail
-    (`tail_split`); they rank among a capped search's seeds where a last partial wave idles
-    half the SMs (ResNet-50's 14x14x256 layer: 196 tiles of 128x128); the backward space,
-    the dense one and a 1x1 conv's (the dense kernels) hold none."""
+    (`tail_split`); the backward space, where the input gradient's grid of input pixels
+    and channels splits (its TMA kernel's boxes where it takes the tile); they rank among a
+    capped search's seeds where a last partial wave idles half the SMs (ResNet-50's
+    14x14x256 layer: 196 tiles of 128x128); the dense space and a 1x1 conv's (the dense
+    kernels) hold none."""
     from autotune.search import SEEDS
     from kernels._common import SM90_SMS, tail_split
     from kernels.conv import fwd_grid
@@ -1720,10 +1722,22 @@ def test_conv_split_tiles_only_where_an_h200_splits_the_tail() -> None:
             splits = tail_split(tiles, steps, SM90_SMS)[1] > 1 and not c.norms_in_loop
             assert (dataclasses.replace(c, split_tail=True) in twins) == splits, c
         assert len(twins) == len(kept) - len(plain)
-        assert not any(c.split_tail for c in sweep.backward_tiles("conv2d", shape, kept, 2))
+        bwd = sweep.backward_tiles("conv2d", shape, kept, 2)
+        bwd_twins = {c for c in bwd if c.split_tail}
+        bwd_plain = [c for c in bwd if not c.split_tail]
+        stride = (shape["stride"],) * 2
+        for c in bwd_plain:
+            on_tma = c.tma and sweep.tma_conv_tile(c, N, stride)  # (the input gradient's K: filters)
+            tiles, steps = fwd_grid(shape["B"], shape["H"], shape["W"], K, N, 9, c, on_tma)
+            splits = tail_split(tiles, steps, SM90_SMS)[1] > 1
+            assert (dataclasses.replace(c, split_tail=True) in bwd_twins) == splits, c
+        assert len(bwd_twins) == len(bwd) - len(bwd_plain) and (shape is not layer or bwd_twins)
     kept, _ = sweep.config_space("conv2d", layer, 2)
     assert TileConfig(128, 128, 64, 8, 8, 4, epilogue_split=2, tma=True, split_tail=True) in kept[:SEEDS]
     assert not any(c.split_tail for c in kept[:2])  # (the plain tiles that won it before stay first)
+    bwd = sweep.backward_tiles("conv2d", layer, kept, 2)
+    assert TileConfig(128, 128, 64, 8, 8, 4, tma=True, split_tail=True) in bwd[:SEEDS]
+    assert not all(c.split_tail for c in bwd[:SEEDS])
     dense = sweep.config_space("dense", {"M": 4096, "N": 4096, "K": 4096}, 2)[0]
     pointwise = sweep.config_space("conv2d", {**layer, "k": 1, "padding": 0}, 2)[0]
     assert not any(c.split_tail for c in dense + pointwise)

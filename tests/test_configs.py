@@ -714,7 +714,7 @@ KERNEL_OUTPUTS = {
     "yat_dense_bwd_near_kernel": {"dx_ptr", "dw_ptr"},
     "yat_conv_weight_prep_kernel": {"wk_ptr", "nw_ptr"},
     "yat_conv_fwd_kernel": {"y_ptr", "s_ptr", "nx_ptr", "ws_ptr", "cnt_ptr"},  # (a split tail's)
-    "yat_conv_dgrad_kernel": {"dx_ptr"},
+    "yat_conv_dgrad_kernel": {"dx_ptr", "ws_ptr", "cnt_ptr"},  # (a split tail's)
     "yat_conv_wgrad_kernel": {"part_ptr"},
     "yat_conv_bwd_near_kernel": {"dx_ptr", "dw_ptr"},
     "yat_conv_wgrad_finish_kernel": {"dw_ptr", "db_ptr"},
