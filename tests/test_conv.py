@@ -1397,13 +1397,7 @@ def test_split_tail_forward(geo, tma, sms, expect, dtype, device, launched, monk
     from yat_triton import conv as conv_mod
     from yat_triton.tuning import forced_config
 
-    empty = torch.empty
-
-    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
-        t = empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
-
-    monkeypatch.setattr(torch, "empty", nan_empty)
+    nan_filled_buffers(monkeypatch)
     monkeypatch.setattr(conv_mod, "device_sms", lambda dev: sms)
     tile = TileConfig(32, 16, 16, 2, 4, 2, tma=tma, split_tail=True)
     inp = make_inputs(geo, dtype, device, channels_last=True, seed=29)
@@ -1478,13 +1472,7 @@ def test_split_tail_input_gradient(geo, tma, sms, expect, dtype, device, launche
     from yat_triton import conv as conv_mod
     from yat_triton.tuning import forced_config
 
-    empty = torch.empty
-
-    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
-        t = empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
-
-    monkeypatch.setattr(torch, "empty", nan_empty)
+    nan_filled_buffers(monkeypatch)
     monkeypatch.setattr(conv_mod, "device_sms", lambda dev: sms)
     inp = make_inputs(geo, dtype, device, channels_last=True, seed=34)
     with forced_config("conv2d", "bwd", TileConfig(32, 16, 16, 2, 4, 2, tma=tma, split_tail=True)):
@@ -1584,17 +1572,23 @@ def test_patch_norms_in_the_loop_where_x_is_no_channels_last_block(device, launc
     assert not fwd.kwargs["NORM_PASS"]
 
 
-def gpu_plan_with_nan_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The launchers' GPU choices (split weight gradients), with every fresh torch.empty
-    buffer NaN-filled (integers -1): a slot no program writes then reaches the result."""
+def nan_filled_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fresh torch.empty buffer NaN-filled (integers -1): a slot no program writes
+    then reaches the result."""
     empty = torch.empty
 
     def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
         t = empty(*args, **kwargs)
         return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
 
-    monkeypatch.setattr(conv, "INTERPRETING", False)
     monkeypatch.setattr(torch, "empty", nan_empty)
+
+
+def gpu_plan_with_nan_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launchers' GPU choices (split weight gradients), with every fresh torch.empty
+    buffer NaN-filled (`nan_filled_buffers`)."""
+    monkeypatch.setattr(conv, "INTERPRETING", False)
+    nan_filled_buffers(monkeypatch)
 
 
 TMA_BACKWARD_CASES = [
