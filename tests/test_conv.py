@@ -1204,7 +1204,7 @@ def test_torch_compile_split_tail(device, monkeypatch):
     compiled = torch.compile(yat_conv2d, fullgraph=True)
     with forced_config("conv2d", "fwd", TileConfig(32, 16, 16, 2, 4, 2, split_tail=True)):
         check_against_oracle(inp, geo, layer=compiled)
-    assert planned and all(p.splits > 1 for p in planned), planned
+    assert any(p.splits > 1 for p in planned), planned  # (the forward's; the backward's tile: plain)
 
 
 def test_pointwise_conv_follows_the_conv_tiles(device, launched):
