@@ -21,7 +21,8 @@ op "dense-tma-ws": the forward and the backward on warp-specialized tiles
 problems); before it, each --more-conv layer: another conv layer's forward, backward,
 references and, with --tma, TMA kernels (`conv_lines(lean=True)`), its lines named by its
 shape; for each conv layer whose default tile's grid leaves a partial last wave, phases
-"fwd-plain" and "fwd-split": that tile's forward without and with `split_tail`; last, op
+"fwd-plain" and "fwd-split": that tile's forward without and with `split_tail` (and
+"bwd-plain", "bwd-split" where the input gradient's grid does, `split_lines`); last, op
 "dense-small": a small batch's inference forward, its norms both ways (16-bit io: from
 the pass only, `broken_in_loop_norms`), next to linear+relu
 (`small_batch_lines`, --small; no SPEC target depends on it).
@@ -670,7 +671,7 @@ def split_lines(
     "bwd-plain" and "bwd-split", the backward on its default tile likewise, where the
     input gradient's grid splits (the weight gradient ignores the flag)."""
     from kernels._common import tail_split
-    from kernels.conv import conv_default_config, fwd_grid
+    from kernels.conv import conv_default_config, implicit_gemm_grid
     from yat_triton._launch import device_sms
     from yat_triton.tuning import forced_config
 
@@ -691,7 +692,7 @@ def split_lines(
     ):
         for op, on_tma in kernels:
             plain = dataclasses.replace(base, tma=on_tma)
-            tiles, steps = fwd_grid(B, HW, HW, n, kdim, k * k, plain, on_tma)
+            tiles, steps = implicit_gemm_grid(B, HW, HW, n, kdim, k * k, plain, on_tma)
             if tail_split(tiles, steps, sms)[1] == 1:
                 continue
             for how, cfg in (("plain", plain), ("split", dataclasses.replace(plain, split_tail=True))):
@@ -731,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar=("B", "C_IN", "HW", "C_OUT", "K"),
         help="another conv2d layer (as --conv; repeatable), timed after the --conv layer: its "
-        "forward, backward and references and, with --tma, its TMA kernels",
+        "forward, backward and references, with --tma its TMA kernels, and its split-tail phases",
     )
     parser.add_argument(
         "--small",
@@ -830,19 +831,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{device} {gpu if device == 'cuda' else ''} {args.dtype} "  # (no CUDA call: the context may be lost)
         f"dense {args.dense} conv {', '.join(map(str, [args.conv, *args.more_conv]))}"
     )
-    # (a shape column where the conv layers are several)
-    shapes = [[ln.shape] if args.more_conv else [] for ln in lines]
     table = [
         [
             ln.op,
-            *shape,
+            *([ln.shape] if args.more_conv else []),  # (where the conv layers are several)
             ln.phase,
             ln.what,
             ln.grid,
             f"{ln.us:.1f}",
             "-" if ln.share is None else f"{100 * ln.share:.0f}%",
         ]
-        for ln, shape in zip(lines, shapes, strict=True)
+        for ln in lines
     ]
     headers = ["op", *(["shape"] if args.more_conv else []), "phase", "kernel", "grid", "us", "share"]
     print(tabulate(table, headers=headers))

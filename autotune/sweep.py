@@ -55,7 +55,7 @@ from kernels._common import (
 from kernels.conv import (
     conv_config_space,
     conv_default_config,
-    fwd_grid,
+    implicit_gemm_grid,
     prune_conv_configs,
     tma_conv_tile,
     tma_wgrad_tile,
@@ -554,9 +554,11 @@ def split_twins(
         if c.norms_in_loop or c.split_tail:
             continue
         if dgrad_tma is None:
-            grid = fwd_grid(shape["B"], oh_ow // ow, ow, N, K, shape["k"] ** 2, c, c.tma)
+            grid = implicit_gemm_grid(shape["B"], oh_ow // ow, ow, N, K, shape["k"] ** 2, c, c.tma)
         else:
-            grid = fwd_grid(shape["B"], shape["H"], shape["W"], K, N, shape["k"] ** 2, c, dgrad_tma(c))
+            grid = implicit_gemm_grid(
+                shape["B"], shape["H"], shape["W"], K, N, shape["k"] ** 2, c, dgrad_tma(c)
+            )
         if tail_split(*grid, SM90_SMS)[1] > 1:
             twins.append(dataclasses.replace(c, split_tail=True))
     return twins

@@ -147,7 +147,8 @@ def yat_conv_fwd_kernel(
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    tile, first, end, part = _split_unit(pid, dp_tiles, KH * KW * tl.cdiv(Cg, BLOCK_K), SPLITS, NORM_PASS)
+    c_blocks = tl.cdiv(Cg, BLOCK_K)
+    tile, first, end, part = _split_unit(pid, dp_tiles, KH * KW * c_blocks, SPLITS, NORM_PASS)
     pid_m, pid_n = grouped_tile(tile, M, Ng, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -171,7 +172,6 @@ def yat_conv_fwd_kernel(
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     nx = tl.zeros((BLOCK_M, BLOCK_K // 8), dtype=acc.dtype)
-    c_blocks = tl.cdiv(Cg, BLOCK_K)
     # One flat loop over (tap, channel block): a single pipelined loop even when C_in/G
     # fits in one BLOCK_K (nested loops would leave the inner one nothing to pipeline).
     x_rows = x_base + ih0 * stride_xh + iw0 * stride_xw  # tap (0, 0), channel 0
@@ -701,7 +701,8 @@ def yat_conv_dgrad_kernel(
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    tile, first, end, part = _split_unit(pid, dp_tiles, KH * KW * tl.cdiv(Ng, BLOCK_K), SPLITS, True)
+    f_blocks = tl.cdiv(Ng, BLOCK_K)
+    tile, first, end, part = _split_unit(pid, dp_tiles, KH * KW * f_blocks, SPLITS, True)
     pid_m, pid_n = grouped_tile(tile, MX, Cg, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -719,7 +720,6 @@ def yat_conv_dgrad_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    f_blocks = tl.cdiv(Ng, BLOCK_K)
     w_base = w_ptr + offs_n[None, :] * stride_wc  # channel within the group
     o_unit = (bb * OH + ih + pad_h) * OW + iw + pad_w  # UNIT_STRIDE: o at tap (0, 0)
     # The exact bound: at least one step, as in the wgrad, would spare the sweep-only
@@ -1289,12 +1289,14 @@ def box_count(sizes: tuple[int, int, int], box: tuple[int, int, int]) -> int:
     return math.prod(cdiv(n, b) for n, b in zip(sizes, box, strict=True))
 
 
-def fwd_grid(
+def implicit_gemm_grid(
     B: int, OH: int, OW: int, Ng: int, Cg: int, taps: int, cfg: TileConfig, on_tma: bool
 ) -> tuple[int, int]:
-    """(tiles a group, main-loop steps a tile) of a conv forward with this tile: on the TMA
-    kernel (`on_tma`) its M tiles are `conv_box` boxes, on the pointer kernel BLOCK_M rows;
-    a step is one (tap, channel block)."""
+    """(tiles a group, main-loop steps a tile) of an implicit GEMM with this tile over the
+    (B, OH, OW) positions, Ng columns and taps x Cg steps: the conv forward (output
+    positions, filters, channels) or its input gradient (input pixels, channels, filters).
+    On the TMA kernel (`on_tma`) its M tiles are `conv_box` boxes, on the pointer kernel
+    BLOCK_M rows; a step is one (tap, BLOCK_K block)."""
     tiles_m = (
         box_count((B, OH, OW), conv_box(B, OH, OW, cfg.block_m)) if on_tma else cdiv(B * OH * OW, cfg.block_m)
     )

@@ -1707,7 +1707,7 @@ def test_conv_split_tiles_only_where_an_h200_splits_the_tail() -> None:
     kernels) hold none."""
     from autotune.search import SEEDS
     from kernels._common import SM90_SMS, tail_split
-    from kernels.conv import fwd_grid
+    from kernels.conv import implicit_gemm_grid
 
     layer = {"B": 64, "C_in": 256, "H": 14, "W": 14, "C_out": 256, "k": 3, "stride": 1, "padding": 1}
     wide = {**layer, "B": 32, "H": 56, "W": 56, "C_in": 64, "C_out": 64}
@@ -1718,7 +1718,7 @@ def test_conv_split_tiles_only_where_an_h200_splits_the_tail() -> None:
         M, N, K = sweep.gemm_dims("conv2d", shape)
         ow = (shape["W"] + 2 - 3) // shape["stride"] + 1
         for c in plain:
-            tiles, steps = fwd_grid(shape["B"], M // shape["B"] // ow, ow, N, K, 9, c, c.tma)
+            tiles, steps = implicit_gemm_grid(shape["B"], M // shape["B"] // ow, ow, N, K, 9, c, c.tma)
             splits = tail_split(tiles, steps, SM90_SMS)[1] > 1 and not c.norms_in_loop
             assert (dataclasses.replace(c, split_tail=True) in twins) == splits, c
         assert len(twins) == len(kept) - len(plain)
@@ -1728,7 +1728,7 @@ def test_conv_split_tiles_only_where_an_h200_splits_the_tail() -> None:
         stride = (shape["stride"],) * 2
         for c in bwd_plain:
             on_tma = c.tma and sweep.tma_conv_tile(c, N, stride)  # (the input gradient's K: filters)
-            tiles, steps = fwd_grid(shape["B"], shape["H"], shape["W"], K, N, 9, c, on_tma)
+            tiles, steps = implicit_gemm_grid(shape["B"], shape["H"], shape["W"], K, N, 9, c, on_tma)
             splits = tail_split(tiles, steps, SM90_SMS)[1] > 1
             assert (dataclasses.replace(c, split_tail=True) in bwd_twins) == splits, c
         assert len(bwd_twins) == len(bwd) - len(bwd_plain) and (shape is not layer or bwd_twins)

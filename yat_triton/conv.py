@@ -33,7 +33,7 @@ from kernels._common import TileConfig, cdiv, divmod_magic, next_pow2, tail_spli
 from kernels.conv import (
     box_count,
     conv_box,
-    fwd_grid,
+    implicit_gemm_grid,
     tma_conv_tile,
     tma_wgrad_tile,
     yat_conv_bwd_near_kernel,
@@ -480,7 +480,9 @@ def plan_conv2d_fwd(
     )  # fmt: skip
     width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]
     # a split tail (norms from the pass: a part's loop sees part of the patch)
-    split = _tail_split(cfg, norm_pass, *fwd_grid(B, OH, OW, Ng, Cg, KH * KW, cfg, on_tma), groups, nw)
+    split = _tail_split(
+        cfg, norm_pass, *implicit_gemm_grid(B, OH, OW, Ng, Cg, KH * KW, cfg, on_tma), groups, nw
+    )
     grid = (split.programs, groups)
     if on_tma:
         box = conv_box(B, OH, OW, cfg.block_m)
@@ -513,34 +515,38 @@ def plan_conv2d_fwd(
 
 @dataclass(frozen=True)
 class _Split:
-    """A forward grid's tail split (`kernels._common.tail_split`): its programs, parts a
-    tail tile, and the kernel's (ws_ptr, cnt_ptr, dp_tiles) arguments."""
+    """A grid's tail split (`kernels._common.tail_split`): its programs, parts a tail tile,
+    and the kernel's (ws_ptr, cnt_ptr, dp_tiles) arguments."""
 
     programs: int
     splits: int
     args: tuple[object, object, int]
 
 
-def _tail_split(cfg: TileConfig, norm_pass: bool, tiles: int, steps: int, groups: int, nw: Tensor) -> _Split:
-    """The split of a forward grid of `tiles` tiles a group, `steps` main-loop steps each:
-    where the tile sets `split_tail`, the patch norms come from the pass, the conv is
+def _tail_split(
+    cfg: TileConfig, norm_pass: bool, tiles: int, steps: int, groups: int, acc_like: Tensor
+) -> _Split:
+    """The split of a forward's or an input gradient's grid (`implicit_gemm_grid`) of
+    `tiles` tiles a group, `steps` main-loop steps each: where the tile sets `split_tail`,
+    the patch norms come from the pass (`norm_pass`; True for the input gradient), the conv is
     ungrouped (a grid of groups runs them one after another: its last partial wave is the
     last group's, not each group's) and a split pays (`tail_split` on the device's SMs), an
     fp32 (acc dtype) partial per part of each tail tile and a zeroed int32 counter per tail
     tile (the finishing part zeroes it again), allocated here, before the calls launch (the
     counters' fill precedes the pass, which any overlapped GEMM follows); else the
-    plain grid, its arguments constant stand-ins that it never reads (nw, the filter norms
-    in the acc dtype, and 0: one compile whatever the problem). Symbolic sizes
-    (torch.compile's dynamic shapes) take the plain grid: a split would pin them."""
-    dev = nw.device
+    plain grid, its arguments constant stand-ins that it never reads (`acc_like`, a tensor
+    of the acc dtype on the device: the filter norms, the gradient's R rows; and 0: one
+    compile whatever the problem). Symbolic sizes (torch.compile's dynamic shapes) take the
+    plain grid: a split would pin them."""
+    dev = acc_like.device
     splittable = (
         cfg.split_tail and norm_pass and groups == 1 and isinstance(tiles, int) and isinstance(steps, int)
     )
     dp, splits = tail_split(tiles, steps, device_sms(dev)) if splittable else (tiles, 1)
     if splits == 1:
-        return _Split(tiles, 1, (nw, nw, 0))
+        return _Split(tiles, 1, (acc_like, acc_like, 0))
     tail = tiles - dp
-    ws = torch.empty((tail * splits * cfg.block_m * cfg.block_n,), dtype=nw.dtype, device=dev)
+    ws = torch.empty((tail * splits * cfg.block_m * cfg.block_n,), dtype=acc_like.dtype, device=dev)
     counters = torch.zeros((tail,), dtype=torch.int32, device=dev)
     return _Split(dp + tail * splits, splits, (ws, counters, dp))
 
@@ -755,7 +761,9 @@ def conv2d_bwd(
             on_tma = operands is not None and tma_ready(*operands)
             # a split tail as the forward's (the input gradient is the same implicit GEMM over
             # input pixels, channels and (tap, filter) steps)
-            split = _tail_split(cfg, True, *fwd_grid(B, H, W, Cg, Ng, KH * KW, cfg, on_tma), groups, rows)
+            split = _tail_split(
+                cfg, True, *implicit_gemm_grid(B, H, W, Cg, Ng, KH * KW, cfg, on_tma), groups, rows
+            )
             if on_tma:
                 gsv, wv = operands
                 box = conv_box(B, H, W, cfg.block_m)
