@@ -7,7 +7,11 @@ its own, next to the whole launcher call and the standard layer it replaces.
 For each op: the forward as training runs it (s saved for backward) and the backward with
 every gradient; per kernel its grid, median time and share of the phase. "launcher" is the
 whole call (kernels, torch glue such as partial-sum reductions, launch gaps); the references
-are cuBLAS `x @ W^T`, `linear+relu` and `conv+relu` (cuDNN, channels_last) at the same shape.
+are cuBLAS `x @ W^T`, `linear+relu`, and cuDNN's conv alone and `conv+relu` (channels_last)
+at the same shape. Phase "fwd-gemm" (every op, after the references, or for a conv layer
+after its split-tail phases): the inference forward's GEMM kernel again with GEMM_ONLY,
+storing its accumulator without the ⵟ math (`gemm_only_lines`): the epilogue's cost, and
+the GEMM's own speed against cuBLAS's and cuDNN's.
 Phase "fwd-infer": the dense forward as inference runs it (nothing saved for backward).
 On a GPU whose forwards overlap their norm pass (`yat_triton._launch.overlap_norm_pass`):
 "fwd-infer-nopdl" (dense), "fwd-nopdl" (dense-tma, conv2d), the same calls without it;
@@ -281,7 +285,7 @@ def maxnreg_lines(op: str, forward: Callable[[], object], kernels: tuple[str, ..
         for c in calls:
             kernel = c.kernel.fn.__name__
             if kernel in kernels:
-                capped = dataclasses.replace(c, kwargs={**c.kwargs, "maxnreg": cap})
+                capped = replace_kwargs(c, maxnreg=cap)
                 out.append(call_line(op, "fwd-maxnreg", f"{kernel} @ maxnreg={cap}", capped))
     return out
 
@@ -304,6 +308,34 @@ def pointer_store_lines(op: str, forward: Callable[[], object]) -> list[Line]:
             plain = dataclasses.replace(c, args=args, kwargs={**c.kwargs, "TMA_STORE": False})
             out.append(call_line(op, "fwd-store", f"{c.kernel.fn.__name__} @ pointer stores", plain))
     return out
+
+
+FORWARD_KERNELS = (
+    "yat_dense_fwd_kernel",
+    "yat_dense_fwd_tma_kernel",
+    "yat_conv_fwd_kernel",
+    "yat_conv_fwd_tma_kernel",
+)
+
+
+def gemm_only_lines(op: str, forward: Callable[[], object]) -> list[Line]:
+    """The forward kernel of one call of `forward` timed again with GEMM_ONLY (`fwd_store`:
+    the same launch storing its accumulator, without the ⵟ math and its vector loads):
+    phase "fwd-gemm", lines "KERNEL @ gemm only". Against the same phase's kernel line it
+    is what the ⵟ epilogue costs; against cuBLAS's matmul or cuDNN's conv (the "ref" lines)
+    what the GEMM itself does."""
+    with recording() as calls:
+        forward()
+    return [
+        call_line(op, "fwd-gemm", f"{c.kernel.fn.__name__} @ gemm only", replace_kwargs(c, GEMM_ONLY=True))
+        for c in calls
+        if c.kernel.fn.__name__ in FORWARD_KERNELS
+    ]
+
+
+def replace_kwargs(call: KernelCall, **kwargs: object) -> KernelCall:
+    """`call` with some constexprs or launch options changed."""
+    return dataclasses.replace(call, kwargs={**call.kwargs, **kwargs})
 
 
 def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:
@@ -432,6 +464,8 @@ def dense_lines(
             "dense", "linear+relu bwd", lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)
         ),
     ]
+    # the inference forward's GEMM alone against the matmul above: what the ⵟ epilogue costs
+    yield guarded("dense fwd-gemm", lambda: gemm_only_lines("dense", p.infer))
     if tma:
         shipped = pick_dense_config(M, N, K, dtype)
         plain = dataclasses.replace(shipped, tma=True, norms_in_loop=False)  # (a small batch's
@@ -602,13 +636,19 @@ def conv_lines(
         ref_line(
             "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
         ),
+        ref_line("conv2d", "conv alone (no bias)", lambda: F.conv2d(x, w, None, 1, p)),
     ]
+
+    def infer() -> object:  # nothing saved, as the GEMM-only line's reference stores one output
+        return conv2d_fwd(x, w, *args, *geo, "ieee", False)
+
     problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
     shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
     if lean:
         if tma:
             yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
         yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
+        yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", infer))
         return
     if overlaps(device):  # the forward without the pixel-norm pass's overlap, and beside it
         yield phase_lines("conv2d", "fwd-nopdl", without_overlap(forward))
@@ -618,6 +658,7 @@ def conv_lines(
     if tma:
         yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
     yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
+    yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", infer))
     # the shipped kernel first (op "conv2d"), then, with `tma`, the TMA one if that is another
     for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)

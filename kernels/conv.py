@@ -115,6 +115,7 @@ def yat_conv_fwd_kernel(
     FAST_DIV: tl.constexpr,
     GDC_WAIT: tl.constexpr,
     SPLITS: tl.constexpr,
+    GEMM_ONLY: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -135,7 +136,8 @@ def yat_conv_fwd_kernel(
     NORM_PASS: the patch norm is then their sum over the taps, after the main loop
     (`_patch_norm`), instead of squares summed from every x tile the loop loads.
     Geometry: M = B*OH*OW, Cg = C_in/G, Ng = C_out/G; stride / pad (top, left) / dilation.
-    Constexprs as in `yat_dense_fwd_kernel`; KH, KW unroll the tap decode. TMA_STORE: y_ptr
+    Constexprs as in `yat_dense_fwd_kernel` (GEMM_ONLY, a diagnostic, also skips the tap sum
+    of the pass's norms); KH, KW unroll the tap decode. TMA_STORE: y_ptr
     and s_ptr are TMA descriptors of the (M, C_out) rows of a channels_last y and of s,
     (BLOCK_M, BLOCK_N / EPILOGUE_SPLIT) boxes, which the hardware clips at M; the launcher
     takes them where it can (`_store_descriptors`). Against pointer stores, static sm_90
@@ -206,7 +208,7 @@ def yat_conv_fwd_kernel(
         if GDC_WAIT:  # launched while the norm pass before it ran: its norms are complete past this
             gdc_wait()
         # (new names in the block: a compiled `if` keeps the types of the names before it)
-        if NORM_PASS:
+        if NORM_PASS and not GEMM_ONLY:  # (GEMM_ONLY: a diagnostic, y = s, `fwd_store`)
             patch = _patch_norm(pn_ptr, bb, ih0, iw0, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
         else:
             patch = tl.sum(nx, axis=1)
@@ -224,6 +226,7 @@ def yat_conv_fwd_kernel(
             acc, patch, patch, y_rows, offs_m * C_out, mask_m, n_first, g * Ng + Ng,
             nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, pid_m * BLOCK_M,
             True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE, FAST_RCP,
+            GEMM_ONLY,
         )  # fmt: skip
 
 
@@ -399,6 +402,7 @@ def yat_conv_fwd_tma_kernel(
     TMA_STORE: tl.constexpr,
     GDC_WAIT: tl.constexpr,
     SPLITS: tl.constexpr,
+    GEMM_ONLY: tl.constexpr,
     BOX_B: tl.constexpr,
     BOX_H: tl.constexpr,
     BOX_W: tl.constexpr,
@@ -503,7 +507,7 @@ def yat_conv_fwd_tma_kernel(
         if GDC_WAIT:
             gdc_wait()
         # (new names in the block: a compiled `if` keeps the types of the names before it)
-        if NORM_PASS:
+        if NORM_PASS and not GEMM_ONLY:  # (GEMM_ONLY: a diagnostic, y = s, `fwd_store`)
             patch = _patch_norm(pn_ptr, bb, oh - pad_h, ow - pad_w, mask_m, H, W, G, g, dil_h, dil_w, KH, KW)
         else:
             patch = tl.sum(nx, axis=1)
@@ -519,6 +523,7 @@ def yat_conv_fwd_tma_kernel(
             acc, patch, patch, y_rows, offs_m * C_out, mask_m, n_first, g * Ng + Ng,
             nw_ptr, b_ptr, y_ptr, s_ptr, stride_yc, 1, alpha, eps, (b0, oh0, ow0),
             True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE, FAST_RCP,
+            GEMM_ONLY,
         )  # fmt: skip
 
 

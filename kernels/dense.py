@@ -177,6 +177,7 @@ def yat_dense_fwd_kernel(
     EPILOGUE_SPLIT: tl.constexpr,
     FAST_RCP: tl.constexpr,
     GDC_WAIT: tl.constexpr,
+    GEMM_ONLY: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -204,7 +205,8 @@ def yat_dense_fwd_kernel(
     a reciprocal, 5 instructions a value fewer (`div_plus_eps`). GDC_WAIT: launched with
     programmatic dependent launch right after the norm pass, which may still be running:
     the main loop reads x and W only, and the epilogue waits for the pass (`gdc_wait`)
-    before it reads the norms (`yat_triton._launch.overlap_norm_pass`).
+    before it reads the norms (`yat_triton._launch.overlap_norm_pass`). GEMM_ONLY: a
+    diagnostic, y = s (`fwd_store`).
 
     NORMS_IN_LOOP sums the squares into 8-wide partials along K, thread-local adds, and
     reduces across threads once after the loop: SASS instructions a main-loop step, bf16,
@@ -274,6 +276,7 @@ def yat_dense_fwd_kernel(
         acc, nx, nw, offs_m * stride_ym, offs_m * stride_sm, mask_m, pid_n * BLOCK_N, N,
         nw_ptr, b_ptr, y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps, 0,
         not NORMS_IN_LOOP, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, False, FAST_RCP,
+        GEMM_ONLY,
     )  # fmt: skip
 
 
@@ -311,6 +314,7 @@ def yat_dense_fwd_tma_kernel(
     X_NORMS_IN_LOOP: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
     GDC_WAIT: tl.constexpr,
+    GEMM_ONLY: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -385,6 +389,7 @@ def yat_dense_fwd_tma_kernel(
             acc, nx, nx, offs_m * stride_ym, offs_m * stride_sm, mask_m, pid_n * BLOCK_N, N,
             nw_ptr, b_ptr, y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps, pid_m * BLOCK_M,
             True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_M, BLOCK_N, EPILOGUE_SPLIT, TMA_STORE, FAST_RCP,
+            GEMM_ONLY,
         )  # fmt: skip
 
 
@@ -416,6 +421,7 @@ def fwd_store(
     EPILOGUE_SPLIT: tl.constexpr,
     TMA_STORE: tl.constexpr,
     FAST_RCP: tl.constexpr,
+    GEMM_ONLY: tl.constexpr,
 ):
     """The fused ⵟ epilogue of a (BLOCK_M, BLOCK_N) tile of s = x.w (dense and conv).
 
@@ -437,7 +443,7 @@ def fwd_store(
         _fwd_epilogue(
             acc, nx, nw, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,
             stride_yn, stride_sn, alpha, eps, m0, NW_FROM_PTR, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N, TMA_STORE,
-            FAST_RCP,
+            FAST_RCP, GEMM_ONLY,
         )  # fmt: skip
     elif EPILOGUE_SPLIT == 2:
         tl.static_assert(NW_FROM_PTR, "a split epilogue reads ||w||^2 from memory")
@@ -445,13 +451,13 @@ def fwd_store(
         _fwd_epilogue(
             s0, nx, nx, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,
             stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2, TMA_STORE,
-            FAST_RCP,
+            FAST_RCP, GEMM_ONLY,
         )  # fmt: skip
         _fwd_epilogue(
             s1, nx, nx, y_rows, s_rows, n0 + BLOCK_N // 2, mask_m, n_end, nw_ptr, b_ptr, y_ptr,
             s_ptr, stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 2,
             TMA_STORE,
-            FAST_RCP,
+            FAST_RCP, GEMM_ONLY,
         )  # fmt: skip
     else:
         tl.static_assert(EPILOGUE_SPLIT == 4, "EPILOGUE_SPLIT must be 1, 2 or 4")
@@ -461,26 +467,26 @@ def fwd_store(
         _fwd_epilogue(
             s00, nx, nx, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,
             stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4, TMA_STORE,
-            FAST_RCP,
+            FAST_RCP, GEMM_ONLY,
         )  # fmt: skip
         _fwd_epilogue(
             s01, nx, nx, y_rows, s_rows, n0 + BLOCK_N // 4, mask_m, n_end, nw_ptr, b_ptr, y_ptr,
             s_ptr, stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
             TMA_STORE,
-            FAST_RCP,
+            FAST_RCP, GEMM_ONLY,
         )  # fmt: skip
         s10, s11 = tl.split(tl.permute(tl.reshape(s1, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
         _fwd_epilogue(
             s10, nx, nx, y_rows, s_rows, n0 + BLOCK_N // 2, mask_m, n_end, nw_ptr, b_ptr, y_ptr,
             s_ptr, stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX, BLOCK_N // 4,
             TMA_STORE,
-            FAST_RCP,
+            FAST_RCP, GEMM_ONLY,
         )  # fmt: skip
         _fwd_epilogue(
             s11, nx, nx, y_rows, s_rows, n0 + 3 * (BLOCK_N // 4), mask_m, n_end, nw_ptr, b_ptr,
             y_ptr, s_ptr, stride_yn, stride_sn, alpha, eps, m0, True, HAS_BIAS, STORE_S, OUT_MAX,
             BLOCK_N // 4, TMA_STORE,
-            FAST_RCP,
+            FAST_RCP, GEMM_ONLY,
         )  # fmt: skip
 
 
@@ -510,26 +516,31 @@ def _fwd_epilogue(
     WIDTH: tl.constexpr,
     TMA_STORE: tl.constexpr,
     FAST_RCP: tl.constexpr,
+    GEMM_ONLY: tl.constexpr,
 ):
     """y = alpha u^2 / (max(||x||^2 + ||w||^2 - 2 s, 0) + eps) for columns [n0, n0 + WIDTH).
 
     s: (BLOCK_M, WIDTH) accumulator slice; nx: (BLOCK_M,) row norms; nw: (WIDTH,) column
-    norms, or ignored and loaded from nw_ptr when NW_FROM_PTR.
+    norms, or ignored and loaded from nw_ptr when NW_FROM_PTR. GEMM_ONLY: y = s instead (see
+    `fwd_store`).
     """
     offs_n = n0 + tl.arange(0, WIDTH)
     mask_n = offs_n < n_end
-    if NW_FROM_PTR:
-        nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
-    if HAS_BIAS:
-        u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(s.dtype)[None, :]
+    if GEMM_ONLY:
+        y = s
     else:
-        u = s
-    # The clamp guards the cancellation of ||x||^2 + ||w||^2 - 2 s when x ~ w; NaN must
-    # survive it (a plain max would turn NaN distances into 0).
-    d = tl.maximum(nx[:, None] + nw[None, :] - 2.0 * s, 0.0, propagate_nan=tl.PropagateNan.ALL)
-    # u * (u / q), not u^2 / q: u^2 overflows fp32 (|u| > 1.8e19) or flushes (|u| < 1e-19)
-    # where y does not
-    y = saturate(u * div_plus_eps(u, d, eps, FAST_RCP) * alpha, OUT_MAX)
+        if NW_FROM_PTR:
+            nw = tl.load(nw_ptr + offs_n, mask=mask_n, other=0.0)
+        if HAS_BIAS:
+            u = s + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(s.dtype)[None, :]
+        else:
+            u = s
+        # The clamp guards the cancellation of ||x||^2 + ||w||^2 - 2 s when x ~ w; NaN must
+        # survive it (a plain max would turn NaN distances into 0).
+        d = tl.maximum(nx[:, None] + nw[None, :] - 2.0 * s, 0.0, propagate_nan=tl.PropagateNan.ALL)
+        # u * (u / q), not u^2 / q: u^2 overflows fp32 (|u| > 1.8e19) or flushes (|u| < 1e-19)
+        # where y does not
+        y = saturate(u * div_plus_eps(u, d, eps, FAST_RCP) * alpha, OUT_MAX)
     if TMA_STORE:
         if len(y_ptr.block_shape) == 4:  # a conv box: m0 = (image, row, column) of its corner
             y_ptr.store([m0[0], m0[1], m0[2], n0], tl.reshape(y, y_ptr.block_shape).to(y_ptr.dtype))

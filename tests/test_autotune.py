@@ -921,7 +921,10 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     assert lines[0]["op"] == "memory" and kernels["memory", "ref"] == [breakdown.COPY_WHAT]
     assert lines[0]["shape"] == f"bytes={2 * (16 << 20)}" and lines[1]["shape"] == "24x40x32"
     assert lines[0]["dtype"] == "uint8" and lines[1]["dtype"] == "bfloat16"
-    assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd"]
+    assert kernels["conv2d", "ref"] == ["conv+relu fwd", "conv+relu bwd", "conv alone (no bias)"]
+    # each forward's GEMM again, without the ⵟ math (`gemm_only_lines`)
+    assert kernels["dense", "fwd-gemm"] == ["yat_dense_fwd_kernel @ gemm only"]
+    assert kernels["conv2d", "fwd-gemm"] == ["yat_conv_fwd_kernel @ gemm only"]
     assert all(kernels[k][-len(whole) :] == whole for k in kernels if k[1] in ("fwd", "bwd"))
     # the conv forward (channels_last y, 16 bf16 channels: 32-byte rows) stores by TMA, and is
     # timed again storing through pointers
@@ -994,6 +997,51 @@ def test_breakdown_pointer_store_variant_of_the_tma_forward(
     assert kinds["x_desc"] is kinds["w_desc"] is TensorDescriptor
     assert kinds["y_ptr"] is kinds["s_ptr"] is torch.Tensor
     assert plain.kwargs["TMA_STORE"] is False
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("op", ["dense", "conv2d"])
+@pytest.mark.parametrize("tma", [False, True], ids=["pointer", "tma"])
+def test_gemm_only_lines_run_the_forwards_gemm(untuned, device: str, op: str, tma: bool, dtype: str) -> None:
+    """The "fwd-gemm" line replays the forward kernel with GEMM_ONLY: the same launch then
+    writes the plain product, x W^T (dense) or the convolution (conv, no bias), as the
+    float64 oracle computes it; the bias, the norms and the ⵟ quotient are gone."""
+    import torch
+    import torch.nn.functional as F
+    from tolerances import assert_close
+
+    from autotune import breakdown
+    from yat_triton.conv import conv2d_fwd
+    from yat_triton.dense import dense_fwd
+    from yat_triton.tuning import forced_config
+
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(3)
+    outputs = []
+    if op == "dense":
+        x, w, b = (torch.randn(*shape, generator=gen).to(device, dt) for shape in ((24, 32), (40, 32), (40,)))
+
+        def forward() -> object:
+            outputs.append(dense_fwd(x, w, b, None, 1.0, None, 1e-5, "ieee", False)[0])
+
+        expected, reduction = x.double() @ w.double().T, 32
+    else:
+        cl = torch.channels_last
+        x = torch.randn(2, 16, 5, 5, generator=gen).to(device, dt).contiguous(memory_format=cl)
+        w = torch.randn(24, 16, 3, 3, generator=gen).to(device, dt).contiguous(memory_format=cl)
+        b = torch.randn(24, generator=gen).to(device, dt)
+        geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+
+        def forward() -> object:
+            outputs.append(conv2d_fwd(x, w, b, None, 1.0, None, 1e-5, *geo, "ieee", False)[0])
+
+        expected, reduction = F.conv2d(x.double(), w.double(), None, 1, 1), 16 * 9
+    with forced_config(op, "fwd", TileConfig(16, 16, 16, 2, 4, 2, tma=tma)):
+        lines = breakdown.gemm_only_lines(op, forward)
+    kernel = f"yat_{op.removesuffix('2d')}_fwd_{'tma_' if tma else ''}kernel"
+    assert [(ln.op, ln.phase, ln.what) for ln in lines] == [(op, "fwd-gemm", f"{kernel} @ gemm only")]
+    (y,) = outputs  # the forward's own y, written again by the GEMM-only launch
+    assert_close(y, expected, dtype, reduction=reduction, what=f"{op} GEMM only")
 
 
 def test_breakdown_times_a_shipped_tma_forward_against_its_pointer_twin(untuned, device: str) -> None:
@@ -1079,6 +1127,8 @@ def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: p
         # and the backward's (its input gradient splits)
         ("conv2d", "bwd-plain"), ("conv2d", "bwd-split"),
         ("conv2d-tma", "bwd-plain"), ("conv2d-tma", "bwd-split"),
+        # the inference forward's GEMM without the ⵟ math
+        ("conv2d", "fwd-gemm"),
     ]  # fmt: skip
     for op in ("conv2d", "conv2d-tma"):
         for mode, kernel in (("fwd", "yat_conv_fwd"), ("bwd", "yat_conv_dgrad")):
@@ -1089,7 +1139,7 @@ def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: p
             }
             assert grids[f"{mode}-split"] > grids[f"{mode}-plain"], grids  # the tail's parts
     refs = [lines[i]["what"] for i in ours if lines[i]["phase"] == "ref"]
-    assert refs == ["conv+relu fwd", "conv+relu bwd"]
+    assert refs == ["conv+relu fwd", "conv+relu bwd", "conv alone (no bias)"]
     assert "yat_conv_fwd_tma_kernel" in [lines[i]["what"] for i in ours]
     # the --conv layer keeps its whole set of phases
     assert ("conv2d", "fwd-nchw-w") in {(ln["op"], ln["phase"]) for ln in before}

@@ -475,7 +475,7 @@ def plan_conv2d_fwd(
         KH=KH, KW=KW, NORM_PASS=norm_pass, HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None,
         EPS_FROM_PTR=eps is not None, STORE_S=save_for_backward, DOT_PRECISION=precision,
         UPCAST=upcast_operands(x.dtype), OUT_MAX=out_max(x.dtype),
-        FAST_RCP=fast_quotient(x.dtype, eps, eps_value), GDC_WAIT=overlap,
+        FAST_RCP=fast_quotient(x.dtype, eps, eps_value), GDC_WAIT=overlap, GEMM_ONLY=False,
         EPILOGUE_SPLIT=min(cfg.epilogue_split, max(1, cfg.block_n // 16)), **cfg.launch_options(),
     )  # fmt: skip
     width = cfg.block_n // constexprs["EPILOGUE_SPLIT"]

@@ -168,7 +168,7 @@ def plan_dense_fwd(
         HAS_BIAS=bias is not None, ALPHA_FROM_PTR=alpha is not None, EPS_FROM_PTR=eps is not None,
         STORE_S=save_for_backward, DOT_PRECISION=precision, UPCAST=upcast_operands(x.dtype),
         OUT_MAX=out_max(x.dtype), FAST_RCP=fast_quotient(x.dtype, eps, eps_value), GDC_WAIT=overlap,
-        **cfg.launch_options(),
+        GEMM_ONLY=False, **cfg.launch_options(),
     )  # fmt: skip
     if use_tma:
         # y and s leave by TMA too when their rows are 16-byte aligned (N a multiple of 8) and
