@@ -326,14 +326,20 @@ FORWARD_KERNELS = (
 
 def gemm_only_lines(op: str, forward: Callable[[], object]) -> list[Line]:
     """The forward kernel of one call of `forward` timed again with GEMM_ONLY (`fwd_store`:
-    the same launch storing its accumulator, without the ⵟ math and its vector loads):
-    phase "fwd-gemm", lines "KERNEL @ gemm only". Against the same phase's kernel line it
-    is what the ⵟ epilogue costs; against cuBLAS's matmul or cuDNN's conv (the "ref" lines)
-    what the GEMM itself does."""
+    the same launch storing its accumulator, without the ⵟ math and its vector loads) and
+    nothing saved for backward (one output, as cuBLAS's matmul and cuDNN's conv store):
+    phase "fwd-gemm", lines "KERNEL @ gemm only". Against the inference forward's kernel
+    line it is what the ⵟ epilogue costs; against the matmul or the conv alone (the "ref"
+    lines) what the GEMM itself does."""
     with recording() as calls:
         forward()
     return [
-        call_line(op, "fwd-gemm", f"{c.kernel.fn.__name__} @ gemm only", replace_kwargs(c, GEMM_ONLY=True))
+        call_line(
+            op,
+            "fwd-gemm",
+            f"{c.kernel.fn.__name__} @ gemm only",
+            replace_kwargs(c, GEMM_ONLY=True, STORE_S=False),
+        )
         for c in calls
         if c.kernel.fn.__name__ in FORWARD_KERNELS
     ]
@@ -654,16 +660,13 @@ def conv_lines(
         ref_line("conv2d", "conv alone (no bias)", lambda: F.conv2d(x, w, None, 1, p)),
     ]
 
-    def infer() -> object:  # nothing saved, as the GEMM-only line's reference stores one output
-        return conv2d_fwd(x, w, *args, *geo, "ieee", False)
-
     problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
     shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
     if lean:
         if tma:
             yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
         yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
-        yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", infer))
+        yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", forward))
         return
     if overlaps(device):  # the forward without the pixel-norm pass's overlap, and beside it
         yield phase_lines("conv2d", "fwd-nopdl", without_overlap(forward))
@@ -673,7 +676,7 @@ def conv_lines(
     if tma:
         yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
     yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
-    yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", infer))
+    yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", forward))
     # the shipped kernel first (op "conv2d"), then, with `tma`, the TMA one if that is another
     for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)

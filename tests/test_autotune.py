@@ -1006,9 +1006,10 @@ def test_breakdown_pointer_store_variant_of_the_tma_forward(
 @pytest.mark.parametrize("op", ["dense", "conv2d"])
 @pytest.mark.parametrize("tma", [False, True], ids=["pointer", "tma"])
 def test_gemm_only_lines_run_the_forwards_gemm(untuned, device: str, op: str, tma: bool, dtype: str) -> None:
-    """The "fwd-gemm" line replays the forward kernel with GEMM_ONLY: the same launch then
-    writes the plain product, x W^T (dense) or the convolution (conv, no bias), as the
-    float64 oracle computes it; the bias, the norms and the ⵟ quotient are gone."""
+    """The "fwd-gemm" line replays the forward kernel with GEMM_ONLY (and nothing saved):
+    the same launch then writes the plain product, x W^T (dense) or the convolution (conv,
+    no bias), as the float64 oracle computes it; the bias, the norms and the ⵟ quotient
+    are gone."""
     import torch
     import torch.nn.functional as F
     from tolerances import assert_close
@@ -1036,7 +1037,8 @@ def test_gemm_only_lines_run_the_forwards_gemm(untuned, device: str, op: str, tm
         geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
 
         def forward() -> object:
-            outputs.append(conv2d_fwd(x, w, b, None, 1.0, None, 1e-5, *geo, "ieee", False)[0])
+            # (as training runs it, saving s: the conv's line replays the breakdown's "fwd" call)
+            outputs.append(conv2d_fwd(x, w, b, None, 1.0, None, 1e-5, *geo, "ieee", True)[0])
 
         expected, reduction = F.conv2d(x.double(), w.double(), None, 1, 1), 16 * 9
     with forced_config(op, "fwd", TileConfig(16, 16, 16, 2, 4, 2, tma=tma)):
@@ -1176,7 +1178,8 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
     lines = [json.loads(s) for s in out.read_text().splitlines()]
     assert {(ln["op"], ln["phase"]) for ln in lines} == {
         ("memory", "ref"), ("dense", "fwd"), ("dense", "bwd"), ("dense", "fwd-infer"), ("dense", "ref"),
-        ("dense", "fwd-maxnreg"), ("dense", "bwd-prep"), ("dense", "fwd-normpass"), ("conv2d", "fwd"),
+        ("dense", "fwd-gemm"), ("dense", "fwd-maxnreg"), ("dense", "bwd-prep"), ("dense", "fwd-normpass"),
+        ("conv2d", "fwd"),
     }  # fmt: skip
     assert {ln["shape"] for ln in lines if ln["op"] == "dense"} == {"24x40x32"}
 
