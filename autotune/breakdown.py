@@ -605,20 +605,22 @@ def conv_lines(
     tma: bool = False,
     lean: bool = False,
 ) -> Iterator[list[Line]]:
-    """The conv op at its shipped tiles, then cuDNN's conv+relu (input and weight
-    channels_last, as a channels_last model's; phase "fwd-nchw-w": the forward of an NCHW
-    weight, which it copies to its K order on the way, `yat_conv_weight_prep_kernel`);
+    """The conv op at its shipped tiles, then cuDNN's conv+relu and conv alone (input and
+    weight channels_last, as a channels_last model's), the inference forward ("fwd-infer",
+    what the sweep's fwd rows time); phase "fwd-nchw-w": the forward of an NCHW
+    weight, which it copies to its K order on the way, `yat_conv_weight_prep_kernel`;
     with `tma`, also the forward and the backward with the same tiles on the conv's TMA
-    kernels (op
-    "conv2d-tma", stride 1: the forward, and the backward's input and weight gradients
+    kernels (op "conv2d-tma", stride 1: the forward, and the backward's input and weight gradients
     where their fitted tiles take them); then the forward with its patch norms the other
     way (phase "fwd-norms": the pixel-norm pass for an in-loop tile, or the reverse), on
     the shipped tile's kernel and, with `tma`, on the TMA one ("conv2d-tma") where that is
     another (not the pointer kernel's in-loop norms of 16-bit io, `broken_in_loop_norms`);
     the forward's pointer-store variant and the prep-block lines last. Yields phase by
-    phase, as `dense_lines`; the split-tail phases (`split_lines`) after the TMA ones.
-    `lean` (another layer, `--more-conv`): the forward, the backward, the references, with
-    `tma` the TMA kernels' forward and backward, and the split-tail phases only."""
+    phase, as `dense_lines`; the split-tail phases (`split_lines`) after the TMA ones, then
+    the inference forward's GEMM alone ("fwd-gemm", `gemm_only_lines`).
+    `lean` (another layer, `--more-conv`): the forward, the backward, the references, the
+    inference forward, with `tma` the TMA kernels' forward and backward, the split-tail
+    phases and the GEMM alone only."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -660,13 +662,17 @@ def conv_lines(
         ref_line("conv2d", "conv alone (no bias)", lambda: F.conv2d(x, w, None, 1, p)),
     ]
 
+    def infer() -> object:  # nothing saved: the forward the sweep's fwd rows (and targets) time
+        return conv2d_fwd(x, w, *args, *geo, "ieee", False)
+
+    yield phase_lines("conv2d", "fwd-infer", infer)
     problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
     shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
     if lean:
         if tma:
             yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
         yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
-        yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", forward))
+        yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", infer))
         return
     if overlaps(device):  # the forward without the pixel-norm pass's overlap, and beside it
         yield phase_lines("conv2d", "fwd-nopdl", without_overlap(forward))
@@ -676,7 +682,7 @@ def conv_lines(
     if tma:
         yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
     yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
-    yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", forward))
+    yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", infer))
     # the shipped kernel first (op "conv2d"), then, with `tma`, the TMA one if that is another
     for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)

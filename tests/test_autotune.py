@@ -907,6 +907,7 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     # only (16-bit io: `broken_in_loop_norms`)
     # (a channels_last weight, as cuDNN's: its norms from the row-norm pass, then the pixels')
     assert kernels["conv2d", "fwd"][:3] == ["row_sqnorm_kernel", "row_sqnorm_kernel", "yat_conv_fwd_kernel"]
+    assert kernels["conv2d", "fwd-infer"] == kernels["conv2d", "fwd"]  # (the same kernels, nothing saved)
     assert ("conv2d", "fwd-norms") not in kernels
     in_loop_tma = ["row_sqnorm_kernel", "yat_conv_fwd_tma_kernel", *whole]
     assert kernels["conv2d-tma", "fwd-norms"] == in_loop_tma
@@ -1125,7 +1126,8 @@ def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: p
     assert after and {ln["op"] for ln in after} == {"dense-small"}
     phases = list(dict.fromkeys((lines[i]["op"], lines[i]["phase"]) for i in ours))
     assert phases == [
-        ("conv2d", "fwd"), ("conv2d", "bwd"), ("conv2d", "ref"), ("conv2d-tma", "fwd"), ("conv2d-tma", "bwd"),
+        ("conv2d", "fwd"), ("conv2d", "bwd"), ("conv2d", "ref"), ("conv2d", "fwd-infer"),
+        ("conv2d-tma", "fwd"), ("conv2d-tma", "bwd"),
         # the default tile without and with a split tail (2 tiles for the interpreter's 132 SMs)
         ("conv2d", "fwd-plain"), ("conv2d", "fwd-split"),
         ("conv2d-tma", "fwd-plain"), ("conv2d-tma", "fwd-split"),
