@@ -68,7 +68,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
 from autotune.args import positive_int  # noqa: E402
 from autotune.inspect import add_conv_argument  # noqa: E402
-from autotune.report import copy_bandwidth  # noqa: E402
+from autotune.report import GEMM_ONLY_SUFFIX, GEMM_REFS, copy_bandwidth  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
 from autotune.timing import (  # noqa: E402
     ContextLost,
@@ -337,7 +337,7 @@ def gemm_only_lines(op: str, forward: Callable[[], object]) -> list[Line]:
         call_line(
             op,
             "fwd-gemm",
-            f"{c.kernel.fn.__name__} @ gemm only",
+            f"{c.kernel.fn.__name__}{GEMM_ONLY_SUFFIX}",
             replace_kwargs(c, GEMM_ONLY=True, STORE_S=False),
         )
         for c in calls
@@ -472,7 +472,7 @@ def dense_lines(
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
     y = F.relu(F.linear(xg, wg, bg))
     yield [
-        ref_line("dense", "x @ W^T (matmul)", lambda: x @ w.t()),
+        ref_line("dense", GEMM_REFS["dense"], lambda: x @ w.t()),
         ref_line("dense", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))),
         ref_line(
             "dense", "linear+relu bwd", lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)
@@ -555,7 +555,7 @@ def small_batch_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -
         with forced_config("dense", "fwd", other):
             yield shaped(phase_lines("dense-small", "fwd-norms", infer))
     yield shaped([
-        ref_line("dense-small", "x @ W^T (matmul)", lambda: x @ w.t()),
+        ref_line("dense-small", GEMM_REFS["dense"], lambda: x @ w.t()),
         ref_line("dense-small", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))),
     ])  # fmt: skip
 
@@ -659,7 +659,7 @@ def conv_lines(
         ref_line(
             "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
         ),
-        ref_line("conv2d", "conv alone (no bias)", lambda: F.conv2d(x, w, None, 1, p)),
+        ref_line("conv2d", GEMM_REFS["conv2d"], lambda: F.conv2d(x, w, None, 1, p)),
     ]
 
     def infer() -> object:  # nothing saved: the forward the sweep's fwd rows (and targets) time

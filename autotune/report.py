@@ -1200,6 +1200,69 @@ def _breakdown(items: list[dict[str, object]]) -> str:
     return _table(table, headers)
 
 
+# the breakdown's reference line for a GEMM alone, per op family (`autotune.breakdown`)
+GEMM_REFS = {"dense": "x @ W^T (matmul)", "conv2d": "conv alone (no bias)"}
+GEMM_ONLY_SUFFIX = " @ gemm only"
+
+
+def gemm_and_epilogue(items: list[dict[str, object]]) -> list[list[str]]:
+    """Per breakdown "fwd-gemm" line (a forward kernel again without the ⵟ math): that
+    kernel's inference forward time (phase "fwd-infer" of the same op and shape), its GEMM
+    alone, their difference (the ⵟ epilogue, with its share of the kernel), and the
+    standard GEMM of its op family at that shape (GEMM_REFS) with the GEMM alone's time over
+    it; "-" where a line is missing."""
+
+    def us(op: object, phase: str, shape: object, dtype: object, what: object) -> float | None:
+        key = (op, phase, shape, dtype, what)
+        return next(
+            (
+                float(it["us"])
+                for it in items
+                if (it["op"], it["phase"], it["shape"], it["dtype"], it["what"]) == key
+            ),
+            None,
+        )
+
+    rows = []
+    for it in items:
+        what = str(it["what"])
+        if it["phase"] != "fwd-gemm" or not what.endswith(GEMM_ONLY_SUFFIX):
+            continue
+        kernel, gemm = what.removesuffix(GEMM_ONLY_SUFFIX), float(it["us"])
+        op, shape, dtype = it["op"], it["shape"], it["dtype"]
+        whole = us(op, "fwd-infer", shape, dtype, kernel)
+        family = str(op).split("-")[0]
+        ref = us(family, "ref", shape, dtype, GEMM_REFS.get(family))
+        rows.append([
+            str(op), str(shape), str(dtype), kernel,
+            "-" if whole is None else f"{whole:.1f}",
+            f"{gemm:.1f}",
+            "-" if whole is None else f"{whole - gemm:.1f} ({100 * (whole - gemm) / whole:.0f}%)",
+            "-" if ref is None else f"{ref:.1f} ({GEMM_REFS[family]})",
+            "-" if ref is None or ref <= 0 else f"{gemm / ref:.2f}x",
+        ])  # fmt: skip
+    return rows
+
+
+def _gemm_and_epilogue(items: list[dict[str, object]]) -> list[str]:
+    """The report's lines for `gemm_and_epilogue`: none without a GEMM-only line."""
+    rows = gemm_and_epilogue(items)
+    if not rows:
+        return []
+    headers = [
+        "op", "shape", "dtype", "forward kernel", "inference µs", "GEMM alone µs",
+        "ⵟ epilogue µs (share)", "standard GEMM µs", "GEMM alone / standard",
+    ]  # fmt: skip
+    return [
+        "### GEMM and epilogue", "",
+        "Each forward kernel timed again storing its accumulator without the ⵟ math (phase "
+        "\"fwd-gemm\", nothing saved): the ⵟ epilogue costs the difference to the same "
+        "kernel's inference forward, and the GEMM alone against cuBLAS's matmul or cuDNN's conv "
+        "(no bias, no ReLU) at the same shape is how far the main loop is from theirs.", "",
+        _table(rows, headers), "",
+    ]  # fmt: skip
+
+
 def _heatmap_shape(g: Gpu, op: str, dtype: str) -> str | None:
     """The forward problem whose tile sweep the heatmap of (op, dtype) shows: the smallest
     headline shape (one a SPEC section 6 target covers: the 4096 cube, ResNet-50's first 3x3
@@ -1286,6 +1349,7 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
             "host's launching; \"ref\" rows are the "
             "standard layers at the same shape, and op \"memory\" the device copy that gives "
             "the roofline's memory roof).", "",
+            *_gemm_and_epilogue(breakdown),
             _breakdown(breakdown), "",
         ] if breakdown else []),
         "## Failed, wrong and pruned configs", "",

@@ -575,6 +575,44 @@ def test_breakdown_section(gpu_db, tmp_path) -> None:  # noqa: ANN001
         render_report(gpu_db, tmp_path / "r", breakdown=path)
 
 
+def test_gemm_and_epilogue_splits_each_forward(gpu_db, tmp_path) -> None:  # noqa: ANN001
+    """Per GEMM-only line of the breakdown: the same kernel's inference time, the GEMM
+    alone, the epilogue as their difference, and the standard GEMM of the op family at the
+    same shape (a wide-tile variant of the dense op finds the dense op's reference); "-"
+    where a line is missing. Rendered into the report's breakdown section."""
+    from autotune.report import gemm_and_epilogue
+
+    def line(op: str, phase: str, what: str, us: float, shape: str = "4096x4096x4096") -> dict[str, object]:
+        return {"op": op, "phase": phase, "what": what, "us": us, "shape": shape, "dtype": "bfloat16",
+                "grid": "-", "share": None, "gpu": "Test H200"}  # fmt: skip
+
+    tma = "yat_dense_fwd_tma_kernel"
+    conv = "B=64,C_in=256,HW=14,C_out=256,k=3"
+    items = [
+        line("dense", "fwd-infer", "row_sqnorm_kernel", 30.0),
+        line("dense", "fwd-infer", tma, 250.0),
+        line("dense", "ref", "x @ W^T (matmul)", 187.0),
+        line("dense", "fwd-gemm", f"{tma} @ gemm only", 230.0),
+        line("dense-tma-wide", "fwd-infer", tma, 220.0),
+        line("dense-tma-wide", "fwd-gemm", f"{tma} @ gemm only", 200.0),
+        line("conv2d", "fwd-gemm", "yat_conv_fwd_tma_kernel @ gemm only", 60.0, conv),  # no infer, no ref
+        line("conv2d", "ref", "x @ W^T (matmul)", 10.0, conv),  # (not the conv's reference)
+    ]
+    assert gemm_and_epilogue(items) == [
+        ["dense", "4096x4096x4096", "bfloat16", tma, "250.0", "230.0", "20.0 (8%)",
+         "187.0 (x @ W^T (matmul))", "1.23x"],
+        ["dense-tma-wide", "4096x4096x4096", "bfloat16", tma, "220.0", "200.0", "20.0 (9%)",
+         "187.0 (x @ W^T (matmul))", "1.07x"],
+        ["conv2d", conv, "bfloat16", "yat_conv_fwd_tma_kernel", "-", "60.0", "-", "-", "-"],
+    ]  # fmt: skip
+    assert gemm_and_epilogue(items[:3]) == []
+    path = tmp_path / "bd.jsonl"
+    path.write_text("".join(json.dumps(ln) + "\n" for ln in items))
+    render_report(gpu_db, tmp_path / "r", breakdown=path)
+    section = (tmp_path / "r" / "test_h200" / "README.md").read_text().split("## Where the time goes")[1]
+    assert "### GEMM and epilogue" in section and "| 20.0 (8%) " in section
+
+
 def test_show_and_export_without_a_correct_row(tmp_path, capsys) -> None:  # noqa: ANN001
     """A GPU database where every ⵟ config failed its check: show has nothing to show (exit
     2, saying why), and export tries the GPU's winners (not a CPU export) and says none passed."""
