@@ -1344,12 +1344,12 @@ def call_reason(call: object) -> str | None:
     if any(tag in call.kernel.__name__ for tag in _TILE_INDEPENDENT):
         return None
     try:
-        report = compile_sm90(call)
+        report = compile_sm90(call, disassemble=False)
     except Exception:  # noqa: BLE001 - compile errors are recorded by the timed pass
         return None
     if report.spills:
-        registers, stores = report.registers, report.spill_stores
-        return f"{report.kernel} spills on sm_90 ({registers} registers, {stores} spill stores)"
+        registers, stack = report.registers, report.stack_bytes
+        return f"{report.kernel} spills on sm_90 ({registers} registers, a {stack} B stack frame)"
     if report.shared_bytes > SM90_SMEM_BYTES:
         return f"{report.kernel} needs {report.shared_bytes} B of shared memory (sm_90: {SM90_SMEM_BYTES})"
     if report.wgmma_serialized:

@@ -818,6 +818,48 @@ def test_static_prune_flags_spilling_tiles() -> None:
     assert good == "None"
 
 
+def test_the_static_prunes_lean_report_agrees_with_the_full_one() -> None:
+    """The sweep's static prune compiles without disassembling (`compile_sm90(disassemble=
+    False)`): registers, stack frame, shared memory, TMA loads (not a TMA store), wgmma and
+    its serialization, occupancy and the spill verdict match the full report's, for kernels
+    that spill and kernels that do not (one under a register cap). In a child process: static compiles
+    need compiled, not interpreted, kernels."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from autotune.inspect import compile_sm90\n"
+        "from autotune.sweep import Problem, _record\n"
+        "from kernels._common import TileConfig\n"
+        "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'cpu')\n"
+        "c = Problem('conv2d', {'B': 2, 'C_in': 16, 'H': 6, 'W': 6, 'C_out': 16, 'k': 3, 'stride': 1,\n"
+        "            'padding': 1}, 'bfloat16', 'fwd', 'cpu')\n"
+        "tile = TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4)\n"
+        "calls = [_record(p, tile)[-1], _record(p, TileConfig(128, 128, 64, 8, 8, 3, tma=True))[-1],\n"
+        "         _record(c, TileConfig(32, 16, 16, 2, 4, 2))[-1]]  # (a TMA store, pointer loads)\n"
+        "spills = _record(p, TileConfig(256, 256, 64, 8, 4, 3))[-1]  # (as the prune test's)\n"
+        "runs = [(k, None) for k in calls] + [(spills, None), (calls[1], 168)]\n"
+        "keys = ('registers', 'stack_bytes', 'shared_bytes', 'tma', 'wgmma_serialized', 'spills',\n"
+        "        'programs_per_sm', 'warps')\n"
+        "for k, cap in runs:\n"
+        "    full, lean = (compile_sm90(k, maxnreg=cap, disassemble=d) for d in (True, False))\n"
+        "    assert [getattr(full, a) for a in keys] == [getattr(lean, a) for a in keys], (full, lean)\n"
+        "    assert (full.hgmma > 0) == (lean.hgmma > 0) and lean.loop_step == 0, (full, lean)\n"
+        "    print(k.kernel.__name__, full.spills, full.tma)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [
+        "yat_dense_fwd_kernel", "False", "False", "yat_dense_fwd_tma_kernel", "False", "True",
+        "yat_conv_fwd_kernel", "False", "False", "yat_dense_fwd_kernel", "True", "False",
+        "yat_dense_fwd_tma_kernel", "False", "True",  # (a cap that fits it)
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("op, shape", [
     ("dense", {"M": 40, "N": 24, "K": 32}),
     ("conv2d", {"B": 2, "C_in": 16, "H": 6, "W": 6, "C_out": 16, "k": 3, "stride": 1, "padding": 1}),
