@@ -7,7 +7,8 @@
 # inspect_bfloat16.txt (registers / spills / shared memory / wgmma / TMA of every kernel, as
 # compiled by this machine's Triton), breakdown.txt / .jsonl (every kernel of the dense
 # 4096^3 and ResNet-50 3x3 ops timed on its own as a CUDA graph, each whole call also
-# eagerly, the TMA, prep-block and register-cap variants, cuBLAS / cuDNN references, the
+# eagerly, the TMA, prep-block and register-cap variants, cuBLAS / cuDNN references, each
+# forward's GEMM alone (GEMM_ONLY: the ⵟ epilogue's cost, the GEMM against cuBLAS's), the
 # 14x14x256 layer's forward and backward (its target's missing layer), and a 16-row batch's
 # inference forward; rendered into the report too),
 # results.db + sweep.log + show.txt (the core suite swept in bf16 against the baselines),
