@@ -10,8 +10,9 @@ whole call (kernels, torch glue such as partial-sum reductions, launch gaps); th
 are cuBLAS `x @ W^T`, `linear+relu`, and cuDNN's conv alone and `conv+relu` (channels_last)
 at the same shape. Phase "fwd-gemm" (every op, after the references, or for a conv layer
 after its split-tail phases): the inference forward's GEMM kernel again with GEMM_ONLY,
-storing its accumulator without the ⵟ math (`gemm_only_lines`): the epilogue's cost, and
-the GEMM's own speed against cuBLAS's and cuDNN's; with --tma, op "dense-tma-wide" (16-bit
+storing its accumulator without the ⵟ math (`gemm_only_lines`): what that math (norms
+summed in the kernel, the epilogue) costs, and the GEMM's own speed against cuBLAS's and
+cuDNN's; with --tma, op "dense-tma-wide" (16-bit
 io): the inference forward and its GEMM alone on WIDE_TILE, cuBLAS's tile shape.
 Phase "fwd-infer": the dense forward as inference runs it (nothing saved for backward).
 On a GPU whose forwards overlap their norm pass (`yat_triton._launch.overlap_norm_pass`):
@@ -326,10 +327,11 @@ FORWARD_KERNELS = (
 
 def gemm_only_lines(op: str, forward: Callable[[], object]) -> list[Line]:
     """The forward kernel of one call of `forward` timed again with GEMM_ONLY (`fwd_store`:
-    the same launch storing its accumulator, without the ⵟ math and its vector loads) and
-    nothing saved for backward (one output, as cuBLAS's matmul and cuDNN's conv store):
+    the same arguments, the accumulator stored without the ⵟ math, its vector loads and the
+    norms summed in the kernel; a persistent kernel's grid planned again for that compile)
+    and nothing saved for backward (one output, as cuBLAS's matmul and cuDNN's conv store):
     phase "fwd-gemm", lines "KERNEL @ gemm only". Against the inference forward's kernel
-    line it is what the ⵟ epilogue costs; against the matmul or the conv alone (the "ref"
+    line it is what the ⵟ math costs; against the matmul or the conv alone (the "ref"
     lines) what the GEMM itself does."""
     with recording() as calls:
         forward()
@@ -478,7 +480,7 @@ def dense_lines(
             "dense", "linear+relu bwd", lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)
         ),
     ]
-    # the inference forward's GEMM alone against the matmul above: what the ⵟ epilogue costs
+    # the inference forward's GEMM alone against the matmul above: what the ⵟ math costs
     yield guarded("dense fwd-gemm", lambda: gemm_only_lines("dense", p.infer))
     if tma:
         shipped = pick_dense_config(M, N, K, dtype)

@@ -69,6 +69,9 @@ class KernelReport:
     loop_step: int = 0  # SASS instructions of one main-loop step (`sass_shape`)
     after_loop: int = 0  # SASS instructions after the main loop: the epilogue (`sass_shape`)
     wgmma_serialized: str | None = ""  # ptxas's reason if it serialized the wgmma; None: unchecked
+    # False: compiled without disassembling (`compile_sm90(disassemble=False)`): the spill
+    # counts and the SASS shape are unknown (0), `hgmma` counts the PTX's wgmma instructions
+    disassembled: bool = True
 
     @property
     def warp_specialized(self) -> bool:
@@ -82,15 +85,21 @@ class KernelReport:
         return self.stack_bytes > 0 or self.spill_stores > 0 or self.spill_loads > 0
 
     def line(self) -> str:
+        spills = (
+            f"spill stores/loads {self.spill_stores}/{self.spill_loads}"
+            if self.disassembled
+            else "spill stores/loads not counted (not disassembled)"
+        )
+        mma = "HGMMA instructions" if self.disassembled else "wgmma instructions (PTX)"
         return (
             f"{self.kernel}: {self.registers} registers, stack {self.stack_bytes} B, "
-            f"spill stores/loads {self.spill_stores}/{self.spill_loads}, shared "
-            f"{self.shared_bytes} B, HGMMA instructions {self.hgmma}, TMA {self.tma}, "
+            f"{spills}, shared "
+            f"{self.shared_bytes} B, {mma} {self.hgmma}, TMA {self.tma}, "
             f"{self.programs_per_sm} programs/SM, {self.warps} warps"
             f"{' (warp-specialized)' if self.warp_specialized else ''}"
             + (
                 f", SASS a main-loop step {self.loop_step}, after the loop {self.after_loop}"
-                if self.hgmma
+                if self.hgmma and self.disassembled
                 else ""
             )
             + f", compile {self.compile_s:.1f} s"
@@ -225,6 +234,12 @@ def _serialized_wgmma(ptx: str) -> str | None:
     return wgmma_serialization(done.stderr) if done.returncode == 0 else None
 
 
+def _usage_field(usage: str, name: str) -> int:
+    """One number of cuobjdump's resource usage (REG, STACK, SHARED, ...); 0 if absent."""
+    m = re.search(rf"{name}:(\d+)", usage)
+    return int(m.group(1)) if m else 0
+
+
 def _cubin_usage(cubin: bytes) -> str:
     """cuobjdump's resource usage of a cubin (REG, STACK, SHARED, ...)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -247,8 +262,7 @@ def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, bool, int, int, s
         ).stdout
 
     def field(name: str) -> int:
-        m = re.search(rf"{name}:(\d+)", usage)
-        return int(m.group(1)) if m else 0
+        return _usage_field(usage, name)
 
     hgmma = len(re.findall(r"\bHGMMA\b", sass))
     tma = bool(re.search(r"\bUTMALDG\b|\bUBLKCP\b", sass))
@@ -371,8 +385,7 @@ def _lean_report(call: KernelCall, compiled: object, elapsed: float) -> KernelRe
     ptx = compiled.asm["ptx"]  # type: ignore[attr-defined]
 
     def field(name: str) -> int:
-        m = re.search(rf"{name}:(\d+)", usage)
-        return int(m.group(1)) if m else 0
+        return _usage_field(usage, name)
 
     hgmma = len(re.findall(r"\bwgmma\.mma_async\b", ptx))
     shared = max(field("SHARED"), int(getattr(compiled.metadata, "shared", 0)))  # type: ignore[attr-defined]
@@ -381,7 +394,7 @@ def _lean_report(call: KernelCall, compiled: object, elapsed: float) -> KernelRe
     return KernelReport(
         call.kernel.__name__, field("REG"), field("STACK"), 0, 0, shared, hgmma,
         bool(_PTX_TMA_LOAD.search(ptx)), elapsed, programs_per_sm(field("REG"), shared, warps), warps, asked,
-        wgmma_serialized=_serialized_wgmma(ptx) if hgmma else "",
+        wgmma_serialized=_serialized_wgmma(ptx) if hgmma else "", disassembled=False,
     )  # fmt: skip
 
 

@@ -1208,7 +1208,8 @@ GEMM_ONLY_SUFFIX = " @ gemm only"
 def gemm_and_epilogue(items: list[dict[str, object]]) -> list[list[str]]:
     """Per breakdown "fwd-gemm" line (a forward kernel again without the ⵟ math): that
     kernel's inference forward time (phase "fwd-infer" of the same op and shape), its GEMM
-    alone, their difference (the ⵟ epilogue, with its share of the kernel), and the
+    alone, their difference (the ⵟ math: the epilogue and norms summed in the kernel, with
+    its share of the kernel), and the
     standard GEMM of its op family at that shape (GEMM_REFS) with the GEMM alone's time over
     it; "-" where a line is missing."""
 
@@ -1237,7 +1238,7 @@ def gemm_and_epilogue(items: list[dict[str, object]]) -> list[list[str]]:
             str(op), str(shape), str(dtype), kernel,
             "-" if whole is None else f"{whole:.1f}",
             f"{gemm:.1f}",
-            "-" if whole is None else f"{whole - gemm:.1f} ({100 * (whole - gemm) / whole:.0f}%)",
+            "-" if whole is None or whole <= 0 else f"{whole - gemm:.1f} ({(whole - gemm) / whole:.0%})",
             "-" if ref is None else f"{ref:.1f} ({GEMM_REFS[family]})",
             "-" if ref is None or ref <= 0 else f"{gemm / ref:.2f}x",
         ])  # fmt: skip
@@ -1251,12 +1252,13 @@ def _gemm_and_epilogue(items: list[dict[str, object]]) -> list[str]:
         return []
     headers = [
         "op", "shape", "dtype", "forward kernel", "inference µs", "GEMM alone µs",
-        "ⵟ epilogue µs (share)", "standard GEMM µs", "GEMM alone / standard",
+        "ⵟ math µs (share)", "standard GEMM µs", "GEMM alone / standard",
     ]  # fmt: skip
     return [
         "### GEMM and epilogue", "",
         "Each forward kernel timed again storing its accumulator without the ⵟ math (phase "
-        "\"fwd-gemm\", nothing saved): the ⵟ epilogue costs the difference to the same "
+        "\"fwd-gemm\", nothing saved; a persistent kernel's grid planned again for it): the ⵟ "
+        "math (norms summed in the kernel and the epilogue) costs the difference to the same "
         "kernel's inference forward, and the GEMM alone against cuBLAS's matmul or cuDNN's conv "
         "(no bias, no ReLU) at the same shape is how far the main loop is from theirs.", "",
         _table(rows, headers), "",

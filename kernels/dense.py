@@ -438,7 +438,14 @@ def fwd_store(
     EPILOGUE_SPLIT column slices to divide that (bf16 128x128x64, 8 warps, sm_90: 164
     registers unsplit, 116 in two slices, 100 in four; 130 in four when s is also stored
     for backward). A register nw cannot be sliced cheaply: it takes EPILOGUE_SPLIT = 1.
+
+    GEMM_ONLY (a diagnostic, never a launcher's choice: `autotune.breakdown` times it): y = s,
+    the accumulator cast at the same stores, without the ⵟ math (the compiler then also
+    drops whatever only fed it: norms summed in the main loop, the conv's tap sum), so that
+    the kernel's time splits into its GEMM (against cuBLAS's or cuDNN's) and its ⵟ math.
+    Nothing is saved for backward then (STORE_S off: the conv's patch norms would be zeros).
     """
+    tl.static_assert(not (GEMM_ONLY and STORE_S), "GEMM_ONLY saves nothing for backward")
     if EPILOGUE_SPLIT == 1:
         _fwd_epilogue(
             acc, nx, nw, y_rows, s_rows, n0, mask_m, n_end, nw_ptr, b_ptr, y_ptr, s_ptr,

@@ -820,10 +820,12 @@ def test_static_prune_flags_spilling_tiles() -> None:
 
 def test_the_static_prunes_lean_report_agrees_with_the_full_one() -> None:
     """The sweep's static prune compiles without disassembling (`compile_sm90(disassemble=
-    False)`): registers, stack frame, shared memory, TMA loads (not a TMA store), wgmma and
-    its serialization, occupancy and the spill verdict match the full report's, for kernels
-    that spill and kernels that do not (one under a register cap). In a child process: static compiles
-    need compiled, not interpreted, kernels."""
+    False)`), and its verdicts match the full report's: the spills (the stack frame alone,
+    against the full report's also counting the SASS's spill stores and loads), TMA loads
+    (from the PTX, not a TMA store, against the SASS) and wgmma (PTX against SASS), for
+    kernels that spill and kernels that do not (one under a register cap); the fields both
+    read from cuobjdump and ptxas (registers, shared memory, serialization) come along. In a
+    child process: static compiles need compiled, not interpreted, kernels."""
     import os
     import subprocess
     import sys
@@ -1080,7 +1082,7 @@ def test_gemm_only_lines_run_the_forwards_gemm(untuned, device: str, op: str, tm
         geo = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
 
         def forward() -> object:
-            # (as training runs it, saving s: the conv's line replays the breakdown's "fwd" call)
+            # (saving s, as training runs it: the replay turns STORE_S off)
             outputs.append(conv2d_fwd(x, w, b, None, 1.0, None, 1e-5, *geo, "ieee", True)[0])
 
         expected, reduction = F.conv2d(x.double(), w.double(), None, 1, 1), 16 * 9
