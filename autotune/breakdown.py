@@ -12,8 +12,8 @@ at the same shape. Phase "fwd-gemm" (every op, after the references, or for a co
 after its split-tail phases): the inference forward's GEMM kernel again with GEMM_ONLY,
 storing its accumulator without the ⵟ math (`gemm_only_lines`): what that math (norms
 summed in the kernel, the epilogue) costs, and the GEMM's own speed against cuBLAS's and
-cuDNN's; with --tma, op "dense-tma-wide" (16-bit
-io): the inference forward and its GEMM alone on WIDE_TILE, cuBLAS's tile shape.
+cuDNN's; with --tma, ops "dense-tma-wide" and "dense-tma-k128" (16-bit io): the inference
+forward and its GEMM alone on other tile shapes (PROBE_TILES).
 Phase "fwd-infer": the dense forward as inference runs it (nothing saved for backward).
 On a GPU whose forwards overlap their norm pass (`yat_triton._launch.overlap_norm_pass`):
 "fwd-infer-nopdl" (dense), "fwd-nopdl" (dense-tma, conv2d), the same calls without it;
@@ -312,10 +312,17 @@ def pointer_store_lines(op: str, forward: Callable[[], object]) -> list[Line]:
     return out
 
 
-# the widest TMA forward tile that fits an SM in 16-bit io (bf16 inference: 190 registers,
-# 163,864 B of shared memory, no spills; Triton 3.6, `python -m autotune.inspect --config
-# 128x256x64:8:3:e4:tma`)
-WIDE_TILE = TileConfig(128, 256, 64, 8, 8, 3, epilogue_split=4, tma=True)
+# TMA forward tiles whose inference forward and GEMM alone the breakdown times besides the
+# shipped one (16-bit io; bf16 inference, Triton 3.6, `python -m autotune.inspect --config
+# ...`, no spills): "dense-tma-wide", cuBLAS's tile shape for large Hopper GEMMs, two
+# warpgroups of 64x256 (half the shared-memory reads a product of a 64x128 wgmma's; 190
+# registers, 163,864 B); "dense-tma-k128", 128-deep steps: the pipelined TMA loop syncs the
+# CTA 4 times a step (`BAR.SYNC` around the copies' issue) whatever the step's depth, half as
+# often a product as at 64 (109 registers, 204,824 B)
+PROBE_TILES = {
+    "dense-tma-wide": TileConfig(128, 256, 64, 8, 8, 3, epilogue_split=4, tma=True),
+    "dense-tma-k128": TileConfig(128, 128, 128, 8, 8, 3, epilogue_split=4, tma=True),
+}
 
 FORWARD_KERNELS = (
     "yat_dense_fwd_kernel",
@@ -441,7 +448,7 @@ def dense_lines(
     the TMA forward summing ||x||^2 in its loop ("dense-tma-xnorms"; its backward is the
     same as dense-tma's, so it is not timed again), and the inference forward on that TMA
     tile at fewer stages, where two of its programs then pair up on an SM ("dense-tma"
-    "fwd-infer-pair", `pair_per_sm`) and, in 16-bit io, on WIDE_TILE ("dense-tma-wide": the
+    "fwd-infer-pair", `pair_per_sm`) and, in 16-bit io, on each of PROBE_TILES (its op: the
     inference forward and its GEMM alone); after the references, the shipped inference
     forward's GEMM alone ("fwd-gemm", `gemm_only_lines`); the register-capped forward kernel, the
     prep-block and the norm-pass-block lines last. Yields the
@@ -509,13 +516,12 @@ def dense_lines(
         if pair is not None and pair != plain:
             with forced_config("dense", "fwd", pair):
                 yield phase_lines("dense-tma", "fwd-infer-pair", p.infer)
-        # cuBLAS's tile shape for large bf16 GEMMs on Hopper (two warpgroups of 64x256: half
-        # the shared-memory reads a product of a 64x128 wgmma's): the inference forward and its
-        # GEMM alone, where the shipped tile is another
-        if dtype.itemsize == 2 and WIDE_TILE != shipped:
-            with forced_config("dense", "fwd", WIDE_TILE):
-                yield phase_lines("dense-tma-wide", "fwd-infer", p.infer)
-                yield guarded("dense-tma-wide fwd-gemm", lambda: gemm_only_lines("dense-tma-wide", p.infer))
+        # other tile shapes' inference forward and GEMM alone, where the shipped tile is another
+        for name, probe in PROBE_TILES.items() if dtype.itemsize == 2 else ():
+            if probe != shipped:
+                with forced_config("dense", "fwd", probe):
+                    yield phase_lines(name, "fwd-infer", p.infer)
+                    yield guarded(f"{name} fwd-gemm", lambda name=name: gemm_only_lines(name, p.infer))
     forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
     yield guarded("dense fwd-maxnreg", lambda: maxnreg_lines("dense", p.forward, forward_kernels))
     yield guarded("dense bwd-prep", lambda: prep_block_lines("dense", p.backward))

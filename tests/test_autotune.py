@@ -970,9 +970,10 @@ def test_breakdown_times_every_kernel(capsys, untuned) -> None:
     # each forward's GEMM again, without the ⵟ math (`gemm_only_lines`)
     assert kernels["dense", "fwd-gemm"] == ["yat_dense_fwd_kernel @ gemm only"]
     assert kernels["conv2d", "fwd-gemm"] == ["yat_conv_fwd_kernel @ gemm only"]
-    # and on the widest 16-bit TMA tile, its inference forward too
-    assert kernels["dense-tma-wide", "fwd-infer"][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_tma_kernel"]
-    assert kernels["dense-tma-wide", "fwd-gemm"] == ["yat_dense_fwd_tma_kernel @ gemm only"]
+    # and on the other 16-bit TMA tile shapes, their inference forward too
+    for op in breakdown.PROBE_TILES:
+        assert kernels[op, "fwd-infer"][:2] == ["row_sqnorm_kernel", "yat_dense_fwd_tma_kernel"]
+        assert kernels[op, "fwd-gemm"] == ["yat_dense_fwd_tma_kernel @ gemm only"]
     assert all(kernels[k][-len(whole) :] == whole for k in kernels if k[1] in ("fwd", "bwd"))
     # the conv forward (channels_last y, 16 bf16 channels: 32-byte rows) stores by TMA, and is
     # timed again storing through pointers
