@@ -24,14 +24,16 @@ Phase "bwd-prep": the backward's elementwise (prep) kernel again at other blocks
 the conv forward kernel again storing through pointers where it stores by TMA; with --tma,
 op "dense-tma-ws": the forward and the backward on warp-specialized tiles
 (`dense_ws_lines`; the newest compiler path, after every other phase of the 4096^3 and conv
-problems); before it, each --more-conv layer: another conv layer's forward, backward,
-references and, with --tma, TMA kernels (`conv_lines(lean=True)`), its lines named by its
-shape; for each conv layer whose default tile's grid leaves a partial last wave, phases
-"fwd-plain" and "fwd-split": that tile's forward without and with `split_tail` (and
-"bwd-plain", "bwd-split" where the input gradient's grid does, `split_lines`); last, op
-"dense-small": a small batch's inference forward, its norms both ways (16-bit io: from
-the pass only, `broken_in_loop_norms`), next to linear+relu
-(`small_batch_lines`, --small; no SPEC target depends on it).
+problems). Order: the dense op's and the --conv layer's core phases, each --more-conv
+layer's (another conv layer, its lines named by its shape), then the first two groups'
+extras (`PARTS`: the "-nopdl" and "-pdl1" phases, "dense-tma-xnorms", "fwd-nchw-w",
+"fwd-norms", "fwd-store", the register caps, the prep and norm-pass blocks, variants an
+earlier run measured), so that a time cap cuts those first. For each conv layer whose
+default tile's grid leaves a partial last wave, phases "fwd-plain" and "fwd-split": that
+tile's forward without and with `split_tail` (and "bwd-plain", "bwd-split" where the input
+gradient's grid does, `split_lines`); last, op "dense-small": a small batch's inference
+forward, its norms both ways (16-bit io: from the pass only, `broken_in_loop_norms`),
+next to linear+relu (`small_batch_lines`, --small; no SPEC target depends on it).
 First of all, op "memory": a device copy (`copy_line`), whose bytes over its time are the
 memory bandwidth the report's roofline draws as its memory roof.
 On a GPU times come from `autotune.timing` (do_bench of the call captured as a CUDA graph,
@@ -439,8 +441,13 @@ class DenseProblem:
         return dense_bwd(self.g, self.x, self.w, *self.args, *self.saved, self.prec, needs)
 
 
+# a group's phases: "core" (what the targets and the newest levers need), "extra" (variants
+# an earlier run measured already: the overlap's, the norms', the blocks', the caps'), "all"
+PARTS = ("all", "core", "extra")
+
+
 def dense_lines(
-    M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False
+    M: int, N: int, K: int, dtype: torch.dtype, device: str, *, tma: bool = False, part: str = "all"
 ) -> Iterator[list[Line]]:
     """The dense op at its shipped tile, then the standard layers; with `tma`, also the same
     tile on the persistent TMA kernels (forced for forward and backward: op "dense-tma"; where
@@ -452,7 +459,9 @@ def dense_lines(
     inference forward and its GEMM alone); after the references, the shipped inference
     forward's GEMM alone ("fwd-gemm", `gemm_only_lines`); the register-capped forward kernel, the
     prep-block and the norm-pass-block lines last. Yields the
-    lines phase by phase, the most wanted first (a time cap keeps what was measured)."""
+    lines phase by phase, the most wanted first (a time cap keeps what was measured); `part`
+    (PARTS): "core" leaves out the "-nopdl" and "-pdl1" phases, "dense-tma-xnorms", the
+    register caps, the prep blocks and the norm-pass blocks, "extra" yields only those."""
     from yat_triton.dense import pick_dense_config
     from yat_triton.tuning import forced_config
 
@@ -471,38 +480,44 @@ def dense_lines(
             if backward_too:
                 yield phase_lines(op, "bwd", p.backward)
 
-    yield from op_lines("dense", None, backward_too=True)
-    # the inference forward (nothing saved: no fp32 s to store), what the training one's
-    # extra output costs next to linear+relu
-    yield phase_lines("dense", "fwd-infer", p.infer)
-    if overlaps(device):  # the same without the norm pass's overlap, and with its pass beside it
+    core, extra = part != "extra", part != "core"
+    if core:
+        yield from op_lines("dense", None, backward_too=True)
+        # the inference forward (nothing saved: no fp32 s to store), what the training one's
+        # extra output costs next to linear+relu
+        yield phase_lines("dense", "fwd-infer", p.infer)
+    if extra and overlaps(device):  # without the norm pass's overlap, and with its pass beside it
         yield phase_lines("dense", "fwd-infer-nopdl", without_overlap(p.infer))
         yield phase_lines("dense", "fwd-infer-pdl1", pass_beside_gemm(p.infer))
-    xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
-    y = F.relu(F.linear(xg, wg, bg))
-    yield [
-        ref_line("dense", GEMM_REFS["dense"], lambda: x @ w.t()),
-        ref_line("dense", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))),
-        ref_line(
-            "dense", "linear+relu bwd", lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)
-        ),
-    ]
-    # the inference forward's GEMM alone against the matmul above: what the ⵟ math costs
-    yield guarded("dense fwd-gemm", lambda: gemm_only_lines("dense", p.infer))
+    if core:
+        xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
+        y = F.relu(F.linear(xg, wg, bg))
+        yield [
+            ref_line("dense", GEMM_REFS["dense"], lambda: x @ w.t()),
+            ref_line("dense", "linear+relu fwd", lambda: F.relu(F.linear(x, w, b))),
+            ref_line(
+                "dense", "linear+relu bwd", lambda: torch.autograd.grad(y, (xg, wg, bg), g, retain_graph=True)
+            ),
+        ]
+        # the inference forward's GEMM alone against the matmul above: what the ⵟ math costs
+        yield guarded("dense fwd-gemm", lambda: gemm_only_lines("dense", p.infer))
     if tma:
         shipped = pick_dense_config(M, N, K, dtype)
         plain = dataclasses.replace(shipped, tma=True, norms_in_loop=False)  # (a small batch's
         # default sums norms in its loop). A shipped forward on the TMA kernel already (the
         # default of a 16-bit forward that fills the GPU): its pointer twin instead ("dense-pointer")
-        yield from op_lines("dense-tma", plain, backward_too=True, forward_too=plain != shipped)
-        if shipped.tma:
-            yield from op_lines("dense-pointer", dataclasses.replace(plain, tma=False), backward_too=False)
-        if overlaps(device):
+        if core:
+            yield from op_lines("dense-tma", plain, backward_too=True, forward_too=plain != shipped)
+            if shipped.tma:
+                twin = dataclasses.replace(plain, tma=False)
+                yield from op_lines("dense-pointer", twin, backward_too=False)
+        if extra and overlaps(device):
             with forced_config("dense", "fwd", plain):
                 yield phase_lines("dense-tma", "fwd-nopdl", without_overlap(p.forward))
                 yield phase_lines("dense-tma", "fwd-pdl1", pass_beside_gemm(p.forward))
-        xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
-        yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
+        if extra:
+            xnorms = dataclasses.replace(shipped, tma=True, norms_in_loop=True)
+            yield from op_lines("dense-tma-xnorms", xnorms, backward_too=False)
         # the inference forward on the same tile with the most stages at which two programs
         # pair up on an SM (`kernels._common.pair_per_sm`), where the tile does not already
         pair = next(
@@ -513,19 +528,20 @@ def dense_lines(
             ),
             None,
         )
-        if pair is not None and pair != plain:
+        if core and pair is not None and pair != plain:
             with forced_config("dense", "fwd", pair):
                 yield phase_lines("dense-tma", "fwd-infer-pair", p.infer)
         # other tile shapes' inference forward and GEMM alone, where the shipped tile is another
-        for name, probe in PROBE_TILES.items() if dtype.itemsize == 2 else ():
+        for name, probe in PROBE_TILES.items() if core and dtype.itemsize == 2 else ():
             if probe != shipped:
                 with forced_config("dense", "fwd", probe):
                     yield phase_lines(name, "fwd-infer", p.infer)
                     yield guarded(f"{name} fwd-gemm", lambda name=name: gemm_only_lines(name, p.infer))
-    forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
-    yield guarded("dense fwd-maxnreg", lambda: maxnreg_lines("dense", p.forward, forward_kernels))
-    yield guarded("dense bwd-prep", lambda: prep_block_lines("dense", p.backward))
-    yield guarded("dense fwd-normpass", lambda: norm_block_lines("dense", p.forward))
+    if extra:
+        forward_kernels = ("yat_dense_fwd_kernel", "yat_dense_fwd_tma_kernel")
+        yield guarded("dense fwd-maxnreg", lambda: maxnreg_lines("dense", p.forward, forward_kernels))
+        yield guarded("dense bwd-prep", lambda: prep_block_lines("dense", p.backward))
+        yield guarded("dense fwd-normpass", lambda: norm_block_lines("dense", p.forward))
 
 
 def small_batch_lines(M: int, N: int, K: int, dtype: torch.dtype, device: str) -> Iterator[list[Line]]:
@@ -611,24 +627,23 @@ def conv_lines(
     device: str,
     *,
     tma: bool = False,
-    lean: bool = False,
+    part: str = "all",
 ) -> Iterator[list[Line]]:
-    """The conv op at its shipped tiles, then cuDNN's conv+relu and conv alone (input and
-    weight channels_last, as a channels_last model's), the inference forward ("fwd-infer",
-    what the sweep's fwd rows time); phase "fwd-nchw-w": the forward of an NCHW
-    weight, which it copies to its K order on the way, `yat_conv_weight_prep_kernel`;
-    with `tma`, also the forward and the backward with the same tiles on the conv's TMA
-    kernels (op "conv2d-tma", stride 1: the forward, and the backward's input and weight gradients
-    where their fitted tiles take them); then the forward with its patch norms the other
-    way (phase "fwd-norms": the pixel-norm pass for an in-loop tile, or the reverse), on
+    """The conv op at its shipped tiles: the forward and the backward, cuDNN's conv+relu
+    and conv alone (input and weight channels_last, as a channels_last model's), the
+    inference forward ("fwd-infer", what the sweep's fwd rows time); with `tma`, the
+    forward and the backward with the same tiles on the conv's TMA kernels (op
+    "conv2d-tma", stride 1: the forward, and the backward's input and weight gradients
+    where their fitted tiles take them); the split-tail phases (`split_lines`); the
+    inference forward's GEMM alone ("fwd-gemm", `gemm_only_lines`). Then the extras: the
+    forward without and beside its pixel-norm pass's overlap ("fwd-nopdl", "fwd-pdl1", a
+    GPU's), the forward of an NCHW weight, which it copies to its K order on the way
+    ("fwd-nchw-w", `yat_conv_weight_prep_kernel`), the forward with its patch norms the
+    other way ("fwd-norms": the pixel-norm pass for an in-loop tile, or the reverse), on
     the shipped tile's kernel and, with `tma`, on the TMA one ("conv2d-tma") where that is
-    another (not the pointer kernel's in-loop norms of 16-bit io, `broken_in_loop_norms`);
-    the forward's pointer-store variant and the prep-block lines last. Yields phase by
-    phase, as `dense_lines`; the split-tail phases (`split_lines`) after the TMA ones, then
-    the inference forward's GEMM alone ("fwd-gemm", `gemm_only_lines`).
-    `lean` (another layer, `--more-conv`): the forward, the backward, the references, the
-    inference forward, with `tma` the TMA kernels' forward and backward, the split-tail
-    phases and the GEMM alone only."""
+    another (not the pointer kernel's in-loop norms of 16-bit io, `broken_in_loop_norms`),
+    the forward's pointer-store variant and the prep-block lines. Yields phase by phase,
+    as `dense_lines`; `part` (PARTS): "core" the phases before the extras, "extra" those."""
     from yat_triton.conv import conv2d_bwd, conv2d_fwd, pick_conv_config
     from yat_triton.tuning import conv_shape, forced_config
 
@@ -647,7 +662,9 @@ def conv_lines(
     def forward(weight: torch.Tensor = w) -> object:  # as training runs it (saving s)
         return conv2d_fwd(x, weight, *args, *geo, "ieee", True)
 
-    yield phase_lines("conv2d", "fwd", forward)
+    core, extra = part != "extra", part != "core"
+    if core:
+        yield phase_lines("conv2d", "fwd", forward)
     y, s, nx, nw = forward()
     g = (
         torch.randn(y.shape, generator=gen)
@@ -659,38 +676,34 @@ def conv_lines(
     def backward() -> object:
         return conv2d_bwd(g, x, w, *args, s, nx, nw, *geo, "ieee", needs)
 
-    yield phase_lines("conv2d", "bwd", backward)
-    xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
-    yr = F.relu(F.conv2d(xg, wg, bg, 1, p))
-    yield [
-        ref_line("conv2d", "conv+relu fwd", lambda: F.relu(F.conv2d(x, w, b, 1, p))),
-        ref_line(
-            "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
-        ),
-        ref_line("conv2d", GEMM_REFS["conv2d"], lambda: F.conv2d(x, w, None, 1, p)),
-    ]
-
     def infer() -> object:  # nothing saved: the forward the sweep's fwd rows (and targets) time
         return conv2d_fwd(x, w, *args, *geo, "ieee", False)
 
-    yield phase_lines("conv2d", "fwd-infer", infer)
     problem = conv_shape(x.shape, w.shape, (1, 1), (p, p, p, p), 1)
     shipped = pick_conv_config(B * HW * HW, C_out, C_in, dtype, "fwd", problem=problem)
-    if lean:
+    if core:
+        yield phase_lines("conv2d", "bwd", backward)
+        xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
+        yr = F.relu(F.conv2d(xg, wg, bg, 1, p))
+        yield [
+            ref_line("conv2d", "conv+relu fwd", lambda: F.relu(F.conv2d(x, w, b, 1, p))),
+            ref_line(
+                "conv2d", "conv+relu bwd", lambda: torch.autograd.grad(yr, (xg, wg, bg), g, retain_graph=True)
+            ),
+            ref_line("conv2d", GEMM_REFS["conv2d"], lambda: F.conv2d(x, w, None, 1, p)),
+        ]
+        yield phase_lines("conv2d", "fwd-infer", infer)
         if tma:
             yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
         yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
         yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", infer))
+    if not extra:
         return
     if overlaps(device):  # the forward without the pixel-norm pass's overlap, and beside it
         yield phase_lines("conv2d", "fwd-nopdl", without_overlap(forward))
         yield phase_lines("conv2d", "fwd-pdl1", pass_beside_gemm(forward))
     # an NCHW weight: the forward copies it to its K order (the weight prep kernel)
     yield phase_lines("conv2d", "fwd-nchw-w", lambda: forward(w_nchw))
-    if tma:
-        yield from conv_tma_lines(forward, backward, shipped, B * HW * HW, C_in, C_out, dtype, problem)
-    yield from split_lines(forward, backward, B, HW, C_in, C_out, k, dtype, device, tma=tma)
-    yield guarded("conv2d fwd-gemm", lambda: gemm_only_lines("conv2d", infer))
     # the shipped kernel first (op "conv2d"), then, with `tma`, the TMA one if that is another
     for op, on_tma in [("conv2d", shipped.tma)] + ([("conv2d-tma", True)] if tma and not shipped.tma else []):
         other = dataclasses.replace(shipped, tma=on_tma, norms_in_loop=not shipped.norms_in_loop)
@@ -862,15 +875,32 @@ def main(argv: list[str] | None = None) -> int:
     phases: list[tuple[str, Callable[[], Iterator[list[Line]]], str]] = [
         # first: a cap that stops the run keeps it
         ("memory", lambda: iter([[copy_line(copy_mib, device)]]), ""),
-        ("dense", lambda: dense_lines(*args.dense, dtype, device, tma=args.tma), dense_shape),
-        ("conv2d", lambda: conv_lines(*args.conv, dtype, device, tma=args.tma), conv_label(*args.conv)),
+        ("dense", lambda: dense_lines(*args.dense, dtype, device, tma=args.tma, part="core"), dense_shape),
+        (
+            "conv2d",
+            lambda: conv_lines(*args.conv, dtype, device, tma=args.tma, part="core"),
+            conv_label(*args.conv),
+        ),
     ]
     for layer in args.more_conv:
         phases.append((
             f"conv2d {conv_label(*layer)}",
-            functools.partial(conv_lines, *layer, dtype, device, tma=args.tma, lean=True),
+            functools.partial(conv_lines, *layer, dtype, device, tma=args.tma, part="core"),
             conv_label(*layer),
         ))  # fmt: skip
+    # then the variants an earlier run measured already (`PARTS`), of the first layers only
+    phases += [
+        (
+            "dense extras",
+            lambda: dense_lines(*args.dense, dtype, device, tma=args.tma, part="extra"),
+            dense_shape,
+        ),
+        (
+            "conv2d extras",
+            lambda: conv_lines(*args.conv, dtype, device, tma=args.tma, part="extra"),
+            conv_label(*args.conv),
+        ),
+    ]
     if args.tma and not args.no_warp_specialize:  # the newest compiler path: late
         phases.append(("dense-tma-ws", lambda: dense_ws_lines(*args.dense, dtype, device), dense_shape))
     if args.small:  # the least wanted (no SPEC target): last

@@ -1168,7 +1168,10 @@ def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: p
     before, after = lines[: ours[0]], lines[ours[-1] + 1 :]
     first_label = "B=1,C_in=16,HW=5,C_out=16,k=3"
     assert {ln["shape"] for ln in before if ln["op"].startswith("conv2d")} == {first_label}
-    assert after and {ln["op"] for ln in after} == {"dense-small"}
+    # after it, the --conv layer's extras (`PARTS`), then the small batch's
+    assert {ln["shape"] for ln in after if ln["op"].startswith("conv2d")} == {first_label}
+    assert {ln["phase"] for ln in after if ln["op"].startswith("conv2d")} >= {"fwd-nchw-w", "fwd-norms"}
+    assert after[-1]["op"] == "dense-small"
     phases = list(dict.fromkeys((lines[i]["op"], lines[i]["phase"]) for i in ours))
     assert phases == [
         ("conv2d", "fwd"), ("conv2d", "bwd"), ("conv2d", "ref"), ("conv2d", "fwd-infer"),
@@ -1193,8 +1196,8 @@ def test_breakdown_times_more_conv_layers_leanly(capsys, untuned, monkeypatch: p
     refs = [lines[i]["what"] for i in ours if lines[i]["phase"] == "ref"]
     assert refs == ["conv+relu fwd", "conv+relu bwd", "conv alone (no bias)"]
     assert "yat_conv_fwd_tma_kernel" in [lines[i]["what"] for i in ours]
-    # the --conv layer keeps its whole set of phases
-    assert ("conv2d", "fwd-nchw-w") in {(ln["op"], ln["phase"]) for ln in before}
+    # the --conv layer keeps its whole set of phases, its core ones before the other layer's
+    assert ("conv2d", "fwd-gemm") in {(ln["op"], ln["phase"]) for ln in before}
     # without --json: the table, a shape column where the layers are several
     assert breakdown.main([*argv, "--small", "0"]) == 0
     out = capsys.readouterr().out
@@ -1207,7 +1210,8 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--json-out is rewritten after each phase: a run stopped in the conv backward (the GPU
-    script's time cap) leaves the copy, the dense lines and the conv forward's for the report."""
+    script's time cap) leaves the copy, the dense op's core lines and the conv forward's for
+    the report (the extras come after every group's core phases)."""
     from autotune import breakdown
 
     phase_lines = breakdown.phase_lines
@@ -1225,8 +1229,7 @@ def test_breakdown_keeps_every_phase_measured_before_a_stop(
     lines = [json.loads(s) for s in out.read_text().splitlines()]
     assert {(ln["op"], ln["phase"]) for ln in lines} == {
         ("memory", "ref"), ("dense", "fwd"), ("dense", "bwd"), ("dense", "fwd-infer"), ("dense", "ref"),
-        ("dense", "fwd-gemm"), ("dense", "fwd-maxnreg"), ("dense", "bwd-prep"), ("dense", "fwd-normpass"),
-        ("conv2d", "fwd"),
+        ("dense", "fwd-gemm"), ("conv2d", "fwd"),
     }  # fmt: skip
     assert {ln["shape"] for ln in lines if ln["op"] == "dense"} == {"24x40x32"}
 
@@ -1373,8 +1376,8 @@ def test_breakdown_times_the_warp_specialized_forward_last(
     (fwd16,) = breakdown.dense_ws_lines(130, 72, 32, torch.float16, device)  # fp16: pointer backward GEMMs
     assert {ln.phase for ln in fwd16} == {"fwd"}
 
-    def stub(op: str) -> object:
-        return lambda *a, **k: iter([[breakdown.Line(op, "fwd", "k", "-", 1.0)]])
+    def stub(op: str) -> object:  # (a group's part named in its op)
+        return lambda *a, part="all", **k: iter([[breakdown.Line(f"{op} {part}", "fwd", "k", "-", 1.0)]])
 
     for name, op in (
         ("dense_lines", "dense"), ("conv_lines", "conv2d"), ("small_batch_lines", "dense-small"),
@@ -1382,11 +1385,13 @@ def test_breakdown_times_the_warp_specialized_forward_last(
     ):  # fmt: skip
         monkeypatch.setattr(breakdown, name, stub(op))
     out = tmp_path / "b.jsonl"
+    # the core phases of each group, then the extras, then the warp-specialized tiles
+    groups = ["memory", "dense core", "conv2d core", "dense extra", "conv2d extra"]
     for flags, ops in (
-        (["--tma"], ["memory", "dense", "conv2d", "dense-tma-ws", "dense-small"]),
-        (["--tma", "--no-warp-specialize"], ["memory", "dense", "conv2d", "dense-small"]),
-        ([], ["memory", "dense", "conv2d", "dense-small"]),
-        (["--small", "0"], ["memory", "dense", "conv2d"]),
+        (["--tma"], [*groups, "dense-tma-ws all", "dense-small all"]),
+        (["--tma", "--no-warp-specialize"], [*groups, "dense-small all"]),
+        ([], [*groups, "dense-small all"]),
+        (["--small", "0"], groups),
     ):
         breakdown.main([*flags, "--json-out", str(out)])
         assert [json.loads(s)["op"] for s in out.read_text().splitlines()] == ops, flags
