@@ -1331,6 +1331,11 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
         ]),
         _tally(statuses), "",
         targets, "",
+        *([
+            "What limits a forward: the breakdown's \"GEMM and epilogue\" table (below) splits "
+            "each forward kernel into its GEMM alone, against cuBLAS's matmul or cuDNN's conv, and "
+            "its ⵟ math.", "",
+        ] if gemm_and_epilogue(breakdown or []) else []),
         "## Summary: best correct yat_triton config vs each baseline", "",
         "Per problem, the fastest correct yat_triton tile, and against each baseline the speedup "
         "(baseline time / yat_triton time: > 1 means yat_triton is faster) with the baseline's "

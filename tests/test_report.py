@@ -609,8 +609,15 @@ def test_gemm_and_epilogue_splits_each_forward(gpu_db, tmp_path) -> None:  # noq
     path = tmp_path / "bd.jsonl"
     path.write_text("".join(json.dumps(ln) + "\n" for ln in items))
     render_report(gpu_db, tmp_path / "r", breakdown=path)
-    section = (tmp_path / "r" / "test_h200" / "README.md").read_text().split("## Where the time goes")[1]
+    text = (tmp_path / "r" / "test_h200" / "README.md").read_text()
+    section = text.split("## Where the time goes")[1]
     assert "### GEMM and epilogue" in section and "| 20.0 (8%) " in section
+    # the targets section points to it, only where it is
+    targets = text.split("## Targets")[1].split("## Summary")[0]
+    assert '"GEMM and epilogue" table (below)' in targets
+    path.write_text("".join(json.dumps(ln) + "\n" for ln in items[:3]))
+    render_report(gpu_db, tmp_path / "r", breakdown=path)
+    assert "GEMM and epilogue" not in (tmp_path / "r" / "test_h200" / "README.md").read_text()
 
 
 def test_show_and_export_without_a_correct_row(tmp_path, capsys) -> None:  # noqa: ANN001
