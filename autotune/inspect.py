@@ -240,26 +240,23 @@ def _usage_field(usage: str, name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _cubin_usage(cubin: bytes) -> str:
-    """cuobjdump's resource usage of a cubin (REG, STACK, SHARED, ...)."""
+def _cubin_outputs(cubin: bytes, disassemble: bool) -> tuple[str, str]:
+    """(cuobjdump's resource usage: REG, STACK, SHARED, ...; nvdisasm's SASS, or "" without
+    `disassemble`) of a cubin, written once to a temporary file for both tools."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
-        return subprocess.run(
-            [_nvidia_bin("cuobjdump"), "--dump-resource-usage", str(path)],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+
+        def run(*cmd: str) -> str:
+            return subprocess.run([*cmd, str(path)], capture_output=True, text=True, check=True).stdout
+
+        usage = run(_nvidia_bin("cuobjdump"), "--dump-resource-usage")
+        return usage, run(_nvidia_bin("nvdisasm")) if disassemble else ""
 
 
 def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, bool, int, int, str]:
     """(registers, stack, static shared, HGMMA count, TMA used, STL, LDL, SASS text)."""
-    usage = _cubin_usage(cubin)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "kernel.cubin"
-        path.write_bytes(cubin)
-        sass = subprocess.run(
-            [_nvidia_bin("nvdisasm"), str(path)], capture_output=True, text=True, check=True
-        ).stdout
+    usage, sass = _cubin_outputs(cubin, disassemble=True)
 
     def field(name: str) -> int:
         return _usage_field(usage, name)
@@ -381,7 +378,7 @@ _PTX_TMA_LOAD = re.compile(r"\bcp\.async\.bulk(\.tensor\.\dd)?\.shared::(cluster
 def _lean_report(call: KernelCall, compiled: object, elapsed: float) -> KernelReport:
     """`compile_sm90`'s report without disassembling: registers, stack frame and static
     shared memory from cuobjdump's resource usage, wgmma and TMA from the PTX."""
-    usage = _cubin_usage(compiled.asm["cubin"])  # type: ignore[attr-defined]
+    usage, _ = _cubin_outputs(compiled.asm["cubin"], disassemble=False)  # type: ignore[attr-defined]
     ptx = compiled.asm["ptx"]  # type: ignore[attr-defined]
 
     def field(name: str) -> int:

@@ -1245,9 +1245,8 @@ def gemm_and_epilogue(items: list[dict[str, object]]) -> list[list[str]]:
     return rows
 
 
-def _gemm_and_epilogue(items: list[dict[str, object]]) -> list[str]:
-    """The report's lines for `gemm_and_epilogue`: none without a GEMM-only line."""
-    rows = gemm_and_epilogue(items)
+def _gemm_and_epilogue(rows: list[list[str]]) -> list[str]:
+    """The report's lines for the rows of `gemm_and_epilogue`: none without a row."""
     if not rows:
         return []
     headers = [
@@ -1315,6 +1314,7 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
     searched = f"`--search {'` / `'.join(searches)}`" if searches else "the sweep's search"
 
     targets, statuses = _targets(g)
+    split_rows = gemm_and_epilogue(breakdown or [])  # (the targets' pointer and the table)
     parts = [BANNER, ""] if not g.representative else []
     parts += [
         f"# Performance report: {g.gpu}", "",
@@ -1335,7 +1335,7 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
             "What limits a forward: the breakdown's \"GEMM and epilogue\" table (below) splits "
             "each forward kernel into its GEMM alone, against cuBLAS's matmul or cuDNN's conv, and "
             "its ⵟ math.", "",
-        ] if gemm_and_epilogue(breakdown or []) else []),
+        ] if split_rows else []),
         "## Summary: best correct yat_triton config vs each baseline", "",
         "Per problem, the fastest correct yat_triton tile, and against each baseline the speedup "
         "(baseline time / yat_triton time: > 1 means yat_triton is faster) with the baseline's "
@@ -1356,7 +1356,7 @@ def _render_gpu(g: Gpu, folder: Path, breakdown: list[dict[str, object]] | None 
             "host's launching; \"ref\" rows are the "
             "standard layers at the same shape, and op \"memory\" the device copy that gives "
             "the roofline's memory roof).", "",
-            *_gemm_and_epilogue(breakdown),
+            *_gemm_and_epilogue(split_rows),
             _breakdown(breakdown), "",
         ] if breakdown else []),
         "## Failed, wrong and pruned configs", "",
