@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from children import compiled_child
 
 from autotune import cli, sweep
 from autotune.db import FWD_NOTE, Result, ResultsDB, canonical_json
@@ -786,22 +787,6 @@ def test_quick_suite_runs_on_cpu(tmp_path: Path, capsys) -> None:
     assert cli.main(["show", "--db", str(db_path)]) == 0
 
 
-def in_compiled_child(code: str) -> str:
-    """The stdout of `code` run by this Python in a child process without TRITON_INTERPRET
-    (static compiles need compiled, not interpreted, kernels), from the repository's root;
-    its exit status must be 0."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=root, timeout=300, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
 def test_static_prune_flags_spilling_tiles() -> None:
     """On a GPU the sweep compiles each tile for sm_90 first and prunes the ones that spill
     or overflow shared memory (5 stages of 128x256x64 bf16: 240 KB), the forward also as
@@ -820,7 +805,7 @@ def test_static_prune_flags_spilling_tiles() -> None:
         "assert static_reasons([both(t) for t in tiles]) == one_by_one  # the sweep's, in parallel\n"
         "print(*one_by_one, sep='\\n')\n"
     )
-    spills, smem, good = in_compiled_child(code).strip().splitlines()[-3:]
+    spills, smem, good = compiled_child("-c", code).strip().splitlines()[-3:]
     assert "yat_dense_fwd_kernel spills on sm_90" in spills
     assert "yat_dense_fwd_kernel needs" in smem and "B of shared memory" in smem
     assert good == "None"
@@ -855,7 +840,7 @@ def test_the_static_prunes_lean_report_agrees_with_the_full_one() -> None:
         "    assert (full.hgmma > 0) == (lean.hgmma > 0) and lean.loop_step == 0, (full, lean)\n"
         "    print(k.kernel.__name__, full.spills, full.tma)\n"
     )
-    assert in_compiled_child(code).split() == [
+    assert compiled_child("-c", code).split() == [
         "yat_dense_fwd_kernel", "False", "False", "yat_dense_fwd_tma_kernel", "False", "True",
         "yat_conv_fwd_kernel", "False", "False", "yat_dense_fwd_kernel", "True", "False",
         "yat_dense_fwd_tma_kernel", "False", "True",  # (a cap that fits it)

@@ -18,6 +18,7 @@ import pytest
 import torch
 import triton
 import triton.language as tl
+from children import compiled_child
 from oracle import yat_dense_ref
 from tolerances import assert_close
 
@@ -566,11 +567,8 @@ def _inspect_all(*args: str) -> list[dict]:
     """The kernel reports of `python -m autotune.inspect ARGS --json`, in a child process:
     the static compile needs compiled (not interpreted) kernels, and this process may have
     TRITON_INTERPRET=1."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "autotune.inspect", *args, "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    out = compiled_child("-m", "autotune.inspect", *args, "--json")
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def _inspect(*args: str) -> dict:
@@ -637,12 +635,10 @@ def test_every_kernel_compiles_for_sm90(dtype: str, fp64_scalars: bool) -> None:
     conv's near-pair kernel then failed to compile (a loop-carried fp32 turned fp64) and
     the dense forward to lower to LLVM (an fp64 eps in the fp32 reciprocal's PTX) until the
     kernels cast them to the accumulation dtype."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "autotune.inspect", "--all", "--dtype", dtype, "--json"]
-    cmd += ["--fp64-scalars"] if fp64_scalars else []
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    args = ["-m", "autotune.inspect", "--all", "--dtype", dtype, "--json"]
+    args += ["--fp64-scalars"] if fp64_scalars else []
+    out = compiled_child(*args, timeout=600)
+    reports = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     kernels = {r["kernel"] for r in reports}
     assert {
         "yat_dense_fwd_kernel", "yat_dense_bwd_prep_kernel", "yat_dense_bwd_gemm_kernel",
@@ -682,21 +678,7 @@ def test_every_kernel_compiles_for_sm90(dtype: str, fp64_scalars: bool) -> None:
 def test_inspect_dumps_every_stage(tmp_path: Path) -> None:
     """Through the `yat-autotune inspect` command, which must not turn the interpreter on
     without a GPU (the static compile needs compiled kernels)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "autotune",
-        "inspect",
-        "--shape",
-        "256",
-        "256",
-        "256",
-        "--dump",
-        str(tmp_path),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
+    compiled_child("-m", "autotune", "inspect", "--shape", "256", "256", "256", "--dump", str(tmp_path))
     stages = {p.suffix for p in tmp_path.glob("yat_dense_fwd_kernel.*")}
     assert {".ttir", ".ttgir", ".llir", ".ptx", ".cubin", ".sass"} <= stages
     assert "HGMMA" in (tmp_path / "yat_dense_fwd_kernel.sass").read_text()
@@ -727,11 +709,8 @@ def test_torch_compile_takes_only_outputs_for_outputs() -> None:
     each reports only what it writes. The conv near-pair pass once reported its read-only
     inputs too (its store addresses depended on a helper's results that took pointers),
     and compiled training with a conv bias failed on the GPU."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "autotune.inspect", "--mutations", "--dtype", "bfloat16", "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    out = compiled_child("-m", "autotune.inspect", "--mutations", "--dtype", "bfloat16", "--json")
+    reports = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert {r["kernel"] for r in reports} == set(KERNEL_OUTPUTS)
     for r in reports:
         assert r["outputs"] and set(r["outputs"]) <= KERNEL_OUTPUTS[r["kernel"]], r
@@ -820,10 +799,7 @@ def test_forward_epilogue_divides_by_a_bare_reciprocal(
     """With eps a number >= 2^-124 the forward epilogues divide by q with MUFU.RCP alone
     (`div_plus_eps`): none of div.full.f32's range checks (|q| against 2^126 and the
     smallest normal) is left in the SASS."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "autotune.inspect", "--dtype", "bfloat16", *args, "--dump", str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
+    compiled_child("-m", "autotune.inspect", "--dtype", "bfloat16", *args, "--dump", str(tmp_path))
     sass = (tmp_path / f"{kernel}.sass").read_text()
     assert "MUFU.RCP" in sass
     assert "8.50705917302346158658e+37" not in sass and "1.175494350822287508e-38" not in sass
@@ -833,12 +809,9 @@ def test_forward_epilogue_divides_by_a_bare_reciprocal(
 def test_inspect_caps_registers() -> None:
     """--maxnreg 128: the bf16 forward saving s on a 128x128 tile, 8 warps, 3 stages, fits
     128 registers a thread, so two programs share an SM (96 KB of shared memory each)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "autotune.inspect", "--shape", "512", "512", "512", "--save",
-           "--config", "128x128x64:8:3:e4", "--maxnreg", "128", "--json"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    fwd = [json.loads(line) for line in done.stdout.splitlines() if "yat_dense_fwd_kernel" in line][0]
+    out = compiled_child("-m", "autotune.inspect", "--shape", "512", "512", "512", "--save",
+                         "--config", "128x128x64:8:3:e4", "--maxnreg", "128", "--json")  # fmt: skip
+    fwd = [json.loads(line) for line in out.splitlines() if "yat_dense_fwd_kernel" in line][0]
     assert fwd["registers"] <= 128 and fwd["programs_per_sm"] == 2, fwd
 
 
@@ -855,12 +828,9 @@ def test_inspect_caps_registers() -> None:
 def test_inspect_compiles_the_backward_at_a_tile(op, problem, kernels) -> None:
     """--backward compiles the op's backward kernels with --config forced as the backward
     tile: a `tma` one runs the TMA GEMMs (wgmma, no spills), every other kernel compiled too."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "autotune.inspect", "--op", op, *problem, "--backward",
-           "--config", "64x32x32:4:3:tma", "--json"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    reports = {r["kernel"]: r for r in map(json.loads, done.stdout.splitlines())}
+    out = compiled_child("-m", "autotune.inspect", "--op", op, *problem, "--backward",
+                         "--config", "64x32x32:4:3:tma", "--json")  # fmt: skip
+    reports = {r["kernel"]: r for r in map(json.loads, out.splitlines())}
     assert kernels <= set(reports) and "yat_dense_bwd_prep_kernel" in reports, sorted(reports)
     for name in kernels:
         r = reports[name]
@@ -1211,13 +1181,8 @@ def test_static_compiles_are_the_launches(dtype: str) -> None:
     their norm pass (launch_pdl, an option of the compile) and those that do not, TMA and
     pointer kernels, backward and elementwise passes. With torch.compile's fp64 scalars the
     key differs wherever the call has a float argument."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", LAUNCH_KEYS, dtype], capture_output=True, text=True, env=env, cwd=ROOT,
-        timeout=600, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    out = compiled_child("-c", LAUNCH_KEYS, dtype, timeout=600)
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert len(rows) > 15 and all(r["same"] for r in rows), [r for r in rows if not r["same"]]
     assert any(r["pdl"] for r in rows) and not all(r["pdl"] for r in rows)
     assert any(r["fp64_differs"] for r in rows)
@@ -1248,11 +1213,8 @@ def test_warp_specialized_forward_compiles_for_sm90_or_runs_plain() -> None:
     producer and two 4-warp consumer warpgroups, wgmma, no spills, within the shared
     memory `fits_sm90` plans; the launch the launcher falls back to where the pass refuses
     it (3.9) compiles with wgmma and no spills too."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-c", WS_COMPILE]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    reports = {r["how"]: r for r in map(json.loads, done.stdout.splitlines()[-2:])}
+    out = compiled_child("-c", WS_COMPILE)
+    reports = {r["how"]: r for r in map(json.loads, out.splitlines()[-2:])}
     ws, plain = reports["ws"], reports["plain"]
     if "error" in ws:
         assert "PassManager::run failed" in ws["error"], ws
@@ -1575,15 +1537,12 @@ def test_overlapped_forwards_wait_for_the_norm_pass_on_sm90(tmp_path: Path) -> N
     launch (griddepcontrol.launch_dependents), and the dense forwards (pointer and TMA
     kernels) and the conv forward wait for it (griddepcontrol.wait) after their MMAs, before
     the epilogue reads the norms; with YAT_TRITON_PDL=0, neither."""
-    base = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
 
     def ptx(dump: Path, *args: str, pdl: str = "1") -> dict[str, str]:
-        cmd = [sys.executable, "-m", "autotune.inspect", "--dtype", "bfloat16", "--dump", str(dump), *args]
-        env = {**base, "YAT_TRITON_PDL": pdl}
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        compiled_child(
+            "-m", "autotune.inspect", "--dtype", "bfloat16", "--dump", str(dump), *args, timeout=600,
+            env={"YAT_TRITON_PDL": pdl},
+        )  # fmt: skip
         return {p.stem: p.read_text() for p in dump.glob("*.ptx")}
 
     dense = ["--shape", "256", "256", "256", "--config"]
