@@ -70,7 +70,7 @@ from tabulate import tabulate  # noqa: E402
 from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
 from autotune.args import positive_int  # noqa: E402
-from autotune.inspect import add_conv_argument  # noqa: E402
+from autotune.inspect import add_conv_argument, gemm_only_call  # noqa: E402
 from autotune.report import GEMM_ONLY_SUFFIX, GEMM_REFS, copy_bandwidth  # noqa: E402
 from autotune.sweep import environment  # noqa: E402
 from autotune.timing import (  # noqa: E402
@@ -289,7 +289,7 @@ def maxnreg_lines(op: str, forward: Callable[[], object], kernels: tuple[str, ..
         for c in calls:
             kernel = c.kernel.fn.__name__
             if kernel in kernels:
-                capped = replace_kwargs(c, maxnreg=cap)
+                capped = dataclasses.replace(c, kwargs={**c.kwargs, "maxnreg": cap})
                 out.append(call_line(op, "fwd-maxnreg", f"{kernel} @ maxnreg={cap}", capped))
     return out
 
@@ -326,13 +326,6 @@ PROBE_TILES = {
     "dense-tma-k128": TileConfig(128, 128, 128, 8, 8, 3, epilogue_split=4, tma=True),
 }
 
-FORWARD_KERNELS = (
-    "yat_dense_fwd_kernel",
-    "yat_dense_fwd_tma_kernel",
-    "yat_conv_fwd_kernel",
-    "yat_conv_fwd_tma_kernel",
-)
-
 
 def gemm_only_lines(op: str, forward: Callable[[], object]) -> list[Line]:
     """The forward kernel of one call of `forward` timed again with GEMM_ONLY (`fwd_store`:
@@ -344,21 +337,11 @@ def gemm_only_lines(op: str, forward: Callable[[], object]) -> list[Line]:
     lines) what the GEMM itself does."""
     with recording() as calls:
         forward()
-    return [
-        call_line(
-            op,
-            "fwd-gemm",
-            f"{c.kernel.fn.__name__}{GEMM_ONLY_SUFFIX}",
-            replace_kwargs(c, GEMM_ONLY=True, STORE_S=False),
-        )
+    return [  # (the forward kernels are those taking the flag)
+        call_line(op, "fwd-gemm", f"{c.kernel.fn.__name__}{GEMM_ONLY_SUFFIX}", gemm_only_call(c))
         for c in calls
-        if c.kernel.fn.__name__ in FORWARD_KERNELS
+        if "GEMM_ONLY" in c.kwargs
     ]
-
-
-def replace_kwargs(call: KernelCall, **kwargs: object) -> KernelCall:
-    """`call` with some constexprs or launch options changed."""
-    return dataclasses.replace(call, kwargs={**call.kwargs, **kwargs})
 
 
 def ref_line(op: str, what: str, fn: Callable[[], object]) -> Line:

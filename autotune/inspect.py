@@ -333,10 +333,9 @@ def compile_sm90(
     """Compile one planned call for sm_90 and report its resources; optionally dump IRs.
     `maxnreg`: cap the registers a thread (ptxas), to see what a cap costs in spills.
     `fp64_scalars`: as `static_compile_args`. `disassemble=False` (the sweep's static
-    prune): no SASS, whose disassembly costs about half as much as the compile itself
-    (Triton 3.6, bf16 forwards: 0.36-0.47 s against 0.37-0.82 s): the spills are then the
-    stack frame alone (a spill always takes one), `hgmma` counts the PTX's wgmma
-    instructions, the main-loop counts stay 0 and `dump_dir` is not written."""
+    prune): no SASS, so no nvdisasm run; the spills are then the stack frame alone (a spill
+    always takes one), `hgmma` counts the PTX's wgmma instructions, the main-loop counts
+    stay 0 and `dump_dir` is not written."""
     src, options = static_compile_args(call, fp64_scalars)
     if maxnreg:
         options["maxnreg"] = maxnreg
@@ -409,7 +408,8 @@ def as_on_gpu() -> Iterator[None]:
 def inspect_dense_fwd(
     M: int, N: int, K: int, dtype: torch.dtype, config: TileConfig | None = None, **kw: object
 ) -> list[KernelReport]:
-    """Compile the dense forward kernels of an (M,K)x(N,K) problem for sm_90 (meta tensors)."""
+    """Compile the dense forward kernels of an (M,K)x(N,K) problem for sm_90 (meta tensors);
+    `gemm_only` (in `kw`): the forward kernel as `gemm_only_call`."""
     from yat_triton.dense import plan_dense_fwd
 
     x = torch.empty((M, K), dtype=dtype, device="meta")
@@ -421,7 +421,15 @@ def inspect_dense_fwd(
             x, w, b, None, 1.0, None, 1e-5, precision, bool(kw.get("save", False)), config
         )
     dump, cap = kw.get("dump_dir"), kw.get("maxnreg")
+    if kw.get("gemm_only"):
+        calls = [gemm_only_call(c) if "GEMM_ONLY" in c.kwargs else c for c in calls]
     return [compile_sm90(c, dump_dir=Path(dump) if dump else None, maxnreg=cap) for c in calls]  # type: ignore[arg-type]
+
+
+def gemm_only_call(call: KernelCall) -> KernelCall:
+    """A forward kernel's `call` with GEMM_ONLY (`kernels.dense.fwd_store`: the accumulator
+    stored without the ⵟ math) and nothing saved for backward (STORE_S off)."""
+    return dataclasses.replace(call, kwargs={**call.kwargs, "GEMM_ONLY": True, "STORE_S": False})
 
 
 def inspect_conv2d_fwd(
@@ -438,9 +446,10 @@ def inspect_conv2d_fwd(
     save: bool = False,
     dump_dir: str | None = None,
     maxnreg: int | None = None,
+    gemm_only: bool = False,
 ) -> list[KernelReport]:
     """Compile the conv2d forward kernels (channels_last input, 'same'-style padding k//2)
-    for sm_90 (meta tensors)."""
+    for sm_90 (meta tensors); `gemm_only`: the forward kernel as `gemm_only_call`."""
     from yat_triton.conv import plan_conv2d_fwd
 
     x = torch.empty((B, C_in, HW, HW), dtype=dtype, device="meta").to(memory_format=torch.channels_last)
@@ -453,6 +462,8 @@ def inspect_conv2d_fwd(
             x, w, b, None, 1.0, None, 1e-5, (stride, stride), (p, p, p, p), (1, 1), groups,
             precision, save, config,
         )  # fmt: skip
+    if gemm_only:
+        calls = [gemm_only_call(c) if "GEMM_ONLY" in c.kwargs else c for c in calls]
     return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None, maxnreg=maxnreg) for c in calls]
 
 
@@ -770,6 +781,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --all: float arguments typed fp64, as torch.compile passes them (a launch: fp32)",
     )
+    parser.add_argument(
+        "--gemm-only",
+        action="store_true",
+        help="the forward kernel storing its accumulator without the ⵟ math (GEMM_ONLY, the "
+        "breakdown's fwd-gemm lines): what the ⵟ math costs in registers and instructions",
+    )
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
     parser.add_argument("--json", action="store_true", help="one JSON object per kernel")
     parser.add_argument(
@@ -800,6 +817,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"op": label, "kernel": name, "outputs": outputs}) if args.json
                   else f"{label:11s} {name}: {', '.join(outputs)}")  # fmt: skip
         return 0
+    if args.gemm_only and (args.backward or args.all or args.save):
+        parser.error(
+            "--gemm-only: a forward's kernel, as inference runs it (not with --backward, --all, --save)"
+        )
     if INTERPRETING:  # the compiles below would fail on the first kernel
         parser.error("static compilation needs compiled kernels, but TRITON_INTERPRET=1 is set: unset it")
     if args.all:
@@ -840,13 +861,14 @@ def _inspect_one(args: argparse.Namespace, dtype: torch.dtype) -> list[KernelRep
         B, C_in, HW, C_out, k = args.conv
         reports = inspect_conv2d_fwd(
             B, C_in, HW, C_out, k, dtype, stride=args.stride, config=cfg, save=args.save,
-            dump_dir=args.dump, maxnreg=args.maxnreg,
+            dump_dir=args.dump, maxnreg=args.maxnreg, gemm_only=args.gemm_only,
         )  # fmt: skip
     else:
         M, N, K = args.shape
         reports = inspect_dense_fwd(
-            M, N, K, dtype, cfg, save=args.save, dump_dir=args.dump, maxnreg=args.maxnreg
-        )
+            M, N, K, dtype, cfg, save=args.save, dump_dir=args.dump, maxnreg=args.maxnreg,
+            gemm_only=args.gemm_only,
+        )  # fmt: skip
     return reports
 
 

@@ -817,6 +817,29 @@ def test_inspect_caps_registers() -> None:
 
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
 @pytest.mark.parametrize(
+    "args",
+    [["--shape", "512", "512", "512", "--config", "128x128x64:8:3:e4:tma"],
+     ["--op", "conv2d", "--conv", "2", "64", "8", "64", "3", "--config", "128x64x64:8:3:e2"]],
+    ids=["dense-tma", "conv-pointer"],
+)  # fmt: skip
+def test_inspect_compiles_the_forward_as_its_gemm_alone(args: list[str]) -> None:
+    """--gemm-only compiles the forward kernel storing its accumulator without the ⵟ math
+    (the breakdown's fwd-gemm lines): the same shared memory, fewer registers and far fewer
+    SASS instructions; the other kernels of the call (the norm passes) as they are. Not
+    with --save (a GEMM alone saves nothing)."""
+    plain, alone = (_inspect_all("--dtype", "bfloat16", *args, *more) for more in ([], ["--gemm-only"]))
+    assert [r["kernel"] for r in plain] == [r["kernel"] for r in alone]
+    untimed = [[{**r, "compile_s": 0} for r in reports[:-1]] for reports in (plain, alone)]
+    assert untimed[0] == untimed[1]  # (the norm passes)
+    fwd, gemm = plain[-1], alone[-1]
+    assert gemm["shared_bytes"] == fwd["shared_bytes"] and gemm["registers"] < fwd["registers"], (fwd, gemm)
+    assert gemm["loop_step"] + gemm["after_loop"] < (fwd["loop_step"] + fwd["after_loop"]) / 2, (fwd, gemm)
+    with pytest.raises(AssertionError, match="--gemm-only: a forward's kernel"):
+        compiled_child("-m", "autotune.inspect", *args, "--gemm-only", "--save")
+
+
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+@pytest.mark.parametrize(
     "op, problem, kernels",
     [
         ("conv2d", ["--conv", "2", "64", "8", "64", "3"],
