@@ -787,6 +787,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the forward kernel storing its accumulator without the ⵟ math (GEMM_ONLY, the "
         "breakdown's fwd-gemm lines): what the ⵟ math costs in registers and instructions",
     )
+    parser.add_argument(
+        "--no-sass",
+        action="store_true",
+        help="with --all: compile as the sweep's static prune does, without disassembling "
+        "(no spill counts, no SASS shape; `time` it against a run without, on an empty "
+        "TRITON_CACHE_DIR, for what the disassembly costs)",
+    )
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
     parser.add_argument("--json", action="store_true", help="one JSON object per kernel")
     parser.add_argument(
@@ -817,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"op": label, "kernel": name, "outputs": outputs}) if args.json
                   else f"{label:11s} {name}: {', '.join(outputs)}")  # fmt: skip
         return 0
+    if args.no_sass and not args.all:
+        parser.error("--no-sass: with --all only")
     if args.gemm_only and (args.backward or args.all or args.save):
         parser.error(
             "--gemm-only: a forward's kernel, as inference runs it (not with --backward, --all, --save)"
@@ -828,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, call in all_calls(dtype):
             try:
                 with _compiler_stderr() as diagnostics:
-                    report = compile_sm90(call, fp64_scalars=args.fp64_scalars)
+                    report = compile_sm90(call, fp64_scalars=args.fp64_scalars, disassemble=not args.no_sass)
             except CompileFailure as e:
                 failures += 1
                 why = e.describe(diagnostics())

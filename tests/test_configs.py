@@ -838,6 +838,21 @@ def test_inspect_compiles_the_forward_as_its_gemm_alone(args: list[str]) -> None
         compiled_child("-m", "autotune.inspect", *args, "--gemm-only", "--save")
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--no-sass"], "--no-sass: with --all only"),
+     (["--backward", "--gemm-only"], "--gemm-only: a forward's kernel")],
+)  # fmt: skip
+def test_inspect_refuses_options_out_of_place(capsys, argv: list[str], message: str) -> None:  # noqa: ANN001
+    """The static prune's lean compile (--no-sass) is for --all; a GEMM-only compile is a
+    forward's: elsewhere each option is refused by name before anything compiles."""
+    from autotune.inspect import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
 @pytest.mark.parametrize(
     "op, problem, kernels",
