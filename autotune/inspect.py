@@ -154,6 +154,45 @@ def static_compile_args(call: KernelCall, fp64_scalars: bool = False) -> tuple[A
     return ASTSource(fn, signature, constexprs, attrs), dict(options.__dict__)
 
 
+@dataclass(frozen=True)
+class StaticCompile:
+    """The sm_90 compile of one kernel call as plain data (`static_compile_args`'s source and
+    options, the kernel named by its module and name), so that a worker process can make it
+    (Triton's front end, the AST's code generation, is Python and holds the GIL: threads on
+    many cores wait for each other there). `key`: the compile's identity within one Triton
+    (source, specialization, options), as Triton's cache keys it."""
+
+    module: str
+    name: str
+    signature: dict[str, str]
+    constexprs: dict[object, object]
+    attrs: dict[object, object]
+    options: dict[str, object]
+    asked_warps: int
+    key: str
+
+    @classmethod
+    def of(cls, call: KernelCall) -> StaticCompile:
+        src, options = static_compile_args(call)
+        fn = call.kernel
+        key = src.hash() + json.dumps(options, sort_keys=True, default=repr)
+        return cls(fn.fn.__module__, fn.__name__, dict(src.signature), dict(src.constants), dict(src.attrs),
+                   options, call.kwargs.get("num_warps", 4), key)  # fmt: skip
+
+    def lean_report(self) -> KernelReport:
+        """Compile (or load from Triton's cache) and report as `compile_sm90(disassemble=False)`."""
+        import importlib
+
+        fn = getattr(importlib.import_module(self.module), self.name)
+        t0 = time.perf_counter()
+        try:
+            src = ASTSource(fn, self.signature, self.constexprs, self.attrs)
+            compiled = triton.compile(src, target=SM90, options=dict(self.options))
+        except Exception as e:  # noqa: BLE001 - whatever the compiler raises, named in one line
+            raise CompileFailure(self.name, e) from e
+        return _lean_report(self.name, self.asked_warps, compiled, time.perf_counter() - t0)
+
+
 _SASS_LINE = re.compile(r"\s+/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;")
 _SASS_LABEL = re.compile(r"(\.L_x_\d+):")
 _BACK_BRANCH = re.compile(r"\bBRA\s+`\((\.L_x_\d+)\)")
@@ -346,7 +385,7 @@ def compile_sm90(
         raise CompileFailure(call.kernel.__name__, e) from e
     elapsed = time.perf_counter() - t0
     if not disassemble:
-        return _lean_report(call, compiled, elapsed)
+        return _lean_report(call.kernel.__name__, call.kwargs.get("num_warps", 4), compiled, elapsed)
     regs, stack, shared_static, hgmma, tma, stl, ldl, sass = _resource_usage(compiled.asm["cubin"])
     if dump_dir is not None:  # TTIR, TTGIR, LLIR, PTX, cubin as Triton keeps them, and the SASS
         dump_dir.mkdir(parents=True, exist_ok=True)
@@ -374,9 +413,10 @@ def compile_sm90(
 _PTX_TMA_LOAD = re.compile(r"\bcp\.async\.bulk(\.tensor\.\dd)?\.shared::(cluster|cta)\.global\b")
 
 
-def _lean_report(call: KernelCall, compiled: object, elapsed: float) -> KernelReport:
+def _lean_report(kernel: str, asked: int, compiled: object, elapsed: float) -> KernelReport:
     """`compile_sm90`'s report without disassembling: registers, stack frame and static
-    shared memory from cuobjdump's resource usage, wgmma and TMA from the PTX."""
+    shared memory from cuobjdump's resource usage, wgmma and TMA from the PTX. `asked`: the
+    call's num_warps."""
     usage, _ = _cubin_outputs(compiled.asm["cubin"], disassemble=False)  # type: ignore[attr-defined]
     ptx = compiled.asm["ptx"]  # type: ignore[attr-defined]
 
@@ -385,10 +425,9 @@ def _lean_report(call: KernelCall, compiled: object, elapsed: float) -> KernelRe
 
     hgmma = len(re.findall(r"\bwgmma\.mma_async\b", ptx))
     shared = max(field("SHARED"), int(getattr(compiled.metadata, "shared", 0)))  # type: ignore[attr-defined]
-    asked = call.kwargs.get("num_warps", 4)
     warps = int(getattr(compiled.metadata, "num_warps", asked))  # type: ignore[attr-defined]
     return KernelReport(
-        call.kernel.__name__, field("REG"), field("STACK"), 0, 0, shared, hgmma,
+        kernel, field("REG"), field("STACK"), 0, 0, shared, hgmma,
         bool(_PTX_TMA_LOAD.search(ptx)), elapsed, programs_per_sm(field("REG"), shared, warps), warps, asked,
         wgmma_serialized=_serialized_wgmma(ptx) if hgmma else "", disassembled=False,
     )  # fmt: skip
@@ -711,6 +750,39 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
     return out
 
 
+def prune_cost(suite: str, dtype: str, processes: int) -> str:
+    """The sweep's static prune of `suite`'s problems in `dtype` (`sweep.StaticPrune`, one
+    run), timed: each problem's first batch of the guided search (the tile it ships with and
+    the seeds: what a GPU sweep checks before timing anything; a fwd+bwd problem after its
+    bwd one checks fewer), recorded on meta tensors, then checked as the sweep checks them,
+    problem by problem. A line: problems, tiles, calls checked, distinct compiles, tiles
+    pruned, wall seconds."""
+    from autotune import search, sweep
+
+    todo = sweep.tasks(sweep.load_suite(suite), list(sweep.OPS), list(sweep.MODES), [dtype], None)
+    batches = []
+    for task in todo:
+        first, ranked, _ = sweep.task_tiles(task)
+        problem = sweep.Problem(task.op, task.shape, task.dtype, task.mode, "meta")
+        tiles = next(search.guided(first, ranked, dict, None))
+        both = (sweep._record(problem, c) + sweep._record_training(problem, c) for c in tiles)
+        batches.append([sweep.swept_calls(calls, task.mode) for calls in both])
+    prune = sweep.StaticPrune(processes)
+    t0 = time.perf_counter()
+    try:
+        pruned = sum(why is not None for calls in batches for why in prune.reasons(calls))
+    finally:
+        prune.close()
+    elapsed = time.perf_counter() - t0
+    checked = [c for calls in batches for tile in calls for c in tile if sweep._static_compile(c) is not None]
+    how = f"{processes} processes" if processes >= 2 else "threads"
+    return (
+        f"static prune, suite {suite}, {dtype}: {len(todo)} problems, {sum(map(len, batches))} tiles, "
+        f"{len(checked)} calls checked, {len(prune.checked)} distinct compiles, {pruned} tiles pruned; "
+        f"{elapsed:.1f} s on {how} ({os.cpu_count()} cores)"
+    )
+
+
 def add_conv_argument(parser: argparse.ArgumentParser) -> None:
     """--conv B C_IN HW C_OUT K: a channels_last conv2d problem, stride 1, padding K//2."""
     parser.add_argument(
@@ -794,6 +866,18 @@ def main(argv: list[str] | None = None) -> int:
         "(no spill counts, no SASS shape; `time` it against a run without, on an empty "
         "TRITON_CACHE_DIR, for what the disassembly costs)",
     )
+    parser.add_argument(
+        "--prune",
+        metavar="SUITE",
+        help="the sweep's static prune of SUITE's problems in --dtype (each one's first batch of "
+        "the guided search, as a GPU sweep checks it before timing; no GPU needed), timed: on an "
+        "empty TRITON_CACHE_DIR, what a sweep's first run pays",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="with --prune: worker processes (below 2: threads; default: one a core, as a GPU sweep)",
+    )
     parser.add_argument("--dump", help="directory for TTIR/TTGIR/LLIR/PTX/cubin dumps")
     parser.add_argument("--json", action="store_true", help="one JSON object per kernel")
     parser.add_argument(
@@ -830,8 +914,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--gemm-only: a forward's kernel, as inference runs it (not with --backward, --all, --save)"
         )
+    if args.processes is not None and (args.prune is None or args.processes < 0):
+        parser.error(f"--processes: a number >= 0, with --prune (got {args.processes})")
+    if args.prune is not None:
+        from autotune.sweep import load_suite
+
+        try:
+            load_suite(args.prune)
+        except ValueError as e:
+            parser.error(f"--prune: {e}")
     if INTERPRETING:  # the compiles below would fail on the first kernel
         parser.error("static compilation needs compiled kernels, but TRITON_INTERPRET=1 is set: unset it")
+    if args.prune is not None:
+        from autotune.sweep import compile_processes
+
+        processes = compile_processes() if args.processes is None else args.processes
+        print(prune_cost(args.prune, args.dtype, processes))
+        return 0
     if args.all:
         failures = 0
         for label, call in all_calls(dtype):

@@ -31,7 +31,8 @@ import time
 import tomllib
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -42,6 +43,7 @@ import triton
 
 from autotune import search as tile_search
 from autotune.db import FWD_NOTE, SHAPE_KEYS, Result, ResultsDB, Run, canonical_json, shard
+from autotune.inspect import StaticCompile
 from autotune.timing import ContextLost, bench_stream, context_lost, time_call
 from kernels._common import (
     INTERPRETING,
@@ -212,8 +214,9 @@ class Problem:
         dt = getattr(torch, dtype)
         self.dtype = dt
         # drawn where they are used: a 2-core CPU drew the largest core problem's in ~2 s (ad
-        # hoc timing), a GPU takes milliseconds (other values than a CPU's, as deterministic)
-        gen = torch.Generator(device=device).manual_seed(0)
+        # hoc timing), a GPU takes milliseconds (other values than a CPU's, as deterministic);
+        # "meta": shapes alone, for planning (`autotune.inspect --prune`)
+        gen = torch.Generator(device=device).manual_seed(0) if device != "meta" else None
 
         def randn(*size: int) -> torch.Tensor:
             return torch.randn(*size, generator=gen, device=device)
@@ -807,6 +810,7 @@ def run_sweep(
                    sum(counts.values()))  # fmt: skip
 
     watchdog = Watchdog(db.path, hang_after, run_record) if hang_after else None
+    prune = StaticPrune(compile_processes() if env.representative else 0)
     # kept up to date after every task: a process killed outright (SIGKILL, a crash) still
     # leaves its time up to the last task it finished
     db.add_run(run_record())
@@ -828,6 +832,7 @@ def run_sweep(
                     spent,
                     after_bwd=after_bwd,
                     watchdog=watchdog,
+                    prune=prune,
                 ):
                     counts[result.status] = counts.get(result.status, 0) + 1
                     if result.provider == "yat_triton" and result.status == "ok" and result.median_ms:
@@ -847,6 +852,7 @@ def run_sweep(
         )
         stopped = e
     finally:
+        prune.close()
         if watchdog is not None:
             watchdog.close()
     # the run's record first: a stop that also closed the output (the log's tee, killed with
@@ -928,13 +934,16 @@ def _run_task(
     *,
     after_bwd: bool = False,
     watchdog: Watchdog | None = None,
+    prune: StaticPrune | None = None,
 ) -> Iterator[Result]:
     """The rows of one task, each written to `db` as it is made. `spent` adds up the wall
     seconds by what they went to (`spent_line`). `after_bwd`: this run swept the problem's
     bwd mode before its fwd+bwd mode (`fwd_bwd_after_bwd`). `watchdog`: watches each row
-    but compiled_ref's. A row whose failure loses the CUDA context (`context_lost`) is
-    recorded, then `ContextLost` is raised."""
+    but compiled_ref's. `prune`: the run's static prune (a task's own, on threads, if None).
+    A row whose failure loses the CUDA context (`context_lost`) is recorded, then
+    `ContextLost` is raised."""
     spent = {} if spent is None else spent
+    prune = StaticPrune() if prune is None else prune
 
     @contextlib.contextmanager
     def clock(what: str) -> Iterator[None]:
@@ -1115,7 +1124,7 @@ def _run_task(
                 recorded = [_record(problem, c) for c in pending]
                 training = [_record_training(problem, c) for c in pending]
                 checked = [swept_calls(r + t, task.mode) for r, t in zip(recorded, training, strict=True)]
-                reasons = static_reasons(checked)
+                reasons = prune.reasons(checked)
             for cfg, reason in zip(pending, reasons, strict=True):
                 if reason:
                     yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
@@ -1322,16 +1331,100 @@ def _recorded(make: Callable[[], Callable[[], object]]) -> list[object]:
         return []
 
 
+class StaticPrune:
+    """The sweep's static prune over one run (`call_reason` for every recorded call, a tile
+    taking its first call's reason). Each distinct compile (`StaticCompile.key`: source,
+    specialization, options) is checked once a run: a tile at another shape that compiles
+    the same, or the training forward of a fwd problem that its fwd+bwd problem runs again,
+    costs nothing the second time. Over the core suite's first batches of the guided search
+    (`python -m autotune.inspect --prune core`) that is 500 calls to check in each dtype,
+    181 distinct in bf16, 174 in fp32. Without this, a check whose compile Triton's cache
+    holds would still cost a second ptxas run (for its serialization notes). The compiles
+    run on the host's cores: threads, or `processes` worker processes (started at the first
+    compile, kept for the run), which Triton's Python front end does not serialize
+    (`compile_processes`, `StaticCompile`). A worker that dies (a compiler crash) leaves its
+    batch unchecked, as a compile error would, and the rest of the run on threads."""
+
+    def __init__(self, processes: int = 0) -> None:
+        self.processes = processes
+        self.checked: dict[str, str | None] = {}  # StaticCompile.key: its reason or None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def reasons(self, checked: list[list[object]]) -> list[str | None]:
+        """Why each tile's kernels should not be timed, or None."""
+        flat = [(i, _static_compile(call)) for i, calls in enumerate(checked) for call in calls]
+        todo = {job.key: job for _, job in flat if job is not None and job.key not in self.checked}
+        self.checked.update(zip(todo, self._map(list(todo.values())), strict=True))
+        out: list[str | None] = [None] * len(checked)
+        for i, job in flat:
+            out[i] = out[i] or (self.checked[job.key] if job is not None else None)
+        return out
+
+    def _map(self, jobs: list[StaticCompile]) -> list[str | None]:
+        if self.processes < 2 or len(jobs) < 2:
+            return _parallel(_verdict, jobs)
+        if self._pool is None:
+            import multiprocessing
+
+            # spawned, not forked: the sweep's process holds a CUDA context
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_end_with_parent, initargs=(os.getpid(),),
+            )  # fmt: skip
+        try:
+            return list(self._pool.map(_verdict, jobs))
+        except BrokenProcessPool:
+            self.close()
+            self.processes = 0
+            return [None] * len(jobs)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the worker processes (their compiles not started are cancelled)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _end_with_parent(parent: int) -> None:
+    """A prune worker's start: it ends when the sweep's process has. A sweep ended by
+    os._exit (the watchdog, a lost CUDA context) never stops its workers, which would wait
+    on for work, holding its output (the GPU script's pipe to the log would never close)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="prune worker's parent watch", daemon=True).start()
+
+
+def compile_processes() -> int:
+    """Worker processes of a GPU sweep's static prune (`StaticPrune`): one a core. Triton's
+    front end (the AST's code generation, Python) holds the GIL, so threads on many cores
+    wait for each other there; processes do not. On a 2-core host, where that cannot show,
+    the two take about as long (`python -m autotune.inspect --prune core --dtype bfloat16
+    [--processes 0]`, Triton 3.6, an empty cache: 64.8 and 63.1 s on 2 processes, their
+    start included; 69.6 and 64.7 s on threads)."""
+    return os.cpu_count() or 1
+
+
 def static_reasons(checked: list[list[object]]) -> list[str | None]:
-    """Why each tile's kernels should not be timed (`call_reason` of the first of its calls
-    that has one), or None; every call compiled on a core of its own (a forward tile's
-    inference and training kernels side by side, not one after the other)."""
-    flat = [(i, call) for i, calls in enumerate(checked) for call in calls]
-    found = _parallel(call_reason, [call for _, call in flat])
-    out: list[str | None] = [None] * len(checked)
-    for (i, _), why in zip(flat, found, strict=True):
-        out[i] = out[i] or why
-    return out
+    """`StaticPrune.reasons` of a prune of its own, on threads."""
+    return StaticPrune().reasons(checked)
+
+
+def _static_compile(call: object) -> StaticCompile | None:
+    """The call's sm_90 compile, or None for a kernel whose launch does not depend on the
+    tile, and for one that cannot be planned for a compile (the timed pass records that)."""
+    if any(tag in call.kernel.__name__ for tag in _TILE_INDEPENDENT):
+        return None
+    try:
+        return StaticCompile.of(call)
+    except Exception:  # noqa: BLE001 - failures are recorded by the timed pass
+        return None
 
 
 def call_reason(call: object) -> str | None:
@@ -1339,12 +1432,14 @@ def call_reason(call: object) -> str | None:
     memory than an sm_90 block gets; wgmma that ptxas serialized, each MMA waiting for the
     one before), or None; None too for a kernel whose launch does not depend on the tile,
     and for one that fails to compile (the timed pass records that)."""
-    from autotune.inspect import compile_sm90
+    job = _static_compile(call)
+    return _verdict(job) if job is not None else None
 
-    if any(tag in call.kernel.__name__ for tag in _TILE_INDEPENDENT):
-        return None
+
+def _verdict(job: StaticCompile) -> str | None:
+    """`call_reason` of a planned compile (a worker process's task)."""
     try:
-        report = compile_sm90(call, disassemble=False)
+        report = job.lean_report()
     except Exception:  # noqa: BLE001 - compile errors are recorded by the timed pass
         return None
     if report.spills:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -505,7 +506,7 @@ def test_the_compile_phase_warms_what_each_row_runs(tmp_path: Path, monkeypatch:
     the static prune never sees. The GPU's path, with the sm_90 checks and the compiles
     stubbed."""
     warmed: list[list[object]] = []
-    monkeypatch.setattr(sweep, "call_reason", lambda call: None)
+    monkeypatch.setattr(sweep, "_static_compile", lambda call: None)
     monkeypatch.setattr(sweep, "_warm", warmed.append)
     gpu_env = dataclasses.replace(sweep.environment(), representative=True)
     task = sweep.Task("dense", {"M": 20, "N": 12, "K": 16}, "float32", "fwd")
@@ -809,6 +810,70 @@ def test_static_prune_flags_spilling_tiles() -> None:
     assert "yat_dense_fwd_kernel spills on sm_90" in spills
     assert "yat_dense_fwd_kernel needs" in smem and "B of shared memory" in smem
     assert good == "None"
+
+
+def test_the_static_prune_checks_each_compile_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a run, a compile the prune has checked (the same key: source, specialization,
+    options) is not checked again, in the same batch or a later one; a tile takes its first
+    call's reason; a call that plans no compile (a tile-independent kernel) gives none."""
+    checked: list[str] = []
+    jobs = {"a": "A", "a-again": "A", "b": "B", "c": "C", "norms": None}  # call -> compile key
+    reasons = {"A": None, "B": "B spills", "C": "C overflows"}
+
+    def verdict(job: object) -> str | None:
+        checked.append(job.key)
+        return reasons[job.key]
+
+    planned = {c: None if k is None else SimpleNamespace(key=k) for c, k in jobs.items()}
+    monkeypatch.setattr(sweep, "_static_compile", planned.__getitem__)
+    monkeypatch.setattr(sweep, "_verdict", verdict)
+    prune = sweep.StaticPrune()
+    assert prune.reasons([["norms", "a", "b"], ["a-again"], ["c", "b"], ["norms"]]) == [
+        "B spills", None, "C overflows", None,
+    ]  # fmt: skip
+    assert sorted(checked) == ["A", "B", "C"]
+    assert prune.reasons([["a"], ["b", "a-again"]]) == [None, "B spills"] and len(checked) == 3
+
+
+def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
+    """The prune's compiles on worker processes give each tile the reason its calls give one
+    by one in the sweep's process (a tile that spills, one that overflows shared memory, one
+    that fits), each distinct compile checked once however often the batches repeat it; a
+    worker that dies leaves its batch unchecked and the run on threads, whose checks still
+    hold; the workers of a process ended by os._exit end too. In a child process: static
+    compiles need compiled, not interpreted, kernels."""
+
+    code = (
+        "from autotune.sweep import Problem, StaticPrune, _record, _record_training, call_reason\n"
+        "from kernels._common import TileConfig\n"
+        "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'meta')\n"
+        "both = lambda c: _record(p, c) + _record_training(p, c)\n"
+        "tiles = [TileConfig(256, 256, 64, 8, 4, 3), TileConfig(128, 256, 64, 8, 8, 5, epilogue_split=4),\n"
+        "         TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4)]\n"
+        "if __name__ == '__main__':\n"
+        "    prune = StaticPrune(2)\n"
+        "    found = prune.reasons([both(t) for t in tiles] * 2)\n"
+        "    assert len(prune.checked) == 6 and prune._pool is not None, prune.checked  # 2 a tile\n"
+        "    one_by_one = [next((w for w in map(call_reason, both(t)) if w), None) for t in tiles]\n"
+        "    assert found == one_by_one * 2 and found[0] and found[1] and not found[2], found\n"
+        "    for worker in list(prune._pool._processes.values()):\n"
+        "        worker.kill()\n"
+        "    fresh = TileConfig(64, 128, 64, 8, 4, 3)\n"
+        "    assert prune.reasons([both(fresh)]) == [None] and prune.processes == 0\n"
+        "    prune.checked.clear()  # on threads now: the same verdicts\n"
+        "    assert prune.reasons([both(t) for t in tiles]) == one_by_one and prune._pool is None\n"
+        "    orphans = StaticPrune(2)  # a process ended by os._exit leaves none behind\n"
+        "    orphans.reasons([both(t) for t in tiles])\n"
+        "    print('ok', *orphans._pool._processes, flush=True)\n"
+        "    import os; os._exit(0)\n"
+    )
+    out = compiled_child("-c", code, timeout=120).split()  # (workers alive would hold its stdout)
+    assert out[0] == "ok" and len(out) == 3, out
+    for _ in range(50):
+        if not any(Path(f"/proc/{pid}").exists() for pid in out[1:]):
+            break
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in out[1:]), out
 
 
 def test_the_static_prunes_lean_report_agrees_with_the_full_one() -> None:

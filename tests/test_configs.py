@@ -838,14 +838,37 @@ def test_inspect_compiles_the_forward_as_its_gemm_alone(args: list[str]) -> None
         compiled_child("-m", "autotune.inspect", *args, "--gemm-only", "--save")
 
 
+@pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
+def test_inspect_times_the_sweeps_static_prune(tmp_path: Path) -> None:
+    """--prune SUITE checks each problem's first batch of tiles as a GPU sweep's static prune
+    does, with no GPU: the bwd and fwd+bwd problems check the same backward tiles, so there
+    are fewer distinct compiles than calls checked, and none prunes a tile the sweep would
+    keep at this shape (the 256^3 problem's seeds all fit)."""
+    suite = tmp_path / "one.toml"
+    suite.write_text("[[dense]]\nM = 256\nN = 256\nK = 256\n")
+    line = compiled_child("-m", "autotune.inspect", "--prune", str(suite), "--processes", "0").strip()
+    m = re.fullmatch(
+        r"static prune, suite .*one\.toml, bfloat16: 3 problems, (\d+) tiles, (\d+) calls checked, "
+        r"(\d+) distinct compiles, 0 tiles pruned; [\d.]+ s on threads \(\d+ cores\)",
+        line,
+    )
+    assert m, line
+    tiles, calls, distinct = map(int, m.groups())
+    assert 3 < tiles <= calls and 0 < distinct < calls, line
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [(["--no-sass"], "--no-sass: with --all only"),
-     (["--backward", "--gemm-only"], "--gemm-only: a forward's kernel")],
+     (["--backward", "--gemm-only"], "--gemm-only: a forward's kernel"),
+     (["--processes", "2"], "--processes: a number >= 0, with --prune (got 2)"),
+     (["--prune", "quick", "--processes", "-1"], "--processes: a number >= 0, with --prune (got -1)"),
+     (["--prune", "nosuch"], "--prune: suite 'nosuch' is neither one of")],
 )  # fmt: skip
 def test_inspect_refuses_options_out_of_place(capsys, argv: list[str], message: str) -> None:  # noqa: ANN001
     """The static prune's lean compile (--no-sass) is for --all; a GEMM-only compile is a
-    forward's: elsewhere each option is refused by name before anything compiles."""
+    forward's; worker processes are --prune's, which takes a suite: elsewhere each option is
+    refused by name before anything compiles."""
     from autotune.inspect import main
 
     with pytest.raises(SystemExit) as exc:
