@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import inspect
 import json
 import os
@@ -181,8 +182,6 @@ class StaticCompile:
 
     def lean_report(self) -> KernelReport:
         """Compile (or load from Triton's cache) and report as `compile_sm90(disassemble=False)`."""
-        import importlib
-
         fn = getattr(importlib.import_module(self.module), self.name)
         t0 = time.perf_counter()
         try:
@@ -371,10 +370,10 @@ def compile_sm90(
 ) -> KernelReport:
     """Compile one planned call for sm_90 and report its resources; optionally dump IRs.
     `maxnreg`: cap the registers a thread (ptxas), to see what a cap costs in spills.
-    `fp64_scalars`: as `static_compile_args`. `disassemble=False` (the sweep's static
-    prune): no SASS, so no nvdisasm run; the spills are then the stack frame alone (a spill
-    always takes one), `hgmma` counts the PTX's wgmma instructions, the main-loop counts
-    stay 0 and `dump_dir` is not written."""
+    `fp64_scalars`: as `static_compile_args`. `disassemble=False` (the report the sweep's
+    static prune reads, `StaticCompile.lean_report`): no SASS, so no nvdisasm run; the
+    spills are then the stack frame alone (a spill always takes one), `hgmma` counts the
+    PTX's wgmma instructions, the main-loop counts stay 0 and `dump_dir` is not written."""
     src, options = static_compile_args(call, fp64_scalars)
     if maxnreg:
         options["maxnreg"] = maxnreg
@@ -760,7 +759,7 @@ def prune_cost(suite: str, dtype: str, processes: int) -> str:
     from autotune import search, sweep
 
     todo = sweep.tasks(sweep.load_suite(suite), list(sweep.OPS), list(sweep.MODES), [dtype], None)
-    batches = []
+    batches: list[list[list[KernelCall]]] = []  # a problem's tiles, each its recorded calls
     for task in todo:
         first, ranked, _ = sweep.task_tiles(task)
         problem = sweep.Problem(task.op, task.shape, task.dtype, task.mode, "meta")
@@ -776,9 +775,11 @@ def prune_cost(suite: str, dtype: str, processes: int) -> str:
     elapsed = time.perf_counter() - t0
     checked = [c for calls in batches for tile in calls for c in tile if sweep._static_compile(c) is not None]
     how = f"{processes} processes" if processes >= 2 else "threads"
+    if processes >= 2 and prune.processes < 2:
+        how += " (the workers failed: the rest on threads)"
     return (
         f"static prune, suite {suite}, {dtype}: {len(todo)} problems, {sum(map(len, batches))} tiles, "
-        f"{len(checked)} calls checked, {len(prune.checked)} distinct compiles, {pruned} tiles pruned; "
+        f"{len(checked)} calls checked, {len(prune.verdicts)} distinct compiles, {pruned} tiles pruned; "
         f"{elapsed:.1f} s on {how} ({os.cpu_count()} cores)"
     )
 
@@ -888,6 +889,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
+    if args.processes is not None and (args.prune is None or args.processes < 0):
+        parser.error(f"--processes: a number >= 0, with --prune (got {args.processes})")
+    if args.prune is not None:
+        from autotune.sweep import DTYPES, load_suite
+
+        others = [a.option_strings[0] for a in parser._actions
+                  if a.dest not in ("help", "prune", "processes", "dtype")
+                  and getattr(args, a.dest) != parser.get_default(a.dest)]  # fmt: skip
+        if others:
+            parser.error(f"--prune: a suite's problems, in --dtype alone (not {', '.join(others)})")
+        if args.dtype not in DTYPES:
+            parser.error(f"--prune: --dtype one of the sweep's {DTYPES}, not {args.dtype}")
+        try:
+            load_suite(args.prune)
+        except ValueError as e:
+            parser.error(f"--prune: {e}")
     if args.mutations:
         import yat_triton.conv as conv
         import yat_triton.dense as dense
@@ -914,15 +931,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--gemm-only: a forward's kernel, as inference runs it (not with --backward, --all, --save)"
         )
-    if args.processes is not None and (args.prune is None or args.processes < 0):
-        parser.error(f"--processes: a number >= 0, with --prune (got {args.processes})")
-    if args.prune is not None:
-        from autotune.sweep import load_suite
-
-        try:
-            load_suite(args.prune)
-        except ValueError as e:
-            parser.error(f"--prune: {e}")
     if INTERPRETING:  # the compiles below would fail on the first kernel
         parser.error("static compilation needs compiled kernels, but TRITON_INTERPRET=1 is set: unset it")
     if args.prune is not None:

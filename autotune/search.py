@@ -1,7 +1,7 @@
 """Which tiles a sweep times for one problem: a guided search (the default) or all of them.
 
 The fitted search space holds hundreds of tiles a problem (the dense forward ~1,000 in
-bf16; the core suite ~24,000 over its modes and dtypes: `yat-autotune sweep --suite core
+bf16; the core suite ~18,000 over its modes and dtypes: `yat-autotune sweep --suite core
 --plan --search exhaustive`), far more than a sweep can time within the SPEC's 5 minutes
 for the core suite: timing alone takes an estimated (not yet measured) ~0.1-0.3 s a tile
 on a GPU (capture, `do_bench`'s 25 ms of warm-up and 100 ms of repetitions, the

@@ -24,7 +24,9 @@ import contextlib
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -32,7 +34,6 @@ import tomllib
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -240,9 +241,7 @@ class Problem:
         self.w = w.to(dt).requires_grad_(mode != "fwd")
         self.b = b.to(dt).requires_grad_(mode != "fwd")
         self.g = randn(*self._out_shape()).to(dtype=dt)
-        self.precision = (
-            "ieee" if dt != torch.float32 or not torch.backends.cuda.matmul.allow_tf32 else "tf32"
-        )
+        self.precision = "tf32" if dt == torch.float32 and not fma_dot(dtype) else "ieee"
         self.compile_mode = "max-autotune"
         # backward modes: the forward's tile (None: its default), `fastest_fwd_tile`
         self.fwd_tile: TileConfig | None = None
@@ -1216,20 +1215,51 @@ def task_tiles(
 ) -> tuple[list[TileConfig | None], list[TileConfig], list[TileConfig]]:
     """(first, ranked, unfit) of a task: what its search times first (fwd: the default tile;
     the backward modes: None, the op as it ships), the fitted tiles of its mode's kernels
-    best first, and the tiles that cannot fit on sm_90."""
+    best first, and the tiles that cannot fit on sm_90 (on an FMA dot, `fma_dot`: those
+    `fma_spills` too)."""
     elem = getattr(torch, task.dtype).itemsize
+    fma = fma_dot(task.dtype)
     kept, pruned = config_space(task.op, task.shape, elem, warp_specialize=warp_specialize)  # best first
     if task.mode == "fwd":
-        return [default_config(task.op, task.shape, elem)], kept, pruned
+        fit = [c for c in kept if not (fma and fma_spills(c))]
+        return [default_config(task.op, task.shape, elem)], fit, pruned + [c for c in kept if c not in fit]
     # run through the registered op with tuning.forced_config; fp16's backward GEMMs run the
     # pointer kernels (fp32 gs): no warp-specialized tiles, no TMA ones (they would repeat
-    # their pointer twins under another name)
-    ws = warp_specialize and task.dtype != "float16"
-    ranked = backward_tiles(task.op, task.shape, kept, elem, warp_specialize=ws, tma=task.dtype != "float16")
+    # their pointer twins under another name); nor do an FMA dot's
+    plain = task.dtype == "float16" or fma
+    ranked = backward_tiles(task.op, task.shape, kept, elem, warp_specialize=warp_specialize and not plain,
+                            tma=not plain)  # fmt: skip
+    fit = [c for c in ranked if not (fma and fma_spills(c))]
     # (the dense backward's tiles are fitted as backward GEMMs: some the forward cannot take
     # are theirs, and must not be recorded as pruned under this mode's key before they run)
-    fitted = set(ranked)
-    return [None], ranked, [c for c in pruned if c not in fitted]
+    fitted = set(fit)
+    return [None], fit, [c for c in pruned if c not in fitted] + [c for c in ranked if c not in fitted]
+
+
+def fma_dot(dtype: str) -> bool:
+    """Whether `dtype`'s problems multiply on CUDA cores: fp32 at IEEE precision (PyTorch's
+    default, TF32 off: `Problem.precision`), which Triton's dot computes with FMAs, its
+    operands and accumulator in registers."""
+    return dtype == "float32" and not torch.backends.cuda.matmul.allow_tf32
+
+
+# Accumulator values a thread holds at most on an FMA dot without spilling (`fma_spills`)
+FMA_ACC_MAX = 64
+
+
+def fma_spills(c: TileConfig) -> bool:
+    """A tile not to time on an FMA dot (`fma_dot`): a TMA tile (the FMAs bound an FMA
+    GEMM's time, not its loads, and its operands, staged for wgmma, are converted for them:
+    statically, Triton 3.6, sm_90, every one of the core suite's spills, down to a 64x64x32
+    4-warp dense tile of 255 registers and a stack frame where its pointer twin takes 164),
+    and a tile with more than FMA_ACC_MAX accumulator values a thread (128x256 and 256x128
+    on 8 warps, 128x128 on 4, each 128: all spill, Triton 3.6 and 3.9). Left in the space,
+    they made 223 of the 270 tiles of the core suite's fp32 first batches, which the static
+    prune compiled only to drop (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect
+    --prune core --dtype float32 --processes 0` on 2 cores: 127.4 s); out of it, 120 of 270
+    (tiles of up to 64 that spill or not by their shape and kernel, for the prune to tell),
+    in 83.2 s."""
+    return c.tma or c.block_m * c.block_n > FMA_ACC_MAX * 32 * c.num_warps
 
 
 def plan(
@@ -1335,37 +1365,44 @@ class StaticPrune:
     """The sweep's static prune over one run (`call_reason` for every recorded call, a tile
     taking its first call's reason). Each distinct compile (`StaticCompile.key`: source,
     specialization, options) is checked once a run: a tile at another shape that compiles
-    the same, or the training forward of a fwd problem that its fwd+bwd problem runs again,
-    costs nothing the second time. Over the core suite's first batches of the guided search
-    (`python -m autotune.inspect --prune core`) that is 500 calls to check in each dtype,
-    181 distinct in bf16, 174 in fp32. Without this, a check whose compile Triton's cache
-    holds would still cost a second ptxas run (for its serialization notes). The compiles
-    run on the host's cores: threads, or `processes` worker processes (started at the first
-    compile, kept for the run), which Triton's Python front end does not serialize
-    (`compile_processes`, `StaticCompile`). A worker that dies (a compiler crash) leaves its
-    batch unchecked, as a compile error would, and the rest of the run on threads."""
+    the same, or a backward tile that the bwd and fwd+bwd problems both check, costs
+    nothing the second time. Over the core suite's first batches of the guided search
+    (`python -m autotune.inspect --prune core --dtype bfloat16`, or float32) that is 500
+    calls to check in each dtype, 181 distinct in bf16, 174 in fp32. Without this, a check
+    whose compile Triton's cache holds would still cost a second ptxas run (for its
+    serialization notes). The compiles run on the host's cores: threads, or `processes`
+    worker processes (started at the first compile, kept for the run), which Triton's
+    Python front end does not serialize (`compile_processes`, `StaticCompile`). Where the
+    workers fail (one dies, a job cannot reach them), the batch is checked again on
+    threads, and so is the rest of the run.
+
+    A sweep on workers must be started from an importable module or a script whose work
+    sits under `if __name__ == "__main__":` (spawned workers import the parent's main
+    script; `python -m autotune` and the `yat-autotune` command are)."""
 
     def __init__(self, processes: int = 0) -> None:
         self.processes = processes
-        self.checked: dict[str, str | None] = {}  # StaticCompile.key: its reason or None
+        self.verdicts: dict[str, str | None] = {}  # StaticCompile.key: its reason or None
         self._pool: ProcessPoolExecutor | None = None
 
     def reasons(self, checked: list[list[object]]) -> list[str | None]:
-        """Why each tile's kernels should not be timed, or None."""
+        """Why each tile's kernels (a list of recorded calls a tile) should not be timed, or None."""
         flat = [(i, _static_compile(call)) for i, calls in enumerate(checked) for call in calls]
-        todo = {job.key: job for _, job in flat if job is not None and job.key not in self.checked}
-        self.checked.update(zip(todo, self._map(list(todo.values())), strict=True))
+        todo = {job.key: job for _, job in flat if job is not None and job.key not in self.verdicts}
+        self.verdicts.update(zip(todo, self._map(list(todo.values())), strict=True))
         out: list[str | None] = [None] * len(checked)
         for i, job in flat:
-            out[i] = out[i] or (self.checked[job.key] if job is not None else None)
+            out[i] = out[i] or (self.verdicts[job.key] if job is not None else None)
         return out
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the running workers ([] on threads, or before the first compile)."""
+        return [p.pid for p in (self._pool._processes or {}).values()] if self._pool is not None else []
 
     def _map(self, jobs: list[StaticCompile]) -> list[str | None]:
         if self.processes < 2 or len(jobs) < 2:
             return _parallel(_verdict, jobs)
         if self._pool is None:
-            import multiprocessing
-
             # spawned, not forked: the sweep's process holds a CUDA context
             self._pool = ProcessPoolExecutor(
                 self.processes, mp_context=multiprocessing.get_context("spawn"),
@@ -1373,11 +1410,11 @@ class StaticPrune:
             )  # fmt: skip
         try:
             return list(self._pool.map(_verdict, jobs))
-        except BrokenProcessPool:
+        except Exception:  # noqa: BLE001 - a dead worker, a job that cannot be sent: threads do it
             self.close()
             self.processes = 0
-            return [None] * len(jobs)
-        except BaseException:
+            return _parallel(_verdict, jobs)
+        except BaseException:  # a stop (Ctrl-C, the GPU script's cap)
             self.close()
             raise
 
@@ -1389,9 +1426,12 @@ class StaticPrune:
 
 
 def _end_with_parent(parent: int) -> None:
-    """A prune worker's start: it ends when the sweep's process has. A sweep ended by
-    os._exit (the watchdog, a lost CUDA context) never stops its workers, which would wait
-    on for work, holding its output (the GPU script's pipe to the log would never close)."""
+    """A prune worker's start. It ignores SIGINT (a Ctrl-C reaches the whole process group:
+    the sweep stops its workers itself) and ends when the sweep's process has: one ended by
+    os._exit (the watchdog, a lost CUDA context) never stops them, and they would stay,
+    waiting for work and holding its output open (the GPU script's pipe to the sweep's log
+    would never close)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -1401,14 +1441,21 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="prune worker's parent watch", daemon=True).start()
 
 
+# Prune workers at most: each is an interpreter with torch and Triton (~0.5 GB)
+MAX_COMPILE_PROCESSES = 32
+
+
 def compile_processes() -> int:
-    """Worker processes of a GPU sweep's static prune (`StaticPrune`): one a core. Triton's
-    front end (the AST's code generation, Python) holds the GIL, so threads on many cores
-    wait for each other there; processes do not. On a 2-core host, where that cannot show,
-    the two take about as long (`python -m autotune.inspect --prune core --dtype bfloat16
-    [--processes 0]`, Triton 3.6, an empty cache: 64.8 and 63.1 s on 2 processes, their
-    start included; 69.6 and 64.7 s on threads)."""
-    return os.cpu_count() or 1
+    """Worker processes of a GPU sweep's static prune (`StaticPrune`): one a CPU this
+    process may run on, at most MAX_COMPILE_PROCESSES. Triton's front end (the AST's code
+    generation, Python) holds the GIL, so threads on many cores wait for each other there;
+    processes do not. That gain is reasoned, not yet measured: on a 2-core host the two
+    take about as long (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect --prune
+    core --dtype bfloat16 [--processes 0]`, Triton 3.6: 64.8 and 63.1 s on 2 processes,
+    their start included; 69.6 and 64.7 s on threads); a GPU sweep's closing line gives
+    its "static prune" seconds."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(MAX_COMPILE_PROCESSES, cpus)
 
 
 def static_reasons(checked: list[list[object]]) -> list[str | None]:

@@ -838,10 +838,10 @@ def test_the_static_prune_checks_each_compile_once(monkeypatch: pytest.MonkeyPat
 def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
     """The prune's compiles on worker processes give each tile the reason its calls give one
     by one in the sweep's process (a tile that spills, one that overflows shared memory, one
-    that fits), each distinct compile checked once however often the batches repeat it; a
-    worker that dies leaves its batch unchecked and the run on threads, whose checks still
-    hold; the workers of a process ended by os._exit end too. In a child process: static
-    compiles need compiled, not interpreted, kernels."""
+    that fits), each distinct compile checked once however often the batches repeat it;
+    where a worker dies, the batch and the rest of the run are checked on threads, with the
+    same verdicts; the workers of a process ended by os._exit end too. In a child process:
+    static compiles need compiled, not interpreted, kernels."""
 
     code = (
         "from autotune.sweep import Problem, StaticPrune, _record, _record_training, call_reason\n"
@@ -853,37 +853,65 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
         "if __name__ == '__main__':\n"
         "    prune = StaticPrune(2)\n"
         "    found = prune.reasons([both(t) for t in tiles] * 2)\n"
-        "    assert len(prune.checked) == 6 and prune._pool is not None, prune.checked  # 2 a tile\n"
+        "    assert len(prune.verdicts) == 6 and len(prune.worker_pids()) == 2, prune.verdicts  # 2 a tile\n"
         "    one_by_one = [next((w for w in map(call_reason, both(t)) if w), None) for t in tiles]\n"
         "    assert found == one_by_one * 2 and found[0] and found[1] and not found[2], found\n"
-        "    for worker in list(prune._pool._processes.values()):\n"
-        "        worker.kill()\n"
-        "    fresh = TileConfig(64, 128, 64, 8, 4, 3)\n"
-        "    assert prune.reasons([both(fresh)]) == [None] and prune.processes == 0\n"
-        "    prune.checked.clear()  # on threads now: the same verdicts\n"
-        "    assert prune.reasons([both(t) for t in tiles]) == one_by_one and prune._pool is None\n"
+        "    import os, signal\n"
+        "    for pid in prune.worker_pids():\n"
+        "        os.kill(pid, signal.SIGKILL)\n"
+        "    spills = TileConfig(256, 256, 64, 8, 4, 2)  # (a batch not checked yet)\n"
+        "    again = prune.reasons([both(spills), both(tiles[2])])\n"
+        "    assert 'spills on sm_90' in again[0] and again[1] is None, again\n"
+        "    assert prune.processes == 0 and prune.worker_pids() == []\n"
         "    orphans = StaticPrune(2)  # a process ended by os._exit leaves none behind\n"
         "    orphans.reasons([both(t) for t in tiles])\n"
-        "    print('ok', *orphans._pool._processes, flush=True)\n"
-        "    import os; os._exit(0)\n"
+        "    print('ok', *orphans.worker_pids(), flush=True)\n"
+        "    os._exit(0)\n"
     )
-    out = compiled_child("-c", code, timeout=120).split()  # (workers alive would hold its stdout)
-    assert out[0] == "ok" and len(out) == 3, out
+    # (workers left alive would hold the child's stdout open: this would time out)
+    last = compiled_child("-c", code).splitlines()[-1].split()
+    assert last[0] == "ok" and len(last) == 3, last
+
+    def alive(pid: str) -> bool:  # an exited worker not yet reaped by init is a zombie: ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
     for _ in range(50):
-        if not any(Path(f"/proc/{pid}").exists() for pid in out[1:]):
+        if not any(map(alive, last[1:])):
             break
         time.sleep(0.1)
-    assert not any(Path(f"/proc/{pid}").exists() for pid in out[1:]), out
+    assert not any(map(alive, last[1:])), last
+
+
+def test_the_tiles_an_fma_dot_leaves_out_spill() -> None:
+    """The two kinds of tile `fma_spills` keeps from an FMA dot's searches (fp32, IEEE) spill
+    there when compiled for sm_90: a 64x64x32 TMA tile and a 128x128x32 one on 4 warps (128
+    accumulator values a thread); the 64x64x32 pointer tile, which it keeps, does not. In a
+    child process: static compiles need compiled, not interpreted, kernels."""
+
+    code = (
+        "from autotune.sweep import Problem, _record, call_reason, fma_dot, fma_spills\n"
+        "from kernels._common import TileConfig\n"
+        "assert fma_dot('float32')\n"
+        "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'float32', 'fwd', 'meta')\n"
+        "for c in (TileConfig(64, 64, 32, 8, 4, 3, tma=True), TileConfig(128, 128, 32, 8, 4, 3),\n"
+        "          TileConfig(64, 64, 32, 8, 4, 3)):\n"
+        "    print(fma_spills(c), 'spills on sm_90' in str(call_reason(_record(p, c)[-1])))\n"
+    )
+    assert compiled_child("-c", code).split() == ["True", "True", "True", "True", "False", "False"]
 
 
 def test_the_static_prunes_lean_report_agrees_with_the_full_one() -> None:
-    """The sweep's static prune compiles without disassembling (`compile_sm90(disassemble=
-    False)`), and its verdicts match the full report's: the spills (the stack frame alone,
-    against the full report's also counting the SASS's spill stores and loads), TMA loads
-    (from the PTX, not a TMA store, against the SASS) and wgmma (PTX against SASS), for
-    kernels that spill and kernels that do not (one under a register cap); the fields both
-    read from cuobjdump and ptxas (registers, shared memory, serialization) come along. In a
-    child process: static compiles need compiled, not interpreted, kernels."""
+    """The sweep's static prune compiles without disassembling (`StaticCompile.lean_report`,
+    as `compile_sm90(disassemble=False)`), and its verdicts match the full report's: the
+    spills (the stack frame alone, against the full report's also counting the SASS's
+    spill stores and loads), TMA loads (from the PTX, not a TMA store, against the SASS) and
+    wgmma (PTX against SASS), for kernels that spill and kernels that do not (one under a
+    register cap); the fields both read from cuobjdump and ptxas (registers, shared memory,
+    serialization) come along. In a child process: static compiles need compiled, not
+    interpreted, kernels."""
 
     code = (
         "from autotune.inspect import compile_sm90\n"
@@ -1941,13 +1969,36 @@ def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
         dataclasses.replace(c, epilogue_split=e) in dense_kept for c in wide[1:] for e in (1, 2, 4)
     )
     # no tile a backward search times is recorded as pruned first under its key (it would
-    # then never run); fp16's backward GEMMs run the pointer kernels: no TMA tiles
+    # then never run); fp16's backward GEMMs run the pointer kernels: no TMA tiles; nor do
+    # fp32's at IEEE precision (PyTorch's default), on FMAs
+    assert not torch.backends.cuda.matmul.allow_tf32
     for dtype in ("bfloat16", "float32", "float16"):
         for problem in (dense, conv3):
             op = "dense" if "M" in problem else "conv2d"
             _, ranked, pruned = sweep.task_tiles(sweep.Task(op, problem, dtype, "fwd+bwd"))
             assert ranked and not set(ranked) & set(pruned), (dtype, op)
-            assert any(c.tma for c in ranked) == (dtype != "float16"), (dtype, op)
+            assert any(c.tma for c in ranked) == (dtype == "bfloat16"), (dtype, op)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "bwd"])
+@pytest.mark.parametrize("op", ["dense", "conv2d"])
+def test_an_fma_dot_searches_no_tile_that_spills_on_it(op: str, mode: str, no_tf32: object) -> None:
+    """fp32 at IEEE precision multiplies on FMAs (`fma_dot`): its searches hold no TMA tile
+    and none of more than 64 accumulator values a thread (`fma_spills`, which the next test
+    compiles); those are recorded as pruned instead. With TF32 on, the tensor cores' tiles
+    come back."""
+    shape = (
+        {"M": 4096, "N": 4096, "K": 4096} if op == "dense"
+        else {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
+    )  # fmt: skip
+    task = sweep.Task(op, shape, "float32", mode)
+    _, ranked, pruned = sweep.task_tiles(task)
+    acc = lambda c: c.block_m * c.block_n // (32 * c.num_warps)  # noqa: E731
+    assert len(ranked) > 20 and all(not c.tma and acc(c) <= 64 for c in ranked)
+    assert any(c.tma for c in pruned) and any(acc(c) > 64 for c in pruned) and not set(ranked) & set(pruned)
+    torch.backends.cuda.matmul.allow_tf32 = True  # (the fixture restores it)
+    _, tensor_cores, _ = sweep.task_tiles(task)
+    assert any(c.tma for c in tensor_cores) and any(acc(c) > 64 for c in tensor_cores)
 
 
 def test_timing_without_a_gpu_is_one_wall_clock_run() -> None:

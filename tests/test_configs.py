@@ -842,19 +842,18 @@ def test_inspect_compiles_the_forward_as_its_gemm_alone(args: list[str]) -> None
 def test_inspect_times_the_sweeps_static_prune(tmp_path: Path) -> None:
     """--prune SUITE checks each problem's first batch of tiles as a GPU sweep's static prune
     does, with no GPU: the bwd and fwd+bwd problems check the same backward tiles, so there
-    are fewer distinct compiles than calls checked, and none prunes a tile the sweep would
-    keep at this shape (the 256^3 problem's seeds all fit)."""
+    are fewer distinct compiles than calls checked; some tiles fit."""
     suite = tmp_path / "one.toml"
     suite.write_text("[[dense]]\nM = 256\nN = 256\nK = 256\n")
     line = compiled_child("-m", "autotune.inspect", "--prune", str(suite), "--processes", "0").strip()
     m = re.fullmatch(
         r"static prune, suite .*one\.toml, bfloat16: 3 problems, (\d+) tiles, (\d+) calls checked, "
-        r"(\d+) distinct compiles, 0 tiles pruned; [\d.]+ s on threads \(\d+ cores\)",
+        r"(\d+) distinct compiles, (\d+) tiles pruned; [\d.]+ s on threads \(\d+ cores\)",
         line,
     )
     assert m, line
-    tiles, calls, distinct = map(int, m.groups())
-    assert 3 < tiles <= calls and 0 < distinct < calls, line
+    tiles, calls, distinct, pruned = map(int, m.groups())
+    assert 3 < tiles <= calls and 0 < distinct < calls and pruned < tiles, line
 
 
 @pytest.mark.parametrize(
@@ -863,7 +862,10 @@ def test_inspect_times_the_sweeps_static_prune(tmp_path: Path) -> None:
      (["--backward", "--gemm-only"], "--gemm-only: a forward's kernel"),
      (["--processes", "2"], "--processes: a number >= 0, with --prune (got 2)"),
      (["--prune", "quick", "--processes", "-1"], "--processes: a number >= 0, with --prune (got -1)"),
-     (["--prune", "nosuch"], "--prune: suite 'nosuch' is neither one of")],
+     (["--prune", "nosuch"], "--prune: suite 'nosuch' is neither one of"),
+     (["--prune", "quick", "--all", "--config", "64x64x32:4:2"], "--prune: a suite's problems, in "
+      "--dtype alone (not --all, --config)"),
+     (["--prune", "quick", "--dtype", "float64"], "--prune: --dtype one of the sweep's")],
 )  # fmt: skip
 def test_inspect_refuses_options_out_of_place(capsys, argv: list[str], message: str) -> None:  # noqa: ANN001
     """The static prune's lean compile (--no-sass) is for --all; a GEMM-only compile is a
@@ -1345,9 +1347,9 @@ def test_inspect_names_a_compile_failure_in_one_line(capfd) -> None:  # noqa: AN
 
 
 def test_static_compiles_leave_stderr_alone_in_threads() -> None:
-    """The sweep's static prune calls compile_sm90 from a thread pool: a compile failure there
-    is a CompileFailure, and file descriptor 2 is never swapped (threads swapping it would
-    leave it pointing at a deleted file)."""
+    """Static compiles run from thread pools (the sweep's prune, where it runs on threads):
+    a compile failure there is a CompileFailure, and file descriptor 2 is never swapped
+    (threads swapping it would leave it pointing at a deleted file)."""
     import threading
     from unittest import mock
 
