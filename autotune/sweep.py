@@ -1252,14 +1252,13 @@ def fma_spills(c: TileConfig) -> bool:
     GEMM's time, not its loads, and its operands, staged for wgmma, are converted for them:
     statically, Triton 3.6, sm_90, 139 of the 143 TMA tiles of the core suite's fp32 first
     batches spill, and so does a 64x64x32 4-warp dense tile, 255 registers and a stack
-    frame where its pointer twin takes 164),
-    and a tile with more than FMA_ACC_MAX accumulator values a thread (128x256 and 256x128
-    on 8 warps, 128x128 on 4, each 128: all spill, Triton 3.6 and 3.9). Left in the space,
-    they made 223 of the 270 tiles of the core suite's fp32 first batches, which the static
-    prune compiled only to drop (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect
-    --prune core --dtype float32 --processes 0` on 2 cores: 127.4 s); out of it, 120 of 270
-    (tiles of up to 64 that spill or not by their shape and kernel, for the prune to tell),
-    in 83.2 s."""
+    frame where its pointer twin takes 164), and a tile with more than FMA_ACC_MAX
+    accumulator values a thread (128x256 and 256x128 on 8 warps, 128x128 on 4, each 128:
+    all spill, Triton 3.6 and 3.9). Left in the space, they made the static prune drop 223
+    of the 270 tiles of the core suite's fp32 first batches, each compiled only for that
+    (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect --prune core --dtype float32
+    --processes 0` on 2 cores: 127.4 s); out of it, 120 of 270 (tiles of up to 64 values
+    that spill or not by their shape and kernel, for the prune to tell), in 83.2 s."""
     return c.tma or c.block_m * c.block_n > FMA_ACC_MAX * 32 * c.num_warps
 
 
