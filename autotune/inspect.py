@@ -775,7 +775,7 @@ def prune_cost(suite: str, dtype: str, processes: int) -> str:
     elapsed = time.perf_counter() - t0
     checked = [c for calls in batches for tile in calls for c in tile if sweep._static_compile(c) is not None]
     how = f"{processes} processes" if processes >= 2 else "threads"
-    if processes >= 2 and prune.processes < 2:
+    if prune.workers_failed:
         how += " (the workers failed: the rest on threads)"
     return (
         f"static prune, suite {suite}, {dtype}: {len(todo)} problems, {sum(map(len, batches))} tiles, "

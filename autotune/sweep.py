@@ -864,6 +864,8 @@ def run_sweep(
             print(said)
         if spent:
             print(spent_line(spent, record.ended - started))
+        if prune.verdicts:
+            print(prune.describe())
     if stopped is not None:
         raise stopped
     return counts
@@ -1384,6 +1386,7 @@ class StaticPrune:
         self.processes = processes
         self.verdicts: dict[str, str | None] = {}  # StaticCompile.key: its reason or None
         self._pool: ProcessPoolExecutor | None = None
+        self.workers_failed = False
 
     def reasons(self, checked: list[list[object]]) -> list[str | None]:
         """Why each tile's kernels (a list of recorded calls a tile) should not be timed, or None."""
@@ -1394,6 +1397,13 @@ class StaticPrune:
         for i, job in flat:
             out[i] = out[i] or (self.verdicts[job.key] if job is not None else None)
         return out
+
+    def describe(self) -> str:
+        """What this prune checked, and on what (a sweep's closing lines)."""
+        how = f"{self.processes} worker processes" if self.processes >= 2 else "threads"
+        return f"static prune: {len(self.verdicts)} distinct sm_90 compiles checked, on {how}" + (
+            " (its worker processes failed: on threads from then on)" if self.workers_failed else ""
+        )
 
     def worker_pids(self) -> list[int]:
         """The process ids of the running workers ([] on threads, or before the first compile)."""
@@ -1412,7 +1422,7 @@ class StaticPrune:
             return list(self._pool.map(_verdict, jobs))
         except Exception:  # noqa: BLE001 - a dead worker, a job that cannot be sent: threads do it
             self.close()
-            self.processes = 0
+            self.processes, self.workers_failed = 0, True
             return _parallel(_verdict, jobs)
         except BaseException:  # a stop (Ctrl-C, the GPU script's cap)
             self.close()

@@ -833,6 +833,7 @@ def test_the_static_prune_checks_each_compile_once(monkeypatch: pytest.MonkeyPat
     ]  # fmt: skip
     assert sorted(checked) == ["A", "B", "C"]
     assert prune.reasons([["a"], ["b", "a-again"]]) == [None, "B spills"] and len(checked) == 3
+    assert prune.describe() == "static prune: 3 distinct sm_90 compiles checked, on threads"
 
 
 def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
@@ -854,6 +855,7 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
         "    prune = StaticPrune(2)\n"
         "    found = prune.reasons([both(t) for t in tiles] * 2)\n"
         "    assert len(prune.verdicts) == 6 and len(prune.worker_pids()) == 2, prune.verdicts  # 2 a tile\n"
+        "    assert prune.describe().endswith('6 distinct sm_90 compiles checked, on 2 worker processes')\n"
         "    one_by_one = [next((w for w in map(call_reason, both(t)) if w), None) for t in tiles]\n"
         "    assert found == one_by_one * 2 and found[0] and found[1] and not found[2], found\n"
         "    import os, signal\n"
@@ -862,7 +864,7 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
         "    spills = TileConfig(256, 256, 64, 8, 4, 2)  # (a batch not checked yet)\n"
         "    again = prune.reasons([both(spills), both(tiles[2])])\n"
         "    assert 'spills on sm_90' in again[0] and again[1] is None, again\n"
-        "    assert prune.processes == 0 and prune.worker_pids() == []\n"
+        "    assert prune.processes == 0 and prune.worker_pids() == [] and 'failed' in prune.describe()\n"
         "    orphans = StaticPrune(2)  # a process ended by os._exit leaves none behind\n"
         "    orphans.reasons([both(t) for t in tiles])\n"
         "    print('ok', *orphans.worker_pids(), flush=True)\n"

@@ -223,7 +223,7 @@ def test_sweep_plan_counts_the_tiles_without_running_anything(
         f"60 problems, guided search: {most} tile timings at most ({usual} where each bwd"
     )
     fit = int(guided.split(" of ")[1].split()[0])
-    assert fit > 20_000
+    assert fit > 15_000  # (~18,000: fp32's FMA dot leaves out the tiles that spill, `fma_spills`)
     argv = ["sweep", "--suite", "core", "--plan", "--search", "exhaustive", "--mode", "fwd,bwd"]
     assert cli.main(argv) == 0
     exhaustive = capsys.readouterr().out.splitlines()[-1]
