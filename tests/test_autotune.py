@@ -1986,9 +1986,9 @@ def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
 @pytest.mark.parametrize("op", ["dense", "conv2d"])
 def test_an_fma_dot_searches_no_tile_that_spills_on_it(op: str, mode: str, no_tf32: object) -> None:
     """fp32 at IEEE precision multiplies on FMAs (`fma_dot`): its searches hold no TMA tile
-    and none of more than 64 accumulator values a thread (`fma_spills`, which the next test
-    compiles); those are recorded as pruned instead. With TF32 on, the tensor cores' tiles
-    come back."""
+    and none of more than 64 accumulator values a thread (`fma_spills`; both compiled in
+    `test_the_tiles_an_fma_dot_leaves_out_spill`); those are recorded as pruned instead.
+    With TF32 on, the tensor cores' tiles come back."""
     shape = (
         {"M": 4096, "N": 4096, "K": 4096} if op == "dense"
         else {"B": 64, "C_in": 64, "H": 56, "W": 56, "C_out": 64, "k": 3, "stride": 1, "padding": 1}
