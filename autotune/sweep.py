@@ -1373,7 +1373,8 @@ class StaticPrune:
     calls to check in each dtype, 181 distinct in bf16, 174 in fp32. Without this, a check
     whose compile Triton's cache holds would still cost a second ptxas run (for its
     serialization notes). The compiles run on the host's cores: threads, or `processes`
-    worker processes (started at the first compile, kept for the run), which Triton's
+    worker processes (started for the first batch of MIN_JOBS_TO_SPAWN compiles or more,
+    kept for the run), which Triton's
     Python front end does not serialize (`compile_processes`, `StaticCompile`). Where the
     workers fail (one dies, a job cannot reach them), the batch is checked again on
     threads, and so is the rest of the run.
@@ -1410,7 +1411,7 @@ class StaticPrune:
         return [p.pid for p in (self._pool._processes or {}).values()] if self._pool is not None else []
 
     def _map(self, jobs: list[StaticCompile]) -> list[str | None]:
-        if self.processes < 2 or len(jobs) < 2:
+        if self.processes < 2 or len(jobs) < (2 if self._pool is not None else MIN_JOBS_TO_SPAWN):
             return _parallel(_verdict, jobs)
         if self._pool is None:
             # spawned, not forked: the sweep's process holds a CUDA context
@@ -1453,6 +1454,10 @@ def _end_with_parent(parent: int) -> None:
 
 # Prune workers at most: each is an interpreter with torch and Triton (~0.5 GB)
 MAX_COMPILE_PROCESSES = 32
+# Compiles a batch needs before the prune starts its workers (each imports torch and Triton
+# first, seconds): a sweep's first batch has more (the core suite's: 18 new compiles, its
+# later first batches 0 to 18), a small sweep's (a few tiles, the tests' on a GPU) fewer
+MIN_JOBS_TO_SPAWN = 8
 
 
 def compile_processes() -> int:

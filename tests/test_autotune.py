@@ -839,7 +839,8 @@ def test_the_static_prune_checks_each_compile_once(monkeypatch: pytest.MonkeyPat
 def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
     """The prune's compiles on worker processes give each tile the reason its calls give one
     by one in the sweep's process (a tile that spills, one that overflows shared memory, one
-    that fits), each distinct compile checked once however often the batches repeat it;
+    that fits), each distinct compile checked once however often the batches repeat it,
+    the workers started for a batch of MIN_JOBS_TO_SPAWN new compiles, not fewer;
     where a worker dies, the batch and the rest of the run are checked on threads, with the
     same verdicts; the workers of a process ended by os._exit end too. In a child process:
     static compiles need compiled, not interpreted, kernels."""
@@ -850,12 +851,14 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
         "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'bfloat16', 'fwd', 'meta')\n"
         "both = lambda c: _record(p, c) + _record_training(p, c)\n"
         "tiles = [TileConfig(256, 256, 64, 8, 4, 3), TileConfig(128, 256, 64, 8, 8, 5, epilogue_split=4),\n"
-        "         TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4)]\n"
+        "         TileConfig(128, 128, 64, 8, 8, 3, epilogue_split=4), TileConfig(64, 128, 64, 8, 4, 3)]\n"
         "if __name__ == '__main__':\n"
         "    prune = StaticPrune(2)\n"
+        "    small = [both(TileConfig(64, 64, 64, 8, 4, 3))]  # 2 compiles: on threads\n"
+        "    assert prune.reasons(small) == [None] and prune.worker_pids() == []\n"
         "    found = prune.reasons([both(t) for t in tiles] * 2)\n"
-        "    assert len(prune.verdicts) == 6 and len(prune.worker_pids()) == 2, prune.verdicts  # 2 a tile\n"
-        "    assert prune.describe().endswith('6 distinct sm_90 compiles checked, on 2 worker processes')\n"
+        "    assert len(prune.verdicts) == 10 and len(prune.worker_pids()) == 2, prune.verdicts  # 2 a tile\n"
+        "    assert prune.describe().endswith('10 distinct sm_90 compiles checked, on 2 worker processes')\n"
         "    one_by_one = [next((w for w in map(call_reason, both(t)) if w), None) for t in tiles]\n"
         "    assert found == one_by_one * 2 and found[0] and found[1] and not found[2], found\n"
         "    import os, signal\n"
