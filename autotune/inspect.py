@@ -460,13 +460,16 @@ def inspect_dense_fwd(
         )
     dump, cap = kw.get("dump_dir"), kw.get("maxnreg")
     if kw.get("gemm_only"):
-        calls = [gemm_only_call(c) if "GEMM_ONLY" in c.kwargs else c for c in calls]
+        calls = list(map(gemm_only_call, calls))
     return [compile_sm90(c, dump_dir=Path(dump) if dump else None, maxnreg=cap) for c in calls]  # type: ignore[arg-type]
 
 
 def gemm_only_call(call: KernelCall) -> KernelCall:
     """A forward kernel's `call` with GEMM_ONLY (`kernels.dense.fwd_store`: the accumulator
-    stored without the ⵟ math) and nothing saved for backward (STORE_S off)."""
+    stored without the ⵟ math) and nothing saved for backward (STORE_S off); a call of
+    another kernel (one taking no GEMM_ONLY: the norm passes) as it is."""
+    if "GEMM_ONLY" not in call.kwargs:
+        return call
     return dataclasses.replace(call, kwargs={**call.kwargs, "GEMM_ONLY": True, "STORE_S": False})
 
 
@@ -501,7 +504,7 @@ def inspect_conv2d_fwd(
             precision, save, config,
         )  # fmt: skip
     if gemm_only:
-        calls = [gemm_only_call(c) if "GEMM_ONLY" in c.kwargs else c for c in calls]
+        calls = list(map(gemm_only_call, calls))
     return [compile_sm90(c, dump_dir=Path(dump_dir) if dump_dir else None, maxnreg=maxnreg) for c in calls]
 
 
@@ -773,14 +776,10 @@ def prune_cost(suite: str, dtype: str, processes: int) -> str:
     finally:
         prune.close()
     elapsed = time.perf_counter() - t0
-    checked = [c for calls in batches for tile in calls for c in tile if sweep._static_compile(c) is not None]
-    how = f"{processes} processes" if processes >= 2 else "threads"
-    if prune.workers_failed:
-        how += " (the workers failed: the rest on threads)"
     return (
         f"static prune, suite {suite}, {dtype}: {len(todo)} problems, {sum(map(len, batches))} tiles, "
-        f"{len(checked)} calls checked, {len(prune.verdicts)} distinct compiles, {pruned} tiles pruned; "
-        f"{elapsed:.1f} s on {how} ({os.cpu_count()} cores)"
+        f"{prune.calls_checked} calls checked, {len(prune.verdicts)} distinct compiles, {pruned} tiles "
+        f"pruned; {elapsed:.1f} s on {prune.ran_on} ({os.cpu_count()} cores)"
     )
 
 

@@ -1209,9 +1209,8 @@ def gemm_and_epilogue(items: list[dict[str, object]]) -> list[list[str]]:
     """Per breakdown "fwd-gemm" line (a forward kernel again without the ⵟ math): that
     kernel's inference forward time (phase "fwd-infer" of the same op and shape), its GEMM
     alone, their difference (the ⵟ math: the epilogue and norms summed in the kernel, with
-    its share of the kernel), and the
-    standard GEMM of its op family at that shape (GEMM_REFS) with the GEMM alone's time over
-    it; "-" where a line is missing."""
+    its share of the kernel), and the standard GEMM of its op family at that shape
+    (GEMM_REFS) with the GEMM alone's time over it; "-" where a line is missing."""
 
     def us(op: object, phase: str, shape: object, dtype: object, what: object) -> float | None:
         key = (op, phase, shape, dtype, what)

@@ -1387,11 +1387,13 @@ class StaticPrune:
         self.processes = processes
         self.verdicts: dict[str, str | None] = {}  # StaticCompile.key: its reason or None
         self._pool: ProcessPoolExecutor | None = None
-        self.workers_failed = False
+        self.spawned = 0  # worker processes started (0: none, every batch on threads)
+        self.calls_checked = 0  # recorded calls that planned a compile, repeats included
 
     def reasons(self, checked: list[list[object]]) -> list[str | None]:
         """Why each tile's kernels (a list of recorded calls a tile) should not be timed, or None."""
         flat = [(i, _static_compile(call)) for i, calls in enumerate(checked) for call in calls]
+        self.calls_checked += sum(job is not None for _, job in flat)
         todo = {job.key: job for _, job in flat if job is not None and job.key not in self.verdicts}
         self.verdicts.update(zip(todo, self._map(list(todo.values())), strict=True))
         out: list[str | None] = [None] * len(checked)
@@ -1399,12 +1401,18 @@ class StaticPrune:
             out[i] = out[i] or (self.verdicts[job.key] if job is not None else None)
         return out
 
+    @property
+    def ran_on(self) -> str:
+        """What the compiles ran on: threads, or the workers started (then threads, where they
+        failed)."""
+        if not self.spawned:
+            return "threads"
+        failed = self.processes < 2  # (a failure leaves the rest of the run on threads)
+        return f"{self.spawned} worker processes" + (", then threads (they failed)" if failed else "")
+
     def describe(self) -> str:
         """What this prune checked, and on what (a sweep's closing lines)."""
-        how = f"{self.processes} worker processes" if self.processes >= 2 else "threads"
-        return f"static prune: {len(self.verdicts)} distinct sm_90 compiles checked, on {how}" + (
-            " (its worker processes failed: on threads from then on)" if self.workers_failed else ""
-        )
+        return f"static prune: {len(self.verdicts)} distinct sm_90 compiles checked, on {self.ran_on}"
 
     def worker_pids(self) -> list[int]:
         """The process ids of the running workers ([] on threads, or before the first compile)."""
@@ -1419,11 +1427,12 @@ class StaticPrune:
                 self.processes, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_end_with_parent, initargs=(os.getpid(),),
             )  # fmt: skip
+            self.spawned = self.processes
         try:
             return list(self._pool.map(_verdict, jobs))
         except Exception:  # noqa: BLE001 - a dead worker, a job that cannot be sent: threads do it
             self.close()
-            self.processes, self.workers_failed = 0, True
+            self.processes = 0
             return _parallel(_verdict, jobs)
         except BaseException:  # a stop (Ctrl-C, the GPU script's cap)
             self.close()
