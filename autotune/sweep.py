@@ -1253,14 +1253,15 @@ def fma_spills(c: TileConfig) -> bool:
     """A tile not to time on an FMA dot (`fma_dot`): a TMA tile (the FMAs bound an FMA
     GEMM's time, not its loads, and its operands, staged for wgmma, are converted for them:
     statically, Triton 3.6, sm_90, 139 of the 143 TMA tiles of the core suite's fp32 first
-    batches spill, and so does a 64x64x32 4-warp dense tile, 255 registers and a stack
-    frame where its pointer twin takes 164), and a tile with more than FMA_ACC_MAX
-    accumulator values a thread (128x256 and 256x128 on 8 warps, 128x128 on 4, each 128:
-    all spill, Triton 3.6 and 3.9). Left in the space, they made the static prune drop 223
-    of the 270 tiles of the core suite's fp32 first batches, each compiled only for that
-    (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect --prune core --dtype float32
-    --processes 0` on 2 cores: 127.4 s); out of it, 120 of 270 (tiles of up to 64 values
-    that spill or not by their shape and kernel, for the prune to tell), in 83.2 s."""
+    batches spill, an ad hoc count with this rule off, and so does a 64x64x32 4-warp dense
+    tile, 255 registers and a stack frame where its pointer twin takes 164), and a tile
+    with more than FMA_ACC_MAX accumulator values a thread (128x256 and 256x128 on 8 warps,
+    128x128 on 4, each 128: all spill, Triton 3.6 and 3.9). Left in the space, they made
+    the static prune drop 223 of the 270 tiles of the core suite's fp32 first batches, each
+    compiled only for that (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect
+    --prune core --dtype float32 --processes 0` on 2 cores, before this rule: 127.4 s); out
+    of it, 120 of 270 (tiles of up to 64 values that spill or not by their shape and
+    kernel, for the prune to tell), in 83.2 s."""
     return c.tma or c.block_m * c.block_n > FMA_ACC_MAX * 32 * c.num_warps
 
 
@@ -1370,7 +1371,7 @@ class StaticPrune:
     the same, or a backward tile that the bwd and fwd+bwd problems both check, costs
     nothing the second time. Over the core suite's first batches of the guided search
     (`python -m autotune.inspect --prune core --dtype bfloat16`, or float32) that is 500
-    calls to check in each dtype, 181 distinct in bf16, 174 in fp32. Without this, a check
+    calls to check in each dtype, 181 distinct in bf16, 142 in fp32. Without this, a check
     whose compile Triton's cache holds would still cost a second ptxas run (for its
     serialization notes). The compiles run on the host's cores: threads, or `processes`
     worker processes (started for the first batch of MIN_JOBS_TO_SPAWN compiles or more,
@@ -1464,8 +1465,9 @@ def _end_with_parent(parent: int) -> None:
 # Prune workers at most: each is an interpreter with torch and Triton (~0.5 GB)
 MAX_COMPILE_PROCESSES = 32
 # Compiles a batch needs before the prune starts its workers (each imports torch and Triton
-# first, seconds): a sweep's first batch has more (the core suite's: 18 new compiles, its
-# later first batches 0 to 18), a small sweep's (a few tiles, the tests' on a GPU) fewer
+# first, seconds): a sweep's first batch has more (the core suite's, an ad hoc count: 18 new
+# compiles, its later first batches 0 to 18), a small sweep's (a few tiles, the tests' on a
+# GPU) fewer
 MIN_JOBS_TO_SPAWN = 8
 
 
