@@ -278,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fits, ranked)",
     )
     sw.add_argument(
-        "--max-configs", type=positive_int, help="tiles a problem at most (default: the search's; 2 on a CPU)"
+        "--max-configs",
+        type=positive_int,
+        help="tiles a problem times at most (default: the search's; 2 on a CPU)",
     )
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument(

@@ -754,30 +754,36 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
 
 def prune_cost(suite: str, dtype: str, processes: int) -> str:
     """The sweep's static prune of `suite`'s problems in `dtype` (`sweep.StaticPrune`, one
-    run), timed: each problem's first batch of the guided search (the tile it ships with and
-    the seeds: what a GPU sweep checks before timing anything; a fwd+bwd problem after its
-    bwd one checks fewer), recorded on meta tensors, then checked as the sweep checks them,
-    problem by problem. A line: problems, tiles, calls checked, distinct compiles, tiles
-    pruned, wall seconds."""
+    run), timed: each problem's first stage of the guided search (the tile it ships with and
+    the seeds, then the next ranked tiles in place of those pruned: what a GPU sweep checks
+    before timing anything; a fwd+bwd problem after its bwd one checks fewer), recorded on
+    meta tensors, then checked as the sweep checks them, batch by batch. A line: problems,
+    tiles, calls checked, distinct compiles, tiles pruned, wall seconds."""
     from autotune import search, sweep
 
     todo = sweep.tasks(sweep.load_suite(suite), list(sweep.OPS), list(sweep.MODES), [dtype], None)
-    batches: list[list[list[KernelCall]]] = []  # a problem's tiles, each its recorded calls
-    for task in todo:
-        first, ranked, _ = sweep.task_tiles(task)
-        problem = sweep.Problem(task.op, task.shape, task.dtype, task.mode, "meta")
-        tiles = next(search.guided(first, ranked, dict, None))
-        both = (sweep._record(problem, c) + sweep._record_training(problem, c) for c in tiles)
-        batches.append([sweep.swept_calls(calls, task.mode) for calls in both])
     prune = sweep.StaticPrune(processes)
-    t0 = time.perf_counter()
+    tiles = pruned = 0
+    elapsed = 0.0  # the checks' (recording on meta tensors costs little, and is left out)
     try:
-        pruned = sum(why is not None for calls in batches for why in prune.reasons(calls))
+        for task in todo:
+            first, ranked, _ = sweep.task_tiles(task)
+            problem = sweep.Problem(task.op, task.shape, task.dtype, task.mode, "meta")
+            dropped: set[TileConfig] = set()
+            # nothing timed: the search stops after its first stage (seeds and refills)
+            for batch in search.guided(first, ranked, dict, None, dropped=lambda d=dropped: d):
+                both = (sweep._record(problem, c) + sweep._record_training(problem, c) for c in batch)
+                checked = [sweep.swept_calls(calls, task.mode) for calls in both]
+                t0 = time.perf_counter()
+                reasons = prune.reasons(checked)
+                elapsed += time.perf_counter() - t0
+                dropped.update(c for c, why in zip(batch, reasons, strict=True) if why and c is not None)
+                tiles += len(batch)
+                pruned += sum(why is not None for why in reasons)
     finally:
         prune.close()
-    elapsed = time.perf_counter() - t0
     return (
-        f"static prune, suite {suite}, {dtype}: {len(todo)} problems, {sum(map(len, batches))} tiles, "
+        f"static prune, suite {suite}, {dtype}: {len(todo)} problems, {tiles} tiles, "
         f"{prune.calls_checked} calls checked, {len(prune.verdicts)} distinct compiles, {pruned} tiles "
         f"pruned; {elapsed:.1f} s on {prune.ran_on} ({os.cpu_count()} cores)"
     )
@@ -869,9 +875,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prune",
         metavar="SUITE",
-        help="the sweep's static prune of SUITE's problems in --dtype (each one's first batch of "
-        "the guided search, as a GPU sweep checks it before timing; no GPU needed), timed: on an "
-        "empty TRITON_CACHE_DIR, what a sweep's first run pays",
+        help="the sweep's static prune of SUITE's problems in --dtype (each one's first stage of "
+        "the guided search: its seeds and those checked in place of the seeds pruned, as a GPU sweep "
+        "checks them before timing; no GPU needed), timed: on an empty TRITON_CACHE_DIR, what a "
+        "sweep's first run pays",
     )
     parser.add_argument(
         "--processes",

@@ -1,7 +1,7 @@
 """Which tiles a sweep times for one problem: a guided search (the default) or all of them.
 
 The fitted search space holds hundreds of tiles a problem (the dense forward ~1,000 in
-bf16; the core suite ~18,000 over its modes and dtypes: `yat-autotune sweep --suite core
+bf16; the core suite ~17,500 over its modes and dtypes: `yat-autotune sweep --suite core
 --plan --search exhaustive`), far more than a sweep can time within the SPEC's 5 minutes
 for the core suite: timing alone takes an estimated (not yet measured) ~0.1-0.3 s a tile
 on a GPU (capture, `do_bench`'s 25 ms of warm-up and 100 ms of repetitions, the
@@ -15,21 +15,31 @@ correctness check). The guided search times, per problem:
    split, a kernel flag; then two knobs), `REFINE` a round, stopping early when a round
    finds nothing faster.
 
-That is at most 1 + 8 + 2 * 6 = 21 tiles a problem. In `fwd+bwd` mode, which times the
+That is at most 1 + 8 + 2 * 6 = 21 tiles timed a problem. A tile the sweep's static prune
+drops (on a GPU: it spills, overflows shared memory or has its wgmma serialized on sm_90;
+`sweep.StaticPrune`) is not timed and does not count: the stage that proposed it proposes
+the next of its candidates in its place (ranked tiles for the seeds, neighbours in a
+round), up to `REFILL` times the tiles the stage wants, so that a dtype whose space the
+prune thins still starts its rounds from 8 seeds that run. That costs compiles: over the
+core suite's fp32 problems (FMA dots), the first stages check 407 tiles, prune 153 and keep
+254, in 147.0 s on 2 cores (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect
+--prune core --dtype float32 --processes 0`, Triton 3.6), where the first batches alone
+kept 150 of 270, in 83.2 s; bf16 checks 277 and keeps 270. In `fwd+bwd` mode, which times the
 same backward tiles as `bwd` with the forward on its default tile, a run that sweeps the
 problem's `bwd` mode first (in the same process: `sweep.fwd_bwd_after_bwd`) times the op as
 it ships and the `FROM_BWD` fastest correct tiles it found there (a guided search where
 none came out correct, or where `bwd` is not swept first). `exhaustive` times every tile,
-in ranked order. Both take `--max-configs` as a cap on the tiles a problem, and both
+in ranked order (past the prune: with a cap, the next ranked tiles in place of those it
+drops). Both take `--max-configs` as a cap on the tiles a problem times, and both
 resume: a tile already in the database is not timed again, and a rerun of the same sweep
 picks the same tiles (the guided search steps from the tiles it proposed itself, whose
-times it reads from the database).
+times and prune verdicts it reads from the database).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 from kernels._common import TileConfig
 
@@ -38,6 +48,7 @@ SEEDS = 8
 REFINE = 6
 ROUNDS = 2
 FROM_BWD = 3
+REFILL = 2
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TileConfig))
 
@@ -72,10 +83,45 @@ def neighbours(tile: TileConfig, space: Sequence[TileConfig], *, max_moves: int 
     return [c for n in sorted(by_moves) for c in by_moves[n]]
 
 
-def exhaustive(first: Sequence[Tile], ranked: Sequence[TileConfig], limit: int | None) -> Batches:
-    """One batch: `first`, then every ranked tile, cut at `limit`."""
+def nothing_dropped() -> set[TileConfig]:
+    """No tile dropped (a search driven without a static prune)."""
+    return set()
+
+
+def _stage(
+    candidates: Sequence[Tile],
+    want: int,
+    cap: int,
+    proposed: set[Tile],
+    dropped: Callable[[], set[TileConfig]],
+) -> Generator[list[Tile], None, int]:
+    """The batches of one stage of a search: `candidates` not yet `proposed`, in order,
+    until `want` of this stage's are not `dropped()` (the static prune's, read after each
+    batch is timed), the candidates run out or `cap` were proposed. Returns how many of
+    its tiles were kept."""
+    todo = [c for c in candidates if c not in proposed]
+    mine: list[Tile] = []
+    while True:
+        kept = len(mine) - len(dropped().intersection(mine)) if mine else 0
+        n = min(want - kept, cap - len(mine), len(todo))
+        if n <= 0:
+            return kept
+        batch, todo = todo[:n], todo[n:]
+        mine += batch
+        proposed.update(batch)
+        yield batch
+
+
+def exhaustive(
+    first: Sequence[Tile],
+    ranked: Sequence[TileConfig],
+    limit: int | None,
+    dropped: Callable[[], set[TileConfig]] = nothing_dropped,
+) -> Batches:
+    """`first`, then every ranked tile; with a `limit`, the first `limit` of them that the
+    prune leaves (a batch, then the next ones in place of those `dropped()`)."""
     tiles = [*first, *(c for c in ranked if c not in first)]
-    yield tiles[:limit]
+    yield from _stage(tiles, len(tiles) if limit is None else limit, len(tiles), set(), dropped)
 
 
 def guided(
@@ -84,19 +130,21 @@ def guided(
     timed: Callable[[], dict[TileConfig, float]],
     limit: int | None,
     *,
+    dropped: Callable[[], set[TileConfig]] = nothing_dropped,
     seeds: int = SEEDS,
     refine: int = REFINE,
     rounds: int = ROUNDS,
 ) -> Batches:
     """The guided search's batches (module docstring). The caller times each batch before
     asking for the next (tiles already timed it skips); `timed()` then returns the median
-    ms of every correct tile of the problem timed so far (this run's and earlier runs').
-    `limit` caps the tiles of all batches together."""
+    ms of every correct tile of the problem timed so far (this run's and earlier runs'),
+    `dropped()` the tiles the static prune dropped. `limit` caps the tiles of all batches
+    together that are not dropped."""
     left = limit if limit is not None else len(first) + seeds + rounds * refine
-    batch = [*first, *(c for c in ranked if c not in first)][: min(left, len(first) + seeds)]
-    proposed = set(batch)
-    left -= len(batch)
-    yield batch
+    proposed: set[Tile] = set()
+    want = min(left, len(first) + seeds)
+    candidates = [*first, *(c for c in ranked if c not in first)]
+    left -= yield from _stage(candidates, want, REFILL * want, proposed, dropped)
     best: TileConfig | None = None
     for _ in range(rounds):
         # the tiles this search proposed alone: a rerun, whose database already holds the
@@ -108,12 +156,8 @@ def guided(
         if fastest == best:  # the last round found nothing faster
             return
         best = fastest
-        batch = [c for c in neighbours(fastest, ranked) if c not in proposed][: min(left, refine)]
-        if not batch:
-            return
-        proposed.update(batch)
-        left -= len(batch)
-        yield batch
+        want = min(left, refine)
+        left -= yield from _stage(neighbours(fastest, ranked), want, REFILL * want, proposed, dropped)
 
 
 def from_bwd(first: Sequence[Tile], bwd_times: dict[TileConfig, float], limit: int | None) -> Batches:

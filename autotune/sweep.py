@@ -1158,12 +1158,17 @@ def _run_task(
             if r.shape == shape_json and r.correct and r.median_ms is not None and r.config in tiles
         }
 
+    def dropped() -> set[TileConfig]:
+        """The tiles of this problem and mode the static prune dropped, this run or earlier."""
+        rows = db.query(task.op, task.mode, task.dtype, provider="yat_triton", status="pruned", gpu=env.gpu)
+        return {tiles[r.config] for r in rows if r.shape == shape_json and r.config in tiles}
+
     if search == "exhaustive":
-        batches = tile_search.exhaustive(first, ranked, max_configs)
+        batches = tile_search.exhaustive(first, ranked, max_configs, dropped)
     elif task.mode == "fwd+bwd" and after_bwd and (bwd := times("bwd")):
         batches = tile_search.from_bwd(first, bwd, max_configs)
     else:
-        batches = tile_search.guided(first, ranked, lambda: times(task.mode), max_configs)
+        batches = tile_search.guided(first, ranked, lambda: times(task.mode), max_configs, dropped=dropped)
     for batch in batches:  # each batch timed before the search proposes the next
         yield from time_tiles(batch)
 
@@ -1231,7 +1236,7 @@ def task_tiles(
     plain = task.dtype == "float16" or fma
     ranked = backward_tiles(task.op, task.shape, kept, elem, warp_specialize=warp_specialize and not plain,
                             tma=not plain)  # fmt: skip
-    fit = [c for c in ranked if not (fma and fma_spills(c))]
+    fit = [c for c in ranked if not (fma and fma_spills(c, dense_bwd_gemm=task.op == "dense"))]
     # (the dense backward's tiles are fitted as backward GEMMs: some the forward cannot take
     # are theirs, and must not be recorded as pruned under this mode's key before they run)
     fitted = set(fit)
@@ -1247,22 +1252,36 @@ def fma_dot(dtype: str) -> bool:
 
 # Accumulator values a thread holds at most on an FMA dot without spilling (`fma_spills`)
 FMA_ACC_MAX = 64
+# ... and BLOCK_K times those values in the ⵟ kernels (all but the dense backward's GEMMs)
+FMA_K_ACC_MAX = 2048
 
 
-def fma_spills(c: TileConfig) -> bool:
-    """A tile not to time on an FMA dot (`fma_dot`): a TMA tile (the FMAs bound an FMA
-    GEMM's time, not its loads, and its operands, staged for wgmma, are converted for them:
-    statically, Triton 3.6, sm_90, 139 of the 143 TMA tiles of the core suite's fp32 first
-    batches spill, an ad hoc count with this rule off, and so does a 64x64x32 4-warp dense
-    tile, 255 registers and a stack frame where its pointer twin takes 164), and a tile
-    with more than FMA_ACC_MAX accumulator values a thread (128x256 and 256x128 on 8 warps,
-    128x128 on 4, each 128: all spill, Triton 3.6 and 3.9). Left in the space, they made
-    the static prune drop 223 of the 270 tiles of the core suite's fp32 first batches, each
-    compiled only for that (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect
-    --prune core --dtype float32 --processes 0` on 2 cores, before this rule: 127.4 s); out
-    of it, 120 of 270 (tiles of up to 64 values that spill or not by their shape and
-    kernel, for the prune to tell), in 83.2 s."""
-    return c.tma or c.block_m * c.block_n > FMA_ACC_MAX * 32 * c.num_warps
+def fma_spills(c: TileConfig, *, dense_bwd_gemm: bool = False) -> bool:
+    """A tile not to time on an FMA dot (`fma_dot`), whose spills the static prune would
+    find at the cost of a compile each:
+    - a TMA tile (the FMAs bound an FMA GEMM's time, not its loads, and its operands, staged
+      for wgmma, are converted for them: statically, Triton 3.6, sm_90, 139 of the 143 TMA
+      tiles of the core suite's fp32 first batches spill, an ad hoc count with this rule
+      off, and so does a 64x64x32 4-warp dense tile, 255 registers and a stack frame where
+      its pointer twin takes 164);
+    - a tile with more than FMA_ACC_MAX accumulator values a thread (128x256 and 256x128 on
+      8 warps, 128x128 on 4, each 128: all spill, Triton 3.6 and 3.9);
+    - in the ⵟ kernels (the forward's, the conv backward's; not `dense_bwd_gemm`, the dense
+      backward's GEMMs on a prepared gs, some of which fit), a tile of more than
+      FMA_K_ACC_MAX for BLOCK_K times the accumulator values a thread (64 x 64, 128 x 32):
+      an FMA dot holds a thread's rows of the x tile and columns of the w tile, BLOCK_K
+      deep, in registers. Ad hoc, Triton 3.6 (the GPU machine's): all 66 such tiles of the
+      core suite's fp32 first stages of the guided search spill, and 36 of 36 drawn at
+      random from the rest of its fitted spaces (12 each of dense fwd, conv fwd, conv bwd);
+      of the dense bwd GEMMs' 12 drawn, 7. (Triton 3.9 fits a 64x128x64 4-warp dense
+      forward tile, 3.6 does not.)
+    Left in the space, the first two made the static prune drop 223 of the 270 tiles of the
+    core suite's fp32 first batches (`TRITON_CACHE_DIR=$(mktemp -d) python -m
+    autotune.inspect --prune core --dtype float32 --processes 0` on 2 cores, before them:
+    127.4 s); out of it, 120 of 270, in 83.2 s (both before the search checked more tiles in
+    place of those pruned, `search.REFILL`)."""
+    acc = c.block_m * c.block_n // (32 * c.num_warps)
+    return c.tma or acc > FMA_ACC_MAX or (not dense_bwd_gemm and c.block_k * acc > FMA_K_ACC_MAX)
 
 
 def plan(
@@ -1369,14 +1388,14 @@ class StaticPrune:
     taking its first call's reason). Each distinct compile (`StaticCompile.key`: source,
     specialization, options) is checked once a run: a tile at another shape that compiles
     the same, or a backward tile that the bwd and fwd+bwd problems both check, costs
-    nothing the second time. Over the core suite's first batches of the guided search
-    (`python -m autotune.inspect --prune core --dtype bfloat16`, or float32) that is 500
-    calls to check in each dtype, 181 distinct in bf16, 142 in fp32. Without this, a check
-    whose compile Triton's cache holds would still cost a second ptxas run (for its
-    serialization notes). The compiles run on the host's cores: threads, or `processes`
-    worker processes (started for the first batch of MIN_JOBS_TO_SPAWN compiles or more,
-    kept for the run), which Triton's
-    Python front end does not serialize (`compile_processes`, `StaticCompile`). Where the
+    nothing the second time. Over the core suite's first stages of the guided search
+    (seeds and refills: `python -m autotune.inspect --prune core --dtype bfloat16`, or
+    float32) that is 514 calls to check in bf16, 182 of them distinct, and 774 in fp32, 229
+    distinct. Without this, a check whose compile Triton's cache holds would still cost a
+    second ptxas run (for its serialization notes). The compiles run on the host's cores:
+    threads, or `processes` worker processes (started for the first batch of
+    MIN_JOBS_TO_SPAWN compiles or more, kept for the run), which Triton's Python front end
+    does not serialize (`compile_processes`, `StaticCompile`). Where the
     workers fail (one dies, a job cannot reach them), the batch is checked again on
     threads, and so is the rest of the run.
 
@@ -1477,8 +1496,9 @@ def compile_processes() -> int:
     generation, Python) holds the GIL, so threads on many cores wait for each other there;
     processes do not. That gain is reasoned, not yet measured: on a 2-core host the two
     take about as long (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect --prune
-    core --dtype bfloat16 [--processes 0]`, Triton 3.6: 64.8 and 63.1 s on 2 processes,
-    their start included; 69.6 and 64.7 s on threads); a GPU sweep's closing line gives
+    core --dtype bfloat16 [--processes 0]`, Triton 3.6, when it checked the first batches
+    alone: 64.8 and 63.1 s on 2 processes, their start included; 69.6 and 64.7 s on
+    threads); a GPU sweep's closing line gives
     its "static prune" seconds."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return min(MAX_COMPILE_PROCESSES, cpus)

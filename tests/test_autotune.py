@@ -527,6 +527,48 @@ def test_the_compile_phase_warms_what_each_row_runs(tmp_path: Path, monkeypatch:
     assert all(any("bwd_gemm" in c.kernel.__name__ for c in calls) for calls in warmed)
 
 
+def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU, a seed the static prune drops is recorded as pruned and the search times
+    the next ranked tile in its place (`search.guided`'s refill): the cap of 3 tiles holds
+    3 that ran; a rerun proposes the same tiles and adds nothing. The GPU's path, with the
+    sm_90 verdicts and the compiles stubbed."""
+    recorded: list[object] = []
+    real_record = sweep._record
+
+    def record(problem, config):  # noqa: ANN001, ANN202
+        recorded.append(config)
+        return real_record(problem, config)
+
+    task = sweep.Task("dense", {"M": 20, "N": 12, "K": 16}, "float32", "fwd")
+    first, ranked, _ = sweep.task_tiles(task)
+    seeds = [c for c in ranked if c not in first]
+    drop = seeds[0]
+
+    def reasons(self, checked):  # noqa: ANN001, ANN202 - the tiles just recorded, in order
+        return [
+            "spills on sm_90 (stub)" if c == drop else None for c in recorded[len(recorded) - len(checked) :]
+        ]
+
+    monkeypatch.setattr(sweep, "_record", record)
+    monkeypatch.setattr(sweep.StaticPrune, "reasons", reasons)
+    monkeypatch.setattr(sweep, "_warm", lambda calls: None)
+    gpu_env = dataclasses.replace(sweep.environment(), representative=True)
+    with ResultsDB(tmp_path / "p.db") as db:
+        rows = list(sweep._run_task(db, task, gpu_env, "cpu", 3, "none"))
+        ours = [r for r in rows if r.provider == "yat_triton"]
+        key = lambda c: canonical_json(c.as_dict())  # noqa: E731
+        assert [r.config for r in ours if r.status == "pruned" and "stub" in r.reason] == [key(drop)]
+        ran = [r.config for r in ours if r.status == "ok"]
+        assert ran == [key(first[0]), key(seeds[1]), key(seeds[2])]
+        before = len(db.query())
+        again = [
+            r for r in sweep._run_task(db, task, gpu_env, "cpu", 3, "none") if r.provider == "yat_triton"
+        ]
+        assert again == [] and len(db.query()) == before
+
+
 def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Path, monkeypatch) -> None:
     """A config whose output is off is recorded as wrong, with its error, and never timed."""
     real = sweep.Problem.yat
@@ -891,21 +933,30 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
 
 
 def test_the_tiles_an_fma_dot_leaves_out_spill() -> None:
-    """The two kinds of tile `fma_spills` keeps from an FMA dot's searches (fp32, IEEE) spill
-    there when compiled for sm_90: a 64x64x32 TMA tile and a 128x128x32 one on 4 warps (128
-    accumulator values a thread); the 64x64x32 pointer tile, which it keeps, does not. In a
-    child process: static compiles need compiled, not interpreted, kernels."""
+    """The three kinds of tile `fma_spills` keeps from an FMA dot's searches (fp32, IEEE)
+    spill there when compiled for sm_90: a 64x64x32 TMA tile, a 128x128x32 one on 4 warps
+    (128 accumulator values a thread), and a 128x64x64 one on 4 warps in the forward (64
+    values a thread, 64 deep); the 64x64x32 pointer tile, which it keeps, does not, nor
+    does a 64x128x64 tile in the dense backward's GEMMs, which it keeps there (Triton 3.9
+    spills the 128x64x64 one there, 3.6 does not). In a child process: static compiles need
+    compiled, not interpreted, kernels."""
 
     code = (
-        "from autotune.sweep import Problem, _record, call_reason, fma_dot, fma_spills\n"
+        "from autotune.sweep import Problem, _record, call_reason, fma_dot, fma_spills, swept_calls\n"
         "from kernels._common import TileConfig\n"
         "assert fma_dot('float32')\n"
-        "p = Problem('dense', {'M': 512, 'N': 512, 'K': 512}, 'float32', 'fwd', 'meta')\n"
+        "shape = {'M': 512, 'N': 512, 'K': 512}\n"
+        "p = Problem('dense', shape, 'float32', 'fwd', 'meta')\n"
         "for c in (TileConfig(64, 64, 32, 8, 4, 3, tma=True), TileConfig(128, 128, 32, 8, 4, 3),\n"
-        "          TileConfig(64, 64, 32, 8, 4, 3)):\n"
+        "          TileConfig(128, 64, 64, 8, 4, 4), TileConfig(64, 64, 32, 8, 4, 3)):\n"
         "    print(fma_spills(c), 'spills on sm_90' in str(call_reason(_record(p, c)[-1])))\n"
+        "b = Problem('dense', shape, 'float32', 'bwd', 'meta')\n"
+        "c = TileConfig(64, 128, 64, 8, 4, 4)\n"
+        "gemms = [k for k in swept_calls(_record(b, c), 'bwd') if 'bwd_gemm' in k.kernel.__name__]\n"
+        "assert len(gemms) == 2, gemms\n"
+        "print(fma_spills(c, dense_bwd_gemm=True), any(map(call_reason, gemms)))\n"
     )
-    assert compiled_child("-c", code).split() == ["True", "True", "True", "True", "False", "False"]
+    assert compiled_child("-c", code).split() == ["True"] * 6 + ["False"] * 4
 
 
 def test_the_static_prunes_lean_report_agrees_with_the_full_one() -> None:
@@ -1989,7 +2040,8 @@ def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
 @pytest.mark.parametrize("op", ["dense", "conv2d"])
 def test_an_fma_dot_searches_no_tile_that_spills_on_it(op: str, mode: str, no_tf32: object) -> None:
     """fp32 at IEEE precision multiplies on FMAs (`fma_dot`): its searches hold no TMA tile
-    and none of more than 64 accumulator values a thread (`fma_spills`; both compiled in
+    none of more than 64 accumulator values a thread, and in the ⵟ kernels none of more
+    than 2048 for BLOCK_K times those (`fma_spills`; each compiled in
     `test_the_tiles_an_fma_dot_leaves_out_spill`); those are recorded as pruned instead.
     With TF32 on, the tensor cores' tiles come back."""
     shape = (
@@ -1999,8 +2051,10 @@ def test_an_fma_dot_searches_no_tile_that_spills_on_it(op: str, mode: str, no_tf
     task = sweep.Task(op, shape, "float32", mode)
     _, ranked, pruned = sweep.task_tiles(task)
     acc = lambda c: c.block_m * c.block_n // (32 * c.num_warps)  # noqa: E731
+    deep = lambda c: c.block_k * acc(c) > 2048  # noqa: E731
     assert len(ranked) > 20 and all(not c.tma and acc(c) <= 64 for c in ranked)
     assert any(c.tma for c in pruned) and any(acc(c) > 64 for c in pruned) and not set(ranked) & set(pruned)
+    assert any(map(deep, pruned)) and any(map(deep, ranked)) == (op == "dense" and mode == "bwd")
     torch.backends.cuda.matmul.allow_tf32 = True  # (the fixture restores it)
     _, tensor_cores, _ = sweep.task_tiles(task)
     assert any(c.tma for c in tensor_cores) and any(acc(c) > 64 for c in tensor_cores)

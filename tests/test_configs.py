@@ -22,6 +22,7 @@ from children import compiled_child
 from oracle import yat_dense_ref
 from tolerances import assert_close
 
+from autotune import search
 from kernels._common import (
     SM90_SMEM_BYTES,
     TileConfig,
@@ -854,6 +855,7 @@ def test_inspect_times_the_sweeps_static_prune(tmp_path: Path) -> None:
     assert m, line
     tiles, calls, distinct, pruned = map(int, m.groups())
     assert 3 < tiles <= calls and 0 < distinct < calls and pruned < tiles, line
+    assert tiles - pruned == 3 * (1 + search.SEEDS), line  # (the next ones in place of those pruned)
 
 
 @pytest.mark.parametrize(
