@@ -755,15 +755,18 @@ def all_calls(dtype: torch.dtype) -> list[tuple[str, KernelCall]]:
 def prune_cost(suite: str, dtype: str, processes: int) -> str:
     """The sweep's static prune of `suite`'s problems in `dtype` (`sweep.StaticPrune`, one
     run), timed: each problem's first stage of the guided search (the tile it ships with and
-    the seeds, then the next ranked tiles in place of those pruned: what a GPU sweep checks
-    before timing anything; a fwd+bwd problem after its bwd one checks fewer), recorded on
-    meta tensors, then checked as the sweep checks them, batch by batch. A line: problems,
-    tiles, calls checked, distinct compiles, tiles pruned, wall seconds."""
+    the seeds, what a GPU sweep checks before timing anything, then the next ranked tiles in
+    place of those pruned, which it checks after timing the first batch, with as many after
+    them checked ahead, `search.Batch`; a fwd+bwd problem after its bwd one checks fewer),
+    recorded on meta tensors, then checked as the sweep checks them, batch by batch. A
+    line: problems, tiles proposed, calls checked and in how many batches (one after the
+    other, each in parallel; those with a compile to run: the others found every verdict
+    already known), distinct compiles, tiles pruned, wall seconds."""
     from autotune import search, sweep
 
     todo = sweep.tasks(sweep.load_suite(suite), list(sweep.OPS), list(sweep.MODES), [dtype], None)
     prune = sweep.StaticPrune(processes)
-    tiles = pruned = 0
+    tiles = pruned = checks = compiling = 0
     elapsed = 0.0  # the checks' (recording on meta tensors costs little, and is left out)
     try:
         for task in todo:
@@ -772,11 +775,14 @@ def prune_cost(suite: str, dtype: str, processes: int) -> str:
             dropped: set[TileConfig] = set()
             # nothing timed: the search stops after its first stage (seeds and refills)
             for batch in search.guided(first, ranked, dict, None, dropped=lambda d=dropped: d):
-                both = (sweep._record(problem, c) + sweep._record_training(problem, c) for c in batch)
+                tiles_checked = batch + batch.ahead  # (as the sweep: `search.Batch`)
+                both = (sweep._record(problem, c) + sweep._record_training(problem, c) for c in tiles_checked)
                 checked = [sweep.swept_calls(calls, task.mode) for calls in both]
-                t0 = time.perf_counter()
-                reasons = prune.reasons(checked)
+                t0, known = time.perf_counter(), len(prune.verdicts)
+                reasons = prune.reasons(checked)[: len(batch)]
                 elapsed += time.perf_counter() - t0
+                checks += 1
+                compiling += len(prune.verdicts) > known
                 dropped.update(c for c, why in zip(batch, reasons, strict=True) if why and c is not None)
                 tiles += len(batch)
                 pruned += sum(why is not None for why in reasons)
@@ -784,8 +790,9 @@ def prune_cost(suite: str, dtype: str, processes: int) -> str:
         prune.close()
     return (
         f"static prune, suite {suite}, {dtype}: {len(todo)} problems, {tiles} tiles, "
-        f"{prune.calls_checked} calls checked, {len(prune.verdicts)} distinct compiles, {pruned} tiles "
-        f"pruned; {elapsed:.1f} s on {prune.ran_on} ({os.cpu_count()} cores)"
+        f"{prune.calls_checked} calls checked in {checks} batches ({compiling} compiling), "
+        f"{len(prune.verdicts)} distinct compiles, "
+        f"{pruned} tiles pruned; {elapsed:.1f} s on {prune.ran_on} ({os.cpu_count()} cores)"
     )
 
 

@@ -19,12 +19,15 @@ That is at most 1 + 8 + 2 * 6 = 21 tiles timed a problem. A tile the sweep's sta
 drops (on a GPU: it spills, overflows shared memory or has its wgmma serialized on sm_90;
 `sweep.StaticPrune`) is not timed and does not count: the stage that proposed it proposes
 the next of its candidates in its place (ranked tiles for the seeds, neighbours in a
-round), up to `REFILL` times the tiles the stage wants, so that a dtype whose space the
-prune thins still starts its rounds from 8 seeds that run. That costs compiles: over the
-core suite's fp32 problems (FMA dots), the first stages check 407 tiles, prune 153 and keep
-254, in 147.0 s on 2 cores (`TRITON_CACHE_DIR=$(mktemp -d) python -m autotune.inspect
---prune core --dtype float32 --processes 0`, Triton 3.6), where the first batches alone
-kept 150 of 270, in 83.2 s; bf16 checks 277 and keeps 270. In `fwd+bwd` mode, which times the
+round), up to `REFILL` times the tiles the stage wants (a refill's prune checks as many
+tiles after it, in parallel, so that a second refill finds their verdicts: `Batch`), so
+that a dtype whose space the prune thins still starts its rounds from up to 8 seeds that
+run. That costs compiles: over the core suite's fp32 problems (FMA dots), the first stages
+propose 407 tiles, prune 153 and keep 254, 240 distinct compiles in 23 rounds one after the
+other (28 without the look-ahead), 136.3 and 145.9 s on 2 cores (`TRITON_CACHE_DIR=$(mktemp
+-d) python -m autotune.inspect --prune core --dtype float32 --processes 0`, Triton 3.6);
+the first batches alone (ad hoc, REFILL = 1) keep 179 of 270, 140 compiles, in 77.5 s.
+bf16 proposes 277 tiles and keeps 270, 183 compiles, 74.5 s. In `fwd+bwd` mode, which times the
 same backward tiles as `bwd` with the forward on its default tile, a run that sweeps the
 problem's `bwd` mode first (in the same process: `sweep.fwd_bwd_after_bwd`) times the op as
 it ships and the `FROM_BWD` fastest correct tiles it found there (a guided search where
@@ -54,7 +57,20 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(TileConfig))
 
 # A tile to time; None: the op as it ships (the backward modes' first row)
 Tile = TileConfig | None
-Batches = Iterator[list[Tile]]
+
+
+class Batch(list):  # type: ignore[type-arg]
+    """Tiles to time, in order. `ahead`: the tiles the same stage would propose next if the
+    prune drops some of these, for the prune to check along with them (each a compile, run
+    in parallel with the batch's instead of one refill after another; set on a stage's
+    refills, where drops are known to happen, as many as the refill holds)."""
+
+    def __init__(self, tiles: Sequence[Tile], ahead: Sequence[TileConfig] = ()) -> None:
+        super().__init__(tiles)
+        self.ahead = list(ahead)
+
+
+Batches = Iterator[Batch]
 
 
 def neighbours(tile: TileConfig, space: Sequence[TileConfig], *, max_moves: int = 2) -> list[TileConfig]:
@@ -107,9 +123,10 @@ def _stage(
         if n <= 0:
             return kept
         batch, todo = todo[:n], todo[n:]
+        ahead = [c for c in todo[: min(n, cap - len(mine) - n)] if c is not None] if mine else []
         mine += batch
         proposed.update(batch)
-        yield batch
+        yield Batch(batch, ahead)
 
 
 def exhaustive(
@@ -164,7 +181,7 @@ def from_bwd(first: Sequence[Tile], bwd_times: dict[TileConfig, float], limit: i
     """`fwd+bwd` mode after a `bwd` search of the problem: `first`, then the `FROM_BWD`
     tiles fastest there."""
     fastest = sorted(bwd_times, key=lambda c: (bwd_times[c], c.name))[:FROM_BWD]
-    yield [*first, *(c for c in fastest if c not in first)][:limit]
+    yield Batch([*first, *(c for c in fastest if c not in first)][:limit])
 
 
 def most(

@@ -1121,11 +1121,16 @@ def _run_task(
             # also as training runs it) cannot win. The launches are recorded one config at a
             # time (backward tiles are forced through process-wide state), then compiled for
             # sm_90 and for this GPU on the host's cores; timing stays one by one.
+            # The tiles the search would propose next in place of dropped ones are checked
+            # along (`search.Batch.ahead`): their verdicts wait in `prune`, their rows for
+            # the batch that proposes them.
+            ahead = [c for c in getattr(batch, "ahead", []) if not done("yat_triton", key_of(c))]
             with clock("yat_triton static prune"):
-                recorded = [_record(problem, c) for c in pending]
-                training = [_record_training(problem, c) for c in pending]
+                recorded = [_record(problem, c) for c in pending + ahead]
+                training = [_record_training(problem, c) for c in pending + ahead]
                 checked = [swept_calls(r + t, task.mode) for r, t in zip(recorded, training, strict=True)]
-                reasons = prune.reasons(checked)
+                reasons = prune.reasons(checked)[: len(pending)]
+                del recorded[len(pending) :], training[len(pending) :]
             for cfg, reason in zip(pending, reasons, strict=True):
                 if reason:
                     yield row("yat_triton", key_of(cfg), "pruned", reason=reason)
@@ -1390,14 +1395,14 @@ class StaticPrune:
     the same, or a backward tile that the bwd and fwd+bwd problems both check, costs
     nothing the second time. Over the core suite's first stages of the guided search
     (seeds and refills: `python -m autotune.inspect --prune core --dtype bfloat16`, or
-    float32) that is 514 calls to check in bf16, 182 of them distinct, and 774 in fp32, 229
-    distinct. Without this, a check whose compile Triton's cache holds would still cost a
-    second ptxas run (for its serialization notes). The compiles run on the host's cores:
-    threads, or `processes` worker processes (started for the first batch of
-    MIN_JOBS_TO_SPAWN compiles or more, kept for the run), which Triton's Python front end
-    does not serialize (`compile_processes`, `StaticCompile`). Where the
-    workers fail (one dies, a job cannot reach them), the batch is checked again on
-    threads, and so is the rest of the run.
+    float32) that is 528 calls to check in bf16, 183 of them distinct, and 960 in fp32, 240
+    distinct (the refills' look-ahead included, `search.Batch`). Without this, a check whose
+    compile Triton's cache holds would still cost a second ptxas run (for its serialization
+    notes). The compiles run on the host's cores: threads, or `processes` worker processes
+    (started for the first batch of MIN_JOBS_TO_SPAWN compiles or more, kept for the run),
+    which Triton's Python front end does not serialize (`compile_processes`,
+    `StaticCompile`). Where the workers fail (one dies, a job cannot reach them), the batch
+    is checked again on threads, and so is the rest of the run.
 
     A sweep on workers must be started from an importable module or a script whose work
     sits under `if __name__ == "__main__":` (spawned workers import the parent's main

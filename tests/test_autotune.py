@@ -532,8 +532,10 @@ def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
 ) -> None:
     """On a GPU, a seed the static prune drops is recorded as pruned and the search times
     the next ranked tile in its place (`search.guided`'s refill): the cap of 3 tiles holds
-    3 that ran; a rerun proposes the same tiles and adds nothing. The GPU's path, with the
-    sm_90 verdicts and the compiles stubbed."""
+    3 that ran; the tile after it, checked ahead of need (`search.Batch.ahead`), has no
+    row, pruned or not; a rerun proposes the same tiles and adds nothing. Only this problem's
+    verdicts count: the same tile pruned at another shape, in another mode or on another GPU
+    is timed here. The GPU's path, with the sm_90 verdicts and the compiles stubbed."""
     recorded: list[object] = []
     real_record = sweep._record
 
@@ -548,20 +550,30 @@ def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
 
     def reasons(self, checked):  # noqa: ANN001, ANN202 - the tiles just recorded, in order
         return [
-            "spills on sm_90 (stub)" if c == drop else None for c in recorded[len(recorded) - len(checked) :]
+            "spills on sm_90 (stub)" if c in (drop, seeds[3]) else None
+            for c in recorded[len(recorded) - len(checked) :]
         ]
 
     monkeypatch.setattr(sweep, "_record", record)
     monkeypatch.setattr(sweep.StaticPrune, "reasons", reasons)
     monkeypatch.setattr(sweep, "_warm", lambda calls: None)
     gpu_env = dataclasses.replace(sweep.environment(), representative=True)
+    key = lambda c: canonical_json(c.as_dict())  # noqa: E731
+    elsewhere = [
+        Result(op="dense", mode=mode, provider="yat_triton", dtype="float32", shape=canonical_json(shape),
+               config=key(seeds[1]), status="pruned", reason="elsewhere", gpu=gpu, driver="", torch="",
+               triton="", commit="", representative=True)
+        for mode, shape, gpu in [("fwd", {"M": 20, "N": 12, "K": 32}, gpu_env.gpu),
+                                 ("bwd", task.shape, gpu_env.gpu), ("fwd", task.shape, "another GPU")]
+    ]  # fmt: skip
     with ResultsDB(tmp_path / "p.db") as db:
+        db.add_many(elsewhere)
         rows = list(sweep._run_task(db, task, gpu_env, "cpu", 3, "none"))
         ours = [r for r in rows if r.provider == "yat_triton"]
-        key = lambda c: canonical_json(c.as_dict())  # noqa: E731
         assert [r.config for r in ours if r.status == "pruned" and "stub" in r.reason] == [key(drop)]
         ran = [r.config for r in ours if r.status == "ok"]
         assert ran == [key(first[0]), key(seeds[1]), key(seeds[2])]
+        assert recorded.count(seeds[3]) == 1 and not [r for r in db.query() if r.config == key(seeds[3])]
         before = len(db.query())
         again = [
             r for r in sweep._run_task(db, task, gpu_env, "cpu", 3, "none") if r.provider == "yat_triton"
@@ -2039,7 +2051,7 @@ def test_conv_tiles_offer_tma_only_where_it_runs() -> None:
 @pytest.mark.parametrize("mode", ["fwd", "bwd"])
 @pytest.mark.parametrize("op", ["dense", "conv2d"])
 def test_an_fma_dot_searches_no_tile_that_spills_on_it(op: str, mode: str, no_tf32: object) -> None:
-    """fp32 at IEEE precision multiplies on FMAs (`fma_dot`): its searches hold no TMA tile
+    """fp32 at IEEE precision multiplies on FMAs (`fma_dot`): its searches hold no TMA tile,
     none of more than 64 accumulator values a thread, and in the ⵟ kernels none of more
     than 2048 for BLOCK_K times those (`fma_spills`; each compiled in
     `test_the_tiles_an_fma_dot_leaves_out_spill`); those are recorded as pruned instead.

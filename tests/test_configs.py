@@ -841,21 +841,52 @@ def test_inspect_compiles_the_forward_as_its_gemm_alone(args: list[str]) -> None
 
 @pytest.mark.skipif(not _nvidia_tools_present(), reason="Triton wheel without ptxas/cuobjdump")
 def test_inspect_times_the_sweeps_static_prune(tmp_path: Path) -> None:
-    """--prune SUITE checks each problem's first batch of tiles as a GPU sweep's static prune
+    """--prune SUITE checks each problem's first stage of tiles as a GPU sweep's static prune
     does, with no GPU: the bwd and fwd+bwd problems check the same backward tiles, so there
-    are fewer distinct compiles than calls checked; some tiles fit."""
+    are fewer distinct compiles than calls checked; some tiles fit, 9 a problem in the end
+    (the refills: `test_inspect_prune_checks_the_next_seeds_in_place_of_those_pruned`)."""
     suite = tmp_path / "one.toml"
     suite.write_text("[[dense]]\nM = 256\nN = 256\nK = 256\n")
     line = compiled_child("-m", "autotune.inspect", "--prune", str(suite), "--processes", "0").strip()
     m = re.fullmatch(
-        r"static prune, suite .*one\.toml, bfloat16: 3 problems, (\d+) tiles, (\d+) calls checked, "
-        r"(\d+) distinct compiles, (\d+) tiles pruned; [\d.]+ s on threads \(\d+ cores\)",
+        r"static prune, suite .*one\.toml, bfloat16: 3 problems, (\d+) tiles, (\d+) calls checked in \d+ "
+        r"batches \(\d+ compiling\), (\d+) distinct compiles, (\d+) tiles pruned; [\d.]+ s on threads "
+        r"\(\d+ cores\)",
         line,
     )
     assert m, line
     tiles, calls, distinct, pruned = map(int, m.groups())
     assert 3 < tiles <= calls and 0 < distinct < calls and pruned < tiles, line
-    assert tiles - pruned == 3 * (1 + search.SEEDS), line  # (the next ones in place of those pruned)
+    assert tiles - pruned == 3 * (1 + search.SEEDS), line
+
+
+def test_inspect_prune_checks_the_next_seeds_in_place_of_those_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--prune drives each problem's first stage as the sweep does: a seed pruned in the first
+    batch makes the search check the next ranked tile in its place (a batch of one, checked
+    after the first, with one more ahead of need). The sm_90 verdicts stubbed: the first seed
+    of each first batch drops."""
+    from autotune import inspect as inspect_cli
+    from autotune import sweep
+
+    sizes: list[int] = []
+
+    def reasons(self, checked):  # noqa: ANN001, ANN202
+        sizes.append(len(checked))
+        first_batch = len(checked) == 1 + search.SEEDS
+        return ["stub" if first_batch and i == 1 else None for i in range(len(checked))]
+
+    monkeypatch.setattr(sweep.StaticPrune, "reasons", reasons)
+    suite = tmp_path / "one.toml"
+    suite.write_text("[[dense]]\nM = 256\nN = 256\nK = 256\n")
+    line = inspect_cli.prune_cost(str(suite), "bfloat16", 0)
+    assert sizes == [1 + search.SEEDS, 2] * 3, sizes
+    assert (
+        ": 3 problems, 30 tiles, " in line
+        and " in 6 batches (0 compiling), " in line
+        and ", 3 tiles pruned; " in line
+    ), line
 
 
 @pytest.mark.parametrize(

@@ -152,6 +152,8 @@ def test_guided_search_proposes_more_seeds_in_place_of_those_the_prune_drops() -
     assert batches[0] == [None, *ranked[:8]]
     assert batches[1] == ranked[8:10]  # in place of ranked[1] and ranked[4]
     assert batches[2] == [ranked[10]]  # in place of ranked[8]
+    # a refill's prune also checks as many tiles as it holds, those the stage proposes next
+    assert batches[0].ahead == [] and batches[1].ahead == ranked[10:12] and batches[2].ahead == [ranked[11]]
     seeds = [c for b in batches[:3] for c in b if c is not None and c not in drop]
     assert len(seeds) == search.SEEDS
     assert batches[3] == hood[: search.REFINE] and batches[4] == [hood[search.REFINE]]
@@ -175,6 +177,7 @@ def test_a_stage_proposes_at_most_refill_times_the_tiles_it_wants() -> None:
     )
     assert sum(map(len, batches)) == search.REFILL * (1 + search.SEEDS)
     assert batches[0] == [None, *ranked[:8]] and batches[1] == ranked[8:16]  # (None always runs)
+    assert batches[1].ahead == [ranked[16]] and batches[-1].ahead == []  # (within the cap)
 
 
 def test_fwd_bwd_mode_takes_the_fastest_backward_tiles() -> None:
