@@ -15,7 +15,7 @@ import pytest
 import torch
 from children import compiled_child
 
-from autotune import cli, sweep
+from autotune import cli, search, sweep
 from autotune.db import FWD_NOTE, Result, ResultsDB, canonical_json
 from autotune.report import render_report
 from kernels._common import TileConfig
@@ -535,7 +535,8 @@ def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
     3 that ran; the tile after it, checked ahead of need (`search.Batch.ahead`), has no
     row, pruned or not; a rerun proposes the same tiles and adds nothing. Only this problem's
     verdicts count: the same tile pruned at another shape, in another mode or on another GPU
-    is timed here. The GPU's path, with the sm_90 verdicts and the compiles stubbed."""
+    is timed here. `then` (the next task's compiles) is called once, after the first check.
+    The GPU's path, with the sm_90 verdicts and the compiles stubbed."""
     recorded: list[object] = []
     real_record = sweep._record
 
@@ -548,7 +549,10 @@ def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
     seeds = [c for c in ranked if c not in first]
     drop = seeds[0]
 
+    order: list[str] = []
+
     def reasons(self, checked):  # noqa: ANN001, ANN202 - the tiles just recorded, in order
+        order.append("check")
         return [
             "spills on sm_90 (stub)" if c in (drop, seeds[3]) else None
             for c in recorded[len(recorded) - len(checked) :]
@@ -568,8 +572,9 @@ def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
     ]  # fmt: skip
     with ResultsDB(tmp_path / "p.db") as db:
         db.add_many(elsewhere)
-        rows = list(sweep._run_task(db, task, gpu_env, "cpu", 3, "none"))
+        rows = list(sweep._run_task(db, task, gpu_env, "cpu", 3, "none", then=lambda: order.append("then")))
         ours = [r for r in rows if r.provider == "yat_triton"]
+        assert order == ["check", "then", "check"], order  # (the next task's compiles start once)
         assert [r.config for r in ours if r.status == "pruned" and "stub" in r.reason] == [key(drop)]
         ran = [r.config for r in ours if r.status == "ok"]
         assert ran == [key(first[0]), key(seeds[1]), key(seeds[2])]
@@ -579,6 +584,45 @@ def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
             r for r in sweep._run_task(db, task, gpu_env, "cpu", 3, "none") if r.provider == "yat_triton"
         ]
         assert again == [] and len(db.query()) == before
+
+
+def test_the_next_tasks_first_batch_starts_compiling_on_the_prunes_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`start_first_batch` hands the prune the recorded calls of the tiles a task's guided
+    search checks first, those not yet in the database (a resumed run's are), forward as
+    inference and as training runs it; nothing for an exhaustive search, a fwd+bwd task
+    taking bwd's tiles, or a task that cannot be planned."""
+
+    class Prune:
+        def __init__(self) -> None:
+            self.checked: list[list[object]] = []
+
+        def start(self, checked: list[list[object]]) -> int:
+            self.checked += checked
+            return len(checked)
+
+    task = sweep.Task("dense", {"M": 20, "N": 12, "K": 16}, "float32", "fwd")
+    env = sweep.environment()
+    first, ranked, _ = sweep.task_tiles(task)
+    batch = next(search.guided(first, ranked, dict, None))
+    kw = {"warp_specialize": True, "search": "guided", "max_configs": None, "after_bwd": False}
+    with ResultsDB(tmp_path / "s.db") as db:
+        done = sweep.Result(op="dense", mode="fwd", provider="yat_triton", dtype="float32",
+                            shape=canonical_json(task.shape), config=canonical_json(batch[1].as_dict()),
+                            status="pruned", gpu=env.gpu, driver="", torch="", triton="", commit="",
+                            representative=False)  # fmt: skip
+        db.add(done)
+        prune = Prune()
+        assert sweep.start_first_batch(prune, db, task, env, **kw) == len(batch) - 1
+        fwd = [[c.kwargs["BLOCK_M"], c.kwargs["STORE_S"]] for calls in prune.checked for c in calls
+               if c.kernel.__name__.startswith("yat_dense_fwd")]  # fmt: skip
+        assert fwd == [[c.block_m, s] for c in batch if c != batch[1] for s in (False, True)], fwd
+        bwd = sweep.Task("dense", task.shape, "float32", "fwd+bwd")
+        assert sweep.start_first_batch(prune, db, bwd, env, **{**kw, "after_bwd": True}) == 0
+        assert sweep.start_first_batch(prune, db, task, env, **{**kw, "search": "exhaustive"}) == 0
+        monkeypatch.setattr(sweep, "Problem", None)  # (cannot be planned)
+        assert sweep.start_first_batch(prune, db, task, env, **kw) == 0
 
 
 def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Path, monkeypatch) -> None:
@@ -894,7 +938,9 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
     """The prune's compiles on worker processes give each tile the reason its calls give one
     by one in the sweep's process (a tile that spills, one that overflows shared memory, one
     that fits), each distinct compile checked once however often the batches repeat it,
-    the workers started for a batch of MIN_JOBS_TO_SPAWN new compiles, not fewer;
+    the workers started for a batch of MIN_JOBS_TO_SPAWN new compiles, not fewer; compiles
+    started ahead on the workers (`start`, none before they run; `settle` waits for them)
+    give `reasons` their verdicts without a compile of its own;
     where a worker dies, the batch and the rest of the run are checked on threads, with the
     same verdicts; the workers of a process ended by os._exit end too. In a child process:
     static compiles need compiled, not interpreted, kernels."""
@@ -915,6 +961,17 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
         "    assert prune.describe().endswith('10 distinct sm_90 compiles checked, on 2 worker processes')\n"
         "    one_by_one = [next((w for w in map(call_reason, both(t)) if w), None) for t in tiles]\n"
         "    assert found == one_by_one * 2 and found[0] and found[1] and not found[2], found\n"
+        "    import autotune.sweep as S\n"
+        "    more = [TileConfig(64, 256, 64, 8, 4, 3), TileConfig(128, 64, 64, 8, 4, 3)]\n"
+        "    assert StaticPrune(2).start([both(t) for t in more]) == 0  # (no workers yet: none)\n"
+        "    assert prune.start([both(t) for t in more]) == 4 and prune.start([both(more[0])]) == 0\n"
+        "    prune.settle()  # (waits for them)\n"
+        "    assert len(prune.started) == 4 and all(f.done() for f in prune.started.values())\n"
+        "    verdict, S._verdict = S._verdict, None  # (a compile here, not the workers', would fail)\n"
+        "    early = prune.reasons([both(t) for t in more])\n"
+        "    S._verdict = verdict\n"
+        "    assert early == [next((w for w in map(call_reason, both(t)) if w), None) for t in more], early\n"
+        "    assert len(prune.verdicts) == 14 and not prune.started\n"
         "    import os, signal\n"
         "    for pid in prune.worker_pids():\n"
         "        os.kill(pid, signal.SIGKILL)\n"
