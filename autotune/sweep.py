@@ -1213,14 +1213,17 @@ def start_first_batch(
 ) -> int:
     """Start the static prune's compiles of `task`'s first batch of the guided search (the
     tiles it ships with and the seeds, not yet in `db`) on the prune's workers
-    (`StaticPrune.start`), recorded on meta tensors; how many compiles started. The sweep
-    calls it for the next task while it times the current one, so that the next task's
-    first check finds its verdicts (or waits for the rest) instead of compiling then. None
-    for an exhaustive search or a fwd+bwd task taking bwd's tiles (not known before bwd
-    ends); a failure to plan starts nothing (the task's own check sees to it). Ad hoc, on
-    2 cores (a loop over the core suite's bf16 first batches on 2 worker processes, each
-    task's timing a 2 s sleep, Triton 3.6, empty cache): the sweep waited 64.1 s for the
-    prune without this, 42.2 s with it, for the same 181 compiles."""
+    (`StaticPrune.start`); how many compiles started. The sweep calls it for the next task
+    while it times the current one, so that the next task's first check finds its verdicts
+    (or waits for the rest) instead of compiling then. 0 for an exhaustive search or a
+    fwd+bwd task taking bwd's tiles (not known before bwd ends); a failure to plan starts
+    nothing (the task's own check sees to it). The problem is recorded on meta tensors,
+    whose compiles are the GPU's where the meta planning matches it (the conv's tail split
+    plans for an H200's 132 SMs: on a GPU with another count some compiles started so go
+    unused, and the task checks its own). Ad hoc, on 2 cores (a loop over the core suite's
+    bf16 first batches on 2 worker processes, each task's timing a 2 s sleep, Triton 3.6,
+    empty cache): the sweep waited 64.1 s for the prune without this, 42.2 s with it, for
+    the same 181 compiles."""
     if search != "guided" or (task.mode == "fwd+bwd" and after_bwd):
         return 0
     try:
@@ -1471,17 +1474,21 @@ class StaticPrune:
         self._pool: ProcessPoolExecutor | None = None
         self.spawned = 0  # worker processes started (0: none, every batch on threads)
         self.calls_checked = 0  # recorded calls that planned a compile, repeats included
-        self.started: dict[str, Future] = {}  # StaticCompile.key: its compile started ahead (`start`)
+        # StaticCompile.key: its compile started ahead (`start`), and the job
+        self.started: dict[str, tuple[Future, StaticCompile]] = {}
 
     def reasons(self, checked: list[list[object]]) -> list[str | None]:
         """Why each tile's kernels (a list of recorded calls a tile) should not be timed, or None."""
         flat = [(i, _static_compile(call)) for i, calls in enumerate(checked) for call in calls]
         self.calls_checked += sum(job is not None for _, job in flat)
         todo = {job.key: job for _, job in flat if job is not None and job.key not in self.verdicts}
-        early = {key: self.started.pop(key) for key in list(todo) if key in self.started}
+        early = {key: self.started.pop(key)[0] for key in list(todo) if key in self.started}
         fresh = [job for key, job in todo.items() if key not in early]
+        # this batch first: compiles started ahead that no worker has taken wait for it
+        later = self._defer() if fresh or not all(f.done() for f in early.values()) else []
         self.verdicts.update(zip((job.key for job in fresh), self._map(fresh), strict=True))
         self.verdicts.update(self._collect(early, todo))
+        self._submit(later)
         out: list[str | None] = [None] * len(checked)
         for i, job in flat:
             out[i] = out[i] or (self.verdicts[job.key] if job is not None else None)
@@ -1504,26 +1511,51 @@ class StaticPrune:
         """Start the compiles of `checked` (as `reasons` takes them) that are not checked yet
         on the worker processes, and return at once, saying how many: a later `reasons` of
         the same calls waits for them instead of compiling again. The sweep starts the next
-        problem's first batch so, to compile while it times the current one. Only where the
-        workers run (an earlier batch started them): on threads, the compiles would take the
-        sweep's own process from its timing."""
+        problem's first batch so, to compile while it times the current one (the workers run
+        at the lowest CPU priority, `_end_with_parent`: the sweep's process takes a core
+        whenever it needs one). A `reasons` call goes first: what no worker has taken yet
+        waits for its batch. Only where the workers run (an earlier batch started them): on
+        threads, the compiles would take the sweep's own process from its timing."""
         if self._pool is None:
             return 0
         jobs = {job.key: job for calls in checked for call in calls
                 if (job := _static_compile(call)) is not None and job.key not in self.verdicts
                 and job.key not in self.started}  # fmt: skip
-        try:
-            for key, job in jobs.items():
-                self.started[key] = self._pool.submit(_verdict, job)
-        except Exception:  # noqa: BLE001 - a broken pool: `reasons` checks them on threads
-            self._fail()
-        return len(jobs)
+        return self._submit(list(jobs.values()))
 
     def settle(self) -> None:
         """Wait for the compiles started ahead (`start`) to end, so that what is timed next
-        (the baselines) does not share the host's cores with them."""
-        if self.started:
-            concurrent.futures.wait(list(self.started.values()))
+        (the baselines) does not share the host's cores with them, and keep their verdicts
+        (one that failed is left for a later `reasons` to check)."""
+        if not self.started:
+            return
+        concurrent.futures.wait([future for future, _ in self.started.values()])
+        for key, (future, _) in list(self.started.items()):
+            del self.started[key]
+            if not future.cancelled() and future.exception() is None:
+                self.verdicts[key] = future.result()
+
+    def _submit(self, jobs: list[StaticCompile]) -> int:
+        """Start `jobs` on the workers (none where they are gone); how many started."""
+        if self._pool is None:
+            return 0
+        try:
+            for job in jobs:
+                self.started[job.key] = (self._pool.submit(_verdict, job), job)
+        except Exception:  # noqa: BLE001 - a broken pool: `reasons` checks them on threads
+            self._fail()  # (forgets those started)
+            return 0
+        return len(jobs)
+
+    def _defer(self) -> list[StaticCompile]:
+        """Cancel the compiles started ahead that no worker has taken yet, so that a batch
+        checked now goes first; their jobs, to start again after it."""
+        out = []
+        for key, (future, job) in list(self.started.items()):
+            if future.cancel():
+                del self.started[key]
+                out.append(job)
+        return out
 
     def _collect(self, early: dict[str, Future], todo: dict[str, StaticCompile]) -> dict[str, str | None]:
         """The verdicts of compiles `start`ed ahead; those whose worker failed (or which a
@@ -1580,12 +1612,16 @@ class StaticPrune:
 
 
 def _end_with_parent(parent: int) -> None:
-    """A prune worker's start. It ignores SIGINT (a Ctrl-C reaches the whole process group:
-    the sweep stops its workers itself) and ends when the sweep's process has: one ended by
-    os._exit (the watchdog, a lost CUDA context) never stops them, and they would stay,
-    waiting for work and holding its output open (the GPU script's pipe to the sweep's log
-    would never close)."""
+    """A prune worker's start, at the lowest CPU priority. It ignores SIGINT (a Ctrl-C
+    reaches the whole process group: the sweep stops its workers itself) and ends when the
+    sweep's process has: one ended by os._exit (the watchdog, a lost CUDA context) never
+    stops them, and they would stay, waiting for work and holding its output open (the GPU
+    script's pipe to the sweep's log would never close)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the lowest CPU priority: the sweep's process, timing one task while the workers compile
+    # the next (`StaticPrune.start`), takes a core from them whenever it needs one
+    with contextlib.suppress(OSError):
+        os.nice(19)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -4,6 +4,7 @@ correctness gate, resume, shards, merge and the table."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import threading
 import time
@@ -535,7 +536,8 @@ def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
     3 that ran; the tile after it, checked ahead of need (`search.Batch.ahead`), has no
     row, pruned or not; a rerun proposes the same tiles and adds nothing. Only this problem's
     verdicts count: the same tile pruned at another shape, in another mode or on another GPU
-    is timed here. `then` (the next task's compiles) is called once, after the first check.
+    is timed here. `then` (the next task's compiles) is called once, after the first check,
+    before the first tiles run; the references wait for those compiles (`settle`).
     The GPU's path, with the sm_90 verdicts and the compiles stubbed."""
     recorded: list[object] = []
     real_record = sweep._record
@@ -560,7 +562,8 @@ def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
 
     monkeypatch.setattr(sweep, "_record", record)
     monkeypatch.setattr(sweep.StaticPrune, "reasons", reasons)
-    monkeypatch.setattr(sweep, "_warm", lambda calls: None)
+    monkeypatch.setattr(sweep, "_warm", lambda calls: order.append("warm"))
+    monkeypatch.setattr(sweep.StaticPrune, "settle", lambda self: order.append("settle"))
     gpu_env = dataclasses.replace(sweep.environment(), representative=True)
     key = lambda c: canonical_json(c.as_dict())  # noqa: E731
     elsewhere = [
@@ -572,9 +575,16 @@ def test_a_gpu_sweep_times_the_next_seed_in_place_of_one_the_prune_drops(
     ]  # fmt: skip
     with ResultsDB(tmp_path / "p.db") as db:
         db.add_many(elsewhere)
-        rows = list(sweep._run_task(db, task, gpu_env, "cpu", 3, "none", then=lambda: order.append("then")))
+        rows = []
+        for r in sweep._run_task(db, task, gpu_env, "cpu", 3, "none", then=lambda: order.append("then")):
+            rows.append(r)
+            if r.provider in ("eager_ref", "compiled_ref"):
+                order.append(r.provider)
         ours = [r for r in rows if r.provider == "yat_triton"]
-        assert order == ["check", "then", "check"], order  # (the next task's compiles start once)
+        # the next task's compiles start once, before this task's first tiles run; the
+        # references are timed once they are done
+        steps = [step for step, _ in itertools.groupby(order)]  # (a warm a tile)
+        assert steps[:6] == ["check", "then", "warm", "check", "warm", "settle"] and steps[6:], order
         assert [r.config for r in ours if r.status == "pruned" and "stub" in r.reason] == [key(drop)]
         ran = [r.config for r in ours if r.status == "ok"]
         assert ran == [key(first[0]), key(seeds[1]), key(seeds[2])]
@@ -623,6 +633,79 @@ def test_the_next_tasks_first_batch_starts_compiling_on_the_prunes_workers(
         assert sweep.start_first_batch(prune, db, task, env, **{**kw, "search": "exhaustive"}) == 0
         monkeypatch.setattr(sweep, "Problem", None)  # (cannot be planned)
         assert sweep.start_first_batch(prune, db, task, env, **kw) == 0
+
+
+def test_a_batch_checked_now_goes_before_compiles_started_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On workers, the compiles started ahead (`StaticPrune.start`) that no worker has taken
+    yet are cancelled for a batch checked now and started again after it; one a batch needs
+    is waited for, not compiled again; `settle` keeps what they found. A stand-in pool (its
+    futures end when the test says) and stand-in compiles."""
+    from concurrent.futures import Future
+
+    log: list[object] = []
+
+    class Pool:
+        def __init__(self) -> None:
+            self.futures: dict[str, list[Future]] = {}
+
+        def submit(self, fn: object, job: SimpleNamespace) -> Future:
+            log.append(("start", job.key))
+            self.futures.setdefault(job.key, []).append(Future())
+            return self.futures[job.key][-1]
+
+        def map(self, fn: object, jobs: list[SimpleNamespace]) -> list[str]:
+            log.append(("batch", [j.key for j in jobs]))
+            return [f"why {j.key}" for j in jobs]
+
+        def shutdown(self, **kw: object) -> None:
+            pass
+
+    monkeypatch.setattr(sweep, "_static_compile", lambda call: SimpleNamespace(key=call))
+    prune = sweep.StaticPrune(2)
+    pool = prune._pool = Pool()
+    assert prune.start([["a", "b"], ["c"]]) == 3 and prune.start([["a"]]) == 0
+    assert pool.futures["c"][0].set_running_or_notify_cancel()  # a worker took c
+    assert prune.reasons([["x"], ["y"]]) == ["why x", "why y"]
+    assert log == [("start", "a"), ("start", "b"), ("start", "c"), ("batch", ["x", "y"]), ("start", "a"),
+                   ("start", "b")]  # fmt: skip
+    assert pool.futures["a"][0].cancelled() and not pool.futures["c"][0].cancelled()
+    pool.futures["a"][1].set_result("why a")
+    assert prune.reasons([["a"], ["x"]]) == ["why a", "why x"] and len(log) == 6  # (nothing compiled)
+    pool.futures["b"][1].set_result(None)
+    pool.futures["c"][0].set_result("why c")
+    prune.settle()
+    assert not prune.started and prune.verdicts == {
+        "x": "why x",
+        "y": "why y",
+        "a": "why a",
+        "b": None,
+        "c": "why c",
+    }
+
+
+def test_each_task_starts_the_next_ones_compiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run_sweep` hands each task but the last a `then` starting the next task's first
+    compiles (`start_first_batch`), with the run's prune and search."""
+    seen: list[tuple[sweep.Task, object]] = []
+    started: list[tuple[sweep.Task, str]] = []
+
+    def run_task(db, task, *args, then=None, prune=None, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append((task, then))
+        if then is not None:
+            then()
+        return []
+
+    monkeypatch.setattr(sweep, "_run_task", run_task)
+    monkeypatch.setattr(
+        sweep, "start_first_batch", lambda prune, db, task, env, **kw: started.append((task, kw["search"]))
+    )
+    suite = {"dense": [{"M": 20, "N": 12, "K": 16}, {"M": 24, "N": 12, "K": 16}]}
+    with ResultsDB(tmp_path / "t.db") as db:
+        sweep.run_sweep(db, suite, ops=["dense"], modes=["fwd", "bwd"], dtypes=["float32"], progress=False,
+                        compile_mode="none")  # fmt: skip
+    todo = [task for task, _ in seen]
+    assert len(todo) == 4 and seen[-1][1] is None
+    assert started == [(task, "guided") for task in todo[1:]]
 
 
 def test_correctness_gate_rejects_a_wrong_config(tiny_suite: Path, tmp_path: Path, monkeypatch) -> None:
@@ -939,11 +1022,12 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
     by one in the sweep's process (a tile that spills, one that overflows shared memory, one
     that fits), each distinct compile checked once however often the batches repeat it,
     the workers started for a batch of MIN_JOBS_TO_SPAWN new compiles, not fewer; compiles
-    started ahead on the workers (`start`, none before they run; `settle` waits for them)
-    give `reasons` their verdicts without a compile of its own;
-    where a worker dies, the batch and the rest of the run are checked on threads, with the
-    same verdicts; the workers of a process ended by os._exit end too. In a child process:
-    static compiles need compiled, not interpreted, kernels."""
+    started ahead on the workers (`start`, none before they run; `settle` waits for them
+    and keeps their verdicts) give `reasons` their verdicts without a compile of its own;
+    where a worker dies (compiles started ahead with it), the batch and the rest of the run
+    are checked on threads, with the same verdicts; the workers of a process ended by
+    os._exit end too. In a child process: static compiles need compiled, not interpreted,
+    kernels."""
 
     code = (
         "from autotune.sweep import Problem, StaticPrune, _record, _record_training, call_reason\n"
@@ -962,20 +1046,25 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
         "    one_by_one = [next((w for w in map(call_reason, both(t)) if w), None) for t in tiles]\n"
         "    assert found == one_by_one * 2 and found[0] and found[1] and not found[2], found\n"
         "    import autotune.sweep as S\n"
+        "    reason = lambda t: next((w for w in map(call_reason, both(t)) if w), None)\n"
         "    more = [TileConfig(64, 256, 64, 8, 4, 3), TileConfig(128, 64, 64, 8, 4, 3)]\n"
         "    assert StaticPrune(2).start([both(t) for t in more]) == 0  # (no workers yet: none)\n"
         "    assert prune.start([both(t) for t in more]) == 4 and prune.start([both(more[0])]) == 0\n"
-        "    prune.settle()  # (waits for them)\n"
-        "    assert len(prune.started) == 4 and all(f.done() for f in prune.started.values())\n"
+        "    import concurrent.futures\n"
+        "    concurrent.futures.wait([f for f, _ in prune.started.values()])  # (sent to the workers)\n"
         "    verdict, S._verdict = S._verdict, None  # (a compile here, not the workers', would fail)\n"
         "    early = prune.reasons([both(t) for t in more])\n"
         "    S._verdict = verdict\n"
-        "    assert early == [next((w for w in map(call_reason, both(t)) if w), None) for t in more], early\n"
-        "    assert len(prune.verdicts) == 14 and not prune.started\n"
+        "    assert early == list(map(reason, more)) and len(prune.verdicts) == 14 and not prune.started\n"
+        "    last = [TileConfig(64, 128, 32, 8, 4, 3), TileConfig(128, 128, 32, 8, 8, 3)]\n"
+        "    assert prune.start([both(t) for t in last]) == 4\n"
+        "    prune.settle()  # (waits for them, and keeps their verdicts)\n"
+        "    assert not prune.started and len(prune.verdicts) == 18\n"
         "    import os, signal\n"
+        "    spills = TileConfig(256, 256, 64, 8, 4, 2)  # (a batch not checked yet, started ahead)\n"
+        "    assert prune.start([both(spills)]) == 2\n"
         "    for pid in prune.worker_pids():\n"
         "        os.kill(pid, signal.SIGKILL)\n"
-        "    spills = TileConfig(256, 256, 64, 8, 4, 2)  # (a batch not checked yet)\n"
         "    again = prune.reasons([both(spills), both(tiles[2])])\n"
         "    assert 'spills on sm_90' in again[0] and again[1] is None, again\n"
         "    assert prune.processes == 0 and prune.worker_pids() == [] and 'failed' in prune.describe()\n"
