@@ -1604,10 +1604,15 @@ class StaticPrune:
             raise
 
     def close(self) -> None:
-        """Stop the worker processes (their compiles not started are cancelled, and those
-        started ahead forgotten: `reasons` checks them itself)."""
+        """Stop the worker processes, a compile running there included (their compiles not
+        started are cancelled, and those started ahead forgotten: `reasons` checks them
+        itself)."""
         if self._pool is not None:
+            workers = list((self._pool._processes or {}).values())
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:  # (a compile running would hold the process's exit)
+                with contextlib.suppress(OSError, ValueError):
+                    worker.terminate()
             self._pool = None
         self.started.clear()
 

@@ -1026,8 +1026,8 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
     and keeps their verdicts) give `reasons` their verdicts without a compile of its own;
     where a worker dies (compiles started ahead with it), the batch and the rest of the run
     are checked on threads, with the same verdicts; the workers of a process ended by
-    os._exit end too. In a child process: static compiles need compiled, not interpreted,
-    kernels."""
+    os._exit end too, and `close` ends them, a compile running there included. In a child
+    process: static compiles need compiled, not interpreted, kernels."""
 
     code = (
         "from autotune.sweep import Problem, StaticPrune, _record, _record_training, call_reason\n"
@@ -1068,6 +1068,14 @@ def test_the_static_prune_on_processes_agrees_with_one_by_one() -> None:
         "    again = prune.reasons([both(spills), both(tiles[2])])\n"
         "    assert 'spills on sm_90' in again[0] and again[1] is None, again\n"
         "    assert prune.processes == 0 and prune.worker_pids() == [] and 'failed' in prune.describe()\n"
+        "    busy = StaticPrune(2)  # close ends the workers, a compile running there included\n"
+        "    busy.reasons([both(t) for t in tiles])\n"
+        "    assert busy.start([both(TileConfig(128, 256, 32, 8, 8, 3))]) == 2\n"
+        "    import time; time.sleep(0.5)\n"
+        "    workers = list(busy._pool._processes.values())\n"
+        "    busy.close()\n"
+        "    [w.join(10) for w in workers]\n"
+        "    assert -signal.SIGTERM in [w.exitcode for w in workers], [w.exitcode for w in workers]\n"
         "    orphans = StaticPrune(2)  # a process ended by os._exit leaves none behind\n"
         "    orphans.reasons([both(t) for t in tiles])\n"
         "    print('ok', *orphans.worker_pids(), flush=True)\n"
