@@ -775,9 +775,8 @@ def prune_cost(suite: str, dtype: str, processes: int) -> str:
             dropped: set[TileConfig] = set()
             # nothing timed: the search stops after its first stage (seeds and refills)
             for batch in search.guided(first, ranked, dict, None, dropped=lambda d=dropped: d):
-                tiles_checked = batch + batch.ahead  # (as the sweep: `search.Batch`)
-                both = (sweep._record(problem, c) + sweep._record_training(problem, c) for c in tiles_checked)
-                checked = [sweep.swept_calls(calls, task.mode) for calls in both]
+                # (as the sweep: `search.Batch`)
+                checked = [sweep.checked_calls(problem, c) for c in batch + batch.ahead]
                 t0, known = time.perf_counter(), len(prune.verdicts)
                 reasons = prune.reasons(checked)[: len(batch)]
                 elapsed += time.perf_counter() - t0

@@ -1129,7 +1129,7 @@ def _run_task(
     tiles = {key_of(c): c for c in (*first, *ranked) if c is not None}
     next_task = [then] if then is not None else []  # (called once)
 
-    def time_tiles(batch: list[TileConfig | None]) -> Iterator[Result]:
+    def time_tiles(batch: tile_search.Batch) -> Iterator[Result]:
         pending = [c for c in batch if not done("yat_triton", key_of(c))]
         if env.representative:
             # Static prune: a tile whose kernels spill or overflow shared memory (the forward
@@ -1139,7 +1139,7 @@ def _run_task(
             # The tiles the search would propose next in place of dropped ones are checked
             # along (`search.Batch.ahead`): their verdicts wait in `prune`, their rows for
             # the batch that proposes them.
-            ahead = [c for c in getattr(batch, "ahead", []) if not done("yat_triton", key_of(c))]
+            ahead = [c for c in batch.ahead if not done("yat_triton", key_of(c))]
             with clock("yat_triton static prune"):
                 recorded = [_record(problem, c) for c in pending + ahead]
                 training = [_record_training(problem, c) for c in pending + ahead]
@@ -1235,9 +1235,7 @@ def start_first_batch(
             if c is not None and not db.has((*key, canonical_json(c.as_dict()), env.gpu))
         ]  # fmt: skip
         problem = Problem(task.op, task.shape, task.dtype, task.mode, "meta")
-        return prune.start(
-            [swept_calls(_record(problem, c) + _record_training(problem, c), task.mode) for c in tiles]
-        )
+        return prune.start([checked_calls(problem, c) for c in tiles])
     except Exception:  # noqa: BLE001 - an optimization: the task checks its own tiles
         return 0
 
@@ -1428,6 +1426,12 @@ def swept_calls(calls: list[object], mode: str) -> list[object]:
 def _record(problem: Problem, config: TileConfig | None) -> list[object]:
     """The kernel launches one run of the problem with `config` plans (nothing runs)."""
     return _recorded(lambda: problem.yat_with(config)) if config is not None else []
+
+
+def checked_calls(problem: Problem, config: TileConfig | None) -> list[object]:
+    """What the static prune checks of `config`: the launches of a run with it (in fwd mode
+    also of the forward as training runs it), its swept kernels' alone (`swept_calls`)."""
+    return swept_calls(_record(problem, config) + _record_training(problem, config), problem.mode)
 
 
 def _record_training(problem: Problem, config: TileConfig | None) -> list[object]:
