@@ -24,7 +24,7 @@ tiles after it, in parallel, so that a second refill finds their verdicts: `Batc
 that a dtype whose space the prune thins still starts its rounds from up to 8 seeds that
 run. That costs compiles: over the core suite's fp32 problems (FMA dots), the first stages
 propose 407 tiles, prune 153 and keep 254, 240 distinct compiles in 23 rounds one after the
-other (28 without the look-ahead), 136.3 and 145.9 s on 2 cores (`TRITON_CACHE_DIR=$(mktemp
+other (28 without the look-ahead, an ad hoc count), 136.3 and 145.9 s on 2 cores (`TRITON_CACHE_DIR=$(mktemp
 -d) python -m autotune.inspect --prune core --dtype float32 --processes 0`, Triton 3.6);
 the first batches alone (ad hoc, REFILL = 1) keep 179 of 270, 140 compiles, in 77.5 s.
 bf16 proposes 277 tiles and keeps 270, 183 compiles, 74.5 s. In `fwd+bwd` mode, which times the
